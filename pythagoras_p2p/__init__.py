@@ -1,0 +1,49 @@
+"""pythagoras_p2p: memoized pure functions, run on this machine or across a swarm of peers.
+
+    from pythagoras_p2p import *
+
+    cloud = PCloud(requires=None, connection=None)
+
+    @cloud.add_pure_function
+    def square(*, x: int) -> int:
+        return x * x
+
+    square(x=3)                                         # computed once, stored, then a hit
+    square.sync_remote(x=4)                             # runs in a worker process
+    square.sync_parallel(kw_args(x=i) for i in range(10))   # in parallel, results in order
+"""
+
+from __future__ import annotations
+
+from ._version import __version__ as __version__
+from .clouds.base import PCloud
+from .clouds.local import LocalCloud
+from .errors import (
+    ConfigurationError,
+    FingerprintError,
+    PureFunctionError,
+    PythagorasError,
+    RemoteError,
+    RequirementsError,
+    SerializationError,
+    StoreError,
+    StoreFullError,
+    WorkerCrashedError,
+)
+from .function import kw_args
+
+__all__ = [
+    "PCloud",
+    "LocalCloud",
+    "kw_args",
+    "PythagorasError",
+    "PureFunctionError",
+    "FingerprintError",
+    "SerializationError",
+    "ConfigurationError",
+    "RequirementsError",
+    "StoreError",
+    "StoreFullError",
+    "WorkerCrashedError",
+    "RemoteError",
+]

@@ -1,0 +1,143 @@
+"""Entry point of a worker process (``python -m pythagoras_p2p._worker RFD WFD SLOTFD``).
+
+A worker is a fresh interpreter: it never imports the user's ``__main__``. It reads batches of
+tasks from its supervisor, loads each function once by fingerprint from the shared store, runs
+the call, and writes back outcomes and whatever the call printed. Before each task it writes the
+task's id into a shared 8-byte page, so its supervisor can tell which call killed it.
+Clouds used inside a worker run their calls inline, so nested ``sync_parallel`` never waits on
+the workers it occupies.
+"""
+
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+
+_SLOT = struct.Struct("<q")
+_FLUSH_EVERY = 0.005  # seconds between outcome messages while a batch runs
+
+
+class _Channel:
+    """The worker's pipe to its supervisor; a lock keeps frames of threads apart."""
+
+    def __init__(self, rfd: int, wfd: int):
+        from .workers import FrameReader
+
+        self.rfd, self.wfd = rfd, wfd
+        self.reader = FrameReader()
+        self.pending: list = []
+        self.lock = threading.Lock()
+
+    def recv(self):
+        while not self.pending:
+            data = os.read(self.rfd, 1 << 20)
+            if not data:
+                return None
+            self.pending.extend(self.reader.feed(data))
+        return self.pending.pop(0)
+
+    def send(self, message) -> None:
+        from .workers import send_frame
+
+        with self.lock:
+            send_frame(self.wfd, message)
+
+
+class _Output(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` of a worker: text goes to the caller, line by line."""
+
+    def __init__(self, channel: _Channel, where: str):
+        self.channel, self.where = channel, where
+        self.buf: list[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.buf.append(text)
+        if "\n" in text:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self.buf:
+            text = "".join(self.buf)
+            self.buf.clear()
+            self.channel.send(("out", self.where, text))
+
+
+def _limit_memory() -> None:
+    raw = os.environ.get("PYTHAGORAS_WORKER_MEMORY_LIMIT")
+    if raw:
+        import resource
+
+        from .defaults import _parse_size
+
+        limit = _parse_size(raw)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    rfd, wfd, slot_fd = (int(a) for a in argv[:3])
+    slot = mmap.mmap(slot_fd, _SLOT.size)
+    os.close(slot_fd)
+    channel = _Channel(rfd, wfd)
+    init = channel.recv()
+    if init is None:
+        return 0
+    _, sys_path, home, label, cwd = init
+    try:
+        sys.path[:] = sys_path
+        os.chdir(cwd)
+        _limit_memory()
+        from .clouds.base import enter_worker
+        from .execution import Task, current_where, decode_args, execute, failure_outcome
+        from .function import load_function
+
+        cloud = enter_worker(home)
+        store = cloud.store
+    except BaseException as exc:  # report why, then exit: the supervisor stops respawning
+        channel.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        return 1
+    where = current_where(label.split(":", 1)[1])
+    sys.stdout = sys.stderr = _Output(channel, where)
+    channel.send(("ready", os.getpid()))
+    functions: dict[bytes, object] = {}
+    while True:
+        message = channel.recv()
+        if message is None or message[0] == "stop":
+            break
+        done: list = []
+        last = time.monotonic()
+        for seq, fp, payload, label in message[1]:
+            _SLOT.pack_into(slot, 0, seq)
+            task = Task(seq, fp, b"", payload, label)
+            try:
+                func = functions.get(fp)
+                if func is None:
+                    func = functions[fp] = load_function(store, fp)
+                outcome = execute(func, decode_args(payload, store), task, store, where)
+            except Exception as exc:
+                outcome = failure_outcome(exc, where)
+            _SLOT.pack_into(slot, 0, -1)
+            done.append((seq, outcome))
+            now = time.monotonic()
+            if now - last >= _FLUSH_EVERY:
+                sys.stdout.flush()
+                channel.send(("done", done))
+                done, last = [], now
+        sys.stdout.flush()
+        if done:
+            channel.send(("done", done))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

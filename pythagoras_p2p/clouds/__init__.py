@@ -1,0 +1,1 @@
+"""The backends behind ``PCloud``: one module each, all behind the interface of :mod:`.base`."""

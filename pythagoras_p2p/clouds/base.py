@@ -1,0 +1,210 @@
+"""``PCloud``: the base of every backend, the user contract they share, and the choice of backend.
+
+A cloud owns a store (the LMDB store of its home), the functions added to it, and a way to run
+calls away from the caller (its ``_dispatch``). What happens on a call is the same everywhere:
+the memoized call and the ``sync_parallel`` algorithm live in :mod:`..function` and
+:mod:`..execution`; a backend only says where tasks run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..defaults import DEFAULT_PORT, home_dir
+from ..encoding import pack, value_address
+from ..errors import ConfigurationError
+from ..execution import run_calls
+from ..function import PureFunction, function_record
+from ..requirements import parse_requirements
+from ..store import Store, open_store, result_meta
+
+__all__ = ["PCloud", "parse_connection", "process_cloud", "enter_worker", "in_worker"]
+
+log = logging.getLogger("pythagoras_p2p")
+
+_CONNECTION_KEYS = {"peers", "discovery", "home", "key"}
+_DISCOVERY = ("mdns", "static", "off")
+
+
+def parse_connection(connection: Any) -> dict:
+    """Check ``connection=`` and return it as ``{"mode", "peers", "discovery", "home", "key"}``.
+
+    ``None`` is automatic, ``"local"`` never touches the network, ``"host[:port],..."`` names
+    peers, and a mapping sets any of ``peers``, ``discovery``, ``home`` and ``key``.
+    """
+    spec: dict[str, Any] = {"mode": "auto", "peers": [], "discovery": "mdns", "home": None, "key": None}
+    if connection is None:
+        return spec
+    if isinstance(connection, str):
+        if connection.strip() == "local":
+            spec.update(mode="local", discovery="off")
+            return spec
+        spec.update(mode="peers", discovery="static", peers=parse_peers(connection))
+        return spec
+    if isinstance(connection, Mapping):
+        unknown = set(connection) - _CONNECTION_KEYS
+        if unknown:
+            raise ConfigurationError(
+                f"connection= has unknown key(s) {sorted(unknown)}; it takes {sorted(_CONNECTION_KEYS)}"
+            )
+        peers = connection.get("peers") or []
+        if isinstance(peers, str):
+            peers = parse_peers(peers)
+        else:
+            peers = [p for item in peers for p in parse_peers(str(item))]
+        discovery = connection.get("discovery", "static" if peers else "mdns")
+        if discovery not in _DISCOVERY:
+            raise ConfigurationError(
+                f"connection['discovery'] is {discovery!r}; use one of {', '.join(_DISCOVERY)}"
+            )
+        spec.update(peers=peers, discovery=discovery, home=connection.get("home"),
+                    key=connection.get("key"))
+        spec["mode"] = "peers" if peers else ("local" if discovery == "off" else "auto")
+        return spec
+    raise ConfigurationError(
+        f"connection= takes None, 'local', 'host[:port],...' or a mapping, not a "
+        f"{type(connection).__name__}"
+    )
+
+
+def parse_peers(text: str) -> list[tuple[str, int]]:
+    """``"a, b:7000, [::1]:7575"`` → ``[("a", 7575), ("b", 7000), ("::1", 7575)]``."""
+    peers = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, port = item, str(DEFAULT_PORT)
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest.removeprefix(":") or port
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(
+                f"connection= has a malformed peer {item!r}; write host or host:port "
+                f"(port 1-65535, default {DEFAULT_PORT}), separated by commas"
+            )
+        peers.append((host, int(port)))
+    if not peers:
+        raise ConfigurationError(f"connection={text!r} names no peer; write 'host[:port],...'")
+    return peers
+
+
+class PCloud:
+    """A cloud of pure functions. ``PCloud(...)`` itself gives the default backend.
+
+    ``requires``: pip requirement specifiers a machine must satisfy to run calls.
+    ``connection``: ``None`` (automatic), ``"local"``, ``"host[:port],..."``, or a mapping.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        if args:
+            raise ConfigurationError(
+                f"{cls.__name__}() takes keyword arguments only, e.g. "
+                f"{cls.__name__}(requires=None, connection=None)"
+            )
+        if cls is PCloud:
+            cls = _choose_backend(parse_connection(kwargs.get("connection")))
+        return object.__new__(cls)
+
+    def __init__(self, *, requires: Any = None, connection: Any = None, home: Any = None):
+        self.requires = parse_requirements(requires)
+        self.connection = parse_connection(connection)
+        self.home = home_dir(home or self.connection["home"])
+        self.store: Store = open_store(self.home)
+        self.functions: list[PureFunction] = []
+        self._registered: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def add_pure_function(self, func: Any) -> PureFunction:
+        """Decorator: make ``func`` a memoized pure function of this cloud."""
+        fn = PureFunction(func, self)
+        self.functions.append(fn)
+        return fn
+
+    # ------------------------------------------------------------------ backend interface
+
+    def _compute_here(self, fn: PureFunction, call: bytes, kwargs: dict) -> Any:
+        """Run a missed call in this process, store its result durably, return it."""
+        started = time.time()
+        t0 = time.perf_counter()
+        value = fn.__pythagoras_function__(**kwargs)
+        duration = time.perf_counter() - t0
+        blob = pack(value, what=f"result of {fn.name}")
+        meta = result_meta(fn.name, fn.fingerprint, started, duration, worker="caller")
+        self.store.put_results([(call, value_address(value), blob, meta)])
+        return value
+
+    def _register_function(self, fn: PureFunction) -> None:
+        """Put the function into the store once, so workers can load it by fingerprint."""
+        fp = fn.fingerprint
+        if fp not in self._registered:
+            if self.store.get_function(fp) is None:
+                self.store.put_function(fp, function_record(fn))
+            self._registered.add(fp)
+
+    def _run(self, fn: PureFunction, calls: Iterable[dict], *, return_exceptions: bool,
+             progress: bool | None) -> list:
+        return run_calls(self, fn, calls, return_exceptions=return_exceptions, progress=progress)
+
+    def _dispatch(self, tasks: Iterable, count: int):  # pragma: no cover - every backend has one
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop this cloud's worker processes and connections (the store stays open)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(home={str(self.home)!r})"
+
+
+def _choose_backend(connection: dict) -> type:
+    from .local import LocalCloud
+
+    if connection["mode"] == "peers":
+        raise ConfigurationError(
+            "connection= names peers, which needs the swarm backend of the node daemon "
+            "(pythagoras-node); this installation runs calls on this machine: use "
+            "connection=None or 'local'"
+        )
+    if connection["mode"] == "auto":
+        log.info("no swarm found: running on the embedded default (this machine's workers)")
+    return LocalCloud
+
+
+_process: dict[str, Any] = {"cloud": None, "in_worker": False}
+
+
+def enter_worker(home: str) -> PCloud:
+    """Called once by a worker process: its clouds run nested calls inline, in the worker."""
+    from .local import LocalCloud
+
+    _process["in_worker"] = True
+    _process["cloud"] = LocalCloud(home=home, connection="local")
+    return _process["cloud"]
+
+
+def in_worker() -> bool:
+    return _process["in_worker"]
+
+
+def process_cloud() -> PCloud:
+    """The cloud that pure functions unpickled in this process attach to."""
+    cloud = _process["cloud"]
+    if cloud is None:
+        from .local import LocalCloud
+
+        cloud = _process["cloud"] = LocalCloud(connection="local")
+    return cloud

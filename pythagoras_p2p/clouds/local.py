@@ -1,0 +1,106 @@
+"""``LocalCloud``: the embedded default — the store of this home and worker processes of this machine."""
+
+from __future__ import annotations
+
+import atexit
+import socket
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from ..defaults import worker_count
+from ..errors import ConfigurationError, RequirementsError
+from ..execution import Task, decode_args, execute, failure_outcome
+from ..function import load_function
+from ..requirements import missing_requirements
+from .base import PCloud, in_worker
+
+__all__ = ["LocalCloud"]
+
+
+class LocalCloud(PCloud):
+    """Runs calls on this machine only: memo hits from the local store, misses in worker processes.
+
+    ``workers``: how many worker processes (default: one per usable core, or
+    ``$PYTHAGORAS_WORKERS``). They start at the first ``sync_remote``/``sync_parallel`` and stop
+    with :meth:`close` or at interpreter exit.
+    """
+
+    def __init__(self, *, requires: Any = None, connection: Any = None, home: Any = None,
+                 workers: int | None = None):
+        super().__init__(requires=requires, connection=connection, home=home)
+        if self.connection["mode"] == "peers":
+            raise ConfigurationError(
+                "LocalCloud runs on this machine only; drop connection= or use PCloud/SwarmCloud "
+                "for peers"
+            )
+        missing = missing_requirements(self.requires)
+        if missing:
+            raise RequirementsError(
+                f"this machine does not satisfy requires=: {'; '.join(missing)}. Install them "
+                f"(pip install ...) or change requires="
+            )
+        if workers is None:
+            workers = worker_count()
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ConfigurationError(f"workers={workers!r}; give a whole number of at least 1")
+        self.workers = workers
+        self._pool = None
+
+    def _dispatch(self, tasks: Iterable[Task], count: int):
+        if in_worker():
+            return _InlineBatch(self, tasks, count)
+        with self._lock:
+            if self._pool is None or not self._pool.alive:
+                from ..workers import WorkerPool
+
+                self._pool = WorkerPool(self.home, self.workers, label=socket.gethostname())
+                _POOLS.add(self._pool)
+            pool = self._pool
+        return pool.submit(tasks, count)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+
+class _InlineBatch:
+    """Runs a batch's tasks one by one in this process (how clouds behave inside a worker)."""
+
+    def __init__(self, cloud: LocalCloud, tasks: Iterable[Task], count: int):
+        self.cloud = cloud
+        self.tasks = iter(tasks)
+        self.remaining = count
+        self.functions: dict[bytes, Any] = {}
+
+    @property
+    def finished(self) -> bool:
+        return self.remaining == 0
+
+    def next_outcomes(self) -> list:
+        task = next(self.tasks)
+        store = self.cloud.store
+        where = "inline"
+        try:
+            func = self.functions.get(task.fp)
+            if func is None:
+                func = self.functions[task.fp] = load_function(store, task.fp)
+            outcome = execute(func, decode_args(task.payload, store), task, store, where)
+        except Exception as exc:
+            outcome = failure_outcome(exc, where)
+        self.remaining -= 1
+        return [(task.tid, outcome)]
+
+    def cancel(self) -> None:
+        self.remaining = 0
+
+
+_POOLS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_pools() -> None:
+    for pool in list(_POOLS):
+        pool.close()

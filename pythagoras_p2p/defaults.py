@@ -1,0 +1,87 @@
+"""Every tunable of pythagoras_p2p, named once, with the environment variable that overrides it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_PORT",
+    "INLINE_VALUE_LIMIT",
+    "MAP_SIZE_INITIAL",
+    "MAX_READERS",
+    "MAX_TASK_CRASHES",
+    "STORE_HEADROOM",
+    "home_dir",
+    "store_cap",
+    "worker_count",
+]
+
+#: TCP port a node listens on when none is given.
+DEFAULT_PORT = 7575
+
+#: Values whose pickle is larger than this are kept in their own file under ``home/blobs``,
+#: so that a worker can map them without copying and no read transaction is held while a task
+#: uses them. Smaller values live inside LMDB.
+INLINE_VALUE_LIMIT = 256 * 1024
+
+#: First size of the LMDB map; it doubles on demand up to :func:`store_cap`.
+MAP_SIZE_INITIAL = 64 * 1024 * 1024
+
+#: Reader slots of the LMDB environment: one per concurrent read transaction of all processes.
+MAX_READERS = 1024
+
+#: Bytes of the map kept free for ``pythagoras-node cache gc``: ordinary writes stop short of it.
+STORE_HEADROOM = 4 * 1024 * 1024
+
+#: How many times a call may kill the worker running it before it is failed.
+MAX_TASK_CRASHES = 3
+
+
+def home_dir(home: str | os.PathLike | None = None) -> Path:
+    """The home holding the store and the swarm key: ``home``, ``$PYTHAGORAS_HOME`` or ``~/.pythagoras``."""
+    if home is None:
+        home = os.environ.get("PYTHAGORAS_HOME") or Path.home() / ".pythagoras"
+    return Path(home).expanduser().absolute()
+
+
+def _env_int(name: str, default: int, *, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = _parse_size(raw) if name.endswith("_SIZE") else int(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a number; set it to a whole number or unset it"
+        ) from None
+    if value < minimum:
+        raise ConfigurationError(f"{name}={raw!r} must be at least {minimum}; set a larger value")
+    return value
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _parse_size(text: str) -> int:
+    """``"512M"``, ``"64G"``, ``"1T"`` or a plain byte count."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
+    number = t[: len(t) - len(unit)] if unit else t
+    return int(float(number) * _UNITS[unit])
+
+
+def store_cap() -> int:
+    """Largest size the store may grow to (``PYTHAGORAS_STORE_MAX_SIZE``, default 64 GiB)."""
+    return _env_int("PYTHAGORAS_STORE_MAX_SIZE", 64 << 30, minimum=2 * STORE_HEADROOM)
+
+
+def worker_count() -> int:
+    """Worker processes per machine (``PYTHAGORAS_WORKERS``, default: the usable cores)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return _env_int("PYTHAGORAS_WORKERS", max(1, cores))

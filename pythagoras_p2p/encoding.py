@@ -1,0 +1,367 @@
+"""Canonical encoding of values, their content addresses, and how values are packed for storage.
+
+Two things live here, and they are kept apart on purpose:
+
+* the **address** of a value: blake3 over a canonical, versioned byte encoding that depends on
+  content only. Dicts and sets are encoded in a sorted order, numpy arrays by dtype, shape and
+  raw bytes, pandas objects column by column (so two equal DataFrames built differently get one
+  address). Large buffers are hashed on their own, with threads, straight from memory: never by
+  pickling them first. Anything else is encoded by its pickle, where pickle is deterministic.
+* the **packed form** of a value: what the store keeps and what travels. It is pickle protocol 5;
+  a large value keeps its buffers out of band, aligned, so that it can be read back straight from
+  a memory map without a copy.
+
+numpy and pandas are never imported here; they are recognised only if the user already uses them.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import sys
+from typing import Any
+
+from blake3 import blake3
+
+from .errors import SerializationError
+
+__all__ = [
+    "ENCODING_VERSION",
+    "Address",
+    "value_address",
+    "canonical_encoding",
+    "hash_bytes",
+    "pack",
+    "unpack",
+]
+
+#: Bumped whenever the encoding changes; it is hashed into every address.
+ENCODING_VERSION = b"pythagoras-enc-1\0"
+
+Address = bytes  # 32 bytes of blake3
+
+_PICKLE_PROTOCOL = 5
+_BIG_BUFFER = 1 << 16  # buffers at least this big are hashed separately (and with threads)
+_THREADS_FROM = 8 << 20  # blake3 uses every core for buffers at least this big
+_pack_q = struct.Struct("<q").pack
+_pack_Q = struct.Struct("<Q").pack
+_pack_d = struct.Struct("<d").pack
+
+
+def hash_bytes(data: Any) -> Address:
+    """blake3 digest of a bytes-like object, using threads for large ones."""
+    n = memoryview(data).nbytes
+    if n >= _THREADS_FROM:
+        return blake3(data, max_threads=blake3.AUTO).digest()
+    return blake3(data).digest()
+
+
+def value_address(obj: Any) -> Address:
+    """The 32-byte content address of ``obj``: equal content, equal address, in any process."""
+    out = bytearray(ENCODING_VERSION)
+    _encode(obj, out)
+    return blake3(out).digest()
+
+
+def canonical_encoding(obj: Any) -> bytes:
+    """The canonical byte encoding that :func:`value_address` hashes (exposed for tests)."""
+    out = bytearray()
+    _encode(obj, out)
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------- canonical encoding
+
+
+def _encode(obj: Any, out: bytearray) -> None:
+    encoder = _ENCODERS.get(type(obj))
+    if encoder is not None:
+        encoder(obj, out)
+        return
+    module = type(obj).__module__
+    if module.startswith("numpy"):
+        np = sys.modules.get("numpy")
+        if np is not None:
+            if isinstance(obj, np.ndarray):
+                _encode_ndarray(obj, out)
+                return
+            if isinstance(obj, np.generic):
+                out += b"n" + obj.dtype.str.encode() + b"\0" + obj.tobytes()
+                return
+    elif module.startswith("pandas"):
+        pd = sys.modules.get("pandas")
+        if pd is not None and _encode_pandas(obj, out, pd):
+            return
+    _encode_by_pickle(obj, out)
+
+
+def _len(n: int, out: bytearray) -> None:
+    out += _pack_Q(n)
+
+
+def _enc_none(obj: None, out: bytearray) -> None:
+    out += b"N"
+
+
+def _enc_bool(obj: bool, out: bytearray) -> None:
+    out += b"T" if obj else b"F"
+
+
+def _enc_int(obj: int, out: bytearray) -> None:
+    if -(1 << 63) <= obj < (1 << 63):
+        out += b"i" + _pack_q(obj)
+    else:
+        raw = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
+        out += b"I"
+        _len(len(raw), out)
+        out += raw
+
+
+def _enc_float(obj: float, out: bytearray) -> None:
+    out += b"f" + _pack_d(obj)
+
+
+def _enc_complex(obj: complex, out: bytearray) -> None:
+    out += b"c" + _pack_d(obj.real) + _pack_d(obj.imag)
+
+
+def _enc_str(obj: str, out: bytearray) -> None:
+    raw = obj.encode("utf-8", "surrogatepass")
+    out += b"s"
+    _len(len(raw), out)
+    out += raw
+
+
+def _enc_bytes(obj: bytes | bytearray, out: bytearray, tag: bytes = b"b") -> None:
+    n = len(obj)
+    out += tag
+    if n >= _BIG_BUFFER:
+        out += b"#" + hash_bytes(obj)
+    else:
+        _len(n, out)
+        out += obj
+
+
+def _enc_bytearray(obj: bytearray, out: bytearray) -> None:
+    _enc_bytes(obj, out, b"B")
+
+
+def _enc_sequence(tag: bytes):
+    def encode(obj: list | tuple, out: bytearray) -> None:
+        out += tag
+        _len(len(obj), out)
+        for item in obj:
+            _encode(item, out)
+
+    return encode
+
+
+def _sorted_encodings(items) -> list[bytes]:
+    encoded = []
+    for item in items:
+        buf = bytearray()
+        _encode(item, buf)
+        encoded.append(bytes(buf))
+    encoded.sort()
+    return encoded
+
+
+def _enc_dict(obj: dict, out: bytearray) -> None:
+    out += b"d"
+    _len(len(obj), out)
+    pairs = []
+    for key, value in obj.items():
+        kbuf = bytearray()
+        _encode(key, kbuf)
+        pairs.append((bytes(kbuf), value))
+    pairs.sort(key=lambda kv: kv[0])
+    for kbuf, value in pairs:
+        out += kbuf
+        _encode(value, out)
+
+
+def _enc_set(tag: bytes):
+    def encode(obj: set | frozenset, out: bytearray) -> None:
+        out += tag
+        _len(len(obj), out)
+        for item in _sorted_encodings(obj):
+            out += item
+
+    return encode
+
+
+def _encode_ndarray(arr: Any, out: bytearray) -> None:
+    out += b"a" + arr.dtype.str.encode() + b"\0"
+    _len(arr.ndim, out)
+    for dim in arr.shape:
+        _len(dim, out)
+    if arr.dtype.hasobject:
+        _encode(arr.tolist(), out)
+        return
+    if arr.dtype.fields is not None:  # structured dtypes: the full description counts
+        _encode(repr(arr.dtype.descr), out)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")
+    data = memoryview(arr).cast("B") if arr.nbytes else b""
+    if len(data) >= _BIG_BUFFER:
+        out += b"#" + hash_bytes(data)
+    else:
+        out += b"="
+        _len(len(data), out)
+        out += data
+
+
+def _encode_pandas(obj: Any, out: bytearray, pd: Any) -> bool:
+    """Encode pandas objects by content; return False for types left to pickle."""
+    if isinstance(obj, pd.DataFrame):
+        out += b"D"
+        _encode_index(obj.columns, out, pd)
+        _encode_index(obj.index, out, pd)
+        for i in range(obj.shape[1]):
+            _encode_values(obj.iloc[:, i], out, pd)
+        return True
+    if isinstance(obj, pd.Series):
+        out += b"R"
+        _encode(obj.name, out)
+        _encode_index(obj.index, out, pd)
+        _encode_values(obj, out, pd)
+        return True
+    if isinstance(obj, pd.Index):
+        _encode_index(obj, out, pd)
+        return True
+    return False
+
+
+def _encode_index(index: Any, out: bytearray, pd: Any) -> None:
+    if isinstance(index, pd.MultiIndex):
+        out += b"M"
+        _encode(list(index.names), out)
+        _encode([tuple(t) for t in index], out)
+        return
+    out += b"X"
+    _encode(index.name, out)
+    _encode_values(index, out, pd)
+
+
+def _encode_values(values: Any, out: bytearray, pd: Any) -> None:
+    """The values of a column, series or index, independent of how pandas lays them out."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        out += b"C"
+        _encode(bool(dtype.ordered), out)
+        _encode_index(dtype.categories, out, pd)
+        _encode_ndarray(values.array.codes if hasattr(values, "array") else values.codes, out)
+        return
+    kind = getattr(dtype, "kind", "O")
+    if type(dtype).__module__.startswith("numpy") and kind not in "OSU":
+        out += b"v"
+        _encode_ndarray(values.to_numpy(copy=False), out)
+        return
+    if kind == "M" or kind == "m":  # timezone-aware datetimes and other extension time types
+        out += b"t" + str(dtype).encode() + b"\0"
+        _encode_ndarray(values.array.asi8 if hasattr(values, "array") else values.asi8, out)
+        return
+    # strings, objects, nullable extension types: element by element, so that object-of-str and
+    # the string dtype (and every storage backend of it) agree.
+    out += b"o"
+    _encode(values.tolist() if hasattr(values, "tolist") else list(values), out)
+
+
+def _encode_by_pickle(obj: Any, out: bytearray) -> None:
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise SerializationError(
+            f"a value of type {type(obj).__qualname__} cannot be hashed because it cannot be "
+            f"pickled ({type(exc).__name__}: {exc}); pass plain data (numbers, strings, "
+            f"containers, numpy arrays, pandas objects) or make the type picklable"
+        ) from None
+    out += b"p"
+    _len(len(data), out)
+    out += data
+    for buf in buffers:
+        raw = buf.raw()
+        out += b"#" + hash_bytes(raw)
+
+
+_ENCODERS = {
+    type(None): _enc_none,
+    bool: _enc_bool,
+    int: _enc_int,
+    float: _enc_float,
+    complex: _enc_complex,
+    str: _enc_str,
+    bytes: _enc_bytes,
+    bytearray: _enc_bytearray,
+    list: _enc_sequence(b"l"),
+    tuple: _enc_sequence(b"u"),
+    dict: _enc_dict,
+    set: _enc_set(b"S"),
+    frozenset: _enc_set(b"Z"),
+}
+
+
+# --------------------------------------------------------------------------- packed values
+
+_MAGIC_INBAND = b"P"
+_MAGIC_OOB = b"Q"
+_ALIGN = 64
+
+
+def pack(obj: Any, *, what: str = "value", out_of_band_from: int = 256 * 1024) -> bytes:
+    """Pickle ``obj`` for storage or transport.
+
+    When its buffers (numpy arrays, PickleBuffers) add up to ``out_of_band_from`` bytes or more,
+    they are laid out after the pickle stream, 64-byte aligned, so that :func:`unpack` on a
+    memory map gives read-only arrays that read the map in place. Smaller values are pickled in
+    band and come back as ordinary, writable objects.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append)
+        raws = [b.raw() for b in buffers]
+        if raws and sum(r.nbytes for r in raws) < out_of_band_from:
+            raws = []
+            data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(
+            f"the {what} (type {type(obj).__qualname__}) cannot be pickled "
+            f"({type(exc).__name__}: {exc}); use plain data, numpy or pandas objects, "
+            f"or a picklable class"
+        ) from None
+    if not raws:
+        return _MAGIC_INBAND + data
+    header = bytearray(_MAGIC_OOB)
+    header += struct.pack("<IQ", len(raws), len(data))
+    for raw in raws:
+        header += _pack_Q(raw.nbytes)
+    parts = [bytes(header), data]
+    offset = len(header) + len(data)
+    for raw in raws:
+        pad = -offset % _ALIGN
+        parts.append(b"\0" * pad)
+        parts.append(raw)
+        offset += pad + raw.nbytes
+    return b"".join(parts)
+
+
+def unpack(blob: Any) -> Any:
+    """Rebuild a value packed by :func:`pack`; out-of-band buffers are used in place."""
+    view = memoryview(blob)
+    magic = bytes(view[:1])
+    if magic == _MAGIC_INBAND:
+        return pickle.loads(view[1:])
+    if magic != _MAGIC_OOB:
+        raise SerializationError("stored value has an unknown format; run `pythagoras-node cache verify`")
+    count, plen = struct.unpack_from("<IQ", view, 1)
+    sizes = struct.unpack_from(f"<{count}Q", view, 13)
+    offset = 13 + 8 * count
+    data = view[offset : offset + plen]
+    offset += plen
+    buffers = []
+    for size in sizes:
+        offset += -offset % _ALIGN
+        buffers.append(view[offset : offset + size])
+        offset += size
+    return pickle.loads(data, buffers=buffers)

@@ -1,0 +1,230 @@
+"""Running calls away from the caller: tasks, their outcomes, and the ``sync_parallel`` algorithm.
+
+:func:`run_calls` is backend-independent. It hashes every call, runs identical calls once,
+answers stored results from one read transaction, hands the rest to a backend's dispatcher as
+:class:`Task` objects, stores results as they arrive in grouped transactions, and returns them in
+input order. :func:`execute` is what runs one task wherever it runs (a worker process, or inline),
+and :func:`rebuild_exception` turns a failure outcome back into the exception the function raised.
+
+An outcome is one of:
+
+* ``("ok", value_address, packed_value_or_None, meta)``: ``None`` when the value was stored
+  where the task ran (large values are written straight to the shared store);
+* ``("err", pickled_exception_or_None, type_name, message, traceback_text, where)``;
+* ``("crash", message)``: the call killed its worker on every attempt.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from .defaults import INLINE_VALUE_LIMIT
+from .encoding import pack, unpack, value_address
+from .errors import PythagorasError, RemoteError, SerializationError, WorkerCrashedError
+from .identity import approx_nbytes, call_address
+from .progress import ProgressBar
+from .store import MISSING, Store, result_meta
+
+__all__ = ["Task", "ArgRef", "run_calls", "execute", "rebuild_exception", "describe_call"]
+
+
+class Task(NamedTuple):
+    """One call to run: ``payload`` is the pickled keyword arguments (large ones as :class:`ArgRef`)."""
+
+    tid: int
+    fp: bytes
+    call: bytes
+    payload: bytes
+    label: str
+
+
+class ArgRef(NamedTuple):
+    """A large argument passed by its address in the store instead of by value."""
+
+    address: bytes
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised where a call ran (set as its ``__cause__``)."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\n" + self.text
+
+
+def describe_call(name: str, kwargs: dict) -> str:
+    """``f(x=1, y='a')`` with long values shortened, for messages."""
+    parts = []
+    for key in sorted(kwargs):
+        text = repr(kwargs[key])
+        if len(text) > 40:
+            text = text[:37] + "..."
+        parts.append(f"{key}={text}")
+    return f"{name}({', '.join(parts)})"
+
+
+def encode_args(kwargs: dict, addresses: dict, store: Store) -> bytes:
+    """Pickle a call's arguments; large ones are stored once and passed as :class:`ArgRef`."""
+    shipped = {}
+    for name, value in kwargs.items():
+        if approx_nbytes(value) >= INLINE_VALUE_LIMIT:
+            address = addresses[name]
+            if not store.has_value(address):
+                store.put_value(address, pack(value, what=f"argument {name!r}"))
+            shipped[name] = ArgRef(address)
+        else:
+            shipped[name] = value
+    try:
+        return pickle.dumps(shipped, protocol=5)
+    except Exception as exc:  # hashing pickled it already; this is a last guard
+        raise SerializationError(f"the arguments cannot be pickled ({exc})") from None
+
+
+def decode_args(payload: bytes, store: Store) -> dict:
+    kwargs = pickle.loads(payload)
+    for name, value in kwargs.items():
+        if type(value) is ArgRef:
+            found = store.get_value(value.address)
+            if found is MISSING:
+                raise PythagorasError(
+                    f"argument {name!r} ({value.address.hex()[:16]}) is missing from the store"
+                )
+            kwargs[name] = found
+    return kwargs
+
+
+def execute(func: Callable, kwargs: dict, task: Task, store: Store, where: str) -> tuple:
+    """Run one task here and return its outcome; large results go straight into ``store``."""
+    started = time.time()
+    t0 = time.perf_counter()
+    try:
+        value = func(**kwargs)
+    except BaseException as exc:  # everything the function raises goes back to the caller
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return failure_outcome(exc, where)
+    duration = time.perf_counter() - t0
+    try:
+        blob = pack(value, what=f"result of {task.label}")
+        address = value_address(value)
+    except SerializationError as exc:
+        return failure_outcome(exc, where)
+    meta = result_meta(func.__qualname__, task.fp, started, duration, worker=where)
+    if len(blob) > INLINE_VALUE_LIMIT:
+        store.put_value(address, blob)
+        blob = None
+    return ("ok", address, blob, meta)
+
+
+def failure_outcome(exc: BaseException, where: str) -> tuple:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        import cloudpickle
+
+        pickled = cloudpickle.dumps(exc)
+    except Exception:
+        pickled = None
+    return ("err", pickled, _type_name(type(exc)), str(exc), text, where)
+
+
+def _type_name(cls: type) -> str:
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def rebuild_exception(outcome: tuple, label: str) -> BaseException:
+    """The exception a failed or crashed task stands for, with the remote traceback attached."""
+    if outcome[0] == "crash":
+        return WorkerCrashedError(outcome[1])
+    _, pickled, type_name, message, text, where = outcome
+    exc = None
+    if pickled is not None:
+        try:
+            exc = pickle.loads(pickled)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(
+            f"{label} raised {type_name}: {message} (on {where}; the exception could not be "
+            f"rebuilt here, its traceback follows as the cause)",
+            remote_type=type_name, remote_traceback=text,
+        )
+    exc.__cause__ = RemoteTraceback(text)
+    last = text.strip().splitlines()
+    frame = next((line.strip() for line in reversed(last) if line.strip().startswith("File ")), "")
+    exc.add_note(f"raised by {label} on {where}; remote traceback above ({frame})")
+    return exc
+
+
+def run_calls(
+    cloud: Any, fn: Any, calls: Iterable[dict], *, return_exceptions: bool, progress: bool | None
+) -> list:
+    """Run calls of ``fn`` through ``cloud``'s dispatcher; see ``PureFunction.sync_parallel``."""
+    store: Store = cloud.store
+    fp = fn.fingerprint
+    memo: dict = {}
+    index: dict[bytes, int] = {}
+    unique: list[tuple[bytes, dict, dict]] = []
+    positions: list[int] = []
+    for kwargs in calls:
+        call, addresses = call_address(fp, kwargs, memo)
+        slot = index.get(call)
+        if slot is None:
+            slot = index[call] = len(unique)
+            unique.append((call, kwargs, addresses))
+        positions.append(slot)
+    del memo, index
+
+    found = store.get_results([u[0] for u in unique])
+    results: list[Any] = [found.get(u[0], MISSING) for u in unique]
+    todo = [i for i, r in enumerate(results) if r is MISSING]
+    del found
+    bar = ProgressBar(fn.name, len(unique), len(unique) - len(todo), enabled=progress)
+    failed = False
+    if todo:
+        cloud._register_function(fn)
+        tasks = (
+            Task(i, fp, unique[i][0], encode_args(unique[i][1], unique[i][2], store),
+                 describe_call(fn.name, unique[i][1]))
+            for i in todo
+        )
+        batch = cloud._dispatch(tasks, len(todo))
+        try:
+            while not batch.finished:
+                outcomes = batch.next_outcomes()
+                records = []
+                for tid, outcome in outcomes:
+                    if outcome[0] == "ok":
+                        _, address, blob, meta = outcome
+                        records.append((unique[tid][0], address, blob, meta))
+                        results[tid] = unpack(blob) if blob is not None else store.get_value(address)
+                    else:
+                        failed = True
+                        results[tid] = rebuild_exception(outcome, describe_call(fn.name, unique[tid][1]))
+                if records:
+                    store.put_results(records)
+                bar.advance(len(outcomes))
+        except BaseException:
+            batch.cancel()
+            raise
+        finally:
+            bar.close()
+    out = [results[p] for p in positions]
+    if failed and not return_exceptions:
+        for value in out:
+            if isinstance(value, BaseException):
+                raise value
+    return out
+
+
+def current_where(worker: str) -> str:
+    import socket
+
+    return f"{socket.gethostname()}/{worker}"
+

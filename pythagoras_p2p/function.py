@@ -1,0 +1,246 @@
+"""The wrapper that ``@cloud.add_pure_function`` returns: a memoized call, ``sync_remote``, ``sync_parallel``.
+
+The wrapper checks the function once, at decoration (keyword-only parameters; no lambdas,
+generators, coroutines or methods), and fingerprints it at its first call, when every global it
+uses is defined. A call binds defaults, hashes its arguments into a call address, and reads the
+store of its cloud: a hit is one LMDB read transaction, no IPC. A miss runs the function here
+and stores the result; ``sync_remote`` and ``sync_parallel`` hand calls to the cloud's backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .encoding import pack, unpack
+from .errors import PureFunctionError, PythagorasError, SerializationError
+from .identity import call_address, fingerprint
+from .store import MISSING as _MISSING
+
+__all__ = ["PureFunction", "KwArgs", "kw_args", "function_record", "load_function"]
+
+
+class KwArgs(dict):
+    """The keyword arguments of one call, as ``sync_parallel`` takes them."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "kw_args(" + ", ".join(f"{k}={v!r}" for k, v in self.items()) + ")"
+
+
+def kw_args(**kwargs: Any) -> KwArgs:
+    """Package the keyword arguments of one call: ``f.sync_parallel(kw_args(x=i) for i in ...)``."""
+    return KwArgs(kwargs)
+
+
+def _check_pure(func: Any) -> None:
+    """Reject, with the fix, what cannot be a pure function of the cloud."""
+    if isinstance(func, PureFunction):
+        return
+    if isinstance(func, (types.MethodType, classmethod, staticmethod)) or not isinstance(
+        func, types.FunctionType
+    ):
+        what = type(func).__name__
+        raise PureFunctionError(
+            f"add_pure_function takes a plain function defined with `def`, not a {what} "
+            f"({func!r}); write a module-level function with keyword-only parameters"
+        )
+    name = func.__qualname__
+    if func.__name__ == "<lambda>":
+        raise PureFunctionError(
+            f"a lambda cannot be a pure function ({name}); define it with `def name(*, ...)`"
+        )
+    head, _, _ = name.rpartition(".")
+    if head and not head.endswith("<locals>"):
+        raise PureFunctionError(
+            f"{name} is a method; pure functions cannot be methods (they would depend on `self`). "
+            f"Define it at module level with keyword-only parameters and pass the data it needs"
+        )
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        raise PureFunctionError(
+            f"{name} is a generator; a pure function must return its result: return a list instead"
+        )
+    if inspect.iscoroutinefunction(func):
+        raise PureFunctionError(
+            f"{name} is a coroutine (async def); define it with plain `def`. The cloud runs calls "
+            f"in parallel for you (sync_parallel)"
+        )
+    code = func.__code__
+    if code.co_flags & inspect.CO_VARARGS:
+        raise PureFunctionError(
+            f"{name} takes *{code.co_varnames[code.co_argcount + code.co_kwonlyargcount]}; pure "
+            f"functions take keyword-only parameters: replace it with named parameters after `*`"
+        )
+    if code.co_argcount:
+        params = ", ".join(code.co_varnames[: code.co_argcount])
+        raise PureFunctionError(
+            f"{name} has positional parameters ({params}); pure functions take keyword-only "
+            f"parameters: write `def {func.__name__}(*, {params}, ...)`"
+        )
+
+
+class PureFunction:
+    """A memoized pure function bound to a cloud. Create it with ``@cloud.add_pure_function``."""
+
+    def __init__(self, func: types.FunctionType, cloud: Any, fp: bytes | None = None):
+        if isinstance(func, PureFunction):
+            func = func.__pythagoras_function__
+        _check_pure(func)
+        functools.update_wrapper(self, func)
+        self.__pythagoras_function__ = func
+        self.cloud = cloud
+        self.name = func.__qualname__
+        self._fp = fp
+        code = func.__code__
+        self._params = frozenset(code.co_varnames[: code.co_kwonlyargcount])
+        self._defaults = dict(func.__kwdefaults__ or {})
+        self._var_kw = bool(code.co_flags & inspect.CO_VARKEYWORDS)
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def fingerprint(self) -> bytes:
+        """The function's fingerprint (computed at the first call, then fixed)."""
+        fp = self._fp
+        if fp is None:
+            fp = self._fp = fingerprint(self.__pythagoras_function__, self.name)
+        return fp
+
+    def bind(self, args: tuple, kwargs: dict) -> dict:
+        """The complete keyword arguments of a call, defaults included, checked against the signature."""
+        if args:
+            raise PureFunctionError(
+                f"{self.name}() was called with {len(args)} positional argument(s); pure functions "
+                f"take keyword arguments only: call {self.name}(name=value, ...)"
+            )
+        if len(kwargs) != len(self._params) or not self._params.issuperset(kwargs):
+            if self._defaults:
+                kwargs = {**self._defaults, **kwargs}
+            unknown = kwargs.keys() - self._params
+            if unknown and not self._var_kw:
+                raise PureFunctionError(
+                    f"{self.name}() got unexpected keyword argument(s) {sorted(unknown)}; "
+                    f"it takes {sorted(self._params)}"
+                )
+            missing = self._params - kwargs.keys()
+            if missing:
+                raise PureFunctionError(
+                    f"{self.name}() is missing keyword argument(s) {sorted(missing)}"
+                )
+        return kwargs
+
+    def address(self, **kwargs: Any) -> bytes:
+        """The call address of ``self(**kwargs)``: where its result is (or will be) stored."""
+        return call_address(self.fingerprint, self.bind((), kwargs))[0]
+
+    # ------------------------------------------------------------------ calls
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Return the stored result of this call, computing and storing it here on a miss."""
+        kwargs = self.bind(args, kwargs)
+        fp = self._fp or self.fingerprint
+        call = call_address(fp, kwargs)[0]
+        value = self.cloud.store.get_result(call)
+        if value is not _MISSING:
+            return value
+        return self.cloud._compute_here(self, call, kwargs)
+
+    def sync_remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Run this call in a worker of the cloud (a peer's, on the swarm) and return its result."""
+        kwargs = self.bind(args, kwargs)
+        return self.cloud._run(self, [kwargs], return_exceptions=False, progress=False)[0]
+
+    def sync_parallel(
+        self,
+        calls: Iterable[Mapping[str, Any]],
+        *,
+        return_exceptions: bool = False,
+        progress: bool | None = None,
+    ) -> list:
+        """Run many calls in parallel and return their results in input order.
+
+        ``calls`` is any iterable (a generator too) of :func:`kw_args` or plain dicts. Identical
+        calls run once and stored results are answered without running anything. Without
+        ``return_exceptions``, the first failure in input order is raised once every call has
+        ended; with it, exception objects stand in the list in their places. ``progress=None``
+        shows a progress bar when stderr is a terminal.
+        """
+        if isinstance(calls, Mapping) or isinstance(calls, (str, bytes)):
+            raise PureFunctionError(
+                f"{self.name}.sync_parallel() takes an iterable of calls, e.g. "
+                f"`[kw_args(x=1), kw_args(x=2)]`; wrap a single call in a list"
+            )
+        try:
+            iterator = iter(calls)
+        except TypeError:
+            raise PureFunctionError(
+                f"{self.name}.sync_parallel() takes an iterable of kw_args(...) or dicts, "
+                f"not a {type(calls).__name__}"
+            ) from None
+        return self.cloud._run(
+            self, _bound_calls(self, iterator), return_exceptions=return_exceptions, progress=progress
+        )
+
+    def __reduce__(self):
+        return _rebuild_pure_function, (self.__pythagoras_function__, self._fp)
+
+    def __repr__(self) -> str:
+        return f"<pure function {self.name} of {self.cloud!r}>"
+
+
+def _bound_calls(fn: PureFunction, calls: Iterable[Any]):
+    for position, item in enumerate(calls):
+        if not isinstance(item, Mapping):
+            raise PureFunctionError(
+                f"{fn.name}.sync_parallel(): item {position} is a {type(item).__name__}, not the "
+                f"arguments of a call; pass kw_args(name=value, ...) or a dict for each call"
+            )
+        bad = [k for k in item if not isinstance(k, str)]
+        if bad:
+            raise PureFunctionError(
+                f"{fn.name}.sync_parallel(): item {position} has non-string keys {bad!r}; "
+                f"argument names are strings"
+            )
+        yield fn.bind((), dict(item))
+
+
+def _rebuild_pure_function(func: types.FunctionType, fp: bytes | None) -> PureFunction:
+    from .clouds.base import process_cloud
+
+    return PureFunction(func, process_cloud(), fp)
+
+
+
+def function_record(fn: PureFunction) -> bytes:
+    """What the store keeps of a function: its name, its source if any, and its cloudpickle."""
+    import cloudpickle
+
+    func = fn.__pythagoras_function__
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        source = None  # python -c, exec(): the code object is all there is
+    try:
+        pickled = cloudpickle.dumps(func, protocol=5)
+    except Exception as exc:
+        raise SerializationError(
+            f"{fn.name} cannot be sent to a worker process because it cannot be pickled "
+            f"({type(exc).__name__}: {exc}); create what it uses inside its body or pass it as "
+            f"an argument"
+        ) from None
+    return pack({"name": fn.name, "source": source, "pickle": pickled})
+
+
+def load_function(store: Any, fp: bytes) -> types.FunctionType:
+    """The plain function stored under fingerprint ``fp`` (its wrapper removed)."""
+    import cloudpickle
+
+    record = store.get_function(fp)
+    if record is None:
+        raise PythagorasError(f"function {fp.hex()[:16]} is not in the store of {store.home}")
+    obj = cloudpickle.loads(unpack(record)["pickle"])
+    return getattr(obj, "__pythagoras_function__", obj)

@@ -1,0 +1,375 @@
+"""The local store: one LMDB environment per home holding values, results, functions and metadata.
+
+Layout under ``home/store`` (an LMDB environment) and ``home/blobs`` (large values):
+
+* ``values``    value address → packed value, or a marker saying it lives in ``blobs/``;
+* ``results``   call address → value address of the result;
+* ``meta``      call address → JSON: function, host, pid, when, how long;
+* ``functions`` fingerprint → packed record of the function (name, source, cloudpickle);
+* ``info``      store format version and counters.
+
+Many processes open one store at once (user processes, workers, the node); reads take one short
+read transaction and no lock, writes are LMDB transactions serialized by LMDB's own lock.
+
+Durability: ``sync=True, metasync=False``. A commit writes and fdatasyncs its data pages and
+writes the meta page without a sync of its own. A crash of any process loses nothing committed;
+a power loss can undo at most the last transaction but cannot corrupt the environment.
+
+The map starts small and doubles on demand up to the cap less a headroom; the headroom is kept for
+``pythagoras-node cache gc``. Reaching it raises :class:`StoreFullError`, never a corrupt store.
+Values larger than :data:`INLINE_VALUE_LIMIT` are files in ``blobs/``, written once (temporary
+name, fsync, rename) and never modified, so a reader can map them for as long as it likes: a
+running task never holds an LMDB read transaction, and numpy arguments are read in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import mmap
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from .defaults import (
+    INLINE_VALUE_LIMIT,
+    MAP_SIZE_INITIAL,
+    MAX_READERS,
+    STORE_HEADROOM,
+    home_dir,
+    store_cap,
+)
+from .encoding import Address, unpack
+from .errors import StoreError, StoreFullError
+
+__all__ = ["MISSING", "Store", "open_store", "ResultRecord"]
+
+STORE_FORMAT = b"1"
+_INLINE = b"i"
+_FILE = b"f"
+_HOST = socket.gethostname()
+
+
+class _Missing:
+    """Sentinel for "not in the store" (``None`` is a legitimate stored value)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+# (call address, value address, packed value or None when already stored, metadata)
+ResultRecord = tuple[Address, Address, "bytes | None", dict]
+
+
+class _Gate:
+    """Lets many transactions of this process run at once, and a map resize run alone."""
+
+    __slots__ = ("_cond", "_active", "_resizing")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._resizing = False
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0 and self._resizing:
+                self._cond.notify_all()
+
+    def resize(self, action) -> None:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            while self._active:
+                self._cond.wait()
+            try:
+                action()
+            finally:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+_STORES: dict[tuple[int, str], Store] = {}
+_STORES_LOCK = threading.Lock()
+_ABANDONED: list[Any] = []  # environments inherited through fork(): never used, never closed
+
+
+def _after_fork_in_child() -> None:
+    for store in _STORES.values():
+        _ABANDONED.append(store._env)
+    _STORES.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def open_store(home: str | os.PathLike | None = None) -> Store:
+    """The store of ``home`` for this process (LMDB allows one environment per file per process)."""
+    path = str(home_dir(home))
+    key = (os.getpid(), path)
+    store = _STORES.get(key)
+    if store is None:
+        with _STORES_LOCK:
+            store = _STORES.get(key)
+            if store is None:
+                store = _STORES[key] = Store(Path(path))
+    return store
+
+
+class Store:
+    """Values, results, functions and metadata of one home. Use :func:`open_store` to get one."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.path = home / "store"
+        self.blobs = home / "blobs"
+        self.cap = store_cap()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.blobs.mkdir(exist_ok=True)
+            self._env = lmdb.open(
+                str(self.path), map_size=min(MAP_SIZE_INITIAL, self.cap - STORE_HEADROOM),
+                max_dbs=8, max_readers=MAX_READERS, sync=True, metasync=False,
+                readahead=False, meminit=False,
+            )
+        except (OSError, lmdb.Error) as exc:
+            raise StoreError(
+                f"cannot open the store at {self.path} ({exc}); check that PYTHAGORAS_HOME "
+                f"points to a writable directory on a local file system"
+            ) from None
+        self._env.set_mapsize(0)  # adopt the size another process may have grown the map to
+        self._env.reader_check()  # clear reader slots of processes that died
+        self._gate = _Gate()
+        env = self._env
+        self._values = env.open_db(b"values")
+        self._results = env.open_db(b"results")
+        self._meta = env.open_db(b"meta")
+        self._functions = env.open_db(b"functions")
+        self._info = env.open_db(b"info")
+        with env.begin(write=True) as txn:
+            found = txn.get(b"format", db=self._info)
+            if found is None:
+                txn.put(b"format", STORE_FORMAT, db=self._info)
+            elif found != STORE_FORMAT:
+                raise StoreError(
+                    f"the store at {self.path} has format {found!r}, this version reads "
+                    f"{STORE_FORMAT!r}; use a matching pythagoras_p2p or another PYTHAGORAS_HOME"
+                )
+
+    # ------------------------------------------------------------------ transactions
+
+    def _read(self, fn):
+        gate = self._gate
+        gate.enter()
+        try:
+            with self._env.begin() as txn:
+                return fn(txn)
+        except lmdb.MapResizedError:
+            pass
+        finally:
+            gate.leave()
+        self._gate.resize(lambda: self._env.set_mapsize(0))
+        return self._read(fn)
+
+    def _write(self, fn, *, admin: bool = False):
+        """Run ``fn(txn)`` in one write transaction, growing the map as needed."""
+        while True:
+            self._gate.enter()
+            try:
+                with self._env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                grow = True
+            except lmdb.MapResizedError:
+                grow = False
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise StoreFullError(_full_message(self, "the disk is full")) from None
+                raise
+            finally:
+                self._gate.leave()
+            if grow:
+                self._grow(admin)
+            else:
+                self._gate.resize(lambda: self._env.set_mapsize(0))
+
+    def _grow(self, admin: bool) -> None:
+        limit = self.cap if admin else self.cap - STORE_HEADROOM
+        size = self._env.info()["map_size"]
+        if size >= limit:
+            raise StoreFullError(_full_message(self, f"it reached its cap of {self.cap} bytes"))
+        self._gate.resize(lambda: self._env.set_mapsize(min(limit, size * 2)))
+
+    # ------------------------------------------------------------------ reads
+
+    def get_result(self, call: Address) -> Any:
+        """The stored result of a call, or :data:`MISSING`. One read transaction, no lock."""
+        record = self._read(lambda txn: _result_record(txn, call, self._results, self._values))
+        if record is None:
+            return MISSING
+        return self._decode(record)
+
+    def get_results(self, calls: Iterable[Address]) -> dict[Address, Any]:
+        """Stored results of many calls in one read transaction; misses are left out."""
+        def lookup(txn):
+            found = {}
+            for call in calls:
+                record = _result_record(txn, call, self._results, self._values)
+                if record is not None:
+                    found[call] = record
+            return found
+
+        return {call: self._decode(record) for call, record in self._read(lookup).items()}
+
+    def has_value(self, address: Address) -> bool:
+        return self._read(lambda txn: txn.get(address, db=self._values)) is not None
+
+    def get_value(self, address: Address) -> Any:
+        """A stored value by its address, or :data:`MISSING`. Large values read the file in place."""
+        record = self._read(lambda txn: txn.get(address, db=self._values))
+        return MISSING if record is None else self._decode(record)
+
+    def get_function(self, fp: Address) -> bytes | None:
+        """The packed record of a function by fingerprint, or None."""
+        return self._read(lambda txn: txn.get(fp, db=self._functions))
+
+    def get_meta(self, call: Address) -> dict | None:
+        raw = self._read(lambda txn: txn.get(call, db=self._meta))
+        return None if raw is None else json.loads(raw)
+
+    def _decode(self, record: bytes) -> Any:
+        if record[:1] == _INLINE:
+            return unpack(memoryview(record)[1:])
+        return unpack(self._map_blob(record[1:33]))
+
+    def blob_path(self, address: Address) -> Path:
+        name = address.hex()
+        return self.blobs / name[:2] / name
+
+    def _map_blob(self, address: Address) -> memoryview:
+        try:
+            with open(self.blob_path(address), "rb") as f:
+                return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        except (OSError, ValueError) as exc:
+            raise StoreError(
+                f"value {address.hex()[:16]} is recorded but its file cannot be read ({exc}); "
+                f"run `pythagoras-node cache verify --repair`"
+            ) from None
+
+    # ------------------------------------------------------------------ writes
+
+    def put_results(self, records: Iterable[ResultRecord]) -> None:
+        """Store results, their values and metadata atomically, in one transaction.
+
+        Each record is ``(call, value_address, packed_value_or_None, meta)``; large packed values
+        are written to their file (and synced) before the transaction that names them commits.
+        """
+        rows = []
+        for call, address, blob, meta in records:
+            rows.append((call, address, self._value_record(address, blob), meta))
+
+        def write(txn):
+            for call, address, value_record, meta in rows:
+                if value_record is not None:
+                    txn.put(address, value_record, db=self._values, overwrite=False)
+                txn.put(call, address, db=self._results)
+                txn.put(call, json.dumps(meta, separators=(",", ":")).encode(), db=self._meta)
+
+        self._write(write)
+
+    def put_value(self, address: Address, blob: bytes) -> None:
+        """Store one packed value under its address (kept if already there)."""
+        record = self._value_record(address, blob)
+        if record is not None:
+            self._write(lambda txn: txn.put(address, record, db=self._values, overwrite=False))
+
+    def put_function(self, fp: Address, record: bytes) -> None:
+        self._write(lambda txn: txn.put(fp, record, db=self._functions, overwrite=False))
+
+    def _value_record(self, address: Address, blob: bytes | None) -> bytes | None:
+        if blob is None:
+            return None
+        if len(blob) <= INLINE_VALUE_LIMIT:
+            return _INLINE + blob
+        self._write_blob_file(address, blob)
+        return _FILE + address
+
+    def _write_blob_file(self, address: Address, blob: bytes) -> None:
+        target = self.blob_path(address)
+        if target.exists():
+            return
+        target.parent.mkdir(exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fdatasync(f.fileno())
+            os.replace(tmp, target)
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC:
+                raise StoreFullError(_full_message(self, "the disk is full")) from None
+            raise StoreError(f"cannot write {target} ({exc}); check the disk and permissions") from None
+
+    def close(self) -> None:
+        """Close this process's environment (it is reopened by the next :func:`open_store`)."""
+        with _STORES_LOCK:
+            _STORES.pop((os.getpid(), str(self.home)), None)
+        self._env.close()
+
+
+def _result_record(txn, call: Address, results_db, values_db) -> bytes | None:
+    address = txn.get(call, db=results_db)
+    if address is None:
+        return None
+    return txn.get(address, db=values_db)
+
+
+def _full_message(store: Store, why: str) -> str:
+    return (
+        f"the store at {store.path} is full: {why}. Nothing stored was lost. Make room with "
+        f"`pythagoras-node cache gc` (PYTHAGORAS_HOME={store.home}), or raise "
+        f"PYTHAGORAS_STORE_MAX_SIZE"
+    )
+
+
+def result_meta(function_name: str, fp: Address, started: float, duration: float, **extra) -> dict:
+    """Metadata recorded beside every result: what ran, where, when and for how long."""
+    meta = {
+        "function": function_name,
+        "fingerprint": fp.hex(),
+        "host": _HOST,
+        "pid": os.getpid(),
+        "started": round(started, 6),
+        "duration": round(duration, 6),
+        "stored": round(time.time(), 6),
+    }
+    meta.update(extra)
+    return meta

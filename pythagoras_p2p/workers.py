@@ -1,0 +1,415 @@
+"""Supervised worker processes: spawning, feeding, watching and replacing them.
+
+Workers are fresh interpreters (``python -m pythagoras_p2p._worker``) that never import the
+user's ``__main__``; they load functions by fingerprint from the shared store. One supervisor
+thread per pool owns every pipe: it writes batches of tasks without blocking, reads outcomes and
+printed output, and notices a worker's death by the end of its pipe. Each worker publishes the
+id of the task it is running in a shared 8-byte page, so a crash is charged exactly to the call
+that caused it: that call is retried alone and failed after :data:`MAX_TASK_CRASHES`, the
+others in the worker's queue are resent without blame, and the worker is replaced.
+
+Batches adapt to the work: one task at a time while calls are slow, up to 64 per message with
+a second batch prefetched while they are fast, so trivial calls are not bound by pipe round trips.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import pickle
+import selectors
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+
+from .defaults import MAX_TASK_CRASHES
+from .execution import Task
+
+__all__ = ["WorkerPool", "Batch", "send_frame", "FrameReader"]
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<Q")
+_SLOT = struct.Struct("<q")
+_MAX_CHUNK = 64
+_FAST_TASK = 0.02  # seconds: below this mean duration, calls are batched and prefetched
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def send_frame(fd: int, obj: object) -> None:
+    """Write one length-prefixed pickle to a blocking file descriptor."""
+    data = pickle.dumps(obj, protocol=5)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class FrameReader:
+    """Splits a byte stream into length-prefixed pickles."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list:
+        self.buf += data
+        frames = []
+        while len(self.buf) >= 8:
+            (size,) = _HEADER.unpack_from(self.buf)
+            if len(self.buf) < 8 + size:
+                break
+            frames.append(pickle.loads(memoryview(self.buf)[8 : 8 + size]))
+            del self.buf[: 8 + size]
+        return frames
+
+
+def signal_description(returncode: int | None) -> str:
+    if returncode is None:
+        return "stopped responding"
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+class Batch:
+    """The tasks of one ``sync_parallel`` (or ``sync_remote``) call, and their outcomes."""
+
+    def __init__(self, pool: WorkerPool, count: int):
+        self.pool = pool
+        self.remaining = count
+        self.cancelled = False
+        self._outcomes: deque = deque()
+        self._cond = threading.Condition()
+
+    @property
+    def finished(self) -> bool:
+        return self.remaining == 0
+
+    def deliver(self, tid: int, outcome: tuple) -> None:
+        with self._cond:
+            self._outcomes.append((tid, outcome))
+            self._cond.notify()
+
+    def next_outcomes(self) -> list:
+        """Wait for outcomes and return every one that arrived (at least one)."""
+        with self._cond:
+            while not self._outcomes:
+                if not self.pool.alive:
+                    raise RuntimeError("the worker pool was closed while calls were running")
+                self._cond.wait(0.5)
+            out = list(self._outcomes)
+            self._outcomes.clear()
+        self.remaining -= len(out)
+        return out
+
+    def cancel(self) -> None:
+        """Drop queued tasks and stop the workers running this batch's tasks."""
+        if not self.cancelled and self.remaining:
+            self.cancelled = True
+            self.pool._request(("cancel", self))
+
+
+class _Worker:
+    __slots__ = ("n", "proc", "rfd", "wfd", "slot", "reader", "wbuf", "inflight", "ready", "killed")
+
+    def __init__(self, n: int):
+        self.n = n
+        self.inflight: dict[int, tuple[Batch, Task]] = {}
+        self.wbuf = bytearray()
+        self.reader = FrameReader()
+        self.ready = False
+        self.killed = False
+
+    @property
+    def name(self) -> str:
+        return f"w{self.n}"
+
+    def running(self) -> int:
+        return _SLOT.unpack_from(self.slot)[0]
+
+
+class WorkerPool:
+    """A fixed number of supervised worker processes serving tasks from many batches."""
+
+    def __init__(self, home: Path, size: int, *, label: str = "local"):
+        self.home = Path(home)
+        self.size = size
+        self.label = label
+        self.alive = True
+        self._queue: deque[tuple[Batch, Task]] = deque()
+        self._requests: deque = deque()
+        self._crashes: dict[tuple[int, int], int] = {}
+        self._mean = 1.0  # running mean task duration; start by assuming slow calls
+        self._failed_starts = 0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._workers: list[_Worker] = []
+        self._next = 0
+        self._seq = 0
+        self._thread = threading.Thread(target=self._loop, name=f"pythagoras-{label}-pool", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+
+    def submit(self, tasks: Iterable[Task], count: int) -> Batch:
+        batch = Batch(self, count)
+        self._request(("submit", batch, list(tasks)))
+        return batch
+
+    def _request(self, request: tuple) -> None:
+        if not self.alive:
+            raise RuntimeError("this cloud's worker pool is closed; create a new cloud")
+        self._requests.append(request)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop every worker (gracefully, then by force) and the supervisor thread."""
+        if self.alive:
+            self._request(("close",))
+            self._thread.join(timeout + 2)
+
+    # ------------------------------------------------------------------ supervisor thread
+
+    def _loop(self) -> None:
+        try:
+            for _ in range(self.size):
+                self._spawn()
+            while True:
+                if self._serve_requests():
+                    break
+                self._dispatch()
+                for key, mask in self._sel.select(timeout=1.0):
+                    worker = key.data
+                    if worker is None:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                        continue
+                    if mask & selectors.EVENT_WRITE:
+                        self._flush(worker)
+                    if mask & selectors.EVENT_READ:
+                        self._read(worker)
+        except Exception:
+            log.exception("worker pool supervisor failed")
+        finally:
+            self._shutdown()
+
+    def _serve_requests(self) -> bool:
+        while self._requests:
+            request = self._requests.popleft()
+            if request[0] == "submit":
+                _, batch, tasks = request
+                self._queue.extend((batch, t) for t in tasks)
+            elif request[0] == "cancel":
+                self._cancel(request[1])
+            elif request[0] == "close":
+                return True
+        return False
+
+    def _spawn(self) -> None:
+        worker = _Worker(self._next)
+        self._next += 1
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        slot_fd = os.memfd_create(f"pythagoras-{worker.name}", 0)
+        os.ftruncate(slot_fd, _SLOT.size)
+        worker.slot = mmap.mmap(slot_fd, _SLOT.size)
+        _SLOT.pack_into(worker.slot, 0, -1)
+        env = dict(os.environ)
+        for name in _THREAD_ENV:
+            env.setdefault(name, "1")
+        env["PYTHAGORAS_HOME"] = str(self.home)
+        try:
+            worker.proc = subprocess.Popen(
+                [sys.executable, "-m", "pythagoras_p2p._worker",
+                 str(to_child_r), str(from_child_w), str(slot_fd)],
+                pass_fds=(to_child_r, from_child_w, slot_fd), env=env, stdin=subprocess.DEVNULL,
+                start_new_session=False,
+            )
+        finally:
+            for fd in (to_child_r, from_child_w, slot_fd):
+                os.close(fd)
+        worker.rfd, worker.wfd = from_child_r, to_child_w
+        os.set_blocking(worker.wfd, False)
+        os.set_blocking(worker.rfd, False)
+        self._workers.append(worker)
+        self._sel.register(worker.rfd, selectors.EVENT_READ, worker)
+        init = ("init", list(sys.path), str(self.home), f"{self.label}:{worker.name}", os.getcwd())
+        self._send(worker, init)
+
+    def _send(self, worker: _Worker, message: tuple) -> None:
+        data = pickle.dumps(message, protocol=5)
+        was_empty = not worker.wbuf
+        worker.wbuf += _HEADER.pack(len(data))
+        worker.wbuf += data
+        if was_empty:
+            self._flush(worker)
+
+    def _flush(self, worker: _Worker) -> None:
+        try:
+            sent = os.write(worker.wfd, worker.wbuf)
+            del worker.wbuf[:sent]
+        except BlockingIOError:
+            pass
+        except OSError:
+            worker.wbuf.clear()  # the worker is gone; its end of pipe reports it
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if worker.wbuf else 0)
+        self._sel.modify(worker.rfd, events, worker)
+
+    def _dispatch(self) -> None:
+        queue = self._queue
+        if not queue:
+            return
+        fast = self._mean < _FAST_TASK
+        for worker in self._workers:
+            if not queue:
+                return
+            if worker.killed:
+                continue
+            chunk = 1
+            if fast:
+                chunk = max(1, min(_MAX_CHUNK, len(queue) // (2 * self.size) or 1))
+            limit = 2 * chunk if fast else 1
+            if len(worker.inflight) + chunk > limit and worker.inflight:
+                continue
+            tasks = []
+            while queue and len(tasks) < chunk:
+                batch, task = queue.popleft()
+                if batch.cancelled:
+                    continue
+                self._seq += 1
+                worker.inflight[self._seq] = (batch, task)
+                tasks.append((self._seq, task.fp, task.payload, task.label))
+            if tasks:
+                self._send(worker, ("run", tasks))
+
+    def _read(self, worker: _Worker) -> None:
+        try:
+            data = os.read(worker.rfd, 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._on_death(worker)
+            return
+        for message in worker.reader.feed(data):
+            kind = message[0]
+            if kind == "done":
+                for seq, outcome in message[1]:
+                    entry = worker.inflight.pop(seq, None)
+                    if entry is None:
+                        continue
+                    if outcome[0] == "ok":
+                        self._mean = 0.8 * self._mean + 0.2 * outcome[3]["duration"]
+                    entry[0].deliver(entry[1].tid, outcome)
+            elif kind == "out":
+                _print_output(message[1], message[2])
+            elif kind == "ready":
+                worker.ready = True
+                self._failed_starts = 0
+            elif kind == "fatal":
+                log.error("worker %s could not start: %s", worker.name, message[1])
+
+    def _on_death(self, worker: _Worker) -> None:
+        self._sel.unregister(worker.rfd)
+        os.close(worker.rfd)
+        os.close(worker.wfd)
+        try:
+            worker.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            worker.proc.kill()
+            worker.proc.wait()
+        running = worker.running()
+        how = signal_description(worker.proc.returncode)
+        self._workers.remove(worker)
+        if not worker.ready and not worker.killed:
+            self._failed_starts += 1
+        requeue = []
+        for seq, (batch, task) in worker.inflight.items():
+            if batch.cancelled:
+                continue
+            if seq == running and not worker.killed:
+                key = (id(batch), task.tid)
+                crashes = self._crashes[key] = self._crashes.get(key, 0) + 1
+                log.warning("worker %s %s while running %s (attempt %d of %d)",
+                            worker.name, how, task.label, crashes, MAX_TASK_CRASHES)
+                if crashes >= MAX_TASK_CRASHES:
+                    batch.deliver(task.tid, ("crash", (
+                        f"{task.label} killed the worker process running it on {crashes} attempts "
+                        f"(last: the worker {how}); it is not retried again. Check the function "
+                        f"for crashes in native code, os._exit() or running out of memory")))
+                    continue
+            requeue.append((batch, task))
+        self._queue.extendleft(reversed(requeue))
+        worker.slot.close()
+        if self._failed_starts >= 3:
+            self._fail_everything(f"worker processes fail to start (the last one {how}); "
+                                  f"see the log above for why")
+            return
+        self._spawn()
+
+    def _fail_everything(self, message: str) -> None:
+        while self._queue:
+            batch, task = self._queue.popleft()
+            batch.deliver(task.tid, ("crash", f"{task.label} could not run: {message}"))
+        self._failed_starts = 0
+
+    def _cancel(self, batch: Batch) -> None:
+        self._queue = deque(item for item in self._queue if item[0] is not batch)
+        for worker in self._workers:
+            if any(b is batch for b, _ in worker.inflight.values()):
+                worker.killed = True
+                worker.proc.kill()
+
+    def _shutdown(self) -> None:
+        self.alive = False
+        for worker in self._workers:
+            try:
+                self._send(worker, ("stop",))
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5
+        for worker in self._workers:
+            try:
+                worker.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()
+            for fd in (worker.rfd, worker.wfd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._workers.clear()
+        self._sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        while self._queue:
+            batch, task = self._queue.popleft()
+            batch.deliver(task.tid, ("crash", f"{task.label} was not run: the cloud was closed"))
+
+
+def _print_output(where: str, text: str) -> None:
+    stream = sys.stderr
+    lines = text.splitlines(keepends=True)
+    stream.write("".join(f"[{where}] {line}" for line in lines))
+    if not text.endswith("\n"):
+        stream.write("\n")
+    stream.flush()
