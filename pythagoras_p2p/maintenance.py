@@ -1,0 +1,242 @@
+"""Looking after a store: statistics, verification, and garbage collection.
+
+These run beside users of the store (they are LMDB transactions like any other) and back the
+``pythagoras-node cache stats|verify|gc`` commands. Garbage collection may use the headroom that
+ordinary writes leave free, so it can always run on a full store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .encoding import unpack, value_address
+from .store import _FILE, _INLINE, Store
+
+__all__ = ["StoreStats", "VerifyReport", "GcReport", "stats", "verify", "gc", "human_bytes"]
+
+_STALE_TMP = 3600.0  # seconds after which an unfinished blob file is garbage
+
+
+@dataclass
+class StoreStats:
+    """Sizes and counts of one store."""
+
+    home: str
+    results: int
+    values: int
+    functions: int
+    blob_files: int
+    blob_bytes: int
+    lmdb_bytes: int
+    map_size: int
+    cap: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.lmdb_bytes + self.blob_bytes
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "total_bytes": self.total_bytes}
+
+
+def _lmdb_used(store: Store, txn: Any) -> int:
+    used = 0
+    for db in (store._values, store._results, store._meta, store._functions, store._info):
+        st = txn.stat(db)
+        used += (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
+    return used
+
+
+def _blob_files(store: Store):
+    """Every finished blob file as (path, address or None for a temporary file)."""
+    if not store.blobs.is_dir():
+        return
+    for sub in store.blobs.iterdir():
+        if not sub.is_dir():
+            continue
+        for path in sub.iterdir():
+            name = path.name
+            if name.startswith("."):
+                yield path, None
+            else:
+                try:
+                    yield path, bytes.fromhex(name)
+                except ValueError:
+                    yield path, None
+
+
+def stats(store: Store) -> StoreStats:
+    files = [p for p, a in _blob_files(store) if a is not None]
+
+    def read(txn):
+        return (txn.stat(store._results)["entries"], txn.stat(store._values)["entries"],
+                txn.stat(store._functions)["entries"], _lmdb_used(store, txn))
+
+    results, values, functions, used = store._read(read)
+    return StoreStats(
+        home=str(store.home), results=results, values=values, functions=functions,
+        blob_files=len(files), blob_bytes=sum(_size(p) for p in files), lmdb_bytes=used,
+        map_size=store._env.info()["map_size"], cap=store.cap,
+    )
+
+
+def _size(path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` checked and found."""
+
+    results_checked: int = 0
+    values_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    repaired: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(store: Store, *, repair: bool = False) -> VerifyReport:
+    """Check that every value decodes to its address and every result names a stored value.
+
+    With ``repair``, bad values and the results that name them are deleted (results are
+    recomputable; a wrong one must never be served), and stale temporary files are removed.
+    """
+    report = VerifyReport()
+    bad_values: set[bytes] = set()
+    items = store._read(lambda txn: list(txn.cursor(db=store._values)))
+    for address, record in items:
+        report.values_checked += 1
+        try:
+            if record[:1] == _INLINE:
+                value = unpack(memoryview(record)[1:])
+            elif record[:1] == _FILE:
+                value = unpack(store._map_blob(record[1:33]))
+            else:
+                raise ValueError("unknown record kind")
+            if value_address(value) != address:
+                raise ValueError("content does not match its address")
+        except Exception as exc:
+            bad_values.add(address)
+            report.problems.append(f"value {address.hex()[:16]}: {exc}")
+    results = store._read(lambda txn: list(txn.cursor(db=store._results)))
+    dangling = []
+    values_present = {a for a, _ in items}
+    for call, address in results:
+        report.results_checked += 1
+        if address in bad_values or address not in values_present:
+            dangling.append(call)
+            if address not in bad_values:
+                report.problems.append(f"result {call.hex()[:16]} names a missing value")
+    now = time.time()
+    stale = [p for p, a in _blob_files(store) if a is None and now - _mtime(p) > _STALE_TMP]
+    if repair:
+        def fix(txn):
+            for address in bad_values:
+                txn.delete(address, db=store._values)
+            for call in dangling:
+                txn.delete(call, db=store._results)
+                txn.delete(call, db=store._meta)
+
+        store._write(fix, admin=True)
+        for address in bad_values:
+            store.blob_path(address).unlink(missing_ok=True)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        report.repaired = len(bad_values) + len(dangling) + len(stale)
+    return report
+
+
+def _mtime(path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
+
+
+@dataclass
+class GcReport:
+    """What :func:`gc` removed (or would remove, with ``dry_run``)."""
+
+    results_removed: int = 0
+    values_removed: int = 0
+    files_removed: int = 0
+    bytes_freed: int = 0
+    dry_run: bool = False
+
+
+def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None = None,
+       dry_run: bool = False) -> GcReport:
+    """Free space: drop results older than ``older_than`` seconds, then the oldest results until
+    the store holds at most ``max_bytes``, then every value no result refers to, and stale files.
+    """
+    report = GcReport(dry_run=dry_run)
+
+    def snapshot(txn):
+        metas = {k: json.loads(v) for k, v in txn.cursor(db=store._meta)}
+        return (list(txn.cursor(db=store._results)), metas,
+                {a: r for a, r in txn.cursor(db=store._values)}, _lmdb_used(store, txn))
+
+    results, metas, values, lmdb_used = store._read(snapshot)
+    sizes = {a: (len(r) if r[:1] == _INLINE else len(r) + _size(store.blob_path(a)))
+             for a, r in values.items()}
+    refs: dict[bytes, int] = {}
+    for _, address in results:
+        refs[address] = refs.get(address, 0) + 1
+    total = lmdb_used + sum(_size(p) for p, a in _blob_files(store) if a is not None)
+    live = sum(sizes.get(a, 0) for a in refs)
+    unreferenced = total - live  # freed anyway, with the unreferenced values
+    oldest_first = sorted(results, key=lambda r: metas.get(r[0], {}).get("stored", 0.0))
+    drop: list[bytes] = []
+    now = time.time()
+    for call, address in oldest_first:
+        too_old = older_than is not None and now - metas.get(call, {}).get("stored", 0.0) > older_than
+        too_big = max_bytes is not None and total - unreferenced > max_bytes
+        if not (too_old or too_big):
+            continue
+        drop.append(call)
+        refs[address] -= 1
+        if refs[address] == 0:
+            del refs[address]
+            unreferenced += sizes.get(address, 0)
+    garbage = [a for a in values if a not in refs]
+    report.results_removed = len(drop)
+    report.values_removed = len(garbage)
+    report.bytes_freed = sum(sizes.get(a, 0) for a in garbage)
+    stale = [p for p, a in _blob_files(store)
+             if (a is None and now - _mtime(p) > _STALE_TMP) or (a is not None and a not in values)]
+    report.files_removed = len(stale)
+    if dry_run:
+        return report
+
+    def delete(txn):
+        for call in drop:
+            txn.delete(call, db=store._results)
+            txn.delete(call, db=store._meta)
+        for address in garbage:
+            txn.delete(address, db=store._values)
+
+    store._write(delete, admin=True)
+    for address in garbage:
+        if values[address][:1] == _FILE:
+            store.blob_path(address).unlink(missing_ok=True)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return report
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
