@@ -1,0 +1,282 @@
+"""Foundation benchmarks of pythagoras_p2p against the tools people would otherwise use.
+
+Each measurement runs our code and its anchors in the same run, one after the other:
+
+1. memo hit, small arguments: ``f(x=1, y="abc")`` already stored, vs ``joblib.Memory`` hit;
+2. memo miss overhead: a trivial function on never-seen arguments, result stored durably (ours
+   fdatasyncs every commit), vs ``joblib.Memory`` miss;
+3. content address of a 100 MiB float64 array: ``value_address`` vs ``joblib.hash`` vs raw
+   multi-threaded blake3 over the buffer;
+4. throughput of trivial calls through ``sync_parallel`` on 2 local workers (fresh arguments each
+   repetition, results stored) vs ``ProcessPoolExecutor(2).map(chunksize=1)``,
+   ``joblib.Parallel(n_jobs=2)`` and, if installed, a 2-process Dask ``LocalCluster``; every pool
+   is warmed before timing, so worker start-up is excluded;
+5. ``import pythagoras_p2p`` in a fresh interpreter, minus interpreter start-up, vs ``import joblib``.
+
+All figures are medians over repetitions. Only local files and loopback are used.
+
+    python benchmarks/bench_foundation.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from statistics import median
+
+import blake3
+import joblib
+import numpy as np
+
+from pythagoras_p2p import LocalCloud, kw_args
+from pythagoras_p2p.encoding import value_address
+
+
+@dataclass
+class Config:
+    hit_calls: int  # calls per timed block of memo hits
+    miss_calls: int  # calls per timed block of memo misses
+    blocks: int  # timed blocks for (1) and (2)
+    address_repeats: int
+    parallel_calls: int
+    parallel_repeats: int
+    import_runs: int
+
+
+FULL = Config(hit_calls=2000, miss_calls=200, blocks=9, address_repeats=5,
+              parallel_calls=20_000, parallel_repeats=5, import_runs=9)
+QUICK = Config(hit_calls=200, miss_calls=30, blocks=3, address_repeats=2,
+               parallel_calls=2_000, parallel_repeats=2, import_runs=3)
+
+
+@dataclass
+class Row:
+    metric: str
+    ours: str
+    anchors: str
+    ratio: str
+    target: str
+    passed: bool
+
+
+# --------------------------------------------------------------------- functions under test
+# Module level, so that worker processes of every pool can unpickle them.
+
+
+def small(*, x: int, y: str) -> int:
+    return x + len(y)
+
+
+def small_anchor(x: int, y: str) -> int:
+    return x + len(y)
+
+
+def trivial(*, x: int) -> int:
+    return x
+
+
+def trivial_anchor(x: int) -> int:
+    return x
+
+
+# --------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def temp_dir(prefix: str) -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def local_cloud(prefix: str, workers: int = 2) -> Iterator[LocalCloud]:
+    with temp_dir(prefix) as home:
+        cloud = LocalCloud(home=home, workers=workers)
+        try:
+            yield cloud
+        finally:
+            cloud.close()
+            cloud.store.close()
+
+
+def per_call_us(call: Callable[[int], object], n: int, blocks: int, start: int = 0) -> float:
+    """Median over ``blocks`` of the mean µs per ``call(k)``; ``k`` never repeats across blocks."""
+    samples = []
+    for b in range(blocks):
+        first = start + b * n
+        t0 = time.perf_counter()
+        for k in range(first, first + n):
+            call(k)
+        samples.append((time.perf_counter() - t0) / n * 1e6)
+    return median(samples)
+
+
+def median_seconds(action: Callable[[int], object], repeats: int) -> float:
+    """Median wall time of ``action(rep)`` over ``repeats`` runs."""
+    samples = []
+    for rep in range(repeats):
+        t0 = time.perf_counter()
+        action(rep)
+        samples.append(time.perf_counter() - t0)
+    return median(samples)
+
+
+# --------------------------------------------------------------------- benchmarks
+
+
+def bench_memo(cfg: Config) -> list[Row]:
+    """(1) hits and (2) misses of a memoized call with small arguments."""
+    with local_cloud("bench-memo-") as cloud, temp_dir("bench-joblib-") as location:
+        ours = cloud.add_pure_function(small)
+        theirs = joblib.Memory(location=location, verbose=0).cache(small_anchor)
+        ours(x=1, y="abc")  # stored, and first-call costs (fingerprint, code check) paid
+        theirs(x=1, y="abc")
+        hit_ours = per_call_us(lambda _: ours(x=1, y="abc"), cfg.hit_calls, cfg.blocks)
+        hit_theirs = per_call_us(lambda _: theirs(x=1, y="abc"), cfg.hit_calls, cfg.blocks)
+        miss_ours = per_call_us(lambda k: ours(x=k, y="abc"), cfg.miss_calls, cfg.blocks, 10)
+        miss_theirs = per_call_us(lambda k: theirs(x=k, y="abc"), cfg.miss_calls, cfg.blocks, 10)
+    hit_speedup = hit_theirs / hit_ours
+    miss_speedup = miss_theirs / miss_ours
+    return [
+        Row("1. memo hit, small args", f"{hit_ours:.2f} µs", f"joblib.Memory {hit_theirs:.1f} µs",
+            f"{hit_speedup:.1f}× joblib", "≤ 10 µs and ≥ 6×",
+            hit_ours <= 10 and hit_speedup >= 6),
+        Row("2. memo miss, stored durably", f"{miss_ours:.0f} µs",
+            f"joblib.Memory {miss_theirs:.0f} µs", f"{miss_speedup:.2f}× joblib",
+            "≥ 1× (no worse)", miss_speedup >= 1),
+    ]
+
+
+def bench_address(cfg: Config) -> list[Row]:
+    """(3) content address of a 100 MiB float64 array."""
+    arr = np.random.default_rng(0).random((100 << 20) // 8)
+
+    def raw_blake3(_: int) -> bytes:
+        return blake3.blake3(memoryview(arr).cast("B"), max_threads=blake3.blake3.AUTO).digest()
+
+    value_address(arr)  # warm the page cache and blake3's thread pool
+    joblib.hash(arr)
+    ours = median_seconds(lambda _: value_address(arr), cfg.address_repeats) * 1e3
+    theirs = median_seconds(lambda _: joblib.hash(arr), cfg.address_repeats) * 1e3
+    raw = median_seconds(raw_blake3, cfg.address_repeats) * 1e3
+    return [Row("3. address of 100 MiB ndarray", f"{ours:.1f} ms",
+                f"joblib.hash {theirs:.0f} ms; raw blake3 {raw:.1f} ms",
+                f"{theirs / ours:.1f}× joblib.hash; {raw / ours:.2f}× raw blake3", "≤ 20 ms",
+                ours <= 20)]
+
+
+def bench_parallel(cfg: Config) -> list[Row]:
+    """(4) trivial calls per second on 2 workers, pools warmed before timing."""
+    n, reps = cfg.parallel_calls, cfg.parallel_repeats
+
+    def rate(run: Callable[[int], list], repeats: int = reps) -> float:
+        def checked(rep: int) -> None:
+            out = run(rep * n)
+            assert len(out) == n and out[0] == rep * n and out[-1] == rep * n + n - 1
+
+        return n / median_seconds(checked, repeats)
+
+    with local_cloud("bench-parallel-") as cloud:
+        fn = cloud.add_pure_function(trivial)
+        fn.sync_parallel((kw_args(x=-i - 1) for i in range(8)), progress=False)  # start workers
+        ours = rate(lambda base: fn.sync_parallel(
+            (kw_args(x=i) for i in range(base, base + n)), progress=False))
+
+    anchors: dict[str, float] = {}
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(trivial_anchor, range(8), chunksize=1))
+        anchors["ProcessPool"] = rate(
+            lambda base: list(pool.map(trivial_anchor, range(base, base + n), chunksize=1)))
+    with joblib.Parallel(n_jobs=2) as parallel:
+        parallel(joblib.delayed(trivial_anchor)(i) for i in range(8))
+        anchors["joblib.Parallel"] = rate(
+            lambda base: parallel(joblib.delayed(trivial_anchor)(i) for i in range(base, base + n)))
+    dask_rate = bench_dask(rate, n, min(3, reps))
+    if dask_rate is not None:
+        anchors["dask"] = dask_rate
+
+    return [Row(f"4. sync_parallel, {n:,} trivial calls", f"{ours:,.0f}/s",
+                "; ".join(f"{k} {v:,.0f}/s" for k, v in anchors.items()),
+                "; ".join(f"{ours / v:.1f}× {k}" for k, v in anchors.items()),
+                "≥ 10,000/s", ours >= 10_000)]
+
+
+def bench_dask(rate: Callable[..., float], n: int, repeats: int) -> float | None:
+    """Calls per second on a warmed 2-process Dask LocalCluster, or None without Dask."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        print("dask.distributed is not installed: Dask anchor skipped")
+        return None
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.gather(client.map(trivial_anchor, range(8)))
+        return rate(lambda base: client.gather(
+            client.map(trivial_anchor, range(base, base + n))), repeats)
+
+
+def bench_import(cfg: Config) -> list[Row]:
+    """(5) import time in a fresh interpreter, interpreter start-up subtracted."""
+
+    def run(code: str) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - t0
+
+    statements = {"bare": "pass", "ours": "import pythagoras_p2p", "joblib": "import joblib"}
+    for code in statements.values():  # bytecode caches written, files in the page cache
+        run(code)
+    samples: dict[str, list[float]] = {k: [] for k in statements}
+    for _ in range(cfg.import_runs):  # interleaved, so drift hits all three alike
+        for name, code in statements.items():
+            samples[name].append(run(code))
+    bare = median(samples["bare"])
+    ours = median(samples["ours"]) - bare
+    theirs = median(samples["joblib"]) - bare
+    return [Row("5. import pythagoras_p2p", f"{ours:.3f} s", f"import joblib {theirs:.3f} s",
+                f"{theirs / ours:.1f}× joblib", "≤ 0.15 s", ours <= 0.15)]
+
+
+# --------------------------------------------------------------------- report
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("metric", "ours", "anchor(s)", "ratio (anchor time / ours)", "target", "pass/fail")
+    cells = [header] + [(r.metric, r.ours, r.anchors, r.ratio, r.target,
+                         "PASS" if r.passed else "FAIL") for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    print("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a fast smoke run")
+    cfg = QUICK if parser.parse_args().quick else FULL
+    print(f"python {sys.version.split()[0]}, joblib {joblib.__version__}, numpy {np.__version__}; "
+          f"{'quick' if cfg is QUICK else 'full'} run, medians")
+    rows: list[Row] = []
+    for bench in (bench_memo, bench_address, bench_parallel, bench_import):
+        t0 = time.perf_counter()
+        rows += bench(cfg)
+        print(f"  {bench.__name__} done in {time.perf_counter() - t0:.1f} s", flush=True)
+    print("\n(4): every pool (ours, ProcessPoolExecutor, joblib, Dask) is warmed by a small run "
+          "before timing: worker start-up is excluded. Ours also stores every result.\n")
+    print_table(rows)
+    return 0 if all(r.passed for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
