@@ -202,6 +202,8 @@ def _encode_ndarray(arr: Any, out: bytearray) -> None:
         _encode(repr(arr.dtype.descr), out)
     if not arr.flags.c_contiguous:
         arr = arr.copy(order="C")
+    if arr.dtype.kind in "mM":  # datetimes export no buffer; their int64 view has the same bytes
+        arr = arr.view("i8")
     data = memoryview(arr).cast("B") if arr.nbytes else b""
     if len(data) >= _BIG_BUFFER:
         out += b"#" + hash_bytes(data)

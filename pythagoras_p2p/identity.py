@@ -1,10 +1,11 @@
 """What makes two calls the same: function fingerprints and call addresses.
 
-A function's fingerprint hashes its *normalized code object* — bytecode, constants, names,
-argument layout — and leaves out what does not change behaviour: the docstring, line numbers,
-column positions, the file name, annotations. Code objects exist however a function was made (a
-file, a notebook cell, ``python -c``, ``exec()``), so the same text gets the same fingerprint in
-all four, where a source-based fingerprint would have nothing to read in two of them.
+A function's fingerprint hashes its *normalized code object* — its instructions with constants,
+names and jump targets by value, argument layout — and leaves out what does not change behaviour:
+the docstring, line numbers, column positions, the file name, annotations, and the choices the
+compiler makes from the surrounding compilation unit. Code objects exist however a function was
+made (a file, a notebook cell, ``python -c``, ``exec()``), so the same text gets the same
+fingerprint in all four, where a source-based fingerprint would have nothing to read in two of them.
 
 To that the fingerprint adds every global the code reaches, resolved at the first call:
 
@@ -20,7 +21,9 @@ The bytecode belongs to one Python minor version, and so does the fingerprint.
 from __future__ import annotations
 
 import builtins
+import dis
 import os
+import struct
 import sys
 import sysconfig
 import types
@@ -28,7 +31,7 @@ from typing import Any
 
 from blake3 import blake3
 
-from .encoding import Address, _encode, value_address
+from .encoding import Address, _encode, _len, value_address
 from .errors import FingerprintError, SerializationError
 
 __all__ = ["fingerprint", "call_address", "approx_nbytes", "is_user_code"]
@@ -45,6 +48,29 @@ _CO_MASK = (
     | 0x0100  # CO_ITERABLE_COROUTINE
     | 0x0200  # CO_ASYNC_GENERATOR
 )
+
+
+# What the compiler picks by context rather than by meaning: ``m.f(x)`` compiles to LOAD_METHOD
+# (3.11; a flag of LOAD_ATTR later) unless ``import m`` is in the same compilation unit, then to a
+# NULL push and LOAD_ATTR. A notebook compiles each statement on its own, a file all at once, so
+# the same text differs. The NULL push (PUSH_NULL, or a flag of LOAD_GLOBAL that the name-valued
+# argval leaves out) is dropped and LOAD_METHOD counts as LOAD_ATTR. So are the NOPs that only
+# carry a line number (``try:`` on a line of its own has one, ``try: x = 1`` not).
+_SKIP = frozenset(
+    dis.opmap[name] for name in ("EXTENDED_ARG", "PUSH_NULL", "NOP") if name in dis.opmap
+)
+_SAME_OP = {dis.opmap[a]: dis.opmap[b] for a, b in [("LOAD_METHOD", "LOAD_ATTR")] if a in dis.opmap}
+_HAS_CONST = frozenset(dis.hasconst)
+_HAS_NAME = frozenset(dis.hasname) | frozenset(dis.haslocal) | frozenset(dis.hasfree)
+_HAS_JUMP = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
+_GLOBAL_OPS = frozenset(
+    dis.opmap[name]
+    for name in (
+        "LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"
+    )
+    if name in dis.opmap
+)
+_pack_H = struct.Struct("<H").pack
 
 
 def _installed_roots() -> tuple[str, ...]:
@@ -92,7 +118,7 @@ class _Fingerprinter:
         self.path[key] = len(self.path)
         try:
             out += b"F"
-            self.code(func.__code__, func.__doc__, out)
+            self.code(func.__code__, out)
             self.globals_of(func, out)
             if func.__closure__:
                 out += b"C"
@@ -105,10 +131,7 @@ class _Fingerprinter:
         finally:
             del self.path[key]
 
-    def code(self, code: types.CodeType, doc: str | None, out: bytearray) -> None:
-        consts = list(code.co_consts)
-        if doc is not None and consts and consts[0] == doc:
-            consts[0] = None  # the docstring is cosmetic
+    def code(self, code: types.CodeType, out: bytearray) -> None:
         out += b"K"
         _encode(
             (
@@ -117,21 +140,51 @@ class _Fingerprinter:
                 code.co_posonlyargcount,
                 code.co_kwonlyargcount,
                 code.co_flags & _CO_MASK,
-                code.co_names,
                 code.co_varnames,
                 code.co_freevars,
                 code.co_cellvars,
             ),
             out,
         )
-        _encode(code.co_code, out)
+        # The instructions, not co_code: constants by value where they are used (so an unused
+        # docstring drops out, and with it the shift it causes in the indices of the others),
+        # names by name, jump targets by instruction number rather than byte offset.
+        bytecode = dis.Bytecode(code)
+        instructions = []
+        ordinal: dict[int, int] = {}
+        pending: list[int] = []
+        for ins in bytecode:
+            pending.append(ins.offset)
+            if ins.opcode not in _SKIP:
+                for offset in pending:
+                    ordinal[offset] = len(instructions)
+                pending.clear()
+                instructions.append(ins)
+        for offset in [*pending, len(code.co_code)]:
+            ordinal[offset] = len(instructions)
         out += b"k"
-        _encode(len(consts), out)
-        for const in consts:
-            if isinstance(const, types.CodeType):
-                self.code(const, None, out)
+        _len(len(instructions), out)
+        for ins in instructions:
+            op = ins.opcode
+            out += _pack_H(_SAME_OP.get(op, op))
+            if op in _HAS_CONST:
+                if isinstance(ins.argval, types.CodeType):
+                    self.code(ins.argval, out)
+                else:
+                    _encode(ins.argval, out)
+            elif op in _HAS_NAME:
+                _encode(ins.argval, out)
+            elif op in _HAS_JUMP:
+                _encode(ordinal.get(ins.argval, ins.argval), out)
             else:
-                _encode(const, out)
+                _encode(ins.arg, out)
+        out += b"x"
+        for entry in getattr(bytecode, "exception_entries", ()):
+            _encode(
+                tuple(ordinal.get(o, o) for o in (entry.start, entry.end, entry.target))
+                + (entry.depth, entry.lasti),
+                out,
+            )
 
     def globals_of(self, func: types.FunctionType, out: bytearray) -> None:
         names = sorted(_referenced_names(func.__code__))
@@ -215,7 +268,8 @@ class _Fingerprinter:
 
 
 def _referenced_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
+    """The global names that ``code`` reads or writes (co_names also holds attribute names)."""
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opcode in _GLOBAL_OPS}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _referenced_names(const)
