@@ -34,6 +34,142 @@ def cli(ctx: click.Context, home: Path | None) -> None:
     ctx.obj = {"home": home_dir(home)}
 
 
+def _key(home: Path):
+    from ..security import load_key
+
+    key = load_key(home)
+    if key is None:
+        _fail(f"there is no swarm key in {home}: run `pythagoras-node init` (a new swarm) or "
+              f"`pythagoras-node join TOKEN` (an existing one)")
+    return key
+
+
+@cli.command()
+@click.option("--name", help="A name for the swarm, for people (default: random).")
+@click.option("--force", is_flag=True, help="Replace an existing key (its members are left out).")
+@click.pass_context
+def init(ctx: click.Context, name: str | None, force: bool) -> None:
+    """Make a new swarm: write its key to HOME/swarm.key and say how others join."""
+    from ..security import create_key, join_token, key_path
+
+    home = ctx.obj["home"]
+    key = create_key(home, name=name, force=force)
+    click.echo(f"created swarm {key.name!r} (tag {key.tag}); its key is {key_path(home)} (mode 0600)")
+    click.echo("")
+    click.echo("To make another machine a member, copy that file to its PYTHAGORAS_HOME, or run there:")
+    click.echo(f"  pythagoras-node join {join_token(key)}")
+    click.echo("Keep the file and the token secret: whoever holds them can run code on every node.")
+    click.echo("Then start a node on each machine:  pythagoras-node start")
+
+
+@cli.command()
+@click.argument("token")
+@click.option("--force", is_flag=True, help="Replace the swarm key this home already has.")
+@click.pass_context
+def join(ctx: click.Context, token: str, force: bool) -> None:
+    """Become a member of a swarm, given the token `pythagoras-node init` printed."""
+    from ..security import install_key, key_from_token
+
+    key = key_from_token(token)
+    path = install_key(ctx.obj["home"], key, force=force)
+    click.echo(f"joined swarm {key.name!r} (tag {key.tag}); key written to {path} (mode 0600)")
+    click.echo("Start this machine's node with:  pythagoras-node start")
+
+
+@cli.command()
+@click.option("--bind", envvar="PYTHAGORAS_BIND", default="0.0.0.0", show_default=True,
+              help="Address to listen on [$PYTHAGORAS_BIND].")
+@click.option("--port", envvar="PYTHAGORAS_PORT", type=click.IntRange(1, 65535), default=7575,
+              show_default=True, help="TCP port [$PYTHAGORAS_PORT].")
+@click.option("--workers", envvar="PYTHAGORAS_WORKERS", type=click.IntRange(1, 4096), default=None,
+              help="Worker processes [$PYTHAGORAS_WORKERS; default: usable cores].")
+@click.option("--no-mdns", envvar="PYTHAGORAS_NO_MDNS", is_flag=True,
+              help="Do not announce on mDNS [$PYTHAGORAS_NO_MDNS].")
+@click.option("--mdns-interface", envvar="PYTHAGORAS_MDNS_INTERFACE", default=None,
+              help="Announce only on the interface with this address [$PYTHAGORAS_MDNS_INTERFACE].")
+@click.option("--grace", type=float, default=30.0, show_default=True,
+              help="Seconds running calls may take to finish when stopping.")
+@click.option("--detach", is_flag=True, help="Run in the background (log: HOME/node.log).")
+@click.pass_context
+def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns: bool,
+          mdns_interface: str | None, grace: float, detach: bool) -> None:
+    """Run this machine's node (in the foreground unless --detach)."""
+    from ..daemon.node import NodeConfig
+    from ..daemon.runtime import run_node, start_detached
+    from ..defaults import worker_count
+
+    home = ctx.obj["home"]
+    _key(home)
+    if detach:
+        argv = ["--home", str(home), "start", "--bind", bind, "--port", str(port), "--grace", str(grace)]
+        argv += ["--workers", str(workers)] if workers else []
+        argv += ["--no-mdns"] if no_mdns else []
+        argv += ["--mdns-interface", mdns_interface] if mdns_interface else []
+        info = start_detached(argv, home)
+        click.echo(f"node {info['id']} serving on {bind}:{port} (pid {info['pid']}); "
+                   f"log: {home / 'node.log'}; stop it with `pythagoras-node stop`")
+        return
+    config = NodeConfig(home=home, bind=bind, port=port, workers=workers or worker_count(),
+                        mdns=not no_mdns, mdns_interface=mdns_interface, grace=grace)
+    sys.exit(run_node(config))
+
+
+@cli.command()
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for the node to exit.")
+@click.pass_context
+def stop(ctx: click.Context, timeout: float) -> None:
+    """Stop the node of this home (it finishes running calls first)."""
+    from ..daemon.runtime import stop_node
+
+    info = stop_node(ctx.obj["home"], timeout)
+    click.echo(f"node {info['id']} (pid {info['pid']}) stopped")
+
+
+def _ask_node(ctx: click.Context, op: str):
+    from ..nodefile import read_node_file
+    from ..rpc import request
+
+    home = ctx.obj["home"]
+    key = _key(home)
+    info = read_node_file(home)
+    if info is None:
+        _fail(f"no node is running for {home}; start one with `pythagoras-node start`")
+    return request(info["endpoint"], key, op, timeout=5.0)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: node and peers.")
+@click.option("--watch", is_flag=True, help="Refresh the dashboard until Ctrl-C.")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, watch: bool, interval: float) -> None:
+    """A dashboard of this node and every peer it knows."""
+    if as_json:
+        reply = _ask_node(ctx, "status")
+        click.echo(json.dumps({"node": reply.fields["node"], "peers": reply.fields["peers"]}, indent=2))
+        return
+    from .dashboard import show
+
+    show(lambda: _ask_node(ctx, "status").fields, watch=watch, interval=interval)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def peers(ctx: click.Context, as_json: bool) -> None:
+    """The peers this node knows, one per line."""
+    reply = _ask_node(ctx, "status")
+    rows = reply.fields["peers"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        mark = " (this node)" if row.get("self") else ""
+        click.echo(f"{row['id']}  {row['address']}  {row['workers_busy']}/{row['workers_total']} busy"
+                   f"  last seen {row['last_seen_s']:.1f}s ago{mark}")
+
+
 @cli.group()
 def cache() -> None:
     """Inspect, check and shrink the local store (results, values, functions)."""
@@ -122,6 +258,8 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except PythagorasError as exc:
+        _fail(str(exc))
+    except ConnectionError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted", 130)

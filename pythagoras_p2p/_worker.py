@@ -55,6 +55,7 @@ class _Output(io.TextIOBase):
     def __init__(self, channel: _Channel, where: str):
         self.channel, self.where = channel, where
         self.buf: list[str] = []
+        self.task = -1  # the task whose output this is
 
     def writable(self) -> bool:
         return True
@@ -69,7 +70,7 @@ class _Output(io.TextIOBase):
         if self.buf:
             text = "".join(self.buf)
             self.buf.clear()
-            self.channel.send(("out", self.where, text))
+            self.channel.send(("out", self.where, text, self.task))
 
 
 def _limit_memory() -> None:
@@ -81,6 +82,15 @@ def _limit_memory() -> None:
 
         limit = _parse_size(raw)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _verify(address: bytes, path: str, where: str) -> tuple:
+    from .transfer import verify_file
+
+    problem = verify_file(path, address)
+    if problem is None:
+        return ("ok", address, None, {"duration": 0.0})
+    return ("err", None, "ValueError", problem, "", where)
 
 
 def main(argv: list[str]) -> int:
@@ -100,6 +110,7 @@ def main(argv: list[str]) -> int:
         from .clouds.base import enter_worker
         from .execution import Task, current_where, decode_args, execute, failure_outcome
         from .function import load_function
+        from .workers import VERIFY
 
         cloud = enter_worker(home)
         store = cloud.store
@@ -116,10 +127,16 @@ def main(argv: list[str]) -> int:
             break
         done: list = []
         last = time.monotonic()
-        for seq, fp, payload, label in message[1]:
+        for seq, fp, call, payload, label in message[1]:
             _SLOT.pack_into(slot, 0, seq)
-            task = Task(seq, fp, b"", payload, label)
+            sys.stdout.task = seq
+            task = Task(seq, fp, call, payload, label)
             try:
+                if fp == VERIFY:
+                    outcome = _verify(call, payload.decode(), where)
+                    done.append((seq, outcome))
+                    _SLOT.pack_into(slot, 0, -1)
+                    continue
                 func = functions.get(fp)
                 if func is None:
                     func = functions[fp] = load_function(store, fp)

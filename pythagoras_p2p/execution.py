@@ -40,6 +40,7 @@ class Task(NamedTuple):
     call: bytes
     payload: bytes
     label: str
+    refs: tuple = ()  # addresses of the large arguments the payload refers to
 
 
 class ArgRef(NamedTuple):
@@ -70,19 +71,24 @@ def describe_call(name: str, kwargs: dict) -> str:
     return f"{name}({', '.join(parts)})"
 
 
-def encode_args(kwargs: dict, addresses: dict, store: Store) -> bytes:
-    """Pickle a call's arguments; large ones are stored once and passed as :class:`ArgRef`."""
+def encode_args(kwargs: dict, addresses: dict, store: Store) -> tuple[bytes, tuple]:
+    """Pickle a call's arguments; large ones are stored once and passed as :class:`ArgRef`.
+
+    Returns the payload and the addresses it refers to.
+    """
     shipped = {}
+    refs = []
     for name, value in kwargs.items():
         if approx_nbytes(value) >= INLINE_VALUE_LIMIT:
             address = addresses[name]
             if not store.has_value(address):
                 store.put_value(address, pack(value, what=f"argument {name!r}"))
             shipped[name] = ArgRef(address)
+            refs.append(address)
         else:
             shipped[name] = value
     try:
-        return pickle.dumps(shipped, protocol=5)
+        return pickle.dumps(shipped, protocol=5), tuple(refs)
     except Exception as exc:  # hashing pickled it already; this is a last guard
         raise SerializationError(f"the arguments cannot be pickled ({exc})") from None
 
@@ -134,6 +140,13 @@ def failure_outcome(exc: BaseException, where: str) -> tuple:
     return ("err", pickled, _type_name(type(exc)), str(exc), text, where)
 
 
+def _error_codes() -> dict:
+    from .errors import RequirementsError
+    from .rpc import NodeUnreachable
+
+    return {"requirements": RequirementsError, "unreachable": NodeUnreachable}
+
+
 def _type_name(cls: type) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
@@ -142,6 +155,9 @@ def rebuild_exception(outcome: tuple, label: str) -> BaseException:
     """The exception a failed or crashed task stands for, with the remote traceback attached."""
     if outcome[0] == "crash":
         return WorkerCrashedError(outcome[1])
+    if outcome[0] == "error":
+        cls = _error_codes().get(outcome[1], PythagorasError)
+        return cls(outcome[2])
     _, pickled, type_name, message, text, where = outcome
     exc = None
     if pickled is not None:
@@ -184,16 +200,24 @@ def run_calls(
     found = store.get_results([u[0] for u in unique])
     results: list[Any] = [found.get(u[0], MISSING) for u in unique]
     todo = [i for i, r in enumerate(results) if r is MISSING]
+    if todo:  # stored elsewhere (on a peer)? one bulk lookup before anything runs
+        found = cloud._lookup_elsewhere([unique[i][0] for i in todo], before_running=True)
+        if found:
+            for i in todo:
+                results[i] = found.get(unique[i][0], MISSING)
+            todo = [i for i in todo if results[i] is MISSING]
     del found
     bar = ProgressBar(fn.name, len(unique), len(unique) - len(todo), enabled=progress)
     failed = False
     if todo:
         cloud._register_function(fn)
-        tasks = (
-            Task(i, fp, unique[i][0], encode_args(unique[i][1], unique[i][2], store),
-                 describe_call(fn.name, unique[i][1]))
-            for i in todo
-        )
+
+        def make_task(i: int) -> Task:
+            call, kwargs, addresses = unique[i]
+            payload, refs = encode_args(kwargs, addresses, store)
+            return Task(i, fp, call, payload, describe_call(fn.name, kwargs), refs)
+
+        tasks = (make_task(i) for i in todo)
         batch = cloud._dispatch(tasks, len(todo))
         try:
             while not batch.finished:
@@ -208,7 +232,7 @@ def run_calls(
                         failed = True
                         results[tid] = rebuild_exception(outcome, describe_call(fn.name, unique[tid][1]))
                 if records:
-                    store.put_results(records)
+                    cloud._store_results(records)
                 bar.advance(len(outcomes))
         except BaseException:
             batch.cancel()

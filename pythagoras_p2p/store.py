@@ -75,53 +75,103 @@ ResultRecord = tuple[Address, Address, "bytes | None", dict]
 
 
 class _Gate:
-    """Lets many transactions of this process run at once, and a map resize run alone."""
+    """Lets many transactions of this process run at once, and a map resize (or a fork) run alone.
 
-    __slots__ = ("_cond", "_active", "_resizing")
+    It can also make new transactions wait for a moment without waiting for running ones: with
+    py-lmdb 3.0, aborting a write transaction waits for a moment when no read transaction of this
+    process runs, which two threads reading in turn may never leave it.
+    """
+
+    __slots__ = ("_cond", "_active", "_closed", "_exclusive")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._active = 0
-        self._resizing = False
+        self._closed = 0
+        self._exclusive = threading.Lock()
 
     def enter(self) -> None:
         with self._cond:
-            while self._resizing:
+            while self._closed:
                 self._cond.wait()
             self._active += 1
 
     def leave(self) -> None:
         with self._cond:
             self._active -= 1
-            if self._active == 0 and self._resizing:
+            if self._closed:
                 self._cond.notify_all()
 
-    def resize(self, action) -> None:
+    def close(self) -> None:
+        """Make new transactions wait until :meth:`open`; running ones go on."""
         with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._resizing = True
+            self._closed += 1
+
+    def open(self) -> None:
+        with self._cond:
+            self._closed -= 1
+            if not self._closed:
+                self._cond.notify_all()
+
+    def hold(self) -> None:
+        """Wait until no transaction runs, and keep new ones waiting until :meth:`release`."""
+        self._exclusive.acquire()
+        self.close()
+        with self._cond:
             while self._active:
                 self._cond.wait()
-            try:
-                action()
-            finally:
-                self._resizing = False
-                self._cond.notify_all()
+
+    def release(self) -> None:
+        self.open()
+        self._exclusive.release()
+
+    def resize(self, action) -> None:
+        self.hold()
+        try:
+            action()
+        finally:
+            self.release()
 
 
 _STORES: dict[tuple[int, str], Store] = {}
 _STORES_LOCK = threading.Lock()
-_ABANDONED: list[Any] = []  # environments inherited through fork(): never used, never closed
+
+
+# An LMDB environment must not be used across fork(), and closing an inherited one in the child
+# would release the parent's reader slots. So the parent closes its environments just before a
+# fork, once no transaction runs, and both sides open them again; Store objects stay valid.
+def _before_fork() -> None:
+    _STORES_LOCK.acquire()
+    for store in _STORES.values():
+        store._gate.hold()
+        store._env.close()
+
+
+def _after_fork_in_parent() -> None:
+    try:
+        for store in _STORES.values():
+            try:
+                store._open()
+            finally:
+                store._gate.release()
+    finally:
+        _STORES_LOCK.release()
 
 
 def _after_fork_in_child() -> None:
-    for store in _STORES.values():
-        _ABANDONED.append(store._env)
+    global _STORES_LOCK
+    _STORES_LOCK = threading.Lock()
+    stores = list(_STORES.values())
     _STORES.clear()
+    for store in stores:
+        store._gate = _Gate()
+        _STORES[(os.getpid(), str(store.home))] = store
+        store._open()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 def open_store(home: str | os.PathLike | None = None) -> Store:
@@ -145,10 +195,14 @@ class Store:
         self.path = home / "store"
         self.blobs = home / "blobs"
         self.cap = store_cap()
+        self._gate = _Gate()
+        self._open()
+
+    def _open(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.blobs.mkdir(exist_ok=True)
-            self._env = lmdb.open(
+            env = lmdb.open(
                 str(self.path), map_size=min(MAP_SIZE_INITIAL, self.cap - STORE_HEADROOM),
                 max_dbs=8, max_readers=MAX_READERS, sync=True, metasync=False,
                 readahead=False, meminit=False,
@@ -158,10 +212,9 @@ class Store:
                 f"cannot open the store at {self.path} ({exc}); check that PYTHAGORAS_HOME "
                 f"points to a writable directory on a local file system"
             ) from None
-        self._env.set_mapsize(0)  # adopt the size another process may have grown the map to
-        self._env.reader_check()  # clear reader slots of processes that died
-        self._gate = _Gate()
-        env = self._env
+        env.set_mapsize(0)  # adopt the size another process may have grown the map to
+        env.reader_check()  # clear reader slots of processes that died
+        self._env = env
         self._values = env.open_db(b"values")
         self._results = env.open_db(b"results")
         self._meta = env.open_db(b"meta")
@@ -186,10 +239,16 @@ class Store:
             with self._env.begin() as txn:
                 return fn(txn)
         except lmdb.MapResizedError:
-            pass
+            resized = True
+        except lmdb.ReadersFullError:
+            # Processes killed while reading keep their slots until someone clears them.
+            if not self._env.reader_check():
+                raise
+            resized = False
         finally:
             gate.leave()
-        self._gate.resize(lambda: self._env.set_mapsize(0))
+        if resized:
+            self._gate.resize(lambda: self._env.set_mapsize(0))
         return self._read(fn)
 
     def _write(self, fn, *, admin: bool = False):
@@ -197,8 +256,18 @@ class Store:
         while True:
             self._gate.enter()
             try:
-                with self._env.begin(write=True) as txn:
-                    return fn(txn)
+                txn = self._env.begin(write=True)
+                try:
+                    result = fn(txn)
+                except BaseException:
+                    self._gate.close()  # see _Gate: readers must pause for the abort to go through
+                    try:
+                        txn.abort()
+                    finally:
+                        self._gate.open()
+                    raise
+                txn.commit()
+                return result
             except lmdb.MapFullError:
                 grow = True
             except lmdb.MapResizedError:
@@ -253,6 +322,45 @@ class Store:
     def get_function(self, fp: Address) -> bytes | None:
         """The packed record of a function by fingerprint, or None."""
         return self._read(lambda txn: txn.get(fp, db=self._functions))
+
+    def result_entry(self, call: Address) -> tuple[Address, bytes] | None:
+        """(value address, raw value record) of a stored result, without decoding it."""
+        def read(txn):
+            address = txn.get(call, db=self._results)
+            if address is None:
+                return None
+            record = txn.get(address, db=self._values)
+            return None if record is None else (address, record)
+
+        return self._read(read)
+
+    def value_record(self, address: Address) -> bytes | None:
+        """The raw record of a stored value (see :meth:`inline_blob`), or None."""
+        return self._read(lambda txn: txn.get(address, db=self._values))
+
+    @staticmethod
+    def inline_blob(record: bytes) -> bytes | None:
+        """The packed value inside a record, or None when the value lives in its own file."""
+        return record[1:] if record[:1] == _INLINE else None
+
+    def adopt_file(self, address: Address, path: str | os.PathLike) -> None:
+        """Store the packed value in file ``path`` (verified by the caller) under ``address``.
+
+        Small values are copied into LMDB; large ones are renamed into ``blobs/``. The file is
+        consumed either way.
+        """
+        path = Path(path)
+        if path.stat().st_size <= INLINE_VALUE_LIMIT:
+            blob = path.read_bytes()
+            path.unlink()
+            self.put_value(address, blob)
+            return
+        target = self.blob_path(address)
+        target.parent.mkdir(exist_ok=True)
+        with open(path, "rb") as f:
+            os.fdatasync(f.fileno())
+        os.replace(path, target)
+        self._write(lambda txn: txn.put(address, _FILE + address, db=self._values, overwrite=False))
 
     def get_meta(self, call: Address) -> dict | None:
         raw = self._read(lambda txn: txn.get(call, db=self._meta))

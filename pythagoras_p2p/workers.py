@@ -32,6 +32,9 @@ from pathlib import Path
 from .defaults import MAX_TASK_CRASHES
 from .execution import Task
 
+#: The fingerprint that asks a worker to verify a received value instead of running a call.
+VERIFY = b"\0" * 32
+
 __all__ = ["WorkerPool", "Batch", "send_frame", "FrameReader"]
 
 log = logging.getLogger(__name__)
@@ -84,10 +87,12 @@ def signal_description(returncode: int | None) -> str:
 class Batch:
     """The tasks of one ``sync_parallel`` (or ``sync_remote``) call, and their outcomes."""
 
-    def __init__(self, pool: WorkerPool, count: int):
+    def __init__(self, pool: WorkerPool, count: int, on_outcome=None, on_output=None):
         self.pool = pool
         self.remaining = count
         self.cancelled = False
+        self.on_outcome = on_outcome  # called (on the pool's thread) instead of queueing
+        self.on_output = on_output  # called with (where, text) instead of printing
         self._outcomes: deque = deque()
         self._cond = threading.Condition()
 
@@ -96,6 +101,10 @@ class Batch:
         return self.remaining == 0
 
     def deliver(self, tid: int, outcome: tuple) -> None:
+        if self.on_outcome is not None:
+            self.remaining -= 1
+            self.on_outcome(tid, outcome)
+            return
         with self._cond:
             self._outcomes.append((tid, outcome))
             self._cond.notify()
@@ -116,7 +125,8 @@ class Batch:
         """Drop queued tasks and stop the workers running this batch's tasks."""
         if not self.cancelled and self.remaining:
             self.cancelled = True
-            self.pool._request(("cancel", self))
+            if self.pool.alive:
+                self.pool._request(("cancel", self))
 
 
 class _Worker:
@@ -141,7 +151,7 @@ class _Worker:
 class WorkerPool:
     """A fixed number of supervised worker processes serving tasks from many batches."""
 
-    def __init__(self, home: Path, size: int, *, label: str = "local"):
+    def __init__(self, home: Path, size: int, *, label: str = "local", own_thread: bool = True):
         self.home = Path(home)
         self.size = size
         self.label = label
@@ -158,20 +168,42 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._next = 0
         self._seq = 0
-        self._thread = threading.Thread(target=self._loop, name=f"pythagoras-{label}-pool", daemon=True)
-        self._thread.start()
+        self._embedded = not own_thread
+        if self._embedded:
+            for _ in range(self.size):
+                self._spawn()
+        else:
+            self._thread = threading.Thread(target=self._loop, name=f"pythagoras-{label}-pool",
+                                            daemon=True)
+            self._thread.start()
 
     # ------------------------------------------------------------------ caller side
 
-    def submit(self, tasks: Iterable[Task], count: int) -> Batch:
-        batch = Batch(self, count)
+    def submit(self, tasks: Iterable[Task], count: int, *, on_outcome=None, on_output=None) -> Batch:
+        """Queue tasks; their outcomes arrive through the batch (or ``on_outcome(tid, outcome)``)."""
+        batch = Batch(self, count, on_outcome, on_output)
         self._request(("submit", batch, list(tasks)))
         return batch
+
+    def verify(self, address: bytes, path: str, callback) -> Batch:
+        """Have a worker check that the packed value in ``path`` has content address ``address``.
+
+        ``callback(ok, reason)`` runs on the pool's thread. Unpickling happens in the worker, never
+        in the process that received the bytes.
+        """
+        def done(tid: int, outcome: tuple) -> None:
+            callback(outcome[0] == "ok", "" if outcome[0] == "ok" else str(outcome[3 if outcome[0] == "err" else 1]))
+
+        task = Task(0, VERIFY, address, path.encode(), f"verify {address.hex()[:16]}")
+        return self.submit([task], 1, on_outcome=done)
 
     def _request(self, request: tuple) -> None:
         if not self.alive:
             raise RuntimeError("this cloud's worker pool is closed; create a new cloud")
         self._requests.append(request)
+        if self._embedded:
+            self.step()
+            return
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
@@ -180,6 +212,9 @@ class WorkerPool:
     def close(self, timeout: float = 5.0) -> None:
         """Stop every worker (gracefully, then by force) and the supervisor thread."""
         if self.alive:
+            if self._embedded:
+                self._shutdown()
+                return
             self._request(("close",))
             self._thread.join(timeout + 2)
 
@@ -189,25 +224,42 @@ class WorkerPool:
         try:
             for _ in range(self.size):
                 self._spawn()
-            while True:
-                if self._serve_requests():
-                    break
-                self._dispatch()
-                for key, mask in self._sel.select(timeout=1.0):
-                    worker = key.data
-                    if worker is None:
-                        try:
-                            os.read(self._wake_r, 4096)
-                        except BlockingIOError:
-                            pass
-                        continue
-                    if mask & selectors.EVENT_WRITE:
-                        self._flush(worker)
-                    if mask & selectors.EVENT_READ:
-                        self._read(worker)
+            while not self._step(1.0):
+                pass
         except Exception:
             log.exception("worker pool supervisor failed")
         finally:
+            self._shutdown()
+
+    def _step(self, timeout: float) -> bool:
+        """One turn of the supervisor: requests, dispatch, pipes. True when asked to close."""
+        if self._serve_requests():
+            return True
+        self._dispatch()
+        for key, mask in self._sel.select(timeout=timeout):
+            worker = key.data
+            if worker is None:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                continue
+            if mask & selectors.EVENT_WRITE:
+                self._flush(worker)
+            if mask & selectors.EVENT_READ:
+                self._read(worker)
+        self._dispatch()
+        return False
+
+    # An embedded pool has no thread: its owner's loop polls fileno() and calls step().
+
+    def fileno(self) -> int:
+        """A descriptor that is readable when an embedded pool has something to do."""
+        return self._sel.fileno()
+
+    def step(self) -> None:
+        """Do whatever an embedded pool can do now, without waiting."""
+        if self.alive and self._step(0):
             self._shutdown()
 
     def _serve_requests(self) -> bool:
@@ -295,7 +347,7 @@ class WorkerPool:
                     continue
                 self._seq += 1
                 worker.inflight[self._seq] = (batch, task)
-                tasks.append((self._seq, task.fp, task.payload, task.label))
+                tasks.append((self._seq, task.fp, task.call, task.payload, task.label))
             if tasks:
                 self._send(worker, ("run", tasks))
 
@@ -320,7 +372,11 @@ class WorkerPool:
                         self._mean = 0.8 * self._mean + 0.2 * outcome[3]["duration"]
                     entry[0].deliver(entry[1].tid, outcome)
             elif kind == "out":
-                _print_output(message[1], message[2])
+                entry = worker.inflight.get(message[3])
+                if entry is not None and entry[0].on_output is not None:
+                    entry[0].on_output(message[1], message[2])
+                else:
+                    _print_output(message[1], message[2])
             elif kind == "ready":
                 worker.ready = True
                 self._failed_starts = 0

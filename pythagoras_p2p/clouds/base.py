@@ -109,7 +109,7 @@ class PCloud:
                 f"{cls.__name__}(requires=None, connection=None)"
             )
         if cls is PCloud:
-            cls = _choose_backend(parse_connection(kwargs.get("connection")))
+            cls = _choose_backend(parse_connection(kwargs.get("connection")), kwargs.get("home"))
         return object.__new__(cls)
 
     def __init__(self, *, requires: Any = None, connection: Any = None, home: Any = None):
@@ -155,6 +155,14 @@ class PCloud:
     def _dispatch(self, tasks: Iterable, count: int):  # pragma: no cover - every backend has one
         raise NotImplementedError
 
+    def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict[bytes, Any]:
+        """Results of ``calls`` held somewhere other than the local store (none, here)."""
+        return {}
+
+    def _store_results(self, records: list) -> None:
+        """Store results that arrived from workers (durably, before they are returned)."""
+        self.store.put_results(records)
+
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
@@ -170,18 +178,45 @@ class PCloud:
         return f"{type(self).__name__}(home={str(self.home)!r})"
 
 
-def _choose_backend(connection: dict) -> type:
+def _choose_backend(connection: dict, home: Any = None) -> type:
+    """The backend ``PCloud(...)`` stands for; see ``parse_connection``."""
     from .local import LocalCloud
 
+    if connection["mode"] == "local":
+        return LocalCloud
+    from .swarm import SwarmCloud
+
     if connection["mode"] == "peers":
-        raise ConfigurationError(
-            "connection= names peers, which needs the swarm backend of the node daemon "
-            "(pythagoras-node); this installation runs calls on this machine: use "
-            "connection=None or 'local'"
-        )
-    if connection["mode"] == "auto":
-        log.info("no swarm found: running on the embedded default (this machine's workers)")
+        return SwarmCloud
+    home = home_dir(home or connection["home"])
+    if _swarm_answers(home, connection["key"]):
+        log.info("using the swarm through this machine's node (home %s)", home)
+        return SwarmCloud
+    log.info("no swarm node answers for %s: running on the embedded default (this machine's "
+             "store and worker processes)", home)
     return LocalCloud
+
+
+def _swarm_answers(home: Any, key_path: Any) -> bool:
+    """True if this home holds a swarm key and its node answers a probe."""
+    from ..nodefile import local_node_address
+
+    node = local_node_address(home)
+    if node is None:
+        return False
+    from ..rpc import NodeUnreachable, endpoint, request
+    from ..security import SecurityError, load_key
+    from ..wire import WireError
+
+    try:
+        key = load_key(home, key_path)
+        if key is None:
+            return False
+        request(endpoint(*node), key, "probe", timeout=1.0)
+    except (NodeUnreachable, SecurityError, WireError) as exc:
+        log.info("this machine's node at %s:%d does not answer (%s)", node[0], node[1], exc)
+        return False
+    return True
 
 
 _process: dict[str, Any] = {"cloud": None, "in_worker": False}

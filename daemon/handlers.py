@@ -1,0 +1,354 @@
+"""What a node does with each request: one method per operation of :mod:`pythagoras_p2p.wire`.
+
+Every request is checked by :func:`wire.parse` first; a malformed one gets an ``error`` reply
+with the reason, is logged once per kind (peers choose what they send, so the log is
+deduplicated in a bounded table), and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from pythagoras_p2p import wire
+from pythagoras_p2p.execution import Task
+
+from .state import status_entry
+
+__all__ = ["Handlers"]
+
+log = logging.getLogger("pythagoras_p2p.node")
+
+_LOG_ONCE = 256  # distinct problems remembered for log deduplication
+_MAX_UPLOADS = 64  # concurrent partial uploads per node
+_MAX_VALUE = 1 << 40
+
+
+@dataclass
+class Running:
+    batch: Any
+    fp: bytes
+    waiters: list = field(default_factory=list)  # (routing id, request id)
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Upload:
+    path: str
+    fd: int
+    total: int
+    received: int = 0
+    waiter: tuple | None = None
+
+
+class Handlers:
+    def __init__(self, node: Any):
+        self.node = node
+        self.store = node.store
+        self.running: dict[bytes, Running] = {}
+        self.uploads: dict[tuple[bytes, bytes], Upload] = {}
+        self.incoming = node.home / "incoming"
+        self.incoming.mkdir(exist_ok=True)
+        for stale in self.incoming.iterdir():
+            stale.unlink(missing_ok=True)
+        self.tasks_done = 0
+        self.hits = 0
+        self.misses = 0
+        self.rejected = 0
+        self._logged: OrderedDict[str, None] = OrderedDict()
+        self._ops = {
+            "probe": self.on_probe, "hello": self.on_hello, "ping": self.on_ping,
+            "status": self.on_status, "lookup": self.on_lookup, "has": self.on_has,
+            "put": self.on_put, "get": self.on_get, "function": self.on_function,
+            "run": self.on_run, "cancel": self.on_cancel, "peers": self.on_peers,
+        }
+
+    # ------------------------------------------------------------------ plumbing
+
+    def send(self, ident: bytes, frames: list) -> None:
+        self.node.router.send_multipart([ident, *frames], copy=False)
+
+    def error(self, ident: bytes, request_id: int, code: str, message: str) -> None:
+        self.send(ident, wire.build("error", request_id, code=code, message=message))
+
+    def log_once(self, key: str, message: str, *args: Any) -> None:
+        if key in self._logged:
+            return
+        self._logged[key] = None
+        if len(self._logged) > _LOG_ONCE:
+            self._logged.popitem(last=False)
+        log.warning(message, *args)
+
+    def handle(self, frames: list) -> None:
+        if len(frames) < 2:
+            return  # a ROUTER always prefixes the routing id; nothing to answer
+        ident = frames[0].bytes
+        try:
+            msg = wire.parse([frames[1].bytes, *[f.buffer for f in frames[2:]]])
+        except wire.WireError as exc:
+            self.rejected += 1
+            self.log_once(f"wire:{exc.code}:{str(exc)[:60]}", "rejected a message: %s", exc)
+            self.error(ident, 0, exc.code, str(exc))
+            return
+        try:
+            self._ops[msg.op](ident, msg)
+        except Exception as exc:  # a bug must not take the node down; say it once
+            self.log_once(f"bug:{msg.op}:{type(exc).__name__}", "error serving %s: %r", msg.op, exc)
+            self.error(ident, msg.id, "internal", f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ small operations
+
+    def on_probe(self, ident: bytes, msg: wire.Message) -> None:
+        self.send(ident, wire.build("ok", msg.id, node=self.node.node_id))
+
+    def on_hello(self, ident: bytes, msg: wire.Message) -> None:
+        python = msg.fields["python"]
+        if python != wire.PYTHON_VERSION:
+            self.error(ident, msg.id, "python",
+                       f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION} and the client "
+                       f"Python {python}: functions cannot move between Python versions. Use the "
+                       f"same Python minor version on every machine of the swarm")
+            return
+        self.send(ident, wire.build(
+            "ok", msg.id, node=self.node.node_id, workers=self.node.config.workers,
+            python=wire.PYTHON_VERSION, protocol=wire.PROTOCOL_VERSION, tag=self.node.key.tag,
+            **self.requirements_answer(msg.fields.get("requires")),
+        ))
+
+    def requirements_answer(self, requires: Any) -> dict:
+        if not requires:
+            return {}
+        if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+            return {"missing": ["requires must be a list of strings"]}
+        from pythagoras_p2p.errors import ConfigurationError
+        from pythagoras_p2p.requirements import missing_requirements, parse_requirements
+
+        try:
+            return {"missing": missing_requirements(parse_requirements(requires))}
+        except ConfigurationError as exc:
+            return {"missing": [str(exc)]}
+
+    def on_ping(self, ident: bytes, msg: wire.Message) -> None:
+        self.send(ident, wire.build("ok", msg.id, node=self.node.node_id, busy=len(self.running),
+                                    workers=self.node.config.workers, load=os.getloadavg()[0],
+                                    tasks_done=self.tasks_done))
+
+    def on_status(self, ident: bytes, msg: wire.Message) -> None:
+        me = status_entry(self.node, self)
+        self.send(ident, wire.build("ok", msg.id, node=me, peers=[me]))
+
+    def on_peers(self, ident: bytes, msg: wire.Message) -> None:
+        self.send(ident, wire.build("ok", msg.id, peers=[]))
+
+    def on_has(self, ident: bytes, msg: wire.Message) -> None:
+        have = [a for a in msg.hexes("addresses") if self.store.has_value(a)]
+        self.send(ident, wire.build("ok", msg.id, addresses=have))
+
+    def on_function(self, ident: bytes, msg: wire.Message) -> None:
+        if len(msg.bodies) != 1 or not len(msg.bodies[0]):
+            self.error(ident, msg.id, "malformed", "function: expected one body frame with the record")
+            return
+        self.store.put_function(msg.hex("fp"), bytes(msg.bodies[0]))
+        self.send(ident, wire.build("ok", msg.id))
+
+    # ------------------------------------------------------------------ results
+
+    def entry(self, call: bytes) -> tuple | None:
+        """(address, inline blob or None, meta) of a stored or journaled result."""
+        pending = self.node.journal.pending(call)
+        if pending is not None:
+            return pending[1], pending[2], pending[3]
+        found = self.store.result_entry(call)
+        if found is None:
+            return None
+        address, record = found
+        return address, self.store.inline_blob(record), self.store.get_meta(call) or {}
+
+    def result_frames(self, request_id: int, call: bytes, entry: tuple) -> list:
+        address, blob, meta = entry
+        return wire.build("result", request_id, [] if blob is None else [blob], call=call,
+                          status="ok", address=address, large=blob is None, meta=meta)
+
+    def on_lookup(self, ident: bytes, msg: wire.Message) -> None:
+        found, bodies = [], []
+        for call in msg.hexes("calls"):
+            entry = self.entry(call)
+            if entry is None:
+                continue
+            address, blob, meta = entry
+            found.append({"call": call.hex(), "address": address.hex(), "large": blob is None,
+                          "meta": meta})
+            if blob is not None:
+                bodies.append(blob)
+        self.hits += len(found)
+        self.send(ident, wire.build("ok", msg.id, bodies, found=found))
+
+    def on_run(self, ident: bytes, msg: wire.Message) -> None:
+        call, fp = msg.hex("call"), msg.hex("fp")
+        entry = self.entry(call)
+        if entry is not None:
+            self.hits += 1
+            self.send(ident, self.result_frames(msg.id, call, entry))
+            return
+        running = self.running.get(call)
+        if running is not None:  # the same call is already running here: wait for it
+            running.waiters.append((ident, msg.id))
+            return
+        if self.node.stopping:
+            self.error(ident, msg.id, "stopping", f"node {self.node.node_id} is shutting down")
+            return
+        if len(msg.bodies) != 1:
+            self.error(ident, msg.id, "malformed", "run: expected one body frame with the arguments")
+            return
+        if self.store.get_function(fp) is None:
+            self.error(ident, msg.id, "need_function", fp.hex())
+            return
+        refs = msg.fields.get("refs", [])
+        if not isinstance(refs, list) or not all(map(wire._is_address, refs)):
+            self.error(ident, msg.id, "malformed", "run: refs must be a list of addresses")
+            return
+        missing = [r for r in refs if not self.store.has_value(bytes.fromhex(r))]
+        if missing:
+            self.error(ident, msg.id, "need_values", ",".join(missing))
+            return
+        self.misses += 1
+        task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200])
+        self.running[call] = Running(self.node.submit(task, call), fp, [(ident, msg.id)])
+
+    def finish(self, call: bytes, outcome: tuple) -> None:
+        """A task ended (called on the node's thread): journal, then answer every waiter."""
+        running = self.running.pop(call, None)
+        if running is None:
+            return
+        self.tasks_done += 1
+        kind = outcome[0]
+        if kind == "ok":
+            _, address, blob, meta = outcome
+            self.node.journal.append([(call, address, blob, meta)])
+
+            def frames(request_id: int) -> list:
+                return self.result_frames(request_id, call, (address, blob, meta))
+        elif kind == "err":
+            _, pickled, type_name, message, text, where = outcome
+
+            def frames(request_id: int) -> list:
+                return wire.build("result", request_id, [pickled or b"", text.encode()], call=call,
+                                  status="err", type=type_name, message=message[:2000], where=where)
+        else:
+            def frames(request_id: int) -> list:
+                return wire.build("result", request_id, call=call, status="crash", message=outcome[1])
+        for ident, request_id in running.waiters:
+            self.send(ident, frames(request_id))
+
+    def forward_output(self, call: bytes, where: str, text: str) -> None:
+        running = self.running.get(call)
+        if running is None:
+            return
+        for ident, request_id in running.waiters:
+            self.send(ident, wire.build("output", request_id, call=call, where=where, text=text))
+
+    def on_cancel(self, ident: bytes, msg: wire.Message) -> None:
+        for call in msg.hexes("calls"):
+            running = self.running.get(call)
+            if running is None:
+                continue
+            running.waiters = [w for w in running.waiters if w[0] != ident]
+            if not running.waiters:
+                running.batch.cancel()
+                del self.running[call]
+
+    def abandon_running(self) -> None:
+        for call, running in list(self.running.items()):
+            for ident, request_id in running.waiters:
+                self.error(ident, request_id, "stopping",
+                           f"node {self.node.node_id} shut down before {call.hex()[:16]} finished")
+            running.batch.cancel()
+        self.running.clear()
+
+    # ------------------------------------------------------------------ values
+
+    def on_get(self, ident: bytes, msg: wire.Message) -> None:
+        address, offset = msg.hex("address"), msg.fields["offset"]
+        record = self.store.value_record(address)
+        if record is None:
+            self.error(ident, msg.id, "missing", address.hex())
+            return
+        blob = self.store.inline_blob(record)
+        if blob is None:
+            with open(self.store.blob_path(address), "rb") as f, \
+                    mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                total = len(view)
+                chunk = view[offset: offset + wire.CHUNK]
+        else:
+            total, chunk = len(blob), blob[offset: offset + wire.CHUNK]
+        self.send(ident, wire.build("ok", msg.id, [chunk], address=address, offset=offset, total=total))
+
+    def on_put(self, ident: bytes, msg: wire.Message) -> None:
+        address, offset, total = msg.hex("address"), msg.fields["offset"], msg.fields["total"]
+        if len(msg.bodies) != 1:
+            self.error(ident, msg.id, "malformed", "put: expected one body frame")
+            return
+        chunk = msg.bodies[0]
+        if total > _MAX_VALUE or offset + len(chunk) > total or len(chunk) > wire.CHUNK:
+            self.error(ident, msg.id, "malformed", "put: chunk outside the declared size")
+            return
+        final = offset + len(chunk) == total
+        key = (ident, address)
+        upload = self.uploads.get(key)
+        if upload is None:
+            if self.store.has_value(address):
+                if final:
+                    self.send(ident, wire.build("ok", msg.id, address=address))
+                return
+            if len(self.uploads) >= _MAX_UPLOADS:
+                self.error(ident, msg.id, "busy", "too many uploads in progress; retry later")
+                return
+            path = str(self.incoming / f"{address.hex()}.{ident.hex()}.part")
+            upload = self.uploads[key] = Upload(path, os.open(path, os.O_RDWR | os.O_CREAT, 0o600), total)
+        if upload.total != total:
+            self.drop_upload(key)
+            self.error(ident, msg.id, "malformed", "put: total changed during an upload")
+            return
+        os.pwrite(upload.fd, chunk, offset)
+        upload.received += len(chunk)
+        if not final:
+            return
+        if upload.received != total:
+            self.drop_upload(key)
+            self.error(ident, msg.id, "malformed", "put: chunks do not cover the value")
+            return
+        os.close(upload.fd)
+        upload.fd = -1
+        upload.waiter = (ident, msg.id)
+        self.node.pool.verify(address, upload.path,
+                              lambda ok, reason: self.node.completed_verification(key, ok, reason))
+
+    def verified(self, key: tuple, ok: bool, reason: str) -> None:
+        upload = self.uploads.pop(key, None)
+        if upload is None:
+            return
+        ident, request_id = upload.waiter
+        address = key[1]
+        if ok:
+            self.store.adopt_file(address, upload.path)
+            self.send(ident, wire.build("ok", request_id, address=address))
+        else:
+            os.unlink(upload.path)
+            self.log_once(f"tampered:{ident.hex()}", "rejected value %s: %s", address.hex()[:16], reason)
+            self.error(ident, request_id, "tampered", f"value {address.hex()[:16]} rejected: {reason}")
+
+    def drop_upload(self, key: tuple) -> None:
+        upload = self.uploads.pop(key, None)
+        if upload is not None:
+            if upload.fd >= 0:
+                os.close(upload.fd)
+            try:
+                os.unlink(upload.path)
+            except OSError:
+                pass
+

@@ -1,0 +1,252 @@
+"""The node: one ROUTER socket, its authenticator, the store, a worker pool, and the loop serving them.
+
+A node never runs user code and never unpickles a byte from the network. It checks messages
+(:mod:`pythagoras_p2p.wire`), answers from its store, passes pickled calls to its worker
+processes untouched, journals their results before replying, and receives values in chunks that
+a worker verifies against their address before they enter the store.
+
+Everything on the sockets happens on the thread that calls :meth:`Node.serve`; the worker pool
+and the journal have threads of their own and hand results back through a queue and a wake pipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+
+from pythagoras_p2p import wire
+from pythagoras_p2p.defaults import INLINE_VALUE_LIMIT, worker_count
+from pythagoras_p2p.discovery import Advert, Announcement, local_addresses
+from pythagoras_p2p.execution import Task
+from pythagoras_p2p.journal import Journal
+from pythagoras_p2p.nodefile import node_identity
+from pythagoras_p2p.security import (
+    Authenticator,
+    SecurityError,
+    SwarmKey,
+    check_admission,
+    curve_server,
+)
+from pythagoras_p2p.store import open_store
+from pythagoras_p2p.workers import WorkerPool
+
+from .handlers import Handlers
+
+__all__ = ["Node", "NodeConfig"]
+
+log = logging.getLogger("pythagoras_p2p.node")
+
+
+@dataclass
+class NodeConfig:
+    """How a node is started (each field has a ``PYTHAGORAS_*`` variable; see the CLI)."""
+
+    home: Path
+    bind: str = "0.0.0.0"
+    port: int = 7575
+    workers: int = field(default_factory=worker_count)
+    mdns: bool = True
+    mdns_interface: str | None = None
+    grace: float = 30.0  # seconds running calls may take to finish at shutdown
+
+
+class Node:
+    """A running node. ``Node(config, key).serve()`` blocks until :meth:`stop` (or SIGTERM)."""
+
+    def __init__(self, config: NodeConfig, key: SwarmKey):
+        self.config = config
+        self.key = key
+        self.home = Path(config.home)
+        self.node_id = node_identity(self.home)
+        self.started = time.time()
+        self.stopping = False
+        self._stop_requested = False
+        self.context = zmq.Context()
+        self.store = open_store(self.home)
+        self.journal = Journal(self.store)
+        self.authenticator = Authenticator(self.context, key)
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.router.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE + 64 * 1024)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.router.sndhwm = 10000
+        self.router.rcvhwm = 10000
+        curve_server(self.router, key)
+        try:
+            self.router.bind(f"tcp://{config.bind}:{config.port}")
+        except zmq.ZMQError as exc:
+            self.close()
+            hint = ("another process listens there: stop it, or start with --port N"
+                    if exc.errno == zmq.EADDRINUSE else "check --bind and --port")
+            raise SecurityError(f"cannot listen on {config.bind}:{config.port} ({exc}); {hint}") from None
+        # The pool has no thread of its own: this loop drives its pipes too (no thread hops).
+        self.pool = WorkerPool(self.home, config.workers, label=f"node-{self.node_id}",
+                               own_thread=False)
+        self._completed: deque = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.poller = zmq.Poller()
+        self.poller.register(self.router, zmq.POLLIN)
+        self.poller.register(self.authenticator.socket, zmq.POLLIN)
+        self.poller.register(self._wake_r, zmq.POLLIN)
+        self.poller.register(self.pool.fileno(), zmq.POLLIN)
+        self.handlers = Handlers(self)
+        self.announcement: Announcement | None = None
+        self._check_security()
+
+    # ------------------------------------------------------------------ start-up
+
+    @property
+    def local_endpoint(self) -> str:
+        host = "127.0.0.1" if self.config.bind in ("0.0.0.0", "*") else self.config.bind
+        return f"tcp://{host}:{self.config.port}"
+
+    @property
+    def advertised_host(self) -> str:
+        """The address peers should use for this node."""
+        if self.config.mdns_interface:
+            return self.config.mdns_interface
+        if self.config.bind not in ("0.0.0.0", "*"):
+            return self.config.bind
+        found = local_addresses()
+        return found[0] if found else "127.0.0.1"
+
+    def _check_security(self) -> None:
+        """Refuse to serve unless a stranger is refused and a member admitted, here and now."""
+        try:
+            check_admission(self.context, self.local_endpoint, self.key, self.pump)
+        except SecurityError:
+            self.close()
+            raise
+
+    def announce(self) -> None:
+        if not self.config.mdns:
+            return
+        interface = self.config.mdns_interface
+        if interface:
+            addresses, interfaces = [interface], [interface]
+        elif self.config.bind not in ("0.0.0.0", "*"):
+            addresses, interfaces = [self.config.bind], [self.config.bind]
+        else:
+            addresses, interfaces = local_addresses(), None
+        if not addresses:
+            log.warning("no network interface to announce on; mDNS is off")
+            return
+        advert = Advert(self.node_id, tuple(addresses), self.config.port, self.key.tag,
+                        wire.PROTOCOL_VERSION, wire.PYTHON_VERSION, self.config.workers)
+        self.announcement = Announcement(advert, interfaces)
+
+    # ------------------------------------------------------------------ the loop
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def task_done(self, call: bytes, outcome: tuple) -> None:
+        """Called by the pool (on this node's thread) when a task ends."""
+        self._completed.append(("done", call, outcome))
+
+    def completed_verification(self, key: tuple, ok: bool, reason: str) -> None:
+        """Called by the pool when a worker has checked a received value."""
+        self._completed.append(("verified", key, (ok, reason)))
+
+    def task_output(self, call: bytes, where: str, text: str) -> None:
+        self._completed.append(("out", call, (where, text)))
+
+    def pump(self, timeout: float) -> None:
+        """Serve whatever is ready, waiting at most ``timeout`` seconds for something to be."""
+        events = dict(self.poller.poll(0 if self._completed else int(timeout * 1000)))
+        if self.authenticator.socket in events:
+            self.authenticator.handle()
+        if self._wake_r in events:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        if self.pool is not None and self.pool.fileno() in events:
+            self.pool.step()
+        if self.router in events:
+            for _ in range(256):
+                try:
+                    frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self.handlers.handle(frames)
+        while self._completed:
+            kind, call, payload = self._completed.popleft()
+            if kind == "done":
+                self.handlers.finish(call, payload)
+            elif kind == "out":
+                self.handlers.forward_output(call, *payload)
+            else:
+                self.handlers.verified(call, *payload)
+
+    def serve(self) -> None:
+        """Serve until :meth:`stop`; then finish running calls for up to ``grace`` seconds."""
+        log.info("node %s serving on %s:%d with %d workers (swarm %s, tag %s)", self.node_id,
+                 self.config.bind, self.config.port, self.config.workers, self.key.name, self.key.tag)
+        while not self._stop_requested:
+            self.pump(1.0)
+        self.stopping = True
+        deadline = time.monotonic() + self.config.grace
+        if self.handlers.running:
+            log.info("stopping: waiting up to %.0fs for %d running call(s)", self.config.grace,
+                     len(self.handlers.running))
+        while self.handlers.running and time.monotonic() < deadline:
+            self.pump(0.1)
+        self.handlers.abandon_running()
+        self.pump(0)
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return (safe from a signal handler)."""
+        self._stop_requested = True
+        self.wake()
+
+    def close(self) -> None:
+        """Release everything: announcement, workers, journal, sockets."""
+        if self.announcement is not None:
+            self.announcement.close()
+            self.announcement = None
+        if getattr(self, "pool", None) is not None:
+            self.pool.close()
+            self.pool = None
+        if getattr(self, "journal", None) is not None:
+            self.journal.close()
+            self.journal = None
+        for sock in ("router",):
+            s = getattr(self, sock, None)
+            if s is not None:
+                s.close(0)
+        if getattr(self, "authenticator", None) is not None:
+            self.authenticator.close()
+        for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = -1
+        self.context.term()
+
+    # ------------------------------------------------------------------ facts for status
+
+    def submit(self, task: Task, call: bytes):
+        return self.pool.submit(
+            [task], 1,
+            on_outcome=lambda tid, outcome: self.task_done(call, outcome),
+            on_output=lambda where, text: self.task_output(call, where, text),
+        )
+
+    @property
+    def inline_limit(self) -> int:
+        return INLINE_VALUE_LIMIT

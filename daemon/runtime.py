@@ -1,0 +1,116 @@
+"""Running a node as a program: start (foreground or detached), signals, and stop.
+
+``pythagoras-node start`` runs in the foreground like ``dask worker`` (systemd ``Type=simple``);
+``--detach`` starts the same command in a new session with its log in ``home/node.log`` and
+returns once the node serves. SIGTERM and SIGINT stop taking work, let running calls finish for
+a bounded time, unregister from mDNS, close the store, and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pythagoras_p2p.errors import PythagorasError
+from pythagoras_p2p.nodefile import read_node_file, remove_node_file, write_node_file
+from pythagoras_p2p.security import SecurityError, load_key
+
+from .node import Node, NodeConfig
+
+__all__ = ["run_node", "start_detached", "stop_node", "NodeError"]
+
+log = logging.getLogger("pythagoras_p2p.node")
+
+
+class NodeError(PythagorasError):
+    """A node cannot be started or stopped (the message says why and what to do)."""
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("PYTHAGORAS_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_node(config: NodeConfig) -> int:
+    """Serve in this process until SIGTERM/SIGINT; return the exit code."""
+    _configure_logging()
+    home = Path(config.home)
+    key = load_key(home)
+    if key is None:
+        raise NodeError(
+            f"there is no swarm key in {home}: run `pythagoras-node init` to make a new swarm, or "
+            f"`pythagoras-node join TOKEN` (or copy swarm.key from a member) to join one"
+        )
+    running = read_node_file(home)
+    if running is not None:
+        raise NodeError(
+            f"a node already runs for {home} (pid {running['pid']}, port {running['port']}); "
+            f"stop it with `pythagoras-node stop`, or give this one another PYTHAGORAS_HOME"
+        )
+    started = time.perf_counter()
+    try:
+        node = Node(config, key)
+    except SecurityError as exc:
+        raise NodeError(str(exc)) from None
+    signal.signal(signal.SIGTERM, lambda *_: node.stop())
+    signal.signal(signal.SIGINT, lambda *_: node.stop())
+    write_node_file(home, {
+        "pid": os.getpid(), "id": node.node_id, "bind": config.bind, "port": config.port,
+        "endpoint": node.local_endpoint, "started": node.started,
+    })
+    log.info("serving %.3f s after start", time.perf_counter() - started)
+    node.announce()
+    try:
+        node.serve()
+    finally:
+        remove_node_file(home)
+        node.close()
+        log.info("node %s stopped", node.node_id)
+    return 0
+
+
+def start_detached(argv: list[str], home: Path, timeout: float = 30.0) -> dict:
+    """Start ``pythagoras-node <argv>`` in the background; return its node file once it serves."""
+    log_path = Path(home) / "node.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pythagoras_p2p.cli.main", *argv], stdin=subprocess.DEVNULL,
+            stdout=log_file, stderr=log_file, start_new_session=True,
+            env={**os.environ, "PYTHAGORAS_HOME": str(home)},
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = read_node_file(home)
+        if info is not None and info.get("pid") == proc.pid:
+            return info
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise NodeError("the node did not start:\n  " + "\n  ".join(tail))
+        time.sleep(0.05)
+    proc.terminate()
+    raise NodeError(f"the node did not start serving within {timeout:.0f} s; see {log_path}")
+
+
+def stop_node(home: Path, timeout: float = 60.0) -> dict:
+    """SIGTERM the node of ``home`` and wait until it has exited; return what it was."""
+    info = read_node_file(home)
+    if info is None:
+        raise NodeError(f"no node is running for {home} (nothing to stop)")
+    pid = info["pid"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return info
+        time.sleep(0.05)
+    raise NodeError(f"node pid {pid} did not stop within {timeout:.0f} s; `kill -9 {pid}` ends it "
+                    f"(results it acknowledged are safe)")

@@ -1,0 +1,120 @@
+"""``SwarmCloud``: calls run on the nodes of a swarm; results are shared by every member.
+
+Memo lookups go local store → peers (one bounded, parallel lookup) → compute here. Calls given
+to ``sync_remote``/``sync_parallel`` go to the peers through a :class:`SwarmDispatcher`; the
+nodes answer from their own stores first. A result that comes from a node is written to the
+local store behind the caller's back, in grouped transactions: the node that computed it has
+already made it durable, so the caller need not wait for a second fsync.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..encoding import unpack
+from ..errors import ConfigurationError
+from ..journal import WriteBehind
+from ..security import load_key
+from ..store import MISSING
+from .base import PCloud
+
+__all__ = ["SwarmCloud"]
+
+log = logging.getLogger("pythagoras_p2p")
+
+LOOKUP_TIMEOUT = 2.0  # seconds a memo lookup waits for peers before computing here
+
+
+class SwarmCloud(PCloud):
+    """A cloud whose calls run on the nodes of a swarm (this home must hold its key).
+
+    ``connection``: ``"host[:port],..."`` or ``{"peers": [...], "key": PATH, ...}``; with no
+    peers named, the node of this machine (if one runs for this home) is used.
+    """
+
+    def __init__(self, *, requires: Any = None, connection: Any = None, home: Any = None,
+                 connect_timeout: float = 5.0):
+        super().__init__(requires=requires, connection=connection, home=home)
+        key = load_key(self.home, self.connection["key"])
+        if key is None:
+            raise ConfigurationError(
+                f"there is no swarm key in {self.home}: run `pythagoras-node join TOKEN` (or copy "
+                f"swarm.key from a member) to make this machine a member"
+            )
+        self.key = key
+        peers = list(self.connection["peers"]) or _local_node(self.home)
+        if not peers:
+            raise ConfigurationError(
+                f"no peers to connect to: name them (connection='host:port,...') or start this "
+                f"machine's node with `pythagoras-node start` (home {self.home})"
+            )
+        from ..dispatch import SwarmDispatcher
+
+        self.peers = peers
+        self._writer = WriteBehind(self.store)
+        self._dispatcher = SwarmDispatcher(key, self.store, peers, requires=self.requires,
+                                           connect_timeout=connect_timeout)
+
+    def _dispatch(self, tasks: Iterable, count: int):
+        return self._dispatcher.submit(tasks, count)
+
+    def _store_results(self, records: list) -> None:
+        self._writer.put(records)
+
+    def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict[bytes, Any]:
+        """Results of ``calls`` that a peer holds, copied into the local store.
+
+        ``before_running``: the calls are about to be sent to a peer, which answers from its
+        store anyway; with a single peer the separate lookup would only cost a round trip.
+        """
+        if before_running and len(self.peers) == 1:
+            return {}
+        found = self._dispatcher.call("lookup", calls, timeout=LOOKUP_TIMEOUT) or {}
+        if not found:
+            return {}
+        values: dict[bytes, Any] = {}
+        records = []
+        for call, (address, blob, meta, peer) in found.items():
+            if blob is None:
+                ok = self._dispatcher.call("fetch", peer, address, timeout=300)
+                if ok is not True:
+                    continue
+                value = self.store.get_value(address)
+                if value is MISSING:
+                    continue
+            else:
+                value = unpack(blob)
+            records.append((call, address, blob, meta))
+            values[call] = value
+        if records:
+            self._writer.put(records)
+        return values
+
+    def _compute_here(self, fn: Any, call: bytes, kwargs: dict) -> Any:
+        found = self._lookup_elsewhere([call])
+        if call in found:
+            return found[call]
+        return super()._compute_here(fn, call, kwargs)
+
+    def ready_peers(self, timeout: float = 5.0) -> list:
+        """Peers that answered, waiting up to ``timeout`` seconds for at least one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = self._dispatcher.call("ready", timeout=timeout) or []
+            if ready or time.monotonic() > deadline:
+                return ready
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._dispatcher.close()
+        self._writer.close()
+
+
+def _local_node(home) -> list[tuple[str, int]]:
+    from ..nodefile import local_node_address
+
+    found = local_node_address(home)
+    return [found] if found else []

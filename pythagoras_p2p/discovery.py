@@ -1,0 +1,146 @@
+"""mDNS: a node announces itself as ``_pythagoras._tcp.local.``; clients and nodes browse for peers.
+
+The TXT record says what a client needs to choose a node and nothing secret: node id, swarm tag
+(derived from the key, not the key), protocol version, Python version, worker slots. mDNS is a
+hint only: zeroconf keeps a vanished node listed for many minutes, so liveness comes from
+heartbeats on the ZeroMQ connection, never from here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+
+__all__ = ["SERVICE", "Announcement", "Advert", "local_addresses", "Browser"]
+
+log = logging.getLogger(__name__)
+
+SERVICE = "_pythagoras._tcp.local."
+
+
+@dataclass(frozen=True)
+class Advert:
+    """What one node announces."""
+
+    node_id: str
+    addresses: tuple[str, ...]
+    port: int
+    tag: str
+    protocol: int
+    python: str
+    workers: int
+
+    def properties(self) -> dict[str, str]:
+        return {"id": self.node_id, "tag": self.tag, "proto": str(self.protocol),
+                "py": self.python, "slots": str(self.workers)}
+
+
+def local_addresses() -> list[str]:
+    """Non-loopback IPv4 addresses of this host's interfaces that are up."""
+    import psutil
+
+    found = []
+    stats = psutil.net_if_stats()
+    for name, addrs in psutil.net_if_addrs().items():
+        if name in stats and not stats[name].isup:
+            continue
+        for addr in addrs:
+            if addr.family == socket.AF_INET and not ipaddress.ip_address(addr.address).is_loopback:
+                found.append(addr.address)
+    return found
+
+
+class Announcement:
+    """Registers a node's service in the background and unregisters it on :meth:`close`."""
+
+    def __init__(self, advert: Advert, interfaces: list[str] | None):
+        self.advert = advert
+        self.interfaces = interfaces
+        self._zc = None
+        self._info = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._register, name="pythagoras-mdns", daemon=True)
+        self._thread.start()
+
+    def _register(self) -> None:
+        try:
+            from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
+
+            interfaces = self.interfaces or InterfaceChoice.All
+            self._zc = Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
+            name = f"{self.advert.node_id}.{SERVICE}"
+            self._info = ServiceInfo(
+                SERVICE, name, port=self.advert.port, properties=self.advert.properties(),
+                addresses=[socket.inet_aton(a) for a in self.advert.addresses],
+                server=f"pythagoras-{self.advert.node_id}.local.",
+            )
+            self._zc.register_service(self._info)
+            log.info("announced on mDNS as %s at %s:%d", name, ",".join(self.advert.addresses),
+                     self.advert.port)
+        except Exception as exc:
+            log.error("mDNS announcement failed (%s); peers can still reach this node by address",
+                      exc)
+        finally:
+            self._done.set()
+
+    def close(self) -> None:
+        self._done.wait(10)
+        zc, info = self._zc, self._info
+        if zc is None:
+            return
+        try:
+            if info is not None:
+                zc.unregister_service(info)
+        except Exception as exc:  # shutting down: say it, carry on
+            log.warning("mDNS unregistration failed: %s", exc)
+        finally:
+            zc.close()
+
+
+class Browser:
+    """Keeps the adverts of nodes of one swarm (by tag) currently listed on mDNS."""
+
+    def __init__(self, tag: str, interfaces: list[str] | None = None, own_id: str | None = None):
+        from zeroconf import InterfaceChoice, IPVersion, ServiceBrowser, Zeroconf
+
+        self.tag = tag
+        self.own_id = own_id
+        self.adverts: dict[str, Advert] = {}
+        self._lock = threading.Lock()
+        self._zc = Zeroconf(interfaces=interfaces or InterfaceChoice.All, ip_version=IPVersion.V4Only)
+        self._browser = ServiceBrowser(self._zc, SERVICE, handlers=[self._on_change])
+
+    def _on_change(self, zeroconf, service_type, name, state_change) -> None:
+        from zeroconf import ServiceStateChange
+
+        if state_change is ServiceStateChange.Removed:
+            with self._lock:
+                for key, advert in list(self.adverts.items()):
+                    if f"{advert.node_id}.{SERVICE}" == name:
+                        del self.adverts[key]
+            return
+        info = zeroconf.get_service_info(service_type, name, timeout=2000)
+        if info is None:
+            return
+        props = {k.decode(): (v or b"").decode(errors="replace") for k, v in info.properties.items()}
+        try:
+            advert = Advert(props["id"], tuple(info.parsed_addresses()), int(info.port),
+                            props["tag"], int(props["proto"]), props["py"], int(props["slots"]))
+        except (KeyError, ValueError, TypeError):
+            log.debug("ignoring a malformed mDNS advert %s", name)
+            return
+        if advert.tag != self.tag or advert.node_id == self.own_id:
+            return
+        with self._lock:
+            self.adverts[advert.node_id] = advert
+
+    def snapshot(self) -> list[Advert]:
+        with self._lock:
+            return list(self.adverts.values())
+
+    def close(self) -> None:
+        self._browser.cancel()
+        self._zc.close()

@@ -1,0 +1,454 @@
+"""Sending calls to the swarm: one I/O thread, every peer's socket, tasks placed by free slots.
+
+The caller's thread only queues requests (a batch of tasks, a lookup, a cancel) and waits for
+outcomes; the I/O thread owns the sockets. A task goes to the ready peer with the most free
+worker slots, so a peer that finishes gets more and slow and fast machines balance themselves.
+Before a task is sent, its function is sent if the peer may lack it (pipelined on the same
+connection, which keeps order), and its large arguments are checked with ``has`` and uploaded in
+chunks once per peer. Results of large values are downloaded in chunks, verified against their
+address and written to the local store before they are delivered.
+
+A peer that stops answering is dropped after :data:`peers.SILENT_AFTER` seconds and its calls
+go back to the queue for the others; calls that no peer can take for ``connect_timeout``
+seconds fail with a message naming the peers tried and why each was unusable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from . import wire
+from .peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
+from .security import SwarmKey
+from .store import Store
+from .transfer import Download, upload_frames
+from .workers import Batch
+
+__all__ = ["SwarmDispatcher"]
+
+log = logging.getLogger(__name__)
+
+_TICK = 0.25  # seconds between liveness checks
+
+
+class SwarmDispatcher:
+    """Runs tasks on peers of a swarm; see the module docstring."""
+
+    def __init__(self, key: SwarmKey, store: Store, peers: list[tuple[str, int]], *,
+                 requires: tuple[str, ...] = (), connect_timeout: float = 5.0):
+        import zmq
+
+        self.key = key
+        self.store = store
+        self.requires = list(requires)
+        self.connect_timeout = connect_timeout
+        self.context = zmq.Context()
+        self.peers: dict[tuple[str, int], Peer] = {p: Peer(*p) for p in peers}
+        self.alive = True
+        self._ids = itertools.count(1)
+        self._queue: deque = deque()  # (batch, task)
+        self._parked: dict[Peer, list] = {}  # tasks waiting for their arguments to reach a peer
+        self._asked: dict[tuple, int] = {}  # (peer, address) → request id of a has/put in flight
+        self._pending: dict[int, Any] = {}  # request id → callback for non-run replies
+        self._downloads: dict[tuple, Download] = {}
+        self._waiting_since: float | None = None
+        self._requests: deque = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._loop, name="pythagoras-swarm-io", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+
+    def _request(self, request: tuple) -> None:
+        if not self.alive:
+            raise RuntimeError("this cloud's connection to the swarm is closed; create a new cloud")
+        self._requests.append(request)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def submit(self, tasks, count: int) -> Batch:
+        batch = Batch(self, count)
+        self._request(("submit", batch, list(tasks)))
+        return batch
+
+    def call(self, kind: str, *args: Any, timeout: float) -> Any:
+        """Run ``kind`` (lookup, fetch, ready) on the I/O thread and wait for its answer."""
+        done = threading.Event()
+        box: list = []
+        self._request((kind, *args, lambda value: (box.append(value), done.set())))
+        if not done.wait(timeout):
+            return None
+        return box[0]
+
+    def close(self) -> None:
+        if self.alive:
+            self._request(("close",))
+            self._thread.join(10)
+
+    # ------------------------------------------------------------------ the I/O thread
+
+    def _loop(self) -> None:
+        import zmq
+
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        registered: dict[Any, Peer] = {}
+        try:
+            while True:
+                if self._serve_requests():
+                    return
+                self._tend_peers()
+                for sock in [s for s in registered if registered[s].sock is not s]:
+                    poller.unregister(sock)
+                    del registered[sock]
+                for peer in self.peers.values():
+                    if peer.sock is not None and peer.sock not in registered:
+                        poller.register(peer.sock, zmq.POLLIN)
+                        registered[peer.sock] = peer
+                self._dispatch()
+                for sock, _ in poller.poll(int(_TICK * 1000)):
+                    if sock == self._wake_r:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                        continue
+                    peer = registered.get(sock)
+                    while peer is not None and peer.sock is sock:
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._on_message(peer, frames)
+        except Exception:
+            log.exception("the swarm I/O thread failed")
+        finally:
+            self._shutdown()
+
+    def _serve_requests(self) -> bool:
+        while self._requests:
+            kind, *args = self._requests.popleft()
+            if kind == "submit":
+                batch, tasks = args
+                self._queue.extend((batch, t) for t in tasks)
+            elif kind == "cancel":
+                self._cancel(args[0])
+            elif kind == "lookup":
+                self._lookup(*args)
+            elif kind == "fetch":
+                self._fetch(*args)
+            elif kind == "ready":
+                args[0]([p for p in self.peers.values() if p.ready])
+            elif kind == "close":
+                return True
+        return False
+
+    # ------------------------------------------------------------------ peers
+
+    def _tend_peers(self) -> None:
+        now = time.monotonic()
+        for peer in self.peers.values():
+            if peer.state in ("new", "dead") and now - peer.connect_started >= RETRY_EVERY:
+                peer.connect(self.context, self.key)
+                self._ask(peer, "hello", lambda p, m: self._on_hello(p, m),
+                          protocol=wire.PROTOCOL_VERSION, python=wire.PYTHON_VERSION,
+                          requires=self.requires)
+            elif peer.state in ("connecting", "ready", "unsuitable"):
+                if peer.silent_for(now) > SILENT_AFTER:
+                    self._lost(peer, f"silent for {peer.silent_for(now):.1f} s")
+                elif peer.state != "connecting" and now - max(peer.last_sent, peer.last_heard) > PING_EVERY:
+                    self._ask(peer, "ping", self._on_ping)
+
+    def _ask(self, peer: Peer, op: str, callback, bodies: list = (), **fields: Any) -> int:
+        rid = next(self._ids)
+        self._pending[rid] = (peer, callback)
+        peer.send(wire.build(op, rid, list(bodies), **fields))
+        return rid
+
+    def _on_hello(self, peer: Peer, msg: wire.Message) -> None:
+        if msg.op == "error":
+            peer.state, peer.problem = "incompatible", msg.fields["message"]
+            log.warning("peer %s cannot take work: %s", peer.address, peer.problem)
+            return
+        peer.node_id = str(msg.fields.get("node"))
+        peer.workers = max(1, int(msg.fields.get("workers", 1)))
+        missing = msg.fields.get("missing") or []
+        if missing:
+            peer.state, peer.problem = "unsuitable", "does not satisfy requires=: " + "; ".join(missing)
+        else:
+            peer.state, peer.problem = "ready", ""
+        log.debug("peer %s (%s) is %s with %d workers", peer.address, peer.node_id, peer.state,
+                  peer.workers)
+
+    def _on_ping(self, peer: Peer, msg: wire.Message) -> None:
+        if msg.op == "ok":
+            peer.load = float(msg.fields.get("load", 0.0))
+            peer.tasks_done = int(msg.fields.get("tasks_done", 0))
+
+    def _lost(self, peer: Peer, why: str) -> None:
+        """A peer is gone: its calls go back to the queue for the others."""
+        if peer.state == "ready" or peer.inflight:
+            log.warning("lost peer %s (%s); %d running call(s) go elsewhere", peer.address, why,
+                        len(peer.inflight))
+        requeue = [bt for bt in peer.inflight.values() if not bt[0].cancelled]
+        requeue += [bt for bt in self._parked.pop(peer, []) if not bt[0].cancelled]
+        self._queue.extendleft(reversed(requeue))
+        peer.inflight.clear()
+        for rid, (owner, callback) in list(self._pending.items()):
+            if owner is peer:
+                del self._pending[rid]
+                callback(peer, wire.Message("error", rid, {"code": "lost", "message": why}))
+        for key in [k for k in self._asked if k[0] is peer]:
+            del self._asked[key]
+        for key in [k for k in self._downloads if k[0] is peer]:
+            self._downloads.pop(key).fail(f"peer {peer.address} was lost ({why})")
+        peer.close()
+        peer.state, peer.problem = "dead", why
+
+    # ------------------------------------------------------------------ placing tasks
+
+    def _dispatch(self) -> None:
+        queue = self._queue
+        while queue and queue[0][0].cancelled:
+            queue.popleft()
+        if not queue:
+            self._waiting_since = None
+            return
+        ready = [p for p in self.peers.values() if p.ready]
+        while queue and ready:
+            peer = max(ready, key=lambda p: p.free_slots(False))
+            if peer.free_slots(False) <= 0:
+                break
+            batch, task = queue.popleft()
+            if not batch.cancelled:
+                self._place(peer, batch, task)
+        if not queue:
+            self._waiting_since = None
+        elif ready:
+            self._waiting_since = None
+        else:
+            self._no_peer_can_run()
+
+    def _no_peer_can_run(self) -> None:
+        now = time.monotonic()
+        if any(p.state in ("new", "connecting") for p in self.peers.values()):
+            if self._waiting_since is None:
+                self._waiting_since = now
+            if now - self._waiting_since < self.connect_timeout:
+                return
+        elif self._waiting_since is None:
+            self._waiting_since = now
+            if any(p.state == "dead" for p in self.peers.values()):
+                return  # give dead peers one more reconnection before failing
+        elif now - self._waiting_since < self.connect_timeout:
+            return
+        unsuitable = [p for p in self.peers.values() if p.state == "unsuitable"]
+        tried = "; ".join(f"{p.address}: {p.problem or p.state}" for p in self.peers.values()) or "none"
+        if unsuitable and len(unsuitable) == len(self.peers):
+            outcome = ("error", "requirements", f"no peer satisfies requires= ({tried})")
+        else:
+            outcome = ("error", "unreachable",
+                       f"no node of the swarm could take the call within {self.connect_timeout:g} s "
+                       f"(peers tried: {tried}). Is `pythagoras-node start` running there, "
+                       f"reachable from here, with this machine's swarm key?")
+        while self._queue:
+            batch, task = self._queue.popleft()
+            batch.deliver(task.tid, outcome)
+        self._waiting_since = None
+
+    def _place(self, peer: Peer, batch: Batch, task: Any) -> None:
+        missing = [r for r in task.refs if r not in peer.values]
+        if missing:
+            self._parked.setdefault(peer, []).append((batch, task))
+            unasked = [r for r in missing if (peer, r) not in self._asked]
+            if unasked:
+                rid = self._ask(peer, "has", self._on_has, addresses=unasked)
+                for r in unasked:
+                    self._asked[(peer, r)] = rid
+            return
+        if task.fp not in peer.functions:
+            record = self.store.get_function(task.fp)
+            peer.send(wire.build("function", 0, [record], fp=task.fp))
+            peer.functions.add(task.fp)
+        rid = next(self._ids)
+        peer.inflight[rid] = (batch, task)
+        peer.send(wire.build("run", rid, [task.payload], fp=task.fp, call=task.call,
+                             label=task.label, refs=[r.hex() for r in task.refs]))
+
+    def _unpark(self, peer: Peer) -> None:
+        parked = self._parked.pop(peer, [])
+        for batch, task in parked:
+            if not batch.cancelled:
+                self._place(peer, batch, task)
+
+    def _on_has(self, peer: Peer, msg: wire.Message) -> None:
+        if msg.op != "ok":
+            return
+        present = set(msg.hexes("addresses"))
+        peer.values |= present
+        asked = [a for (p, a), rid in self._asked.items() if p is peer and rid == msg.id]
+        for address in asked:
+            del self._asked[(peer, address)]
+            if address not in present:
+                frames = upload_frames(self.store, address)
+                if frames is None:
+                    continue
+                rid = next(self._ids)
+                self._pending[rid] = (peer, self._on_put)
+                self._asked[(peer, address)] = rid
+                for i, chunk in enumerate(frames):
+                    peer.send(wire.build("put", rid if i == len(frames) - 1 else 0, [chunk[2]],
+                                         address=address, offset=chunk[0], total=chunk[1]))
+        self._unpark(peer)
+
+    def _on_put(self, peer: Peer, msg: wire.Message) -> None:
+        for key in [k for k, rid in self._asked.items() if k[0] is peer and rid == msg.id]:
+            del self._asked[key]
+            if msg.op == "ok":
+                peer.values.add(key[1])
+            else:
+                log.error("peer %s refused value %s: %s", peer.address, key[1].hex()[:16],
+                          msg.fields.get("message"))
+        self._unpark(peer)
+
+    # ------------------------------------------------------------------ replies
+
+    def _on_message(self, peer: Peer, frames: list) -> None:
+        peer.heard()
+        try:
+            msg = wire.parse(frames)
+        except wire.WireError as exc:
+            log.warning("ignoring a malformed message from %s: %s", peer.address, exc)
+            return
+        if msg.op == "output":
+            sys.stderr.write("".join(f"[{msg.fields['where']}] {line}\n"
+                                     for line in msg.fields["text"].splitlines()))
+            return
+        entry = peer.inflight.pop(msg.id, None)
+        if entry is not None:
+            self._on_run_reply(peer, entry, msg)
+            return
+        handler = self._pending.pop(msg.id, None)
+        if handler is not None:
+            handler[1](peer, msg)
+        elif msg.op == "ok" and "total" in msg.fields:
+            download = self._downloads.get((peer, msg.hex("address")))
+            if download is not None:
+                self._on_chunk(peer, download, msg)
+
+    def _on_run_reply(self, peer: Peer, entry: tuple, msg: wire.Message) -> None:
+        batch, task = entry
+        if batch.cancelled:
+            return
+        if msg.op == "error":
+            code = msg.fields["code"]
+            if code == "need_function":
+                peer.functions.discard(task.fp)
+                self._queue.appendleft((batch, task))
+            elif code == "need_values":
+                peer.values.difference_update(bytes.fromhex(h) for h in msg.fields["message"].split(","))
+                self._queue.appendleft((batch, task))
+            elif code in ("stopping", "python", "protocol"):
+                peer.state, peer.problem = ("dead" if code == "stopping" else "incompatible"), msg.fields["message"]
+                self._lost(peer, msg.fields["message"])
+                self._queue.appendleft((batch, task))
+            else:
+                batch.deliver(task.tid, ("error", "remote", f"node {peer.address}: {msg.fields['message']}"))
+            return
+        status = msg.fields.get("status")
+        if status == "ok":
+            address, meta = msg.hex("address"), msg.fields.get("meta") or {}
+            if msg.fields.get("large"):
+                self._fetch(peer, address, lambda ok: batch.deliver(task.tid, (
+                    ("ok", address, None, meta) if ok is True else ("error", "remote", ok))))
+            else:
+                batch.deliver(task.tid, ("ok", address, bytes(msg.bodies[0]), meta))
+        elif status == "err":
+            pickled, text = (bytes(b) for b in msg.bodies[:2])
+            batch.deliver(task.tid, ("err", pickled or None, msg.fields.get("type", "Exception"),
+                                     msg.fields.get("message", ""), text.decode(errors="replace"),
+                                     msg.fields.get("where", peer.address)))
+        else:
+            batch.deliver(task.tid, ("crash", msg.fields.get("message", "the call failed")))
+
+    # ------------------------------------------------------------------ lookups and downloads
+
+    def _lookup(self, calls: list[bytes], callback) -> None:
+        """Ask every ready peer at once; answer with {call: (address, blob|None, meta, peer)}."""
+        ready = [p for p in self.peers.values() if p.ready or p.state == "unsuitable"]
+        found: dict = {}
+        waiting = {id(p) for p in ready}
+        if not ready:
+            callback(found)
+            return
+
+        def on_reply(peer: Peer, msg: wire.Message) -> None:
+            waiting.discard(id(peer))
+            if msg.op == "ok":
+                bodies = iter(msg.bodies)
+                for item in msg.fields.get("found", []):
+                    try:
+                        call, address = bytes.fromhex(item["call"]), bytes.fromhex(item["address"])
+                    except (KeyError, TypeError, ValueError):
+                        continue
+                    blob = None if item.get("large") else bytes(next(bodies, b""))
+                    found.setdefault(call, (address, blob, item.get("meta") or {}, peer))
+            if not waiting:
+                callback(found)
+
+        for peer in ready:
+            self._ask(peer, "lookup", on_reply, calls=calls)
+
+    def _fetch(self, peer: Peer, address: bytes, callback) -> None:
+        """Download a large value from ``peer`` into the local store; ``callback(True | reason)``."""
+        if self.store.has_value(address):
+            callback(True)
+            return
+        key = (peer, address)
+        download = self._downloads.get(key)
+        if download is None:
+            download = self._downloads[key] = Download(self.store, address)
+            peer.send(wire.build("get", 0, address=address, offset=0))
+        download.waiters.append(callback)
+
+    def _on_chunk(self, peer: Peer, download: Download, msg: wire.Message) -> None:
+        first = download.total is None
+        download.write(msg.fields["offset"], msg.fields["total"], msg.bodies[0])
+        if first:
+            for offset in range(wire.CHUNK, download.total, wire.CHUNK):
+                peer.send(wire.build("get", 0, address=download.address, offset=offset))
+        if download.complete:
+            del self._downloads[(peer, download.address)]
+            download.finish()
+
+    def _cancel(self, batch: Batch) -> None:
+        self._queue = deque(item for item in self._queue if item[0] is not batch)
+        for peer in self.peers.values():
+            calls = [task.call for b, task in peer.inflight.values() if b is batch]
+            if calls and peer.sock is not None:
+                peer.send(wire.build("cancel", 0, calls=calls))
+            peer.inflight = {rid: bt for rid, bt in peer.inflight.items() if bt[0] is not batch}
+
+    def _shutdown(self) -> None:
+        self.alive = False
+        for peer in self.peers.values():
+            peer.close()
+        for download in self._downloads.values():
+            download.fail("the cloud was closed")
+        while self._queue:
+            batch, task = self._queue.popleft()
+            batch.deliver(task.tid, ("error", "closed", f"{task.label} was not run: the cloud was closed"))
+        self.context.term()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

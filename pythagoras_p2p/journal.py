@@ -1,0 +1,250 @@
+"""A write-ahead journal in front of the store, for results that must be acknowledged fast.
+
+A node acknowledges a result as soon as its record is appended to the journal: one ``write()``
+to a file opened ``O_APPEND``, so the record is in the kernel before the reply leaves and
+survives a ``kill -9`` of the node. A background thread applies appended records to LMDB in
+batched, fsync'd transactions and deletes journal segments once every record in them is in the
+store. On open, whatever a previous process left in the journal is applied first.
+
+Each record carries its length and a blake3 checksum, so a record torn by a power loss is
+detected and dropped (with everything after it in that segment): a power loss can cost the
+results of the last moments, which are recomputable, never the store's integrity.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import struct
+import threading
+import weakref
+from pathlib import Path
+
+from blake3 import blake3
+
+from .store import ResultRecord, Store
+
+__all__ = ["Journal", "WriteBehind"]
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"PJ1\0"
+_HEAD = struct.Struct("<4sI16s")  # magic, body length, checksum
+_SEGMENT_BYTES = 32 * 1024 * 1024
+#: Seconds the background writers gather records before a transaction: a commit's fsync and the
+#: work around it then happen tens of times a second, not once per call, and stay off the
+#: serving thread's back (they share its interpreter lock).
+GATHER = 0.02
+
+
+def _encode(record: ResultRecord) -> bytes:
+    call, address, blob, meta = record
+    meta_raw = json.dumps(meta, separators=(",", ":")).encode()
+    blob_raw = b"" if blob is None else blob
+    body = b"".join([call, address, struct.pack("<IBQ", len(meta_raw), blob is not None,
+                                                len(blob_raw)), meta_raw, blob_raw])
+    return _HEAD.pack(_MAGIC, len(body), blake3(body).digest()[:16]) + body
+
+
+def _decode_segment(data: bytes) -> tuple[list[ResultRecord], bool]:
+    """Records of one segment, and whether it ended cleanly (no torn or corrupt tail)."""
+    records = []
+    offset = 0
+    while offset < len(data):
+        if len(data) - offset < _HEAD.size:
+            return records, False
+        magic, size, checksum = _HEAD.unpack_from(data, offset)
+        body = data[offset + _HEAD.size: offset + _HEAD.size + size]
+        if magic != _MAGIC or len(body) != size or blake3(body).digest()[:16] != checksum:
+            return records, False
+        meta_len, has_blob, blob_len = struct.unpack_from("<IBQ", body, 64)
+        start = 64 + 13
+        meta = json.loads(body[start: start + meta_len])
+        blob = body[start + meta_len: start + meta_len + blob_len] if has_blob else None
+        records.append((body[:32], body[32:64], blob, meta))
+        offset += _HEAD.size + size
+    return records, True
+
+
+class Journal:
+    """Append results now, have them in LMDB a few milliseconds later."""
+
+    def __init__(self, store: Store, directory: Path | None = None):
+        self.store = store
+        self.dir = Path(directory or store.home / "journal")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.replay()
+        self._lock = threading.Condition()
+        self._pending: dict[bytes, ResultRecord] = {}  # appended, not yet in LMDB
+        self._queue: list[tuple[int, ResultRecord]] = []
+        self._outstanding: dict[int, int] = {}  # segment -> records not yet in LMDB
+        self._segment = 0
+        self._fd = -1
+        self._size = 0
+        self._open_segment()
+        self._closed = False
+        self._thread = threading.Thread(target=self._apply_loop, name="pythagoras-journal", daemon=True)
+        self._thread.start()
+
+    def _segments(self) -> list[Path]:
+        return sorted(self.dir.glob("*.log"))
+
+    def replay(self) -> int:
+        """Apply every record a previous process left behind; return how many."""
+        count = 0
+        for path in self._segments():
+            records, clean = _decode_segment(path.read_bytes())
+            if not clean:
+                log.warning("journal %s ends with a torn record (a crash while writing); the "
+                            "complete records before it are kept", path)
+            if records:
+                self.store.put_results(records)
+                count += len(records)
+            path.unlink()
+        return count
+
+    def _open_segment(self) -> None:
+        existing = self._segments()
+        self._segment = (int(existing[-1].stem) + 1) if existing else 1
+        path = self.dir / f"{self._segment:012d}.log"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = 0
+
+    def append(self, records: list[ResultRecord]) -> None:
+        """Make ``records`` durable against a crash of this process; returns once written."""
+        data = b"".join(_encode(r) for r in records)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the journal is closed")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            self._size += len(data)
+            for record in records:
+                self._pending[record[0]] = record
+                self._queue.append((self._segment, record))
+            self._outstanding[self._segment] = self._outstanding.get(self._segment, 0) + len(records)
+            if self._size >= _SEGMENT_BYTES:
+                os.close(self._fd)
+                self._open_segment()
+                self._drop_applied_segments()
+            if len(self._queue) == len(records):  # the applier sleeps only on an empty queue
+                self._lock.notify()
+
+    def _drop_applied_segments(self) -> None:
+        """Delete segments (other than the one being written) whose records are all in LMDB."""
+        for seg, count in list(self._outstanding.items()):
+            if count == 0 and seg != self._segment:
+                del self._outstanding[seg]
+                (self.dir / f"{seg:012d}.log").unlink(missing_ok=True)
+
+    def pending(self, call: bytes) -> ResultRecord | None:
+        """A result appended but not yet applied to LMDB, if any."""
+        return self._pending.get(call)
+
+    def _apply_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closed:
+                    self._lock.wait()
+                if not self._queue and self._closed:
+                    return
+                if not self._closed:
+                    self._lock.wait(GATHER)
+                batch, self._queue = self._queue, []
+            try:
+                self.store.put_results([record for _, record in batch])
+            except Exception:
+                log.exception("could not apply %d journaled results to the store; they stay in "
+                              "the journal and are applied at the next start", len(batch))
+                with self._lock:
+                    self._closed = True
+                return
+            with self._lock:
+                for seg, record in batch:
+                    self._outstanding[seg] -= 1
+                    if self._pending.get(record[0]) is record:
+                        del self._pending[record[0]]
+                self._drop_applied_segments()
+
+    def close(self) -> None:
+        """Apply everything appended, then stop (an empty journal is left behind)."""
+        with self._lock:
+            if self._closed and self._fd < 0:
+                return
+            self._closed = True
+            self._lock.notify()
+        self._thread.join()
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        if not self._queue:
+            for path in self._segments():
+                path.unlink()
+
+
+class WriteBehind:
+    """Stores copies of results in the background, everything queued together in one transaction.
+
+    For results another machine has already made durable: the caller need not wait for this
+    machine's fsync. :meth:`close` (also run at interpreter exit) writes what is queued.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._cond = threading.Condition()
+        self._queue: list[ResultRecord] = []
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="pythagoras-write-behind", daemon=True)
+        self._thread.start()
+        _WRITERS.add(self)
+
+    def put(self, records: list[ResultRecord]) -> None:
+        with self._cond:
+            self._queue.extend(records)
+            if len(self._queue) == len(records):
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                if not self._closed:
+                    self._cond.wait(GATHER)
+                batch, self._queue = self._queue, []
+                self._busy = True
+            try:
+                self.store.put_results(batch)
+            except Exception as exc:  # a local copy only: the result stays where it was computed
+                log.warning("could not copy %d result(s) into the local store: %s", len(batch), exc)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until everything queued so far is in the store."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(30)
+        _WRITERS.discard(self)
+
+
+_WRITERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_writers() -> None:
+    for writer in list(_WRITERS):
+        writer.close()

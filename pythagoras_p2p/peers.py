@@ -1,0 +1,87 @@
+"""What a client knows about each node it talks to: its socket, its slots, its liveness.
+
+A :class:`Peer` is owned by the dispatcher's I/O thread and touched by nothing else. Liveness
+comes only from traffic on the ZeroMQ connection (any message counts; idle peers are pinged):
+a peer silent for :data:`SILENT_AFTER` seconds is dead, whatever mDNS still says.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import wire
+from .rpc import endpoint
+from .security import SwarmKey, curve_client
+
+__all__ = ["Peer", "PING_EVERY", "SILENT_AFTER", "RETRY_EVERY"]
+
+PING_EVERY = 1.0  # seconds between pings to an idle peer
+SILENT_AFTER = 5.0  # seconds without a message after which a peer is dead
+RETRY_EVERY = 2.0  # seconds between attempts to reach a peer that is not ready
+
+
+@dataclass(eq=False)
+class Peer:
+    """One node as seen by this client."""
+
+    host: str
+    port: int
+    node_id: str | None = None
+    workers: int = 0
+    state: str = "new"  # new → connecting → ready; or dead / incompatible
+    problem: str = ""
+    sock: Any = None
+    last_heard: float = 0.0
+    last_sent: float = 0.0
+    connect_started: float = 0.0
+    inflight: dict = field(default_factory=dict)  # request id → (batch, task)
+    functions: set = field(default_factory=set)  # fingerprints the node has
+    values: set = field(default_factory=set)  # addresses the node has
+    tasks_done: int = 0
+    load: float = 0.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def free_slots(self, prefetch: bool) -> int:
+        limit = self.workers * (2 if prefetch else 1)
+        return max(0, limit - len(self.inflight))
+
+    def connect(self, context: Any, key: SwarmKey) -> None:
+        import zmq
+
+        self.close()
+        sock = context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE + 64 * 1024)
+        sock.sndhwm = 0
+        sock.rcvhwm = 0
+        curve_client(sock, key)
+        sock.connect(endpoint(self.host, self.port))
+        self.sock = sock
+        self.state = "connecting"
+        self.connect_started = self.last_sent = time.monotonic()
+        self.functions.clear()
+        self.values.clear()
+
+    def send(self, frames: list) -> None:
+        self.sock.send_multipart(frames, copy=False)
+        self.last_sent = time.monotonic()
+
+    def heard(self) -> None:
+        self.last_heard = time.monotonic()
+
+    def silent_for(self, now: float) -> float:
+        return now - max(self.last_heard, self.connect_started)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None

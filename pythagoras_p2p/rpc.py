@@ -1,0 +1,58 @@
+"""One request to one node, answered or timed out: for the CLI, start-up checks and tests.
+
+The swarm client keeps long-lived connections of its own; this is the simple synchronous path.
+"""
+
+from __future__ import annotations
+
+import time
+
+from . import wire
+from .errors import PythagorasError
+from .security import SwarmKey, curve_client
+
+__all__ = ["NodeUnreachable", "request", "endpoint"]
+
+
+class NodeUnreachable(PythagorasError, ConnectionError):
+    """A node did not answer in time (not running, not reachable, or not of this swarm)."""
+
+
+def endpoint(host: str, port: int) -> str:
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def request(address: str, key: SwarmKey, op: str, *, timeout: float = 5.0, bodies: list = (),
+            **fields) -> wire.Message:
+    """Send one request to the node at ``address`` (a ``tcp://`` endpoint) and return its reply.
+
+    Raises :class:`NodeUnreachable` after ``timeout`` seconds without an answer, and
+    :class:`wire.WireError` when the node answers with an error.
+    """
+    import zmq
+
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE + 64 * 1024)
+    curve_client(sock, key)
+    try:
+        sock.connect(address)
+        sock.send_multipart(wire.build(op, 1, list(bodies), **fields))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000)):
+                raise NodeUnreachable(
+                    f"no answer from the node at {address} within {timeout:g} s: is "
+                    f"`pythagoras-node start` running there, reachable from here, and does this "
+                    f"machine hold the same swarm key?"
+                )
+            reply = wire.parse(sock.recv_multipart())
+            if reply.id != 1:
+                continue
+            if reply.op == "error":
+                raise wire.WireError(reply.fields["message"], reply.fields["code"])
+            return reply
+    finally:
+        sock.close(0)

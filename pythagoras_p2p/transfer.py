@@ -1,0 +1,100 @@
+"""Moving stored values between machines in bounded chunks, verified on arrival.
+
+A value travels as :data:`wire.CHUNK`-sized pieces, so the sockets' message cap stays modest
+while 100 MiB arguments pass. The receiver writes the pieces to a temporary file, and the value
+enters its store only after the file, unpickled, hashes to the address it was sent under.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from typing import Any
+
+from . import wire
+from .encoding import unpack, value_address
+from .store import Store
+
+__all__ = ["upload_frames", "verify_file", "Download"]
+
+
+def upload_frames(store: Store, address: bytes) -> list[tuple[int, int, Any]] | None:
+    """The chunks of a stored value as (offset, total, bytes), or None if it is not stored."""
+    record = store.value_record(address)
+    if record is None:
+        return None
+    blob = store.inline_blob(record)
+    if blob is None:
+        with open(store.blob_path(address), "rb") as f:
+            view = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    else:
+        view = memoryview(blob)
+    total = len(view)
+    return [(offset, total, view[offset: offset + wire.CHUNK])
+            for offset in range(0, max(total, 1), wire.CHUNK)]
+
+
+def verify_file(path: str, address: bytes) -> str | None:
+    """None if the packed value in ``path`` has content address ``address``, else the reason."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return "empty value"
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                value = unpack(memoryview(view))
+                actual = value_address(value)
+                del value
+    except Exception as exc:
+        return f"it does not decode ({type(exc).__name__}: {exc})"
+    if actual != address:
+        return f"its content has address {actual.hex()[:16]}, not {address.hex()[:16]}"
+    return None
+
+
+class Download:
+    """One value arriving in chunks from one peer."""
+
+    def __init__(self, store: Store, address: bytes):
+        self.store = store
+        self.address = address
+        self.total: int | None = None
+        self.received = 0
+        self.waiters: list = []
+        self.path = str(store.blobs / f".{address.hex()}.{os.getpid()}.{threading.get_ident()}.download")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+
+    @property
+    def complete(self) -> bool:
+        return self.total is not None and self.received >= self.total
+
+    def write(self, offset: int, total: int, chunk: Any) -> None:
+        if self.total is None:
+            self.total = total
+        os.pwrite(self.fd, chunk, offset)
+        self.received += len(chunk)
+
+    def finish(self) -> None:
+        os.close(self.fd)
+        self.fd = -1
+        problem = verify_file(self.path, self.address)
+        if problem is None:
+            self.store.adopt_file(self.address, self.path)
+            result: Any = True
+        else:
+            os.unlink(self.path)
+            result = f"value {self.address.hex()[:16]} arrived damaged: {problem}"
+        for waiter in self.waiters:
+            waiter(result)
+
+    def fail(self, reason: str) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        for waiter in self.waiters:
+            waiter(reason)

@@ -1,0 +1,154 @@
+"""The wire protocol between clients and nodes: message types, framing, and the protocol version.
+
+A message is a ZeroMQ multipart message: one header frame (UTF-8 JSON object) followed by zero
+or more body frames of raw bytes. The header always has ``v`` (protocol version), ``op`` and
+``id`` (the request id the reply echoes). Addresses travel as hex strings.
+
+Parsing never trusts its input: :func:`parse` checks sizes, JSON, the version, the operation and
+the type of every field it uses, and raises :class:`WireError` with a reason, which the node
+sends back. Nothing here unpickles; a node passes pickled payloads to worker processes untouched.
+Unknown header fields are ignored, so a newer peer's extra fields do not break an older one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PythagorasError
+
+__all__ = [
+    "PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_MESSAGE", "CHUNK", "WireError", "Message",
+    "build", "parse", "probe_request", "probe_reply", "SCHEMAS",
+]
+
+PROTOCOL_VERSION = 1
+PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+#: Largest message a socket accepts (ZMQ_MAXMSGSIZE); larger values travel in chunks.
+MAX_MESSAGE = 16 * 1024 * 1024
+#: Size of one chunk of a large value.
+CHUNK = 4 * 1024 * 1024
+_MAX_HEADER = 256 * 1024
+_MAX_FRAMES = 1 + 1024
+
+_HEX = "hex"  # a field that must be a hex string of 64 characters (an address)
+_HEXES = "hexes"  # a list of such strings
+
+#: Fields each operation requires, and their types.
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "probe": {},
+    "hello": {"protocol": int, "python": str},
+    "ping": {},
+    "status": {},
+    "lookup": {"calls": _HEXES},
+    "has": {"addresses": _HEXES},
+    "put": {"address": _HEX, "offset": int, "total": int},
+    "get": {"address": _HEX, "offset": int},
+    "function": {"fp": _HEX},
+    "run": {"fp": _HEX, "call": _HEX, "label": str},
+    "cancel": {"calls": _HEXES},
+    "peers": {},
+    # replies
+    "ok": {},
+    "error": {"code": str, "message": str},
+    "result": {"call": _HEX, "status": str},
+    "output": {"call": _HEX, "where": str, "text": str},
+}
+
+
+class WireError(PythagorasError):
+    """A message that does not follow the protocol (the reason says how)."""
+
+    def __init__(self, message: str, code: str = "malformed"):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Message:
+    op: str
+    id: int
+    fields: dict
+    bodies: list = field(default_factory=list)
+
+    def hex(self, name: str) -> bytes:
+        return bytes.fromhex(self.fields[name])
+
+    def hexes(self, name: str) -> list[bytes]:
+        return [bytes.fromhex(h) for h in self.fields[name]]
+
+
+def build(op: str, request_id: int = 0, bodies: list | tuple = (), **fields: Any) -> list:
+    """The frames of one message: header then bodies."""
+    header = {"v": PROTOCOL_VERSION, "op": op, "id": request_id}
+    for name, value in fields.items():
+        if isinstance(value, bytes):
+            value = value.hex()
+        elif isinstance(value, (list, tuple)) and value and isinstance(value[0], bytes):
+            value = [v.hex() for v in value]
+        header[name] = value
+    return [json.dumps(header, separators=(",", ":")).encode(), *bodies]
+
+
+def _is_address(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) != 64:
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
+def parse(frames: list) -> Message:
+    """Check and decode the frames of one message (without a routing id)."""
+    if not frames or len(frames) > _MAX_FRAMES:
+        raise WireError(f"a message has 1 to {_MAX_FRAMES} frames, this one has {len(frames)}")
+    raw = frames[0]
+    if len(raw) > _MAX_HEADER:
+        raise WireError(f"header of {len(raw)} bytes is larger than {_MAX_HEADER}")
+    try:
+        header = json.loads(bytes(raw))
+    except (ValueError, UnicodeDecodeError):
+        raise WireError("header is not UTF-8 JSON") from None
+    if not isinstance(header, dict):
+        raise WireError("header is not a JSON object")
+    version = header.get("v")
+    if version != PROTOCOL_VERSION:
+        raise WireError(
+            f"protocol version {version!r} is not this node's {PROTOCOL_VERSION}; install the "
+            f"same pythagoras_p2p release on every machine of the swarm", code="protocol",
+        )
+    op, request_id = header.get("op"), header.get("id", 0)
+    if not isinstance(op, str) or op not in SCHEMAS:
+        raise WireError(f"unknown operation {op!r}")
+    if not isinstance(request_id, int) or isinstance(request_id, bool):
+        raise WireError("request id is not an integer")
+    for name, kind in SCHEMAS[op].items():
+        value = header.get(name)
+        if kind is _HEX:
+            ok = _is_address(value)
+        elif kind is _HEXES:
+            ok = isinstance(value, list) and len(value) <= 100_000 and all(map(_is_address, value))
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise WireError(f"{op}: field {name!r} is missing or malformed")
+    return Message(op, request_id, header, list(frames[1:]))
+
+
+def probe_request() -> list:
+    return build("probe", 0)
+
+
+def probe_reply(frames: list) -> bool:
+    """True if ``frames`` is a node's answer to :func:`probe_request`."""
+    try:
+        return parse(frames).op == "ok"
+    except WireError:
+        return False
