@@ -26,6 +26,7 @@ log = logging.getLogger("pythagoras_p2p.node")
 
 _LOG_ONCE = 256  # distinct problems remembered for log deduplication
 _MAX_UPLOADS = 64  # concurrent partial uploads per node
+_UPLOAD_IDLE = 60.0  # seconds without a chunk after which a partial upload counts as abandoned
 _MAX_VALUE = 1 << 40
 
 
@@ -44,6 +45,7 @@ class Upload:
     total: int
     received: int = 0
     waiter: tuple | None = None
+    touched: float = field(default_factory=time.monotonic)
 
 
 class Handlers:
@@ -95,8 +97,13 @@ class Handlers:
             self.log_once(f"wire:{exc.code}:{str(exc)[:60]}", "rejected a message: %s", exc)
             self.error(ident, 0, exc.code, str(exc))
             return
+        handler = self._ops.get(msg.op)
+        if handler is None:  # a reply's op (ok, error, result, output) sent as a request
+            self.rejected += 1
+            self.error(ident, msg.id, "malformed", f"{msg.op!r} is a reply, not a request")
+            return
         try:
-            self._ops[msg.op](ident, msg)
+            handler(ident, msg)
         except Exception as exc:  # a bug must not take the node down; say it once
             self.log_once(f"bug:{msg.op}:{type(exc).__name__}", "error serving %s: %r", msg.op, exc)
             self.error(ident, msg.id, "internal", f"{type(exc).__name__}: {exc}")
@@ -306,6 +313,8 @@ class Handlers:
                     self.send(ident, wire.build("ok", msg.id, address=address))
                 return
             if len(self.uploads) >= _MAX_UPLOADS:
+                self.drop_abandoned_uploads()
+            if len(self.uploads) >= _MAX_UPLOADS:
                 self.error(ident, msg.id, "busy", "too many uploads in progress; retry later")
                 return
             path = str(self.incoming / f"{address.hex()}.{ident.hex()}.part")
@@ -316,6 +325,7 @@ class Handlers:
             return
         os.pwrite(upload.fd, chunk, offset)
         upload.received += len(chunk)
+        upload.touched = time.monotonic()
         if not final:
             return
         if upload.received != total:
@@ -341,6 +351,13 @@ class Handlers:
             os.unlink(upload.path)
             self.log_once(f"tampered:{ident.hex()}", "rejected value %s: %s", address.hex()[:16], reason)
             self.error(ident, request_id, "tampered", f"value {address.hex()[:16]} rejected: {reason}")
+
+    def drop_abandoned_uploads(self) -> None:
+        """Forget partial uploads whose sender went quiet (it crashed or was interrupted)."""
+        now = time.monotonic()
+        for key, upload in list(self.uploads.items()):
+            if upload.fd >= 0 and now - upload.touched > _UPLOAD_IDLE:
+                self.drop_upload(key)
 
     def drop_upload(self, key: tuple) -> None:
         upload = self.uploads.pop(key, None)

@@ -214,7 +214,7 @@ class Node:
 
     def close(self) -> None:
         """Release everything: announcement, workers, journal, sockets."""
-        if self.announcement is not None:
+        if getattr(self, "announcement", None) is not None:
             self.announcement.close()
             self.announcement = None
         if getattr(self, "pool", None) is not None:

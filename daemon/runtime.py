@@ -107,10 +107,18 @@ def stop_node(home: Path, timeout: float = 60.0) -> dict:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _exited(pid):
             return info
         time.sleep(0.05)
     raise NodeError(f"node pid {pid} did not stop within {timeout:.0f} s; `kill -9 {pid}` ends it "
                     f"(results it acknowledged are safe)")
+
+
+def _exited(pid: int) -> bool:
+    """True once ``pid`` has ended (a zombie its parent has not reaped yet counts as ended)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -8,24 +8,26 @@ from typing import Any
 
 __all__ = ["status_entry"]
 
-_stats_cache: dict[str, Any] = {"at": 0.0, "value": None}
+_stats_cache: dict[str, Any] = {"at": 0.0, "value": None, "done": -1}
 
 
-def _cache_facts(store: Any) -> tuple[int, int]:
-    """(results, bytes) of the store, refreshed at most every few seconds."""
+def _cache_facts(store: Any, done: int) -> tuple[int, int]:
+    """(results, bytes) of the store, refreshed every few seconds (every second while tasks end)."""
     now = time.monotonic()
-    if _stats_cache["value"] is None or now - _stats_cache["at"] > 5:
+    age = now - _stats_cache["at"]
+    if _stats_cache["value"] is None or age > 5 or (done != _stats_cache["done"] and age > 1):
         from pythagoras_p2p.maintenance import stats
 
         s = stats(store)
         _stats_cache["value"] = (s.results, s.total_bytes)
         _stats_cache["at"] = now
+        _stats_cache["done"] = done
     return _stats_cache["value"]
 
 
 def status_entry(node: Any, handlers: Any) -> dict:
     """This node as one entry of ``status --json``'s ``peers`` list."""
-    entries, size = _cache_facts(node.store)
+    entries, size = _cache_facts(node.store, handlers.tasks_done)
     asked = handlers.hits + handlers.misses
     return {
         "id": node.node_id,

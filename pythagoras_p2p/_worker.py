@@ -80,8 +80,11 @@ def _limit_memory() -> None:
 
         from .defaults import _parse_size
 
+        # RLIMIT_DATA counts what the process allocates (heap and private mappings) but not the
+        # store's shared memory map: with RLIMIT_AS, a map grown past the limit kept every worker
+        # from starting.
         limit = _parse_size(raw)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
 def _verify(address: bytes, path: str, where: str) -> tuple:

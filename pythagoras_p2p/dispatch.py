@@ -36,13 +36,15 @@ __all__ = ["SwarmDispatcher"]
 log = logging.getLogger(__name__)
 
 _TICK = 0.25  # seconds between liveness checks
+DISCOVER_EVERY = 1.0  # seconds between looks for new peers
 
 
 class SwarmDispatcher:
     """Runs tasks on peers of a swarm; see the module docstring."""
 
     def __init__(self, key: SwarmKey, store: Store, peers: list[tuple[str, int]], *,
-                 requires: tuple[str, ...] = (), connect_timeout: float = 5.0):
+                 requires: tuple[str, ...] = (), connect_timeout: float = 5.0,
+                 ask_for_peers: bool = False, browser: Any = None):
         import zmq
 
         self.key = key
@@ -51,6 +53,11 @@ class SwarmDispatcher:
         self.connect_timeout = connect_timeout
         self.context = zmq.Context()
         self.peers: dict[tuple[str, int], Peer] = {p: Peer(*p) for p in peers}
+        # Where more peers come from: the first peer (this machine's node, which knows the
+        # swarm) when ``ask_for_peers``, and/or an mDNS browser.
+        self._ask_for_peers = ask_for_peers
+        self._browser = browser
+        self._last_discovery = 0.0
         self.alive = True
         self._ids = itertools.count(1)
         self._queue: deque = deque()  # (batch, task)
@@ -156,8 +163,34 @@ class SwarmDispatcher:
 
     # ------------------------------------------------------------------ peers
 
+    def _discover(self, now: float) -> None:
+        if now - self._last_discovery < DISCOVER_EVERY:
+            return
+        self._last_discovery = now
+        if self._browser is not None:
+            for advert in self._browser.snapshot():
+                if advert.protocol == wire.PROTOCOL_VERSION and advert.addresses:
+                    self.peers.setdefault((advert.addresses[0], advert.port),
+                                          Peer(advert.addresses[0], advert.port))
+        if self._ask_for_peers:
+            first = next(iter(self.peers.values()))
+            if first.ready or first.state == "unsuitable":
+                self._ask(first, "peers", self._on_peers)
+
+    def _on_peers(self, peer: Peer, msg: wire.Message) -> None:
+        if msg.op != "ok":
+            return
+        for item in msg.fields.get("peers", []):
+            try:
+                host, port = str(item["host"]), int(item["port"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if item.get("id") != peer.node_id:
+                self.peers.setdefault((host, port), Peer(host, port))
+
     def _tend_peers(self) -> None:
         now = time.monotonic()
+        self._discover(now)
         for peer in self.peers.values():
             if peer.state in ("new", "dead") and now - peer.connect_started >= RETRY_EVERY:
                 peer.connect(self.context, self.key)
@@ -183,6 +216,11 @@ class SwarmDispatcher:
             return
         peer.node_id = str(msg.fields.get("node"))
         peer.workers = max(1, int(msg.fields.get("workers", 1)))
+        if any(p is not peer and p.node_id == peer.node_id and p.state in ("ready", "unsuitable")
+               for p in self.peers.values()):
+            peer.close()  # the same node under a second address: one connection is enough
+            peer.state, peer.problem = "duplicate", "already connected under another address"
+            return
         missing = msg.fields.get("missing") or []
         if missing:
             peer.state, peer.problem = "unsuitable", "does not satisfy requires=: " + "; ".join(missing)
@@ -442,6 +480,8 @@ class SwarmDispatcher:
 
     def _shutdown(self) -> None:
         self.alive = False
+        if self._browser is not None:
+            self._browser.close()
         for peer in self.peers.values():
             peer.close()
         for download in self._downloads.values():

@@ -224,6 +224,10 @@ def function_record(fn: PureFunction) -> bytes:
         source = inspect.getsource(func)
     except (OSError, TypeError):
         source = None  # python -c, exec(): the code object is all there is
+    # The user's own modules are not installed on peers: pickle them by value, not by name.
+    modules = _user_modules(func)
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
     try:
         pickled = cloudpickle.dumps(func, protocol=5)
     except Exception as exc:
@@ -232,7 +236,30 @@ def function_record(fn: PureFunction) -> bytes:
             f"({type(exc).__name__}: {exc}); create what it uses inside its body or pass it as "
             f"an argument"
         ) from None
+    finally:
+        for module in modules:
+            cloudpickle.unregister_pickle_by_value(module)
     return pack({"name": fn.name, "source": source, "pickle": pickled})
+
+
+def _user_modules(func: types.FunctionType) -> list[types.ModuleType]:
+    """Importable modules of the user's own code that ``func`` reaches (itself and its globals)."""
+    import sys
+
+    from .identity import is_user_code
+
+    names = {func.__module__}
+    for value in func.__globals__.values():
+        name = getattr(value, "__module__", None) if not isinstance(value, types.ModuleType) else value.__name__
+        if isinstance(name, str):
+            names.add(name)
+    found = []
+    for name in names:
+        module = sys.modules.get(name)
+        if module is not None and name != "__main__" and getattr(module, "__file__", None) \
+                and is_user_code(name):
+            found.append(module)
+    return found
 
 
 def load_function(store: Any, fp: bytes) -> types.FunctionType:

@@ -114,6 +114,8 @@ def parse(frames: list) -> Message:
         header = json.loads(bytes(raw))
     except (ValueError, UnicodeDecodeError):
         raise WireError("header is not UTF-8 JSON") from None
+    except RecursionError:  # "[[[[..." within the size limit: json recurses per level
+        raise WireError("header JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise WireError("header is not a JSON object")
     version = header.get("v")

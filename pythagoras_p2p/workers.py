@@ -158,7 +158,9 @@ class WorkerPool:
         self.alive = True
         self._queue: deque[tuple[Batch, Task]] = deque()
         self._requests: deque = deque()
-        self._crashes: dict[tuple[int, int], int] = {}
+        # (batch, tid) -> how many workers the task killed; keyed by the batch itself, not by
+        # id(batch), which a later batch may reuse (and so inherit another call's crashes)
+        self._crashes: dict[tuple[Batch, int], int] = {}
         self._mean = 1.0  # running mean task duration; start by assuming slow calls
         self._failed_starts = 0
         self._wake_r, self._wake_w = os.pipe()
@@ -268,6 +270,8 @@ class WorkerPool:
             if request[0] == "submit":
                 _, batch, tasks = request
                 self._queue.extend((batch, t) for t in tasks)
+                while len(self._workers) < self.size:  # try again after failed starts
+                    self._spawn()
             elif request[0] == "cancel":
                 self._cancel(request[1])
             elif request[0] == "close":
@@ -370,6 +374,8 @@ class WorkerPool:
                         continue
                     if outcome[0] == "ok":
                         self._mean = 0.8 * self._mean + 0.2 * outcome[3]["duration"]
+                    if self._crashes:
+                        self._crashes.pop((entry[0], entry[1].tid), None)
                     entry[0].deliver(entry[1].tid, outcome)
             elif kind == "out":
                 entry = worker.inflight.get(message[3])
@@ -402,11 +408,12 @@ class WorkerPool:
             if batch.cancelled:
                 continue
             if seq == running and not worker.killed:
-                key = (id(batch), task.tid)
+                key = (batch, task.tid)
                 crashes = self._crashes[key] = self._crashes.get(key, 0) + 1
                 log.warning("worker %s %s while running %s (attempt %d of %d)",
                             worker.name, how, task.label, crashes, MAX_TASK_CRASHES)
                 if crashes >= MAX_TASK_CRASHES:
+                    del self._crashes[key]
                     batch.deliver(task.tid, ("crash", (
                         f"{task.label} killed the worker process running it on {crashes} attempts "
                         f"(last: the worker {how}); it is not retried again. Check the function "
@@ -429,6 +436,8 @@ class WorkerPool:
 
     def _cancel(self, batch: Batch) -> None:
         self._queue = deque(item for item in self._queue if item[0] is not batch)
+        for key in [k for k in self._crashes if k[0] is batch]:
+            del self._crashes[key]
         for worker in self._workers:
             if any(b is batch for b, _ in worker.inflight.values()):
                 worker.killed = True

@@ -45,18 +45,25 @@ class SwarmCloud(PCloud):
                 f"swarm.key from a member) to make this machine a member"
             )
         self.key = key
-        peers = list(self.connection["peers"]) or _local_node(self.home)
-        if not peers:
+        named = list(self.connection["peers"])
+        local = [] if named else _local_node(self.home)
+        browser = None
+        if not named and not local and self.connection["discovery"] == "mdns":
+            from ..discovery import Browser
+
+            browser = Browser(key.tag)
+        if not named and not local and browser is None:
             raise ConfigurationError(
-                f"no peers to connect to: name them (connection='host:port,...') or start this "
-                f"machine's node with `pythagoras-node start` (home {self.home})"
+                f"no peers to connect to: name them (connection='host:port,...'), start this "
+                f"machine's node with `pythagoras-node start` (home {self.home}), or allow mDNS"
             )
         from ..dispatch import SwarmDispatcher
 
-        self.peers = peers
         self._writer = WriteBehind(self.store)
-        self._dispatcher = SwarmDispatcher(key, self.store, peers, requires=self.requires,
-                                           connect_timeout=connect_timeout)
+        self._dispatcher = SwarmDispatcher(
+            key, self.store, named or local, requires=self.requires,
+            connect_timeout=connect_timeout, ask_for_peers=bool(local), browser=browser,
+        )
 
     def _dispatch(self, tasks: Iterable, count: int):
         return self._dispatcher.submit(tasks, count)
@@ -70,7 +77,7 @@ class SwarmCloud(PCloud):
         ``before_running``: the calls are about to be sent to a peer, which answers from its
         store anyway; with a single peer the separate lookup would only cost a round trip.
         """
-        if before_running and len(self.peers) == 1:
+        if before_running and len(self._dispatcher.peers) == 1:
             return {}
         found = self._dispatcher.call("lookup", calls, timeout=LOOKUP_TIMEOUT) or {}
         if not found:

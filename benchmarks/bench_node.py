@@ -1,0 +1,214 @@
+"""Node benchmarks: one remote call's round trip, start-up time, and what an idle node costs.
+
+Everything runs on loopback in one run, beside the anchors:
+
+1. ``sync_remote`` round trip of a cache miss (a trivial function, fresh arguments each call)
+   to a node on 127.0.0.1, its result journaled on the node before the reply — beside
+   ``ProcessPoolExecutor.submit().result()``, a bare ZeroMQ REQ/REP round trip, and Dask's
+   ``client.submit().result()`` on a 1-worker ``LocalCluster`` (if installed);
+2. ``pythagoras-node start`` until it serves (``node.json`` written), from process start;
+3. CPU of an idle node, all its processes together (node + workers), over a quiet window,
+   beside an idle Dask ``LocalCluster`` with two worker processes.
+
+Nodes run with ``--bind 127.0.0.1 --no-mdns``: nothing leaves this machine.
+
+    python benchmarks/bench_node.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from statistics import median
+
+import psutil
+
+from pythagoras_p2p import PCloud
+from pythagoras_p2p.security import create_key
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_node(home: Path, port: int) -> tuple[subprocess.Popen, float]:
+    """Start a node; return it and the seconds until it served."""
+    env = {**os.environ, "PYTHAGORAS_HOME": str(home)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", "127.0.0.1",
+         "--port", str(port), "--no-mdns", "--workers", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (home / "node.json").exists():
+        if proc.poll() is not None or time.perf_counter() - t0 > 30:
+            raise RuntimeError("the node did not start")
+        time.sleep(0.002)
+    return proc, time.perf_counter() - t0
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def trivial(x: int) -> int:
+    return x
+
+
+def round_trips(fn, n: int) -> float:
+    """Median seconds of ``fn(i)`` over ``n`` calls (after a warm-up)."""
+    for i in range(20):
+        fn(-1 - i)
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t)
+    return median(times)
+
+
+def bench_round_trip(port: int, client_home: Path, n: int) -> dict[str, float]:
+    out = {}
+    cloud = PCloud(connection=f"127.0.0.1:{port}", home=client_home)
+
+    @cloud.add_pure_function
+    def echo(*, x: int, salt: float) -> int:
+        return x
+
+    salt = time.time()
+    out["ours"] = round_trips(lambda i: echo.sync_remote(x=i, salt=salt), n)
+    cloud.close()
+    with ProcessPoolExecutor(1) as pool:
+        out["ProcessPoolExecutor"] = round_trips(lambda i: pool.submit(trivial, i).result(), n)
+    out["bare ZeroMQ REQ/REP"] = zmq_round_trip(n)
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        return out
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        out["Dask"] = round_trips(lambda i: client.submit(trivial, i, pure=False).result(), min(n, 300))
+    return out
+
+
+def zmq_round_trip(n: int) -> float:
+    import threading
+
+    import zmq
+
+    ctx = zmq.Context()
+    rep = ctx.socket(zmq.REP)
+    port = rep.bind_to_random_port("tcp://127.0.0.1")
+
+    def serve() -> None:
+        for _ in range(n + 20):
+            rep.send(rep.recv())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    req = ctx.socket(zmq.REQ)
+    req.connect(f"tcp://127.0.0.1:{port}")
+
+    def once(i: int) -> None:
+        req.send(b"x" * 32)
+        req.recv()
+
+    result = round_trips(once, n)
+    thread.join(5)
+    req.close(0)
+    rep.close(0)
+    ctx.term()
+    return result
+
+
+def cpu_fraction(pids: list[int], seconds: float) -> float:
+    """CPU time of ``pids`` and their children over ``seconds``, as a fraction of one core."""
+    procs = []
+    for pid in pids:
+        p = psutil.Process(pid)
+        procs += [p, *p.children(recursive=True)]
+
+    def total() -> float:
+        t = 0.0
+        for p in procs:
+            try:
+                c = p.cpu_times()
+                t += c.user + c.system
+            except psutil.NoSuchProcess:
+                pass
+        return t
+
+    before = total()
+    time.sleep(seconds)
+    return (total() - before) / seconds
+
+
+def idle_dask(seconds: float) -> float | None:
+    try:
+        from dask.distributed import LocalCluster
+    except ImportError:
+        return None
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None):
+        time.sleep(2)
+        return cpu_fraction([os.getpid()], seconds)  # the scheduler runs here, workers are children
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    n = 200 if args.quick else 1000
+    idle_seconds = 3.0 if args.quick else 10.0
+    root = Path(tempfile.mkdtemp(prefix="pythagoras-bench-"))
+    try:
+        home, client_home = root / "node", root / "client"
+        create_key(home, name="bench")
+        client_home.mkdir()
+        shutil.copy(home / "swarm.key", client_home / "swarm.key")
+        starts = []
+        for _ in range(3 if args.quick else 5):
+            port = free_port()
+            proc, took = start_node(home, port)
+            starts.append(took)
+            stop(proc)
+        port = free_port()
+        proc, _ = start_node(home, port)
+        try:
+            rt = bench_round_trip(port, client_home, n)
+            time.sleep(2)
+            idle_ours = cpu_fraction([proc.pid], idle_seconds)
+        finally:
+            stop(proc)
+        idle_anchor = idle_dask(idle_seconds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(f"python {sys.version.split()[0]}; medians; loopback only")
+    print(f"{'metric':44} | {'ours':>10} | anchors")
+    ours = rt.pop("ours")
+    anchors = ", ".join(f"{k} {v * 1e6:.0f} µs ({v / ours:.2f}× ours)" for k, v in rt.items())
+    print(f"{'sync_remote round trip (miss, journaled)':44} | {ours * 1e6:8.0f}µs | {anchors}"
+          f"  [target ≤ 250 µs]")
+    print(f"{'start → serving':44} | {median(starts):9.3f}s | [target ≤ 0.5 s]")
+    dask = "n/a" if idle_anchor is None else f"Dask LocalCluster(2) {idle_anchor:.2%} of a core"
+    print(f"{'idle node, all processes':44} | {idle_ours:9.2%} | {dask}  [target ≤ 0.5 %]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""A node's view of the rest of the swarm: peers found on mDNS or named, and which are alive.
+
+Every node pings every peer it knows once a second over an authenticated ZeroMQ connection and
+keeps what the answers say (workers busy, load, tasks done, cache size, hit rate). mDNS only
+tells where a peer might be: a peer that has not answered for :data:`SILENT_AFTER` seconds is
+left out of ``status`` and of the peer list clients ask for, however long mDNS keeps it listed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pythagoras_p2p import wire
+from pythagoras_p2p.peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
+
+__all__ = ["Peering"]
+
+log = logging.getLogger("pythagoras_p2p.node")
+
+_FACTS = ("busy", "workers", "load", "tasks_done", "cache_entries", "cache_bytes", "hit_rate")
+
+
+class Peering:
+    """Owned by the node's loop: sockets to peers, registered in the node's poller."""
+
+    def __init__(self, node: Any, static: list[tuple[str, int]]):
+        self.node = node
+        self.peers: dict[tuple[str, int], Peer] = {}
+        self.facts: dict[int, dict] = {}  # id(peer) → latest ping answer
+        self.static = list(static)
+        self.browser = None
+        self._sockets: dict[Any, Peer] = {}
+        self._last_tick = 0.0
+        for address in self.static:
+            self._add(*address)
+
+    def start_browsing(self, interfaces: list[str] | None) -> None:
+        from pythagoras_p2p.discovery import Browser
+
+        try:
+            self.browser = Browser(self.node.key.tag, interfaces, own_id=self.node.node_id)
+        except Exception as exc:
+            log.error("mDNS browsing failed (%s); only named peers are known", exc)
+
+    def _add(self, host: str, port: int) -> Peer:
+        peer = self.peers.get((host, port))
+        if peer is None:
+            peer = self.peers[(host, port)] = Peer(host, port)
+        return peer
+
+    def tick(self) -> None:
+        """Learn new adverts, (re)connect, ping, and forget the silent. Cheap; call often."""
+        now = time.monotonic()
+        if now - self._last_tick < 0.25:
+            return
+        self._last_tick = now
+        if self.browser is not None:
+            for advert in self.browser.snapshot():
+                if advert.protocol == wire.PROTOCOL_VERSION and advert.addresses:
+                    self._add(advert.addresses[0], advert.port)
+        for peer in self.peers.values():
+            if peer.node_id == self.node.node_id:
+                continue  # ourselves, reached through a named address
+            if peer.state in ("new", "dead") and now - peer.connect_started >= RETRY_EVERY:
+                self._connect(peer)
+            elif peer.state in ("connecting", "ready"):
+                if peer.silent_for(now) > SILENT_AFTER:
+                    if peer.state == "ready":
+                        log.info("peer %s (%s) silent for %.1f s: dropped", peer.node_id,
+                                 peer.address, peer.silent_for(now))
+                    self._drop(peer)
+                elif now - peer.last_sent >= PING_EVERY:
+                    peer.send(wire.build("ping", 1))
+
+    def _connect(self, peer: Peer) -> None:
+        self._unregister(peer)
+        peer.connect(self.node.context, self.node.key)
+        self.node.poller.register(peer.sock, 1)  # zmq.POLLIN
+        self._sockets[peer.sock] = peer
+        peer.send(wire.build("ping", 1))
+
+    def _unregister(self, peer: Peer) -> None:
+        if peer.sock is not None and peer.sock in self._sockets:
+            self.node.poller.unregister(peer.sock)
+            del self._sockets[peer.sock]
+
+    def _drop(self, peer: Peer) -> None:
+        self._unregister(peer)
+        peer.close()
+        peer.state = "dead"
+        self.facts.pop(id(peer), None)
+
+    def owns(self, sock: Any) -> bool:
+        return sock in self._sockets
+
+    def readable(self, sock: Any) -> None:
+        import zmq
+
+        peer = self._sockets.get(sock)
+        while peer is not None:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            peer.heard()
+            try:
+                msg = wire.parse(frames)
+            except wire.WireError:
+                continue
+            if msg.op != "ok":
+                continue
+            if msg.fields.get("node") == self.node.node_id:
+                self._drop(peer)  # it is this very node
+                peer.node_id = self.node.node_id
+                return
+            peer.node_id = str(msg.fields.get("node"))
+            peer.state = "ready"
+            self.facts[id(peer)] = {k: msg.fields.get(k) for k in _FACTS}
+
+    def alive(self) -> list[Peer]:
+        now = time.monotonic()
+        return [p for p in self.peers.values()
+                if p.state == "ready" and p.silent_for(now) <= SILENT_AFTER]
+
+    def status_entries(self) -> list[dict]:
+        now = time.monotonic()
+        rows = []
+        for peer in self.alive():
+            facts = self.facts.get(id(peer), {})
+            rows.append({
+                "id": peer.node_id, "address": peer.address, "self": False,
+                "workers_busy": facts.get("busy") or 0, "workers_total": facts.get("workers") or 0,
+                "load": facts.get("load") or 0.0, "tasks_done": facts.get("tasks_done") or 0,
+                "cache_entries": facts.get("cache_entries") or 0,
+                "cache_bytes": facts.get("cache_bytes") or 0, "hit_rate": facts.get("hit_rate"),
+                "last_seen_s": round(now - peer.last_heard, 2),
+            })
+        return rows
+
+    def close(self) -> None:
+        for peer in self.peers.values():
+            self._unregister(peer)
+            peer.close()
+        if self.browser is not None:
+            self.browser.close()
+            self.browser = None

@@ -1,0 +1,336 @@
+"""The ``pythagoras-node`` command as a person uses it: keys, starting and stopping, status, cache.
+
+Each command runs as its own process (this venv's interpreter) with its own PYTHAGORAS_HOME.
+Every failure a person can cause must exit non-zero with a message saying what to do, and
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO, cli, free_port, pid_alive, spawn_node, wait_for
+
+from pythagoras_p2p.security import key_from_token, load_key
+
+
+def no_traceback(proc: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout, proc.stdout
+
+
+def join_line(stdout: str) -> str:
+    lines = [line for line in stdout.splitlines() if "pythagoras-node join " in line]
+    assert lines, stdout
+    return lines[0].split("pythagoras-node join ", 1)[1].strip()
+
+
+# --------------------------------------------------------------------------- init / join
+
+
+def test_init_creates_a_private_key_and_prints_a_join_token(tmp_path):
+    home = tmp_path / "home"
+    out = cli(home, "init", "--name", "team")
+    assert out.returncode == 0, out.stderr
+    path = home / "swarm.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = load_key(home)
+    assert key.name == "team"
+    token = join_line(out.stdout)
+    assert key_from_token(token) == key
+    assert key.secret.decode() not in out.stdout.replace(token, "")  # only inside the token
+
+
+def test_init_twice_needs_force(tmp_path):
+    home = tmp_path / "home"
+    assert cli(home, "init").returncode == 0
+    before = (home / "swarm.key").read_bytes()
+    again = cli(home, "init")
+    assert again.returncode != 0
+    assert "--force" in again.stderr and "swarm.key" in again.stderr
+    no_traceback(again)
+    assert (home / "swarm.key").read_bytes() == before
+    forced = cli(home, "init", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (home / "swarm.key").read_bytes() != before
+    assert stat.S_IMODE((home / "swarm.key").stat().st_mode) == 0o600
+
+
+def test_join_writes_the_same_key(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    token = join_line(cli(first, "init").stdout)
+    out = cli(second, "join", token)
+    assert out.returncode == 0, out.stderr
+    assert load_key(second) == load_key(first)
+    assert stat.S_IMODE((second / "swarm.key").stat().st_mode) == 0o600
+    again = cli(second, "join", token)  # this home already has a key
+    assert again.returncode != 0 and "--force" in again.stderr
+    no_traceback(again)
+
+
+@pytest.mark.parametrize("token", ["garbage", "pyth1-!!!not-base64!!!", "pyth1-aGVsbG8"])
+def test_join_with_a_bad_token_fails_clearly(tmp_path, token):
+    home = tmp_path / "home"
+    out = cli(home, "join", token)
+    assert out.returncode != 0
+    assert "token" in out.stderr.lower() and out.stderr.startswith("Error:"), out.stderr
+    no_traceback(out)
+    assert not (home / "swarm.key").exists()
+
+
+# --------------------------------------------------------------------------- start failures
+
+
+def test_start_without_a_key_says_how_to_get_one(tmp_path):
+    home = tmp_path / "home"
+    out = cli(home, "start", "--bind", "127.0.0.1", "--port", str(free_port()), "--no-mdns",
+              timeout=30)
+    assert out.returncode != 0
+    assert "pythagoras-node init" in out.stderr and "join" in out.stderr, out.stderr
+    no_traceback(out)
+    assert not (home / "node.json").exists()
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_start_on_a_port_in_use_fails_clearly(tmp_path, detach):
+    home = tmp_path / "home"
+    assert cli(home, "init").returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = cli(home, "start", *(["--detach"] if detach else []), "--bind", "127.0.0.1",
+                  "--port", str(port), "--no-mdns", "--workers", "1", timeout=60)
+    assert out.returncode != 0
+    assert str(port) in out.stderr and "--port" in out.stderr, out.stderr
+    no_traceback(out)
+    assert not (home / "node.json").exists()
+
+
+def test_a_second_node_for_one_home_is_refused(start_node):
+    node = start_node()
+    out = cli(node.home, "start", "--bind", "127.0.0.1", "--port", str(free_port()), "--no-mdns",
+              timeout=30)
+    assert out.returncode != 0
+    assert "already runs" in out.stderr and str(node.pid) in out.stderr, out.stderr
+    no_traceback(out)
+    assert node.serves()
+
+
+# --------------------------------------------------------------------------- no node running
+
+
+@pytest.mark.parametrize("args", [("status",), ("status", "--json"), ("stop",), ("peers",)])
+def test_commands_that_need_a_node_say_none_runs(tmp_path, args):
+    home = tmp_path / "home"
+    assert cli(home, "init").returncode == 0
+    out = cli(home, *args)
+    assert out.returncode == 1
+    assert "no node is running" in out.stderr, out.stderr
+    assert out.stdout == ""
+    no_traceback(out)
+
+
+def test_status_ignores_the_node_file_of_a_dead_node(tmp_path):
+    home = tmp_path / "home"
+    assert cli(home, "init").returncode == 0
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (home / "node.json").write_text(json.dumps({"pid": dead.pid, "port": 1, "id": "x",
+                                                "endpoint": "tcp://127.0.0.1:1"}))
+    out = cli(home, "status", "--json")
+    assert out.returncode == 1 and "no node is running" in out.stderr, out.stderr
+
+
+# --------------------------------------------------------------------------- a running node
+
+
+def test_status_peers_and_stop_of_a_running_node(start_node):
+    node = start_node()
+    dashboard = cli(node.home, "status")
+    assert dashboard.returncode == 0, dashboard.stderr
+    node_id = json.loads((node.home / "node.json").read_text())["id"]
+    assert node_id in dashboard.stdout
+    peers = cli(node.home, "peers")
+    assert peers.returncode == 0 and "(this node)" in peers.stdout and node_id in peers.stdout
+
+    out = cli(node.home, "stop")
+    assert out.returncode == 0, out.stderr
+    assert "stopped" in out.stdout
+    assert node.proc.wait(30) == 0, node.log()
+    assert not (node.home / "node.json").exists()
+    again = cli(node.home, "stop")
+    assert again.returncode == 1 and "no node is running" in again.stderr
+
+
+def test_start_detach_returns_once_serving_and_stop_stops_it(tmp_path):
+    home = tmp_path / "home"
+    assert cli(home, "init").returncode == 0
+    port = free_port()
+    pid = None
+    try:
+        out = cli(home, "start", "--detach", "--bind", "127.0.0.1", "--port", str(port),
+                  "--no-mdns", "--workers", "1", timeout=60)
+        assert out.returncode == 0, out.stderr
+        info = json.loads((home / "node.json").read_text())  # there as soon as start returns
+        pid = info["pid"]
+        assert pid_alive(pid) and info["port"] == port
+        assert str(pid) in out.stdout
+        status = cli(home, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["node"]["address"] == f"127.0.0.1:{port}"
+        stop = cli(home, "stop")
+        assert stop.returncode == 0, stop.stderr
+        assert not pid_alive(pid)
+        assert not (home / "node.json").exists()
+        assert "serving" in (home / "node.log").read_text()
+    finally:
+        if pid is not None and pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_node_started_in_the_foreground_stops_on_sigint(tmp_path):
+    home = tmp_path / "home"
+    assert cli(home, "init").returncode == 0
+    proc = spawn_node(home, free_port(), workers=1, log_path=tmp_path / "node.log")
+    try:
+        wait_for(lambda: (home / "node.json").exists() or proc.poll() is not None, timeout=30,
+                 message="the node to serve")
+        assert proc.poll() is None, (tmp_path / "node.log").read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert not (home / "node.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_status_and_stop_of_a_node_that_does_not_answer(start_node):
+    node = start_node()
+    os.kill(node.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        out = cli(node.home, "status", "--json")
+        assert time.monotonic() - started < 20
+        assert out.returncode == 1 and "no answer" in out.stderr, out.stderr
+        assert out.stdout == ""
+        no_traceback(out)
+        stop = cli(node.home, "stop", "--timeout", "1")
+        assert stop.returncode == 1
+        assert "did not stop" in stop.stderr and f"kill -9 {node.pid}" in stop.stderr, stop.stderr
+        no_traceback(stop)
+    finally:
+        os.kill(node.pid, signal.SIGCONT)
+    assert node.proc.wait(30) == 0  # the SIGTERM that `stop` sent is handled once it runs again
+    assert not (node.home / "node.json").exists()
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _store_with_results(home):
+    from pythagoras_p2p import LocalCloud
+
+    cloud = LocalCloud(home=home, workers=1)
+
+    def twice(*, x):
+        return x * 2
+
+    f = cloud.add_pure_function(twice)
+    values = [f(x=i) for i in range(3)]
+    big = f(x=np.ones(100_000))  # 800 kB: kept as a file of its own
+    cloud.close()
+    return values, big
+
+
+def test_cache_stats_verify_and_gc(tmp_path):
+    home = tmp_path / "home"
+    _store_with_results(home)
+    stats = cli(home, "cache", "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    data = json.loads(stats.stdout)
+    assert data["results"] == 4 and data["functions"] >= 0 and data["blob_files"] >= 1
+    table = cli(home, "cache", "stats")
+    assert table.returncode == 0 and "results" in table.stdout
+
+    ok = cli(home, "cache", "verify")
+    assert ok.returncode == 0, ok.stderr
+    assert "0 problem(s)" in ok.stdout
+
+    dry = cli(home, "cache", "gc", "--dry-run")
+    assert dry.returncode == 0 and "would remove" in dry.stdout, dry.stderr
+    gc = cli(home, "cache", "gc")
+    assert gc.returncode == 0 and "removed" in gc.stdout, gc.stderr
+    assert json.loads(cli(home, "cache", "stats", "--json").stdout)["results"] == 4
+    everything = cli(home, "cache", "gc", "--max-size", "1")
+    assert everything.returncode == 0, everything.stderr
+    assert json.loads(cli(home, "cache", "stats", "--json").stdout)["results"] < 4
+
+    bad = cli(home, "cache", "gc", "--max-size", "lots")
+    assert bad.returncode == 2 and "--max-size" in bad.stderr
+    no_traceback(bad)
+
+
+def test_cache_verify_finds_and_repairs_a_damaged_value(tmp_path):
+    home = tmp_path / "home"
+    _store_with_results(home)
+    blobs = [p for p in (home / "blobs").rglob("*") if p.is_file()]
+    assert blobs
+    target = max(blobs, key=lambda p: p.stat().st_size)
+    os.chmod(target, 0o644)
+    with open(target, "r+b") as f:
+        f.seek(target.stat().st_size // 2)
+        f.write(b"\x13\x37" * 64)
+    found = cli(home, "cache", "verify")
+    assert found.returncode == 1
+    assert "problem:" in found.stderr and "--repair" in found.stderr
+    repaired = cli(home, "cache", "verify", "--repair")
+    assert repaired.returncode == 0, repaired.stderr
+    assert cli(home, "cache", "verify").returncode == 0
+
+
+def test_cache_commands_without_a_store_say_so(tmp_path):
+    home = tmp_path / "home"
+    for args in (("cache", "stats"), ("cache", "verify"), ("cache", "gc")):
+        out = cli(home, *args)
+        assert out.returncode == 1 and "no store" in out.stderr, (args, out.stderr)
+        no_traceback(out)
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+def test_the_systemd_unit_verifies():
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed here")
+    unit = REPO / "systemd" / "pythagoras-node.service"
+    out = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0 and ("Failed to connect" in out.stderr or "No such file" in out.stderr
+                                and "pythagoras-node.service" not in out.stderr):
+        pytest.skip(f"systemd-analyze cannot run here: {out.stderr.strip()[:200]}")
+    assert out.returncode == 0, out.stderr
+    assert "pythagoras-node.service:" not in out.stderr, out.stderr  # no warning about the unit
+    text = unit.read_text()
+    assert "Type=simple" in text and "pythagoras-node start" in text
+
+
+def test_version_and_help_work_without_a_home(tmp_path):
+    home = tmp_path / "nowhere"
+    version = cli(home, "--version")
+    assert version.returncode == 0 and "pythagoras-node" in version.stdout
+    helptext = cli(home, "--help")
+    assert helptext.returncode == 0
+    for command in ("init", "join", "start", "stop", "status", "peers", "cache"):
+        assert command in helptext.stdout
+    assert not home.exists()

@@ -1,0 +1,276 @@
+"""A real node on loopback: status, remote calls, memo lookups, failures, crashes and shutdown.
+
+Every test starts its own ``pythagoras-node start`` process (see conftest.py) and talks to it as
+a client of another home, the way a second machine of the swarm would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+from conftest import Call, ask, cli, dealer, free_port, make_key, wait_for
+
+from pythagoras_p2p import PCloud, PythagorasError, WorkerCrashedError, kw_args
+from pythagoras_p2p.rpc import NodeUnreachable
+from pythagoras_p2p.store import MISSING, open_store
+
+STATUS_KEYS = {"id", "address", "self", "workers_busy", "workers_total", "load", "tasks_done",
+               "cache_entries", "cache_bytes", "hit_rate", "last_seen_s"}
+
+
+def _where_it_ran():
+    # Defined inside a function, so it travels by value whatever function_record does with
+    # module-level functions (test_a_function_of_a_module_the_node_cannot_import checks those).
+    def where_it_ran(*, x):
+        """A result that says which process computed it."""
+        import os
+
+        return {"x": x, "pid": os.getpid()}
+
+    return where_it_ran
+
+
+where_it_ran = _where_it_ran()
+
+
+def module_level_square(*, x):
+    return x * x
+
+
+def worker_pids(node) -> set[int]:
+    return {p.pid for p in psutil.Process(node.pid).children(recursive=True)}
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_json_lists_this_node_and_counts_calls(node, make_client):
+    out = cli(node.home, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) == {"node", "peers"}
+    me = [p for p in data["peers"] if p.get("self") is True]
+    assert len(me) == 1, data["peers"]
+    me = me[0]
+    assert STATUS_KEYS <= set(me), STATUS_KEYS - set(me)
+    assert STATUS_KEYS <= set(data["node"])
+    node_id = json.loads((node.home / "node.json").read_text())["id"]
+    assert me["id"] == data["node"]["id"] == node_id
+    assert me["address"] == f"127.0.0.1:{node.port}"
+    assert me["workers_total"] == 2 and me["workers_busy"] == 0
+    assert me["tasks_done"] == 0 and me["hit_rate"] is None
+    assert isinstance(me["load"], (int, float)) and isinstance(me["last_seen_s"], (int, float))
+    assert isinstance(me["cache_entries"], int) and isinstance(me["cache_bytes"], int)
+
+    a = make_client(node, "a")
+    f = a.add_pure_function(where_it_ran)
+    first = f.sync_remote(x=3)
+    b = make_client(node, "b")  # a fresh home: the node answers it from its store (a hit)
+    g = b.add_pure_function(where_it_ran)
+    assert g.sync_remote(x=3) == first
+
+    out = cli(node.home, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    after = json.loads(out.stdout)
+    me = next(p for p in after["peers"] if p["self"])
+    assert me["tasks_done"] == 1
+    assert me["hit_rate"] == 0.5  # one miss (ran), one hit (answered from the store)
+    wait_for(lambda: node.status()["cache_entries"] >= 1, timeout=15,
+             message="the node's status to count the stored result")
+
+
+# --------------------------------------------------------------------------- remote calls
+
+
+def test_sync_remote_runs_on_the_node_and_the_result_is_copied_here(node, make_client):
+    cloud = make_client(node)
+    f = cloud.add_pure_function(where_it_ran)
+    result = f.sync_remote(x=1)
+    assert result["x"] == 1
+    assert result["pid"] not in (os.getpid(), node.pid)
+    assert result["pid"] in worker_pids(node), "the call did not run in one of the node's workers"
+    call = f.address(x=1)
+    cloud.close()
+    assert open_store(cloud.home).get_result(call) == result
+
+
+def test_a_memo_lookup_asks_the_node_before_computing(node, make_client):
+    """A plain call of a fresh client gets the node's stored result instead of running here."""
+    a = make_client(node, "a")
+    remote = a.add_pure_function(where_it_ran).sync_remote(x=7)
+    b = make_client(node, "b")
+    assert b.ready_peers(timeout=10), "the node never became ready for client b"
+    g = b.add_pure_function(where_it_ran)
+    assert g(x=7) == remote  # the node's worker pid, not ours: nothing ran here
+    b.close()
+    assert open_store(b.home).get_result(g.address(x=7)) == remote
+
+
+def test_a_function_of_a_module_the_node_cannot_import(node, client):
+    """This test module is not importable on the node: the function must travel by value."""
+    f = client.add_pure_function(module_level_square)
+    assert f.sync_remote(x=12) == 144
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "clouds/swarm.py SwarmCloud._lookup_elsewhere → dispatch.SwarmDispatcher._lookup asks only "
+    "peers already 'ready'; right after PCloud(...) the hello is still in flight, so the first "
+    "plain call computes locally instead of asking the node"))
+def test_a_memo_lookup_of_a_new_cloud_asks_the_node(node, make_client):
+    a = make_client(node, "a")
+    remote = a.add_pure_function(where_it_ran).sync_remote(x=8)
+    b = make_client(node, "b")
+    assert b.add_pure_function(where_it_ran)(x=8) == remote
+
+
+def test_sync_parallel_over_the_node_returns_results_in_order(node, client):
+    f = client.add_pure_function(where_it_ran)
+    xs = [5, 3, 9, 0, 3, 7, 1, 8, 2, 6, 4, 5]
+    results = f.sync_parallel(kw_args(x=x) for x in xs)
+    assert [r["x"] for r in results] == xs
+    assert results[1] == results[4] and results[0] == results[-1]  # duplicates ran once
+    pids = {r["pid"] for r in results}
+    assert pids <= worker_pids(node) and os.getpid() not in pids
+    assert node.status()["tasks_done"] == len(set(xs))
+
+
+def test_large_numpy_argument_and_result_round_trip(node, client):
+    def scaled(*, a, k):
+        return a * k
+
+    f = client.add_pure_function(scaled)
+    a = np.arange(6 * 1024 * 1024 // 8, dtype=np.float64)  # 6 MiB: more than one 4 MiB chunk
+    out = f.sync_remote(a=a, k=3.0)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == a.shape
+    assert np.array_equal(out, a * 3.0)
+    call = f.address(a=a, k=3.0)
+    client.close()
+    stored = open_store(client.home).get_result(call)
+    assert np.array_equal(stored, a * 3.0)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_an_exception_on_the_node_reaches_the_caller_and_is_not_cached(node, client):
+    class Refused(Exception):
+        pass
+
+    def picky(*, x):
+        if x < 0:
+            raise Refused(f"x={x} is negative")
+        raise ValueError(f"cannot take x={x}")
+
+    f = client.add_pure_function(picky)
+    with pytest.raises(ValueError, match="cannot take x=1") as info:
+        f.sync_remote(x=1)
+    cause = info.value.__cause__
+    assert cause is not None
+    text = str(cause)
+    assert "Traceback" in text and "picky" in text and "ValueError: cannot take x=1" in text
+    notes = getattr(info.value, "__notes__", [])
+    assert any("picky(x=1)" in note for note in notes), notes
+
+    with pytest.raises(Refused, match="x=-1 is negative"):  # a class of the caller's own
+        f.sync_remote(x=-1)
+
+    assert node.status()["tasks_done"] == 2
+    with pytest.raises(ValueError):  # not cached: it runs again
+        f.sync_remote(x=1)
+    assert node.status()["tasks_done"] == 3
+    call = f.address(x=1)
+    assert client.store.get_result(call) is MISSING
+    assert node.request("lookup", calls=[call.hex()]).fields["found"] == []
+
+
+def test_a_call_that_kills_its_worker_fails_and_the_node_carries_on(node, client):
+    def die(*, x):
+        import os
+
+        os._exit(1)
+
+    f = client.add_pure_function(die)
+    with pytest.raises(WorkerCrashedError, match=r"die\(x=1\)"):
+        f.sync_remote(x=1)
+    assert node.alive()
+    g = client.add_pure_function(where_it_ran)
+    results = g.sync_parallel(kw_args(x=i) for i in range(4))
+    assert [r["x"] for r in results] == [0, 1, 2, 3]
+    status = node.status()
+    assert status["workers_total"] == 2 and status["workers_busy"] == 0
+    assert len(worker_pids(node)) >= 2  # the crashed worker was replaced
+
+
+def test_an_unreachable_node_is_a_clear_error_in_bounded_time(tmp_path):
+    home = tmp_path / "lonely"
+    make_key(home)
+    port = free_port()
+    cloud = PCloud(connection=f"127.0.0.1:{port}", home=home)
+    try:
+        f = cloud.add_pure_function(where_it_ran)
+        started = time.monotonic()
+        with pytest.raises(PythagorasError) as info:
+            f.sync_remote(x=1)
+        elapsed = time.monotonic() - started
+    finally:
+        cloud.close()
+    assert elapsed < 20, f"took {elapsed:.1f} s"
+    assert isinstance(info.value, NodeUnreachable), repr(info.value)
+    assert f"127.0.0.1:{port}" in str(info.value)
+
+
+# --------------------------------------------------------------------------- shutdown
+
+
+def test_sigterm_lets_the_running_call_finish_then_exits_cleanly(node, client, zctx, tmp_path):
+    def slow(*, x):
+        import time
+
+        time.sleep(2)
+        return x + 1
+
+    f = client.add_pure_function(slow)
+    box: list = []
+
+    def call():
+        try:
+            box.append(f.sync_remote(x=5))
+        except BaseException as exc:  # reported by the assertion below
+            box.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    wait_for(lambda: node.status()["workers_busy"] >= 1, timeout=15,
+             message="the node to report the call running")
+    os.kill(node.pid, signal.SIGTERM)
+
+    # It takes no new work meanwhile: a member's new calls are refused once it has the signal
+    # (one sent before it got there may still run; each of these calls is a new one).
+    member = dealer(zctx, node, key=node.key)
+    refused = None
+    for i in range(200):
+        late = Call(tmp_path / f"late-{i}.txt")
+        if i == 0:
+            late.store(member)
+        reply = ask(member, late.run(100 + i))
+        if reply.op == "error":
+            refused = (reply, late)
+            break
+    assert refused is not None, "the stopping node kept taking new calls"
+    assert refused[0].fields["code"] == "stopping", refused[0]
+    assert not refused[1].ran()
+    member.close(0)
+
+    thread.join(30)
+    assert not thread.is_alive(), "the call never returned"
+    assert box == [6]
+    assert node.proc.wait(30) == 0, node.log()
+    assert not (node.home / "node.json").exists()
+    assert open_store(node.home).get_result(f.address(x=5)) == 6  # journaled and applied

@@ -1,0 +1,171 @@
+"""Hosts for swarm tests: Linux network namespaces on a private bridge, one real node in each.
+
+Every run makes its own namespaces, named ``pyt<pid>x<n>-...``, with a bridge in a namespace
+of its own (nothing is added to the machine's own network namespace), a /24 of 10.213.0.0/16
+chosen per run, and a multicast route so mDNS works between the hosts. Everything is removed
+on exit, even after a failure, and namespaces left by a dead earlier run are swept first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PREFIX = "pyt"
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def namespaces_available() -> str | None:
+    """None if this process can make network namespaces, else the reason it cannot."""
+    if shutil.which("ip") is None:
+        return "the `ip` command (iproute2) is not installed"
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    name = f"{PREFIX}{os.getpid()}probe"
+    made = _ip("netns", "add", name, check=False)
+    if made.returncode != 0:
+        return f"`ip netns add` failed: {made.stderr.strip()}"
+    _ip("netns", "del", name, check=False)
+    return None
+
+
+def sweep_stale() -> None:
+    """Delete namespaces of earlier runs whose process is gone."""
+    listed = _ip("netns", "list", check=False).stdout
+    for line in listed.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.match(rf"{PREFIX}(\d+)x", name)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            _ip("netns", "del", name, check=False)
+
+
+class Host:
+    def __init__(self, lan: Lan, index: int):
+        self.lan = lan
+        self.index = index
+        self.ns = f"{lan.name}-h{index}"
+        self.ip = f"{lan.subnet}.{10 + index}"
+        self.home = lan.root / f"host{index}"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.node: subprocess.Popen | None = None
+        self.log = self.home / "node.out"
+
+    def popen(self, argv: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
+        full = {**os.environ, "PYTHAGORAS_HOME": str(self.home), **(env or {})}
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *argv], env=full, **kwargs)
+        self.lan.processes.append(proc)
+        return proc
+
+    def run_python(self, code: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = self.popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def start_node(self, workers: int = 2, extra: list[str] = ()) -> None:
+        self.node = self.popen(
+            [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", self.ip,
+             "--port", "7575", "--mdns-interface", self.ip, "--workers", str(workers), *extra],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+        )
+
+    def node_info(self) -> dict | None:
+        try:
+            info = json.loads((self.home / "node.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return info if self.node is not None and self.node.poll() is None else None
+
+    def status(self) -> dict:
+        done = self.run_python(
+            "import json,sys; from pythagoras_p2p.cli.main import main; "
+            "sys.argv=['pythagoras-node','status','--json']; main()", timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"status on {self.ns} failed: {done.stderr}")
+        return json.loads(done.stdout)
+
+    def signal_node(self, sig: int) -> None:
+        """Signal the node's Python process (the child of `ip netns exec`)."""
+        os.kill(self.node_pid(), sig)
+
+    def node_pid(self) -> int:
+        info = json.loads((self.home / "node.json").read_text())
+        return int(info["pid"])
+
+    def link(self, up: bool) -> None:
+        _ip("-n", self.ns, "link", "set", "eth0", "up" if up else "down")
+
+
+class Lan:
+    """``with Lan(3, root) as lan:`` gives ``lan.hosts[0..2]``, each its own network namespace."""
+
+    def __init__(self, count: int, root: Path, key_from: Path | None = None):
+        self.count = count
+        self.root = Path(root)
+        self.name = f"{PREFIX}{os.getpid()}x{random.randrange(16**4):04x}"
+        self.subnet = f"10.213.{random.randrange(1, 255)}"
+        self.hosts: list[Host] = []
+        self.processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Lan:
+        sweep_stale()
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _build(self) -> None:
+        switch = f"{self.name}-sw"
+        _ip("netns", "add", switch)
+        _ip("-n", switch, "link", "add", "br0", "type", "bridge")
+        _ip("-n", switch, "link", "set", "br0", "up")
+        for i in range(self.count):
+            host = Host(self, i)
+            self.hosts.append(host)
+            _ip("netns", "add", host.ns)
+            _ip("link", "add", f"v{i}", "netns", switch, "type", "veth", "peer", "name", "eth0",
+                "netns", host.ns)
+            _ip("-n", switch, "link", "set", f"v{i}", "master", "br0", "up")
+            _ip("-n", host.ns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
+            _ip("-n", host.ns, "link", "set", "eth0", "up")
+            _ip("-n", host.ns, "link", "set", "lo", "up")
+            _ip("-n", host.ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+
+    def close(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.processes:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # processes that outlived their parent inside a namespace (a killed node's workers)
+        for host in self.hosts:
+            pids = _ip("netns", "pids", host.ns, check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
+        for host in self.hosts:
+            _ip("netns", "del", host.ns, check=False)
+        _ip("netns", "del", f"{self.name}-sw", check=False)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

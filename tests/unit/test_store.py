@@ -1,0 +1,539 @@
+"""The LMDB store: round trips, many writers, kill -9, a full store, a growing map, dead readers, fork."""
+
+from __future__ import annotations
+
+import os
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import run_python
+
+from pythagoras_p2p import store as store_module
+from pythagoras_p2p.defaults import INLINE_VALUE_LIMIT
+from pythagoras_p2p.encoding import pack, value_address
+from pythagoras_p2p.store import MISSING, open_store
+
+# The same helpers run here and in the subprocesses that write to a store: call ``n`` has a known
+# address and a known value, so a reader can check every entry a writer acknowledged.
+HELPERS = r'''
+import os
+from blake3 import blake3
+
+def call_for(n):
+    return blake3(b"test-call-%d" % n).digest()
+
+def value_for(n):
+    if n % 7 == 3:  # large: kept in its own file under home/blobs
+        return (n, b"%d." % n * (300_000 // len(b"%d." % n)))
+    return {"n": n, "text": "v" * (n % 50), "items": list(range(n % 5))}
+
+def record_for(n, store_pack, address):
+    value = value_for(n)
+    return (call_for(n), address(value), store_pack(value), {"n": n, "pid": os.getpid()})
+'''
+
+_helpers: dict = {}
+exec(HELPERS, _helpers)
+call_for = _helpers["call_for"]
+value_for = _helpers["value_for"]
+
+
+def record_for(n: int) -> tuple:
+    return _helpers["record_for"](n, pack, value_address)
+
+
+@pytest.fixture
+def store(home):
+    s = open_store(home)
+    yield s
+    s.close()
+
+
+def reader_pids(store) -> set[int]:
+    """Pids that hold a slot in the store's reader table."""
+    pids = set()
+    for line in store._env.readers().splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0].isdigit():
+            pids.add(int(fields[0]))
+    return pids
+
+
+def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *args], **kwargs)
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_results_values_and_meta_round_trip(store):
+    records = [record_for(n) for n in range(20)]
+    store.put_results(records)
+    for n in range(20):
+        assert store.get_result(call_for(n)) == value_for(n)
+        meta = store.get_meta(call_for(n))
+        assert meta["n"] == n and meta["pid"] == os.getpid()
+        assert store.get_value(value_address(value_for(n))) == value_for(n)
+    unknown = call_for(10_000)
+    found = store.get_results([call_for(1), unknown, call_for(2)])
+    assert found == {call_for(1): value_for(1), call_for(2): value_for(2)}
+    assert store.get_result(unknown) is MISSING
+    assert store.get_meta(unknown) is None
+    assert store.get_value(value_address("never stored")) is MISSING
+
+
+def test_none_is_a_value_distinct_from_missing(store):
+    call = call_for(-1)
+    assert store.get_result(call) is MISSING
+    store.put_results([(call, value_address(None), pack(None), {})])
+    assert store.get_result(call) is None
+    assert store.get_results([call]) == {call: None}
+    assert store.get_value(value_address(None)) is None
+    assert not MISSING and repr(MISSING) == "MISSING"
+
+
+def test_put_value_keeps_the_first_copy(store):
+    address = value_address("a")
+    store.put_value(address, pack("a"))
+    store.put_value(address, pack("not a"))  # an address names one value: the first stays
+    assert store.get_value(address) == "a"
+    assert store.has_value(address)
+
+
+def test_large_value_is_a_file_read_in_place(store, home):
+    np = pytest.importorskip("numpy")
+    array = np.arange(200_000, dtype=np.float64)  # 1.6 MB
+    address = value_address(array)
+    blob = pack(array)
+    assert len(blob) > INLINE_VALUE_LIMIT
+    call = call_for(-2)
+    store.put_results([(call, address, blob, {})])
+    path = home / "blobs" / address.hex()[:2] / address.hex()
+    assert path.is_file() and path.stat().st_size == len(blob)
+    assert not list(path.parent.glob(".*.tmp"))
+
+    back = store.get_result(call)
+    assert isinstance(back, np.ndarray) and np.array_equal(back, array)
+    assert not back.flags.writeable  # a view of the mapped file, not a copy
+    assert not back.flags.owndata
+    with pytest.raises(ValueError):
+        back[0] = 1.0
+    again = store.get_value(address)
+    assert np.array_equal(again, array)
+
+    # A large value stored by put_value alone is found by its address, and a result that names
+    # it without carrying it (what a worker on this machine sends) reads the same file.
+    other = np.ones(100_000)
+    store.put_value(value_address(other), pack(other))
+    store.put_results([(call_for(-3), value_address(other), None, {})])
+    assert np.array_equal(store.get_result(call_for(-3)), other)
+
+
+def test_large_bytes_round_trip(store, home):
+    value = os.urandom(INLINE_VALUE_LIMIT + 1)
+    store.put_results([(call_for(-4), value_address(value), pack(value), {})])
+    assert store.get_result(call_for(-4)) == value
+    assert len(list((home / "blobs").rglob("*"))) == 2  # one directory, one file
+
+
+def test_store_is_shared_by_processes(store, home):
+    store.put_results([record_for(n) for n in range(5)])
+    code = HELPERS + (
+        "import sys\nfrom pythagoras_p2p.store import open_store\n"
+        "s = open_store(sys.argv[1])\n"
+        "assert all(s.get_result(call_for(n)) == value_for(n) for n in range(5))\n"
+        "from pythagoras_p2p.encoding import pack, value_address\n"
+        "s.put_results([record_for(n, pack, value_address) for n in range(5, 10)])\n"
+    )
+    proc = python(code, str(home))
+    assert proc.wait(60) == 0
+    assert all(store.get_result(call_for(n)) == value_for(n) for n in range(10))
+
+
+# --------------------------------------------------------------------------- many writers
+
+CONCURRENT_WRITER = HELPERS + r'''
+import sys
+from pythagoras_p2p.encoding import pack, value_address
+from pythagoras_p2p.store import open_store
+
+store = open_store(sys.argv[1])
+first, count = int(sys.argv[2]), int(sys.argv[3])
+for n in range(first, first + count):
+    store.put_results([record_for(n, pack, value_address)])
+    store.put_results([record_for(999_999, pack, value_address)])  # the same entry from everyone
+'''
+
+
+def test_concurrent_writers_lose_nothing(store, home):
+    writers = [python(CONCURRENT_WRITER, str(home), str(k * 1000), "200") for k in range(4)]
+    for proc in writers:
+        assert proc.wait(120) == 0
+    expected = [n for k in range(4) for n in range(k * 1000, k * 1000 + 200)] + [999_999]
+    found = store.get_results([call_for(n) for n in expected])
+    assert len(found) == len(expected)
+    for n in expected:
+        assert found[call_for(n)] == value_for(n)
+
+
+# --------------------------------------------------------------------------- kill -9
+
+KILLED_WRITER = HELPERS + r'''
+import sys
+from pythagoras_p2p.encoding import pack, value_address
+from pythagoras_p2p.store import open_store
+
+store = open_store(sys.argv[1])
+n = int(sys.argv[2])
+out = sys.stdout
+while True:
+    batch = [record_for(m, pack, value_address) for m in range(n, n + 1 + n % 3)]
+    store.put_results(batch)
+    out.write("".join("%d\n" % m for m in range(n, n + len(batch))))  # acknowledged
+    out.flush()
+    n += len(batch)
+'''
+
+
+def _read_available(fd: int, sel: selectors.BaseSelector, timeout: float) -> bytes:
+    if not sel.select(timeout):
+        return b""
+    return os.read(fd, 1 << 16)
+
+
+def test_acknowledged_results_survive_kill_9(home):
+    rng = random.Random(1234)
+    acknowledged: list[int] = []
+    killed: list[int] = []
+    kills = 15
+    for round_ in range(kills):
+        proc = python(KILLED_WRITER, str(home), str(round_ * 100_000), stdout=subprocess.PIPE)
+        killed.append(proc.pid)
+        fd = proc.stdout.fileno()
+        out = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            # Most rounds are killed while writing; some while the store is still being opened.
+            if round_ == 0 or rng.random() < 0.8:
+                deadline = time.monotonic() + 60
+                while b"\n" not in out:
+                    assert time.monotonic() < deadline, "the writer acknowledged nothing"
+                    chunk = _read_available(fd, sel, 1.0)
+                    assert chunk or proc.poll() is None, f"the writer exited ({proc.returncode})"
+                    out += chunk
+                time.sleep(rng.uniform(0, 0.05))  # a random moment to kill it, not a wait
+        os.kill(proc.pid, signal.SIGKILL)
+        out += proc.stdout.read()
+        proc.stdout.close()
+        assert proc.wait(30) == -signal.SIGKILL
+        lines = out.split(b"\n")[:-1]  # a line cut by the kill is not an acknowledgement
+        acknowledged += [int(line) for line in lines]
+
+    assert len(acknowledged) >= 12  # the rounds that waited for an acknowledgement got one
+    # A fresh process opens the store cleanly and finds every acknowledged result intact.
+    code = HELPERS + r'''
+import sys, json
+from pythagoras_p2p.store import open_store, MISSING
+s = open_store(sys.argv[1])
+wanted = json.loads(sys.stdin.read())
+found = s.get_results([call_for(n) for n in wanted])
+bad = [n for n in wanted if found.get(call_for(n), MISSING) != value_for(n)]
+assert not bad, f"lost or damaged: {bad[:10]} of {len(bad)}"
+with s._env.begin() as txn:  # every stored result decodes, acknowledged or not
+    for call, address in txn.cursor(db=s._results):
+        meta = s.get_meta(call)
+        assert s.get_value(address) == value_for(meta["n"])
+print(len(wanted))
+print(s._env.readers())
+'''
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", code, str(home)], input=json.dumps(acknowledged),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, readers = proc.stdout.split("\n", 1)
+    assert int(count) == len(acknowledged)
+    assert not {int(f.split()[0]) for f in readers.splitlines()[1:] if f.strip()} & set(killed)
+
+
+# --------------------------------------------------------------------------- a full store
+
+FILL = HELPERS + r'''
+import sys
+from pythagoras_p2p.encoding import pack, value_address
+from pythagoras_p2p.errors import StoreFullError
+from pythagoras_p2p.store import open_store
+
+store = open_store(sys.argv[1])
+n = 0
+try:
+    while n < 10_000:
+        value = b"%d:" % n + bytes(100_000)  # inline (< 256 KiB), so it counts against the map
+        store.put_results([(call_for(n), value_address(value), pack(value), {"n": n})])
+        n += 1
+except StoreFullError as exc:
+    print(n)
+    print(exc)
+    sys.exit(0)
+sys.exit("the store never became full")
+'''
+
+CHECK_FULL = HELPERS + r'''
+import sys
+from pythagoras_p2p.encoding import pack, value_address
+from pythagoras_p2p.errors import StoreFullError
+from pythagoras_p2p.store import open_store
+
+store = open_store(sys.argv[1])
+count = int(sys.argv[2])
+for n in range(count):
+    assert store.get_result(call_for(n)) == b"%d:" % n + bytes(100_000), n
+value = b"more" + bytes(100_000)
+try:  # still full for another large value, and still no harm done
+    store.put_results([(call_for(count), value_address(value), pack(value), {})])
+    print("stored")
+except StoreFullError:
+    print("full")
+# the headroom below the cap is kept for maintenance (cache gc), which may still write
+store._write(lambda txn: txn.put(b"gc-was-here", value, db=store._info), admin=True)
+assert store._read(lambda txn: txn.get(b"gc-was-here", db=store._info)) == value
+assert store._env.info()["map_size"] <= 16 * 2**20
+'''
+
+
+def test_full_store_is_a_clear_error_and_loses_nothing(home):
+    env = {"PYTHAGORAS_STORE_MAX_SIZE": "16M"}
+    proc = run_python(FILL.replace("sys.argv[1]", repr(str(home))), env=env)
+    count_text, message = proc.stdout.split("\n", 1)
+    count = int(count_text)
+    assert 50 < count < 160  # about 12 MiB of 100 KB values: the cap less the headroom
+    # the map never went past the cap less the headroom kept for gc
+    assert (home / "store" / "data.mdb").stat().st_size <= 16 * 2**20 - 4 * 2**20
+    assert "pythagoras-node cache gc" in message
+    assert "PYTHAGORAS_STORE_MAX_SIZE" in message
+    check = run_python(
+        CHECK_FULL.replace("sys.argv[1]", repr(str(home))).replace("sys.argv[2]", str(count)),
+        env=env,
+    )
+    assert check.stdout.strip() == "full"
+
+
+# --------------------------------------------------------------------------- a growing map
+
+GROW = HELPERS + r'''
+import os, sys
+from pythagoras_p2p.encoding import pack, value_address
+from pythagoras_p2p.store import open_store
+
+store = open_store(sys.argv[1])
+for first in range(0, 400, 20):  # 400 values of 200 KB: 80 MB, past the first 64 MiB map
+    batch = []
+    for n in range(first, first + 20):
+        value = n.to_bytes(4, "little") * 50_000
+        batch.append((call_for(n), value_address(value), pack(value), {"n": n}))
+    store.put_results(batch)
+print(store._env.info()["map_size"])
+'''
+
+
+def test_map_grows_and_other_processes_follow(store, home):
+    from pythagoras_p2p.defaults import MAP_SIZE_INITIAL
+
+    store.put_results([record_for(-10)])
+    before = store._env.info()["map_size"]
+    assert before == MAP_SIZE_INITIAL
+    proc = run_python(GROW.replace("sys.argv[1]", repr(str(home))))
+    assert int(proc.stdout) > MAP_SIZE_INITIAL
+    # This process still has the small map: it reads what the other wrote past its end ...
+    found = store.get_results([call_for(n) for n in range(400)])
+    assert len(found) == 400
+    assert all(found[call_for(n)] == n.to_bytes(4, "little") * 50_000 for n in (0, 199, 399))
+    assert store._env.info()["map_size"] > MAP_SIZE_INITIAL
+    # ... and writes and reads its own entries as before.
+    store.put_results([record_for(n) for n in range(5)])
+    assert store.get_result(call_for(4)) == value_for(4)
+    assert store.get_result(call_for(-10)) == value_for(-10)
+
+
+def test_map_grows_in_one_process_with_threads(store):
+    """Readers in other threads keep working while a writer grows the map under them."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    store.put_results([record_for(1)])
+
+    def read():
+        try:
+            while not stop.is_set():
+                assert store.get_result(call_for(1)) == value_for(1)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for first in range(0, 400, 40):
+            batch = []
+            for n in range(first, first + 40):
+                value = n.to_bytes(4, "little") * 50_000
+                batch.append((call_for(n + 10), value_address(value), pack(value), {}))
+            store.put_results(batch)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not errors, errors
+    assert store.get_result(call_for(399 + 10)) == (399).to_bytes(4, "little") * 50_000
+
+
+# --------------------------------------------------------------------------- dead readers
+
+HOLD_READERS = r'''
+import os, signal, sys
+from pythagoras_p2p.store import open_store
+
+home, count = sys.argv[1], int(sys.argv[2])
+children = []
+for _ in range(count):
+    pid = os.fork()
+    if pid == 0:
+        store = open_store(home)
+        txn = store._env.begin()  # a read transaction held until the process is killed
+        txn.get(b"anything", db=store._results)
+        os.write(1, b"%d\n" % os.getpid())
+        while True:
+            signal.pause()
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+'''
+
+
+def _hold_readers_and_kill(home, count: int) -> list[int]:
+    proc = python(HOLD_READERS, str(home), str(count), stdout=subprocess.PIPE)
+    pids: list[int] = []
+    try:
+        while len(pids) < count:
+            line = proc.stdout.readline()
+            assert line, "the reader holders died before holding their transactions"
+            pids.append(int(line))
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        if len(pids) < count:
+            proc.kill()
+        proc.wait(60)
+    return pids
+
+
+def test_killed_readers_do_not_exhaust_reader_slots(home, monkeypatch):
+    # A small reader table, so that dead readers can fill it: 60 slots (LMDB rounds up a little).
+    monkeypatch.setattr(store_module, "MAX_READERS", 60)
+    store = open_store(home)
+    try:
+        store.put_results([record_for(1)])
+        slots = store._env.info()["max_readers"]
+        assert slots < 100
+        dead = _hold_readers_and_kill(home, slots - 1)
+        assert set(dead) <= reader_pids(store)  # they did hold slots, and died with them
+
+        # This process opened the store before they died, so nothing cleared their slots yet;
+        # many concurrent readers here still get in.
+        barrier = threading.Barrier(8)
+        results: list = []
+
+        def hold(txn):
+            barrier.wait(30)  # all eight hold a read transaction at once
+            return txn.get(call_for(1), db=store._results)
+
+        def read():
+            results.append(store._read(hold))
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(results) == 8 and all(r is not None for r in results)
+        store.put_results([record_for(2)])
+        assert store.get_result(call_for(2)) == value_for(2)
+    finally:
+        store.close()
+
+    # A process opening the store clears the slots of the dead.
+    proc = run_python(
+        "import sys\nfrom pythagoras_p2p.store import open_store\n"
+        "s = open_store(sys.argv[1])\nprint(s._env.readers())".replace("sys.argv[1]", repr(str(home)))
+    )
+    listed = {int(f.split()[0]) for f in proc.stdout.splitlines()[1:] if f.split() and f.split()[0].isdigit()}
+    assert not listed & set(dead)
+
+
+def test_fifty_killed_readers_leave_a_clean_store(store, home):
+    store.put_results([record_for(1)])
+    dead = _hold_readers_and_kill(home, 50)
+    assert set(dead) <= reader_pids(store)
+    assert store.get_result(call_for(1)) == value_for(1)
+    store.put_results([record_for(2)])
+    assert store._env.reader_check() == 50  # the only stale slots are those of the dead
+    assert not reader_pids(store) & set(dead)
+    assert store.get_result(call_for(2)) == value_for(2)
+
+
+# --------------------------------------------------------------------------- fork
+
+
+def test_store_works_in_a_forked_child_and_in_the_parent(store, home):
+    store.put_results([record_for(1)])
+    assert store.get_result(call_for(1)) == value_for(1)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        status = 1
+        try:
+            os.close(r)
+            # The store object inherited from the parent, and the one open_store gives here.
+            assert store.get_result(call_for(1)) == value_for(1)
+            store.put_results([record_for(2)])
+            again = open_store(home)
+            assert again.get_result(call_for(2)) == value_for(2)
+            again.put_results([record_for(3)])
+            os.write(w, b"ok")
+            status = 0
+        except BaseException as exc:
+            os.write(w, repr(exc).encode()[:500])
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        report = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert report == b"ok" and status == 0, report
+    # The parent's environment is untouched: it reads the child's writes and writes on ...
+    assert store.get_result(call_for(2)) == value_for(2)
+    assert store.get_result(call_for(3)) == value_for(3)
+    store.put_results([record_for(4)])
+    assert store.get_result(call_for(4)) == value_for(4)
+    assert pid not in reader_pids(store)
+    # ... and its reader slots are its own: reading here does not take over (and so release)
+    # the slot of a reader in another process, as a slot freed by the child would.
+    holder = python(
+        "import sys\nfrom pythagoras_p2p.store import open_store\n"
+        "s = open_store(sys.argv[1])\ntxn = s._env.begin()\ntxn.get(b'k', db=s._results)\n"
+        "print('holding', flush=True)\nsys.stdin.read()\n",
+        str(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline() == b"holding\n"
+        for n in range(1, 5):
+            assert store.get_result(call_for(n)) == value_for(n)
+        assert holder.pid in reader_pids(store)
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
