@@ -87,12 +87,15 @@ def join(ctx: click.Context, token: str, force: bool) -> None:
               help="Do not announce on mDNS [$PYTHAGORAS_NO_MDNS].")
 @click.option("--mdns-interface", envvar="PYTHAGORAS_MDNS_INTERFACE", default=None,
               help="Announce only on the interface with this address [$PYTHAGORAS_MDNS_INTERFACE].")
+@click.option("--peer", "peers", multiple=True, envvar="PYTHAGORAS_PEERS",
+              help="A peer to reach without mDNS, host[:port]; repeat it, or comma-separate "
+                   "[$PYTHAGORAS_PEERS].")
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds running calls may take to finish when stopping.")
 @click.option("--detach", is_flag=True, help="Run in the background (log: HOME/node.log).")
 @click.pass_context
 def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns: bool,
-          mdns_interface: str | None, grace: float, detach: bool) -> None:
+          mdns_interface: str | None, peers: tuple[str, ...], grace: float, detach: bool) -> None:
     """Run this machine's node (in the foreground unless --detach)."""
     from ..daemon.node import NodeConfig
     from ..daemon.runtime import run_node, start_detached
@@ -105,12 +108,16 @@ def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns
         argv += ["--workers", str(workers)] if workers else []
         argv += ["--no-mdns"] if no_mdns else []
         argv += ["--mdns-interface", mdns_interface] if mdns_interface else []
+        argv += [a for p in peers for a in ("--peer", p)]
         info = start_detached(argv, home)
         click.echo(f"node {info['id']} serving on {bind}:{port} (pid {info['pid']}); "
                    f"log: {home / 'node.log'}; stop it with `pythagoras-node stop`")
         return
+    from ..clouds.base import parse_peers
+
+    named = [p for item in peers for p in parse_peers(item)]
     config = NodeConfig(home=home, bind=bind, port=port, workers=workers or worker_count(),
-                        mdns=not no_mdns, mdns_interface=mdns_interface, grace=grace)
+                        mdns=not no_mdns, mdns_interface=mdns_interface, grace=grace, peers=named)
     sys.exit(run_node(config))
 
 

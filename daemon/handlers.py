@@ -141,16 +141,23 @@ class Handlers:
             return {"missing": [str(exc)]}
 
     def on_ping(self, ident: bytes, msg: wire.Message) -> None:
-        self.send(ident, wire.build("ok", msg.id, node=self.node.node_id, busy=len(self.running),
-                                    workers=self.node.config.workers, load=os.getloadavg()[0],
-                                    tasks_done=self.tasks_done))
+        """The heartbeat: also what peers show of this node in their status."""
+        me = status_entry(self.node, self)
+        self.send(ident, wire.build(
+            "ok", msg.id, node=self.node.node_id, busy=me["workers_busy"],
+            workers=me["workers_total"], load=me["load"], tasks_done=me["tasks_done"],
+            cache_entries=me["cache_entries"], cache_bytes=me["cache_bytes"], hit_rate=me["hit_rate"],
+        ))
 
     def on_status(self, ident: bytes, msg: wire.Message) -> None:
         me = status_entry(self.node, self)
-        self.send(ident, wire.build("ok", msg.id, node=me, peers=[me]))
+        self.send(ident, wire.build("ok", msg.id, node=me, peers=[me, *self.node.peering.status_entries()]))
 
     def on_peers(self, ident: bytes, msg: wire.Message) -> None:
-        self.send(ident, wire.build("ok", msg.id, peers=[]))
+        """The live peers of this node (clients of this machine use them instead of mDNS)."""
+        peers = [{"id": p.node_id, "host": p.host, "port": p.port}
+                 for p in self.node.peering.alive()]
+        self.send(ident, wire.build("ok", msg.id, peers=peers))
 
     def on_has(self, ident: bytes, msg: wire.Message) -> None:
         have = [a for a in msg.hexes("addresses") if self.store.has_value(a)]

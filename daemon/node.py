@@ -37,6 +37,7 @@ from pythagoras_p2p.store import open_store
 from pythagoras_p2p.workers import WorkerPool
 
 from .handlers import Handlers
+from .peering import Peering
 
 __all__ = ["Node", "NodeConfig"]
 
@@ -54,6 +55,7 @@ class NodeConfig:
     mdns: bool = True
     mdns_interface: str | None = None
     grace: float = 30.0  # seconds running calls may take to finish at shutdown
+    peers: list = field(default_factory=list)  # (host, port) of peers named rather than found
 
 
 class Node:
@@ -98,6 +100,7 @@ class Node:
         self.poller.register(self._wake_r, zmq.POLLIN)
         self.poller.register(self.pool.fileno(), zmq.POLLIN)
         self.handlers = Handlers(self)
+        self.peering = Peering(self, config.peers)
         self.announcement: Announcement | None = None
         self._check_security()
 
@@ -141,6 +144,7 @@ class Node:
             return
         advert = Advert(self.node_id, tuple(addresses), self.config.port, self.key.tag,
                         wire.PROTOCOL_VERSION, wire.PYTHON_VERSION, self.config.workers)
+        self.peering.start_browsing(interfaces)
         self.announcement = Announcement(advert, interfaces)
 
     # ------------------------------------------------------------------ the loop
@@ -175,6 +179,11 @@ class Node:
                 pass
         if self.pool is not None and self.pool.fileno() in events:
             self.pool.step()
+        if self.peering is not None:
+            for sock in events:
+                if self.peering.owns(sock):
+                    self.peering.readable(sock)
+            self.peering.tick()
         if self.router in events:
             for _ in range(256):
                 try:
@@ -196,7 +205,7 @@ class Node:
         log.info("node %s serving on %s:%d with %d workers (swarm %s, tag %s)", self.node_id,
                  self.config.bind, self.config.port, self.config.workers, self.key.name, self.key.tag)
         while not self._stop_requested:
-            self.pump(1.0)
+            self.pump(0.25)
         self.stopping = True
         deadline = time.monotonic() + self.config.grace
         if self.handlers.running:
@@ -217,6 +226,9 @@ class Node:
         if getattr(self, "announcement", None) is not None:
             self.announcement.close()
             self.announcement = None
+        if getattr(self, "peering", None) is not None:
+            self.peering.close()
+            self.peering = None
         if getattr(self, "pool", None) is not None:
             self.pool.close()
             self.pool = None

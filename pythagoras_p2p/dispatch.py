@@ -213,6 +213,7 @@ class SwarmDispatcher:
         if msg.op == "error":
             peer.state, peer.problem = "incompatible", msg.fields["message"]
             log.warning("peer %s cannot take work: %s", peer.address, peer.problem)
+            peer.settle(False)
             return
         peer.node_id = str(msg.fields.get("node"))
         peer.workers = max(1, int(msg.fields.get("workers", 1)))
@@ -220,12 +221,14 @@ class SwarmDispatcher:
                for p in self.peers.values()):
             peer.close()  # the same node under a second address: one connection is enough
             peer.state, peer.problem = "duplicate", "already connected under another address"
+            peer.settle(False)
             return
         missing = msg.fields.get("missing") or []
         if missing:
             peer.state, peer.problem = "unsuitable", "does not satisfy requires=: " + "; ".join(missing)
         else:
             peer.state, peer.problem = "ready", ""
+        peer.settle(True)
         log.debug("peer %s (%s) is %s with %d workers", peer.address, peer.node_id, peer.state,
                   peer.workers)
 
@@ -253,6 +256,7 @@ class SwarmDispatcher:
             self._downloads.pop(key).fail(f"peer {peer.address} was lost ({why})")
         peer.close()
         peer.state, peer.problem = "dead", why
+        peer.settle(False)
 
     # ------------------------------------------------------------------ placing tasks
 
@@ -355,9 +359,17 @@ class SwarmDispatcher:
             del self._asked[key]
             if msg.op == "ok":
                 peer.values.add(key[1])
-            else:
-                log.error("peer %s refused value %s: %s", peer.address, key[1].hex()[:16],
-                          msg.fields.get("message"))
+                continue
+            # The peer refused the value: the calls that need it fail, rather than resend forever.
+            reason = (f"node {peer.address} refused argument value {key[1].hex()[:16]}: "
+                      f"{msg.fields.get('message', 'no reason given')}")
+            kept = []
+            for batch, task in self._parked.pop(peer, []):
+                if key[1] in task.refs:
+                    batch.deliver(task.tid, ("error", "remote", reason))
+                else:
+                    kept.append((batch, task))
+            self._parked[peer] = kept
         self._unpark(peer)
 
     # ------------------------------------------------------------------ replies
@@ -423,15 +435,19 @@ class SwarmDispatcher:
     # ------------------------------------------------------------------ lookups and downloads
 
     def _lookup(self, calls: list[bytes], callback) -> None:
-        """Ask every ready peer at once; answer with {call: (address, blob|None, meta, peer)}."""
-        ready = [p for p in self.peers.values() if p.ready or p.state == "unsuitable"]
+        """Ask every peer at once (those still connecting once they answer their hello); answer
+        with {call: (address, blob|None, meta, peer)}."""
+        asked = [p for p in self.peers.values()
+                 if p.state in ("ready", "unsuitable", "new", "connecting")]
         found: dict = {}
-        waiting = {id(p) for p in ready}
-        if not ready:
+        waiting = {id(p) for p in asked}
+        if not asked:
             callback(found)
             return
 
         def on_reply(peer: Peer, msg: wire.Message) -> None:
+            if id(peer) not in waiting:
+                return
             waiting.discard(id(peer))
             if msg.op == "ok":
                 bodies = iter(msg.bodies)
@@ -445,8 +461,17 @@ class SwarmDispatcher:
             if not waiting:
                 callback(found)
 
-        for peer in ready:
-            self._ask(peer, "lookup", on_reply, calls=calls)
+        def ask_when_ready(peer: Peer, ok: bool) -> None:
+            if ok:
+                self._ask(peer, "lookup", on_reply, calls=calls)
+            else:
+                on_reply(peer, wire.Message("error", 0, {}))
+
+        for peer in asked:
+            if peer.state in ("ready", "unsuitable"):
+                self._ask(peer, "lookup", on_reply, calls=calls)
+            else:
+                peer.on_ready.append(lambda ok, peer=peer: ask_when_ready(peer, ok))
 
     def _fetch(self, peer: Peer, address: bytes, callback) -> None:
         """Download a large value from ``peer`` into the local store; ``callback(True | reason)``."""

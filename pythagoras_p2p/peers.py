@@ -41,6 +41,7 @@ class Peer:
     values: set = field(default_factory=set)  # addresses the node has
     tasks_done: int = 0
     load: float = 0.0
+    on_ready: list = field(default_factory=list)  # callbacks(ok) run when the hello is answered
 
     @property
     def address(self) -> str:
@@ -80,6 +81,12 @@ class Peer:
 
     def silent_for(self, now: float) -> float:
         return now - max(self.last_heard, self.connect_started)
+
+    def settle(self, ok: bool) -> None:
+        """Run the callbacks waiting for this peer's hello (``ok``: it can answer requests)."""
+        callbacks, self.on_ready = self.on_ready, []
+        for callback in callbacks:
+            callback(ok)
 
     def close(self) -> None:
         if self.sock is not None:

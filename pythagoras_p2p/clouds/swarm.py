@@ -47,6 +47,8 @@ class SwarmCloud(PCloud):
         self.key = key
         named = list(self.connection["peers"])
         local = [] if named else _local_node(self.home)
+        if local:  # this machine's node knows the live swarm: start from its list
+            local += _peers_of(local[0], key)
         browser = None
         if not named and not local and self.connection["discovery"] == "mdns":
             from ..discovery import Browser
@@ -118,6 +120,24 @@ class SwarmCloud(PCloud):
     def close(self) -> None:
         self._dispatcher.close()
         self._writer.close()
+
+
+def _peers_of(node: tuple[str, int], key) -> list[tuple[str, int]]:
+    """The live peers a node knows (empty if it does not answer in time)."""
+    from ..rpc import NodeUnreachable, endpoint, request
+    from ..wire import WireError
+
+    try:
+        reply = request(endpoint(*node), key, "peers", timeout=2.0)
+    except (NodeUnreachable, WireError):
+        return []
+    found = []
+    for item in reply.fields.get("peers", []):
+        try:
+            found.append((str(item["host"]), int(item["port"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return found
 
 
 def _local_node(home) -> list[tuple[str, int]]:

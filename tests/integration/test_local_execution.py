@@ -328,7 +328,7 @@ def test_a_call_that_crashes_twice_then_succeeds_is_not_failed(cloud, log):
 
 def test_workers_that_cannot_start_fail_calls_without_hanging(home, monkeypatch):
     monkeypatch.setenv("PYTHAGORAS_WORKER_MEMORY_LIMIT", "1M")  # too little to start at all
-    with LocalCloud(home=home, workers=2) as cloud:
+    with LocalCloud(home=home, workers=1) as cloud:
         @cloud.add_pure_function
         def plain(*, x):
             return x

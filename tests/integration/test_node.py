@@ -119,10 +119,6 @@ def test_a_function_of_a_module_the_node_cannot_import(node, client):
     assert f.sync_remote(x=12) == 144
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "clouds/swarm.py SwarmCloud._lookup_elsewhere → dispatch.SwarmDispatcher._lookup asks only "
-    "peers already 'ready'; right after PCloud(...) the hello is still in flight, so the first "
-    "plain call computes locally instead of asking the node"))
 def test_a_memo_lookup_of_a_new_cloud_asks_the_node(node, make_client):
     a = make_client(node, "a")
     remote = a.add_pure_function(where_it_ran).sync_remote(x=8)

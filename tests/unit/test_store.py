@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import selectors
@@ -252,8 +253,6 @@ with s._env.begin() as txn:  # every stored result decodes, acknowledged or not
 print(len(wanted))
 print(s._env.readers())
 '''
-    import json
-
     proc = subprocess.run([sys.executable, "-c", code, str(home)], input=json.dumps(acknowledged),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -537,3 +536,43 @@ def test_store_works_in_a_forked_child_and_in_the_parent(store, home):
     finally:
         holder.stdin.close()
         holder.wait(30)
+
+
+def test_fork_while_other_threads_read_and_write(store):
+    """Forking waits for running transactions; the parent's threads go on through it."""
+    store.put_results([record_for(1)])
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def busy(write: bool):
+        n = 1000 if write else 0
+        try:
+            while not stop.is_set():
+                assert store.get_result(call_for(1)) == value_for(1)
+                if write:
+                    n += 1
+                    store.put_results([record_for(n)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=busy, args=(w,)) for w in (False, False, True)]
+    for t in threads:
+        t.start()
+    try:
+        for round_ in range(5):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                ok = False
+                try:
+                    store.put_results([record_for(500 + round_)])
+                    ok = store.get_result(call_for(500 + round_)) == value_for(500 + round_)
+                finally:
+                    os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+            assert status == 0
+            assert store.get_result(call_for(500 + round_)) == value_for(500 + round_)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors

@@ -1,0 +1,60 @@
+"""A client on one host uses the whole swarm: work spreads over every node, results are shared."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from conftest import wait_until
+
+PRELUDE = textwrap.dedent("""
+    import json, os, time
+    from pythagoras_p2p import *
+
+    cloud = PCloud()
+
+    @cloud.add_pure_function
+    def where(*, x, pause=0.0):
+        import os, time
+        time.sleep(pause)
+        return [x * x, os.environ["PYTHAGORAS_HOME"]]
+""")
+
+
+def _client(host, body: str) -> dict:
+    done = host.run_python(PRELUDE + textwrap.dedent(body), timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _whole_swarm_known(lan) -> None:
+    ids = {h.node_info()["id"] for h in lan.hosts}
+    wait_until(lambda: {p["id"] for p in lan.hosts[0].status()["peers"]} == ids, 30,
+               "the first node to know every node")
+
+
+def test_sync_parallel_spreads_over_every_host(lan_factory):
+    lan = lan_factory(3)
+    _whole_swarm_known(lan)
+    out = _client(lan.hosts[0], """
+        assert type(cloud).__name__ == "SwarmCloud", cloud
+        t = time.perf_counter()
+        results = where.sync_parallel(kw_args(x=i, pause=0.3) for i in range(18))
+        print(json.dumps({"results": results, "seconds": time.perf_counter() - t}))
+    """)
+    assert [r[0] for r in out["results"]] == [i * i for i in range(18)]
+    homes = {r[1] for r in out["results"]}
+    assert homes == {str(h.home) for h in lan.hosts}  # every host ran some
+    assert out["seconds"] < 18 * 0.3 / 2  # faster than one 2-worker host could be
+
+
+def test_a_result_computed_on_one_host_is_fetched_on_another(lan_factory):
+    lan = lan_factory(2)
+    _whole_swarm_known(lan)
+    first = _client(lan.hosts[0], """
+        print(json.dumps(where.sync_remote(x=7)))
+    """)
+    second = _client(lan.hosts[1], """
+        print(json.dumps(where(x=7)))  # a plain call: found on a peer, not computed here
+    """)
+    assert second == first
