@@ -1,15 +1,13 @@
-"""Shared fixtures: every test gets its own PYTHAGORAS_HOME, and clouds are closed after it."""
+"""Shared fixtures: every test gets its own PYTHAGORAS_HOME, and clouds are closed after it.
+
+Helpers live in ``helpers.py`` (import them from there: several folders have a conftest).
+"""
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -28,29 +26,3 @@ def cloud(home):
     c = LocalCloud(home=home, workers=2)
     yield c
     c.close()
-
-
-def wait_for(condition, timeout: float = 30.0, interval: float = 0.02, message: str = "condition"):
-    """Poll ``condition()`` until it is truthy or ``timeout`` passes (then fail the test)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
-
-def run_python(code: str, *, env: dict | None = None, cwd: str | os.PathLike | None = None,
-               timeout: float = 120, check: bool = True):
-    """Run ``python -c code`` in a fresh interpreter and return the CompletedProcess."""
-    import subprocess
-
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-c", code], env=full_env, cwd=cwd, timeout=timeout,
-                          capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"python -c failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc

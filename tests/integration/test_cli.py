@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, cli, free_port, pid_alive, spawn_node, wait_for
+from node_harness import REPO, cli, free_port, pid_alive, spawn_node, wait_for
 
 from pythagoras_p2p.security import key_from_token, load_key
 

@@ -13,7 +13,7 @@ import textwrap
 import threading
 
 import pytest
-from conftest import wait_for
+from node_harness import wait_for
 
 from pythagoras_p2p import (
     ConfigurationError,

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import Call, ask, cli, dealer, free_port, make_key, wait_for
+from node_harness import Call, ask, cli, dealer, free_port, make_key, wait_for
 
 from pythagoras_p2p import PCloud, PythagorasError, WorkerCrashedError, kw_args
 from pythagoras_p2p.rpc import NodeUnreachable

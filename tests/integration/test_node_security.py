@@ -17,7 +17,7 @@ import time
 
 import pytest
 import zmq
-from conftest import Call, ask, dealer, free_port, make_key, wait_for
+from node_harness import Call, ask, dealer, free_port, make_key, wait_for
 
 from pythagoras_p2p import wire
 from pythagoras_p2p.security import SecurityError

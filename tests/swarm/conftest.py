@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from helpers import wait_for  # noqa: E402
 from netns import Lan, namespaces_available  # noqa: E402
 
 _REASON = namespaces_available()
@@ -34,20 +34,9 @@ def lan_factory(tmp_path):
         if start:
             for host in lan.hosts:
                 host.start_node(workers=workers)
-            wait_until(lambda: all(h.node_info() for h in lan.hosts), 30, "every node to serve")
+            wait_for(lambda: all(h.node_info() for h in lan.hosts), 30, message="every node to serve")
         return lan
 
     yield make
     for lan in made:
         lan.close()
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)

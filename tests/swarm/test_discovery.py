@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from conftest import wait_until
+from helpers import wait_for as wait_until
 
 
 def _ids(status: dict) -> set[str]:
@@ -20,7 +20,7 @@ def test_every_node_lists_the_whole_swarm(lan_factory):
             status = h.status()
             return status if _ids(status) == ids else None
 
-        status = wait_until(complete, 30, f"{host.ns} to list every node")
+        status = wait_until(complete, 30, message=f"{host.ns} to list every node")
         assert sum(p["self"] for p in status["peers"]) == 1
         others = [p for p in status["peers"] if not p["self"]]
         assert {p["address"].split(":")[0] for p in others} <= {h.ip for h in lan.hosts}
@@ -31,13 +31,13 @@ def test_a_silent_peer_is_dropped_within_five_seconds(lan_factory):
     lan = lan_factory(2)
     first, second = lan.hosts
     second_id = second.node_info()["id"]
-    wait_until(lambda: second_id in _ids(first.status()), 30, "the peer to be listed")
+    wait_until(lambda: second_id in _ids(first.status()), 30, message="the peer to be listed")
     second.signal_node(signal.SIGSTOP)
     try:
         import time
 
         stopped = time.monotonic()
-        wait_until(lambda: second_id not in _ids(first.status()), 15, "the frozen peer to go")
+        wait_until(lambda: second_id not in _ids(first.status()), 15, message="the frozen peer to go")
         assert time.monotonic() - stopped < 8  # 5 s of silence, plus a status round trip
     finally:
         second.signal_node(signal.SIGCONT)

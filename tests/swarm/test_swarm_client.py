@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from conftest import wait_until
+from helpers import wait_for as wait_until
 
 PRELUDE = textwrap.dedent("""
     import json, os, time
@@ -29,8 +29,7 @@ def _client(host, body: str) -> dict:
 
 def _whole_swarm_known(lan) -> None:
     ids = {h.node_info()["id"] for h in lan.hosts}
-    wait_until(lambda: {p["id"] for p in lan.hosts[0].status()["peers"]} == ids, 30,
-               "the first node to know every node")
+    wait_until(lambda: {p["id"] for p in lan.hosts[0].status()["peers"]} == ids, 30, message="the first node to know every node")
 
 
 def test_sync_parallel_spreads_over_every_host(lan_factory):

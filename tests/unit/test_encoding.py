@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_python
+from helpers import run_python
 
 from pythagoras_p2p.encoding import pack, unpack, value_address
 from pythagoras_p2p.errors import SerializationError

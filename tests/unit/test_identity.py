@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_python
+from helpers import run_python
 
 from pythagoras_p2p.errors import FingerprintError, SerializationError
 from pythagoras_p2p.identity import call_address, fingerprint

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import run_python
+from helpers import run_python
 
 from pythagoras_p2p import store as store_module
 from pythagoras_p2p.defaults import INLINE_VALUE_LIMIT
