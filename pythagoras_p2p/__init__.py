@@ -18,6 +18,7 @@ from __future__ import annotations
 from ._version import __version__ as __version__
 from .clouds.base import PCloud
 from .clouds.local import LocalCloud
+from .clouds.swarm import SwarmCloud
 from .errors import (
     ConfigurationError,
     FingerprintError,
@@ -35,6 +36,7 @@ from .function import kw_args
 __all__ = [
     "PCloud",
     "LocalCloud",
+    "SwarmCloud",
     "kw_args",
     "PythagorasError",
     "PureFunctionError",
