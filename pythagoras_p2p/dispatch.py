@@ -61,6 +61,7 @@ class SwarmDispatcher:
         self.alive = True
         self._ids = itertools.count(1)
         self._queue: deque = deque()  # (batch, task)
+        self._sources: deque = deque()  # batches whose tasks are made only as peers need them
         self._parked: dict[Peer, list] = {}  # tasks waiting for their arguments to reach a peer
         self._asked: dict[tuple, int] = {}  # (peer, address) → request id of a has/put in flight
         self._pending: dict[int, Any] = {}  # request id → callback for non-run replies
@@ -85,8 +86,8 @@ class SwarmDispatcher:
             pass
 
     def submit(self, tasks, count: int) -> Batch:
-        batch = Batch(self, count)
-        self._request(("submit", batch, list(tasks)))
+        batch = Batch(self, count, tasks=tasks)
+        self._request(("submit", batch))
         return batch
 
     def call(self, kind: str, *args: Any, timeout: float) -> Any:
@@ -147,8 +148,7 @@ class SwarmDispatcher:
         while self._requests:
             kind, *args = self._requests.popleft()
             if kind == "submit":
-                batch, tasks = args
-                self._queue.extend((batch, t) for t in tasks)
+                self._sources.append(args[0])
             elif kind == "cancel":
                 self._cancel(args[0])
             elif kind == "lookup":
@@ -260,7 +260,18 @@ class SwarmDispatcher:
 
     # ------------------------------------------------------------------ placing tasks
 
+    def _refill(self) -> None:
+        want = max(64, 2 * sum(p.workers for p in self.peers.values() if p.ready))
+        while self._sources and len(self._queue) < want:
+            batch = self._sources[0]
+            tasks = [] if batch.cancelled else batch.pull(want - len(self._queue))
+            if tasks:
+                self._queue.extend((batch, t) for t in tasks)
+            else:
+                self._sources.popleft()
+
     def _dispatch(self) -> None:
+        self._refill()
         queue = self._queue
         while queue and queue[0][0].cancelled:
             queue.popleft()
@@ -304,6 +315,10 @@ class SwarmDispatcher:
                        f"no node of the swarm could take the call within {self.connect_timeout:g} s "
                        f"(peers tried: {tried}). Is `pythagoras-node start` running there, "
                        f"reachable from here, with this machine's swarm key?")
+        while self._sources:
+            batch = self._sources.popleft()
+            while tasks := batch.pull(1024):
+                self._queue.extend((batch, t) for t in tasks)
         while self._queue:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, outcome)
@@ -497,6 +512,7 @@ class SwarmDispatcher:
 
     def _cancel(self, batch: Batch) -> None:
         self._queue = deque(item for item in self._queue if item[0] is not batch)
+        self._sources = deque(b for b in self._sources if b is not batch)
         for peer in self.peers.values():
             calls = [task.call for b, task in peer.inflight.values() if b is batch]
             if calls and peer.sock is not None:
@@ -511,6 +527,10 @@ class SwarmDispatcher:
             peer.close()
         for download in self._downloads.values():
             download.fail("the cloud was closed")
+        while self._sources:
+            batch = self._sources.popleft()
+            while tasks := batch.pull(1024):
+                self._queue.extend((batch, t) for t in tasks)
         while self._queue:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, ("error", "closed", f"{task.label} was not run: the cloud was closed"))

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .defaults import MAX_TASK_CRASHES
 from .execution import Task
@@ -87,10 +88,12 @@ def signal_description(returncode: int | None) -> str:
 class Batch:
     """The tasks of one ``sync_parallel`` (or ``sync_remote``) call, and their outcomes."""
 
-    def __init__(self, pool: WorkerPool, count: int, on_outcome=None, on_output=None):
+    def __init__(self, pool: Any, count: int, on_outcome=None, on_output=None, tasks=()):
         self.pool = pool
         self.remaining = count
         self.cancelled = False
+        self.source = iter(tasks)  # tasks not yet queued: pulled as workers need them
+        self.error: BaseException | None = None  # raised by the source while making a task
         self.on_outcome = on_outcome  # called (on the pool's thread) instead of queueing
         self.on_output = on_output  # called with (where, text) instead of printing
         self._outcomes: deque = deque()
@@ -113,6 +116,8 @@ class Batch:
         """Wait for outcomes and return every one that arrived (at least one)."""
         with self._cond:
             while not self._outcomes:
+                if self.error is not None:
+                    raise self.error
                 if not self.pool.alive:
                     raise RuntimeError("the worker pool was closed while calls were running")
                 self._cond.wait(0.5)
@@ -120,6 +125,21 @@ class Batch:
             self._outcomes.clear()
         self.remaining -= len(out)
         return out
+
+    def pull(self, n: int) -> list:
+        """Up to ``n`` more tasks from the source (on the pool's thread)."""
+        tasks = []
+        try:
+            for _ in range(n):
+                tasks.append(next(self.source))
+        except StopIteration:
+            self.source = iter(())
+        except Exception as exc:  # making a task failed (an argument that cannot be stored...)
+            self.source = iter(())
+            with self._cond:
+                self.error = exc
+                self._cond.notify()
+        return tasks
 
     def cancel(self) -> None:
         """Drop queued tasks and stop the workers running this batch's tasks."""
@@ -158,6 +178,7 @@ class WorkerPool:
         self.alive = True
         self._queue: deque[tuple[Batch, Task]] = deque()
         self._requests: deque = deque()
+        self._sources: deque[Batch] = deque()  # batches with tasks still to pull
         # (batch, tid) -> how many workers the task killed; keyed by the batch itself, not by
         # id(batch), which a later batch may reuse (and so inherit another call's crashes)
         self._crashes: dict[tuple[Batch, int], int] = {}
@@ -183,8 +204,8 @@ class WorkerPool:
 
     def submit(self, tasks: Iterable[Task], count: int, *, on_outcome=None, on_output=None) -> Batch:
         """Queue tasks; their outcomes arrive through the batch (or ``on_outcome(tid, outcome)``)."""
-        batch = Batch(self, count, on_outcome, on_output)
-        self._request(("submit", batch, list(tasks)))
+        batch = Batch(self, count, on_outcome, on_output, tasks)
+        self._request(("submit", batch))
         return batch
 
     def verify(self, address: bytes, path: str, callback) -> Batch:
@@ -268,8 +289,7 @@ class WorkerPool:
         while self._requests:
             request = self._requests.popleft()
             if request[0] == "submit":
-                _, batch, tasks = request
-                self._queue.extend((batch, t) for t in tasks)
+                self._sources.append(request[1])
                 while len(self._workers) < self.size:  # try again after failed starts
                     self._spawn()
             elif request[0] == "cancel":
@@ -328,7 +348,19 @@ class WorkerPool:
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if worker.wbuf else 0)
         self._sel.modify(worker.rfd, events, worker)
 
+    def _refill(self) -> None:
+        """Keep enough tasks queued to feed every worker; make the rest only when needed."""
+        want = self.size * 2 * _MAX_CHUNK
+        while self._sources and len(self._queue) < want:
+            batch = self._sources[0]
+            tasks = [] if batch.cancelled else batch.pull(want - len(self._queue))
+            if tasks:
+                self._queue.extend((batch, t) for t in tasks)
+            else:
+                self._sources.popleft()
+
     def _dispatch(self) -> None:
+        self._refill()
         queue = self._queue
         if not queue:
             return
@@ -428,7 +460,15 @@ class WorkerPool:
             return
         self._spawn()
 
+    def _drain_sources(self) -> None:
+        """Queue every task not yet made (to fail them all)."""
+        while self._sources:
+            batch = self._sources.popleft()
+            while tasks := batch.pull(1024):
+                self._queue.extend((batch, t) for t in tasks)
+
     def _fail_everything(self, message: str) -> None:
+        self._drain_sources()
         while self._queue:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, ("crash", f"{task.label} could not run: {message}"))
@@ -436,6 +476,7 @@ class WorkerPool:
 
     def _cancel(self, batch: Batch) -> None:
         self._queue = deque(item for item in self._queue if item[0] is not batch)
+        self._sources = deque(b for b in self._sources if b is not batch)
         for key in [k for k in self._crashes if k[0] is batch]:
             del self._crashes[key]
         for worker in self._workers:
@@ -466,6 +507,7 @@ class WorkerPool:
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._drain_sources()
         while self._queue:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, ("crash", f"{task.label} was not run: the cloud was closed"))
