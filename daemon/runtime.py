@@ -82,7 +82,7 @@ def start_detached(argv: list[str], home: Path, timeout: float = 30.0) -> dict:
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pythagoras_p2p.cli.main", *argv], stdin=subprocess.DEVNULL,
-            stdout=log_file, stderr=log_file, start_new_session=True,
+            stdout=log_file, stderr=log_file, start_new_session=True, cwd=home,
             env={**os.environ, "PYTHAGORAS_HOME": str(home)},
         )
     deadline = time.monotonic() + timeout

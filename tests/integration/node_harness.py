@@ -48,8 +48,11 @@ def node_env(home: Path) -> dict:
 
 def cli(home: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run ``pythagoras-node ARGS`` (this venv's) for ``home`` and return what it did."""
+    # cwd: `python -m` puts the working directory first on sys.path, and from the repository
+    # root the source folder would stand in for the installed package (without daemon/, cli/).
     return subprocess.run([sys.executable, "-m", "pythagoras_p2p.cli.main", *args],
-                          env=node_env(home), capture_output=True, text=True, timeout=timeout)
+                          env=node_env(home), capture_output=True, text=True, timeout=timeout,
+                          cwd=home.parent)
 
 
 def make_key(home: Path):
@@ -218,6 +221,7 @@ def spawn_node(home: Path, port: int, *, workers: int = 2, extra: tuple = (),
             [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", "127.0.0.1",
              "--port", str(port), "--no-mdns", "--workers", str(workers), *extra],
             env=node_env(home), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            cwd=home.parent,
         )
 
 

@@ -4,6 +4,8 @@ Every run makes its own namespaces, named ``pyt<pid>x<n>-...``, with a bridge in
 of its own (nothing is added to the machine's own network namespace), a /24 of 10.213.0.0/16
 chosen per run, and a multicast route so mDNS works between the hosts. Everything is removed
 on exit, even after a failure, and namespaces left by a dead earlier run are swept first.
+Each host's processes also get a UTS namespace with the host's own name as hostname, as separate
+machines would (what a call prints is marked with the hostname of the machine it ran on).
 """
 
 from __future__ import annotations
@@ -61,9 +63,18 @@ class Host:
         self.node: subprocess.Popen | None = None
         self.log = self.home / "node.out"
 
+    @property
+    def hostname(self) -> str:
+        return self.ns
+
     def popen(self, argv: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
+        """Start ``argv`` on this host; ``ip netns exec``, ``unshare`` and ``sh`` all exec, so
+        the returned process is ``argv`` itself (signals sent to it reach it)."""
         full = {**os.environ, "PYTHAGORAS_HOME": str(self.home), **(env or {})}
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *argv], env=full, **kwargs)
+        kwargs.setdefault("cwd", self.home)  # not the repository root: see node_harness.cli
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "unshare", "--uts", "--", "sh", "-c",
+             'hostname "$0" && exec "$@"', self.hostname, *argv], env=full, **kwargs)
         self.lan.processes.append(proc)
         return proc
 
@@ -73,12 +84,21 @@ class Host:
         out, err = proc.communicate(timeout=timeout)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
-    def start_node(self, workers: int = 2, extra: list[str] = ()) -> None:
-        self.node = self.popen(
-            [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", self.ip,
-             "--port", "7575", "--mdns-interface", self.ip, "--workers", str(workers), *extra],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-        )
+    def start_node(self, workers: int = 2, extra: list[str] = (), env: dict | None = None) -> None:
+        """Start this host's node (``env``: extra environment of the node and its workers)."""
+        with open(self.log, "ab") as log:
+            self.node = self.popen(
+                [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", self.ip,
+                 "--port", "7575", "--mdns-interface", self.ip, "--workers", str(workers), *extra],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run ``pythagoras-node ARGS`` on this host, for this host's home."""
+        proc = self.popen([sys.executable, "-m", "pythagoras_p2p.cli.main", *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def node_info(self) -> dict | None:
         try:
@@ -88,9 +108,7 @@ class Host:
         return info if self.node is not None and self.node.poll() is None else None
 
     def status(self) -> dict:
-        done = self.run_python(
-            "import json,sys; from pythagoras_p2p.cli.main import main; "
-            "sys.argv=['pythagoras-node','status','--json']; main()", timeout=30)
+        done = self.cli("status", "--json", timeout=30)
         if done.returncode != 0:
             raise RuntimeError(f"status on {self.ns} failed: {done.stderr}")
         return json.loads(done.stdout)
@@ -102,6 +120,41 @@ class Host:
     def node_pid(self) -> int:
         info = json.loads((self.home / "node.json").read_text())
         return int(info["pid"])
+
+    def kill_node(self) -> float:
+        """``kill -9`` this host's node and its worker processes (the machine's daemon dies
+        with everything it started); returns when, by ``time.time()``, the node was killed."""
+        import psutil
+
+        pid = self.node_pid()
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        os.kill(pid, signal.SIGKILL)
+        killed = time.time()
+        for child in children:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.node is not None:
+            self.node.wait(10)
+        return killed
+
+    def signal_tree(self, sig: int) -> float:
+        """Send ``sig`` to this host's node and its workers at once (``SIGSTOP`` freezes the
+        host's whole daemon, as a suspended machine would); returns when, by ``time.time()``."""
+        import psutil
+
+        node = psutil.Process(self.node_pid())
+        processes = [node, *node.children(recursive=True)]
+        for process in processes:
+            try:
+                process.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        return time.time()
 
     def link(self, up: bool) -> None:
         _ip("-n", self.ns, "link", "set", "eth0", "up" if up else "down")
