@@ -62,6 +62,8 @@ class Handlers:
         self.hits = 0
         self.misses = 0
         self.rejected = 0
+        self.values_received = 0  # values uploaded by others, verified and stored
+        self.value_bytes_received = 0  # bytes of every value chunk that arrived (kept or not)
         self._logged: OrderedDict[str, None] = OrderedDict()
         self._ops = {
             "probe": self.on_probe, "hello": self.on_hello, "ping": self.on_ping,
@@ -312,6 +314,7 @@ class Handlers:
             self.error(ident, msg.id, "malformed", "put: chunk outside the declared size")
             return
         final = offset + len(chunk) == total
+        self.value_bytes_received += len(chunk)
         key = (ident, address)
         upload = self.uploads.get(key)
         if upload is None:
@@ -353,6 +356,7 @@ class Handlers:
         address = key[1]
         if ok:
             self.store.adopt_file(address, upload.path)
+            self.values_received += 1
             self.send(ident, wire.build("ok", request_id, address=address))
         else:
             os.unlink(upload.path)

@@ -41,6 +41,8 @@ def status_entry(node: Any, handlers: Any) -> dict:
         "cache_bytes": size,
         "hit_rate": round(handlers.hits / asked, 4) if asked else None,
         "last_seen_s": 0.0,
+        "values_received": handlers.values_received,
+        "value_bytes_received": handlers.value_bytes_received,
         "uptime_s": round(time.time() - node.started, 1),
         "python": node_python(),
         "swarm": node.key.name,

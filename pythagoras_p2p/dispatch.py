@@ -8,7 +8,8 @@ connection, which keeps order), and its large arguments are checked with ``has``
 chunks once per peer. Results of large values are downloaded in chunks, verified against their
 address and written to the local store before they are delivered.
 
-A peer that stops answering is dropped after :data:`peers.SILENT_AFTER` seconds and its calls
+A peer that stops answering is dropped after :data:`peers.SILENT_AFTER` seconds, one whose
+connection closes (its node died) or is refused (no node runs there) at once, and its calls
 go back to the queue for the others; calls that no peer can take for ``connect_timeout``
 seconds fail with a message naming the peers tried and why each was unusable.
 """
@@ -79,11 +80,19 @@ class SwarmDispatcher:
     def _request(self, request: tuple) -> None:
         if not self.alive:
             raise RuntimeError("this cloud's connection to the swarm is closed; create a new cloud")
+        sent = None
+        if request[0] == "cancel" and threading.current_thread() is not self._thread:
+            # Ctrl-C: the process may exit right after, so wait (briefly) until the peers have
+            # been told, or they would run the cancelled calls to the end.
+            sent = threading.Event()
+            request = (*request, sent.set)
         self._requests.append(request)
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
             pass
+        if sent is not None:
+            sent.wait(2.0)
 
     def submit(self, tasks, count: int) -> Batch:
         batch = Batch(self, count, tasks=tasks)
@@ -117,13 +126,15 @@ class SwarmDispatcher:
                 if self._serve_requests():
                     return
                 self._tend_peers()
-                for sock in [s for s in registered if registered[s].sock is not s]:
+                for sock in [s for s in registered if s is not registered[s].sock
+                             and s is not registered[s].monitor]:
                     poller.unregister(sock)
                     del registered[sock]
                 for peer in self.peers.values():
-                    if peer.sock is not None and peer.sock not in registered:
-                        poller.register(peer.sock, zmq.POLLIN)
-                        registered[peer.sock] = peer
+                    for sock in (peer.sock, peer.monitor):
+                        if sock is not None and sock not in registered:
+                            poller.register(sock, zmq.POLLIN)
+                            registered[sock] = peer
                 self._dispatch()
                 for sock, _ in poller.poll(int(_TICK * 1000)):
                     if sock == self._wake_r:
@@ -133,6 +144,9 @@ class SwarmDispatcher:
                             pass
                         continue
                     peer = registered.get(sock)
+                    if peer is not None and peer.monitor is sock:
+                        self._on_events(peer, sock)
+                        continue
                     while peer is not None and peer.sock is sock:
                         try:
                             frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -151,6 +165,8 @@ class SwarmDispatcher:
                 self._sources.append(args[0])
             elif kind == "cancel":
                 self._cancel(args[0])
+                for told in args[1:]:
+                    told()
             elif kind == "lookup":
                 self._lookup(*args)
             elif kind == "fetch":
@@ -193,7 +209,7 @@ class SwarmDispatcher:
         self._discover(now)
         for peer in self.peers.values():
             if peer.state in ("new", "dead") and now - peer.connect_started >= RETRY_EVERY:
-                peer.connect(self.context, self.key)
+                peer.connect(self.context, self.key, monitor=True)
                 self._ask(peer, "hello", lambda p, m: self._on_hello(p, m),
                           protocol=wire.PROTOCOL_VERSION, python=wire.PYTHON_VERSION,
                           requires=self.requires)
@@ -202,6 +218,24 @@ class SwarmDispatcher:
                     self._lost(peer, f"silent for {peer.silent_for(now):.1f} s")
                 elif peer.state != "connecting" and now - max(peer.last_sent, peer.last_heard) > PING_EVERY:
                     self._ask(peer, "ping", self._on_ping)
+
+    def _on_events(self, peer: Peer, monitor: Any) -> None:
+        """The connection to ``peer`` closed or was refused: it is lost now, not after silence."""
+        import zmq
+        from zmq.utils.monitor import recv_monitor_message
+
+        while peer.monitor is monitor:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if peer.state not in ("connecting", "ready", "unsuitable"):
+                continue
+            if event == zmq.EVENT_DISCONNECTED:
+                self._lost(peer, "the connection was closed (its node stopped or died, or "
+                                 "refused this machine's swarm key)")
+            elif event == zmq.EVENT_CONNECT_RETRIED:
+                self._lost(peer, "no node answers at this address (the connection was refused)")
 
     def _ask(self, peer: Peer, op: str, callback, bodies: list = (), **fields: Any) -> int:
         rid = next(self._ids)
@@ -280,8 +314,8 @@ class SwarmDispatcher:
             return
         ready = [p for p in self.peers.values() if p.ready]
         while queue and ready:
-            peer = max(ready, key=lambda p: p.free_slots(False))
-            if peer.free_slots(False) <= 0:
+            peer = max(ready, key=self._free_slots)
+            if self._free_slots(peer) <= 0:
                 break
             batch, task = queue.popleft()
             if not batch.cancelled:
@@ -293,9 +327,15 @@ class SwarmDispatcher:
         else:
             self._no_peer_can_run()
 
+    def _free_slots(self, peer: Peer) -> int:
+        """Slots of ``peer`` not yet promised: a task parked there, waiting for its arguments
+        to arrive, holds a slot as surely as a running one (else every task parks on one peer)."""
+        return peer.free_slots(False) - len(self._parked.get(peer, ()))
+
     def _no_peer_can_run(self) -> None:
         now = time.monotonic()
-        if any(p.state in ("new", "connecting") for p in self.peers.values()):
+        # No peer known yet (an mDNS browser has not found any) counts as peers connecting.
+        if not self.peers or any(p.state in ("new", "connecting") for p in self.peers.values()):
             if self._waiting_since is None:
                 self._waiting_since = now
             if now - self._waiting_since < self.connect_timeout:
@@ -513,6 +553,8 @@ class SwarmDispatcher:
     def _cancel(self, batch: Batch) -> None:
         self._queue = deque(item for item in self._queue if item[0] is not batch)
         self._sources = deque(b for b in self._sources if b is not batch)
+        for peer, parked in self._parked.items():
+            self._parked[peer] = [bt for bt in parked if bt[0] is not batch]
         for peer in self.peers.values():
             calls = [task.call for b, task in peer.inflight.values() if b is batch]
             if calls and peer.sock is not None:

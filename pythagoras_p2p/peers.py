@@ -2,11 +2,14 @@
 
 A :class:`Peer` is owned by the dispatcher's I/O thread and touched by nothing else. Liveness
 comes only from traffic on the ZeroMQ connection (any message counts; idle peers are pinged):
-a peer silent for :data:`SILENT_AFTER` seconds is dead, whatever mDNS still says.
+a peer silent for :data:`SILENT_AFTER` seconds is dead, whatever mDNS still says. A client
+also watches its connections (``connect(monitor=True)``): a node whose process died closes its
+end at once, and a node that is not running refuses the connection, so neither waits for silence.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +19,8 @@ from .rpc import endpoint
 from .security import SwarmKey, curve_client
 
 __all__ = ["Peer", "PING_EVERY", "SILENT_AFTER", "RETRY_EVERY"]
+
+_monitors = itertools.count()
 
 PING_EVERY = 1.0  # seconds between pings to an idle peer
 SILENT_AFTER = 5.0  # seconds without a message after which a peer is dead
@@ -33,6 +38,7 @@ class Peer:
     state: str = "new"  # new → connecting → ready; or dead / incompatible
     problem: str = ""
     sock: Any = None
+    monitor: Any = None  # the socket's event monitor, when asked for (see connect)
     last_heard: float = 0.0
     last_sent: float = 0.0
     connect_started: float = 0.0
@@ -55,7 +61,9 @@ class Peer:
         limit = self.workers * (2 if prefetch else 1)
         return max(0, limit - len(self.inflight))
 
-    def connect(self, context: Any, key: SwarmKey) -> None:
+    def connect(self, context: Any, key: SwarmKey, monitor: bool = False) -> None:
+        """A new connection; ``monitor``: also a socket that reports the connection closing or
+        being refused (``zmq.EVENT_DISCONNECTED``, ``zmq.EVENT_CONNECT_RETRIED``)."""
         import zmq
 
         self.close()
@@ -65,6 +73,10 @@ class Peer:
         sock.sndhwm = 0
         sock.rcvhwm = 0
         curve_client(sock, key)
+        if monitor:  # a fresh address each time: a closed monitor's one is released lazily
+            self.monitor = sock.get_monitor_socket(
+                zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED,
+                addr=f"inproc://pythagoras-monitor-{next(_monitors)}")
         sock.connect(endpoint(self.host, self.port))
         self.sock = sock
         self.state = "connecting"
@@ -89,6 +101,10 @@ class Peer:
             callback(ok)
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.sock.disable_monitor()
+            self.monitor.close(0)
+            self.monitor = None
         if self.sock is not None:
             self.sock.close(0)
             self.sock = None

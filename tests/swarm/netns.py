@@ -222,3 +222,35 @@ class Lan:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_UNAVAILABLE: list = []  # the reason namespaces cannot be made here, once known
+
+
+def start_lan(root: Path, count: int, *, workers: int = 2, start: bool = True,
+              node_env: dict[int, dict] | None = None) -> Lan:
+    """A Lan of ``count`` hosts sharing one swarm key, each host's node started (``node_env``:
+    extra environment for the node of some hosts, by index); skips the test where namespaces
+    cannot be made. The caller closes it."""
+    import pytest
+    from helpers import wait_for
+
+    from pythagoras_p2p.security import create_key
+
+    if not _UNAVAILABLE:
+        _UNAVAILABLE.append(namespaces_available())
+    if _UNAVAILABLE[0] is not None:
+        pytest.skip(f"swarm tests need network namespaces: {_UNAVAILABLE[0]}")
+    lan = Lan(count, root).__enter__()
+    try:
+        create_key(lan.hosts[0].home, name="swarm-test")
+        for host in lan.hosts[1:]:
+            shutil.copy(lan.hosts[0].home / "swarm.key", host.home / "swarm.key")
+        if start:
+            for host in lan.hosts:
+                host.start_node(workers=workers, env=(node_env or {}).get(host.index))
+            wait_for(lambda: all(h.node_info() for h in lan.hosts), 30, message="every node to serve")
+    except BaseException:
+        lan.close()
+        raise
+    return lan
