@@ -1,4 +1,4 @@
-"""Entry point of a worker process (``python -m pythagoras_p2p._worker RFD WFD SLOTFD``).
+"""Entry point of a worker process (``python -m pythagoras_p2p._worker RFD WFD SLOTFD PARENT``).
 
 A worker is a fresh interpreter: it never imports the user's ``__main__``. It reads batches of
 tasks from its supervisor, loads each function once by fingerprint from the shared store, runs
@@ -96,9 +96,24 @@ def _verify(address: bytes, path: str, where: str) -> tuple:
     return ("err", None, "ValueError", problem, "", where)
 
 
+def _die_with(parent: int) -> None:
+    """End this worker when its supervisor dies, even in the middle of a call (Linux)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the end of the pipe still stops the worker
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(0)
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
     rfd, wfd, slot_fd = (int(a) for a in argv[:3])
+    if len(argv) > 3:
+        _die_with(int(argv[3]))
     slot = mmap.mmap(slot_fd, _SLOT.size)
     os.close(slot_fd)
     channel = _Channel(rfd, wfd)

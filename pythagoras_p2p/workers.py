@@ -314,7 +314,7 @@ class WorkerPool:
         try:
             worker.proc = subprocess.Popen(
                 [sys.executable, "-m", "pythagoras_p2p._worker",
-                 str(to_child_r), str(from_child_w), str(slot_fd)],
+                 str(to_child_r), str(from_child_w), str(slot_fd), str(os.getpid())],
                 pass_fds=(to_child_r, from_child_w, slot_fd), env=env, stdin=subprocess.DEVNULL,
                 start_new_session=False,
             )

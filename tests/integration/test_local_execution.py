@@ -591,3 +591,39 @@ def test_local_connections_give_the_embedded_default(home, connection):
 def test_local_cloud_refuses_peers(home):
     with pytest.raises(ConfigurationError):
         LocalCloud(home=home, connection="otherhost:7575")
+
+
+def test_workers_die_with_the_process_that_supervises_them(tmp_path):
+    """A caller killed with SIGKILL leaves no worker behind running its call."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "worker.pid"
+    code = f"""
+import time
+from pythagoras_p2p import LocalCloud
+cloud = LocalCloud(home={str(tmp_path / 'home')!r}, workers=1)
+
+@cloud.add_pure_function
+def slow(*, x):
+    import os, time
+    open({str(marker)!r}, "w").write(str(os.getpid()))
+    time.sleep(60)
+
+slow.sync_remote(x=time.time())
+"""
+    caller = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        wait_for(lambda: marker.exists() and marker.read_text(), 60, message="the call to start")
+        worker = int(marker.read_text())
+    finally:
+        caller.kill()
+        caller.wait()
+
+    def gone() -> bool:
+        try:
+            return open(f"/proc/{worker}/stat").read().split()[2] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, 10, message="the orphaned worker to end")
