@@ -192,9 +192,39 @@ def _choose_backend(connection: dict, home: Any = None) -> type:
     if _swarm_answers(home, connection["key"]):
         log.info("using the swarm through this machine's node (home %s)", home)
         return SwarmCloud
+    if connection["discovery"] == "mdns" and _member_on_mdns(home, connection["key"]):
+        log.info("using the swarm found on mDNS (this machine runs no node)")
+        return SwarmCloud
     log.info("no swarm node answers for %s: running on the embedded default (this machine's "
              "store and worker processes)", home)
     return LocalCloud
+
+
+MDNS_WAIT = 2.0  # seconds PCloud() listens on mDNS for a member when this machine has no node
+
+
+def _member_on_mdns(home: Any, key_path: Any) -> bool:
+    """True if this home holds a swarm key and a member of that swarm is announced on mDNS."""
+    from ..security import SecurityError, load_key
+
+    try:
+        key = load_key(home, key_path)
+    except SecurityError:
+        return False
+    if key is None:
+        return False
+    from ..discovery import Browser
+
+    browser = Browser(key.tag)
+    try:
+        deadline = time.monotonic() + MDNS_WAIT
+        while time.monotonic() < deadline:
+            if browser.snapshot():
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        browser.close()
 
 
 def _swarm_answers(home: Any, key_path: Any) -> bool:
