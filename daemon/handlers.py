@@ -355,7 +355,7 @@ class Handlers:
         ident, request_id = upload.waiter
         address = key[1]
         if ok:
-            self.store.adopt_file(address, upload.path)
+            self.store.adopt_file(address, upload.path, durable=False)  # an argument: cache only
             self.values_received += 1
             self.send(ident, wire.build("ok", request_id, address=address))
         else:

@@ -32,6 +32,7 @@ __all__ = [
     "canonical_encoding",
     "hash_bytes",
     "pack",
+    "pack_parts",
     "unpack",
 ]
 
@@ -312,6 +313,12 @@ _ALIGN = 64
 
 
 def pack(obj: Any, *, what: str = "value", out_of_band_from: int = 256 * 1024) -> bytes:
+    """:func:`pack_parts` joined into one ``bytes``."""
+    parts = pack_parts(obj, what=what, out_of_band_from=out_of_band_from)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def pack_parts(obj: Any, *, what: str = "value", out_of_band_from: int = 256 * 1024) -> list:
     """Pickle ``obj`` for storage or transport.
 
     When its buffers (numpy arrays, PickleBuffers) add up to ``out_of_band_from`` bytes or more,
@@ -333,7 +340,7 @@ def pack(obj: Any, *, what: str = "value", out_of_band_from: int = 256 * 1024) -
             f"or a picklable class"
         ) from None
     if not raws:
-        return _MAGIC_INBAND + data
+        return [_MAGIC_INBAND + data]
     header = bytearray(_MAGIC_OOB)
     header += struct.pack("<IQ", len(raws), len(data))
     for raw in raws:
@@ -345,7 +352,7 @@ def pack(obj: Any, *, what: str = "value", out_of_band_from: int = 256 * 1024) -
         parts.append(b"\0" * pad)
         parts.append(raw)
         offset += pad + raw.nbytes
-    return b"".join(parts)
+    return parts
 
 
 def unpack(blob: Any) -> Any:

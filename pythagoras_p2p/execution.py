@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from .defaults import INLINE_VALUE_LIMIT
-from .encoding import pack, unpack, value_address
+from .encoding import pack, pack_parts, unpack, value_address
 from .errors import PythagorasError, RemoteError, SerializationError, WorkerCrashedError
 from .identity import approx_nbytes, call_address
 from .progress import ProgressBar
@@ -81,8 +81,8 @@ def encode_args(kwargs: dict, addresses: dict, store: Store) -> tuple[bytes, tup
     for name, value in kwargs.items():
         if approx_nbytes(value) >= INLINE_VALUE_LIMIT:
             address = addresses[name]
-            if not store.has_value(address):
-                store.put_value(address, pack(value, what=f"argument {name!r}"))
+            if not store.has_value(address):  # kept for this boot only: the caller has it anyway
+                store.put_value(address, pack_parts(value, what=f"argument {name!r}"), durable=False)
             shipped[name] = ArgRef(address)
             refs.append(address)
         else:

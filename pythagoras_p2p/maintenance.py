@@ -12,8 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .encoding import unpack, value_address
-from .store import _FILE, _INLINE, Store
+from .encoding import value_address
+from .store import _INLINE, Store, live
 
 __all__ = ["StoreStats", "VerifyReport", "GcReport", "stats", "verify", "gc", "human_bytes"]
 
@@ -116,12 +116,9 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
     for address, record in items:
         report.values_checked += 1
         try:
-            if record[:1] == _INLINE:
-                value = unpack(memoryview(record)[1:])
-            elif record[:1] == _FILE:
-                value = unpack(store._map_blob(record[1:33]))
-            else:
-                raise ValueError("unknown record kind")
+            if live(record) is None:
+                raise ValueError("a transient value of an earlier boot")
+            value = store._decode(record)
             if value_address(value) != address:
                 raise ValueError("content does not match its address")
         except Exception as exc:
@@ -226,7 +223,7 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
 
     store._write(delete, admin=True)
     for address in garbage:
-        if values[address][:1] == _FILE:
+        if values[address][:1] != _INLINE:
             store.blob_path(address).unlink(missing_ok=True)
     for path in stale:
         path.unlink(missing_ok=True)

@@ -53,6 +53,27 @@ __all__ = ["MISSING", "Store", "open_store", "ResultRecord"]
 STORE_FORMAT = b"1"
 _INLINE = b"i"
 _FILE = b"f"
+# A value kept for this boot only (an argument on its way to a worker or a peer): its file is
+# not fsynced, so after a restart of the machine the record counts as absent.
+_TRANSIENT = b"n"
+
+
+def _boot_id() -> bytes:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return bytes.fromhex(f.read().strip().replace("-", ""))
+    except (OSError, ValueError):
+        return os.urandom(16)  # unknown: transient values live as long as this process
+
+
+_BOOT = _boot_id()
+
+
+def live(record: bytes | None) -> bytes | None:
+    """``record``, or None when it is a transient value of an earlier boot."""
+    if record is not None and record[:1] == _TRANSIENT and record[1:17] != _BOOT:
+        return None
+    return record
 _HOST = socket.gethostname()
 
 
@@ -312,11 +333,11 @@ class Store:
         return {call: self._decode(record) for call, record in self._read(lookup).items()}
 
     def has_value(self, address: Address) -> bool:
-        return self._read(lambda txn: txn.get(address, db=self._values)) is not None
+        return live(self._read(lambda txn: txn.get(address, db=self._values))) is not None
 
     def get_value(self, address: Address) -> Any:
         """A stored value by its address, or :data:`MISSING`. Large values read the file in place."""
-        record = self._read(lambda txn: txn.get(address, db=self._values))
+        record = live(self._read(lambda txn: txn.get(address, db=self._values)))
         return MISSING if record is None else self._decode(record)
 
     def get_function(self, fp: Address) -> bytes | None:
@@ -329,21 +350,21 @@ class Store:
             address = txn.get(call, db=self._results)
             if address is None:
                 return None
-            record = txn.get(address, db=self._values)
+            record = live(txn.get(address, db=self._values))
             return None if record is None else (address, record)
 
         return self._read(read)
 
     def value_record(self, address: Address) -> bytes | None:
         """The raw record of a stored value (see :meth:`inline_blob`), or None."""
-        return self._read(lambda txn: txn.get(address, db=self._values))
+        return live(self._read(lambda txn: txn.get(address, db=self._values)))
 
     @staticmethod
     def inline_blob(record: bytes) -> bytes | None:
         """The packed value inside a record, or None when the value lives in its own file."""
         return record[1:] if record[:1] == _INLINE else None
 
-    def adopt_file(self, address: Address, path: str | os.PathLike) -> None:
+    def adopt_file(self, address: Address, path: str | os.PathLike, *, durable: bool = True) -> None:
         """Store the packed value in file ``path`` (verified by the caller) under ``address``.
 
         Small values are copied into LMDB; large ones are renamed into ``blobs/``. The file is
@@ -357,10 +378,12 @@ class Store:
             return
         target = self.blob_path(address)
         target.parent.mkdir(exist_ok=True)
-        with open(path, "rb") as f:
-            os.fdatasync(f.fileno())
+        if durable:
+            with open(path, "rb") as f:
+                os.fdatasync(f.fileno())
         os.replace(path, target)
-        self._write(lambda txn: txn.put(address, _FILE + address, db=self._values, overwrite=False))
+        record = _FILE + address if durable else _TRANSIENT + _BOOT + address
+        self._write(lambda txn: _put_value_record(txn, self._values, address, record))
 
     def get_meta(self, call: Address) -> dict | None:
         raw = self._read(lambda txn: txn.get(call, db=self._meta))
@@ -369,7 +392,7 @@ class Store:
     def _decode(self, record: bytes) -> Any:
         if record[:1] == _INLINE:
             return unpack(memoryview(record)[1:])
-        return unpack(self._map_blob(record[1:33]))
+        return unpack(self._map_blob(record[-32:]))
 
     def blob_path(self, address: Address) -> Path:
         name = address.hex()
@@ -400,48 +423,63 @@ class Store:
         def write(txn):
             for call, address, value_record, meta in rows:
                 if value_record is not None:
-                    txn.put(address, value_record, db=self._values, overwrite=False)
+                    _put_value_record(txn, self._values, address, value_record)
                 txn.put(call, address, db=self._results)
                 txn.put(call, json.dumps(meta, separators=(",", ":")).encode(), db=self._meta)
 
         self._write(write)
 
-    def put_value(self, address: Address, blob: bytes) -> None:
-        """Store one packed value under its address (kept if already there)."""
-        record = self._value_record(address, blob)
+    def put_value(self, address: Address, blob: bytes | list, *, durable: bool = True) -> None:
+        """Store one packed value (bytes, or the parts :func:`pack_parts` gives) under its address.
+
+        ``durable=False`` is for values kept only while this machine runs (arguments on their way
+        to workers and peers): a large one's file is not fsynced, and after a reboot the value
+        counts as absent. A durable write upgrades such a record.
+        """
+        record = self._value_record(address, blob, durable)
         if record is not None:
-            self._write(lambda txn: txn.put(address, record, db=self._values, overwrite=False))
+            self._write(lambda txn: _put_value_record(txn, self._values, address, record))
 
     def put_function(self, fp: Address, record: bytes) -> None:
         self._write(lambda txn: txn.put(fp, record, db=self._functions, overwrite=False))
 
-    def _value_record(self, address: Address, blob: bytes | None) -> bytes | None:
+    def _value_record(self, address: Address, blob: bytes | list | None,
+                      durable: bool = True) -> bytes | None:
         if blob is None:
             return None
-        if len(blob) <= INLINE_VALUE_LIMIT:
-            return _INLINE + blob
-        self._write_blob_file(address, blob)
-        return _FILE + address
+        parts = blob if isinstance(blob, list) else [blob]
+        size = sum(memoryview(p).nbytes for p in parts)
+        if size <= INLINE_VALUE_LIMIT:
+            return _INLINE + b"".join(parts)
+        self._write_blob_file(address, parts, durable)
+        return _FILE + address if durable else _TRANSIENT + _BOOT + address
 
-    def _write_blob_file(self, address: Address, blob: bytes) -> None:
+    def _write_blob_file(self, address: Address, parts: list, durable: bool = True) -> None:
         target = self.blob_path(address)
-        if target.exists():
-            return
-        target.parent.mkdir(exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
+            if target.exists():
+                if durable:  # it may have been written as a transient value
+                    with open(target, "rb") as f:
+                        os.fdatasync(f.fileno())
+                return
+            target.parent.mkdir(exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             with open(tmp, "wb") as f:
-                f.write(blob)
+                for part in parts:
+                    f.write(part)
                 f.flush()
-                os.fdatasync(f.fileno())
+                if durable:
+                    os.fdatasync(f.fileno())
             os.replace(tmp, target)
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            if durable:
+                dir_fd = os.open(target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            for stray in target.parent.glob(f".{target.name}.{os.getpid()}.*.tmp"):
+                stray.unlink(missing_ok=True)
             if exc.errno == errno.ENOSPC:
                 raise StoreFullError(_full_message(self, "the disk is full")) from None
             raise StoreError(f"cannot write {target} ({exc}); check the disk and permissions") from None
@@ -457,7 +495,15 @@ def _result_record(txn, call: Address, results_db, values_db) -> bytes | None:
     address = txn.get(call, db=results_db)
     if address is None:
         return None
-    return txn.get(address, db=values_db)
+    return live(txn.get(address, db=values_db))
+
+
+def _put_value_record(txn, db, address: Address, record: bytes) -> None:
+    """Keep an existing record, unless it is transient and ``record`` is not."""
+    if not txn.put(address, record, db=db, overwrite=False) and record[:1] != _TRANSIENT:
+        existing = txn.get(address, db=db)
+        if existing is not None and existing[:1] == _TRANSIENT:
+            txn.put(address, record, db=db)
 
 
 def _full_message(store: Store, why: str) -> str:

@@ -365,7 +365,7 @@ class WorkerPool:
         if not queue:
             return
         fast = self._mean < _FAST_TASK
-        for worker in self._workers:
+        for worker in sorted(self._workers, key=lambda w: len(w.inflight)):  # idle ones first
             if not queue:
                 return
             if worker.killed:

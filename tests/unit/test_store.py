@@ -576,3 +576,27 @@ def test_fork_while_other_threads_read_and_write(store):
         for t in threads:
             t.join()
     assert not errors, errors
+
+
+def test_transient_values_last_for_this_boot_and_durable_writes_upgrade_them(store, monkeypatch):
+    import numpy as np
+
+    import pythagoras_p2p.store as store_module
+    from pythagoras_p2p.encoding import pack_parts, value_address
+
+    array = np.arange(200_000, dtype=np.float64)  # large: kept in its own file
+    address = value_address(array)
+    store.put_value(address, pack_parts(array), durable=False)
+    assert store.value_record(address)[:1] == b"n"
+    assert np.array_equal(store.get_value(address), array)
+
+    this_boot = store_module._BOOT
+    monkeypatch.setattr(store_module, "_BOOT", b"\0" * 16)  # as after a reboot
+    assert not store.has_value(address)
+    assert store.get_value(address) is MISSING
+
+    monkeypatch.setattr(store_module, "_BOOT", this_boot)
+    store.put_value(address, pack_parts(array))  # a durable write of the same value
+    assert store.value_record(address)[:1] == b"f"
+    monkeypatch.setattr(store_module, "_BOOT", b"\0" * 16)
+    assert np.array_equal(store.get_value(address), array)  # now it outlives a reboot
