@@ -43,6 +43,8 @@ __all__ = ["Node", "NodeConfig"]
 
 log = logging.getLogger("pythagoras_p2p.node")
 
+READER_CHECK_EVERY = 1.0  # seconds between sweeps of the store's reader table for the dead
+
 
 @dataclass
 class NodeConfig:
@@ -67,6 +69,7 @@ class Node:
         self.home = Path(config.home)
         self.node_id = node_identity(self.home)
         self.started = time.time()
+        self._readers_checked = 0.0
         self.stopping = False
         self._stop_requested = False
         self.context = zmq.Context()
@@ -206,6 +209,7 @@ class Node:
                  self.config.bind, self.config.port, self.config.workers, self.key.name, self.key.tag)
         while not self._stop_requested:
             self.pump(0.25)
+            self.clear_dead_readers()
         self.stopping = True
         deadline = time.monotonic() + self.config.grace
         if self.handlers.running:
@@ -215,6 +219,25 @@ class Node:
             self.pump(0.1)
         self.handlers.abandon_running()
         self.pump(0)
+
+    def clear_dead_readers(self) -> None:
+        """Free the store's reader slots held by processes that died mid-read (killed clients).
+
+        LMDB frees them only when a process asks (``reader_check``), and a process that opens
+        the store needs a free slot before it can ask: with the table full of dead readers, no
+        new client or worker of this home could open the store. The node, always open, asks.
+        """
+        now = time.monotonic()
+        if now - self._readers_checked < READER_CHECK_EVERY:
+            return
+        self._readers_checked = now
+        try:
+            cleared = self.store._env.reader_check()
+        except Exception as exc:  # lmdb.Error: the sweep is a courtesy, serving goes on
+            log.debug("could not check the store's reader table: %s", exc)
+            return
+        if cleared:
+            log.info("freed %d reader slot(s) of processes that died while reading", cleared)
 
     def stop(self) -> None:
         """Ask :meth:`serve` to return (safe from a signal handler)."""

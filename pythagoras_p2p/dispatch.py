@@ -30,7 +30,7 @@ from .peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
 from .security import SwarmKey
 from .store import Store
 from .transfer import Download, upload_frames
-from .workers import Batch
+from .workers import Batch, refill
 
 __all__ = ["SwarmDispatcher"]
 
@@ -213,7 +213,7 @@ class SwarmDispatcher:
                 self._ask(peer, "hello", lambda p, m: self._on_hello(p, m),
                           protocol=wire.PROTOCOL_VERSION, python=wire.PYTHON_VERSION,
                           requires=self.requires)
-            elif peer.state in ("connecting", "ready", "unsuitable"):
+            elif peer.state in ("connecting", "ready", "unsuitable", "draining"):
                 if peer.silent_for(now) > SILENT_AFTER:
                     self._lost(peer, f"silent for {peer.silent_for(now):.1f} s")
                 elif peer.state != "connecting" and now - max(peer.last_sent, peer.last_heard) > PING_EVERY:
@@ -229,7 +229,7 @@ class SwarmDispatcher:
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
             except zmq.Again:
                 return
-            if peer.state not in ("connecting", "ready", "unsuitable"):
+            if peer.state not in ("connecting", "ready", "unsuitable", "draining"):
                 continue
             if event == zmq.EVENT_DISCONNECTED:
                 self._lost(peer, "the connection was closed (its node stopped or died, or "
@@ -292,17 +292,16 @@ class SwarmDispatcher:
         peer.state, peer.problem = "dead", why
         peer.settle(False)
 
+    def _incompatible(self, peer: Peer, why: str) -> None:
+        """``peer`` can never run this client's calls: lost now, and never connected again."""
+        self._lost(peer, why)
+        peer.state = "incompatible"
+
     # ------------------------------------------------------------------ placing tasks
 
     def _refill(self) -> None:
-        want = max(64, 2 * sum(p.workers for p in self.peers.values() if p.ready))
-        while self._sources and len(self._queue) < want:
-            batch = self._sources[0]
-            tasks = [] if batch.cancelled else batch.pull(want - len(self._queue))
-            if tasks:
-                self._queue.extend((batch, t) for t in tasks)
-            else:
-                self._sources.popleft()
+        refill(self._queue, self._sources,
+               max(64, 2 * sum(p.workers for p in self.peers.values() if p.ready)))
 
     def _dispatch(self) -> None:
         self._refill()
@@ -334,8 +333,12 @@ class SwarmDispatcher:
 
     def _no_peer_can_run(self) -> None:
         now = time.monotonic()
+        incompatible = [p for p in self.peers.values() if p.state == "incompatible"]
+        if (incompatible and len(incompatible) == len(self.peers) and self._browser is None
+                and not self._ask_for_peers):
+            pass  # every peer there will ever be refused this client for good: waiting is futile
         # No peer known yet (an mDNS browser has not found any) counts as peers connecting.
-        if not self.peers or any(p.state in ("new", "connecting") for p in self.peers.values()):
+        elif not self.peers or any(p.state in ("new", "connecting") for p in self.peers.values()):
             if self._waiting_since is None:
                 self._waiting_since = now
             if now - self._waiting_since < self.connect_timeout:
@@ -350,15 +353,15 @@ class SwarmDispatcher:
         tried = "; ".join(f"{p.address}: {p.problem or p.state}" for p in self.peers.values()) or "none"
         if unsuitable and len(unsuitable) == len(self.peers):
             outcome = ("error", "requirements", f"no peer satisfies requires= ({tried})")
+        elif incompatible and len(incompatible) == len(self.peers):
+            outcome = ("error", "unreachable",
+                       f"no node of the swarm can take calls from this client ({tried})")
         else:
             outcome = ("error", "unreachable",
                        f"no node of the swarm could take the call within {self.connect_timeout:g} s "
                        f"(peers tried: {tried}). Is `pythagoras-node start` running there, "
                        f"reachable from here, with this machine's swarm key?")
-        while self._sources:
-            batch = self._sources.popleft()
-            while tasks := batch.pull(1024):
-                self._queue.extend((batch, t) for t in tasks)
+        refill(self._queue, self._sources, None)
         while self._queue:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, outcome)
@@ -434,6 +437,12 @@ class SwarmDispatcher:
         try:
             msg = wire.parse(frames)
         except wire.WireError as exc:
+            if exc.code == "protocol":  # a node of another release: it can never take work here
+                self._incompatible(peer, f"node {peer.address} speaks protocol version "
+                                         f"{_version_of(frames)} and this client "
+                                         f"{wire.PROTOCOL_VERSION}; install the same "
+                                         f"pythagoras_p2p release on every machine of the swarm")
+                return
             log.warning("ignoring a malformed message from %s: %s", peer.address, exc)
             return
         if msg.op == "output":
@@ -464,9 +473,14 @@ class SwarmDispatcher:
             elif code == "need_values":
                 peer.values.difference_update(bytes.fromhex(h) for h in msg.fields["message"].split(","))
                 self._queue.appendleft((batch, task))
-            elif code in ("stopping", "python", "protocol"):
-                peer.state, peer.problem = ("dead" if code == "stopping" else "incompatible"), msg.fields["message"]
-                self._lost(peer, msg.fields["message"])
+            elif code == "stopping":
+                # The node is shutting down: it finishes the calls it runs (their results still
+                # come here) and takes no new one, so only this call goes elsewhere.
+                if peer.state == "ready":
+                    peer.state, peer.problem = "draining", msg.fields["message"]
+                self._queue.appendleft((batch, task))
+            elif code in ("python", "protocol"):
+                self._incompatible(peer, msg.fields["message"])
                 self._queue.appendleft((batch, task))
             else:
                 batch.deliver(task.tid, ("error", "remote", f"node {peer.address}: {msg.fields['message']}"))
@@ -569,13 +583,20 @@ class SwarmDispatcher:
             peer.close()
         for download in self._downloads.values():
             download.fail("the cloud was closed")
-        while self._sources:
-            batch = self._sources.popleft()
-            while tasks := batch.pull(1024):
-                self._queue.extend((batch, t) for t in tasks)
+        refill(self._queue, self._sources, None)
         while self._queue:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, ("error", "closed", f"{task.label} was not run: the cloud was closed"))
         self.context.term()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def _version_of(frames: list) -> str:
+    """The protocol version a message says it has (for an error message), or "unknown"."""
+    import json
+
+    try:
+        return repr(json.loads(bytes(frames[0])).get("v"))
+    except Exception:
+        return "unknown"

@@ -35,7 +35,7 @@ class Peer:
     port: int
     node_id: str | None = None
     workers: int = 0
-    state: str = "new"  # new → connecting → ready; or dead / incompatible
+    state: str = "new"  # new → connecting → ready (→ draining: stopping); or dead / incompatible
     problem: str = ""
     sock: Any = None
     monitor: Any = None  # the socket's event monitor, when asked for (see connect)

@@ -36,7 +36,7 @@ from .execution import Task
 #: The fingerprint that asks a worker to verify a received value instead of running a call.
 VERIFY = b"\0" * 32
 
-__all__ = ["WorkerPool", "Batch", "send_frame", "FrameReader"]
+__all__ = ["WorkerPool", "Batch", "send_frame", "FrameReader", "refill"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,18 @@ class FrameReader:
             frames.append(pickle.loads(memoryview(self.buf)[8 : 8 + size]))
             del self.buf[: 8 + size]
         return frames
+
+
+def refill(queue: deque, sources: deque, want: int | None) -> None:
+    """Make tasks from the batches in ``sources`` until ``queue`` holds ``want`` (None: all)."""
+    while sources and (want is None or len(queue) < want):
+        batch = sources[0]
+        room = 1024 if want is None else want - len(queue)
+        tasks = [] if batch.cancelled else batch.pull(room)
+        if tasks:
+            queue.extend((batch, t) for t in tasks)
+        else:
+            sources.popleft()
 
 
 def signal_description(returncode: int | None) -> str:
@@ -350,14 +362,7 @@ class WorkerPool:
 
     def _refill(self) -> None:
         """Keep enough tasks queued to feed every worker; make the rest only when needed."""
-        want = self.size * 2 * _MAX_CHUNK
-        while self._sources and len(self._queue) < want:
-            batch = self._sources[0]
-            tasks = [] if batch.cancelled else batch.pull(want - len(self._queue))
-            if tasks:
-                self._queue.extend((batch, t) for t in tasks)
-            else:
-                self._sources.popleft()
+        refill(self._queue, self._sources, self.size * 2 * _MAX_CHUNK)
 
     def _dispatch(self) -> None:
         self._refill()
@@ -460,15 +465,8 @@ class WorkerPool:
             return
         self._spawn()
 
-    def _drain_sources(self) -> None:
-        """Queue every task not yet made (to fail them all)."""
-        while self._sources:
-            batch = self._sources.popleft()
-            while tasks := batch.pull(1024):
-                self._queue.extend((batch, t) for t in tasks)
-
     def _fail_everything(self, message: str) -> None:
-        self._drain_sources()
+        refill(self._queue, self._sources, None)
         while self._queue:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, ("crash", f"{task.label} could not run: {message}"))
@@ -507,7 +505,7 @@ class WorkerPool:
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
-        self._drain_sources()
+        refill(self._queue, self._sources, None)
         while self._queue:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, ("crash", f"{task.label} was not run: the cloud was closed"))

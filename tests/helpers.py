@@ -35,3 +35,31 @@ def run_python(code: str, *, env: dict | None = None, cwd: str | os.PathLike | N
     if check and proc.returncode != 0:
         raise AssertionError(f"python -c failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+REPORT_ENV = "PYTHAGORAS_RELIABILITY_REPORT"
+
+
+def report_figures(scenario: str, **figures) -> None:
+    """Add measured figures of ``scenario`` to the JSON list at ``$PYTHAGORAS_RELIABILITY_REPORT``.
+
+    Nothing happens when the variable is unset. ``benchmarks/reliability_report.py`` sets it and
+    renders docs/reliability.md from the list; each entry names the test that measured it.
+    """
+    import fcntl
+    import json
+
+    path = os.environ.get(REPORT_ENV)
+    if not path:
+        return
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    entry = {"scenario": scenario, "test": test, "figures": figures}
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        text = fh.read().strip()
+        entries = json.loads(text) if text else []
+        entries.append(entry)
+        fh.seek(0)
+        fh.truncate()
+        json.dump(entries, fh, indent=1)

@@ -17,6 +17,7 @@ import time
 
 import pytest
 import zmq
+from helpers import report_figures
 from node_harness import Call, ask, dealer, free_port, make_key, wait_for
 
 from pythagoras_p2p import wire
@@ -83,12 +84,15 @@ def test_a_stranger_gets_no_reply_and_runs_nothing(who, zctx, node, tmp_path):
         sock = dealer(zctx, node, public=public, secret=secret)
     else:
         sock = dealer(zctx, node, curve=False)
-    for frames in (wire.build("probe", 1), wire.build("status", 2), call.function(), call.run(3)):
+    sent = (wire.build("probe", 1), wire.build("status", 2), call.function(), call.run(3))
+    for frames in sent:
         send_as_stranger(sock, frames)
     assert_no_reply(sock)
     assert not call.ran()
     assert node.status()["tasks_done"] == 0
     assert_member_still_served(zctx, node, tmp_path, who)
+    report_figures("hostile input", kind=f"stranger: {who}", messages=len(sent), replies=0,
+                   executions=0, node_serves_members=True)
 
 
 def test_raw_garbage_on_the_port_gets_no_reply(zctx, node, tmp_path):
@@ -115,6 +119,8 @@ def test_raw_garbage_on_the_port_gets_no_reply(zctx, node, tmp_path):
         assert received.startswith(b"\xff") and len(received) <= 3 * 64, received[:100]
     assert node.status()["tasks_done"] == 0
     assert_member_still_served(zctx, node, tmp_path, "garbage")
+    report_figures("hostile input", kind="raw bytes on the port (HTTP, random)", messages=3,
+                   replies=0, executions=0, node_serves_members=True)
 
 
 # --------------------------------------------------------------------------- members misbehaving
@@ -131,6 +137,8 @@ def test_an_oversized_message_drops_the_sender_not_the_node(zctx, node, tmp_path
             reply = wire.parse(member.recv_multipart())
             assert reply.id != 2, "a message larger than MAX_MESSAGE was served"
     assert_member_still_served(zctx, node, tmp_path, "after-oversized")
+    report_figures("hostile input", kind="oversized message from a member", messages=1,
+                   replies=0, executions=0, node_serves_members=True)
 
 
 def _header(obj) -> bytes:
@@ -193,7 +201,8 @@ def test_malformed_messages_from_a_member_get_error_replies(zctx, node, tmp_path
     member = dealer(zctx, node, key=node.key)
     call.store(member)  # so that runs fail on their own faults
     assert ask(member, wire.build("probe", 1)).op == "ok"
-    for name, (frames, code) in malformed_messages(call).items():
+    messages = malformed_messages(call)
+    for name, (frames, code) in messages.items():
         reply = ask(member, frames)
         assert reply.op == "error", (name, reply)
         assert reply.fields["code"] == code, (name, reply.fields)
@@ -202,6 +211,9 @@ def test_malformed_messages_from_a_member_get_error_replies(zctx, node, tmp_path
     status = node.status()
     assert status["tasks_done"] == 0
     assert_member_still_served(zctx, node, tmp_path, "after-malformed")
+    report_figures("hostile input", kind="malformed or hostile messages from a member",
+                   messages=len(messages), replies=f"{len(messages)} error replies",
+                   executions=0, node_serves_members=True)
 
 
 def test_a_run_whose_arguments_are_garbage_fails_without_running(zctx, node, tmp_path):
@@ -219,6 +231,8 @@ def test_a_run_whose_arguments_are_garbage_fails_without_running(zctx, node, tmp
     lookup = ask(member, wire.build("lookup", 10, calls=[call.call]))
     assert lookup.fields["found"] == []  # a failure is never stored
     assert_member_still_served(zctx, node, tmp_path, "after-garbage-args")
+    report_figures("hostile input", kind="run with garbage arguments from a member", messages=3,
+                   replies="3 failures", executions=0, node_serves_members=True)
 
 
 def test_abandoned_partial_uploads_do_not_block_uploads_for_good(tmp_path, monkeypatch):
@@ -317,6 +331,8 @@ def test_a_node_refuses_to_serve_when_membership_is_not_enforced(broken, tmp_pat
     with pytest.raises(SecurityError, match="membership is not enforced|random key was answered"):
         node_module.Node(config, key)
     assert _port_is_free(config.port), "the refused node still listens"
+    report_figures("the authenticator not running", authenticator=broken,
+                   node_refused_to_serve=True, port_left_free=True)
 
 
 def test_a_node_with_its_authenticator_passes_the_admission_check(tmp_path):
@@ -387,3 +403,6 @@ def test_a_node_serves_members_after_all_of_the_above(zctx, node, tmp_path):
         assert_no_reply(s, 0.5)
     assert not call.ran()
     assert node.status()["tasks_done"] == 0
+    report_figures("hostile input", kind="a burst: strangers, raw bytes and malformed messages "
+                   "while a member is served", messages=20 * 6, replies="20 to the member",
+                   executions=0, node_serves_members=True)

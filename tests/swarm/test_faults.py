@@ -17,7 +17,7 @@ import time
 
 import pytest
 from clients import Client, read_marks, whole_swarm_known
-from helpers import wait_for
+from helpers import report_figures, wait_for
 from netns import start_lan
 
 CALLS, PAUSE, SLOTS = 24, 0.5, 6  # 24 calls of 0.5 s on 3 hosts × 2 workers: 2 s undisturbed
@@ -93,6 +93,9 @@ def test_a_host_killed_mid_run_has_its_calls_rerouted(lan_factory, tmp_path):
     assert max(rerouted.values()) <= 5.0
     assert out["seconds"] < CALLS * PAUSE / SLOTS + 5.0 + 1.5
     assert _results_stored(lan.hosts[0]) == CALLS
+    report_figures("host kill -9 mid-sync_parallel", calls=CALLS, hosts=3,
+                   calls_rerouted=len(rerouted), seconds_to_reroute=max(rerouted.values()),
+                   run_seconds=round(out["seconds"], 2), results_correct_in_order=CALLS)
 
 
 def test_a_frozen_host_has_its_calls_reassigned_and_its_late_results_change_nothing(lan_factory, tmp_path):
@@ -132,6 +135,10 @@ def test_a_frozen_host_has_its_calls_reassigned_and_its_late_results_change_noth
     assert len(read_marks(marks)) == started  # nothing ran again
     assert _results_stored(lan.hosts[0]) == CALLS
     _verify_stores(lan)
+    report_figures("host frozen with SIGSTOP", calls=CALLS, hosts=3,
+                   calls_reassigned=len(rerouted), seconds_to_reassign=max(rerouted.values()),
+                   run_seconds=round(first["seconds"], 2), late_results_duplicated=0,
+                   stores_verified=len(lan.hosts))
 
 
 def test_a_host_cut_off_has_its_calls_reassigned_and_rejoins(lan_factory, tmp_path):
@@ -171,6 +178,10 @@ def test_a_host_cut_off_has_its_calls_reassigned_and_rejoins(lan_factory, tmp_pa
     assert [r[0] for r in out["later"]] == [i * i for i in range(100, 112)]
     assert str(victim.home) in {r[1] for r in out["later"]}  # it gets work again
     _verify_stores(lan)
+    report_figures("host link cut and restored", calls=CALLS, hosts=3,
+                   calls_reassigned=len(rerouted), seconds_to_reassign=max(rerouted.values()),
+                   seconds_to_rejoin=round(rejoined, 1), gets_work_again=True,
+                   stores_verified=len(lan.hosts))
 
 
 # ---------------------------------------------------------------------- one LAN for the rest
@@ -220,6 +231,9 @@ def test_a_call_that_kills_its_worker_fails_alone_naming_the_call(lan, tmp_path)
     assert sorted(m["x"] for m in read_marks(marks) if m["x"] != 5) == [i for i in range(12) if i != 5]
     for host in lan.hosts:  # every node survived with its workers
         assert host.status()["node"]["workers_total"] == 2
+    report_figures("worker killed by the call", kind="os._exit(1)", calls=12,
+                   attempts_per_failing_call=3, error="WorkerCrashedError naming the call",
+                   nodes_survived=len(lan.hosts))
 
 
 def test_a_function_that_raises_raises_once_in_the_caller_and_is_not_cached(lan, tmp_path):
@@ -257,6 +271,8 @@ def test_a_function_that_raises_raises_once_in_the_caller_and_is_not_cached(lan,
     tries = [m["x"] for m in read_marks(marks)]
     assert tries.count(7) == 2  # once per run: not retried, not cached
     assert sorted(x for x in tries if x != 7) == [i for i in range(12) if i != 7]  # others cached
+    report_figures("the function raises", runs=2, raised_in_caller=len(out["caught"]),
+                   executions_of_the_raising_call=tries.count(7), cached=False)
 
 
 def test_a_vanished_node_that_mdns_still_advertises_gets_no_work(lan, tmp_path):
@@ -304,3 +320,6 @@ def test_a_vanished_node_that_mdns_still_advertises_gets_no_work(lan, tmp_path):
         assert {r[1] for r in result["results"]} == live
         assert result["seconds"] < 12 * 0.3 / 4 + 1.0
     assert all(m["home"] != str(victim.home) for m in read_marks(marks))
+    report_figures("vanished node still advertised by mDNS", seconds_after_kill=6,
+                   calls_sent_to_it=0, run_seconds_through_node=round(out["seconds"], 2),
+                   run_seconds_mdns_only=round(out_mdns["seconds"], 2))
