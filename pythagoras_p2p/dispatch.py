@@ -438,9 +438,8 @@ class SwarmDispatcher:
             msg = wire.parse(frames)
         except wire.WireError as exc:
             if exc.code == "protocol":  # a node of another release: it can never take work here
-                self._incompatible(peer, f"node {peer.address} speaks protocol version "
-                                         f"{_version_of(frames)} and this client "
-                                         f"{wire.PROTOCOL_VERSION}; install the same "
+                self._incompatible(peer, f"the node speaks protocol version {_version_of(frames)} "
+                                         f"and this client {wire.PROTOCOL_VERSION}; install the same "
                                          f"pythagoras_p2p release on every machine of the swarm")
                 return
             log.warning("ignoring a malformed message from %s: %s", peer.address, exc)

@@ -28,8 +28,11 @@ def _client(host, body: str) -> dict:
 
 
 def _whole_swarm_known(lan) -> None:
+    """Wait until every node lists every node (a client starts from its own node's list)."""
     ids = {h.node_info()["id"] for h in lan.hosts}
-    wait_until(lambda: {p["id"] for p in lan.hosts[0].status()["peers"]} == ids, 30, message="the first node to know every node")
+    for host in lan.hosts:
+        wait_until(lambda h=host: {p["id"] for p in h.status()["peers"]} == ids, 30,
+                   message=f"{host.ns} to know every node")
 
 
 def test_sync_parallel_spreads_over_every_host(lan_factory):
