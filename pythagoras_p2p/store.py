@@ -228,6 +228,12 @@ class Store:
                 max_dbs=8, max_readers=MAX_READERS, sync=True, metasync=False,
                 readahead=False, meminit=False,
             )
+        except lmdb.ReadersFullError:
+            raise StoreError(
+                f"every reader slot of the store at {self.path} is taken (MDB_READERS_FULL), "
+                f"most likely by processes killed while reading; a running node frees them "
+                f"within a second, or stop the processes using this home and try again"
+            ) from None
         except (OSError, lmdb.Error) as exc:
             raise StoreError(
                 f"cannot open the store at {self.path} ({exc}); check that PYTHAGORAS_HOME "
