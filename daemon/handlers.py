@@ -65,6 +65,7 @@ class Handlers:
         self.values_received = 0  # values uploaded by others, verified and stored
         self.value_bytes_received = 0  # bytes of every value chunk that arrived (kept or not)
         self._logged: OrderedDict[str, None] = OrderedDict()
+        self.incompatible: OrderedDict[bytes, str] = OrderedDict()  # routing id → its Python
         self._ops = {
             "probe": self.on_probe, "hello": self.on_hello, "ping": self.on_ping,
             "status": self.on_status, "lookup": self.on_lookup, "has": self.on_has,
@@ -118,6 +119,9 @@ class Handlers:
     def on_hello(self, ident: bytes, msg: wire.Message) -> None:
         python = msg.fields["python"]
         if python != wire.PYTHON_VERSION:
+            self.incompatible[ident] = python  # its calls are refused too, not only its hello
+            if len(self.incompatible) > _LOG_ONCE:
+                self.incompatible.popitem(last=False)
             self.error(ident, msg.id, "python",
                        f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION} and the client "
                        f"Python {python}: functions cannot move between Python versions. Use the "
@@ -205,6 +209,11 @@ class Handlers:
         self.send(ident, wire.build("ok", msg.id, bodies, found=found))
 
     def on_run(self, ident: bytes, msg: wire.Message) -> None:
+        if ident in self.incompatible:
+            self.error(ident, msg.id, "python",
+                       f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION}, this client "
+                       f"said Python {self.incompatible[ident]}: it takes no calls from it")
+            return
         call, fp = msg.hex("call"), msg.hex("fp")
         entry = self.entry(call)
         if entry is not None:

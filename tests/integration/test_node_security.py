@@ -406,3 +406,16 @@ def test_a_node_serves_members_after_all_of_the_above(zctx, node, tmp_path):
     report_figures("hostile input", kind="a burst: strangers, raw bytes and malformed messages "
                    "while a member is served", messages=20 * 6, replies="20 to the member",
                    executions=0, node_serves_members=True)
+
+
+def test_a_client_of_another_python_gets_no_call_run(node, zctx):
+    """The node refuses the calls of a client whose hello it refused, not only the hello."""
+    sock = dealer(zctx, node, key=node.key)
+    hello = ask(sock, wire.build("hello", 1, protocol=wire.PROTOCOL_VERSION, python="3.99"))
+    assert hello.op == "error" and hello.fields["code"] == "python"
+    call = Call(node.home.parent / "python-marker")
+    call.store(sock)
+    reply = ask(sock, call.run(2))
+    assert reply.op == "error" and reply.fields["code"] == "python"
+    assert "3.99" in reply.fields["message"]
+    assert not call.ran()
