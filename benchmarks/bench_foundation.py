@@ -35,6 +35,7 @@ from statistics import median
 import blake3
 import joblib
 import numpy as np
+from report import Row, print_table  # benchmarks/ is on sys.path when run as a script
 
 from pythagoras_p2p import LocalCloud, kw_args
 from pythagoras_p2p.encoding import value_address
@@ -55,16 +56,6 @@ FULL = Config(hit_calls=2000, miss_calls=200, blocks=9, address_repeats=5,
               parallel_calls=20_000, parallel_repeats=5, import_runs=9)
 QUICK = Config(hit_calls=200, miss_calls=30, blocks=3, address_repeats=2,
                parallel_calls=2_000, parallel_repeats=2, import_runs=3)
-
-
-@dataclass
-class Row:
-    metric: str
-    ours: str
-    anchors: str
-    ratio: str
-    target: str
-    passed: bool
 
 
 # --------------------------------------------------------------------- functions under test
@@ -251,16 +242,6 @@ def bench_import(cfg: Config) -> list[Row]:
 # --------------------------------------------------------------------- report
 
 
-def print_table(rows: list[Row]) -> None:
-    header = ("metric", "ours", "anchor(s)", "ratio (anchor time / ours)", "target", "pass/fail")
-    cells = [header] + [(r.metric, r.ours, r.anchors, r.ratio, r.target,
-                         "PASS" if r.passed else "FAIL") for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    print("\n".join(lines))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a fast smoke run")
@@ -274,7 +255,7 @@ def main() -> int:
         print(f"  {bench.__name__} done in {time.perf_counter() - t0:.1f} s", flush=True)
     print("\n(4): every pool (ours, ProcessPoolExecutor, joblib, Dask) is warmed by a small run "
           "before timing: worker start-up is excluded. Ours also stores every result.\n")
-    print_table(rows)
+    print_table(rows, "ratio (anchor time / ours)")
     return 0 if all(r.passed for r in rows) else 1
 
 

@@ -56,6 +56,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import median
 
+from report import Row, print_table  # benchmarks/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
 PORT = 7575
 BARE_PORT = 7601
@@ -79,16 +81,6 @@ FULL = Config(spread_reps=7, cpu_reps=5, big_reps=7, pool_reps=3, remote_reps=7,
               rate_reps=3)
 QUICK = Config(spread_reps=2, cpu_reps=2, big_reps=2, pool_reps=1, remote_reps=2, calls=1000,
                rate_reps=1)
-
-
-@dataclass
-class Row:
-    metric: str
-    ours: str
-    anchors: str
-    ratio: str
-    target: str
-    passed: bool
 
 
 # --------------------------------------------------------------------- functions under test
@@ -725,16 +717,6 @@ def make_rows(r: dict, notes: list[str]) -> list[Row]:
 
 def fmt_list(values: list[float], spec: str = ".3f") -> str:
     return "[" + ", ".join(format(v, spec) for v in values) + "]"
-
-
-def print_table(rows: list[Row]) -> None:
-    header = ("metric", "ours", "anchor(s)", "ratio", "target", "pass/fail")
-    cells = [header] + [(r.metric, r.ours, r.anchors, r.ratio, r.target,
-                         "PASS" if r.passed else "FAIL") for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    print("\n".join(lines))
 
 
 def main() -> int:
