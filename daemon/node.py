@@ -21,7 +21,7 @@ from pathlib import Path
 import zmq
 
 from pythagoras_p2p import wire
-from pythagoras_p2p.defaults import INLINE_VALUE_LIMIT, worker_count
+from pythagoras_p2p.defaults import worker_count
 from pythagoras_p2p.discovery import Advert, Announcement, local_addresses
 from pythagoras_p2p.execution import Task
 from pythagoras_p2p.journal import Journal
@@ -273,7 +273,7 @@ class Node:
         self._wake_r = self._wake_w = -1
         self.context.term()
 
-    # ------------------------------------------------------------------ facts for status
+    # ------------------------------------------------------------------ work
 
     def submit(self, task: Task, call: bytes):
         return self.pool.submit(
@@ -281,7 +281,3 @@ class Node:
             on_outcome=lambda tid, outcome: self.task_done(call, outcome),
             on_output=lambda where, text: self.task_output(call, where, text),
         )
-
-    @property
-    def inline_limit(self) -> int:
-        return INLINE_VALUE_LIMIT
