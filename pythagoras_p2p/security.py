@@ -107,14 +107,19 @@ def load_key(home: Path, path: Path | None = None) -> SwarmKey | None:
 
 
 def _write_private(path: Path, text: str, *, force: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, flags, 0o600)
     except FileExistsError:
         raise SecurityError(
             f"{path} already exists: this home belongs to a swarm. Use --force to replace it "
             f"(machines holding the old key stop being members of this node's swarm)"
+        ) from None
+    except OSError as exc:
+        raise SecurityError(
+            f"cannot write the swarm key {path} ({exc.strerror}); choose a home you can write "
+            f"to with --home or PYTHAGORAS_HOME"
         ) from None
     with os.fdopen(fd, "w") as f:
         os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode is filtered by the umask; fchmod is not
