@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ._version import __version__ as __version__
 from .clouds.base import PCloud
+from .clouds.dask import DaskCloud
 from .clouds.local import LocalCloud
 from .clouds.swarm import SwarmCloud
 from .errors import (
@@ -37,6 +38,7 @@ __all__ = [
     "PCloud",
     "LocalCloud",
     "SwarmCloud",
+    "DaskCloud",
     "kw_args",
     "PythagorasError",
     "PureFunctionError",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -30,7 +29,7 @@ from .peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
 from .security import SwarmKey
 from .store import Store
 from .transfer import Download, upload_frames
-from .workers import Batch, refill
+from .workers import Batch, print_output, refill
 
 __all__ = ["SwarmDispatcher"]
 
@@ -445,8 +444,7 @@ class SwarmDispatcher:
             log.warning("ignoring a malformed message from %s: %s", peer.address, exc)
             return
         if msg.op == "output":
-            sys.stderr.write("".join(f"[{msg.fields['where']}] {line}\n"
-                                     for line in msg.fields["text"].splitlines()))
+            print_output(msg.fields["where"], msg.fields["text"])
             return
         entry = peer.inflight.pop(msg.id, None)
         if entry is not None:

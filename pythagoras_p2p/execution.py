@@ -106,8 +106,11 @@ def decode_args(payload: bytes, store: Store) -> dict:
     return kwargs
 
 
-def execute(func: Callable, kwargs: dict, task: Task, store: Store, where: str) -> tuple:
-    """Run one task here and return its outcome; large results go straight into ``store``."""
+def execute(func: Callable, kwargs: dict, task: Task, store: Store | None, where: str) -> tuple:
+    """Run one task here and return its outcome; large results go straight into ``store``.
+
+    With no store (a worker of another engine), every result travels back in the outcome.
+    """
     started = time.time()
     t0 = time.perf_counter()
     try:
@@ -123,7 +126,7 @@ def execute(func: Callable, kwargs: dict, task: Task, store: Store, where: str) 
     except SerializationError as exc:
         return failure_outcome(exc, where)
     meta = result_meta(func.__qualname__, task.fp, started, duration, worker=where)
-    if len(blob) > INLINE_VALUE_LIMIT:
+    if store is not None and len(blob) > INLINE_VALUE_LIMIT:
         store.put_value(address, blob)
         blob = None
     return ("ok", address, blob, meta)
@@ -214,7 +217,7 @@ def run_calls(
 
         def make_task(i: int) -> Task:
             call, kwargs, addresses = unique[i]
-            payload, refs = encode_args(kwargs, addresses, store)
+            payload, refs = cloud._encode_args(kwargs, addresses)
             return Task(i, fp, call, payload, describe_call(fn.name, kwargs), refs)
 
         tasks = (make_task(i) for i in todo)

@@ -36,7 +36,7 @@ from .execution import Task
 #: The fingerprint that asks a worker to verify a received value instead of running a call.
 VERIFY = b"\0" * 32
 
-__all__ = ["WorkerPool", "Batch", "send_frame", "FrameReader", "refill"]
+__all__ = ["WorkerPool", "Batch", "send_frame", "FrameReader", "refill", "print_output"]
 
 log = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ class WorkerPool:
                 if entry is not None and entry[0].on_output is not None:
                     entry[0].on_output(message[1], message[2])
                 else:
-                    _print_output(message[1], message[2])
+                    print_output(message[1], message[2])
             elif kind == "ready":
                 worker.ready = True
                 self._failed_starts = 0
@@ -511,7 +511,7 @@ class WorkerPool:
             batch.deliver(task.tid, ("crash", f"{task.label} was not run: the cloud was closed"))
 
 
-def _print_output(where: str, text: str) -> None:
+def print_output(where: str, text: str) -> None:
     stream = sys.stderr
     lines = text.splitlines(keepends=True)
     stream.write("".join(f"[{where}] {line}" for line in lines))

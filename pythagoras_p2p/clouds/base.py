@@ -17,7 +17,7 @@ from typing import Any
 from ..defaults import DEFAULT_PORT, home_dir
 from ..encoding import pack, value_address
 from ..errors import ConfigurationError
-from ..execution import run_calls
+from ..execution import encode_args, run_calls
 from ..function import PureFunction, function_record
 from ..requirements import parse_requirements
 from ..store import Store, open_store, result_meta
@@ -151,6 +151,10 @@ class PCloud:
     def _run(self, fn: PureFunction, calls: Iterable[dict], *, return_exceptions: bool,
              progress: bool | None) -> list:
         return run_calls(self, fn, calls, return_exceptions=return_exceptions, progress=progress)
+
+    def _encode_args(self, kwargs: dict, addresses: dict) -> tuple[bytes, tuple]:
+        """A call's arguments for a task: large ones go to the store and travel by address."""
+        return encode_args(kwargs, addresses, self.store)
 
     def _dispatch(self, tasks: Iterable, count: int):  # pragma: no cover - every backend has one
         raise NotImplementedError

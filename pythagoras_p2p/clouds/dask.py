@@ -1,0 +1,447 @@
+"""``DaskCloud``: the same pure functions, their misses run as tasks of an existing Dask cluster.
+
+Memoization stays ours: a call is looked up in the local store first and a result that comes
+back from the cluster is stored there under the same call address as on the swarm, so a result
+computed on the cluster is a hit on a laptop and the other way round. Dask only schedules:
+
+* each missed call is one Dask task whose key is ``<function>-<call address>``, so identical
+  calls — in one ``sync_parallel``, or from two clients at once — are one task;
+* a large argument (≥ ``INLINE_VALUE_LIMIT``) is scattered once, under the key
+  ``pythagoras-value-<value address>``, and tasks refer to it: it is never re-sent per task,
+  and stays scattered (up to ``scatter_cache`` bytes, least recently used first) for later calls;
+* a function travels once, scattered as its stored record under ``pythagoras-function-<fp>``.
+
+The task returns the call's outcome instead of raising, so the exception a function raised
+reaches the caller with its type and remote traceback, as on the other backends; what a call
+prints is captured per task and printed here, marked with the worker it ran on. Dask must be
+installed (``pip install 'pythagoras_p2p[dask]'``); importing ``pythagoras_p2p`` does not import it.
+Workers need ``pythagoras_p2p`` of this release and the same Python minor version; ``requires=``
+is checked on every worker, and calls go only to workers that satisfy it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import pickle
+import platform
+import socket
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from .._version import __version__
+from ..defaults import INLINE_VALUE_LIMIT
+from ..errors import ConfigurationError, RequirementsError
+from ..execution import ArgRef, Task, execute, failure_outcome
+from ..identity import approx_nbytes
+from ..rpc import NodeUnreachable
+from .base import PCloud
+
+__all__ = ["DaskCloud"]
+
+log = logging.getLogger("pythagoras_p2p")
+
+_EXTRA = "pip install 'pythagoras_p2p[dask]'"
+MAX_ATTEMPTS = 3  # times a task is sent again after the cluster lost it or its inputs
+
+
+class DaskCloud(PCloud):
+    """A cloud whose ``sync_remote``/``sync_parallel`` calls run on a Dask cluster.
+
+    ``scheduler``: the scheduler's address (``"tcp://host:8786"``), a ``distributed.Client``, or a
+    Dask cluster object; ``None`` takes the default client of this process, else Dask's
+    ``scheduler-address`` setting. A client given here stays the caller's to close.
+    ``requires``: pip requirement specifiers a worker must satisfy to get calls.
+    ``scatter_cache``: bytes of large arguments kept scattered between calls (default 1 GiB).
+    """
+
+    def __init__(self, *, scheduler: Any = None, requires: Any = None, home: Any = None,
+                 connect_timeout: float = 10.0, scatter_cache: int = 1 << 30):
+        if not isinstance(scatter_cache, int) or isinstance(scatter_cache, bool) or scatter_cache < 0:
+            raise ConfigurationError(f"scatter_cache={scatter_cache!r}; give a number of bytes ≥ 0")
+        super().__init__(requires=requires, connection="local", home=home)
+        self.client, self._owns_client = _connect(scheduler, connect_timeout)
+        self.connect_timeout = connect_timeout
+        self.scatter_cache = scatter_cache
+        self._scattered: OrderedDict[bytes, list] = OrderedDict()  # address -> [future, size, value]
+        self._scattered_bytes = 0
+        self._pending: dict[bytes, Any] = {}  # large arguments of tasks being made, by address
+        self._function_futures: dict[bytes, Any] = {}
+        self._checked: dict[str, list[str]] = {}  # worker address -> why it cannot take calls
+        self._dask_lock = threading.RLock()
+        self._eligible_workers()  # fail now, not at the first call, if no worker can run ours
+
+    # ------------------------------------------------------------------ backend interface
+
+    def _encode_args(self, kwargs: dict, addresses: dict) -> tuple[bytes, tuple]:
+        shipped, refs = {}, []
+        for name, value in kwargs.items():
+            if approx_nbytes(value) >= INLINE_VALUE_LIMIT:
+                address = addresses[name]
+                self._pending.setdefault(address, value)
+                shipped[name] = ArgRef(address)
+                refs.append(address)
+            else:
+                shipped[name] = value
+        return pickle.dumps(shipped, protocol=5), tuple(refs)
+
+    def _dispatch(self, tasks: Iterable[Task], count: int):
+        return _DaskBatch(self, tasks, count)
+
+    # ------------------------------------------------------------------ cluster state
+
+    def _eligible_workers(self) -> list[str] | None:
+        """Workers that may take calls; None when any worker may (no requirement to check).
+
+        Every worker is probed once (its packages, Python and pythagoras_p2p versions).
+        """
+        with self._dask_lock:
+            workers = set(self.client.scheduler_info().get("workers", {}))
+            if not workers and self.requires:
+                try:
+                    self.client.wait_for_workers(1, timeout=self.connect_timeout)
+                except Exception:
+                    raise RequirementsError(
+                        f"the Dask cluster has no worker to check requires= against after "
+                        f"{self.connect_timeout:g} s; start workers (`dask worker ADDRESS`)"
+                    ) from None
+                workers = set(self.client.scheduler_info().get("workers", {}))
+            new = sorted(workers - self._checked.keys())
+            if new:
+                self._checked.update(self._probe(new))
+            reasons = {w: self._checked[w] for w in workers}
+            eligible = sorted(w for w, why in reasons.items() if not why)
+            if reasons and not eligible:
+                detail = "; ".join(f"{w}: {', '.join(why)}" for w, why in sorted(reasons.items())[:4])
+                raise RequirementsError(
+                    f"no Dask worker can run these calls ({detail}). Install what is missing on the "
+                    f"workers (the same pythagoras_p2p release and Python {_python()}), or change requires="
+                )
+            if not self.requires and len(eligible) == len(workers):
+                return None
+            return eligible
+
+    def _probe(self, workers: list[str]) -> dict[str, list[str]]:
+        try:
+            found = self.client.run(_probe_worker, self.requires, workers=workers)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"the Dask workers cannot import pythagoras_p2p ({exc}); install pythagoras_p2p "
+                f"{__version__} on every worker"
+            ) from None
+        reasons = {}
+        for worker in workers:
+            info = found.get(worker)
+            if info is None:  # left while we asked
+                continue
+            why = list(info["missing"])
+            if info["version"] != __version__:
+                why.append(f"pythagoras_p2p {info['version']} (this client: {__version__})")
+            if info["python"] != _python():
+                why.append(f"Python {info['python']} (this client: {_python()})")
+            reasons[worker] = why
+        return reasons
+
+    def _function_future(self, fp: bytes) -> Any:
+        """The function's stored record on the cluster, on every worker (it is small)."""
+        future = self._function_futures.get(fp)
+        if future is None:
+            key = f"pythagoras-function-{fp.hex()}"
+            future = self._function_futures[fp] = self.client.scatter(
+                {key: self.store.get_function(fp)}, hash=False, broadcast=True)[key]
+        return future
+
+    def _value_futures(self, addresses: Iterable[bytes]) -> list:
+        """Futures of the large arguments ``addresses``, scattering those not on the cluster."""
+        wanted = list(addresses)
+        send = {}
+        for address in wanted:
+            entry = self._scattered.get(address)
+            if entry is None:
+                value = self._pending[address]
+                entry = self._scattered[address] = [None, approx_nbytes(value), value]
+                self._scattered_bytes += entry[1]
+            if entry[0] is None:
+                send[f"pythagoras-value-{address.hex()}"] = entry
+        if send:
+            futures = self.client.scatter({k: e[2] for k, e in send.items()}, hash=False)
+            for key, entry in send.items():
+                entry[0] = futures[key]
+        for address in wanted:
+            self._scattered.move_to_end(address)
+            self._pending.pop(address, None)
+        return [self._scattered[a][0] for a in wanted]
+
+    def _forget_lost(self) -> None:
+        """Drop what the cluster lost with a worker, so the next use sends it again."""
+        with self._dask_lock:
+            for fp, future in list(self._function_futures.items()):
+                if future.status != "finished":
+                    del self._function_futures[fp]
+            for entry in self._scattered.values():
+                if entry[0] is not None and entry[0].status != "finished":
+                    entry[0] = None
+
+    def _trim_scattered(self) -> None:
+        """Forget the least recently used scattered arguments beyond ``scatter_cache`` bytes
+        (a running task holds its own reference: Dask frees the data when both are gone)."""
+        while self._scattered_bytes > self.scatter_cache and len(self._scattered) > 1:
+            _, entry = self._scattered.popitem(last=False)
+            self._scattered_bytes -= entry[1]
+
+    def close(self) -> None:
+        with self._dask_lock:
+            self._scattered.clear()
+            self._scattered_bytes = 0
+            self._function_futures.clear()
+            self._pending.clear()
+            if self._owns_client:
+                self.client.close()
+
+    def __repr__(self) -> str:
+        return f"DaskCloud(scheduler={self.client.scheduler.address!r}, home={str(self.home)!r})"
+
+
+class _DaskBatch:
+    """The tasks of one ``run_calls``, streamed into Dask a window at a time."""
+
+    def __init__(self, cloud: DaskCloud, tasks: Iterable[Task], count: int):
+        from distributed import as_completed
+
+        self.cloud = cloud
+        self.client = cloud.client
+        self.source = iter(tasks)
+        self.remaining = count
+        self.workers = cloud._eligible_workers()
+        threads = sum(self.client.nthreads().values()) or 1
+        self.window = max(64, 8 * threads)
+        self.inflight: dict[Any, Task] = {}
+        self.retry: list[Task] = []
+        self.attempts: dict[int, int] = {}
+        self.done = as_completed(loop=self.client.loop)
+        self._submit()
+
+    @property
+    def finished(self) -> bool:
+        return self.remaining == 0
+
+    def _submit(self) -> None:
+        tasks, self.retry = self.retry, []
+        for task in self.source:
+            tasks.append(task)
+            if len(self.inflight) + len(tasks) >= self.window:
+                break
+        if not tasks:
+            return
+        cloud = self.cloud
+        with cloud._dask_lock:
+            function = cloud._function_future(tasks[0].fp)
+            values = [cloud._value_futures(t.refs) for t in tasks]
+            cloud._trim_scattered()
+        keys = [f"{_key_name(t.label)}-{t.call.hex()}" for t in tasks]
+        restrict = {} if self.workers is None else {"workers": self.workers, "allow_other_workers": False}
+        futures = self.client.map(_run_task, [function] * len(tasks), tasks, values, key=keys,
+                                  **restrict)
+        for future, task in zip(futures, tasks, strict=True):
+            self.inflight[future] = task
+            self.done.add(future)
+
+    def next_outcomes(self) -> list:
+        ready = self.done.next_batch(block=True)
+        finished = [f for f in ready if f.status == "finished" and f in self.inflight]
+        outcomes = []
+        for future, (outcome, printed) in self._gather(finished):
+            task = self.inflight.pop(future)
+            if printed:
+                from ..workers import print_output
+
+                print_output(outcome[-1] if outcome[0] == "err" else outcome[3]["worker"], printed)
+            outcomes.append((task.tid, outcome))
+        for future in ready:
+            task = self.inflight.pop(future, None)
+            if task is None:
+                continue
+            if future.status == "cancelled":  # a worker holding its inputs left: send them again
+                attempt = self.attempts[task.tid] = self.attempts.get(task.tid, 0) + 1
+                if attempt < MAX_ATTEMPTS:
+                    self.cloud._forget_lost()
+                    self.retry.append(task)
+                    continue
+            outcomes.append((task.tid, _failed(future, task)))
+        self.remaining -= len(outcomes)
+        self._submit()
+        return outcomes
+
+    def _gather(self, futures: list) -> list:
+        """``(future, result)`` of finished tasks, in one transfer; a result whose worker died
+        before it was fetched is left out (the task then counts as failed)."""
+        if not futures:
+            return []
+        try:
+            return list(zip(futures, self.client.gather(futures), strict=True))
+        except Exception:
+            found = []
+            for future in futures:
+                with contextlib.suppress(Exception):
+                    found.append((future, future.result(timeout=self.cloud.connect_timeout)))
+            return found
+
+    def cancel(self) -> None:
+        self.remaining = 0
+        pending = list(self.inflight)
+        self.inflight.clear()
+        if pending:
+            self.client.cancel(pending)
+
+
+def _failed(future: Any, task: Task) -> tuple:
+    """The outcome of a task that Dask itself could not run."""
+    from distributed import KilledWorker
+
+    if future.status == "cancelled":
+        return ("crash", f"{task.label} was lost with its Dask worker on {MAX_ATTEMPTS} attempts "
+                         f"(the worker running it, or holding its arguments, died each time: does "
+                         f"the call kill it?); not retried further")
+    if future.status == "finished":
+        return ("error", "unreachable", f"{task.label}: its result was lost before it could be "
+                                        f"fetched (its Dask worker left); run it again")
+    exc = future.exception()
+    if isinstance(exc, KilledWorker):
+        return ("crash", f"{task.label} killed its Dask worker on every attempt ({exc}); the call "
+                         f"was not retried further")
+    return failure_outcome(exc, "dask")
+
+
+def _key_name(label: str) -> str:
+    """``f(x=1)`` → ``f``: the task group name Dask shows."""
+    return label.partition("(")[0].replace("<locals>.", "") or "call"
+
+
+def _connect(scheduler: Any, timeout: float) -> tuple[Any, bool]:
+    """The Dask client to use, and whether this cloud owns it (and closes it)."""
+    try:
+        import dask
+        import distributed
+    except ImportError as exc:
+        raise ConfigurationError(f"DaskCloud needs Dask ({exc}); install it: {_EXTRA}") from None
+    if isinstance(scheduler, distributed.Client):
+        return scheduler, False
+    if scheduler is None:
+        try:
+            return distributed.default_client(), False
+        except ValueError:
+            scheduler = dask.config.get("scheduler-address", None)
+        if scheduler is None:
+            raise ConfigurationError(
+                "DaskCloud() found no Dask client in this process and no scheduler-address "
+                "setting: pass scheduler='tcp://host:8786', a distributed.Client, or a cluster"
+            )
+    if not isinstance(scheduler, str) and not hasattr(scheduler, "scheduler_address"):
+        raise ConfigurationError(
+            f"scheduler= takes an address like 'tcp://host:8786', a distributed.Client or a Dask "
+            f"cluster, not a {type(scheduler).__name__}"
+        )
+    if isinstance(scheduler, str) and not scheduler.strip():
+        raise ConfigurationError("scheduler='' names no scheduler; write 'tcp://host:8786'")
+    try:
+        return distributed.Client(scheduler, timeout=timeout, set_as_default=False), True
+    except (OSError, TimeoutError) as exc:
+        raise NodeUnreachable(
+            f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s ({exc}); start it "
+            f"(`dask scheduler`) or check the address"
+        ) from None
+    except ValueError as exc:
+        raise ConfigurationError(f"scheduler={scheduler!r} is not a Dask address ({exc})") from None
+
+
+def _python() -> str:
+    return ".".join(platform.python_version_tuple()[:2])
+
+
+# ---------------------------------------------------------------------- on the Dask workers
+
+_LOADED: dict[bytes, Any] = {}
+_install_lock = threading.Lock()
+
+
+def _probe_worker(requires: tuple) -> dict:
+    from ..requirements import missing_requirements
+
+    return {"missing": missing_requirements(requires), "version": __version__, "python": _python()}
+
+
+def _run_task(record: bytes, task: Task, values: list) -> tuple:
+    """Run one call on a Dask worker: ``(outcome, what it printed)``; never raises for the call."""
+    where = _where()
+    with _captured() as out:
+        try:
+            func = _LOADED.get(task.fp)
+            if func is None:
+                import cloudpickle
+
+                from ..encoding import unpack
+
+                obj = cloudpickle.loads(unpack(record)["pickle"])
+                func = _LOADED[task.fp] = getattr(obj, "__pythagoras_function__", obj)
+            kwargs = pickle.loads(task.payload)
+            if task.refs:
+                by_address = dict(zip(task.refs, values, strict=True))
+                for name, value in kwargs.items():
+                    if type(value) is ArgRef:
+                        kwargs[name] = by_address[value.address]
+        except Exception as exc:
+            return failure_outcome(exc, where), out.getvalue()
+        outcome = execute(func, kwargs, task, None, where)
+    return outcome, out.getvalue()
+
+
+def _where() -> str:
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except Exception:
+        name = "?"
+    return f"{socket.gethostname()}/dask-{name}"
+
+
+class _PerThreadOutput(io.TextIOBase):
+    """Stands in for ``sys.stdout``/``sys.stderr`` of a Dask worker: what a task's thread writes
+    goes to that task's buffer; every other thread writes through to the original stream."""
+
+    def __init__(self, original: Any):
+        self.original = original
+        self.local = threading.local()
+
+    def write(self, text: str) -> int:
+        target = getattr(self.local, "buffer", None)
+        return (target if target is not None else self.original).write(text)
+
+    def flush(self) -> None:
+        if getattr(self.local, "buffer", None) is None:
+            self.original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _captured():
+    with _install_lock:
+        for name in ("stdout", "stderr"):
+            if not isinstance(getattr(sys, name), _PerThreadOutput):
+                setattr(sys, name, _PerThreadOutput(getattr(sys, name)))
+    buffer = io.StringIO()
+    streams = (sys.stdout, sys.stderr)
+    for stream in streams:
+        stream.local.buffer = buffer
+    try:
+        yield buffer
+    finally:
+        for stream in streams:
+            stream.local.buffer = None
+
