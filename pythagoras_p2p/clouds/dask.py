@@ -29,6 +29,7 @@ import platform
 import socket
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -46,6 +47,7 @@ __all__ = ["DaskCloud"]
 log = logging.getLogger("pythagoras_p2p")
 
 _EXTRA = "pip install 'pythagoras_p2p[dask]'"
+WORKERS_TTL = 1.0  # seconds the list of workers is reused before the scheduler is asked again
 MAX_ATTEMPTS = 3  # times a task is sent again after the cluster lost it or its inputs
 
 
@@ -73,6 +75,8 @@ class DaskCloud(PCloud):
         self._function_futures: dict[bytes, Any] = {}
         self._checked: dict[str, list[str]] = {}  # worker address -> why it cannot take calls
         self._dask_lock = threading.RLock()
+        self._workers_info: dict = {}
+        self._workers_at = -WORKERS_TTL
         self._eligible_workers()  # fail now, not at the first call, if no worker can run ours
 
     # ------------------------------------------------------------------ backend interface
@@ -100,7 +104,7 @@ class DaskCloud(PCloud):
         Every worker is probed once (its packages, Python and pythagoras_p2p versions).
         """
         with self._dask_lock:
-            workers = set(self.client.scheduler_info().get("workers", {}))
+            workers = set(self._workers())
             if not workers and self.requires:
                 try:
                     self.client.wait_for_workers(1, timeout=self.connect_timeout)
@@ -109,7 +113,7 @@ class DaskCloud(PCloud):
                         f"the Dask cluster has no worker to check requires= against after "
                         f"{self.connect_timeout:g} s; start workers (`dask worker ADDRESS`)"
                     ) from None
-                workers = set(self.client.scheduler_info().get("workers", {}))
+                workers = set(self._workers(fresh=True))
             new = sorted(workers - self._checked.keys())
             if new:
                 self._checked.update(self._probe(new))
@@ -124,6 +128,14 @@ class DaskCloud(PCloud):
             if not self.requires and len(eligible) == len(workers):
                 return None
             return eligible
+
+    def _workers(self, fresh: bool = False) -> dict:
+        """The scheduler's workers (address -> info), asked at most once a second."""
+        now = time.monotonic()
+        if fresh or now - self._workers_at > WORKERS_TTL:
+            self._workers_info = self.client.scheduler_info().get("workers", {})
+            self._workers_at = now
+        return self._workers_info
 
     def _probe(self, workers: list[str]) -> dict[str, list[str]]:
         try:
@@ -217,7 +229,8 @@ class _DaskBatch:
         self.source = iter(tasks)
         self.remaining = count
         self.workers = cloud._eligible_workers()
-        threads = sum(self.client.nthreads().values()) or 1
+        workers = cloud._workers()
+        threads = sum(w.get("nthreads", 1) for w in workers.values()) or 1
         self.window = max(64, 8 * threads)
         self.inflight: dict[Any, Task] = {}
         self.retry: list[Task] = []
@@ -251,19 +264,19 @@ class _DaskBatch:
             self.done.add(future)
 
     def next_outcomes(self) -> list:
-        ready = self.done.next_batch(block=True)
-        finished = [f for f in ready if f.status == "finished" and f in self.inflight]
+        ready = [f for f in self.done.next_batch(block=True) if f in self.inflight]
+        results = self._gather([f for f in ready if f.status == "finished"])
         outcomes = []
-        for future, (outcome, printed) in self._gather(finished):
-            task = self.inflight.pop(future)
-            if printed:
-                from ..workers import print_output
-
-                print_output(outcome[-1] if outcome[0] == "err" else outcome[3]["worker"], printed)
-            outcomes.append((task.tid, outcome))
         for future in ready:
-            task = self.inflight.pop(future, None)
-            if task is None:
+            task = self.inflight.pop(future)
+            result = results.get(future)
+            if result is not None:
+                outcome, printed = result
+                if printed:
+                    from ..workers import print_output
+
+                    print_output(outcome[-1] if outcome[0] == "err" else outcome[3]["worker"], printed)
+                outcomes.append((task.tid, outcome))
                 continue
             if future.status == "cancelled":  # a worker holding its inputs left: send them again
                 attempt = self.attempts[task.tid] = self.attempts.get(task.tid, 0) + 1
@@ -276,18 +289,18 @@ class _DaskBatch:
         self._submit()
         return outcomes
 
-    def _gather(self, futures: list) -> list:
-        """``(future, result)`` of finished tasks, in one transfer; a result whose worker died
-        before it was fetched is left out (the task then counts as failed)."""
+    def _gather(self, futures: list) -> dict:
+        """The results of finished tasks, fetched together; one whose worker died before it was
+        fetched is left out (the task then counts as failed)."""
         if not futures:
-            return []
+            return {}
         try:
-            return list(zip(futures, self.client.gather(futures), strict=True))
+            return dict(zip(futures, self.client.gather(futures), strict=True))
         except Exception:
-            found = []
+            found = {}
             for future in futures:
                 with contextlib.suppress(Exception):
-                    found.append((future, future.result(timeout=self.cloud.connect_timeout)))
+                    found[future] = future.result(timeout=self.cloud.connect_timeout)
             return found
 
     def cancel(self) -> None:
