@@ -86,17 +86,25 @@ def test_a_result_from_dask_is_a_hit_for_a_local_cloud_and_the_other_way_round(
     assert not [k for k in scheduler_keys(dask_cloud) if k.endswith(write_marker.address(path=on_laptop).hex())]
 
 
-def test_a_result_from_dask_is_a_hit_on_a_swarm_node(cluster, start_node, make_client, tmp_path):
+def test_results_are_shared_with_a_swarm_node_both_ways(cluster, start_node, make_client, tmp_path):
     node = start_node("node")
     cloud = DaskCloud(scheduler=cluster.scheduler_address, home=node.home)  # the node's own store
+    client = make_client(node)
     try:
-        path = str(tmp_path / "marks")
-        pid = cloud.add_pure_function(marker_function()).sync_remote(path=path)
+        on_dask = cloud.add_pure_function(marker_function())
+        on_node = client.add_pure_function(marker_function())
+        path = str(tmp_path / "from-dask")
+        pid = on_dask.sync_remote(path=path)
+        assert on_node.sync_remote(path=path) == pid  # the node answers from its store
+        assert runs(path) == 1
+        path = str(tmp_path / "from-node")
+        pid = on_node.sync_remote(path=path)
+        wait_for(lambda: cloud.store.get_result(on_dask.address(path=path)) == pid,
+                 message="the node to move the result from its journal into its store")
+        assert on_dask.sync_parallel([kw_args(path=path)]) == [pid]
+        assert runs(path) == 1
     finally:
         cloud.close()
-    client = make_client(node)
-    assert client.add_pure_function(marker_function()).sync_remote(path=path) == pid
-    assert runs(path) == 1
 
 
 def test_sync_parallel_keeps_order_runs_identical_calls_once_and_returns_exceptions(dask_cloud, tmp_path):
