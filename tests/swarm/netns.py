@@ -6,6 +6,13 @@ chosen per run, and a multicast route so mDNS works between the hosts. Everythin
 on exit, even after a failure, and namespaces left by a dead earlier run are swept first.
 Each host's processes also get a UTS namespace with the host's own name as hostname, as separate
 machines would (what a call prints is marked with the hostname of the machine it ran on).
+
+The kernel's ARP table is one table for every network namespace of the machine, capped by the
+root namespace's ``net.ipv4.neigh.default.gc_thresh3`` (1024 by default): a LAN of n hosts whose
+nodes all talk to each other needs n·(n-1) entries, which overflows it from ~32 hosts on ("arp_cache:
+neighbor table overflow!" in dmesg, and a host that cannot resolve any peer). Where a real machine
+needs only n-1 entries, large LANs here get fixed MAC addresses and permanent neighbour entries,
+which the kernel exempts from that cap, instead of ARP.
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ import time
 from pathlib import Path
 
 PREFIX = "pyt"
+
+#: From this many hosts on, hosts know each other's MAC addresses (permanent neighbour entries)
+#: instead of resolving them by ARP: see the module docstring.
+STATIC_NEIGHBOURS_FROM = 17
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -58,6 +69,7 @@ class Host:
         self.index = index
         self.ns = f"{lan.name}-h{index}"
         self.ip = f"{lan.subnet}.{10 + index}"
+        self.mac = f"02:00:0a:d5:{int(lan.subnet.rsplit('.', 1)[1]):02x}:{10 + index:02x}"
         self.home = lan.root / f"host{index}"
         self.home.mkdir(parents=True, exist_ok=True)
         self.node: subprocess.Popen | None = None
@@ -190,12 +202,18 @@ class Lan:
             self.hosts.append(host)
             _ip("netns", "add", host.ns)
             _ip("link", "add", f"v{i}", "netns", switch, "type", "veth", "peer", "name", "eth0",
-                "netns", host.ns)
+                "address", host.mac, "netns", host.ns)
             _ip("-n", switch, "link", "set", f"v{i}", "master", "br0", "up")
             _ip("-n", host.ns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
             _ip("-n", host.ns, "link", "set", "eth0", "up")
             _ip("-n", host.ns, "link", "set", "lo", "up")
             _ip("-n", host.ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+        if self.count >= STATIC_NEIGHBOURS_FROM:
+            for host in self.hosts:
+                batch = "".join(f"neigh replace {o.ip} lladdr {o.mac} dev eth0 nud permanent\n"
+                                for o in self.hosts if o is not host)
+                subprocess.run(["ip", "-n", host.ns, "-batch", "-"], input=batch, text=True,
+                               capture_output=True, check=True)
 
     def close(self) -> None:
         for proc in self.processes:
