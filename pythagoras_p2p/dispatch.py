@@ -107,6 +107,18 @@ class SwarmDispatcher:
             return None
         return box[0]
 
+    def lookup(self, calls: list[bytes], *, timeout: float) -> dict:
+        """Results of ``calls`` held by peers: ``{call: (address, blob|None, meta, peer)}``.
+
+        Answers once every call is found or every peer has answered; at the timeout, with what
+        was found by then (a slow or frozen peer delays a lookup, it never voids it).
+        """
+        found: dict = {}
+        done = threading.Event()
+        self._request(("lookup", calls, found, lambda: done.set()))
+        done.wait(timeout)
+        return dict(found)  # a copy made under the GIL: the I/O thread may still add to it
+
     def close(self) -> None:
         if self.alive:
             self._request(("close",))
@@ -500,15 +512,16 @@ class SwarmDispatcher:
 
     # ------------------------------------------------------------------ lookups and downloads
 
-    def _lookup(self, calls: list[bytes], callback) -> None:
-        """Ask every peer at once (those still connecting once they answer their hello); answer
-        with {call: (address, blob|None, meta, peer)}."""
+    def _lookup(self, calls: list[bytes], found: dict, callback) -> None:
+        """Ask every peer at once (those still connecting once they answer their hello); fill
+        ``found`` with {call: (address, blob|None, meta, peer)} and call ``callback()`` when every
+        call is found or every peer has answered."""
         asked = [p for p in self.peers.values()
                  if p.state in ("ready", "unsuitable", "new", "connecting")]
-        found: dict = {}
         waiting = {id(p) for p in asked}
+        wanted = len(set(calls))
         if not asked:
-            callback(found)
+            callback()
             return
 
         def on_reply(peer: Peer, msg: wire.Message) -> None:
@@ -524,8 +537,9 @@ class SwarmDispatcher:
                         continue
                     blob = None if item.get("large") else bytes(next(bodies, b""))
                     found.setdefault(call, (address, blob, item.get("meta") or {}, peer))
-            if not waiting:
-                callback(found)
+            if not waiting or len(found) >= wanted:
+                waiting.clear()  # later answers are ignored
+                callback()
 
         def ask_when_ready(peer: Peer, ok: bool) -> None:
             if ok:

@@ -81,7 +81,7 @@ class SwarmCloud(PCloud):
         """
         if before_running and len(self._dispatcher.peers) == 1:
             return {}
-        found = self._dispatcher.call("lookup", calls, timeout=LOOKUP_TIMEOUT) or {}
+        found = self._dispatcher.lookup(calls, timeout=LOOKUP_TIMEOUT)
         if not found:
             return {}
         values: dict[bytes, Any] = {}

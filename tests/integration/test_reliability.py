@@ -27,7 +27,17 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import report_figures
-from node_harness import Call, ask, cli, copy_key, dealer, node_env, pid_alive, wait_for
+from node_harness import (
+    Call,
+    ask,
+    cli,
+    copy_key,
+    dealer,
+    marker_function,
+    node_env,
+    pid_alive,
+    wait_for,
+)
 
 from pythagoras_p2p import PCloud, PythagorasError, kw_args, wire
 from pythagoras_p2p.encoding import pack, value_address
@@ -671,3 +681,40 @@ def test_sigterm_to_a_node_during_work_finishes_or_moves_its_calls(grace, start_
                    node_exit_seconds_after_sigterm=round(exited, 2), node_exit_code=exit_code,
                    executions=sum(executions.values()), results_lost=0, results_duplicated=0,
                    run_seconds=round(seconds, 2))
+
+
+def test_a_frozen_peer_neither_delays_nor_voids_a_hit_found_on_another(start_node, tmp_path):
+    """A memo lookup answers as soon as every call is found, and at its timeout with what it has:
+    a peer frozen with SIGSTOP (not yet silent long enough to be dropped) changes neither."""
+    holder = start_node("holder")
+    frozen = start_node("frozen", key_from=holder.home)
+    home = tmp_path / "client"
+    copy_key(holder.home, home)
+    marks = tmp_path / "marks"
+    write_marker = PureFunction(marker_function(), None)
+    cloud = PCloud(connection=f"{holder.connection},{frozen.connection}", home=home)
+    try:
+        f = cloud.add_pure_function(write_marker)
+        wait_for(lambda: len(cloud.ready_peers()) == 2, message="both peers ready")
+        pid = f.sync_remote(path=str(marks))  # computed on one of them
+        ran_on = psutil.Process(pid).ppid()  # the worker's node
+        assert ran_on in (holder.pid, frozen.pid)
+        other = frozen if ran_on == holder.pid else holder
+        other.proc.send_signal(signal.SIGSTOP)
+        try:
+            copy_key(holder.home, tmp_path / "c2")
+            fresh = PCloud(connection=f"{holder.connection},{frozen.connection}", home=tmp_path / "c2")
+            try:
+                g = fresh.add_pure_function(write_marker)
+                t = time.monotonic()
+                assert g(path=str(marks)) == pid  # found on the peer that holds it, not recomputed
+                took = time.monotonic() - t
+            finally:
+                fresh.close()
+        finally:
+            other.proc.send_signal(signal.SIGCONT)
+    finally:
+        cloud.close()
+    assert len(open(marks).read().splitlines()) == 1
+    assert took < 1.5, f"the lookup waited {took:.2f} s for the frozen peer"
+    report_figures("frozen peer during a memo lookup", hit_found_s=round(took, 3))
