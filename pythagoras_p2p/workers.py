@@ -162,12 +162,14 @@ class Batch:
 
 
 class _Worker:
-    __slots__ = ("n", "proc", "rfd", "wfd", "slot", "reader", "wbuf", "inflight", "ready", "killed")
+    __slots__ = ("n", "proc", "rfd", "wfd", "slot", "reader", "wbuf", "writing", "inflight", "ready",
+                 "killed")
 
     def __init__(self, n: int):
         self.n = n
         self.inflight: dict[int, tuple[Batch, Task]] = {}
         self.wbuf = bytearray()
+        self.writing = False  # whether the selector watches the pipe for room to write
         self.reader = FrameReader()
         self.ready = False
         self.killed = False
@@ -236,8 +238,11 @@ class WorkerPool:
         if not self.alive:
             raise RuntimeError("this cloud's worker pool is closed; create a new cloud")
         self._requests.append(request)
-        if self._embedded:
-            self.step()
+        if self._embedded:  # the owner's loop polls the pipes; here only queue and send
+            if self._serve_requests():
+                self._shutdown()
+            else:
+                self._dispatch()
             return
         try:
             os.write(self._wake_w, b"x")
@@ -357,8 +362,11 @@ class WorkerPool:
             pass
         except OSError:
             worker.wbuf.clear()  # the worker is gone; its end of pipe reports it
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if worker.wbuf else 0)
-        self._sel.modify(worker.rfd, events, worker)
+        writing = bool(worker.wbuf)
+        if writing != worker.writing:  # a system call only when the interest changes
+            worker.writing = writing
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0)
+            self._sel.modify(worker.rfd, events, worker)
 
     def _refill(self) -> None:
         """Keep enough tasks queued to feed every worker; make the rest only when needed."""
