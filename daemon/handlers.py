@@ -17,6 +17,7 @@ from typing import Any
 
 from pythagoras_p2p import wire
 from pythagoras_p2p.execution import Task
+from pythagoras_p2p.journal import encode_meta
 
 from .state import status_entry
 
@@ -53,6 +54,7 @@ class Handlers:
         self.node = node
         self.store = node.store
         self.running: dict[bytes, Running] = {}
+        self.functions: set[bytes] = set()  # fingerprints known to be in the store
         self.uploads: dict[tuple[bytes, bytes], Upload] = {}
         self.incoming = node.home / "incoming"
         self.incoming.mkdir(exist_ok=True)
@@ -230,9 +232,11 @@ class Handlers:
         if len(msg.bodies) != 1:
             self.error(ident, msg.id, "malformed", "run: expected one body frame with the arguments")
             return
-        if self.store.get_function(fp) is None:
-            self.error(ident, msg.id, "need_function", fp.hex())
-            return
+        if fp not in self.functions:  # functions are never removed from a store
+            if not self.store.has_function(fp):
+                self.error(ident, msg.id, "need_function", fp.hex())
+                return
+            self.functions.add(fp)
         refs = msg.fields.get("refs", [])
         if not isinstance(refs, list) or not all(map(wire._is_address, refs)):
             self.error(ident, msg.id, "malformed", "run: refs must be a list of addresses")
@@ -254,10 +258,12 @@ class Handlers:
         kind = outcome[0]
         if kind == "ok":
             _, address, blob, meta = outcome
-            self.node.journal.append([(call, address, blob, meta)])
+            meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
+            self.node.journal.append([(call, address, blob, meta)], [meta_raw])
+            meta_raw = wire.RawJSON(meta_raw)
 
             def frames(request_id: int) -> list:
-                return self.result_frames(request_id, call, (address, blob, meta))
+                return self.result_frames(request_id, call, (address, blob, meta_raw))
         elif kind == "err":
             _, pickled, type_name, message, text, where = outcome
 

@@ -26,7 +26,7 @@ from blake3 import blake3
 
 from .store import ResultRecord, Store
 
-__all__ = ["Journal", "WriteBehind"]
+__all__ = ["Journal", "WriteBehind", "encode_meta"]
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,14 @@ _SEGMENT_BYTES = 32 * 1024 * 1024
 GATHER = 0.02
 
 
-def _encode(record: ResultRecord) -> bytes:
+def encode_meta(meta: dict) -> bytes:
+    return json.dumps(meta, separators=(",", ":")).encode()
+
+
+def _encode(record: ResultRecord, meta_raw: bytes | None = None) -> bytes:
     call, address, blob, meta = record
-    meta_raw = json.dumps(meta, separators=(",", ":")).encode()
+    if meta_raw is None:
+        meta_raw = encode_meta(meta)
     blob_raw = b"" if blob is None else blob
     body = b"".join([call, address, struct.pack("<IBQ", len(meta_raw), blob is not None,
                                                 len(blob_raw)), meta_raw, blob_raw])
@@ -112,9 +117,16 @@ class Journal:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = 0
 
-    def append(self, records: list[ResultRecord]) -> None:
-        """Make ``records`` durable against a crash of this process; returns once written."""
-        data = b"".join(_encode(r) for r in records)
+    def append(self, records: list[ResultRecord], metas: list[bytes] | None = None) -> None:
+        """Make ``records`` durable against a crash of this process; returns once written.
+
+        ``metas``: the records' metadata already encoded by :func:`encode_meta`, if the caller
+        has it (a node sends the same bytes in its reply).
+        """
+        if metas is None:
+            data = b"".join(_encode(r) for r in records)
+        else:
+            data = b"".join(_encode(r, m) for r, m in zip(records, metas, strict=True))
         with self._lock:
             if self._closed:
                 raise RuntimeError("the journal is closed")

@@ -346,6 +346,9 @@ class Store:
         record = live(self._read(lambda txn: txn.get(address, db=self._values)))
         return MISSING if record is None else self._decode(record)
 
+    def has_function(self, fp: Address) -> bool:
+        return self._read(lambda txn: txn.get(fp, db=self._functions) is not None)
+
     def get_function(self, fp: Address) -> bytes | None:
         """The packed record of a function by fingerprint, or None."""
         return self._read(lambda txn: txn.get(fp, db=self._functions))

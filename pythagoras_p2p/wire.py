@@ -20,7 +20,7 @@ from typing import Any
 from .errors import PythagorasError
 
 __all__ = [
-    "PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_MESSAGE", "CHUNK", "WireError", "Message",
+    "PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_MESSAGE", "CHUNK", "WireError", "Message", "RawJSON",
     "build", "parse", "probe_request", "probe_reply", "SCHEMAS",
 ]
 
@@ -81,16 +81,27 @@ class Message:
         return [bytes.fromhex(h) for h in self.fields[name]]
 
 
+class RawJSON(bytes):
+    """A header field's value already encoded as JSON (by this process): spliced in as it is."""
+
+
 def build(op: str, request_id: int = 0, bodies: list | tuple = (), **fields: Any) -> list:
     """The frames of one message: header then bodies."""
     header = {"v": PROTOCOL_VERSION, "op": op, "id": request_id}
+    raw = []
     for name, value in fields.items():
+        if isinstance(value, RawJSON):
+            raw.append(b',"%s":%s' % (name.encode(), value))
+            continue
         if isinstance(value, bytes):
             value = value.hex()
         elif isinstance(value, (list, tuple)) and value and isinstance(value[0], bytes):
             value = [v.hex() for v in value]
         header[name] = value
-    return [json.dumps(header, separators=(",", ":")).encode(), *bodies]
+    data = json.dumps(header, separators=(",", ":")).encode()
+    if raw:
+        data = b"".join([data[:-1], *raw, b"}"])
+    return [data, *bodies]
 
 
 def _is_address(value: Any) -> bool:
