@@ -282,7 +282,7 @@ class WorkerPool:
         if self._serve_requests():
             return True
         self._dispatch()
-        for key, mask in self._sel.select(timeout=timeout):
+        for key, _events in self._sel.select(timeout=timeout):
             worker = key.data
             if worker is None:
                 try:
@@ -290,9 +290,9 @@ class WorkerPool:
                 except BlockingIOError:
                     pass
                 continue
-            if mask & selectors.EVENT_WRITE:
+            if key.fd == worker.wfd:  # room again in a pipe we could not fill at once
                 self._flush(worker)
-            if mask & selectors.EVENT_READ:
+            else:
                 self._read(worker)
         self._dispatch()
         return False
@@ -376,8 +376,10 @@ class WorkerPool:
         writing = bool(worker.wbuf)
         if writing != worker.writing:  # a system call only when the interest changes
             worker.writing = writing
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0)
-            self._sel.modify(worker.rfd, events, worker)
+            if writing:
+                self._sel.register(worker.wfd, selectors.EVENT_WRITE, worker)
+            else:
+                self._sel.unregister(worker.wfd)
 
     def _refill(self) -> None:
         """Keep enough tasks queued to feed every worker; make the rest only when needed."""
@@ -449,6 +451,9 @@ class WorkerPool:
 
     def _on_death(self, worker: _Worker) -> None:
         self._sel.unregister(worker.rfd)
+        if worker.writing:
+            self._sel.unregister(worker.wfd)
+            worker.writing = False
         os.close(worker.rfd)
         os.close(worker.wfd)
         try:

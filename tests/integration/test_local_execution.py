@@ -136,6 +136,18 @@ def test_many_fast_calls_are_batched_and_all_stored(cloud):
     assert len(found) == 3000 and found[inc.address(x=2999)] == 3000
 
 
+def test_tasks_larger_than_a_pipe_reach_their_worker(cloud):
+    """Arguments below the inline limit but above a pipe's 64 KiB travel in the task itself:
+    the supervisor must wait for room in the pipe, not for the worker to speak first."""
+
+    @cloud.add_pure_function
+    def size(*, b, i):
+        return len(b) + i
+
+    calls = [kw_args(b=bytes([i]) * 200_000, i=i) for i in range(6)]
+    assert size.sync_parallel(calls) == [200_000 + i for i in range(6)]
+
+
 def test_large_arguments_and_results_travel_through_the_store(cloud):
     np = pytest.importorskip("numpy")
     from pythagoras_p2p.encoding import value_address
