@@ -117,7 +117,9 @@ class DaskCloud(PCloud):
             new = sorted(workers - self._checked.keys())
             if new:
                 self._checked.update(self._probe(new))
-            reasons = {w: self._checked[w] for w in workers}
+            # a worker that left or was restarting while asked is asked again next time
+            reasons = {w: self._checked.get(w, ["did not answer the probe (leaving or starting)"])
+                       for w in workers}
             eligible = sorted(w for w, why in reasons.items() if not why)
             if reasons and not eligible:
                 detail = "; ".join(f"{w}: {', '.join(why)}" for w, why in sorted(reasons.items())[:4])
@@ -139,7 +141,7 @@ class DaskCloud(PCloud):
 
     def _probe(self, workers: list[str]) -> dict[str, list[str]]:
         try:
-            found = self.client.run(_probe_worker, self.requires, workers=workers)
+            found = self.client.run(_probe_worker, self.requires, workers=workers, on_error="return")
         except (ImportError, AttributeError) as exc:
             raise ConfigurationError(
                 f"the Dask workers cannot import pythagoras_p2p ({exc}); install pythagoras_p2p "
@@ -148,7 +150,12 @@ class DaskCloud(PCloud):
         reasons = {}
         for worker in workers:
             info = found.get(worker)
-            if info is None:  # left while we asked
+            if isinstance(info, (ImportError, AttributeError)):
+                raise ConfigurationError(
+                    f"the Dask worker {worker} cannot import pythagoras_p2p ({info}); install "
+                    f"pythagoras_p2p {__version__} on every worker"
+                )
+            if not isinstance(info, dict):  # left, or failed to answer: asked again next time
                 continue
             why = list(info["missing"])
             if info["version"] != __version__:
