@@ -36,6 +36,7 @@ class Running:
     batch: Any
     fp: bytes
     waiters: list = field(default_factory=list)  # (routing id, request id)
+    refs: tuple = ()  # addresses of the large arguments it reads
     started: float = field(default_factory=time.monotonic)
 
 
@@ -73,6 +74,7 @@ class Handlers:
             "status": self.on_status, "lookup": self.on_lookup, "has": self.on_has,
             "put": self.on_put, "get": self.on_get, "function": self.on_function,
             "run": self.on_run, "cancel": self.on_cancel, "peers": self.on_peers,
+            "release": self.on_release,
         }
 
     # ------------------------------------------------------------------ plumbing
@@ -171,6 +173,13 @@ class Handlers:
         have = [a for a in msg.hexes("addresses") if self.store.has_value(a)]
         self.send(ident, wire.build("ok", msg.id, addresses=have))
 
+    def on_release(self, ident: bytes, msg: wire.Message) -> None:
+        """A client is done with arguments it sent: drop their transient copies, except those
+        an accepted call still reads (durable values are never dropped)."""
+        in_use = {ref for running in self.running.values() for ref in running.refs}
+        dropped = self.store.drop_transient(a for a in msg.hexes("addresses") if a not in in_use)
+        self.send(ident, wire.build("ok", msg.id, dropped=dropped))
+
     def on_function(self, ident: bytes, msg: wire.Message) -> None:
         if len(msg.bodies) != 1 or not len(msg.bodies[0]):
             self.error(ident, msg.id, "malformed", "function: expected one body frame with the record")
@@ -247,7 +256,8 @@ class Handlers:
             return
         self.misses += 1
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200])
-        self.running[call] = Running(self.node.submit(task, call), fp, [(ident, msg.id)])
+        self.running[call] = Running(self.node.submit(task, call), fp, [(ident, msg.id)],
+                                     tuple(bytes.fromhex(r) for r in refs))
 
     def finish(self, call: bytes, outcome: tuple) -> None:
         """A task ended (called on the node's thread): journal, then answer every waiter."""
@@ -311,7 +321,7 @@ class Handlers:
             return
         blob = self.store.inline_blob(record)
         if blob is None:
-            with open(self.store.blob_path(address), "rb") as f, \
+            with open(self.store.record_path(address, record), "rb") as f, \
                     mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
                 total = len(view)
                 chunk = view[offset: offset + wire.CHUNK]

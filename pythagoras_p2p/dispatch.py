@@ -119,6 +119,10 @@ class SwarmDispatcher:
         done.wait(timeout)
         return dict(found)  # a copy made under the GIL: the I/O thread may still add to it
 
+    def release(self, addresses: list[bytes]) -> None:
+        """Tell the peers that hold these arguments that this client is done with them."""
+        self._request(("release", list(addresses)))
+
     def close(self) -> None:
         if self.alive:
             self._request(("close",))
@@ -182,6 +186,8 @@ class SwarmDispatcher:
                 self._lookup(*args)
             elif kind == "fetch":
                 self._fetch(*args)
+            elif kind == "release":
+                self._release(*args)
             elif kind == "ready":
                 args[0]([p for p in self.peers.values() if p.ready])
             elif kind == "close":
@@ -511,6 +517,13 @@ class SwarmDispatcher:
             batch.deliver(task.tid, ("crash", msg.fields.get("message", "the call failed")))
 
     # ------------------------------------------------------------------ lookups and downloads
+
+    def _release(self, addresses: list[bytes]) -> None:
+        for peer in self.peers.values():
+            held = [a for a in addresses if a in peer.values]
+            if held and peer.state in ("ready", "unsuitable", "draining"):
+                peer.values.difference_update(held)
+                self._ask(peer, "release", lambda peer, msg: None, addresses=held)
 
     def _lookup(self, calls: list[bytes], found: dict, callback) -> None:
         """Ask every peer at once (those still connecting once they answer their hello); fill

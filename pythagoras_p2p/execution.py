@@ -71,10 +71,12 @@ def describe_call(name: str, kwargs: dict) -> str:
     return f"{name}({', '.join(parts)})"
 
 
-def encode_args(kwargs: dict, addresses: dict, store: Store) -> tuple[bytes, tuple]:
+def encode_args(kwargs: dict, addresses: dict, store: Store,
+                written: list | None = None) -> tuple[bytes, tuple]:
     """Pickle a call's arguments; large ones are stored once and passed as :class:`ArgRef`.
 
-    Returns the payload and the addresses it refers to.
+    Returns the payload and the addresses it refers to; ``written`` collects the addresses of
+    the transient copies made here (dropped when the calls are done).
     """
     shipped = {}
     refs = []
@@ -83,6 +85,8 @@ def encode_args(kwargs: dict, addresses: dict, store: Store) -> tuple[bytes, tup
             address = addresses[name]
             if not store.has_value(address):  # kept for this boot only: the caller has it anyway
                 store.put_value(address, pack_parts(value, what=f"argument {name!r}"), durable=False)
+                if written is not None:
+                    written.append(address)
             shipped[name] = ArgRef(address)
             refs.append(address)
         else:
@@ -214,10 +218,11 @@ def run_calls(
     failed = False
     if todo:
         cloud._register_function(fn)
+        written: list[bytes] = []
 
         def make_task(i: int) -> Task:
             call, kwargs, addresses = unique[i]
-            payload, refs = cloud._encode_args(kwargs, addresses)
+            payload, refs = cloud._encode_args(kwargs, addresses, written)
             return Task(i, fp, call, payload, describe_call(fn.name, kwargs), refs)
 
         tasks = (make_task(i) for i in todo)
@@ -242,6 +247,8 @@ def run_calls(
             raise
         finally:
             bar.close()
+            if written:  # the calls are over: their arguments' transient copies are not needed
+                cloud._release_values(written)
     out = [results[p] for p in positions]
     if failed and not return_exceptions:
         for value in out:

@@ -63,7 +63,7 @@ def _blob_files(store: Store):
                 yield path, None
             else:
                 try:
-                    yield path, bytes.fromhex(name)
+                    yield path, bytes.fromhex(name.removesuffix(".n"))
                 except ValueError:
                     yield path, None
 
@@ -145,11 +145,16 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
 
         store._write(fix, admin=True)
         for address in bad_values:
-            store.blob_path(address).unlink(missing_ok=True)
+            _unlink_files(store, address)
         for path in stale:
             path.unlink(missing_ok=True)
         report.repaired = len(bad_values) + len(dangling) + len(stale)
     return report
+
+
+def _unlink_files(store: Store, address: bytes) -> None:
+    for transient in (False, True):
+        store.blob_path(address, transient=transient).unlink(missing_ok=True)
 
 
 def _mtime(path) -> float:
@@ -183,7 +188,7 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
                 {a: r for a, r in txn.cursor(db=store._values)}, _lmdb_used(store, txn))
 
     results, metas, values, lmdb_used = store._read(snapshot)
-    sizes = {a: (len(r) if r[:1] == _INLINE else len(r) + _size(store.blob_path(a)))
+    sizes = {a: (len(r) if r[:1] == _INLINE else len(r) + _size(store.record_path(a, r)))
              for a, r in values.items()}
     refs: dict[bytes, int] = {}
     for _, address in results:
@@ -224,7 +229,7 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     store._write(delete, admin=True)
     for address in garbage:
         if values[address][:1] != _INLINE:
-            store.blob_path(address).unlink(missing_ok=True)
+            _unlink_files(store, address)
     for path in stale:
         path.unlink(missing_ok=True)
     return report

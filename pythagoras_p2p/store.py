@@ -339,11 +339,11 @@ class Store:
         return {call: self._decode(record) for call, record in self._read(lookup).items()}
 
     def has_value(self, address: Address) -> bool:
-        return live(self._read(lambda txn: txn.get(address, db=self._values))) is not None
+        return self.value_record(address) is not None
 
     def get_value(self, address: Address) -> Any:
         """A stored value by its address, or :data:`MISSING`. Large values read the file in place."""
-        record = live(self._read(lambda txn: txn.get(address, db=self._values)))
+        record = self.value_record(address)
         return MISSING if record is None else self._decode(record)
 
     def has_function(self, fp: Address) -> bool:
@@ -365,8 +365,14 @@ class Store:
         return self._read(read)
 
     def value_record(self, address: Address) -> bytes | None:
-        """The raw record of a stored value (see :meth:`inline_blob`), or None."""
-        return live(self._read(lambda txn: txn.get(address, db=self._values)))
+        """The raw record of a stored value (see :meth:`inline_blob`), or None.
+
+        A transient value counts while its file exists: :meth:`drop_transient` may remove it.
+        """
+        record = live(self._read(lambda txn: txn.get(address, db=self._values)))
+        if record is not None and record[:1] == _TRANSIENT and not self.record_path(address, record).exists():
+            return None
+        return record
 
     @staticmethod
     def inline_blob(record: bytes) -> bytes | None:
@@ -385,7 +391,7 @@ class Store:
             path.unlink()
             self.put_value(address, blob)
             return
-        target = self.blob_path(address)
+        target = self.blob_path(address, transient=not durable)
         target.parent.mkdir(exist_ok=True)
         if durable:
             with open(path, "rb") as f:
@@ -401,15 +407,24 @@ class Store:
     def _decode(self, record: bytes) -> Any:
         if record[:1] == _INLINE:
             return unpack(memoryview(record)[1:])
-        return unpack(self._map_blob(record[-32:]))
+        return unpack(self._map_blob(record[-32:], record))
 
-    def blob_path(self, address: Address) -> Path:
+    def blob_path(self, address: Address, *, transient: bool = False) -> Path:
+        """The file of a large value: ``blobs/ab/abcd…``, with ``.n`` for a transient copy."""
         name = address.hex()
-        return self.blobs / name[:2] / name
+        return self.blobs / name[:2] / (name + ".n" if transient else name)
 
-    def _map_blob(self, address: Address) -> memoryview:
+    def record_path(self, address: Address, record: bytes) -> Path:
+        """The file that holds the value of a (non-inline) record."""
+        if record[:1] == _TRANSIENT:
+            path = self.blob_path(address, transient=True)
+            if path.exists() or not self.blob_path(address).exists():
+                return path
+        return self.blob_path(address)  # durable, or transient in the layout of release 0.1.0
+
+    def _map_blob(self, address: Address, record: bytes) -> memoryview:
         try:
-            with open(self.blob_path(address), "rb") as f:
+            with open(self.record_path(address, record), "rb") as f:
                 return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
         except (OSError, ValueError) as exc:
             raise StoreError(
@@ -464,40 +479,80 @@ class Store:
         return _FILE + address if durable else _TRANSIENT + _BOOT + address
 
     def _write_blob_file(self, address: Address, parts: list, durable: bool = True) -> None:
+        """Write a large value's file: durable ones fsynced under their address, transient ones
+        (not fsynced) beside it with ``.n``, so that dropping a transient copy never touches a
+        durable file. A durable write over a transient copy hard-links it instead of rewriting."""
         target = self.blob_path(address)
+        transient = self.blob_path(address, transient=True)
         try:
-            if target.exists():
-                if durable:  # it may have been written as a transient value
-                    with open(target, "rb") as f:
-                        os.fdatasync(f.fileno())
-                return
             target.parent.mkdir(exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            with open(tmp, "wb") as f:
-                for part in parts:
-                    f.write(part)
-                f.flush()
-                if durable:
-                    os.fdatasync(f.fileno())
-            os.replace(tmp, target)
-            if durable:
-                dir_fd = os.open(target.parent, os.O_RDONLY)
+            if not durable:
+                if not (target.exists() or transient.exists()):
+                    self._write_new_file(transient, parts, durable=False)
+                return
+            if not target.exists():
                 try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                    os.link(transient, target)
+                except FileExistsError:
+                    pass
+                except FileNotFoundError:
+                    self._write_new_file(target, parts, durable=True)
+                    return
+            with open(target, "rb") as f:  # written earlier as a transient copy, perhaps
+                os.fdatasync(f.fileno())
+            _fsync_dir(target.parent)
         except OSError as exc:
-            for stray in target.parent.glob(f".{target.name}.{os.getpid()}.*.tmp"):
+            for stray in target.parent.glob(f".{target.name}*.{os.getpid()}.*.tmp"):
                 stray.unlink(missing_ok=True)
             if exc.errno == errno.ENOSPC:
                 raise StoreFullError(_full_message(self, "the disk is full")) from None
             raise StoreError(f"cannot write {target} ({exc}); check the disk and permissions") from None
+
+    @staticmethod
+    def _write_new_file(path: Path, parts: list, *, durable: bool) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as f:
+            for part in parts:
+                f.write(part)
+            f.flush()
+            if durable:
+                os.fdatasync(f.fileno())
+        os.replace(tmp, path)
+        if durable:
+            _fsync_dir(path.parent)
+
+    def drop_transient(self, addresses: Iterable[Address]) -> int:
+        """Remove the transient copies (arguments on their way to workers) among ``addresses``;
+        durable values are never touched. Returns how many were removed."""
+        wanted = list(addresses)
+        dropped: list[Address] = []
+
+        def write(txn):
+            for address in wanted:
+                record = txn.get(address, db=self._values)
+                if record is not None and record[:1] == _TRANSIENT:
+                    txn.delete(address, db=self._values)
+                    dropped.append(address)
+
+        if wanted:
+            self._write(write)
+        for address in dropped:
+            self.blob_path(address, transient=True).unlink(missing_ok=True)
+        return len(dropped)
 
     def close(self) -> None:
         """Close this process's environment (it is reopened by the next :func:`open_store`)."""
         with _STORES_LOCK:
             _STORES.pop((os.getpid(), str(self.home)), None)
         self._env.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _result_record(txn, call: Address, results_db, values_db) -> bytes | None:

@@ -26,7 +26,7 @@ def upload_frames(store: Store, address: bytes) -> list[tuple[int, int, Any]] | 
         return None
     blob = store.inline_blob(record)
     if blob is None:
-        with open(store.blob_path(address), "rb") as f:
+        with open(store.record_path(address, record), "rb") as f:
             view = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
     else:
         view = memoryview(blob)

@@ -50,6 +50,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "function": {"fp": _HEX},
     "run": {"fp": _HEX, "call": _HEX, "label": str},
     "cancel": {"calls": _HEXES},
+    "release": {"addresses": _HEXES},
     "peers": {},
     # replies
     "ok": {},

@@ -152,9 +152,14 @@ class PCloud:
              progress: bool | None) -> list:
         return run_calls(self, fn, calls, return_exceptions=return_exceptions, progress=progress)
 
-    def _encode_args(self, kwargs: dict, addresses: dict) -> tuple[bytes, tuple]:
-        """A call's arguments for a task: large ones go to the store and travel by address."""
-        return encode_args(kwargs, addresses, self.store)
+    def _encode_args(self, kwargs: dict, addresses: dict, written: list) -> tuple[bytes, tuple]:
+        """A call's arguments for a task: large ones go to the store and travel by address
+        (``written`` collects the transient copies made for them)."""
+        return encode_args(kwargs, addresses, self.store, written)
+
+    def _release_values(self, addresses: list) -> None:
+        """The calls that read these transient argument copies are over: drop them."""
+        self.store.drop_transient(addresses)
 
     def _dispatch(self, tasks: Iterable, count: int):  # pragma: no cover - every backend has one
         raise NotImplementedError

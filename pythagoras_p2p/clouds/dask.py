@@ -81,7 +81,7 @@ class DaskCloud(PCloud):
 
     # ------------------------------------------------------------------ backend interface
 
-    def _encode_args(self, kwargs: dict, addresses: dict) -> tuple[bytes, tuple]:
+    def _encode_args(self, kwargs: dict, addresses: dict, written: list) -> tuple[bytes, tuple]:
         shipped, refs = {}, []
         for name, value in kwargs.items():
             if approx_nbytes(value) >= INLINE_VALUE_LIMIT:

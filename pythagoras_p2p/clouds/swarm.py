@@ -73,6 +73,13 @@ class SwarmCloud(PCloud):
     def _store_results(self, records: list) -> None:
         self._writer.put(records)
 
+    def _release_values(self, addresses: list) -> None:
+        """Peers drop the copies they were sent; the local copies go too, unless a node serves
+        this home (then it decides, as its other clients' calls may still read them)."""
+        self._dispatcher.release(addresses)
+        if not _local_node(self.home):
+            self.store.drop_transient(addresses)
+
     def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict[bytes, Any]:
         """Results of ``calls`` that a peer holds, copied into the local store.
 

@@ -162,7 +162,9 @@ def test_large_arguments_and_results_travel_through_the_store(cloud):
         assert not writeable  # the worker read the argument in place from the store's file
         assert total == float(a.sum())
         assert np.array_equal(scaled, a * k)
-    assert cloud.store.get_value(value_address(a)) is not MISSING
+    # the argument's transient copy lived while the calls ran; neither record nor file is left
+    assert cloud.store.get_value(value_address(a)) is MISSING
+    assert not list(cloud.store.blobs.glob(f"*/{value_address(a).hex()}*"))
     again = describe(a=a, k=3)  # a hit: the large result was stored by the worker
     assert np.array_equal(again[2], a * 3)
 

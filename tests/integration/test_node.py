@@ -18,6 +18,7 @@ import pytest
 from node_harness import Call, ask, cli, dealer, free_port, make_key, wait_for
 
 from pythagoras_p2p import PCloud, PythagorasError, WorkerCrashedError, kw_args
+from pythagoras_p2p.encoding import value_address
 from pythagoras_p2p.rpc import NodeUnreachable
 from pythagoras_p2p.store import MISSING, open_store
 
@@ -150,6 +151,38 @@ def test_large_numpy_argument_and_result_round_trip(node, client):
     client.close()
     stored = open_store(client.home).get_result(call)
     assert np.array_equal(stored, a * 3.0)
+
+
+def test_released_arguments_are_dropped_unless_a_call_still_reads_them(node, client, tmp_path):
+    def slow_sum(*, a, gate):
+        import os
+        import time
+
+        while not os.path.exists(gate):  # held open until the test has sent its release
+            time.sleep(0.01)
+        return float(a.sum())
+
+    f = client.add_pure_function(slow_sum)
+    a = np.arange(1 << 17, dtype=np.float64)  # 1 MiB: sent as a transient copy
+    address = value_address(a)
+    gate = tmp_path / "gate"
+    box: list = []
+    thread = threading.Thread(target=lambda: box.append(f.sync_remote(a=a, gate=str(gate))))
+    thread.start()
+    try:
+        node_store = open_store(node.home)
+        wait_for(lambda: node_store.has_value(address), message="the argument to reach the node")
+        reply = node.request("release", addresses=[address.hex()])  # another member, too early
+        assert reply.op == "ok" and reply.fields["dropped"] == 0
+        assert node_store.has_value(address)
+    finally:
+        gate.touch()
+        thread.join(30)
+    assert box == [float(a.sum())]
+    # the client released it itself once its call was over
+    wait_for(lambda: not node_store.has_value(address), timeout=10,
+             message="the node to drop the released argument")
+    assert not list((node.home / "blobs").rglob(f"{address.hex()}*"))
 
 
 # --------------------------------------------------------------------------- failures

@@ -600,3 +600,41 @@ def test_transient_values_last_for_this_boot_and_durable_writes_upgrade_them(sto
     assert store.value_record(address)[:1] == b"f"
     monkeypatch.setattr(store_module, "_BOOT", b"\0" * 16)
     assert np.array_equal(store.get_value(address), array)  # now it outlives a reboot
+
+
+def test_dropping_transient_copies_never_touches_durable_values(store):
+    import numpy as np
+
+    from pythagoras_p2p.encoding import pack_parts
+
+    kept, dropped, upgraded = (np.full(100_000, float(i)) for i in range(3))  # large values
+    a_kept, a_dropped, a_upgraded = (value_address(v) for v in (kept, dropped, upgraded))
+    store.put_value(a_kept, pack_parts(kept))
+    for value in (dropped, upgraded):
+        store.put_value(value_address(value), pack_parts(value), durable=False)
+    transient = store.blob_path(a_dropped, transient=True)
+    assert transient.is_file() and not store.blob_path(a_dropped).exists()
+    store.put_value(a_upgraded, pack_parts(upgraded))  # durable over a transient copy: a link
+    assert store.blob_path(a_upgraded).is_file()
+    assert store.blob_path(a_upgraded).stat().st_ino == store.blob_path(a_upgraded, transient=True).stat().st_ino
+
+    assert store.drop_transient([a_kept, a_dropped, a_upgraded]) == 1
+    assert not transient.exists() and store.get_value(a_dropped) is MISSING
+    assert not store.has_value(a_dropped)
+    for address, value in ((a_kept, kept), (a_upgraded, upgraded)):
+        assert np.array_equal(store.get_value(address), value)
+    assert store.drop_transient([a_dropped]) == 0  # twice is harmless
+
+
+def test_a_transient_record_whose_file_was_dropped_counts_as_absent(store):
+    import numpy as np
+
+    from pythagoras_p2p.encoding import pack_parts
+
+    value = np.full(100_000, 7.0)
+    address = value_address(value)
+    store.put_value(address, pack_parts(value), durable=False)
+    store.blob_path(address, transient=True).unlink()  # dropped by another process meanwhile
+    assert not store.has_value(address) and store.get_value(address) is MISSING
+    store.put_value(address, pack_parts(value), durable=False)  # written again on demand
+    assert np.array_equal(store.get_value(address), value)
