@@ -74,10 +74,14 @@ class SwarmCloud(PCloud):
         self._writer.put(records)
 
     def _release_values(self, addresses: list) -> None:
-        """Peers drop the copies they were sent; the local copies go too, unless a node serves
-        this home (then it decides, as its other clients' calls may still read them)."""
+        """Peers drop the copies they were sent; so does this store, unless the node that serves
+        this home is one of the peers (it got the release, and decides: its other clients'
+        calls may still read them)."""
         self._dispatcher.release(addresses)
-        if not _local_node(self.home):
+        from ..nodefile import read_node_file
+
+        local = (read_node_file(self.home) or {}).get("id")
+        if local is None or not any(p.node_id == local for p in list(self._dispatcher.peers.values())):
             self.store.drop_transient(addresses)
 
     def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict[bytes, Any]:
