@@ -206,3 +206,27 @@ def test_importing_the_package_does_not_import_dask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd="/")
     assert out.stdout.strip() == "[]"
+
+
+def test_an_interrupt_cancels_the_calls_still_queued_on_the_cluster(dask_cloud, tmp_path, monkeypatch):
+    @dask_cloud.add_pure_function
+    def nap(*, i, path):
+        import time
+
+        with open(path, "a") as fh:
+            fh.write(f"{i}\n")
+        time.sleep(0.3)
+        return i
+
+    from pythagoras_p2p import progress
+
+    def interrupt(self, n):  # Ctrl-C as the first result arrives
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.ProgressBar, "advance", interrupt)
+    path = str(tmp_path / "marks")
+    with pytest.raises(KeyboardInterrupt):
+        nap.sync_parallel(kw_args(i=i, path=path) for i in range(20))
+    wait_for(lambda: not [k for k in scheduler_keys(dask_cloud) if ".nap-" in k],
+             timeout=30, message="the scheduler to forget the cancelled calls")
+    assert runs(path) < 10  # those running when it came finish (Dask cannot stop a thread)
