@@ -27,7 +27,7 @@ class _Channel:
     """The worker's pipe to its supervisor; a lock keeps frames of threads apart."""
 
     def __init__(self, rfd: int, wfd: int):
-        from .workers import FrameReader
+        from .worker_process import FrameReader
 
         self.rfd, self.wfd = rfd, wfd
         self.reader = FrameReader()
@@ -43,7 +43,7 @@ class _Channel:
         return self.pending.pop(0)
 
     def send(self, message) -> None:
-        from .workers import send_frame
+        from .worker_process import send_frame
 
         with self.lock:
             send_frame(self.wfd, message)
@@ -128,7 +128,7 @@ def main(argv: list[str]) -> int:
         from .clouds.base import enter_worker
         from .execution import Task, current_where, decode_args, execute, failure_outcome
         from .function import load_function
-        from .workers import VERIFY
+        from .worker_process import VERIFY
 
         cloud = enter_worker(home)
         store = cloud.store

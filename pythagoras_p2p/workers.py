@@ -10,17 +10,16 @@ others in the worker's queue are resent without blame, and the worker is replace
 
 Batches adapt to the work: one task at a time while calls are slow, up to 64 per message with
 a second batch prefetched while they are fast, so trivial calls are not bound by pipe round trips.
+One worker process and the frames on its pipes are :mod:`pythagoras_p2p.worker_process`; batches
+of tasks are :mod:`pythagoras_p2p.batch`.
 """
 
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import pickle
 import selectors
-import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -28,20 +27,26 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
+from .batch import Batch, print_output, refill
 from .defaults import MAX_TASK_CRASHES
 from .execution import Task
+from .worker_process import (
+    HEADER,
+    VERIFY,
+    FrameReader,
+    WorkerProcess,
+    send_frame,
+    signal_description,
+    spawn,
+)
 
-#: The fingerprint that asks a worker to verify a received value instead of running a call.
-VERIFY = b"\0" * 32
-
+# Batch, refill, print_output, send_frame and FrameReader live in batch.py and worker_process.py;
+# they are exported here too for the modules that import them from workers.
 __all__ = ["WorkerPool", "Batch", "send_frame", "FrameReader", "refill", "print_output"]
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<Q")
-_SLOT = struct.Struct("<q")
 _MAX_CHUNK = 64
 _FAST_TASK = 0.02  # seconds: below this mean duration, calls are batched and prefetched
 #: An embedded pool's owner may poll without sleeping for up to _SPIN seconds after sending
@@ -49,142 +54,6 @@ _FAST_TASK = 0.02  # seconds: below this mean duration, calls are batched and pr
 #: then read without waiting for the scheduler to wake the owner. Never while nothing runs.
 _SPIN = 0.0005
 _SPIN_TASK = 0.001
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
-
-
-def send_frame(fd: int, obj: object) -> None:
-    """Write one length-prefixed pickle to a blocking file descriptor."""
-    data = pickle.dumps(obj, protocol=5)
-    view = memoryview(_HEADER.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-class FrameReader:
-    """Splits a byte stream into length-prefixed pickles."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def feed(self, data: bytes) -> list:
-        self.buf += data
-        frames = []
-        while len(self.buf) >= 8:
-            (size,) = _HEADER.unpack_from(self.buf)
-            if len(self.buf) < 8 + size:
-                break
-            frames.append(pickle.loads(memoryview(self.buf)[8 : 8 + size]))
-            del self.buf[: 8 + size]
-        return frames
-
-
-def refill(queue: deque, sources: deque, want: int | None) -> None:
-    """Make tasks from the batches in ``sources`` until ``queue`` holds ``want`` (None: all)."""
-    while sources and (want is None or len(queue) < want):
-        batch = sources[0]
-        room = 1024 if want is None else want - len(queue)
-        tasks = [] if batch.cancelled else batch.pull(room)
-        if tasks:
-            queue.extend((batch, t) for t in tasks)
-        else:
-            sources.popleft()
-
-
-def signal_description(returncode: int | None) -> str:
-    if returncode is None:
-        return "stopped responding"
-    if returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with status {returncode}"
-
-
-class Batch:
-    """The tasks of one ``sync_parallel`` (or ``sync_remote``) call, and their outcomes."""
-
-    def __init__(self, pool: Any, count: int, on_outcome=None, on_output=None, tasks=()):
-        self.pool = pool
-        self.remaining = count
-        self.cancelled = False
-        self.source = iter(tasks)  # tasks not yet queued: pulled as workers need them
-        self.error: BaseException | None = None  # raised by the source while making a task
-        self.on_outcome = on_outcome  # called (on the pool's thread) instead of queueing
-        self.on_output = on_output  # called with (where, text) instead of printing
-        self._outcomes: deque = deque()
-        self._cond = threading.Condition()
-
-    @property
-    def finished(self) -> bool:
-        return self.remaining == 0
-
-    def deliver(self, tid: int, outcome: tuple) -> None:
-        if self.on_outcome is not None:
-            self.remaining -= 1
-            self.on_outcome(tid, outcome)
-            return
-        with self._cond:
-            self._outcomes.append((tid, outcome))
-            self._cond.notify()
-
-    def next_outcomes(self) -> list:
-        """Wait for outcomes and return every one that arrived (at least one)."""
-        with self._cond:
-            while not self._outcomes:
-                if self.error is not None:
-                    raise self.error
-                if not self.pool.alive:
-                    raise RuntimeError("the worker pool was closed while calls were running")
-                self._cond.wait(0.5)
-            out = list(self._outcomes)
-            self._outcomes.clear()
-        self.remaining -= len(out)
-        return out
-
-    def pull(self, n: int) -> list:
-        """Up to ``n`` more tasks from the source (on the pool's thread)."""
-        tasks = []
-        try:
-            for _ in range(n):
-                tasks.append(next(self.source))
-        except StopIteration:
-            self.source = iter(())
-        except Exception as exc:  # making a task failed (an argument that cannot be stored...)
-            self.source = iter(())
-            with self._cond:
-                self.error = exc
-                self._cond.notify()
-        return tasks
-
-    def cancel(self) -> None:
-        """Drop queued tasks and stop the workers running this batch's tasks."""
-        if not self.cancelled and self.remaining:
-            self.cancelled = True
-            if self.pool.alive:
-                self.pool._request(("cancel", self))
-
-
-class _Worker:
-    __slots__ = ("n", "proc", "rfd", "wfd", "slot", "reader", "wbuf", "writing", "inflight", "ready",
-                 "killed")
-
-    def __init__(self, n: int):
-        self.n = n
-        self.inflight: dict[int, tuple[Batch, Task]] = {}
-        self.wbuf = bytearray()
-        self.writing = False  # whether the selector watches the pipe for room to write
-        self.reader = FrameReader()
-        self.ready = False
-        self.killed = False
-
-    @property
-    def name(self) -> str:
-        return f"w{self.n}"
-
-    def running(self) -> int:
-        return _SLOT.unpack_from(self.slot)[0]
 
 
 class WorkerPool:
@@ -208,7 +77,7 @@ class WorkerPool:
         os.set_blocking(self._wake_r, False)
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerProcess] = []
         self._next = 0
         self._seq = 0
         self._embedded = not own_thread
@@ -327,45 +196,23 @@ class WorkerPool:
         return False
 
     def _spawn(self) -> None:
-        worker = _Worker(self._next)
+        n = self._next
         self._next += 1
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-        slot_fd = os.memfd_create(f"pythagoras-{worker.name}", 0)
-        os.ftruncate(slot_fd, _SLOT.size)
-        worker.slot = mmap.mmap(slot_fd, _SLOT.size)
-        _SLOT.pack_into(worker.slot, 0, -1)
-        env = dict(os.environ)
-        for name in _THREAD_ENV:
-            env.setdefault(name, "1")
-        env["PYTHAGORAS_HOME"] = str(self.home)
-        try:
-            worker.proc = subprocess.Popen(
-                [sys.executable, "-m", "pythagoras_p2p._worker",
-                 str(to_child_r), str(from_child_w), str(slot_fd), str(os.getpid())],
-                pass_fds=(to_child_r, from_child_w, slot_fd), env=env, stdin=subprocess.DEVNULL,
-                start_new_session=False,
-            )
-        finally:
-            for fd in (to_child_r, from_child_w, slot_fd):
-                os.close(fd)
-        worker.rfd, worker.wfd = from_child_r, to_child_w
-        os.set_blocking(worker.wfd, False)
-        os.set_blocking(worker.rfd, False)
+        worker = spawn(n, self.home)
         self._workers.append(worker)
         self._sel.register(worker.rfd, selectors.EVENT_READ, worker)
         init = ("init", list(sys.path), str(self.home), f"{self.label}:{worker.name}", os.getcwd())
         self._send(worker, init)
 
-    def _send(self, worker: _Worker, message: tuple) -> None:
+    def _send(self, worker: WorkerProcess, message: tuple) -> None:
         data = pickle.dumps(message, protocol=5)
         was_empty = not worker.wbuf
-        worker.wbuf += _HEADER.pack(len(data))
+        worker.wbuf += HEADER.pack(len(data))
         worker.wbuf += data
         if was_empty:
             self._flush(worker)
 
-    def _flush(self, worker: _Worker) -> None:
+    def _flush(self, worker: WorkerProcess) -> None:
         try:
             sent = os.write(worker.wfd, worker.wbuf)
             del worker.wbuf[:sent]
@@ -415,7 +262,7 @@ class WorkerPool:
                 if self._mean < _SPIN_TASK:
                     self._spin_until = time.monotonic() + _SPIN
 
-    def _read(self, worker: _Worker) -> None:
+    def _read(self, worker: WorkerProcess) -> None:
         try:
             data = os.read(worker.rfd, 1 << 20)
         except BlockingIOError:
@@ -449,7 +296,7 @@ class WorkerPool:
             elif kind == "fatal":
                 log.error("worker %s could not start: %s", worker.name, message[1])
 
-    def _on_death(self, worker: _Worker) -> None:
+    def _on_death(self, worker: WorkerProcess) -> None:
         self._sel.unregister(worker.rfd)
         if worker.writing:
             self._sel.unregister(worker.wfd)
@@ -536,11 +383,3 @@ class WorkerPool:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, ("crash", f"{task.label} was not run: the cloud was closed"))
 
-
-def print_output(where: str, text: str) -> None:
-    stream = sys.stderr
-    lines = text.splitlines(keepends=True)
-    stream.write("".join(f"[{where}] {line}" for line in lines))
-    if not text.endswith("\n"):
-        stream.write("\n")
-    stream.flush()

@@ -15,7 +15,7 @@ import time
 import pytest
 from helpers import run_python
 
-from pythagoras_p2p import store as store_module
+from pythagoras_p2p import store_env
 from pythagoras_p2p.defaults import INLINE_VALUE_LIMIT
 from pythagoras_p2p.encoding import pack, value_address
 from pythagoras_p2p.store import MISSING, open_store
@@ -433,7 +433,7 @@ def _hold_readers_and_kill(home, count: int) -> list[int]:
 
 def test_killed_readers_do_not_exhaust_reader_slots(home, monkeypatch):
     # A small reader table, so that dead readers can fill it: 60 slots (LMDB rounds up a little).
-    monkeypatch.setattr(store_module, "MAX_READERS", 60)
+    monkeypatch.setattr(store_env, "MAX_READERS", 60)
     store = open_store(home)
     try:
         store.put_results([record_for(1)])

@@ -1,0 +1,102 @@
+"""Batches of tasks: the calls of one ``sync_parallel`` (or ``sync_remote``) and their outcomes.
+
+A :class:`Batch` is shared by the thread that submitted it and the thread serving it (the
+worker pool's supervisor, or the swarm dispatcher): tasks are pulled from its source only as
+workers need them (:func:`refill`), and outcomes are queued for the caller or handed to a
+callback. Printed output of its calls goes to ``on_output``, or to :func:`print_output`.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import deque
+from typing import Any
+
+__all__ = ["Batch", "refill", "print_output"]
+
+
+def refill(queue: deque, sources: deque, want: int | None) -> None:
+    """Make tasks from the batches in ``sources`` until ``queue`` holds ``want`` (None: all)."""
+    while sources and (want is None or len(queue) < want):
+        batch = sources[0]
+        room = 1024 if want is None else want - len(queue)
+        tasks = [] if batch.cancelled else batch.pull(room)
+        if tasks:
+            queue.extend((batch, t) for t in tasks)
+        else:
+            sources.popleft()
+
+
+class Batch:
+    """The tasks of one ``sync_parallel`` (or ``sync_remote``) call, and their outcomes."""
+
+    def __init__(self, pool: Any, count: int, on_outcome=None, on_output=None, tasks=()):
+        self.pool = pool
+        self.remaining = count
+        self.cancelled = False
+        self.source = iter(tasks)  # tasks not yet queued: pulled as workers need them
+        self.error: BaseException | None = None  # raised by the source while making a task
+        self.on_outcome = on_outcome  # called (on the pool's thread) instead of queueing
+        self.on_output = on_output  # called with (where, text) instead of printing
+        self._outcomes: deque = deque()
+        self._cond = threading.Condition()
+
+    @property
+    def finished(self) -> bool:
+        return self.remaining == 0
+
+    def deliver(self, tid: int, outcome: tuple) -> None:
+        if self.on_outcome is not None:
+            self.remaining -= 1
+            self.on_outcome(tid, outcome)
+            return
+        with self._cond:
+            self._outcomes.append((tid, outcome))
+            self._cond.notify()
+
+    def next_outcomes(self) -> list:
+        """Wait for outcomes and return every one that arrived (at least one)."""
+        with self._cond:
+            while not self._outcomes:
+                if self.error is not None:
+                    raise self.error
+                if not self.pool.alive:
+                    raise RuntimeError("the worker pool was closed while calls were running")
+                self._cond.wait(0.5)
+            out = list(self._outcomes)
+            self._outcomes.clear()
+        self.remaining -= len(out)
+        return out
+
+    def pull(self, n: int) -> list:
+        """Up to ``n`` more tasks from the source (on the pool's thread)."""
+        tasks = []
+        try:
+            for _ in range(n):
+                tasks.append(next(self.source))
+        except StopIteration:
+            self.source = iter(())
+        except Exception as exc:  # making a task failed (an argument that cannot be stored...)
+            self.source = iter(())
+            with self._cond:
+                self.error = exc
+                self._cond.notify()
+        return tasks
+
+    def cancel(self) -> None:
+        """Drop queued tasks and stop the workers running this batch's tasks."""
+        if not self.cancelled and self.remaining:
+            self.cancelled = True
+            if self.pool.alive:
+                self.pool._request(("cancel", self))
+
+
+def print_output(where: str, text: str) -> None:
+    """Print what a call printed on ``where`` to stderr, each line prefixed by ``[where]``."""
+    stream = sys.stderr
+    lines = text.splitlines(keepends=True)
+    stream.write("".join(f"[{where}] {line}" for line in lines))
+    if not text.endswith("\n"):
+        stream.write("\n")
+    stream.flush()

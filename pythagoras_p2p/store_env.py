@@ -1,0 +1,276 @@
+"""The LMDB environment under a store: opening it, map growth, reader slots, fork safety, the gate.
+
+:class:`StoreEnvironment` opens ``home/store`` with its five named databases, checks the store
+format, and runs every read and write transaction of this process through :class:`_Gate`;
+:class:`pythagoras_p2p.store.Store` builds values, results and functions on top of it.
+
+Many processes open one store at once (user processes, workers, the node); reads take one short
+read transaction and no lock, writes are LMDB transactions serialized by LMDB's own lock.
+
+Durability: ``sync=True, metasync=False``. A commit writes and fdatasyncs its data pages and
+writes the meta page without a sync of its own. A crash of any process loses nothing committed;
+a power loss can undo at most the last transaction but cannot corrupt the environment.
+
+The map starts small and doubles on demand up to the cap less a headroom; the headroom is kept for
+``pythagoras-node cache gc``. Reaching it raises :class:`StoreFullError`, never a corrupt store.
+LMDB allows one environment per file per process, so open environments are kept in a registry
+(:func:`shared`), and closed and reopened around ``fork()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+from .defaults import MAP_SIZE_INITIAL, MAX_READERS, STORE_HEADROOM, store_cap
+from .errors import StoreError, StoreFullError
+
+__all__ = ["STORE_FORMAT", "StoreEnvironment", "shared", "full_message"]
+
+STORE_FORMAT = b"1"
+
+
+class _Gate:
+    """Lets many transactions of this process run at once, and a map resize (or a fork) run alone.
+
+    It can also make new transactions wait for a moment without waiting for running ones: with
+    py-lmdb 3.0, aborting a write transaction waits for a moment when no read transaction of this
+    process runs, which two threads reading in turn may never leave it.
+    """
+
+    __slots__ = ("_cond", "_active", "_closed", "_exclusive")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._closed = 0
+        self._exclusive = threading.Lock()
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._closed:
+                self._cond.wait()
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._closed:
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Make new transactions wait until :meth:`open`; running ones go on."""
+        with self._cond:
+            self._closed += 1
+
+    def open(self) -> None:
+        with self._cond:
+            self._closed -= 1
+            if not self._closed:
+                self._cond.notify_all()
+
+    def hold(self) -> None:
+        """Wait until no transaction runs, and keep new ones waiting until :meth:`release`."""
+        self._exclusive.acquire()
+        self.close()
+        with self._cond:
+            while self._active:
+                self._cond.wait()
+
+    def release(self) -> None:
+        self.open()
+        self._exclusive.release()
+
+    def resize(self, action) -> None:
+        self.hold()
+        try:
+            action()
+        finally:
+            self.release()
+
+
+_STORES: dict[tuple[int, str], StoreEnvironment] = {}
+_STORES_LOCK = threading.Lock()
+
+
+# An LMDB environment must not be used across fork(), and closing an inherited one in the child
+# would release the parent's reader slots. So the parent closes its environments just before a
+# fork, once no transaction runs, and both sides open them again; Store objects stay valid.
+def _before_fork() -> None:
+    _STORES_LOCK.acquire()
+    for store in _STORES.values():
+        store._gate.hold()
+        store._env.close()
+
+
+def _after_fork_in_parent() -> None:
+    try:
+        for store in _STORES.values():
+            try:
+                store._open()
+            finally:
+                store._gate.release()
+    finally:
+        _STORES_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    global _STORES_LOCK
+    _STORES_LOCK = threading.Lock()
+    stores = list(_STORES.values())
+    _STORES.clear()
+    for store in stores:
+        store._gate = _Gate()
+        _STORES[(os.getpid(), str(store.home))] = store
+        store._open()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
+
+_E = TypeVar("_E", bound="StoreEnvironment")
+
+
+def shared(home: str, make: Callable[[Path], _E]) -> _E:
+    """This process's environment of ``home``, made by ``make(Path(home))`` the first time."""
+    key = (os.getpid(), home)
+    store = _STORES.get(key)
+    if store is None:
+        with _STORES_LOCK:
+            store = _STORES.get(key)
+            if store is None:
+                store = _STORES[key] = make(Path(home))
+    return store  # type: ignore[return-value]
+
+
+class StoreEnvironment:
+    """The LMDB environment of one home and the transactions on it (see the module docstring)."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.path = home / "store"
+        self.blobs = home / "blobs"
+        self.cap = store_cap()
+        self._gate = _Gate()
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.blobs.mkdir(exist_ok=True)
+            env = lmdb.open(
+                str(self.path), map_size=min(MAP_SIZE_INITIAL, self.cap - STORE_HEADROOM),
+                max_dbs=8, max_readers=MAX_READERS, sync=True, metasync=False,
+                readahead=False, meminit=False,
+            )
+        except lmdb.ReadersFullError:
+            raise StoreError(
+                f"every reader slot of the store at {self.path} is taken (MDB_READERS_FULL), "
+                f"most likely by processes killed while reading; a running node frees them "
+                f"within a second, or stop the processes using this home and try again"
+            ) from None
+        except (OSError, lmdb.Error) as exc:
+            raise StoreError(
+                f"cannot open the store at {self.path} ({exc}); check that PYTHAGORAS_HOME "
+                f"points to a writable directory on a local file system"
+            ) from None
+        env.set_mapsize(0)  # adopt the size another process may have grown the map to
+        env.reader_check()  # clear reader slots of processes that died
+        self._env = env
+        self._values = env.open_db(b"values")
+        self._results = env.open_db(b"results")
+        self._meta = env.open_db(b"meta")
+        self._functions = env.open_db(b"functions")
+        self._info = env.open_db(b"info")
+        with env.begin(write=True) as txn:
+            found = txn.get(b"format", db=self._info)
+            if found is None:
+                txn.put(b"format", STORE_FORMAT, db=self._info)
+            elif found != STORE_FORMAT:
+                raise StoreError(
+                    f"the store at {self.path} has format {found!r}, this version reads "
+                    f"{STORE_FORMAT!r}; use a matching pythagoras_p2p or another PYTHAGORAS_HOME"
+                )
+
+    # ------------------------------------------------------------------ transactions
+
+    def _read(self, fn):
+        gate = self._gate
+        gate.enter()
+        try:
+            with self._env.begin() as txn:
+                return fn(txn)
+        except lmdb.MapResizedError:
+            resized = True
+        except lmdb.ReadersFullError:
+            # Processes killed while reading keep their slots until someone clears them.
+            if not self._env.reader_check():
+                raise
+            resized = False
+        finally:
+            gate.leave()
+        if resized:
+            self._gate.resize(lambda: self._env.set_mapsize(0))
+        return self._read(fn)
+
+    def _write(self, fn, *, admin: bool = False):
+        """Run ``fn(txn)`` in one write transaction, growing the map as needed."""
+        while True:
+            self._gate.enter()
+            try:
+                txn = self._env.begin(write=True)
+                try:
+                    result = fn(txn)
+                except BaseException:
+                    self._gate.close()  # see _Gate: readers must pause for the abort to go through
+                    try:
+                        txn.abort()
+                    finally:
+                        self._gate.open()
+                    raise
+                txn.commit()
+                return result
+            except lmdb.MapFullError:
+                grow = True
+            except lmdb.MapResizedError:
+                grow = False
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise StoreFullError(full_message(self, "the disk is full")) from None
+                raise
+            finally:
+                self._gate.leave()
+            if grow:
+                self._grow(admin)
+            else:
+                self._gate.resize(lambda: self._env.set_mapsize(0))
+
+    def _grow(self, admin: bool) -> None:
+        limit = self.cap if admin else self.cap - STORE_HEADROOM
+        size = self._env.info()["map_size"]
+        if size >= limit:
+            raise StoreFullError(full_message(self, f"it reached its cap of {self.cap} bytes"))
+        self._gate.resize(lambda: self._env.set_mapsize(min(limit, size * 2)))
+
+    def close(self) -> None:
+        """Close this process's environment (it is reopened by the next
+        :func:`~pythagoras_p2p.store.open_store`)."""
+        with _STORES_LOCK:
+            _STORES.pop((os.getpid(), str(self.home)), None)
+        self._env.close()
+
+
+def full_message(store: StoreEnvironment, why: str) -> str:
+    """The message of a :class:`StoreFullError`: what is full, why, and how to make room."""
+    return (
+        f"the store at {store.path} is full: {why}. Nothing stored was lost. Make room with "
+        f"`pythagoras-node cache gc` (PYTHAGORAS_HOME={store.home}), or raise "
+        f"PYTHAGORAS_STORE_MAX_SIZE"
+    )

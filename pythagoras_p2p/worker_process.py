@@ -1,0 +1,125 @@
+"""One worker process as its pool sees it: spawning it, the frames on its pipes, how it ended.
+
+A worker is ``python -m pythagoras_p2p._worker RFD WFD SLOTFD PARENT``: a fresh interpreter with
+one pipe each way, carrying length-prefixed pickles (:func:`send_frame`, :class:`FrameReader`),
+and a shared 8-byte page in which it publishes the id of the task it is running
+(:meth:`WorkerProcess.running`). :class:`pythagoras_p2p.workers.WorkerPool` supervises them.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .batch import Batch
+    from .execution import Task
+
+__all__ = ["VERIFY", "HEADER", "send_frame", "FrameReader", "WorkerProcess", "spawn",
+           "signal_description"]
+
+#: The fingerprint that asks a worker to verify a received value instead of running a call.
+VERIFY = b"\0" * 32
+
+#: The length prefix of a frame.
+HEADER = struct.Struct("<Q")
+_SLOT = struct.Struct("<q")
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def send_frame(fd: int, obj: object) -> None:
+    """Write one length-prefixed pickle to a blocking file descriptor."""
+    data = pickle.dumps(obj, protocol=5)
+    view = memoryview(HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class FrameReader:
+    """Splits a byte stream into length-prefixed pickles."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list:
+        self.buf += data
+        frames = []
+        while len(self.buf) >= 8:
+            (size,) = HEADER.unpack_from(self.buf)
+            if len(self.buf) < 8 + size:
+                break
+            frames.append(pickle.loads(memoryview(self.buf)[8 : 8 + size]))
+            del self.buf[: 8 + size]
+        return frames
+
+
+class WorkerProcess:
+    """A running worker: its process, pipe ends, running-task page and the tasks sent to it."""
+
+    __slots__ = ("n", "proc", "rfd", "wfd", "slot", "reader", "wbuf", "writing", "inflight", "ready",
+                 "killed")
+
+    def __init__(self, n: int):
+        self.n = n
+        self.inflight: dict[int, tuple[Batch, Task]] = {}
+        self.wbuf = bytearray()
+        self.writing = False  # whether the selector watches the pipe for room to write
+        self.reader = FrameReader()
+        self.ready = False
+        self.killed = False
+
+    @property
+    def name(self) -> str:
+        return f"w{self.n}"
+
+    def running(self) -> int:
+        return _SLOT.unpack_from(self.slot)[0]
+
+
+def spawn(n: int, home: Path) -> WorkerProcess:
+    """Start worker ``n`` on ``home``; both its pipe ends are non-blocking on this side."""
+    worker = WorkerProcess(n)
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    slot_fd = os.memfd_create(f"pythagoras-{worker.name}", 0)
+    os.ftruncate(slot_fd, _SLOT.size)
+    worker.slot = mmap.mmap(slot_fd, _SLOT.size)
+    _SLOT.pack_into(worker.slot, 0, -1)
+    env = dict(os.environ)
+    for name in _THREAD_ENV:
+        env.setdefault(name, "1")
+    env["PYTHAGORAS_HOME"] = str(home)
+    try:
+        worker.proc = subprocess.Popen(
+            [sys.executable, "-m", "pythagoras_p2p._worker",
+             str(to_child_r), str(from_child_w), str(slot_fd), str(os.getpid())],
+            pass_fds=(to_child_r, from_child_w, slot_fd), env=env, stdin=subprocess.DEVNULL,
+            start_new_session=False,
+        )
+    finally:
+        for fd in (to_child_r, from_child_w, slot_fd):
+            os.close(fd)
+    worker.rfd, worker.wfd = from_child_r, to_child_w
+    os.set_blocking(worker.wfd, False)
+    os.set_blocking(worker.rfd, False)
+    return worker
+
+
+def signal_description(returncode: int | None) -> str:
+    """How a worker ended, from its return code, as in "the worker was killed by SIGKILL"."""
+    if returncode is None:
+        return "stopped responding"
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
