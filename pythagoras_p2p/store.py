@@ -58,6 +58,8 @@ def live(record: bytes | None) -> bytes | None:
     if record is not None and record[:1] == _TRANSIENT and record[1:17] != _BOOT:
         return None
     return record
+
+
 _HOST = socket.gethostname()
 
 
