@@ -1,0 +1,183 @@
+"""The swarm client's connections: finding peers, greeting them, watching them live, requests.
+
+:class:`Connections` runs on the dispatcher's I/O thread (see :mod:`.dispatch`), which owns it.
+It finds more peers (from this machine's node, when asked to, and from an mDNS browser), connects
+to each with a ``hello`` (the node checks protocol, Python and ``requires=``), pings idle ones,
+and numbers requests so that each reply reaches the callback that waits for it.
+
+A peer that stops answering is lost after :data:`peers.SILENT_AFTER` seconds, one whose
+connection closes (its node died) or is refused (no node runs there) at once; what losing it
+means for its calls is the owner's ``lost`` callback.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import wire
+from .peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
+from .security import SwarmKey
+
+__all__ = ["Connections", "DISCOVER_EVERY"]
+
+log = logging.getLogger(__name__)
+
+DISCOVER_EVERY = 1.0  # seconds between looks for new peers
+
+
+class Connections:
+    """The peers of one swarm client and the requests in flight to them; see the module docstring."""
+
+    def __init__(self, context: Any, key: SwarmKey, peers: dict[tuple[str, int], Peer],
+                 requires: list[str], *, lost: Callable[[Peer, str], None],
+                 ask_for_peers: bool = False, browser: Any = None):
+        self.context = context
+        self.key = key
+        self.peers = peers
+        self.requires = requires
+        self._lost = lost  # (peer, why): the owner drops a peer that is gone
+        # Where more peers come from: the first peer (this machine's node, which knows the
+        # swarm) when ``ask_for_peers``, and/or an mDNS browser.
+        self.ask_for_peers = ask_for_peers
+        self.browser = browser
+        self._last_discovery = 0.0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Any] = {}  # request id → (peer, callback) for non-run replies
+
+    # ------------------------------------------------------------------ requests and replies
+
+    def new_id(self) -> int:
+        """A request id no other request of this client has."""
+        return next(self._ids)
+
+    def expect(self, peer: Peer, callback) -> int:
+        """A new request id whose reply from ``peer`` goes to ``callback(peer, msg)``."""
+        rid = next(self._ids)
+        self._pending[rid] = (peer, callback)
+        return rid
+
+    def ask(self, peer: Peer, op: str, callback, bodies: list = (), **fields: Any) -> int:
+        """Send request ``op`` to ``peer``; its reply goes to ``callback(peer, msg)``."""
+        rid = self.expect(peer, callback)
+        peer.send(wire.build(op, rid, list(bodies), **fields))
+        return rid
+
+    def answer(self, peer: Peer, msg: wire.Message) -> bool:
+        """Hand a reply to the callback waiting for it; False if none waits."""
+        handler = self._pending.pop(msg.id, None)
+        if handler is None:
+            return False
+        handler[1](peer, msg)
+        return True
+
+    def fail_pending(self, peer: Peer, why: str) -> None:
+        """``peer`` is gone: every request waiting for it gets a ``lost`` error as its reply."""
+        for rid, (owner, callback) in list(self._pending.items()):
+            if owner is peer:
+                del self._pending[rid]
+                callback(peer, wire.Message("error", rid, {"code": "lost", "message": why}))
+
+    # ------------------------------------------------------------------ peers
+
+    @property
+    def may_find_more(self) -> bool:
+        """Whether peers not known yet may still appear (asked of the first peer, or browsed)."""
+        return self.browser is not None or self.ask_for_peers
+
+    def close(self) -> None:
+        """Stop looking for peers and close every connection."""
+        if self.browser is not None:
+            self.browser.close()
+        for peer in self.peers.values():
+            peer.close()
+
+    def _discover(self, now: float) -> None:
+        if now - self._last_discovery < DISCOVER_EVERY:
+            return
+        self._last_discovery = now
+        if self.browser is not None:
+            for advert in self.browser.snapshot():
+                if advert.protocol == wire.PROTOCOL_VERSION and advert.addresses:
+                    self.peers.setdefault((advert.addresses[0], advert.port),
+                                          Peer(advert.addresses[0], advert.port))
+        if self.ask_for_peers:
+            first = next(iter(self.peers.values()))
+            if first.ready or first.state == "unsuitable":
+                self.ask(first, "peers", self._on_peers)
+
+    def _on_peers(self, peer: Peer, msg: wire.Message) -> None:
+        if msg.op != "ok":
+            return
+        for item in msg.fields.get("peers", []):
+            try:
+                host, port = str(item["host"]), int(item["port"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if item.get("id") != peer.node_id:
+                self.peers.setdefault((host, port), Peer(host, port))
+
+    def tend(self) -> None:
+        """Look for new peers, (re)connect those not connected, ping idle ones, drop silent ones."""
+        now = time.monotonic()
+        self._discover(now)
+        for peer in self.peers.values():
+            if peer.state in ("new", "dead") and now - peer.connect_started >= RETRY_EVERY:
+                peer.connect(self.context, self.key, monitor=True)
+                self.ask(peer, "hello", lambda p, m: self._on_hello(p, m),
+                         protocol=wire.PROTOCOL_VERSION, python=wire.PYTHON_VERSION,
+                         requires=self.requires)
+            elif peer.state in ("connecting", "ready", "unsuitable", "draining"):
+                if peer.silent_for(now) > SILENT_AFTER:
+                    self._lost(peer, f"silent for {peer.silent_for(now):.1f} s")
+                elif peer.state != "connecting" and now - max(peer.last_sent, peer.last_heard) > PING_EVERY:
+                    self.ask(peer, "ping", self._on_ping)
+
+    def on_events(self, peer: Peer, monitor: Any) -> None:
+        """The connection to ``peer`` closed or was refused: it is lost now, not after silence."""
+        import zmq
+        from zmq.utils.monitor import recv_monitor_message
+
+        while peer.monitor is monitor:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if peer.state not in ("connecting", "ready", "unsuitable", "draining"):
+                continue
+            if event == zmq.EVENT_DISCONNECTED:
+                self._lost(peer, "the connection was closed (its node stopped or died, or "
+                                 "refused this machine's swarm key)")
+            elif event == zmq.EVENT_CONNECT_RETRIED:
+                self._lost(peer, "no node answers at this address (the connection was refused)")
+
+    def _on_hello(self, peer: Peer, msg: wire.Message) -> None:
+        if msg.op == "error":
+            peer.state, peer.problem = "incompatible", msg.fields["message"]
+            log.warning("peer %s cannot take work: %s", peer.address, peer.problem)
+            peer.settle(False)
+            return
+        peer.node_id = str(msg.fields.get("node"))
+        peer.workers = max(1, int(msg.fields.get("workers", 1)))
+        if any(p is not peer and p.node_id == peer.node_id and p.state in ("ready", "unsuitable")
+               for p in self.peers.values()):
+            peer.close()  # the same node under a second address: one connection is enough
+            peer.state, peer.problem = "duplicate", "already connected under another address"
+            peer.settle(False)
+            return
+        missing = msg.fields.get("missing") or []
+        if missing:
+            peer.state, peer.problem = "unsuitable", "does not satisfy requires=: " + "; ".join(missing)
+        else:
+            peer.state, peer.problem = "ready", ""
+        peer.settle(True)
+        log.debug("peer %s (%s) is %s with %d workers", peer.address, peer.node_id, peer.state,
+                  peer.workers)
+
+    def _on_ping(self, peer: Peer, msg: wire.Message) -> None:
+        if msg.op == "ok":
+            peer.load = float(msg.fields.get("load", 0.0))
+            peer.tasks_done = int(msg.fields.get("tasks_done", 0))

@@ -1,0 +1,200 @@
+"""Values between the swarm client and its peers: argument uploads, result lookups and downloads.
+
+:class:`ValueExchange` runs on the dispatcher's I/O thread (see :mod:`.dispatch`), which owns
+it. Before a task is sent, its large arguments are checked with ``has`` and uploaded in chunks
+once per peer; the task is parked on that peer until they are there (a value the peer refuses
+fails the calls that need it). Lookups ask every peer for stored results. Large values are
+downloaded in chunks, verified against their address and written to the local store before
+they are delivered. When the client is done with arguments, the peers holding copies are told
+to release them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import wire
+from .connections import Connections
+from .peers import Peer
+from .store import Store
+from .transfer import Download, upload_frames
+from .workers import Batch
+
+__all__ = ["ValueExchange"]
+
+
+class ValueExchange:
+    """The value traffic of one swarm client; see the module docstring."""
+
+    def __init__(self, store: Store, connections: Connections, *,
+                 place: Callable[[Peer, Batch, Any], None]):
+        self.store = store
+        self.connections = connections
+        self._place = place  # (peer, batch, task): places a task whose arguments have arrived
+        self._parked: dict[Peer, list] = {}  # tasks waiting for their arguments to reach a peer
+        self._asked: dict[tuple, int] = {}  # (peer, address) → request id of a has/put in flight
+        self._downloads: dict[tuple, Download] = {}
+
+    # ------------------------------------------------------------------ arguments of tasks
+
+    def park(self, peer: Peer, batch: Batch, task: Any) -> bool:
+        """Park ``task`` if ``peer`` may lack some of its arguments (asking ``has`` for those
+        not asked yet), to be placed again once they are there; False if the peer has them all."""
+        missing = [r for r in task.refs if r not in peer.values]
+        if not missing:
+            return False
+        self._parked.setdefault(peer, []).append((batch, task))
+        unasked = [r for r in missing if (peer, r) not in self._asked]
+        if unasked:
+            rid = self.connections.ask(peer, "has", self._on_has, addresses=unasked)
+            for r in unasked:
+                self._asked[(peer, r)] = rid
+        return True
+
+    def parked_on(self, peer: Peer) -> int:
+        """How many tasks wait for their arguments to reach ``peer``."""
+        return len(self._parked.get(peer, ()))
+
+    def _unpark(self, peer: Peer) -> None:
+        parked = self._parked.pop(peer, [])
+        for batch, task in parked:
+            if not batch.cancelled:
+                self._place(peer, batch, task)
+
+    def _on_has(self, peer: Peer, msg: wire.Message) -> None:
+        if msg.op != "ok":
+            return
+        present = set(msg.hexes("addresses"))
+        peer.values |= present
+        asked = [a for (p, a), rid in self._asked.items() if p is peer and rid == msg.id]
+        for address in asked:
+            del self._asked[(peer, address)]
+            if address not in present:
+                frames = upload_frames(self.store, address)
+                if frames is None:
+                    continue
+                rid = self.connections.expect(peer, self._on_put)
+                self._asked[(peer, address)] = rid
+                for i, chunk in enumerate(frames):
+                    peer.send(wire.build("put", rid if i == len(frames) - 1 else 0, [chunk[2]],
+                                         address=address, offset=chunk[0], total=chunk[1]))
+        self._unpark(peer)
+
+    def _on_put(self, peer: Peer, msg: wire.Message) -> None:
+        for key in [k for k, rid in self._asked.items() if k[0] is peer and rid == msg.id]:
+            del self._asked[key]
+            if msg.op == "ok":
+                peer.values.add(key[1])
+                continue
+            # The peer refused the value: the calls that need it fail, rather than resend forever.
+            reason = (f"node {peer.address} refused argument value {key[1].hex()[:16]}: "
+                      f"{msg.fields.get('message', 'no reason given')}")
+            kept = []
+            for batch, task in self._parked.pop(peer, []):
+                if key[1] in task.refs:
+                    batch.deliver(task.tid, ("error", "remote", reason))
+                else:
+                    kept.append((batch, task))
+            self._parked[peer] = kept
+        self._unpark(peer)
+
+    def release(self, addresses: list[bytes]) -> None:
+        """Tell the peers that hold these arguments that this client is done with them."""
+        for peer in self.connections.peers.values():
+            held = [a for a in addresses if a in peer.values]
+            if held and peer.state in ("ready", "unsuitable", "draining"):
+                peer.values.difference_update(held)
+                self.connections.ask(peer, "release", lambda peer, msg: None, addresses=held)
+
+    # ------------------------------------------------------------------ lookups and downloads
+
+    def lookup(self, calls: list[bytes], found: dict, callback) -> None:
+        """Ask every peer at once (those still connecting once they answer their hello); fill
+        ``found`` with {call: (address, blob|None, meta, peer)} and call ``callback()`` when every
+        call is found or every peer has answered."""
+        asked = [p for p in self.connections.peers.values()
+                 if p.state in ("ready", "unsuitable", "new", "connecting")]
+        waiting = {id(p) for p in asked}
+        wanted = len(set(calls))
+        if not asked:
+            callback()
+            return
+
+        def on_reply(peer: Peer, msg: wire.Message) -> None:
+            if id(peer) not in waiting:
+                return
+            waiting.discard(id(peer))
+            if msg.op == "ok":
+                bodies = iter(msg.bodies)
+                for item in msg.fields.get("found", []):
+                    try:
+                        call, address = bytes.fromhex(item["call"]), bytes.fromhex(item["address"])
+                    except (KeyError, TypeError, ValueError):
+                        continue
+                    blob = None if item.get("large") else bytes(next(bodies, b""))
+                    found.setdefault(call, (address, blob, item.get("meta") or {}, peer))
+            if not waiting or len(found) >= wanted:
+                waiting.clear()  # later answers are ignored
+                callback()
+
+        def ask_when_ready(peer: Peer, ok: bool) -> None:
+            if ok:
+                self.connections.ask(peer, "lookup", on_reply, calls=calls)
+            else:
+                on_reply(peer, wire.Message("error", 0, {}))
+
+        for peer in asked:
+            if peer.state in ("ready", "unsuitable"):
+                self.connections.ask(peer, "lookup", on_reply, calls=calls)
+            else:
+                peer.on_ready.append(lambda ok, peer=peer: ask_when_ready(peer, ok))
+
+    def fetch(self, peer: Peer, address: bytes, callback) -> None:
+        """Download a large value from ``peer`` into the local store; ``callback(True | reason)``."""
+        if self.store.has_value(address):
+            callback(True)
+            return
+        key = (peer, address)
+        download = self._downloads.get(key)
+        if download is None:
+            download = self._downloads[key] = Download(self.store, address)
+            peer.send(wire.build("get", 0, address=address, offset=0))
+        download.waiters.append(callback)
+
+    def on_chunk(self, peer: Peer, msg: wire.Message) -> None:
+        """A piece of a value being downloaded from ``peer`` (ignored if none is)."""
+        download = self._downloads.get((peer, msg.hex("address")))
+        if download is None:
+            return
+        first = download.total is None
+        download.write(msg.fields["offset"], msg.fields["total"], msg.bodies[0])
+        if first:
+            for offset in range(wire.CHUNK, download.total, wire.CHUNK):
+                peer.send(wire.build("get", 0, address=download.address, offset=offset))
+        if download.complete:
+            del self._downloads[(peer, download.address)]
+            download.finish()
+
+    # ------------------------------------------------------------------ losses, cancels, close
+
+    def take_parked(self, peer: Peer) -> list:
+        """The (batch, task) pairs parked on ``peer``, which no longer waits for them."""
+        return self._parked.pop(peer, [])
+
+    def forget(self, peer: Peer, why: str) -> None:
+        """``peer`` is gone: its has/put requests are forgotten and its downloads fail."""
+        for key in [k for k in self._asked if k[0] is peer]:
+            del self._asked[key]
+        for key in [k for k in self._downloads if k[0] is peer]:
+            self._downloads.pop(key).fail(f"peer {peer.address} was lost ({why})")
+
+    def cancel(self, batch: Batch) -> None:
+        """Tasks of ``batch`` parked anywhere are dropped."""
+        for peer, parked in self._parked.items():
+            self._parked[peer] = [bt for bt in parked if bt[0] is not batch]
+
+    def close(self) -> None:
+        """Every download still running fails: the cloud was closed."""
+        for download in self._downloads.values():
+            download.fail("the cloud was closed")
