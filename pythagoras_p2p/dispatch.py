@@ -28,6 +28,7 @@ from .exchange import ValueExchange
 from .peers import Peer
 from .security import SwarmKey
 from .store import Store
+from .stragglers import Stragglers
 from .workers import Batch, print_output, refill
 
 __all__ = ["SwarmDispatcher"]
@@ -55,6 +56,7 @@ class SwarmDispatcher:
                                        lost=self._lost, ask_for_peers=ask_for_peers,
                                        browser=browser)
         self.exchange = ValueExchange(store, self.connections, place=self._place)
+        self.stragglers = Stragglers()
         self.alive = True
         self._queue: deque = deque()  # (batch, task)
         self._sources: deque = deque()  # batches whose tasks are made only as peers need them
@@ -193,7 +195,10 @@ class SwarmDispatcher:
         if peer.state == "ready" or peer.inflight:
             log.warning("lost peer %s (%s); %d running call(s) go elsewhere", peer.address, why,
                         len(peer.inflight))
-        requeue = [bt for bt in peer.inflight.values() if not bt[0].cancelled]
+        requeue = [bt for bt in peer.inflight.values() if not bt[0].cancelled
+                   and not self.stragglers.running_elsewhere(peer, *bt)]
+        for rid in peer.inflight:
+            self.stragglers.forget(rid)
         requeue += [bt for bt in self.exchange.take_parked(peer) if not bt[0].cancelled]
         self._queue.extendleft(reversed(requeue))
         peer.inflight.clear()
@@ -221,6 +226,8 @@ class SwarmDispatcher:
             queue.popleft()
         if not queue:
             self._waiting_since = None
+            if not self._sources:
+                self._copy_stragglers()
             return
         ready = [p for p in self.peers.values() if p.ready]
         while queue and ready:
@@ -236,6 +243,19 @@ class SwarmDispatcher:
             self._waiting_since = None
         else:
             self._no_peer_can_run()
+
+    def _copy_stragglers(self) -> None:
+        ready = [p for p in self.peers.values() if p.ready]
+        free = [p for p in ready if self._free_slots(p) > 0]
+        while free:
+            found = self.stragglers.candidate(ready, free, self._free_slots)
+            if found is None:
+                return
+            batch, task, target = found
+            log.info("%s runs long: a copy goes to %s too (first result wins)", task.label,
+                     target.address)
+            self._place(target, batch, task)
+            free = [p for p in free if self._free_slots(p) > 0]
 
     def _free_slots(self, peer: Peer) -> int:
         """Slots of ``peer`` not yet promised: a task parked there, waiting for its arguments
@@ -287,6 +307,7 @@ class SwarmDispatcher:
             peer.functions.add(task.fp)
         rid = self.connections.new_id()
         peer.inflight[rid] = (batch, task)
+        self.stragglers.placed(rid)
         peer.send(wire.build("run", rid, [task.payload], fp=task.fp, call=task.call,
                              label=task.label, refs=[r.hex() for r in task.refs]))
 
@@ -316,8 +337,21 @@ class SwarmDispatcher:
 
     def _on_run_reply(self, peer: Peer, entry: tuple, msg: wire.Message) -> None:
         batch, task = entry
+        self.stragglers.forget(msg.id)
         if batch.cancelled:
             return
+        if msg.op == "error" and self.stragglers.running_elsewhere(peer, batch, task):
+            return  # a copy of a straggler could not run here; the other copy goes on
+        deliver, others = self.stragglers.settle(peer, batch, task)
+        if not deliver:
+            return  # the other copy of this straggler answered first
+        for other in others:  # ... and this one did: stop the other copy
+            rids = [rid for rid, bt in other.inflight.items() if bt[0] is batch and bt[1].tid == task.tid]
+            for rid in rids:
+                del other.inflight[rid]
+                self.stragglers.forget(rid)
+            if rids and other.sock is not None:
+                other.send(wire.build("cancel", 0, calls=[task.call]))
         if msg.op == "error":
             code = msg.fields["code"]
             if code == "need_function":
@@ -341,6 +375,7 @@ class SwarmDispatcher:
         status = msg.fields.get("status")
         if status == "ok":
             address, meta = msg.hex("address"), msg.fields.get("meta") or {}
+            self.stragglers.observe(batch, meta.get("duration"))
             if msg.fields.get("large"):
                 self.exchange.fetch(peer, address, lambda ok: batch.deliver(task.tid, (
                     ("ok", address, None, meta) if ok is True else ("error", "remote", ok))))

@@ -718,3 +718,48 @@ def test_a_frozen_peer_neither_delays_nor_voids_a_hit_found_on_another(start_nod
     assert len(open(marks).read().splitlines()) == 1
     assert took < 1.5, f"the lookup waited {took:.2f} s for the frozen peer"
     report_figures("frozen peer during a memo lookup", hit_found_s=round(took, 3))
+
+
+def test_a_straggler_at_the_tail_runs_again_on_an_idle_peer_and_the_first_result_wins(
+        start_node, tmp_path):
+    """One node is slow for one call (3 s there, 0.05 s elsewhere): once nothing else is left,
+    that call is copied to the idle node, whose result arrives first and is stored once."""
+    slow = start_node("slow", workers=1)
+    fast = start_node("fast", workers=1, key_from=slow.home)
+    home = tmp_path / "client"
+    copy_key(slow.home, home)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def uneven(*, x, slow_home, marks):
+        import json
+        import os
+        import time
+
+        here = os.environ["PYTHAGORAS_HOME"]
+        with open(os.path.join(marks, f"{x}-{os.getpid()}"), "w") as fh:
+            json.dump({"x": x, "home": here}, fh)
+        time.sleep(3.0 if here == slow_home and x == 0 else 0.05)
+        return [x, here]
+
+    cloud = PCloud(connection=f"{slow.connection},{fast.connection}", home=home)
+    try:
+        f = cloud.add_pure_function(uneven)
+        wait_for(lambda: len(cloud.ready_peers()) == 2, message="both peers ready")
+        calls = [kw_args(x=x, slow_home=str(slow.home), marks=str(marks)) for x in range(12)]
+        t = time.monotonic()
+        results = f.sync_parallel(calls)  # call 0 goes first to the first peer named: the slow one
+        took = time.monotonic() - t
+    finally:
+        cloud.close()
+    stored = open_store(home).get_results([f.address(**c) for c in calls])
+    assert [r[0] for r in results] == list(range(12))
+    assert len(stored) == 12 and all(stored[f.address(**c)] == results[i] for i, c in enumerate(calls))
+    runs = [json.loads(p.read_text()) for p in marks.iterdir()]
+    zero = [r["home"] for r in runs if r["x"] == 0]
+    if zero == [str(fast.home)]:
+        pytest.skip("the fast node took call 0 first: nothing straggled")
+    assert sorted(zero) == sorted([str(slow.home), str(fast.home)]), zero  # it ran twice
+    assert results[0][1] == str(fast.home)  # the copy's result won
+    assert took < 2.5, f"the batch waited {took:.2f} s for the straggler"
+    report_figures("straggler copied to an idle peer", batch_s=round(took, 2))
