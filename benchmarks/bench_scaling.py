@@ -70,6 +70,8 @@ import time
 from pathlib import Path
 from statistics import median
 
+from report import print_node_logs  # benchmarks/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
 PORT = 7575
 SIZES = (3, 8, 16, 32, 64)
@@ -400,14 +402,6 @@ def finish_part(proc, name: str, timeout: float = 600) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def machine_cpu() -> tuple[int, int]:
     """(total, idle) jiffies of all CPUs of this machine, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -537,16 +531,6 @@ def node_log_facts(lan) -> dict:
     return facts
 
 
-def print_node_logs(lan, lines: int = 15, hosts: int = 4) -> None:
-    for host in lan.hosts[:hosts]:
-        try:
-            text = host.log.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            continue
-        print(f"--- last lines of the node log of host {host.index} ({host.ip}):", file=sys.stderr)
-        print("\n".join(text), file=sys.stderr)
-
-
 def run_size(n: int, root: Path, args) -> dict:
     """Every measurement for one swarm of ``n`` hosts."""
     sys.path.insert(0, str(REPO / "tests" / "swarm"))
@@ -621,7 +605,7 @@ def run_size(n: int, root: Path, args) -> dict:
             result["log"] = node_log_facts(lan)
             print(f"  N={n}: lookups done ({time.monotonic() - t:.0f} s in all)", flush=True)
         except BaseException:
-            print_node_logs(lan)
+            print_node_logs(lan, 15, 4)
             result["log"] = node_log_facts(lan)
             raise
         finally:

@@ -56,7 +56,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import median
 
-from report import Row, print_table  # benchmarks/ is on sys.path when run as a script
+from report import (  # benchmarks/ is on sys.path when run as a script
+    Row,
+    print_node_logs,
+    print_table,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PORT = 7575
@@ -500,14 +505,6 @@ def make_lan(root: Path):
     return Lan(3, root)
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def start_swarm(lan) -> None:
     from pythagoras_p2p.security import create_key
 
@@ -623,16 +620,6 @@ def machine_busy(seconds: float) -> float:
     time.sleep(seconds)
     total1, idle1 = sample()
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
-
-
-def print_node_logs(lan, lines: int = 30) -> None:
-    for host in lan.hosts:
-        try:
-            text = host.log.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            continue
-        print(f"--- last lines of the node log of host {host.index} ({host.ip}):", file=sys.stderr)
-        print("\n".join(text), file=sys.stderr)
 
 
 def bare_transfer(bench: Bench, h0, h1, reps: int) -> dict:

@@ -1,10 +1,13 @@
-"""The result table every benchmark script prints: one row per metric, ours beside the anchors."""
+"""The result table every benchmark script prints (one row per metric, ours beside the anchors),
+and the few helpers the benchmark scripts share."""
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 
-__all__ = ["Row", "print_table"]
+__all__ = ["Row", "print_table", "wait_until", "print_node_logs"]
 
 
 @dataclass
@@ -25,3 +28,23 @@ def print_table(rows: list[Row], ratio_header: str = "ratio") -> None:
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     print("\n".join(lines))
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    """Poll ``condition()`` until it is true; a RuntimeError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def print_node_logs(lan, lines: int = 30, hosts: int | None = None) -> None:
+    """The last ``lines`` of the node log of each (of the first ``hosts``) hosts, to stderr."""
+    for host in lan.hosts[:hosts]:
+        try:
+            text = host.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        print(f"--- last lines of the node log of host {host.index} ({host.ip}):", file=sys.stderr)
+        print("\n".join(text), file=sys.stderr)
