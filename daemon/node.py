@@ -257,24 +257,11 @@ class Node:
 
     def close(self) -> None:
         """Release everything: announcement, workers, journal, sockets."""
-        if getattr(self, "announcement", None) is not None:
-            self.announcement.close()
-            self.announcement = None
-        if getattr(self, "peering", None) is not None:
-            self.peering.close()
-            self.peering = None
-        if getattr(self, "pool", None) is not None:
-            self.pool.close()
-            self.pool = None
-        if getattr(self, "journal", None) is not None:
-            self.journal.close()
-            self.journal = None
-        for sock in ("router",):
-            s = getattr(self, sock, None)
-            if s is not None:
-                s.close(0)
-        if getattr(self, "authenticator", None) is not None:
-            self.authenticator.close()
+        for name in ("announcement", "peering", "pool", "journal", "router", "authenticator"):
+            part = getattr(self, name, None)  # a node that failed to start lacks the later ones
+            if part is not None:
+                part.close()  # the router has linger 0: it drops what it still holds
+                setattr(self, name, None)
         for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
             if fd >= 0:
                 try:
