@@ -35,7 +35,11 @@ from statistics import median
 import blake3
 import joblib
 import numpy as np
-from report import Row, print_table  # benchmarks/ is on sys.path when run as a script
+from report import (  # benchmarks/ is on sys.path when run as a script
+    Row,
+    median_seconds,
+    print_table,
+)
 
 from pythagoras_p2p import LocalCloud, kw_args
 from pythagoras_p2p.encoding import value_address
@@ -110,16 +114,6 @@ def per_call_us(call: Callable[[int], object], n: int, blocks: int, start: int =
         for k in range(first, first + n):
             call(k)
         samples.append((time.perf_counter() - t0) / n * 1e6)
-    return median(samples)
-
-
-def median_seconds(action: Callable[[int], object], repeats: int) -> float:
-    """Median wall time of ``action(rep)`` over ``repeats`` runs."""
-    samples = []
-    for rep in range(repeats):
-        t0 = time.perf_counter()
-        action(rep)
-        samples.append(time.perf_counter() - t0)
     return median(samples)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from statistics import median
 
 import psutil
+from report import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 from pythagoras_p2p import PCloud
 from pythagoras_p2p.security import create_key
@@ -70,18 +71,6 @@ def trivial(x: int) -> int:
     return x
 
 
-def round_trips(fn, n: int) -> float:
-    """Median seconds of ``fn(i)`` over ``n`` calls (after a warm-up)."""
-    for i in range(20):
-        fn(-1 - i)
-    times = []
-    for i in range(n):
-        t = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t)
-    return median(times)
-
-
 def bench_round_trip(port: int, client_home: Path, n: int) -> dict[str, float]:
     out = {}
     cloud = PCloud(connection=f"127.0.0.1:{port}", home=client_home)
@@ -91,10 +80,10 @@ def bench_round_trip(port: int, client_home: Path, n: int) -> dict[str, float]:
         return x
 
     salt = time.time()
-    out["ours"] = round_trips(lambda i: echo.sync_remote(x=i, salt=salt), n)
+    out["ours"] = median_seconds(lambda i: echo.sync_remote(x=i, salt=salt), n, warmup=20)
     cloud.close()
     with ProcessPoolExecutor(1) as pool:
-        out["ProcessPoolExecutor"] = round_trips(lambda i: pool.submit(trivial, i).result(), n)
+        out["ProcessPoolExecutor"] = median_seconds(lambda i: pool.submit(trivial, i).result(), n, warmup=20)
     out["bare ZeroMQ REQ/REP"] = zmq_round_trip(n)
     try:
         from dask.distributed import Client, LocalCluster
@@ -102,7 +91,8 @@ def bench_round_trip(port: int, client_home: Path, n: int) -> dict[str, float]:
         return out
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        out["Dask"] = round_trips(lambda i: client.submit(trivial, i, pure=False).result(), min(n, 300))
+        out["Dask"] = median_seconds(lambda i: client.submit(trivial, i, pure=False).result(), min(n, 300),
+                                       warmup=20)
     return out
 
 
@@ -128,7 +118,7 @@ def zmq_round_trip(n: int) -> float:
         req.send(b"x" * 32)
         req.recv()
 
-    result = round_trips(once, n)
+    result = median_seconds(once, n, warmup=20)
     thread.join(5)
     req.close(0)
     rep.close(0)

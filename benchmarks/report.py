@@ -6,8 +6,9 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from statistics import median
 
-__all__ = ["Row", "print_table", "wait_until", "print_node_logs"]
+__all__ = ["Row", "print_table", "median_seconds", "wait_until", "print_node_logs"]
 
 
 @dataclass
@@ -28,6 +29,19 @@ def print_table(rows: list[Row], ratio_header: str = "ratio") -> None:
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     print("\n".join(lines))
+
+
+def median_seconds(action, repeats: int, *, warmup: int = 0) -> float:
+    """Median wall time of ``action(i)`` over ``repeats`` runs, after ``warmup`` untimed ones
+    (given ``-1, -2, ...``)."""
+    for i in range(warmup):
+        action(-1 - i)
+    samples = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        action(i)
+        samples.append(time.perf_counter() - t0)
+    return median(samples)
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
