@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from .defaults import INLINE_VALUE_LIMIT
-from .encoding import pack, pack_parts, unpack, value_address
+from .encoding import pack, unpack, value_address
 from .errors import PythagorasError, RemoteError, SerializationError, WorkerCrashedError
 from .identity import approx_nbytes, call_address
 from .progress import ProgressBar
@@ -71,22 +71,19 @@ def describe_call(name: str, kwargs: dict) -> str:
     return f"{name}({', '.join(parts)})"
 
 
-def encode_args(kwargs: dict, addresses: dict, store: Store,
-                written: list | None = None) -> tuple[bytes, tuple]:
-    """Pickle a call's arguments; large ones are stored once and passed as :class:`ArgRef`.
+def encode_args(kwargs: dict, addresses: dict,
+                keep: Callable[[bytes, str, Any], None]) -> tuple[bytes, tuple]:
+    """Pickle a call's arguments; large ones are handed to ``keep(address, name, value)`` (the
+    backend puts them where its workers read them) and passed as :class:`ArgRef`.
 
-    Returns the payload and the addresses it refers to; ``written`` collects the addresses of
-    the transient copies made here (dropped when the calls are done).
+    Returns the payload and the addresses it refers to.
     """
     shipped = {}
     refs = []
     for name, value in kwargs.items():
         if approx_nbytes(value) >= INLINE_VALUE_LIMIT:
             address = addresses[name]
-            if not store.has_value(address):  # kept for this boot only: the caller has it anyway
-                store.put_value(address, pack_parts(value, what=f"argument {name!r}"), durable=False)
-                if written is not None:
-                    written.append(address)
+            keep(address, name, value)
             shipped[name] = ArgRef(address)
             refs.append(address)
         else:
@@ -222,7 +219,8 @@ def run_calls(
 
         def make_task(i: int) -> Task:
             call, kwargs, addresses = unique[i]
-            payload, refs = cloud._encode_args(kwargs, addresses, written)
+            payload, refs = encode_args(
+                kwargs, addresses, lambda a, name, value: cloud._keep_argument(a, name, value, written))
             return Task(i, fp, call, payload, describe_call(fn.name, kwargs), refs)
 
         tasks = (make_task(i) for i in todo)

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..defaults import DEFAULT_PORT, home_dir
-from ..encoding import pack, value_address
+from ..encoding import pack, pack_parts, value_address
 from ..errors import ConfigurationError
-from ..execution import encode_args, run_calls
+from ..execution import run_calls
 from ..function import PureFunction, function_record
 from ..requirements import parse_requirements
 from ..store import Store, open_store, result_meta
@@ -152,10 +152,13 @@ class PCloud:
              progress: bool | None) -> list:
         return run_calls(self, fn, calls, return_exceptions=return_exceptions, progress=progress)
 
-    def _encode_args(self, kwargs: dict, addresses: dict, written: list) -> tuple[bytes, tuple]:
-        """A call's arguments for a task: large ones go to the store and travel by address
-        (``written`` collects the transient copies made for them)."""
-        return encode_args(kwargs, addresses, self.store, written)
+    def _keep_argument(self, address: bytes, name: str, value: Any, written: list) -> None:
+        """A large argument of a task: kept in the store for this boot only (the caller has it
+        anyway), where workers and peers read it by address; ``written`` collects the copies
+        made here, dropped when the calls are over."""
+        if not self.store.has_value(address):
+            self.store.put_value(address, pack_parts(value, what=f"argument {name!r}"), durable=False)
+            written.append(address)
 
     def _release_values(self, addresses: list) -> None:
         """The calls that read these transient argument copies are over: drop them."""

@@ -35,7 +35,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._version import __version__
-from ..defaults import INLINE_VALUE_LIMIT
 from ..errors import ConfigurationError, RequirementsError
 from ..execution import ArgRef, Task, execute, failure_outcome
 from ..identity import approx_nbytes
@@ -81,17 +80,9 @@ class DaskCloud(PCloud):
 
     # ------------------------------------------------------------------ backend interface
 
-    def _encode_args(self, kwargs: dict, addresses: dict, written: list) -> tuple[bytes, tuple]:
-        shipped, refs = {}, []
-        for name, value in kwargs.items():
-            if approx_nbytes(value) >= INLINE_VALUE_LIMIT:
-                address = addresses[name]
-                self._pending.setdefault(address, value)
-                shipped[name] = ArgRef(address)
-                refs.append(address)
-            else:
-                shipped[name] = value
-        return pickle.dumps(shipped, protocol=5), tuple(refs)
+    def _keep_argument(self, address: bytes, name: str, value: Any, written: list) -> None:
+        """A large argument waits here until its task is submitted: then it is scattered."""
+        self._pending.setdefault(address, value)
 
     def _dispatch(self, tasks: Iterable[Task], count: int):
         return _DaskBatch(self, tasks, count)
