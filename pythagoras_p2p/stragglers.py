@@ -45,15 +45,16 @@ class Stragglers:
         """(batch, task, target peer) of the oldest straggler worth a copy, or None."""
         now = time.monotonic()
         oldest = None
+        limits: dict = {}  # batch -> age beyond which its calls are stragglers (None: no data)
         for peer in peers:
             for rid, (batch, task) in peer.inflight.items():
-                if batch.cancelled or task.tid in self._twins.get(batch, ()):
-                    continue
-                seen = self._durations.get(batch)
-                if not seen:
-                    continue
+                if batch not in limits:
+                    seen = self._durations.get(batch)
+                    limits[batch] = max(AT_LEAST, SLOWER_THAN * median(seen)) if seen else None
+                limit = limits[batch]
                 age = now - self.placed_at.get(rid, now)
-                if age < max(AT_LEAST, SLOWER_THAN * median(seen)):
+                if (limit is None or age < limit or batch.cancelled
+                        or task.tid in self._twins.get(batch, ())):
                     continue
                 targets = [p for p in free if p is not peer and free_slots(p) > 0
                            and all(r in p.values for r in task.refs)]
