@@ -269,7 +269,16 @@ class Handlers:
         if kind == "ok":
             _, address, blob, meta = outcome
             meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
-            self.node.journal.append([(call, address, blob, meta)], [meta_raw])
+            try:
+                self.node.journal.append([(call, address, blob, meta)], [meta_raw])
+            except RuntimeError:  # the journal stopped: the store refused a write (full?)
+                self.log_once("journal", "cannot keep results: the store refused a write (see "
+                              "above); calls are answered with an error until it is fixed")
+                for ident, request_id in running.waiters:
+                    self.error(ident, request_id, "store", f"node {self.node.node_id} cannot store "
+                               f"results (its store refused a write; is it full? `pythagoras-node "
+                               f"cache gc` makes room)")
+                return
             meta_raw = wire.RawJSON(meta_raw)
 
             def frames(request_id: int) -> list:

@@ -193,7 +193,7 @@ class Journal:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-        if not self._queue:
+        if not self._queue and not any(self._outstanding.values()):  # everything is in LMDB
             for path in self._segments():
                 path.unlink()
 

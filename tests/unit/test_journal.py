@@ -1,0 +1,38 @@
+"""The node's write-ahead journal: results acknowledged once written, applied to LMDB behind."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import wait_for
+
+from pythagoras_p2p.encoding import pack, value_address
+from pythagoras_p2p.journal import Journal
+from pythagoras_p2p.store import MISSING, open_store
+
+
+def record(i: int) -> tuple:
+    value = [i, "result"]
+    return (bytes([i]) * 32, value_address(value), pack(value), {"function": "f", "duration": 0.0})
+
+
+def test_results_the_store_refused_stay_in_the_journal_for_the_next_start(tmp_path, monkeypatch):
+    store = open_store(tmp_path / "home")
+    journal = Journal(store)
+    refused = []
+
+    def refuse(records):
+        refused.append(len(records))
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(store, "put_results", refuse)
+    journal.append([record(1), record(2)])
+    wait_for(lambda: refused, message="the journal to try the store")
+    with pytest.raises(RuntimeError, match="closed"):
+        journal.append([record(3)])  # it stopped: a node answers such calls with an error
+    journal.close()
+    monkeypatch.undo()
+    assert store.get_result(record(1)[0]) is MISSING
+    assert len(list((tmp_path / "home" / "journal").glob("*.log"))) >= 1
+    Journal(store).close()  # the next start replays them
+    assert store.get_result(record(1)[0]) == [1, "result"]
+    assert store.get_result(record(2)[0]) == [2, "result"]
