@@ -19,7 +19,7 @@ from pythagoras_p2p import wire
 from pythagoras_p2p.execution import Task
 from pythagoras_p2p.journal import encode_meta
 
-from .state import status_entry
+from .state import load_facts, status_entry
 
 __all__ = ["Handlers"]
 
@@ -152,7 +152,7 @@ class Handlers:
 
     def on_ping(self, ident: bytes, msg: wire.Message) -> None:
         """The heartbeat: also what peers show of this node in their status."""
-        me = status_entry(self.node, self)
+        me = load_facts(self.node, self)
         self.send(ident, wire.build(
             "ok", msg.id, node=self.node.node_id, busy=me["workers_busy"],
             workers=me["workers_total"], load=me["load"], tasks_done=me["tasks_done"],

@@ -38,6 +38,7 @@ from pythagoras_p2p.workers import WorkerPool
 
 from .handlers import Handlers
 from .peering import Peering
+from .state import CacheFacts
 
 __all__ = ["Node", "NodeConfig"]
 
@@ -75,6 +76,7 @@ class Node:
         self.context = zmq.Context()
         self.store = open_store(self.home)
         self.journal = Journal(self.store)
+        self.cache_facts = CacheFacts(self.store)
         self.authenticator = Authenticator(self.context, key)
         self.router = self.context.socket(zmq.ROUTER)
         self.router.linger = 0

@@ -3,36 +3,54 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
-__all__ = ["status_entry"]
+from pythagoras_p2p.wire import PYTHON_VERSION
 
-_stats_cache: dict[str, Any] = {"at": 0.0, "value": None, "done": -1}
+__all__ = ["CacheFacts", "load_facts", "status_entry"]
 
 
-def _cache_facts(store: Any, done: int) -> tuple[int, int]:
-    """(results, bytes) of the store, refreshed every few seconds (every second while tasks end)."""
-    now = time.monotonic()
-    age = now - _stats_cache["at"]
-    if _stats_cache["value"] is None or age > 5 or (done != _stats_cache["done"] and age > 1):
+class CacheFacts:
+    """(results, bytes) of a store, refreshed in the background every few seconds (every second
+    while tasks end): counting bytes walks every blob file, which must never hold up the node's
+    loop — peers ask for these facts with every ping."""
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.value = (0, 0)  # until the first count, started now, is done
+        self._at = -10.0
+        self._done = -1
+        self._refreshing = False
+        self._lock = threading.Lock()
+        self.get(0)
+
+    def get(self, done: int) -> tuple[int, int]:
+        age = time.monotonic() - self._at
+        if age > 5 or (done != self._done and age > 1):
+            with self._lock:
+                start, self._refreshing = not self._refreshing, True
+            if start:
+                threading.Thread(target=self._refresh, args=(done,), daemon=True,
+                                 name="pythagoras-cache-facts").start()
+        return self.value
+
+    def _refresh(self, done: int) -> None:
         from pythagoras_p2p.maintenance import stats
 
-        s = stats(store)
-        _stats_cache["value"] = (s.results, s.total_bytes)
-        _stats_cache["at"] = now
-        _stats_cache["done"] = done
-    return _stats_cache["value"]
+        try:
+            s = stats(self.store)
+            self.value, self._at, self._done = (s.results, s.total_bytes), time.monotonic(), done
+        finally:
+            self._refreshing = False
 
 
-def status_entry(node: Any, handlers: Any) -> dict:
-    """This node as one entry of ``status --json``'s ``peers`` list."""
-    entries, size = _cache_facts(node.store, handlers.tasks_done)
+def load_facts(node: Any, handlers: Any) -> dict:
+    """What a ping answer carries (and ``status`` shows): work and cache, no I/O."""
+    entries, size = node.cache_facts.get(handlers.tasks_done)
     asked = handlers.hits + handlers.misses
     return {
-        "id": node.node_id,
-        "address": f"{node.advertised_host}:{node.config.port}",
-        "self": True,
         "workers_busy": min(len(handlers.running), node.config.workers),
         "workers_total": node.config.workers,
         "load": round(os.getloadavg()[0], 2),
@@ -40,17 +58,21 @@ def status_entry(node: Any, handlers: Any) -> dict:
         "cache_entries": entries,
         "cache_bytes": size,
         "hit_rate": round(handlers.hits / asked, 4) if asked else None,
+    }
+
+
+def status_entry(node: Any, handlers: Any) -> dict:
+    """This node as one entry of ``status --json``'s ``peers`` list."""
+    return {
+        "id": node.node_id,
+        "address": f"{node.advertised_host}:{node.config.port}",
+        "self": True,
+        **load_facts(node, handlers),
         "last_seen_s": 0.0,
         "values_received": handlers.values_received,
         "value_bytes_received": handlers.value_bytes_received,
         "uptime_s": round(time.time() - node.started, 1),
-        "python": node_python(),
+        "python": PYTHON_VERSION,
         "swarm": node.key.name,
         "tag": node.key.tag,
     }
-
-
-def node_python() -> str:
-    from pythagoras_p2p.wire import PYTHON_VERSION
-
-    return PYTHON_VERSION
