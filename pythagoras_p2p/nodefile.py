@@ -36,29 +36,38 @@ def node_identity(home: Path) -> str:
 
 
 def write_node_file(home: Path, info: dict) -> None:
+    """Record where this process, the node of ``home``, listens (with its start time, so that
+    a later process given the same pid is not mistaken for it)."""
     path = Path(home) / NODE_FILE
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
+    tmp.write_text(json.dumps({**info, "pid_started": _started(os.getpid())}, indent=1) + "\n")
     os.replace(tmp, path)
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or None if there is none."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return round(psutil.Process(pid).create_time(), 2)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+_REQUIRED = {"pid": int, "port": int, "endpoint": str, "pid_started": float}
 
 
 def read_node_file(home: Path) -> dict | None:
-    """Where this home's node listens, or None if no node runs (a stale file is ignored)."""
+    """Where this home's node listens, or None if no node runs: a file left by a node that died
+    (its pid gone, or now another process's) or a damaged one is ignored."""
     try:
         info = json.loads((Path(home) / NODE_FILE).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if not isinstance(info, dict) or not isinstance(info.get("pid"), int) or not _alive(info["pid"]):
+    if not isinstance(info, dict) or not all(
+            isinstance(info.get(k), t) and not isinstance(info.get(k), bool) for k, t in _REQUIRED.items()):
+        return None
+    if _started(info["pid"]) != info["pid_started"]:
         return None
     return info
 

@@ -151,6 +151,27 @@ def test_status_ignores_the_node_file_of_a_dead_node(tmp_path):
     assert out.returncode == 1 and "no node is running" in out.stderr, out.stderr
 
 
+def test_stop_leaves_alone_a_process_that_reuses_a_dead_nodes_pid(tmp_path):
+    """A node killed with -9 leaves its node.json; its pid may now be another program's."""
+    home = tmp_path / "home"
+    assert cli(home, "init").returncode == 0
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (home / "node.json").write_text(json.dumps({
+            "pid": other.pid, "port": 1, "id": "x", "endpoint": "tcp://127.0.0.1:1",
+            "pid_started": 1.0}))  # the node's pid, started long before this program
+        out = cli(home, "stop")
+        assert out.returncode == 1 and "no node is running" in out.stderr, out.stderr
+        assert other.poll() is None  # not killed
+        (home / "node.json").write_text(json.dumps({"pid": other.pid}))  # damaged: no endpoint
+        out = cli(home, "status")
+        assert out.returncode == 1 and "no node is running" in out.stderr, out.stderr
+        no_traceback(out)
+    finally:
+        other.kill()
+        other.wait()
+
+
 # --------------------------------------------------------------------------- a running node
 
 
