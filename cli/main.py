@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..defaults import _parse_size, home_dir
+from ..defaults import home_dir, parse_size
 from ..errors import PythagorasError
 
 __all__ = ["main", "cli"]
@@ -248,7 +248,7 @@ def cache_gc(ctx: click.Context, max_size: str | None, older_than: float | None,
     max_bytes = None
     if max_size is not None:
         try:
-            max_bytes = _parse_size(max_size)
+            max_bytes = parse_size(max_size)
         except ValueError:
             _fail(f"--max-size {max_size!r} is not a size; write e.g. 500M, 10G or 1T", 2)
     if older_than is not None and older_than < 0:

@@ -74,16 +74,15 @@ class _Output(io.TextIOBase):
 
 
 def _limit_memory() -> None:
-    raw = os.environ.get("PYTHAGORAS_WORKER_MEMORY_LIMIT")
-    if raw:
-        import resource
+    from .defaults import worker_memory_limit
 
-        from .defaults import _parse_size
+    limit = worker_memory_limit()  # checked by the pool before it started this worker
+    if limit is not None:
+        import resource
 
         # RLIMIT_DATA counts what the process allocates (heap and private mappings) but not the
         # store's shared memory map: with RLIMIT_AS, a map grown past the limit kept every worker
         # from starting.
-        limit = _parse_size(raw)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 

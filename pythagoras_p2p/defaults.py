@@ -17,6 +17,8 @@ __all__ = [
     "home_dir",
     "store_cap",
     "worker_count",
+    "worker_memory_limit",
+    "parse_size",
 ]
 
 #: TCP port a node listens on when none is given.
@@ -47,16 +49,16 @@ def home_dir(home: str | os.PathLike | None = None) -> Path:
     return Path(home).expanduser().absolute()
 
 
-def _env_int(name: str, default: int, *, minimum: int = 1) -> int:
+def _env_int(name: str, default: int, *, minimum: int = 1, size: bool = False) -> int:
+    """A whole number (``size``: a byte count such as ``512M``) from the environment."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        value = _parse_size(raw) if name.endswith("_SIZE") else int(raw)
+        value = parse_size(raw) if size else int(raw)
     except ValueError:
-        raise ConfigurationError(
-            f"{name}={raw!r} is not a number; set it to a whole number or unset it"
-        ) from None
+        what = "a size; write bytes or e.g. 512M, 64G" if size else "a number; set it to a whole number"
+        raise ConfigurationError(f"{name}={raw!r} is not {what}, or unset it") from None
     if value < minimum:
         raise ConfigurationError(f"{name}={raw!r} must be at least {minimum}; set a larger value")
     return value
@@ -65,17 +67,25 @@ def _env_int(name: str, default: int, *, minimum: int = 1) -> int:
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def _parse_size(text: str) -> int:
-    """``"512M"``, ``"64G"``, ``"1T"`` or a plain byte count."""
+def parse_size(text: str) -> int:
+    """``"512M"``, ``"64G"``, ``"1T"`` or a plain byte count; ValueError for anything else
+    (negative, infinite or not a number)."""
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
     unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
-    number = t[: len(t) - len(unit)] if unit else t
-    return int(float(number) * _UNITS[unit])
+    number = float(t[: len(t) - len(unit)] if unit else t)
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"{text!r} is not a size")
+    return int(number * _UNITS[unit])
 
 
 def store_cap() -> int:
     """Largest size the store may grow to (``PYTHAGORAS_STORE_MAX_SIZE``, default 64 GiB)."""
-    return _env_int("PYTHAGORAS_STORE_MAX_SIZE", 64 << 30, minimum=2 * STORE_HEADROOM)
+    return _env_int("PYTHAGORAS_STORE_MAX_SIZE", 64 << 30, minimum=2 * STORE_HEADROOM, size=True)
+
+
+def worker_memory_limit() -> int | None:
+    """Heap limit of each worker process (``PYTHAGORAS_WORKER_MEMORY_LIMIT``, e.g. ``4G``), or None."""
+    return _env_int("PYTHAGORAS_WORKER_MEMORY_LIMIT", 0, size=True) or None
 
 
 def worker_count() -> int:

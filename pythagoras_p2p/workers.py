@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .batch import Batch, print_output, refill
-from .defaults import MAX_TASK_CRASHES
+from .defaults import MAX_TASK_CRASHES, worker_memory_limit
 from .execution import Task
 from .worker_process import (
     HEADER,
@@ -60,6 +60,7 @@ class WorkerPool:
     """A fixed number of supervised worker processes serving tasks from many batches."""
 
     def __init__(self, home: Path, size: int, *, label: str = "local", own_thread: bool = True):
+        worker_memory_limit()  # a malformed limit is the caller's error now, not every worker's
         self.home = Path(home)
         self.size = size
         self.label = label
