@@ -90,19 +90,28 @@ def join(ctx: click.Context, token: str, force: bool) -> None:
 @click.option("--peer", "peers", multiple=True, envvar="PYTHAGORAS_PEERS",
               help="A peer to reach without mDNS, host[:port]; repeat it, or comma-separate "
                    "[$PYTHAGORAS_PEERS].")
-@click.option("--grace", type=float, default=30.0, show_default=True,
+@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds running calls may take to finish when stopping.")
 @click.option("--detach", is_flag=True, help="Run in the background (log: HOME/node.log).")
 @click.pass_context
 def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns: bool,
           mdns_interface: str | None, peers: tuple[str, ...], grace: float, detach: bool) -> None:
     """Run this machine's node (in the foreground unless --detach)."""
+    from ..clouds.base import parse_peers
     from ..daemon.node import NodeConfig
     from ..daemon.runtime import run_node, start_detached
     from ..defaults import worker_count
+    from ..errors import ConfigurationError
 
     home = ctx.obj["home"]
     _key(home)
+    named = []
+    for item in peers:
+        try:
+            named += parse_peers(item)
+        except ConfigurationError:
+            _fail(f"--peer/PYTHAGORAS_PEERS {item!r} is not host[:port] (port 1-65535); repeat "
+                  f"--peer or separate peers with commas", 2)
     if detach:
         argv = ["--home", str(home), "start", "--bind", bind, "--port", str(port), "--grace", str(grace)]
         argv += ["--workers", str(workers)] if workers else []
@@ -113,16 +122,13 @@ def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns
         click.echo(f"node {info['id']} serving on {bind}:{port} (pid {info['pid']}); "
                    f"log: {home / 'node.log'}; stop it with `pythagoras-node stop`")
         return
-    from ..clouds.base import parse_peers
-
-    named = [p for item in peers for p in parse_peers(item)]
     config = NodeConfig(home=home, bind=bind, port=port, workers=workers or worker_count(),
                         mdns=not no_mdns, mdns_interface=mdns_interface, grace=grace, peers=named)
     sys.exit(run_node(config))
 
 
 @cli.command()
-@click.option("--timeout", type=float, default=60.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds to wait for the node to exit.")
 @click.pass_context
 def stop(ctx: click.Context, timeout: float) -> None:
@@ -148,7 +154,7 @@ def _ask_node(ctx: click.Context, op: str):
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: node and peers.")
 @click.option("--watch", is_flag=True, help="Refresh the dashboard until Ctrl-C.")
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="Seconds between refreshes.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, watch: bool, interval: float) -> None:
     """A dashboard of this node and every peer it knows."""

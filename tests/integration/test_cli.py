@@ -151,6 +151,21 @@ def test_status_ignores_the_node_file_of_a_dead_node(tmp_path):
     assert out.returncode == 1 and "no node is running" in out.stderr, out.stderr
 
 
+@pytest.mark.parametrize("args, says", [
+    (("start", "--peer", "a:b", "--detach"), "--peer/PYTHAGORAS_PEERS 'a:b' is not host[:port]"),
+    (("status", "--watch", "--interval", "-1"), "--interval"),
+    (("stop", "--timeout", "-1"), "--timeout"),
+    (("start", "--grace", "-5"), "--grace"),
+])
+def test_malformed_numbers_and_peers_are_named(tmp_path, args, says):
+    home = tmp_path / "home"
+    assert cli(home, "init").returncode == 0
+    out = cli(home, *args)
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+    no_traceback(out)
+    assert not (home / "node.json").exists()
+
+
 def test_stop_leaves_alone_a_process_that_reuses_a_dead_nodes_pid(tmp_path):
     """A node killed with -9 leaves its node.json; its pid may now be another program's."""
     home = tmp_path / "home"
