@@ -34,10 +34,8 @@ _MAX_VALUE = 1 << 40
 @dataclass
 class Running:
     batch: Any
-    fp: bytes
     waiters: list = field(default_factory=list)  # (routing id, request id)
     refs: tuple = ()  # addresses of the large arguments it reads
-    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -256,7 +254,7 @@ class Handlers:
             return
         self.misses += 1
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200])
-        self.running[call] = Running(self.node.submit(task, call), fp, [(ident, msg.id)],
+        self.running[call] = Running(self.node.submit(task, call), [(ident, msg.id)],
                                      tuple(bytes.fromhex(r) for r in refs))
 
     def finish(self, call: bytes, outcome: tuple) -> None:

@@ -71,6 +71,7 @@ def status_entry(node: Any, handlers: Any) -> dict:
         "last_seen_s": 0.0,
         "values_received": handlers.values_received,
         "value_bytes_received": handlers.value_bytes_received,
+        "messages_rejected": handlers.rejected,  # malformed, or replies sent as requests
         "uptime_s": round(time.time() - node.started, 1),
         "python": PYTHON_VERSION,
         "swarm": node.key.name,

@@ -14,12 +14,12 @@ import io
 import mmap
 import os
 import signal
-import struct
 import sys
 import threading
 import time
 
-_SLOT = struct.Struct("<q")
+from .worker_process import SLOT, VERIFY, FrameReader, send_frame
+
 _FLUSH_EVERY = 0.005  # seconds between outcome messages while a batch runs
 
 
@@ -27,8 +27,6 @@ class _Channel:
     """The worker's pipe to its supervisor; a lock keeps frames of threads apart."""
 
     def __init__(self, rfd: int, wfd: int):
-        from .worker_process import FrameReader
-
         self.rfd, self.wfd = rfd, wfd
         self.reader = FrameReader()
         self.pending: list = []
@@ -43,8 +41,6 @@ class _Channel:
         return self.pending.pop(0)
 
     def send(self, message) -> None:
-        from .worker_process import send_frame
-
         with self.lock:
             send_frame(self.wfd, message)
 
@@ -113,7 +109,7 @@ def main(argv: list[str]) -> int:
     rfd, wfd, slot_fd = (int(a) for a in argv[:3])
     if len(argv) > 3:
         _die_with(int(argv[3]))
-    slot = mmap.mmap(slot_fd, _SLOT.size)
+    slot = mmap.mmap(slot_fd, SLOT.size)
     os.close(slot_fd)
     channel = _Channel(rfd, wfd)
     init = channel.recv()
@@ -127,7 +123,6 @@ def main(argv: list[str]) -> int:
         from .clouds.base import enter_worker
         from .execution import Task, current_where, decode_args, execute, failure_outcome
         from .function import load_function
-        from .worker_process import VERIFY
 
         cloud = enter_worker(home)
         store = cloud.store
@@ -145,14 +140,14 @@ def main(argv: list[str]) -> int:
         done: list = []
         last = time.monotonic()
         for seq, fp, call, payload, label in message[1]:
-            _SLOT.pack_into(slot, 0, seq)
+            SLOT.pack_into(slot, 0, seq)
             sys.stdout.task = seq
             task = Task(seq, fp, call, payload, label)
             try:
                 if fp == VERIFY:
                     outcome = _verify(call, payload.decode(), where)
                     done.append((seq, outcome))
-                    _SLOT.pack_into(slot, 0, -1)
+                    SLOT.pack_into(slot, 0, -1)
                     continue
                 func = functions.get(fp)
                 if func is None:
@@ -160,7 +155,7 @@ def main(argv: list[str]) -> int:
                 outcome = execute(func, decode_args(payload, store), task, store, where)
             except Exception as exc:
                 outcome = failure_outcome(exc, where)
-            _SLOT.pack_into(slot, 0, -1)
+            SLOT.pack_into(slot, 0, -1)
             done.append((seq, outcome))
             now = time.monotonic()
             if now - last >= _FLUSH_EVERY:

@@ -23,13 +23,13 @@ from collections import deque
 from typing import Any
 
 from . import wire
+from .batch import Batch, print_output, refill
 from .connections import Connections
 from .exchange import ValueExchange
 from .peers import Peer
 from .security import SwarmKey
 from .store import Store
 from .stragglers import Stragglers
-from .workers import Batch, print_output, refill
 
 __all__ = ["SwarmDispatcher"]
 

@@ -29,7 +29,6 @@ __all__ = [
     "ENCODING_VERSION",
     "Address",
     "value_address",
-    "canonical_encoding",
     "hash_bytes",
     "pack",
     "pack_parts",
@@ -62,13 +61,6 @@ def value_address(obj: Any) -> Address:
     out = bytearray(ENCODING_VERSION)
     _encode(obj, out)
     return blake3(out).digest()
-
-
-def canonical_encoding(obj: Any) -> bytes:
-    """The canonical byte encoding that :func:`value_address` hashes (exposed for tests)."""
-    out = bytearray()
-    _encode(obj, out)
-    return bytes(out)
 
 
 # --------------------------------------------------------------------------- canonical encoding

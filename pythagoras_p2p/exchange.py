@@ -15,11 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from . import wire
+from .batch import Batch
 from .connections import Connections
 from .peers import Peer
 from .store import Store
 from .transfer import Download, upload_frames
-from .workers import Batch
 
 __all__ = ["ValueExchange"]
 

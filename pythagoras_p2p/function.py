@@ -39,11 +39,7 @@ def kw_args(**kwargs: Any) -> KwArgs:
 
 def _check_pure(func: Any) -> None:
     """Reject, with the fix, what cannot be a pure function of the cloud."""
-    if isinstance(func, PureFunction):
-        return
-    if isinstance(func, (types.MethodType, classmethod, staticmethod)) or not isinstance(
-        func, types.FunctionType
-    ):
+    if not isinstance(func, types.FunctionType):  # a bound method, classmethod, builtin...
         what = type(func).__name__
         raise PureFunctionError(
             f"add_pure_function takes a plain function defined with `def`, not a {what} "

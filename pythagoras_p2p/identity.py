@@ -219,7 +219,7 @@ class _Fingerprinter:
         elif isinstance(value, type):
             self.klass(value, out)
         elif isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)) or (
-            callable(value) and not isinstance(value, type) and hasattr(value, "__qualname__")
+            callable(value) and hasattr(value, "__qualname__")
             and not is_user_code(getattr(value, "__module__", None))
         ):
             out += b"q"

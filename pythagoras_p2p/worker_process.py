@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .batch import Batch
     from .execution import Task
 
-__all__ = ["VERIFY", "HEADER", "send_frame", "FrameReader", "WorkerProcess", "spawn",
+__all__ = ["VERIFY", "HEADER", "SLOT", "send_frame", "FrameReader", "WorkerProcess", "spawn",
            "signal_description"]
 
 #: The fingerprint that asks a worker to verify a received value instead of running a call.
@@ -30,7 +30,7 @@ VERIFY = b"\0" * 32
 
 #: The length prefix of a frame.
 HEADER = struct.Struct("<Q")
-_SLOT = struct.Struct("<q")
+SLOT = struct.Struct("<q")  # the id of the task a worker runs, in a page both share
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
 
@@ -81,7 +81,7 @@ class WorkerProcess:
         return f"w{self.n}"
 
     def running(self) -> int:
-        return _SLOT.unpack_from(self.slot)[0]
+        return SLOT.unpack_from(self.slot)[0]
 
 
 def spawn(n: int, home: Path) -> WorkerProcess:
@@ -90,9 +90,9 @@ def spawn(n: int, home: Path) -> WorkerProcess:
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     slot_fd = os.memfd_create(f"pythagoras-{worker.name}", 0)
-    os.ftruncate(slot_fd, _SLOT.size)
-    worker.slot = mmap.mmap(slot_fd, _SLOT.size)
-    _SLOT.pack_into(worker.slot, 0, -1)
+    os.ftruncate(slot_fd, SLOT.size)
+    worker.slot = mmap.mmap(slot_fd, SLOT.size)
+    SLOT.pack_into(worker.slot, 0, -1)
     env = dict(os.environ)
     for name in _THREAD_ENV:
         env.setdefault(name, "1")

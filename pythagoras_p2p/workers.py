@@ -31,19 +31,9 @@ from pathlib import Path
 from .batch import Batch, print_output, refill
 from .defaults import MAX_TASK_CRASHES, worker_memory_limit
 from .execution import Task
-from .worker_process import (
-    HEADER,
-    VERIFY,
-    FrameReader,
-    WorkerProcess,
-    send_frame,
-    signal_description,
-    spawn,
-)
+from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, spawn
 
-# Batch, refill, print_output, send_frame and FrameReader live in batch.py and worker_process.py;
-# they are exported here too for the modules that import them from workers.
-__all__ = ["WorkerPool", "Batch", "send_frame", "FrameReader", "refill", "print_output"]
+__all__ = ["WorkerPool"]
 
 log = logging.getLogger(__name__)
 

@@ -271,7 +271,7 @@ class _DaskBatch:
             if result is not None:
                 outcome, printed = result
                 if printed:
-                    from ..workers import print_output
+                    from ..batch import print_output
 
                     print_output(outcome[-1] if outcome[0] == "err" else outcome[3]["worker"], printed)
                 outcomes.append((task.tid, outcome))
