@@ -8,7 +8,6 @@ deduplicated in a bounded table), and changes nothing.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import time
 from collections import OrderedDict
@@ -18,6 +17,7 @@ from typing import Any
 from pythagoras_p2p import wire
 from pythagoras_p2p.execution import Task
 from pythagoras_p2p.journal import encode_meta
+from pythagoras_p2p.transfer import value_view
 
 from .state import load_facts, status_entry
 
@@ -322,19 +322,12 @@ class Handlers:
 
     def on_get(self, ident: bytes, msg: wire.Message) -> None:
         address, offset = msg.hex("address"), msg.fields["offset"]
-        record = self.store.value_record(address)
-        if record is None:
+        view = value_view(self.store, address)
+        if view is None:
             self.error(ident, msg.id, "missing", address.hex())
             return
-        blob = self.store.inline_blob(record)
-        if blob is None:
-            with open(self.store.record_path(address, record), "rb") as f, \
-                    mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                total = len(view)
-                chunk = view[offset: offset + wire.CHUNK]
-        else:
-            total, chunk = len(blob), blob[offset: offset + wire.CHUNK]
-        self.send(ident, wire.build("ok", msg.id, [chunk], address=address, offset=offset, total=total))
+        chunk = view[offset: offset + wire.CHUNK]
+        self.send(ident, wire.build("ok", msg.id, [chunk], address=address, offset=offset, total=len(view)))
 
     def on_put(self, ident: bytes, msg: wire.Message) -> None:
         address, offset, total = msg.hex("address"), msg.fields["offset"], msg.fields["total"]

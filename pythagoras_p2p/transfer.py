@@ -16,20 +16,26 @@ from . import wire
 from .encoding import unpack, value_address
 from .store import Store
 
-__all__ = ["upload_frames", "verify_file", "Download"]
+__all__ = ["value_view", "upload_frames", "verify_file", "Download"]
 
 
-def upload_frames(store: Store, address: bytes) -> list[tuple[int, int, Any]] | None:
-    """The chunks of a stored value as (offset, total, bytes), or None if it is not stored."""
+def value_view(store: Store, address: bytes) -> memoryview | None:
+    """The packed bytes of a stored value (a large one mapped from its file, not read), or None."""
     record = store.value_record(address)
     if record is None:
         return None
     blob = store.inline_blob(record)
-    if blob is None:
-        with open(store.record_path(address, record), "rb") as f:
-            view = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-    else:
-        view = memoryview(blob)
+    if blob is not None:
+        return memoryview(blob)
+    with open(store.record_path(address, record), "rb") as f:
+        return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+
+
+def upload_frames(store: Store, address: bytes) -> list[tuple[int, int, Any]] | None:
+    """The chunks of a stored value as (offset, total, bytes), or None if it is not stored."""
+    view = value_view(store, address)
+    if view is None:
+        return None
     total = len(view)
     return [(offset, total, view[offset: offset + wire.CHUNK])
             for offset in range(0, max(total, 1), wire.CHUNK)]
