@@ -17,6 +17,7 @@ An outcome is one of:
 from __future__ import annotations
 
 import pickle
+import reprlib
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -60,11 +61,21 @@ class RemoteTraceback(Exception):
         return "\n\n" + self.text
 
 
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()  # never builds the whole text of a large container
+    short.maxstring = short.maxother = 40
+    short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = 6
+    return short
+
+
+_SHORT = _short_repr()
+
+
 def describe_call(name: str, kwargs: dict) -> str:
-    """``f(x=1, y='a')`` with long values shortened, for messages."""
+    """``f(x=1, y='a')`` with long values shortened, for messages (made for every task)."""
     parts = []
     for key in sorted(kwargs):
-        text = repr(kwargs[key])
+        text = _SHORT.repr(kwargs[key])
         if len(text) > 40:
             text = text[:37] + "..."
         parts.append(f"{key}={text}")
