@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from .defaults import INLINE_VALUE_LIMIT
-from .encoding import pack, unpack, value_address
+from .encoding import pack_parts, unpack, value_address
 from .errors import PythagorasError, RemoteError, SerializationError, WorkerCrashedError
 from .identity import approx_nbytes, call_address
 from .progress import ProgressBar
@@ -133,15 +133,15 @@ def execute(func: Callable, kwargs: dict, task: Task, store: Store | None, where
         return failure_outcome(exc, where)
     duration = time.perf_counter() - t0
     try:
-        blob = pack(value, what=f"result of {task.label}")
+        parts = pack_parts(value, what=f"result of {task.label}")
         address = value_address(value)
     except SerializationError as exc:
         return failure_outcome(exc, where)
     meta = result_meta(func.__qualname__, task.fp, started, duration, worker=where)
-    if store is not None and len(blob) > INLINE_VALUE_LIMIT:
-        store.put_value(address, blob)
-        blob = None
-    return ("ok", address, blob, meta)
+    if store is not None and sum(memoryview(p).nbytes for p in parts) > INLINE_VALUE_LIMIT:
+        store.put_value(address, parts)  # written piece by piece: a large result is not copied
+        return ("ok", address, None, meta)
+    return ("ok", address, b"".join(parts), meta)
 
 
 def failure_outcome(exc: BaseException, where: str) -> tuple:

@@ -78,7 +78,7 @@ class _Missing:
 MISSING: Any = _Missing()
 
 # (call address, value address, packed value or None when already stored, metadata)
-ResultRecord = tuple[Address, Address, "bytes | None", dict]
+ResultRecord = tuple[Address, Address, "bytes | list | None", dict]  # value: packed, its parts, or stored
 
 
 def open_store(home: str | os.PathLike | None = None) -> Store:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..defaults import DEFAULT_PORT, home_dir
-from ..encoding import pack, pack_parts, value_address
+from ..encoding import pack_parts, value_address
 from ..errors import ConfigurationError
 from ..execution import run_calls
 from ..function import PureFunction, function_record
@@ -135,9 +135,9 @@ class PCloud:
         t0 = time.perf_counter()
         value = fn.__pythagoras_function__(**kwargs)
         duration = time.perf_counter() - t0
-        blob = pack(value, what=f"result of {fn.name}")
+        parts = pack_parts(value, what=f"result of {fn.name}")  # large ones are not joined
         meta = result_meta(fn.name, fn.fingerprint, started, duration, worker="caller")
-        self.store.put_results([(call, value_address(value), blob, meta)])
+        self.store.put_results([(call, value_address(value), parts, meta)])
         return value
 
     def _register_function(self, fn: PureFunction) -> None:
