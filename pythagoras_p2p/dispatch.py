@@ -332,8 +332,12 @@ class SwarmDispatcher:
         if entry is not None:
             self._on_run_reply(peer, entry, msg)
             return
-        if not self.connections.answer(peer, msg) and msg.op == "ok" and "total" in msg.fields:
+        if self.connections.answer(peer, msg):
+            return
+        if msg.op == "ok" and "total" in msg.fields:  # a chunk of a download (gets have no id)
             self.exchange.on_chunk(peer, msg)
+        elif msg.op == "error" and msg.fields["code"] == "missing":
+            self.exchange.on_missing(peer, msg.fields["message"])
 
     def _on_run_reply(self, peer: Peer, entry: tuple, msg: wire.Message) -> None:
         batch, task = entry

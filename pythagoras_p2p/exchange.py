@@ -176,6 +176,17 @@ class ValueExchange:
             del self._downloads[(peer, download.address)]
             download.finish()
 
+    def on_missing(self, peer: Peer, address_hex: str) -> None:
+        """``peer`` answered a ``get`` with ``missing``: that download fails instead of waiting."""
+        try:
+            address = bytes.fromhex(address_hex)
+        except ValueError:
+            return
+        download = self._downloads.pop((peer, address), None)
+        if download is not None:
+            download.fail(f"peer {peer.address} no longer holds value {address_hex[:16]} "
+                          f"(removed by `cache gc` there?); run the call again")
+
     # ------------------------------------------------------------------ losses, cancels, close
 
     def take_parked(self, peer: Peer) -> list:

@@ -185,6 +185,26 @@ def test_released_arguments_are_dropped_unless_a_call_still_reads_them(node, cli
     assert not list((node.home / "blobs").rglob(f"{address.hex()}*"))
 
 
+def test_a_download_of_a_value_the_node_no_longer_holds_fails_at_once(node, make_client):
+    def big(*, n):
+        return np.full(n, 1.5)
+
+    f = make_client(node, "first").add_pure_function(big)
+    f.sync_remote(n=1 << 17)  # 1 MiB: a large result, fetched separately
+    cloud = make_client(node, "second")
+    call = cloud.add_pure_function(big).address(n=1 << 17)
+    found = cloud._dispatcher.lookup([call], timeout=10)
+    address, blob, _, peer = found[call]
+    assert blob is None  # large: it must be downloaded
+    node_store = open_store(node.home)  # meanwhile `cache gc` there removed it
+    node_store._write(lambda txn: txn.delete(address, db=node_store._values))
+    node_store.blob_path(address).unlink()
+    t = time.monotonic()
+    outcome = cloud._dispatcher.call("fetch", peer, address, timeout=10)
+    assert isinstance(outcome, str) and "no longer holds" in outcome, outcome
+    assert time.monotonic() - t < 5
+
+
 # --------------------------------------------------------------------------- failures
 
 
