@@ -168,12 +168,18 @@ class Store(StoreEnvironment):
             self.put_value(address, blob)
             return
         target = self.blob_path(address, transient=not durable)
-        target.parent.mkdir(exist_ok=True)
-        if durable:
-            with open(path, "rb") as f:
-                os.fdatasync(f.fileno())
-        os.replace(path, target)
-        record = _FILE + address if durable else _TRANSIENT + _BOOT + address
+        try:
+            target.parent.mkdir(exist_ok=True)
+            if durable:
+                with open(path, "rb") as f:
+                    os.fdatasync(f.fileno())
+            os.replace(path, target)
+            if durable:
+                _fsync_dir(target.parent)  # the name too survives a power cut before the commit
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise self._write_error(target, exc) from None
+        record = _file_record(address, durable)
         self._write(lambda txn: _put_value_record(txn, self._values, address, record))
 
     def get_meta(self, call: Address) -> dict | None:
@@ -252,7 +258,7 @@ class Store(StoreEnvironment):
         if size <= INLINE_VALUE_LIMIT:
             return _INLINE + b"".join(parts)
         self._write_blob_file(address, parts, durable)
-        return _FILE + address if durable else _TRANSIENT + _BOOT + address
+        return _file_record(address, durable)
 
     def _write_blob_file(self, address: Address, parts: list, durable: bool = True) -> None:
         """Write a large value's file: durable ones fsynced under their address, transient ones
@@ -280,9 +286,12 @@ class Store(StoreEnvironment):
         except OSError as exc:
             for stray in target.parent.glob(f".{target.name}*.{os.getpid()}.*.tmp"):
                 stray.unlink(missing_ok=True)
-            if exc.errno == errno.ENOSPC:
-                raise StoreFullError(full_message(self, "the disk is full")) from None
-            raise StoreError(f"cannot write {target} ({exc}); check the disk and permissions") from None
+            raise self._write_error(target, exc) from None
+
+    def _write_error(self, target: Path, exc: OSError) -> StoreError:
+        if exc.errno == errno.ENOSPC:
+            return StoreFullError(full_message(self, "the disk is full"))
+        return StoreError(f"cannot write {target} ({exc}); check the disk and permissions")
 
     @staticmethod
     def _write_new_file(path: Path, parts: list, *, durable: bool) -> None:
@@ -315,6 +324,11 @@ class Store(StoreEnvironment):
         for address in dropped:
             self.blob_path(address, transient=True).unlink(missing_ok=True)
         return len(dropped)
+
+def _file_record(address: Address, durable: bool) -> bytes:
+    """The record of a value kept in its own file (durable, or for this boot only)."""
+    return _FILE + address if durable else _TRANSIENT + _BOOT + address
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
