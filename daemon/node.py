@@ -26,6 +26,7 @@ from pythagoras_p2p.discovery import Advert, Announcement, local_addresses
 from pythagoras_p2p.execution import Task
 from pythagoras_p2p.journal import Journal
 from pythagoras_p2p.nodefile import node_identity
+from pythagoras_p2p.rpc import endpoint
 from pythagoras_p2p.security import (
     Authenticator,
     SecurityError,
@@ -85,8 +86,9 @@ class Node:
         self.router.sndhwm = 10000
         self.router.rcvhwm = 10000
         curve_server(self.router, key)
+        self.router.ipv6 = True  # --bind may be an IPv6 address; IPv4 clients still connect
         try:
-            self.router.bind(f"tcp://{config.bind}:{config.port}")
+            self.router.bind(endpoint(config.bind, config.port))
         except zmq.ZMQError as exc:
             self.close()
             hint = ("another process listens there: stop it, or start with --port N"
@@ -112,16 +114,20 @@ class Node:
     # ------------------------------------------------------------------ start-up
 
     @property
+    def binds_all(self) -> bool:
+        """Whether the node listens on every interface (``--bind 0.0.0.0``, ``*`` or ``::``)."""
+        return self.config.bind in ("0.0.0.0", "*", "::")
+
+    @property
     def local_endpoint(self) -> str:
-        host = "127.0.0.1" if self.config.bind in ("0.0.0.0", "*") else self.config.bind
-        return f"tcp://{host}:{self.config.port}"
+        return endpoint("127.0.0.1" if self.binds_all else self.config.bind, self.config.port)
 
     @property
     def advertised_host(self) -> str:
         """The address peers should use for this node."""
         if self.config.mdns_interface:
             return self.config.mdns_interface
-        if self.config.bind not in ("0.0.0.0", "*"):
+        if not self.binds_all:
             return self.config.bind
         found = local_addresses()
         return found[0] if found else "127.0.0.1"
@@ -140,7 +146,7 @@ class Node:
         interface = self.config.mdns_interface
         if interface:
             addresses, interfaces = [interface], [interface]
-        elif self.config.bind not in ("0.0.0.0", "*"):
+        elif not self.binds_all:
             addresses, interfaces = [self.config.bind], [self.config.bind]
         else:
             addresses, interfaces = local_addresses(), None

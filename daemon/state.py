@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+from pythagoras_p2p.rpc import endpoint
 from pythagoras_p2p.wire import PYTHON_VERSION
 
 __all__ = ["CacheFacts", "load_facts", "status_entry"]
@@ -65,7 +66,7 @@ def status_entry(node: Any, handlers: Any) -> dict:
     """This node as one entry of ``status --json``'s ``peers`` list."""
     return {
         "id": node.node_id,
-        "address": f"{node.advertised_host}:{node.config.port}",
+        "address": endpoint(node.advertised_host, node.config.port).removeprefix("tcp://"),
         "self": True,
         **load_facts(node, handlers),
         "last_seen_s": 0.0,

@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import wire
-from .rpc import endpoint
-from .security import SwarmKey, curve_client
+from .rpc import client_socket, endpoint
+from .security import SwarmKey
 
 __all__ = ["Peer", "PING_EVERY", "SILENT_AFTER", "RETRY_EVERY"]
 
@@ -67,12 +66,9 @@ class Peer:
         import zmq
 
         self.close()
-        sock = context.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE + 64 * 1024)
+        sock = client_socket(context, key)
         sock.sndhwm = 0
         sock.rcvhwm = 0
-        curve_client(sock, key)
         if monitor:  # a fresh address each time: a closed monitor's one is released lazily
             self.monitor = sock.get_monitor_socket(
                 zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED,

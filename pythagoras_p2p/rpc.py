@@ -6,12 +6,13 @@ The swarm client keeps long-lived connections of its own; this is the simple syn
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from . import wire
 from .errors import PythagorasError
 from .security import SwarmKey, curve_client
 
-__all__ = ["NodeUnreachable", "request", "endpoint"]
+__all__ = ["NodeUnreachable", "client_socket", "request", "endpoint"]
 
 
 class NodeUnreachable(PythagorasError, ConnectionError):
@@ -20,6 +21,18 @@ class NodeUnreachable(PythagorasError, ConnectionError):
 
 def endpoint(host: str, port: int) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def client_socket(context: Any, key: SwarmKey) -> Any:
+    """A member's DEALER: CURVE with the swarm key, the message cap, IPv4 and IPv6 peers."""
+    import zmq
+
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.ipv6 = True  # a ``[::1]:7575`` peer connects; IPv4 addresses still do
+    sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE + 64 * 1024)
+    curve_client(sock, key)
+    return sock
 
 
 def request(address: str, key: SwarmKey, op: str, *, timeout: float = 5.0, bodies: list = (),
@@ -31,11 +44,7 @@ def request(address: str, key: SwarmKey, op: str, *, timeout: float = 5.0, bodie
     """
     import zmq
 
-    context = zmq.Context.instance()
-    sock = context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE + 64 * 1024)
-    curve_client(sock, key)
+    sock = client_socket(zmq.Context.instance(), key)
     try:
         sock.connect(address)
         sock.send_multipart(wire.build(op, 1, list(bodies), **fields))

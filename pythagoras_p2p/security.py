@@ -245,6 +245,7 @@ def check_admission(context, endpoint: str, key: SwarmKey, pump, timeout: float 
     try:
         for sock in (stranger, member):
             sock.linger = 0
+            sock.ipv6 = True  # the node may listen on an IPv6 address
         stranger.curve_secretkey, stranger.curve_publickey = stranger_secret, stranger_public
         stranger.curve_serverkey = key.public
         curve_client(member, key)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from node_harness import Call, ask, cli, dealer, free_port, make_key, wait_for
+from node_harness import Call, ask, cli, copy_key, dealer, free_port, make_key, wait_for
 
 from pythagoras_p2p import PCloud, PythagorasError, WorkerCrashedError, kw_args
 from pythagoras_p2p.encoding import value_address
@@ -203,6 +203,32 @@ def test_a_download_of_a_value_the_node_no_longer_holds_fails_at_once(node, make
     outcome = cloud._dispatcher.call("fetch", peer, address, timeout=10)
     assert isinstance(outcome, str) and "no longer holds" in outcome, outcome
     assert time.monotonic() - t < 5
+
+
+def test_a_node_on_an_ipv6_address_serves_a_client_that_names_it(tmp_path):
+    home = tmp_path / "node"
+    make_key(home)
+    port = free_port()
+    started = cli(home, "start", "--bind", "::1", "--port", str(port), "--no-mdns", "--detach")
+    if started.returncode != 0 and "cannot listen" in started.stderr:
+        pytest.skip(f"no IPv6 loopback here: {started.stderr.strip()}")
+    assert started.returncode == 0, started.stderr
+    try:
+        client_home = tmp_path / "client"
+        copy_key(home, client_home)
+        cloud = PCloud(connection=f"[::1]:{port}", home=client_home, connect_timeout=5)
+        try:
+            @cloud.add_pure_function
+            def square(*, x):
+                return x * x
+
+            assert square.sync_remote(x=12) == 144
+        finally:
+            cloud.close()
+        status = json.loads(cli(home, "status", "--json").stdout)
+        assert status["node"]["address"] == f"[::1]:{port}"
+    finally:
+        assert cli(home, "stop").returncode == 0
 
 
 # --------------------------------------------------------------------------- failures
