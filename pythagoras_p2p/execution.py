@@ -11,7 +11,9 @@ An outcome is one of:
 * ``("ok", value_address, packed_value_or_None, meta)``: ``None`` when the value was stored
   where the task ran (large values are written straight to the shared store);
 * ``("err", pickled_exception_or_None, type_name, message, traceback_text, where)``;
-* ``("crash", message)``: the call killed its worker on every attempt.
+* ``("crash", message)``: the call killed its worker on every attempt;
+* ``("error", code, message)``: the call could not be run where it was sent (no peer reachable,
+  none satisfying ``requires=``, a value refused...): ``code`` picks the exception raised.
 """
 
 from __future__ import annotations
@@ -226,12 +228,17 @@ def run_calls(
     failed = False
     if todo:
         cloud._register_function(fn)
-        written: list[bytes] = []
+        written: list[bytes] = []  # transient copies made for these calls, dropped at the end
+        kept: set[bytes] = set()  # large arguments already handed to the backend
+
+        def keep(address: bytes, name: str, value: Any) -> None:
+            if address not in kept:  # 40 calls sharing one DataFrame: handled once, not 40 times
+                kept.add(address)
+                cloud._keep_argument(address, name, value, written)
 
         def make_task(i: int) -> Task:
             call, kwargs, addresses = unique[i]
-            payload, refs = encode_args(
-                kwargs, addresses, lambda a, name, value: cloud._keep_argument(a, name, value, written))
+            payload, refs = encode_args(kwargs, addresses, keep)
             return Task(i, fp, call, payload, describe_call(fn.name, kwargs), refs)
 
         tasks = (make_task(i) for i in todo)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .encoding import value_address
-from .store import _INLINE, Store, live
+from .store import _INLINE, _TRANSIENT, Store, live
 
 __all__ = ["StoreStats", "VerifyReport", "GcReport", "stats", "verify", "gc", "human_bytes"]
 
@@ -157,6 +157,17 @@ def _unlink_files(store: Store, address: bytes) -> None:
         store.blob_path(address, transient=transient).unlink(missing_ok=True)
 
 
+def _in_use(store: Store, address: bytes, record: bytes, now: float) -> bool:
+    """A transient argument copy of this boot, younger than an hour: calls running now may read
+    it (their caller drops it when they end); older ones were left by a caller that died."""
+    if record[:1] != _TRANSIENT or live(record) is None:
+        return False
+    try:
+        return now - store.record_path(address, record).stat().st_mtime < _STALE_TMP
+    except OSError:  # its file is gone: the record is a leftover
+        return False
+
+
 def _mtime(path) -> float:
     try:
         return path.stat().st_mtime
@@ -193,9 +204,9 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     refs: dict[bytes, int] = {}
     for _, address in results:
         refs[address] = refs.get(address, 0) + 1
-    total = lmdb_used + sum(_size(p) for p, a in _blob_files(store) if a is not None)
-    live = sum(sizes.get(a, 0) for a in refs)
-    unreferenced = total - live  # freed anyway, with the unreferenced values
+    files = list(_blob_files(store))
+    total = lmdb_used + sum(_size(p) for p, a in files if a is not None)
+    unreferenced = total - sum(sizes.get(a, 0) for a in refs)  # freed anyway, with those values
     oldest_first = sorted(results, key=lambda r: metas.get(r[0], {}).get("stored", 0.0))
     drop: list[bytes] = []
     now = time.time()
@@ -209,11 +220,11 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
         if refs[address] == 0:
             del refs[address]
             unreferenced += sizes.get(address, 0)
-    garbage = [a for a in values if a not in refs]
+    garbage = [a for a in values if a not in refs and not _in_use(store, a, values[a], now)]
     report.results_removed = len(drop)
     report.values_removed = len(garbage)
     report.bytes_freed = sum(sizes.get(a, 0) for a in garbage)
-    stale = [p for p, a in _blob_files(store)
+    stale = [p for p, a in files
              if (a is None and now - _mtime(p) > _STALE_TMP) or (a is not None and a not in values)]
     report.files_removed = len(stale)
     if dry_run:

@@ -638,3 +638,23 @@ def test_a_transient_record_whose_file_was_dropped_counts_as_absent(store):
     assert not store.has_value(address) and store.get_value(address) is MISSING
     store.put_value(address, pack_parts(value), durable=False)  # written again on demand
     assert np.array_equal(store.get_value(address), value)
+
+
+def test_gc_leaves_the_argument_copies_of_running_calls_alone(store):
+    import os
+    import time
+
+    import numpy as np
+
+    from pythagoras_p2p.encoding import pack_parts
+    from pythagoras_p2p.maintenance import gc
+
+    running, forgotten = np.full(100_000, 1.0), np.full(100_000, 2.0)  # large: in their own files
+    for value in (running, forgotten):
+        store.put_value(value_address(value), pack_parts(value), durable=False)
+    old = time.time() - 2 * 3600  # left by a caller that died two hours ago
+    os.utime(store.blob_path(value_address(forgotten), transient=True), (old, old))
+    report = gc(store)
+    assert report.values_removed == 1
+    assert store.has_value(value_address(running))
+    assert not store.has_value(value_address(forgotten))
