@@ -57,9 +57,8 @@ class Peering:
             return
         self._last_tick = now
         if self.browser is not None:
-            for advert in self.browser.snapshot():
-                if advert.protocol == wire.PROTOCOL_VERSION and advert.addresses:
-                    self._add(advert.addresses[0], advert.port)
+            for host, port in self.browser.reachable():
+                self._add(host, port)
         for peer in self.peers.values():
             if peer.node_id == self.node.node_id:
                 continue  # ourselves, reached through a named address

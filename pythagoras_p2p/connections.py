@@ -100,10 +100,8 @@ class Connections:
             return
         self._last_discovery = now
         if self.browser is not None:
-            for advert in self.browser.snapshot():
-                if advert.protocol == wire.PROTOCOL_VERSION and advert.addresses:
-                    self.peers.setdefault((advert.addresses[0], advert.port),
-                                          Peer(advert.addresses[0], advert.port))
+            for address in self.browser.reachable():
+                self.peers.setdefault(address, Peer(*address))
         if self.ask_for_peers:
             first = next(iter(self.peers.values()))
             if first.ready or first.state == "unsuitable":

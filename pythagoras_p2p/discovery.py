@@ -141,6 +141,13 @@ class Browser:
         with self._lock:
             return list(self.adverts.values())
 
+    def reachable(self) -> list[tuple[str, int]]:
+        """(host, port) of the announced nodes that speak this release's protocol."""
+        from .wire import PROTOCOL_VERSION
+
+        return [(a.addresses[0], a.port) for a in self.snapshot()
+                if a.protocol == PROTOCOL_VERSION and a.addresses]
+
     def close(self) -> None:
         self._browser.cancel()
         self._zc.close()
