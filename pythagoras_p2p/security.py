@@ -74,7 +74,11 @@ def key_path(home: Path) -> Path:
     return Path(home) / KEY_FILE
 
 
-def _parse_key(text: str, where: str) -> SwarmKey:
+_KEY_FIX = ("copy it again from a member, run `pythagoras-node join TOKEN`, or make a new swarm "
+            "with `pythagoras-node init --force`")
+
+
+def _parse_key(text: str, where: str, fix: str = _KEY_FIX) -> SwarmKey:
     try:
         data = json.loads(text)
         key = SwarmKey(str(data["name"]), data["public"].encode(), data["secret"].encode())
@@ -85,9 +89,7 @@ def _parse_key(text: str, where: str) -> SwarmKey:
         return key
     except Exception as exc:
         raise SecurityError(
-            f"{where} is not a valid swarm key ({type(exc).__name__}: {exc}); copy it again from "
-            f"a member, run `pythagoras-node join TOKEN`, or make a new swarm with "
-            f"`pythagoras-node init --force`"
+            f"{where} is not a valid swarm key ({type(exc).__name__}: {exc}); {fix}"
         ) from None
 
 
@@ -151,11 +153,13 @@ def key_from_token(token: str) -> SwarmKey:
             f"line that `pythagoras-node init` printed"
         )
     body = token[len(_TOKEN_PREFIX):]
+    damaged = ("the join token is damaged; copy the whole line `pythagoras-node init` printed "
+               "on the first machine again")
     try:
-        text = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+        text = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True).decode()
     except Exception:
-        raise ConfigurationError("the join token is damaged (not base64); copy it again") from None
-    return _parse_key(text, "the join token")
+        raise ConfigurationError(f"{damaged} (it is not base64)") from None
+    return _parse_key(text, "the join token", fix=damaged.partition("; ")[2])
 
 
 def install_key(home: Path, key: SwarmKey, *, force: bool = False) -> Path:
