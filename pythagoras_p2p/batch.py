@@ -56,7 +56,13 @@ class Batch:
             self._cond.notify()
 
     def next_outcomes(self) -> list:
-        """Wait for outcomes and return every one that arrived (at least one)."""
+        """Wait for outcomes and return every one that arrived (at least one).
+
+        A pool that can (the swarm dispatcher) runs its I/O loop on this thread meanwhile.
+        """
+        drive = getattr(self.pool, "drive_until", None)
+        if drive is not None and not self._outcomes:
+            drive(lambda: bool(self._outcomes) or self.error is not None)
         with self._cond:
             while not self._outcomes:
                 if self.error is not None:

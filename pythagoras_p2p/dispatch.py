@@ -25,6 +25,7 @@ from typing import Any
 from . import wire
 from .batch import Batch, print_output, refill
 from .connections import Connections
+from .driver import Driver
 from .exchange import ValueExchange
 from .peers import Peer
 from .security import SwarmKey
@@ -57,7 +58,6 @@ class SwarmDispatcher:
                                        browser=browser)
         self.exchange = ValueExchange(store, self.connections, place=self._place)
         self.stragglers = Stragglers()
-        self.alive = True
         self._queue: deque = deque()  # (batch, task)
         self._sources: deque = deque()  # batches whose tasks are made only as peers need them
         self._waiting_since: float | None = None
@@ -65,8 +65,12 @@ class SwarmDispatcher:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._thread = threading.Thread(target=self._loop, name="pythagoras-swarm-io", daemon=True)
-        self._thread.start()
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._registered: dict[Any, Peer] = {}  # polled socket → its peer
+        self._driver = Driver(self._turn, self._wake, self._shutdown, name="pythagoras-swarm-io",
+                              tick=_TICK)
+        self._driver.start()
 
     # ------------------------------------------------------------------ caller side
 
@@ -74,18 +78,32 @@ class SwarmDispatcher:
         if not self.alive:
             raise RuntimeError("this cloud's connection to the swarm is closed; create a new cloud")
         sent = None
-        if request[0] == "cancel" and threading.current_thread() is not self._thread:
+        if request[0] == "cancel" and not self._driver.driving_here():
             # Ctrl-C: the process may exit right after, so wait (briefly) until the peers have
             # been told, or they would run the cancelled calls to the end.
             sent = threading.Event()
             request = (*request, sent.set)
         self._requests.append(request)
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
+        if request[0] != "submit":  # a batch's caller runs the loop while it waits for outcomes
+            self._driver.notify()
         if sent is not None:
             sent.wait(2.0)
+
+    def _wake(self) -> None:
+        if self._wake_w < 0:
+            return  # shut down
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # full: a wake is pending already
+            pass
+
+    @property
+    def alive(self) -> bool:
+        return not self._driver.over
+
+    def drive_until(self, done) -> None:
+        """Run the I/O loop on the calling thread until ``done()`` (see :mod:`.driver`)."""
+        self._driver.drive_until(done)
 
     def submit(self, tasks, count: int) -> Batch:
         batch = Batch(self, count, tasks=tasks)
@@ -120,52 +138,46 @@ class SwarmDispatcher:
     def close(self) -> None:
         if self.alive:
             self._request(("close",))
-            self._thread.join(10)
+            self._driver.thread.join(10)
 
     # ------------------------------------------------------------------ the I/O thread
 
-    def _loop(self) -> None:
+    def _turn(self, timeout: float) -> bool:
+        """One turn of the I/O loop, waiting up to ``timeout`` seconds; True once closed."""
         import zmq
 
-        poller = zmq.Poller()
-        poller.register(self._wake_r, zmq.POLLIN)
-        registered: dict[Any, Peer] = {}
-        try:
-            while True:
-                if self._serve_requests():
-                    return
-                self.connections.tend()
-                for sock in [s for s in registered if s is not registered[s].sock
-                             and s is not registered[s].monitor]:
-                    poller.unregister(sock)
-                    del registered[sock]
-                for peer in self.peers.values():
-                    for sock in (peer.sock, peer.monitor):
-                        if sock is not None and sock not in registered:
-                            poller.register(sock, zmq.POLLIN)
-                            registered[sock] = peer
-                self._dispatch()
-                for sock, _ in poller.poll(int(_TICK * 1000)):
-                    if sock == self._wake_r:
-                        try:
-                            os.read(self._wake_r, 4096)
-                        except BlockingIOError:
-                            pass
-                        continue
-                    peer = registered.get(sock)
-                    if peer is not None and peer.monitor is sock:
-                        self.connections.on_events(peer, sock)
-                        continue
-                    while peer is not None and peer.sock is sock:
-                        try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        self._on_message(peer, frames)
-        except Exception:
-            log.exception("the swarm I/O thread failed")
-        finally:
-            self._shutdown()
+        if self._serve_requests():
+            return True
+        self.connections.tend()
+        poller, registered = self._poller, self._registered
+        for sock in [s for s in registered if s is not registered[s].sock
+                     and s is not registered[s].monitor]:
+            poller.unregister(sock)
+            del registered[sock]
+        for peer in self.peers.values():
+            for sock in (peer.sock, peer.monitor):
+                if sock is not None and sock not in registered:
+                    poller.register(sock, zmq.POLLIN)
+                    registered[sock] = peer
+        self._dispatch()
+        for sock, _ in poller.poll(int(timeout * 1000)):
+            if sock == self._wake_r:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                continue
+            peer = registered.get(sock)
+            if peer is not None and peer.monitor is sock:
+                self.connections.on_events(peer, sock)
+                continue
+            while peer is not None and peer.sock is sock:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_message(peer, frames)
+        return False
 
     def _serve_requests(self) -> bool:
         while self._requests:
@@ -406,7 +418,6 @@ class SwarmDispatcher:
             peer.inflight = {rid: bt for rid, bt in peer.inflight.items() if bt[0] is not batch}
 
     def _shutdown(self) -> None:
-        self.alive = False
         self.connections.close()
         self.exchange.close()
         refill(self._queue, self._sources, None)
@@ -414,8 +425,9 @@ class SwarmDispatcher:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, ("error", "closed", f"{task.label} was not run: the cloud was closed"))
         self.context.term()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
+        os.close(wake_r)
+        os.close(wake_w)
 
 
 def _version_of(frames: list) -> str:

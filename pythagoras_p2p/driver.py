@@ -1,0 +1,166 @@
+"""Who runs an I/O loop: the thread waiting for its results, or a background thread.
+
+A client's sockets belong to one loop (:meth:`SwarmDispatcher._turn` is one turn of it). If a
+background thread ran every turn, each remote call would cross threads twice: the caller hands
+its request over and sleeps, the background thread wakes, sends, receives the reply, and wakes
+the caller. On a small machine each crossing costs tens of microseconds, more than the rest of
+a fast call. So a thread that waits for a result runs the loop itself (:meth:`Driver.drive_until`)
+and the background thread runs it only while nobody waits: it keeps peers alive between calls,
+and serves requests that nobody drives (a lookup, a cancel after Ctrl-C).
+
+One lock makes the loop's state single-threaded: whoever holds it runs the turns. The
+background thread lets go as soon as a caller asks, and after the last caller leaves it
+lingers a few milliseconds before it takes over again, so a loop of ``sync_remote`` calls never
+waits for it. A Ctrl-C that arrives while the main thread runs a turn is held until the turn
+ends, so no turn is left half done.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["Driver"]
+
+log = logging.getLogger(__name__)
+
+LINGER = 0.005  # seconds the background thread leaves the loop to callers after the last one
+_SLICE = 0.1  # longest wait of a caller's turn: how soon it notices Ctrl-C or another's result
+
+
+class Driver:
+    """Runs ``turn(timeout)`` (True: the loop is over) on the right thread; see the module docstring.
+
+    ``wake()`` must make a turn that waits return at once (a byte on a pipe it polls).
+    ``finish()`` runs once, on the background thread, when the loop is over.
+    """
+
+    def __init__(self, turn: Callable[[float], bool], wake: Callable[[], None],
+                 finish: Callable[[], None], *, name: str, tick: float):
+        self._turn = turn
+        self._wake = wake
+        self._finish = finish
+        self._tick = tick
+        self._lock = threading.Lock()  # held by the thread running turns
+        self._cond = threading.Condition()  # the background thread waits here while callers drive
+        self._callers = 0
+        self._last_left = 0.0
+        self._driver: int | None = None  # ident of the thread running a turn now
+        self.over = False
+        self.thread = threading.Thread(target=self._background, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def driving_here(self) -> bool:
+        """Whether the current thread runs the loop now (a request made from a turn)."""
+        return self._driver == threading.get_ident()
+
+    def notify(self) -> None:
+        """A request was queued: the background thread stops lingering (nobody may drive)."""
+        self._wake()
+        with self._cond:
+            self._cond.notify()
+
+    def _step(self, timeout: float) -> None:
+        self._driver = threading.get_ident()
+        try:
+            if self._turn(timeout):
+                self.over = True
+        except Exception:
+            log.exception("the swarm I/O loop failed")
+            self.over = True
+        finally:
+            self._driver = None
+
+    def _background(self) -> None:
+        try:
+            while not self.over:
+                with self._cond:
+                    if self._callers:
+                        self._cond.wait(self._tick)
+                        continue
+                    left = LINGER - (time.monotonic() - self._last_left)
+                    if left > 0:
+                        self._cond.wait(left)
+                        if self._callers:
+                            continue
+                with self._lock:
+                    if not self.over:
+                        self._step(self._tick)
+        finally:
+            self.over = True
+            with self._lock:  # a caller's last turn ends first
+                self._finish()
+
+    def drive_until(self, done: Callable[[], bool]) -> None:
+        """Run turns on this thread until ``done()`` or the loop is over.
+
+        Another thread may be running a turn: then this one waits for the lock, a few
+        milliseconds at a time, and looks at ``done()`` in between.
+        """
+        with self._cond:
+            self._callers += 1
+        try:
+            with _HeldInterrupt() as interrupt:
+                while not done() and not self.over:
+                    if not self._lock.acquire(blocking=False):
+                        self._wake()  # the background thread may be waiting in a poll
+                        if not self._lock.acquire(timeout=0.002):
+                            interrupt.raise_if_caught()
+                            continue
+                    try:
+                        if not done() and not self.over:
+                            self._step(_SLICE)
+                    finally:
+                        self._lock.release()
+                    interrupt.raise_if_caught()
+        finally:
+            with self._cond:
+                self._callers -= 1
+                self._last_left = time.monotonic()
+                self._cond.notify()
+
+
+class _HeldInterrupt:
+    """On the main thread, hold SIGINT's handler back until :meth:`raise_if_caught` is called.
+
+    Elsewhere (no signal reaches other threads' code) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._previous = None
+        self._caught: list = []
+
+    def __enter__(self) -> _HeldInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._hold)
+            except (ValueError, TypeError):  # no signals here (an embedded interpreter)
+                self._previous = None
+        return self
+
+    def _hold(self, signum: int, frame) -> None:
+        self._caught.append((signum, frame))
+
+    def raise_if_caught(self) -> None:
+        if self._caught:
+            self._restore()
+            signum, frame = self._caught.pop()
+            previous, self._previous = self._previous, None
+            if callable(previous):
+                previous(signum, frame)  # the default one raises KeyboardInterrupt
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+        if self._caught and exc[0] is None:
+            self.raise_if_caught()
