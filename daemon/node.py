@@ -26,7 +26,7 @@ from pythagoras_p2p.discovery import Advert, Announcement, local_addresses
 from pythagoras_p2p.execution import Task
 from pythagoras_p2p.journal import Journal
 from pythagoras_p2p.nodefile import node_identity
-from pythagoras_p2p.rpc import endpoint
+from pythagoras_p2p.rpc import endpoint, waiting_messages
 from pythagoras_p2p.security import (
     Authenticator,
     SecurityError,
@@ -207,11 +207,7 @@ class Node:
                     self.peering.readable(sock)
             self.peering.tick()
         if self.router in events:
-            for _ in range(256):
-                try:
-                    frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
+            for frames in waiting_messages(self.router, copy=False):
                 self.handlers.handle(frames)
         while self._completed:
             kind, call, payload = self._completed.popleft()

@@ -14,6 +14,7 @@ from typing import Any
 
 from pythagoras_p2p import wire
 from pythagoras_p2p.peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
+from pythagoras_p2p.rpc import waiting_messages
 
 __all__ = ["Peering"]
 
@@ -95,14 +96,10 @@ class Peering:
         return sock in self._sockets
 
     def readable(self, sock: Any) -> None:
-        import zmq
-
         peer = self._sockets.get(sock)
-        while peer is not None:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        if peer is None:
+            return
+        for frames in waiting_messages(sock, limit=1 << 30):
             peer.heard()
             try:
                 msg = wire.parse(frames)

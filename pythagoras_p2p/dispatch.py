@@ -28,6 +28,7 @@ from .connections import Connections
 from .driver import Driver
 from .exchange import ValueExchange
 from .peers import Peer
+from .rpc import waiting_messages
 from .security import SwarmKey
 from .store import Store
 from .stragglers import Stragglers
@@ -171,12 +172,12 @@ class SwarmDispatcher:
             if peer is not None and peer.monitor is sock:
                 self.connections.on_events(peer, sock)
                 continue
-            while peer is not None and peer.sock is sock:
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            if peer is None or peer.sock is not sock:
+                continue
+            for frames in waiting_messages(sock, limit=1 << 30):
                 self._on_message(peer, frames)
+                if peer.sock is not sock:  # the message lost the peer: its socket is closed
+                    break
         return False
 
     def _serve_requests(self) -> bool:

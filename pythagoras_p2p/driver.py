@@ -23,6 +23,11 @@ import threading
 import time
 from collections.abc import Callable
 
+try:  # the C function: signal.signal also converts handlers to enums, a cost paid twice a call
+    from _signal import signal as _set_handler
+except ImportError:  # pragma: no cover - not CPython
+    _set_handler = signal.signal
+
 __all__ = ["Driver"]
 
 log = logging.getLogger(__name__)
@@ -138,7 +143,7 @@ class _HeldInterrupt:
     def __enter__(self) -> _HeldInterrupt:
         if threading.current_thread() is threading.main_thread():
             try:
-                self._previous = signal.signal(signal.SIGINT, self._hold)
+                self._previous = _set_handler(signal.SIGINT, self._hold)
             except (ValueError, TypeError):  # no signals here (an embedded interpreter)
                 self._previous = None
         return self
@@ -158,7 +163,7 @@ class _HeldInterrupt:
 
     def _restore(self) -> None:
         if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+            _set_handler(signal.SIGINT, self._previous)
 
     def __exit__(self, *exc: object) -> None:
         self._restore()

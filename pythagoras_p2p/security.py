@@ -204,13 +204,9 @@ class Authenticator:
 
     def handle(self) -> None:
         """Answer every pending ZAP request (never blocks)."""
-        import zmq
+        from .rpc import waiting_messages
 
-        while True:
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in waiting_messages(self.socket, limit=1 << 30):
             self.socket.send_multipart(self._answer(frames))
 
     def _answer(self, frames: list[bytes]) -> list[bytes]:
