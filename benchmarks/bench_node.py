@@ -5,7 +5,8 @@ Everything runs on loopback in one run, beside the anchors:
 1. ``sync_remote`` round trip of a cache miss (a trivial function, fresh arguments each call)
    to a node on 127.0.0.1, its result journaled on the node before the reply — beside
    ``ProcessPoolExecutor.submit().result()``, a bare ZeroMQ REQ/REP round trip, and Dask's
-   ``client.submit().result()`` on a 1-worker ``LocalCluster`` (if installed);
+   ``client.submit().result()`` on a 1-worker ``LocalCluster`` (if installed), and the bare
+   chain: the same three processes and hops with no work at all (see :func:`chain_round_trip`);
 2. ``pythagoras-node start`` until it serves (``node.json`` written), from process start;
 3. CPU of an idle node, all its processes together (node + workers), over a quiet window,
    beside an idle Dask ``LocalCluster`` with two worker processes.
@@ -85,6 +86,7 @@ def bench_round_trip(port: int, client_home: Path, n: int) -> dict[str, float]:
     with ProcessPoolExecutor(1) as pool:
         out["ProcessPoolExecutor"] = median_seconds(lambda i: pool.submit(trivial, i).result(), n, warmup=20)
     out["bare ZeroMQ REQ/REP"] = zmq_round_trip(n)
+    out["bare chain"] = chain_round_trip(n)
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
@@ -122,6 +124,76 @@ def zmq_round_trip(n: int) -> float:
     thread.join(5)
     req.close(0)
     rep.close(0)
+    ctx.term()
+    return result
+
+
+def _chain_node(ready, stop_after: int) -> None:
+    """The bare chain's node process: a CurveZMQ ROUTER that hands each message over a pipe to
+    a worker process and the worker's answer back, polling without sleeping while one is out."""
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    if os.fork() == 0:  # the worker (forked before any socket exists): answer each message
+        os.close(to_worker_w)
+        os.close(from_worker_r)
+        while data := os.read(to_worker_r, 65536):
+            os.write(from_worker_w, data)
+        os._exit(0)
+    os.close(to_worker_r)
+    os.close(from_worker_w)
+    import zmq
+
+    ctx = zmq.Context()
+    public, secret = zmq.curve_keypair()
+    router = ctx.socket(zmq.ROUTER)
+    router.curve_server, router.curve_secretkey, router.curve_publickey = True, secret, public
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    os.set_blocking(from_worker_r, False)
+    ready.put((port, public))
+    poller = zmq.Poller()
+    poller.register(router, zmq.POLLIN)
+    for _ in range(stop_after):
+        while not poller.poll(1000):
+            pass
+        ident, body = router.recv_multipart()
+        os.write(to_worker_w, body)
+        while True:
+            try:
+                answer = os.read(from_worker_r, 65536)
+                break
+            except BlockingIOError:
+                continue
+        router.send_multipart([ident, answer])
+    os.close(to_worker_w)
+    os.wait()
+
+
+def chain_round_trip(n: int) -> float:
+    """The hops of a remote call with no work at all: a CurveZMQ DEALER here → a ROUTER in a
+    node process → a pipe → a worker process, and back the same way: what this machine's
+    scheduler and sockets alone cost a call that crosses three processes."""
+    import multiprocessing
+
+    import zmq
+
+    mp = multiprocessing.get_context("fork")
+    ready = mp.Queue()
+    node = mp.Process(target=_chain_node, args=(ready, n + 20), daemon=True)
+    node.start()
+    port, server_public = ready.get(timeout=30)
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.curve_serverkey = server_public
+    dealer.curve_publickey, dealer.curve_secretkey = zmq.curve_keypair()
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+
+    def once(i: int) -> None:
+        dealer.send(b"x" * 100)
+        dealer.recv()
+
+    result = median_seconds(once, n, warmup=20)
+    node.join(10)
+    dealer.close(0)
     ctx.term()
     return result
 

@@ -124,10 +124,11 @@ class Driver:
                         self._lock.release()
                     interrupt.raise_if_caught()
         finally:
+            # The background thread is not woken: it looks again within a tick. Waking it
+            # here would have it contend for the interpreter lock with this thread's next call.
             with self._cond:
                 self._callers -= 1
                 self._last_left = time.monotonic()
-                self._cond.notify()
 
 
 class _HeldInterrupt:
