@@ -115,17 +115,21 @@ def zmq_round_trip(n: int) -> float:
     thread.start()
     req = ctx.socket(zmq.REQ)
     req.connect(f"tcp://127.0.0.1:{port}")
-
-    def once(i: int) -> None:
-        req.send(b"x" * 32)
-        req.recv()
-
-    result = median_seconds(once, n, warmup=20)
+    result = _echo_median(req, n, 32)
     thread.join(5)
     req.close(0)
     rep.close(0)
     ctx.term()
     return result
+
+
+def _echo_median(sock, n: int, size: int) -> float:
+    """Median seconds for ``sock`` to send ``size`` bytes and receive the answer."""
+    def once(i: int) -> None:
+        sock.send(b"x" * size)
+        sock.recv()
+
+    return median_seconds(once, n, warmup=20)
 
 
 def _chain_node(ready, stop_after: int) -> None:
@@ -186,12 +190,7 @@ def chain_round_trip(n: int) -> float:
     dealer.curve_serverkey = server_public
     dealer.curve_publickey, dealer.curve_secretkey = zmq.curve_keypair()
     dealer.connect(f"tcp://127.0.0.1:{port}")
-
-    def once(i: int) -> None:
-        dealer.send(b"x" * 100)
-        dealer.recv()
-
-    result = median_seconds(once, n, warmup=20)
+    result = _echo_median(dealer, n, 100)
     node.join(10)
     dealer.close(0)
     ctx.term()
