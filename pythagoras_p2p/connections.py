@@ -1,6 +1,6 @@
 """The swarm client's connections: finding peers, greeting them, watching them live, requests.
 
-:class:`Connections` runs on the dispatcher's I/O thread (see :mod:`.dispatch`), which owns it.
+:class:`Connections` runs on the dispatcher's I/O loop (see :mod:`.dispatch`), which owns it.
 It finds more peers (from this machine's node, when asked to, and from an mDNS browser), connects
 to each with a ``hello`` (the node checks protocol, Python and ``requires=``), pings idle ones,
 and numbers requests so that each reply reaches the callback that waits for it.

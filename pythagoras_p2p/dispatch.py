@@ -1,7 +1,8 @@
-"""Sending calls to the swarm: one I/O thread, every peer's socket, tasks placed by free slots.
+"""Sending calls to the swarm: one I/O loop, every peer's socket, tasks placed by free slots.
 
-The caller's thread only queues requests (a batch of tasks, a lookup, a cancel) and waits for
-outcomes; the I/O thread owns the sockets. A task goes to the ready peer with the most free
+Callers queue requests (a batch of tasks, a lookup, a cancel); the loop owns the sockets, and
+the thread that waits for a batch's outcomes runs it meanwhile (:mod:`.driver`; a background
+thread runs it while nobody waits). A task goes to the ready peer with the most free
 worker slots, so a peer that finishes gets more and slow and fast machines balance themselves.
 Before a task is sent, its function is sent if the peer may lack it (pipelined on the same
 connection, which keeps order), and its large arguments reach the peer first (the dispatcher's
@@ -112,7 +113,7 @@ class SwarmDispatcher:
         return batch
 
     def call(self, kind: str, *args: Any, timeout: float) -> Any:
-        """Run ``kind`` (lookup, fetch, ready) on the I/O thread and wait for its answer."""
+        """Run ``kind`` (lookup, fetch, ready) on the I/O loop and wait for its answer."""
         done = threading.Event()
         box: list = []
         self._request((kind, *args, lambda value: (box.append(value), done.set())))
@@ -130,7 +131,7 @@ class SwarmDispatcher:
         done = threading.Event()
         self._request(("lookup", calls, found, lambda: done.set()))
         done.wait(timeout)
-        return dict(found)  # a copy made under the GIL: the I/O thread may still add to it
+        return dict(found)  # a copy made under the GIL: the I/O loop may still add to it
 
     def release(self, addresses: list[bytes]) -> None:
         """Tell the peers that hold these arguments that this client is done with them."""
@@ -141,7 +142,7 @@ class SwarmDispatcher:
             self._request(("close",))
             self._driver.thread.join(10)
 
-    # ------------------------------------------------------------------ the I/O thread
+    # ------------------------------------------------------------------ the I/O loop
 
     def _turn(self, timeout: float) -> bool:
         """One turn of the I/O loop, waiting up to ``timeout`` seconds; True once closed."""

@@ -1,6 +1,6 @@
 """Values between the swarm client and its peers: argument uploads, result lookups and downloads.
 
-:class:`ValueExchange` runs on the dispatcher's I/O thread (see :mod:`.dispatch`), which owns
+:class:`ValueExchange` runs on the dispatcher's I/O loop (see :mod:`.dispatch`), which owns
 it. Before a task is sent, its large arguments are checked with ``has`` and uploaded in chunks
 once per peer; the task is parked on that peer until they are there (a value the peer refuses
 fails the calls that need it). Lookups ask every peer for stored results. Large values are

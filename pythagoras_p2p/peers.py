@@ -1,6 +1,6 @@
 """What a client knows about each node it talks to: its socket, its slots, its liveness.
 
-A :class:`Peer` is owned by the dispatcher's I/O thread and touched by nothing else. Liveness
+A :class:`Peer` is owned by the dispatcher's I/O loop and touched by nothing else. Liveness
 comes only from traffic on the ZeroMQ connection (any message counts; idle peers are pinged):
 a peer silent for :data:`SILENT_AFTER` seconds is dead, whatever mDNS still says. A client
 also watches its connections (``connect(monitor=True)``): a node whose process died closes its

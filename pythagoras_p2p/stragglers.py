@@ -25,7 +25,7 @@ _KEEP = 64  # durations kept per batch for the median
 
 
 class Stragglers:
-    """Owned by the swarm dispatcher (its I/O thread): when calls were placed, how long a batch's
+    """Owned by the swarm dispatcher (its I/O loop): when calls were placed, how long a batch's
     calls take, and which calls run twice."""
 
     def __init__(self) -> None:

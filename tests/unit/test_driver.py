@@ -110,3 +110,33 @@ def test_two_callers_share_the_loop_and_each_sees_its_own_result():
     loop.close = True
     loop.driver.notify()
     loop.driver.thread.join(10)
+
+
+def test_a_program_s_own_sigint_handler_gets_the_held_signal_and_is_put_back():
+    received = []
+
+    def own(signum, frame):
+        received.append(signum)
+
+    state = {"turns": 0}
+
+    def turn_body() -> None:
+        if threading.current_thread() is threading.main_thread():
+            state["turns"] += 1
+            if state["turns"] == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                assert received == []  # held while the turn runs
+
+    previous = signal.signal(signal.SIGINT, own)
+    try:
+        loop = Loop(turn_body)
+        loop.driver.start()
+        loop.driver.drive_until(lambda: state["turns"] >= 3)  # the handler raises nothing: go on
+        assert state["turns"] == 3 and not loop.driver.over  # no turn failed
+        assert received == [signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is own
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    loop.close = True
+    loop.driver.notify()
+    loop.driver.thread.join(10)
