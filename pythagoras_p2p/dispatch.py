@@ -67,6 +67,7 @@ class SwarmDispatcher:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._wake_lock = threading.Lock()
         self._poller = zmq.Poller()
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._registered: dict[Any, Peer] = {}  # polled socket → its peer
@@ -92,12 +93,13 @@ class SwarmDispatcher:
             sent.wait(2.0)
 
     def _wake(self) -> None:
-        if self._wake_w < 0:
-            return  # shut down
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:  # full: a wake is pending already
-            pass
+        with self._wake_lock:  # never a write to a descriptor _shutdown closed (and reused)
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:  # full: a wake is pending already
+                pass
 
     @property
     def alive(self) -> bool:
@@ -140,12 +142,13 @@ class SwarmDispatcher:
     def close(self) -> None:
         if self.alive:
             self._request(("close",))
-            self._driver.thread.join(10)
+        self._driver.thread.join(10)  # also when a failed turn ended the loop: it shuts down
 
     # ------------------------------------------------------------------ the I/O loop
 
-    def _turn(self, timeout: float) -> bool:
-        """One turn of the I/O loop, waiting up to ``timeout`` seconds; True once closed."""
+    def _turn(self, timeout: float, ready=None) -> bool:
+        """One turn of the I/O loop, waiting up to ``timeout`` seconds (not at all once
+        ``ready()``: this turn gave the waiting caller what it waits for); True once closed."""
         import zmq
 
         if self._serve_requests():
@@ -162,6 +165,8 @@ class SwarmDispatcher:
                     poller.register(sock, zmq.POLLIN)
                     registered[sock] = peer
         self._dispatch()
+        if ready is not None and ready():
+            timeout = 0
         for sock, _ in poller.poll(int(timeout * 1000)):
             if sock == self._wake_r:
                 try:
@@ -427,9 +432,10 @@ class SwarmDispatcher:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, ("error", "closed", f"{task.label} was not run: the cloud was closed"))
         self.context.term()
-        wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
-        os.close(wake_r)
-        os.close(wake_w)
+        with self._wake_lock:
+            wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
+            os.close(wake_r)
+            os.close(wake_w)
 
 
 def _version_of(frames: list) -> str:

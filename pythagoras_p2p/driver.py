@@ -38,14 +38,16 @@ _SLICE = 0.1  # longest wait of a caller's turn: how soon it notices Ctrl-C or a
 
 
 class Driver:
-    """Runs ``turn(timeout)`` (True: the loop is over) on the right thread; see the module docstring.
+    """Runs ``turn(timeout, ready)`` on the right thread; see the module docstring.
 
+    A turn returns True once the loop is over; ``ready()`` (None on the background thread)
+    tells it whether the caller has what it waits for, so it need not wait in its poll.
     ``wake()`` must make a turn that waits return at once (a byte on a pipe it polls).
     ``finish()`` runs once, on the background thread, when the loop is over.
     """
 
-    def __init__(self, turn: Callable[[float], bool], wake: Callable[[], None],
-                 finish: Callable[[], None], *, name: str, tick: float):
+    def __init__(self, turn: Callable[[float, Callable[[], bool] | None], bool],
+                 wake: Callable[[], None], finish: Callable[[], None], *, name: str, tick: float):
         self._turn = turn
         self._wake = wake
         self._finish = finish
@@ -54,6 +56,7 @@ class Driver:
         self._cond = threading.Condition()  # the background thread waits here while callers drive
         self._callers = 0
         self._last_left = 0.0
+        self._asked = False  # a request was queued and no turn has begun since
         self._driver: int | None = None  # ident of the thread running a turn now
         self.over = False
         self.thread = threading.Thread(target=self._background, name=name, daemon=True)
@@ -67,18 +70,22 @@ class Driver:
 
     def notify(self) -> None:
         """A request was queued: the background thread stops lingering (nobody may drive)."""
+        self._asked = True
         self._wake()
         with self._cond:
             self._cond.notify()
 
-    def _step(self, timeout: float) -> None:
+    def _step(self, timeout: float, ready: Callable[[], bool] | None) -> None:
         self._driver = threading.get_ident()
+        self._asked = False  # this turn serves what was queued before it
         try:
-            if self._turn(timeout):
+            if self._turn(timeout, ready):
                 self.over = True
-        except Exception:
-            log.exception("the swarm I/O loop failed")
+        except BaseException as exc:  # a turn left half done: the loop cannot go on
             self.over = True
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("the swarm I/O loop failed")
         finally:
             self._driver = None
 
@@ -90,13 +97,13 @@ class Driver:
                         self._cond.wait(self._tick)
                         continue
                     left = LINGER - (time.monotonic() - self._last_left)
-                    if left > 0:
+                    if left > 0 and not self._asked:
                         self._cond.wait(left)
                         if self._callers:
                             continue
                 with self._lock:
                     if not self.over:
-                        self._step(self._tick)
+                        self._step(self._tick, None)
         finally:
             self.over = True
             with self._lock:  # a caller's last turn ends first
@@ -106,41 +113,50 @@ class Driver:
         """Run turns on this thread until ``done()`` or the loop is over.
 
         Another thread may be running a turn: then this one waits for the lock, a few
-        milliseconds at a time, and looks at ``done()`` in between.
+        milliseconds at a time, and looks at ``done()`` in between. SIGINT is held for each
+        round of turns, bookkeeping included, and delivered between rounds, when this thread
+        no longer counts as a caller: a handler that makes a request is served.
         """
-        with self._cond:
-            self._callers += 1
-        try:
+        while not done() and not self.over:
             with _HeldInterrupt() as interrupt:
-                while not done() and not self.over:
-                    if not self._lock.acquire(blocking=False):
-                        self._wake()  # the background thread may be waiting in a poll
-                        if not self._lock.acquire(timeout=0.002):
-                            interrupt.raise_if_caught()
-                            continue
-                    try:
-                        if not done() and not self.over:
-                            self._step(_SLICE)
-                    finally:
-                        self._lock.release()
-                    interrupt.raise_if_caught()
-        finally:
-            # The background thread is not woken: it looks again within a tick. Waking it
-            # here would have it contend for the interpreter lock with this thread's next call.
-            with self._cond:
-                self._callers -= 1
-                self._last_left = time.monotonic()
+                with self._cond:
+                    self._callers += 1
+                try:
+                    while not interrupt.caught and not done() and not self.over:
+                        if not self._lock.acquire(blocking=False):
+                            if self._driver == self.thread.ident:
+                                self._wake()  # the background thread may wait long in its poll
+                            if not self._lock.acquire(timeout=0.002):
+                                continue
+                        try:
+                            if not done() and not self.over:
+                                self._step(_SLICE, done)
+                        finally:
+                            self._lock.release()
+                finally:
+                    # The background thread is woken only for a request nobody served: else
+                    # it would contend for the interpreter lock with this thread's next call.
+                    with self._cond:
+                        self._callers -= 1
+                        self._last_left = time.monotonic()
+                        if not self._callers and self._asked:
+                            self._cond.notify()
 
 
 class _HeldInterrupt:
-    """On the main thread, hold SIGINT's handler back until :meth:`raise_if_caught` is called.
+    """On the main thread, hold SIGINT back for the block; deliver it when the block ends.
 
-    Elsewhere (no signal reaches other threads' code) it does nothing.
+    Delivered means: the handler held back is put back and called (the default one raises
+    KeyboardInterrupt). Elsewhere (no signal reaches other threads' code) it does nothing.
     """
 
     def __init__(self) -> None:
         self._previous = None
         self._caught: list = []
+
+    @property
+    def caught(self) -> bool:
+        return bool(self._caught)
 
     def __enter__(self) -> _HeldInterrupt:
         # A handler installed outside Python (None) could not be put back: leave it alone.
@@ -154,21 +170,14 @@ class _HeldInterrupt:
     def _hold(self, signum: int, frame) -> None:
         self._caught.append((signum, frame))
 
-    def raise_if_caught(self) -> None:
-        if self._caught:
-            self._restore()
-            signum, frame = self._caught.pop()
-            previous, self._previous = self._previous, None
+    def __exit__(self, *exc: object) -> None:
+        previous, self._previous = self._previous, None
+        if previous is None:
+            return
+        _set_handler(signal.SIGINT, previous)
+        if self._caught and exc[0] is None:
+            signum, frame = self._caught[-1]
             if callable(previous):
                 previous(signum, frame)  # the default one raises KeyboardInterrupt
             elif previous == signal.SIG_DFL:
                 raise KeyboardInterrupt
-
-    def _restore(self) -> None:
-        if self._previous is not None:
-            _set_handler(signal.SIGINT, self._previous)
-
-    def __exit__(self, *exc: object) -> None:
-        self._restore()
-        if self._caught and exc[0] is None:
-            self.raise_if_caught()
