@@ -168,6 +168,10 @@ class WorkerPool:
         worker still runs something: an outcome is then likely within microseconds."""
         return time.monotonic() < self._spin_until and any(w.inflight for w in self._workers)
 
+    def calls_are_fast(self) -> bool:
+        """Whether calls have lately taken less than ``_SPIN_TASK`` on average."""
+        return self._mean < _SPIN_TASK
+
     def step(self) -> None:
         """Do whatever an embedded pool can do now, without waiting."""
         if self.alive and self._step(0):

@@ -102,6 +102,37 @@ def test_sync_remote_runs_on_the_node_and_the_result_is_copied_here(node, make_c
     assert open_store(cloud.home).get_result(call) == result
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def test_after_a_loop_of_fast_calls_neither_node_nor_client_keeps_polling(node, make_client):
+    """Waiting for a fast call's reply (client) and for a loop's next request (node) polls
+    without sleeping, but only for moments: once the calls stop, both sleep."""
+    cloud = make_client(node)
+    f = cloud.add_pure_function(where_it_ran)
+    for i in range(300):
+        assert f.sync_remote(x=i)["x"] == i
+    node_pids = [node.pid, *worker_pids(node)]
+    here = [os.getpid()]
+    window = 1.0
+    node_before, here_before, t0 = _cpu_seconds(node_pids), _cpu_seconds(here), time.monotonic()
+    time.sleep(window)  # the measured quiet window, not a wait for something to happen
+    elapsed = time.monotonic() - t0
+    node_busy = (_cpu_seconds(node_pids) - node_before) / elapsed
+    here_busy = (_cpu_seconds(here) - here_before) / elapsed
+    assert node_busy < 0.05, f"an idle node used {node_busy:.1%} of a core"
+    assert here_busy < 0.05, f"an idle client used {here_busy:.1%} of a core"
+    cloud.close()
+
+
 def test_a_memo_lookup_asks_the_node_before_computing(node, make_client):
     """A plain call of a fresh client gets the node's stored result instead of running here."""
     a = make_client(node, "a")
