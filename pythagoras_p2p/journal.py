@@ -152,6 +152,11 @@ class Journal:
                 del self._outstanding[seg]
                 (self.dir / f"{seg:012d}.log").unlink(missing_ok=True)
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the journal takes no more records (closed, or the store refused a write)."""
+        return self._closed
+
     def pending(self, call: bytes) -> ResultRecord | None:
         """A result appended but not yet applied to LMDB, if any."""
         return self._pending.get(call)

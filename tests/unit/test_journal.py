@@ -26,7 +26,8 @@ def test_results_the_store_refused_stay_in_the_journal_for_the_next_start(tmp_pa
 
     monkeypatch.setattr(store, "put_results", refuse)
     journal.append([record(1), record(2)])
-    wait_for(lambda: refused, message="the journal to try the store")
+    wait_for(lambda: journal.stopped, message="the journal to stop after the store refused a write")
+    assert refused
     with pytest.raises(RuntimeError, match="closed"):
         journal.append([record(3)])  # it stopped: a node answers such calls with an error
     journal.close()
