@@ -66,6 +66,11 @@ class Connections:
         peer.send(wire.build(op, rid, list(bodies), **fields))
         return rid
 
+    @property
+    def awaiting(self) -> bool:
+        """Whether a request other than a call waits for its reply."""
+        return bool(self._pending)
+
     def answer(self, peer: Peer, msg: wire.Message) -> bool:
         """Hand a reply to the callback waiting for it; False if none waits."""
         handler = self._pending.pop(msg.id, None)

@@ -73,12 +73,13 @@ class SwarmDispatcher:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._wake_lock = threading.Lock()
+        # Reentrant: a SIGINT handler run while this thread holds it may make a request.
+        self._wake_lock = threading.RLock()
         self._poller = zmq.Poller()
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._registered: dict[Any, Peer] = {}  # polled socket → its peer
         self._driver = Driver(self._turn, self._wake, self._shutdown, name="pythagoras-swarm-io",
-                              tick=_TICK)
+                              tick=_TICK, awaiting=self._awaiting)
         self._driver.start()
 
     # ------------------------------------------------------------------ caller side
@@ -95,6 +96,8 @@ class SwarmDispatcher:
         self._requests.append(request)
         if request[0] != "submit":  # a batch's caller runs the loop while it waits for outcomes
             self._driver.notify()
+        elif self._driver.driving_elsewhere():
+            self._wake()  # another thread's turn may wait long in its poll: serve this one now
         if sent is not None:
             sent.wait(2.0)
 
@@ -110,6 +113,10 @@ class SwarmDispatcher:
     @property
     def alive(self) -> bool:
         return not self._driver.over
+
+    def _awaiting(self) -> bool:
+        """Whether replies are due that no caller waits for in a batch (lookups, downloads)."""
+        return self.connections.awaiting or self.exchange.downloading
 
     def drive_until(self, done) -> None:
         """Run the I/O loop on the calling thread until ``done()`` (see :mod:`.driver`)."""
@@ -458,6 +465,8 @@ class SwarmDispatcher:
             calls = [task.call for b, task in peer.inflight.values() if b is batch]
             if calls and peer.sock is not None:
                 peer.send(wire.build("cancel", 0, calls=calls))
+            for rid in [rid for rid, bt in peer.inflight.items() if bt[0] is batch]:
+                self.stragglers.forget(rid)
             peer.inflight = {rid: bt for rid, bt in peer.inflight.items() if bt[0] is not batch}
 
     def _shutdown(self) -> None:

@@ -44,13 +44,17 @@ class Driver:
     tells it whether the caller has what it waits for, so it need not wait in its poll.
     ``wake()`` must make a turn that waits return at once (a byte on a pipe it polls).
     ``finish()`` runs once, on the background thread, when the loop is over.
+    ``awaiting()`` tells whether the loop waits for replies nobody drives it for (a lookup's):
+    the background thread then takes over as soon as the last caller leaves.
     """
 
     def __init__(self, turn: Callable[[float, Callable[[], bool] | None], bool],
-                 wake: Callable[[], None], finish: Callable[[], None], *, name: str, tick: float):
+                 wake: Callable[[], None], finish: Callable[[], None], *, name: str, tick: float,
+                 awaiting: Callable[[], bool] = lambda: False):
         self._turn = turn
         self._wake = wake
         self._finish = finish
+        self._awaiting = awaiting
         self._tick = tick
         self._lock = threading.Lock()  # held by the thread running turns
         self._cond = threading.Condition()  # the background thread waits here while callers drive
@@ -67,6 +71,11 @@ class Driver:
     def driving_here(self) -> bool:
         """Whether the current thread runs the loop now (a request made from a turn)."""
         return self._driver == threading.get_ident()
+
+    def driving_elsewhere(self) -> bool:
+        """Whether another thread runs a turn now (it may be waiting long in its poll)."""
+        driver = self._driver
+        return driver is not None and driver != threading.get_ident()
 
     def notify(self) -> None:
         """A request was queued: the background thread stops lingering (nobody may drive)."""
@@ -134,12 +143,13 @@ class Driver:
                         finally:
                             self._lock.release()
                 finally:
-                    # The background thread is woken only for a request nobody served: else
-                    # it would contend for the interpreter lock with this thread's next call.
+                    # The background thread is woken only for a request nobody served, or
+                    # replies nobody else will read: else it would contend for the
+                    # interpreter lock with this thread's next call.
                     with self._cond:
                         self._callers -= 1
                         self._last_left = time.monotonic()
-                        if not self._callers and self._asked:
+                        if not self._callers and (self._asked or self._awaiting()):
                             self._cond.notify()
 
 

@@ -150,6 +150,10 @@ class ValueExchange:
             else:
                 peer.on_ready.append(lambda ok, peer=peer: ask_when_ready(peer, ok))
 
+    @property
+    def downloading(self) -> bool:
+        return bool(self._downloads)
+
     def fetch(self, peer: Peer, address: bytes, callback) -> None:
         """Download a large value from ``peer`` into the local store; ``callback(True | reason)``."""
         if self.store.has_value(address):

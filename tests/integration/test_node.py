@@ -133,6 +133,33 @@ def test_after_a_loop_of_fast_calls_neither_node_nor_client_keeps_polling(node, 
     cloud.close()
 
 
+def _sleeper():
+    def sleep_for(*, seconds):
+        import time
+
+        time.sleep(seconds)
+        return seconds
+
+    return sleep_for
+
+
+def test_a_thread_waiting_for_a_slow_call_does_not_hold_up_another_thread_s_calls(node, make_client):
+    """The thread that runs the client's loop while it waits for a slow call sends another
+    thread's calls at once (it does not finish waiting in its poll first)."""
+    cloud = make_client(node)
+    slow = cloud.add_pure_function(_sleeper())
+    fast = cloud.add_pure_function(where_it_ran)
+    assert fast.sync_remote(x=-1)["x"] == -1
+    slow_thread = threading.Thread(target=lambda: slow.sync_remote(seconds=6.0), daemon=True)
+    slow_thread.start()
+    wait_for(lambda: node.status()["workers_busy"] >= 1, 30, message="the slow call to run")
+    for i in range(100):
+        assert fast.sync_remote(x=i)["x"] == i
+    assert slow_thread.is_alive(), "100 fast calls took longer than one 6 s call"
+    slow_thread.join(30)
+    cloud.close()
+
+
 def test_a_memo_lookup_asks_the_node_before_computing(node, make_client):
     """A plain call of a fresh client gets the node's stored result instead of running here."""
     a = make_client(node, "a")

@@ -207,3 +207,46 @@ def test_callers_waiting_together_do_not_cut_each_other_s_turns_short():
     assert turns <= 12, turns
     assert all(r is not None for r in loop.readies[-turns:])  # callers pass what they wait for
     loop.end()
+
+
+def test_replies_due_when_the_last_caller_leaves_are_read_by_the_background_thread_at_once():
+    """A caller's turn may have sent another thread's lookup; once that caller leaves, nobody
+    else drives for its reply, so the background thread takes over now, not after its tick."""
+    awaiting = {"reply": False}
+    loop = Loop(tick=60.0)
+    loop.driver._awaiting = lambda: awaiting["reply"]
+    loop.driver.start()
+    wait_for(lambda: "test-loop" in loop.ran_on, 10, message="the background thread to turn")
+    mine = threading.current_thread().name
+
+    def a_turn_sends_a_lookup():
+        awaiting["reply"] = True
+
+    loop.extra = a_turn_sends_a_lookup
+    loop.driver.drive_until(lambda: loop.ran_on.count(mine) >= 1)
+    loop.ran_on.clear()
+    wait_for(lambda: "test-loop" in loop.ran_on, 10,
+             message="the background thread to read the replies nobody waits for")
+    loop.end()
+
+
+def test_a_request_made_while_this_thread_wakes_the_loop_does_not_deadlock(tmp_path):
+    """A SIGINT handler may make a request while the interrupted thread was waking the loop."""
+    from pythagoras_p2p.dispatch import SwarmDispatcher
+    from pythagoras_p2p.security import create_key, load_key
+    from pythagoras_p2p.store import open_store
+
+    create_key(tmp_path)
+    dispatcher = SwarmDispatcher(load_key(tmp_path), open_store(tmp_path), [("127.0.0.1", 9)],
+                                 connect_timeout=1.0)
+    done = threading.Event()
+
+    def interrupted_wake() -> None:
+        with dispatcher._wake_lock:  # where the signal lands: inside _wake
+            dispatcher.release([])  # what the program's handler does
+        done.set()
+
+    thread = threading.Thread(target=interrupted_wake, daemon=True)
+    thread.start()
+    assert done.wait(10), "a request made inside a wake deadlocked"
+    dispatcher.close()
