@@ -57,6 +57,8 @@ class Driver:
         self._awaiting = awaiting
         self._tick = tick
         self._lock = threading.Lock()  # held by the thread running turns
+        self._turn_over = threading.Condition(threading.Lock())  # callers wait here for the lock
+        self._waiting = 0  # callers waiting on _turn_over
         self._cond = threading.Condition()  # the background thread waits here while callers drive
         self._callers = 0
         self._last_left = 0.0
@@ -110,19 +112,46 @@ class Driver:
                         self._cond.wait(left)
                         if self._callers:
                             continue
-                with self._lock:
+                self._lock.acquire()
+                try:
                     if not self.over:
                         self._step(self._tick, None)
+                finally:
+                    self._release()
         finally:
             self.over = True
             with self._lock:  # a caller's last turn ends first
                 self._finish()
 
+    def _release(self) -> None:
+        """Let go of the loop after a turn; callers waiting for it look again."""
+        self._lock.release()
+        if self._waiting:
+            with self._turn_over:
+                self._turn_over.notify_all()
+
+    def _take_or_wait(self) -> bool:
+        """Take the loop, or wait until the turn running now is over (False): the turn may
+        have delivered what this caller waits for. Asleep meanwhile, however many wait."""
+        if self._lock.acquire(blocking=False):
+            return True
+        if self._driver == self.thread.ident:
+            self._wake()  # the background thread may wait long in its poll
+        with self._turn_over:
+            self._waiting += 1  # before looking at the lock: a release after it notifies us
+            try:
+                if self._lock.acquire(blocking=False):
+                    return True
+                self._turn_over.wait(_SLICE)
+                return False
+            finally:
+                self._waiting -= 1
+
     def drive_until(self, done: Callable[[], bool]) -> None:
         """Run turns on this thread until ``done()`` or the loop is over.
 
-        Another thread may be running a turn: then this one waits for the lock, a few
-        milliseconds at a time, and looks at ``done()`` in between. SIGINT is held for each
+        Another thread may be running a turn: then this one sleeps until that turn is over and
+        looks at ``done()`` before it tries again. SIGINT is held for each
         round of turns, bookkeeping included, and delivered between rounds, when this thread
         no longer counts as a caller: a handler that makes a request is served.
         """
@@ -132,16 +161,13 @@ class Driver:
                     self._callers += 1
                 try:
                     while not interrupt.caught and not done() and not self.over:
-                        if not self._lock.acquire(blocking=False):
-                            if self._driver == self.thread.ident:
-                                self._wake()  # the background thread may wait long in its poll
-                            if not self._lock.acquire(timeout=0.002):
-                                continue
+                        if not self._take_or_wait():
+                            continue
                         try:
                             if not done() and not self.over:
                                 self._step(_SLICE, done)
                         finally:
-                            self._lock.release()
+                            self._release()
                 finally:
                     # The background thread is woken only for a request nobody served, or
                     # replies nobody else will read: else it would contend for the

@@ -160,6 +160,35 @@ def test_a_thread_waiting_for_a_slow_call_does_not_hold_up_another_thread_s_call
     cloud.close()
 
 
+def test_threads_waiting_for_their_calls_sleep(node, make_client):
+    """Twelve threads wait for slow calls at once: one runs the client's loop, the others sleep
+    until a turn is over instead of polling for the loop."""
+    cloud = make_client(node)
+    slow = cloud.add_pure_function(_sleeper())
+    ended = []
+
+    def wait_for_a_slow_call(seconds: float) -> None:
+        try:
+            slow.sync_remote(seconds=seconds)
+        except (PythagorasError, RuntimeError) as exc:  # the cloud is closed under it at the end
+            ended.append(exc)
+
+    threads = [threading.Thread(target=wait_for_a_slow_call, args=(5.0 + i / 1000,), daemon=True)
+               for i in range(12)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: node.status()["workers_busy"] >= 2, 30, message="the slow calls to run")
+    here = [os.getpid()]
+    before, t0 = _cpu_seconds(here), time.monotonic()
+    time.sleep(1.0)  # the measured window, not a wait for something to happen
+    busy = (_cpu_seconds(here) - before) / (time.monotonic() - t0)
+    assert busy < 0.03, f"twelve waiting threads used {busy:.1%} of a core"
+    cloud.close()
+    for thread in threads:
+        thread.join(30)
+    assert len(ended) >= 8  # at most the first two slow calls could have ended by now
+
+
 def test_a_memo_lookup_asks_the_node_before_computing(node, make_client):
     """A plain call of a fresh client gets the node's stored result instead of running here."""
     a = make_client(node, "a")
