@@ -8,29 +8,54 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from ..maintenance import human_bytes
 
 __all__ = ["render", "show"]
 
 
+_COLUMNS = (  # heading, justification: short, so the swarm fits an 80-column terminal
+    ("node", "left"), ("address", "left"), ("busy", "right"), ("load", "right"),
+    ("done", "right"), ("entries", "right"), ("cache", "right"), ("hits", "right"),
+    ("seen", "right"),
+)
+
+
 def render(status: dict) -> Table:
+    """The swarm as one table: this node first (marked ``*``), then its peers by id."""
     node = status["node"]
-    table = Table(title=f"swarm {node.get('swarm', '?')} (tag {node.get('tag', '?')}) "
-                        f"seen from node {node['id']}")
-    for column in ("node", "address", "workers busy", "load", "tasks done", "cache entries",
-                   "cache size", "hit rate", "last seen"):
-        table.add_column(column, justify="left" if column in ("node", "address") else "right")
+    table = Table(title=f"swarm {node.get('swarm', '?')} (tag {node.get('tag', '?')})",
+                  caption="* this node · busy: workers running calls/all · done: calls run · "
+                          "hits: share of lookups answered from the cache",
+                  box=None, pad_edge=False, collapse_padding=True, header_style="bold underline")
+    for heading, justify in _COLUMNS:
+        # Only a long address folds onto a second line: every other cell stays whole.
+        table.add_column(heading, justify=justify, no_wrap=heading != "address",
+                         overflow="fold" if heading == "address" else "ellipsis",
+                         min_width=15 if heading == "address" else None)
     for peer in sorted(status["peers"], key=lambda p: (not p.get("self"), p["id"])):
         hit = peer.get("hit_rate")
-        table.add_row(
-            peer["id"] + (" (this)" if peer.get("self") else ""), peer["address"],
+        cells = (
+            peer["id"] + ("*" if peer.get("self") else " "), peer["address"],
             f"{peer['workers_busy']}/{peer['workers_total']}", f"{peer['load']:.2f}",
-            f"{peer['tasks_done']:,}", f"{peer['cache_entries']:,}",
+            _count(peer["tasks_done"]), _count(peer["cache_entries"]),
             human_bytes(peer["cache_bytes"]), "-" if hit is None else f"{hit:.0%}",
             f"{peer['last_seen_s']:.1f}s",
         )
+        table.add_row(*(Text(str(cell)) for cell in cells))  # text, never markup: "[::1]:7575"
     return table
+
+
+def _count(n: int) -> str:
+    """``9999``, ``12.3k``, ``456k``, ``4.6M``: a count in at most five characters."""
+    if n < 10_000:
+        return str(n)
+    for limit, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= limit:
+            value = n / limit
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return str(n)  # pragma: no cover - every n >= 10,000 has a unit above
 
 
 def show(fetch: Callable[[], dict], *, watch: bool, interval: float) -> None:

@@ -1,0 +1,44 @@
+"""The ``pythagoras-node status`` table: what a person sees in an 80-column terminal."""
+
+from __future__ import annotations
+
+from pythagoras_p2p.cli.dashboard import _count, render
+from rich.console import Console
+
+
+def _entry(node_id: str, address: str, **extra) -> dict:
+    entry = {"id": node_id, "address": address, "workers_busy": 3, "workers_total": 16,
+             "load": 2.5, "tasks_done": 1_234_567, "cache_entries": 23_456,
+             "cache_bytes": 12 * 2**30, "hit_rate": 0.93, "last_seen_s": 0.4,
+             "swarm": "lab", "tag": "67848413d5bb9abc"}
+    entry.update(extra)
+    return entry
+
+
+def _shown(status: dict, width: int = 80) -> list[str]:
+    console = Console(width=width, record=True, color_system=None)
+    console.print(render(status))
+    return console.export_text().splitlines()
+
+
+def test_the_swarm_fits_80_columns_with_every_figure_whole():
+    me = _entry("c15d0853d70c", "192.168.1.23:7575", self=True)
+    peer = _entry("a0b1c2d3e4f5", "10.0.0.7:7575", hit_rate=None, tasks_done=987)
+    lines = _shown({"node": me, "peers": [peer, me]})
+    assert all(len(line) <= 80 for line in lines)
+    rows = [line for line in lines if "7575" in line]
+    assert rows[0].split()[:2] == ["c15d0853d70c*", "192.168.1.23:7575"]  # this node first
+    assert rows[0].split()[2:] == ["3/16", "2.50", "1.2M", "23.5k", "12.0", "GiB", "93%", "0.4s"]
+    assert rows[1].split()[:2] == ["a0b1c2d3e4f5", "10.0.0.7:7575"]
+    assert rows[1].split()[4] == "987" and rows[1].split()[-2] == "-"
+
+
+def test_an_ipv6_address_is_shown_as_text_not_read_as_markup():
+    me = _entry("c15d0853d70c", "[fe80::1ff:fe23:4567]:7575", self=True)
+    text = "".join(line.strip() for line in _shown({"node": me, "peers": [me]}, width=120))
+    assert "[fe80::1ff:fe23:4567]:7575" in text
+
+
+def test_counts_stay_short():
+    assert [_count(n) for n in (0, 9_999, 10_000, 12_345, 999_999, 4_560_000, 2_500_000_000)] == [
+        "0", "9999", "10.0k", "12.3k", "1000k", "4.6M", "2.5G"]
