@@ -74,11 +74,13 @@ def _encode(obj: Any, out: bytearray) -> None:
     module = type(obj).__module__
     if module.startswith("numpy"):
         np = sys.modules.get("numpy")
+        # Subclasses (masked arrays, matrices) and structured scalars carry more than their
+        # bytes and dtype string: their pickle, which holds everything, addresses them.
         if np is not None:
-            if isinstance(obj, np.ndarray):
+            if type(obj) is np.ndarray:
                 _encode_ndarray(obj, out)
                 return
-            if isinstance(obj, np.generic):
+            if isinstance(obj, np.generic) and obj.dtype.fields is None:
                 out += b"n" + obj.dtype.str.encode() + b"\0" + obj.tobytes()
                 return
     elif module.startswith("pandas"):

@@ -451,3 +451,19 @@ def test_large_dataframe_roundtrip():
 def test_unpack_rejects_unknown_format():
     with pytest.raises(SerializationError):
         unpack(b"Z" + pickle.dumps(1))
+
+
+class _Tagged(np.ndarray):
+    """A subclass may behave otherwise than its data suggests."""
+
+
+def test_numpy_subclasses_and_structured_scalars_are_told_apart_by_everything_they_hold():
+    data = np.array([1.0, 2.0, 3.0])
+    masked = np.ma.masked_array(data, mask=[False, True, False])
+    other_mask = np.ma.masked_array(data, mask=[True, False, False])
+    addresses = {value_address(v) for v in (data, masked, other_mask, data.view(_Tagged))}
+    assert len(addresses) == 4  # a masked array is not its data: sum() differs
+    assert value_address(masked) == value_address(np.ma.masked_array(data.copy(), mask=[0, 1, 0]))
+    a = np.zeros(1, dtype=[("x", "i4"), ("y", "i4")])[0]
+    b = np.zeros(1, dtype=[("y", "i4"), ("x", "i4")])[0]
+    assert value_address(a) != value_address(b)  # same bytes, other fields
