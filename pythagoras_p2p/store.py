@@ -224,7 +224,11 @@ class Store(StoreEnvironment):
         """
         rows = []
         for call, address, blob, meta in records:
-            rows.append((call, address, self._value_record(address, blob), meta))
+            if blob is None:  # stored already; a transient copy (an argument) is kept for good
+                value_record = self._durable_record(address)
+            else:
+                value_record = self._value_record(address, blob)
+            rows.append((call, address, value_record, meta))
 
         def write(txn):
             for call, address, value_record, meta in rows:
@@ -249,6 +253,22 @@ class Store(StoreEnvironment):
     def put_function(self, fp: Address, record: bytes) -> None:
         self._write(lambda txn: txn.put(fp, record, db=self._functions, overwrite=False))
 
+    def _durable_record(self, address: Address) -> bytes | None:
+        """The record that makes a value stored here durable, if it is only a transient copy
+        (an argument that also became a result); None if it is durable already or absent."""
+        record = self.value_record(address)
+        if record is None or record[:1] != _TRANSIENT:
+            return None
+        if not self._write_blob_file(address, None, durable=True):
+            return None  # its copy was dropped meanwhile: the result names an absent value
+        return _file_record(address, True)
+
+    def _live_transient(self, address: Address) -> bool:
+        """Whether a transient record of this boot names ``address``: its ``.n`` file, if
+        present, is complete (one left by an earlier boot may be torn, and is never reused)."""
+        record = live(self._read(lambda txn: txn.get(address, db=self._values)))
+        return record is not None and record[:1] == _TRANSIENT
+
     def _value_record(self, address: Address, blob: bytes | list | None,
                       durable: bool = True) -> bytes | None:
         if blob is None:
@@ -260,29 +280,36 @@ class Store(StoreEnvironment):
         self._write_blob_file(address, parts, durable)
         return _file_record(address, durable)
 
-    def _write_blob_file(self, address: Address, parts: list, durable: bool = True) -> None:
+    def _write_blob_file(self, address: Address, parts: list | None, durable: bool = True) -> bool:
         """Write a large value's file: durable ones fsynced under their address, transient ones
         (not fsynced) beside it with ``.n``, so that dropping a transient copy never touches a
-        durable file. A durable write over a transient copy hard-links it instead of rewriting."""
+        durable file. A durable write over a transient copy of this boot hard-links it instead
+        of rewriting. With no ``parts``, only such a copy can be made durable; returns whether
+        the file is there."""
         target = self.blob_path(address)
         transient = self.blob_path(address, transient=True)
         try:
             target.parent.mkdir(exist_ok=True)
             if not durable:
-                if not (target.exists() or transient.exists()):
+                if not (target.exists() or (transient.exists() and self._live_transient(address))):
                     self._write_new_file(transient, parts, durable=False)
-                return
+                return True
             if not target.exists():
                 try:
+                    if not self._live_transient(address):
+                        raise FileNotFoundError(transient)  # absent, or left by an earlier boot
                     os.link(transient, target)
                 except FileExistsError:
                     pass
                 except FileNotFoundError:
+                    if parts is None:
+                        return False
                     self._write_new_file(target, parts, durable=True)
-                    return
+                    return True
             with open(target, "rb") as f:  # written earlier as a transient copy, perhaps
                 os.fdatasync(f.fileno())
             _fsync_dir(target.parent)
+            return True
         except OSError as exc:
             for stray in target.parent.glob(f".{target.name}*.{os.getpid()}.*.tmp"):
                 stray.unlink(missing_ok=True)
@@ -346,10 +373,13 @@ def _result_record(txn, call: Address, results_db, values_db) -> bytes | None:
 
 
 def _put_value_record(txn, db, address: Address, record: bytes) -> None:
-    """Keep an existing record, unless it is transient and ``record`` is not."""
-    if not txn.put(address, record, db=db, overwrite=False) and record[:1] != _TRANSIENT:
+    """Keep an existing record, unless it is transient and ``record`` is not, or it is a
+    transient record of an earlier boot (which counts as absent)."""
+    if not txn.put(address, record, db=db, overwrite=False):
         existing = txn.get(address, db=db)
-        if existing is not None and existing[:1] == _TRANSIENT:
+        if existing is None:
+            return
+        if live(existing) is None or (existing[:1] == _TRANSIENT and record[:1] != _TRANSIENT):
             txn.put(address, record, db=db)
 
 

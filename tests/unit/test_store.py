@@ -658,3 +658,48 @@ def test_gc_leaves_the_argument_copies_of_running_calls_alone(store):
     assert report.values_removed == 1
     assert store.has_value(value_address(running))
     assert not store.has_value(value_address(forgotten))
+
+
+def test_copies_left_by_an_earlier_boot_are_replaced_never_trusted(store, monkeypatch):
+    """After a reboot a transient record counts as absent and its ``.n`` file may be torn: a new
+    transient write replaces both, and a durable write never links the old file."""
+    import numpy as np
+
+    import pythagoras_p2p.store as store_module
+    from pythagoras_p2p.encoding import pack_parts
+
+    this_boot = store_module._BOOT
+    first, second = np.arange(100_000, dtype=np.int64), np.arange(100_000, 200_000, dtype=np.int64)
+    for value in (first, second):
+        monkeypatch.setattr(store_module, "_BOOT", b"\0" * 16)  # written in an earlier boot ...
+        address = value_address(value)
+        store.put_value(address, pack_parts(value), durable=False)
+        path = store.blob_path(address, transient=True)
+        with open(path, "r+b") as f:  # ... and torn by the power cut that ended it
+            f.truncate(path.stat().st_size // 2)
+        monkeypatch.setattr(store_module, "_BOOT", this_boot)
+        assert not store.has_value(address)
+    store.put_value(value_address(first), pack_parts(first), durable=False)  # an argument again
+    assert store.has_value(value_address(first))
+    assert np.array_equal(store.get_value(value_address(first)), first)
+    store.put_value(value_address(second), pack_parts(second))  # a result: durable
+    monkeypatch.setattr(store_module, "_BOOT", b"\1" * 16)
+    assert np.array_equal(store.get_value(value_address(second)), second)
+
+
+def test_a_result_equal_to_a_transient_argument_is_kept_for_good(store, monkeypatch):
+    """A result stored without its value (a peer sent it as a file, and a copy was already
+    here as an argument) makes that copy durable: dropping the arguments keeps it."""
+    import numpy as np
+
+    import pythagoras_p2p.store as store_module
+    from pythagoras_p2p.encoding import pack_parts
+
+    value = np.full(100_000, 3.0)
+    address = value_address(value)
+    store.put_value(address, pack_parts(value), durable=False)  # the caller's argument
+    call = b"c" * 32
+    store.put_results([(call, address, None, {"function": "identity"})])
+    assert store.drop_transient([address]) == 0
+    monkeypatch.setattr(store_module, "_BOOT", b"\1" * 16)  # and after a reboot
+    assert np.array_equal(store.get_result(call), value)
