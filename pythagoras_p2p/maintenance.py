@@ -56,6 +56,8 @@ def _blob_files(store: Store):
         return
     for sub in store.blobs.iterdir():
         if not sub.is_dir():
+            if sub.name.startswith("."):  # a download a killed client left behind
+                yield sub, None
             continue
         for path in sub.iterdir():
             name = path.name

@@ -7,9 +7,9 @@ enters its store only after the file, unpickled, hashes to the address it was se
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
-import threading
 from typing import Any
 
 from . import wire
@@ -43,20 +43,29 @@ def upload_frames(store: Store, address: bytes) -> list[tuple[int, int, Any]] | 
 
 def verify_file(path: str, address: bytes) -> str | None:
     """None if the packed value in ``path`` has content address ``address``, else the reason."""
+    problem = None
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 return "empty value"
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                value = unpack(memoryview(view))
-                actual = value_address(value)
-                del value
+                try:
+                    value = unpack(memoryview(view))
+                    actual = value_address(value)
+                    del value
+                except Exception as exc:  # said here: its traceback holds views of the map
+                    problem = f"it does not decode ({type(exc).__name__}: {exc})"
     except Exception as exc:
-        return f"it does not decode ({type(exc).__name__}: {exc})"
+        return f"it cannot be read ({type(exc).__name__}: {exc})"
+    if problem is not None:
+        return problem
     if actual != address:
         return f"its content has address {actual.hex()[:16]}, not {address.hex()[:16]}"
     return None
+
+
+_downloads = itertools.count()
 
 
 class Download:
@@ -68,7 +77,8 @@ class Download:
         self.total: int | None = None
         self.received = 0
         self.waiters: list = []
-        self.path = str(store.blobs / f".{address.hex()}.{os.getpid()}.{threading.get_ident()}.download")
+        # One file per download: two downloads of one value (from two peers) never share it.
+        self.path = str(store.blobs / f".{address.hex()}.{os.getpid()}.{next(_downloads)}.download")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
 
     @property
