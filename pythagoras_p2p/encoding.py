@@ -19,6 +19,7 @@ from __future__ import annotations
 import pickle
 import struct
 import sys
+import threading
 from typing import Any
 
 from blake3 import blake3
@@ -61,6 +62,18 @@ def value_address(obj: Any) -> Address:
     out = bytearray(ENCODING_VERSION)
     _encode(obj, out)
     return blake3(out).digest()
+
+
+def checked_address(obj: Any) -> tuple[Address, bool]:
+    """``obj``'s address, and whether it can be derived again from the value alone: not when
+    some part was encoded by its pickle, whose bytes may differ in another process (a set of
+    strings inside an object is pickled in the order of that process's string hashes)."""
+    _PICKLED.count = 0
+    address = value_address(obj)
+    return address, not _PICKLED.count
+
+
+_PICKLED = threading.local()  # how many parts checked_address had to encode by pickle
 
 
 # --------------------------------------------------------------------------- canonical encoding
@@ -265,6 +278,7 @@ def _encode_values(values: Any, out: bytearray, pd: Any) -> None:
 
 
 def _encode_by_pickle(obj: Any, out: bytearray) -> None:
+    _PICKLED.count = getattr(_PICKLED, "count", 0) + 1
     buffers: list[pickle.PickleBuffer] = []
     try:
         data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append)

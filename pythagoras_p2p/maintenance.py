@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .encoding import value_address
+from .encoding import checked_address
 from .store import _INLINE, _TRANSIENT, Store, live
 
 __all__ = ["StoreStats", "VerifyReport", "GcReport", "stats", "verify", "gc", "human_bytes"]
@@ -100,6 +100,9 @@ class VerifyReport:
     values_checked: int = 0
     problems: list[str] = field(default_factory=list)
     repaired: int = 0
+    #: values whose address came from their pickle and differs here (see checked_address):
+    #: not provably damaged, so never deleted
+    unverifiable: int = 0
 
     @property
     def ok(self) -> bool:
@@ -111,46 +114,60 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
 
     With ``repair``, bad values and the results that name them are deleted (results are
     recomputable; a wrong one must never be served), and stale temporary files are removed.
+    Values and results are read in one transaction, and a repair deletes only what is still as
+    it was found: what other processes store meanwhile is left alone.
     """
     report = VerifyReport()
-    bad_values: set[bytes] = set()
-    items = store._read(lambda txn: list(txn.cursor(db=store._values)))
+    bad_values: dict[bytes, bytes] = {}  # address -> the record found bad
+    files = list(_blob_files(store))  # before the snapshot: a later file is never judged by it
+    items, results = store._read(lambda txn: (list(txn.cursor(db=store._values)),
+                                              list(txn.cursor(db=store._results))))
     for address, record in items:
         report.values_checked += 1
         try:
             if live(record) is None:
                 raise ValueError("a transient value of an earlier boot")
-            value = store._decode(record)
-            if value_address(value) != address:
+            found, derivable = checked_address(store._decode(record))
+            if found != address:
+                if not derivable:
+                    report.unverifiable += 1
+                    continue
                 raise ValueError("content does not match its address")
         except Exception as exc:
-            bad_values.add(address)
+            bad_values[address] = record
             report.problems.append(f"value {address.hex()[:16]}: {exc}")
-    results = store._read(lambda txn: list(txn.cursor(db=store._results)))
-    dangling = []
+    dangling: list[tuple[bytes, bytes]] = []
     values_present = {a for a, _ in items}
     for call, address in results:
         report.results_checked += 1
         if address in bad_values or address not in values_present:
-            dangling.append(call)
+            dangling.append((call, address))
             if address not in bad_values:
                 report.problems.append(f"result {call.hex()[:16]} names a missing value")
     now = time.time()
-    stale = [p for p, a in _blob_files(store) if a is None and now - _mtime(p) > _STALE_TMP]
+    stale = [p for p, a in files if a is None and now - _changed(p) > _STALE_TMP]
     if repair:
+        removed: list[bytes] = []
+
         def fix(txn):
-            for address in bad_values:
-                txn.delete(address, db=store._values)
-            for call in dangling:
-                txn.delete(call, db=store._results)
-                txn.delete(call, db=store._meta)
+            for address, record in bad_values.items():
+                if txn.get(address, db=store._values) == record:  # not rewritten meanwhile
+                    txn.delete(address, db=store._values)
+                    removed.append(address)
+            for call, address in dangling:
+                if (txn.get(call, db=store._results) == address
+                        and live(txn.get(address, db=store._values)) is None):
+                    txn.delete(call, db=store._results)
+                    txn.delete(call, db=store._meta)
+                    report.repaired += 1
 
         store._write(fix, admin=True)
-        for address in bad_values:
-            _unlink_files(store, address)
+        for address in removed:
+            if bad_values[address][:1] != _INLINE:
+                _unlink_files(store, address)
         for path in stale:
             path.unlink(missing_ok=True)
-        report.repaired = len(bad_values) + len(dangling) + len(stale)
+        report.repaired += len(removed) + len(stale)
     return report
 
 
@@ -170,9 +187,12 @@ def _in_use(store: Store, address: bytes, record: bytes, now: float) -> bool:
         return False
 
 
-def _mtime(path) -> float:
+def _changed(path, *, linked: bool = False) -> float:
+    """When a file was last written, or (``linked``) also given a new name: a durable name
+    linked to an older transient copy has the copy's mtime, but a new ctime."""
     try:
-        return path.stat().st_mtime
+        st = path.stat()
+        return max(st.st_mtime, st.st_ctime) if linked else st.st_mtime
     except OSError:
         return time.time()
 
@@ -192,8 +212,14 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
        dry_run: bool = False) -> GcReport:
     """Free space: drop results older than ``older_than`` seconds, then the oldest results until
     the store holds at most ``max_bytes``, then every value no result refers to, and stale files.
+
+    It runs beside other users of the store: files are listed before the snapshot it decides
+    by, a file with no record is removed only once it is old (a writer records it after
+    writing it), and the deleting transaction keeps whatever changed since the snapshot (a
+    value rewritten, or named by a result stored meanwhile).
     """
     report = GcReport(dry_run=dry_run)
+    files = list(_blob_files(store))  # before the snapshot: a later file is never judged by it
 
     def snapshot(txn):
         metas = {k: json.loads(v) for k, v in txn.cursor(db=store._meta)}
@@ -206,18 +232,17 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     refs: dict[bytes, int] = {}
     for _, address in results:
         refs[address] = refs.get(address, 0) + 1
-    files = list(_blob_files(store))
     total = lmdb_used + sum(_size(p) for p, a in files if a is not None)
     unreferenced = total - sum(sizes.get(a, 0) for a in refs)  # freed anyway, with those values
     oldest_first = sorted(results, key=lambda r: metas.get(r[0], {}).get("stored", 0.0))
-    drop: list[bytes] = []
+    drop: list[tuple[bytes, bytes]] = []
     now = time.time()
     for call, address in oldest_first:
         too_old = older_than is not None and now - metas.get(call, {}).get("stored", 0.0) > older_than
         too_big = max_bytes is not None and total - unreferenced > max_bytes
         if not (too_old or too_big):
             continue
-        drop.append(call)
+        drop.append((call, address))
         refs[address] -= 1
         if refs[address] == 0:
             del refs[address]
@@ -226,21 +251,30 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     report.results_removed = len(drop)
     report.values_removed = len(garbage)
     report.bytes_freed = sum(sizes.get(a, 0) for a in garbage)
-    stale = [p for p, a in files
-             if (a is None and now - _mtime(p) > _STALE_TMP) or (a is not None and a not in values)]
+    stale = [p for p, a in files if (a is None and now - _changed(p) > _STALE_TMP)
+             or (a is not None and a not in values and now - _changed(p, linked=True) > _STALE_TMP)]
     report.files_removed = len(stale)
     if dry_run:
         return report
+    removed: list[bytes] = []
 
     def delete(txn):
-        for call in drop:
-            txn.delete(call, db=store._results)
-            txn.delete(call, db=store._meta)
+        for call, address in drop:
+            if txn.get(call, db=store._results) == address:
+                txn.delete(call, db=store._results)
+                txn.delete(call, db=store._meta)
+        if not garbage:
+            return
+        named = {address for _, address in txn.cursor(db=store._results)}  # now, not then
         for address in garbage:
-            txn.delete(address, db=store._values)
+            if address not in named and txn.get(address, db=store._values) == values[address]:
+                txn.delete(address, db=store._values)
+                removed.append(address)
 
     store._write(delete, admin=True)
-    for address in garbage:
+    report.values_removed = len(removed)
+    report.bytes_freed = sum(sizes.get(a, 0) for a in removed)
+    for address in removed:
         if values[address][:1] != _INLINE:
             _unlink_files(store, address)
     for path in stale:

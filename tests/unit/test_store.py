@@ -703,3 +703,72 @@ def test_a_result_equal_to_a_transient_argument_is_kept_for_good(store, monkeypa
     assert store.drop_transient([address]) == 0
     monkeypatch.setattr(store_module, "_BOOT", b"\1" * 16)  # and after a reboot
     assert np.array_equal(store.get_result(call), value)
+
+
+class Labelled:
+    """A value addressed by its pickle (no canonical encoding for it)."""
+
+    def __init__(self, tags):
+        self.tags = tags
+
+    def __eq__(self, other):
+        return isinstance(other, Labelled) and self.tags == other.tags
+
+
+def _after_the_snapshot(store, monkeypatch, action):
+    """Run ``action`` right after the next read transaction of ``store``: another process
+    writing while a maintenance command decides from what it read."""
+    read = store._read
+    pending = [action]
+
+    def read_then_act(fn):
+        result = read(fn)
+        while pending:
+            pending.pop()()
+        return result
+
+    monkeypatch.setattr(store, "_read", read_then_act)
+
+
+def test_verify_repair_keeps_values_whose_address_came_from_their_pickle(store):
+    """A set of strings inside an object pickles in the order of a process's string hashes, so
+    another process may compute another address for it: that is no proof of damage."""
+    from pythagoras_p2p.maintenance import verify
+
+    pickled, plain = Labelled({"a", "b", "c"}), [1, 2, 3]
+    elsewhere = b"\x01" * 32  # as if addressed in another process
+    store.put_results([(b"p" * 32, elsewhere, pack(pickled), {}),
+                       (b"q" * 32, b"\x02" * 32, pack(plain), {})])  # plain data: damaged
+    report = verify(store, repair=True)
+    assert report.unverifiable == 1
+    assert len(report.problems) == 1 and "does not match" in report.problems[0]
+    assert store.get_result(b"p" * 32) == pickled
+    assert store.get_result(b"q" * 32) is MISSING
+
+
+def test_verify_repair_keeps_what_is_stored_while_it_runs(store, monkeypatch):
+    from pythagoras_p2p.maintenance import verify
+
+    value = [4, 5, 6]
+    address = value_address(value)
+    store.put_results([(b"r" * 32, address, None, {})])  # its value is on its way
+    _after_the_snapshot(store, monkeypatch, lambda: store.put_value(address, pack(value)))
+    report = verify(store, repair=True)
+    assert report.problems  # it was missing when looked at ...
+    assert store.get_result(b"r" * 32) == value  # ... and is not deleted now that it is there
+
+
+def test_gc_keeps_a_value_named_by_a_result_stored_while_it_runs(store, monkeypatch):
+    import numpy as np
+
+    from pythagoras_p2p.encoding import pack_parts
+    from pythagoras_p2p.maintenance import gc
+
+    value = np.full(100_000, 5.0)  # large: in its own file
+    address = value_address(value)
+    store.put_value(address, pack_parts(value))  # no result names it yet: garbage at first
+    _after_the_snapshot(store, monkeypatch,
+                        lambda: store.put_results([(b"s" * 32, address, None, {"stored": 1.0})]))
+    gc(store)
+    assert np.array_equal(store.get_result(b"s" * 32), value)
+    assert store.blob_path(address).exists()
