@@ -72,7 +72,10 @@ class ValueExchange:
             del self._asked[(peer, address)]
             if address not in present:
                 frames = upload_frames(self.store, address)
-                if frames is None:
+                if frames is None:  # gone from this store (removed by hand, or by cache gc)
+                    self._fail_parked(peer, address, (
+                        f"argument value {address.hex()[:16]} is no longer in this machine's "
+                        f"store (removed by `pythagoras-node cache gc` or by hand?); call again"))
                     continue
                 rid = self.connections.expect(peer, self._on_put)
                 self._asked[(peer, address)] = rid
@@ -88,16 +91,20 @@ class ValueExchange:
                 peer.values.add(key[1])
                 continue
             # The peer refused the value: the calls that need it fail, rather than resend forever.
-            reason = (f"node {peer.address} refused argument value {key[1].hex()[:16]}: "
-                      f"{msg.fields.get('message', 'no reason given')}")
-            kept = []
-            for batch, task in self._parked.pop(peer, []):
-                if key[1] in task.refs:
-                    batch.deliver(task.tid, ("error", "remote", reason))
-                else:
-                    kept.append((batch, task))
-            self._parked[peer] = kept
+            self._fail_parked(peer, key[1], (
+                f"node {peer.address} refused argument value {key[1].hex()[:16]}: "
+                f"{msg.fields.get('message', 'no reason given')}"))
         self._unpark(peer)
+
+    def _fail_parked(self, peer: Peer, address: bytes, reason: str) -> None:
+        """The calls parked on ``peer`` that need value ``address`` fail with ``reason``."""
+        kept = []
+        for batch, task in self._parked.pop(peer, []):
+            if address in task.refs:
+                batch.deliver(task.tid, ("error", "remote", reason))
+            else:
+                kept.append((batch, task))
+        self._parked[peer] = kept
 
     def release(self, addresses: list[bytes]) -> None:
         """Tell the peers that hold these arguments that this client is done with them."""

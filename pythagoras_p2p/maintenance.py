@@ -248,6 +248,22 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
             del refs[address]
             unreferenced += sizes.get(address, 0)
     garbage = [a for a in values if a not in refs and not _in_use(store, a, values[a], now)]
+    # A transient copy that a caller's running calls hold is in use, however old; the others
+    # are taken (no caller can hold them meanwhile) until they are gone.
+    holds = store.holds
+    taken = [a for a in garbage if values[a][:1] == _TRANSIENT and holds.take(a)]
+    kept = set(taken)
+    garbage = [a for a in garbage if values[a][:1] != _TRANSIENT or a in kept]
+    try:
+        return _collect(store, report, files, values, sizes, drop, garbage, now, dry_run)
+    finally:
+        for address in taken:
+            holds.give_back(address)
+
+
+def _collect(store: Store, report: GcReport, files: list, values: dict, sizes: dict, drop: list,
+             garbage: list, now: float, dry_run: bool) -> GcReport:
+    """The rest of :func:`gc`: count, then delete what is still as the snapshot showed it."""
     report.results_removed = len(drop)
     report.values_removed = len(garbage)
     report.bytes_freed = sum(sizes.get(a, 0) for a in garbage)

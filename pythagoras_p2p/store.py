@@ -31,6 +31,7 @@ from typing import Any
 from .defaults import INLINE_VALUE_LIMIT, home_dir
 from .encoding import Address, unpack
 from .errors import StoreError, StoreFullError
+from .holds import Holds
 from .store_env import StoreEnvironment, full_message, shared
 
 __all__ = ["MISSING", "Store", "open_store", "ResultRecord"]
@@ -333,10 +334,43 @@ class Store(StoreEnvironment):
         if durable:
             _fsync_dir(path.parent)
 
+    @property
+    def holds(self) -> Holds:
+        """Which transient copies this process's calls read (see :mod:`pythagoras_p2p.holds`)."""
+        holds = self.__dict__.get("_holds")
+        if holds is None:
+            holds = self.__dict__["_holds"] = Holds(self.path / "transient.lock")
+        return holds
+
+    def keep_transient(self, address: Address, make_parts) -> bool:
+        """Have a copy of a large argument here for as long as this process's calls read it:
+        hold it, and write it (``make_parts()``, kept for this boot only) if it is not here.
+        True if it is held (:meth:`drop_transient` or :meth:`release_transient` ends that),
+        False if the value is durable here and needs no hold."""
+        self.holds.hold(address)
+        record = self.value_record(address)
+        if record is not None and record[:1] != _TRANSIENT:
+            self.holds.release(address)
+            return False
+        if record is None:
+            try:
+                self.put_value(address, make_parts(), durable=False)
+            except BaseException:
+                self.holds.release(address)
+                raise
+        return True
+
+    def release_transient(self, addresses: Iterable[Address]) -> None:
+        """This process's calls no longer read these copies; someone else may drop them."""
+        for address in addresses:
+            self.holds.release(address)
+
     def drop_transient(self, addresses: Iterable[Address]) -> int:
-        """Remove the transient copies (arguments on their way to workers) among ``addresses``;
-        durable values are never touched. Returns how many were removed."""
-        wanted = list(addresses)
+        """Let go of this process's holds on the transient copies (arguments on their way to
+        workers) among ``addresses`` and remove those nobody else holds; durable values are
+        never touched. Returns how many were removed."""
+        holds = self.holds
+        wanted = [a for a in addresses if holds.release(a) and holds.take(a)]
         dropped: list[Address] = []
 
         def write(txn):
@@ -346,10 +380,14 @@ class Store(StoreEnvironment):
                     txn.delete(address, db=self._values)
                     dropped.append(address)
 
-        if wanted:
-            self._write(write)
-        for address in dropped:
-            self.blob_path(address, transient=True).unlink(missing_ok=True)
+        try:
+            if wanted:
+                self._write(write)
+            for address in dropped:
+                self.blob_path(address, transient=True).unlink(missing_ok=True)
+        finally:
+            for address in wanted:
+                holds.give_back(address)
         return len(dropped)
 
 def _file_record(address: Address, durable: bool) -> bytes:

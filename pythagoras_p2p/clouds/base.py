@@ -154,10 +154,10 @@ class PCloud:
 
     def _keep_argument(self, address: bytes, name: str, value: Any, written: list) -> None:
         """A large argument of a task: kept in the store for this boot only (the caller has it
-        anyway), where workers and peers read it by address; ``written`` collects the copies
-        made here, dropped when the calls are over."""
-        if not self.store.has_value(address):
-            self.store.put_value(address, pack_parts(value, what=f"argument {name!r}"), durable=False)
+        anyway), where workers and peers read it by address, and held while the calls run (a
+        copy another caller made is shared, not dropped under us); ``written`` collects the
+        copies held here, let go of when the calls are over."""
+        if self.store.keep_transient(address, lambda: pack_parts(value, what=f"argument {name!r}")):
             written.append(address)
 
     def _release_values(self, addresses: list) -> None:

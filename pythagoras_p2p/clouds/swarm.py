@@ -75,14 +75,17 @@ class SwarmCloud(PCloud):
 
     def _release_values(self, addresses: list) -> None:
         """Peers drop the copies they were sent; so does this store, unless the node that serves
-        this home is one of the peers (it got the release, and decides: its other clients'
-        calls may still read them)."""
-        self._dispatcher.release(addresses)
+        this home is one of the peers (it gets the release, and decides: its other clients'
+        calls may still read them). This process lets go of its holds first, so the node's
+        drop is not refused by them."""
         from ..nodefile import read_node_file
 
         local = (read_node_file(self.home) or {}).get("id")
         if local is None or not any(p.node_id == local for p in list(self._dispatcher.peers.values())):
             self.store.drop_transient(addresses)
+        else:
+            self.store.release_transient(addresses)
+        self._dispatcher.release(addresses)
 
     def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict[bytes, Any]:
         """Results of ``calls`` that a peer holds, copied into the local store.

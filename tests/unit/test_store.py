@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from helpers import run_python
+from helpers import run_python, wait_for
 
 from pythagoras_p2p import store_env
 from pythagoras_p2p.defaults import INLINE_VALUE_LIMIT
@@ -772,3 +772,59 @@ def test_gc_keeps_a_value_named_by_a_result_stored_while_it_runs(store, monkeypa
     gc(store)
     assert np.array_equal(store.get_result(b"s" * 32), value)
     assert store.blob_path(address).exists()
+
+
+def test_a_copy_two_callers_share_is_dropped_by_the_last_of_them(store, tmp_path):
+    """Two processes (or threads) passing one large argument share its transient copy: the
+    first to finish lets go of it, the last drops it."""
+    import numpy as np
+
+    from pythagoras_p2p.encoding import pack_parts
+
+    value = np.full(100_000, 9.0)
+    address = value_address(value)
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    other = subprocess.Popen([sys.executable, "-c", f"""
+import os, sys, time
+import numpy as np
+from pythagoras_p2p.encoding import pack_parts
+from pythagoras_p2p.store import open_store
+store = open_store({str(store.home)!r})
+value = np.full(100_000, 9.0)
+address = bytes.fromhex({address.hex()!r})
+assert store.keep_transient(address, lambda: pack_parts(value))
+open({str(ready)!r}, "w").close()
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.01)
+assert np.array_equal(store.get_value(address), value), "dropped under a caller still using it"
+assert store.drop_transient([address]) == 1  # the last one drops it
+"""])
+    try:
+        wait_for(lambda: ready.exists() or other.poll() is not None, 30, message="the other caller")
+        assert store.keep_transient(address, lambda: pack_parts(value))  # shared, not rewritten
+        assert store.keep_transient(address, lambda: pack_parts(value))  # a second thread here
+        assert store.drop_transient([address]) == 0  # our other thread still reads it
+        assert store.drop_transient([address]) == 0  # the other process still reads it
+        assert store.has_value(address)
+        go.touch()
+        assert other.wait(30) == 0
+    finally:
+        if other.poll() is None:
+            other.kill()
+    assert not store.has_value(address)
+
+
+def test_gc_leaves_a_held_copy_alone_however_old(store):
+    import numpy as np
+
+    from pythagoras_p2p.encoding import pack_parts
+    from pythagoras_p2p.maintenance import gc
+
+    value = np.full(100_000, 4.0)
+    address = value_address(value)
+    assert store.keep_transient(address, lambda: pack_parts(value))  # a batch running for hours
+    old = time.time() - 5 * 3600
+    os.utime(store.blob_path(address, transient=True), (old, old))
+    assert gc(store).values_removed == 0 and store.has_value(address)
+    store.release_transient([address])  # its caller died without dropping it
+    assert gc(store).values_removed == 1 and not store.has_value(address)

@@ -1,0 +1,108 @@
+"""Which transient argument copies of a store are in use, by any process of its home.
+
+A large argument is kept in the store while the calls that read it run (a *transient* copy,
+see :mod:`pythagoras_p2p.store`), and dropped when they end. Two callers may pass the same
+value at once, from two processes or two threads: the copy is shared, and the first to finish
+must not drop it under the other. So every caller *holds* the copies its calls read, and a copy
+is dropped only by whoever can take it exclusively.
+
+A hold is a read lock on one byte of ``store/transient.lock``, at an offset taken from the
+value's address; dropping takes the write lock on that byte without waiting, so it fails while
+anyone holds it. The locks are open-file-description locks (``F_OFD_SETLK``): shared by every
+process of the home, never confused between threads or file descriptors of one process, and
+released by the kernel when a process dies, so a killed caller holds nothing. Within a process
+one lock per address is counted (each ``sync_parallel`` that holds it adds one). Two addresses
+sharing a byte (1 in 2^56) only make a drop wait for the next ``cache gc``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import threading
+from pathlib import Path
+
+__all__ = ["Holds"]
+
+_FLOCK = struct.Struct("@hhqqi4x")  # struct flock on Linux: type, whence, start, len, pid
+
+
+def _offset(address: bytes) -> int:
+    return int.from_bytes(address[:7], "little")
+
+
+class Holds:
+    """The holds of this process on the transient copies of one store."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Condition()
+        self._taken: set[bytes] = set()  # being dropped by a thread of this process
+        self._pid = -1
+        self._fd = -1
+        self._counts: dict[bytes, int] = {}
+
+    def _file(self) -> int:
+        if self._pid != os.getpid():  # a forked child holds nothing of its parent's
+            self._pid, self._counts, self._taken = os.getpid(), {}, set()
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._fd
+
+    def _set(self, kind: int, address: bytes, *, wait: bool) -> bool:
+        command = fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK
+        try:
+            fcntl.fcntl(self._file(), command, _FLOCK.pack(kind, os.SEEK_SET, _offset(address), 1, 0))
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in (11, 13):  # EAGAIN / EACCES: held by another
+                return False
+            raise
+        return True
+
+    def hold(self, address: bytes) -> None:
+        """Hold ``address`` (waiting while someone drops it)."""
+        with self._lock:
+            self._file()
+            while address in self._taken:  # a lock of this process would not make us wait
+                self._lock.wait()
+            count = self._counts.get(address, 0)
+            if not count:
+                self._set(fcntl.F_RDLCK, address, wait=True)
+            self._counts[address] = count + 1
+
+    def release(self, address: bytes) -> bool:
+        """Let go of one hold of ``address``; True when this process no longer holds it."""
+        with self._lock:
+            self._file()
+            count = self._counts.get(address, 0)
+            if count > 1:
+                self._counts[address] = count - 1
+                return False
+            if count == 1:
+                del self._counts[address]
+                self._set(fcntl.F_UNLCK, address, wait=False)
+            return True
+
+    def held_here(self, address: bytes) -> bool:
+        with self._lock:
+            return self._pid == os.getpid() and address in self._counts
+
+    def take(self, address: bytes) -> bool:
+        """Take ``address`` exclusively, to drop it, if nobody (here or elsewhere) holds it."""
+        with self._lock:
+            self._file()
+            if address in self._counts or address in self._taken:
+                return False
+            if not self._set(fcntl.F_WRLCK, address, wait=False):
+                return False
+            self._taken.add(address)
+            return True
+
+    def give_back(self, address: bytes) -> None:
+        """End what :meth:`take` began."""
+        with self._lock:
+            self._taken.discard(address)
+            self._set(fcntl.F_UNLCK, address, wait=False)
+            self._lock.notify_all()
