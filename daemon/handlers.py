@@ -7,6 +7,7 @@ deduplicated in a bounded table), and changes nothing.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -17,7 +18,7 @@ from typing import Any
 from pythagoras_p2p import wire
 from pythagoras_p2p.execution import Task
 from pythagoras_p2p.journal import encode_meta
-from pythagoras_p2p.transfer import value_view
+from pythagoras_p2p.transfer import value_chunk
 
 from .state import load_facts, status_entry
 
@@ -29,6 +30,8 @@ _LOG_ONCE = 256  # distinct problems remembered for log deduplication
 _MAX_UPLOADS = 64  # concurrent partial uploads per node
 _UPLOAD_IDLE = 60.0  # seconds without a chunk after which a partial upload counts as abandoned
 _MAX_VALUE = 1 << 40
+_MAX_FAILURE = 4 * 1024 * 1024  # bytes of a pickled exception or a traceback sent back
+_OUTPUT_PIECE = 16 * 1024  # characters of printed output per message (JSON may quadruple them)
 
 
 @dataclass
@@ -38,14 +41,15 @@ class Running:
     refs: tuple = ()  # addresses of the large arguments it reads
 
 
-@dataclass
+@dataclass(eq=False)
 class Upload:
     path: str
-    fd: int
+    fd: int  # -1 once complete: a worker checks it
     total: int
     received: int = 0
     waiter: tuple | None = None
     touched: float = field(default_factory=time.monotonic)
+    key: tuple = ()  # (sender, address), set when its check begins
 
 
 class Handlers:
@@ -55,6 +59,7 @@ class Handlers:
         self.running: dict[bytes, Running] = {}
         self.functions: set[bytes] = set()  # fingerprints known to be in the store
         self.uploads: dict[tuple[bytes, bytes], Upload] = {}
+        self._upload_ids = itertools.count()
         self.incoming = node.home / "incoming"
         self.incoming.mkdir(exist_ok=True)
         for stale in self.incoming.iterdir():
@@ -269,9 +274,9 @@ class Handlers:
             meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
             try:
                 self.node.journal.append([(call, address, blob, meta)], [meta_raw])
-            except RuntimeError:  # the journal stopped: the store refused a write (full?)
-                self.log_once("journal", "cannot keep results: the store refused a write (see "
-                              "above); calls are answered with an error until it is fixed")
+            except RuntimeError as exc:  # the disk is full, or the store refused a write
+                self.log_once("journal", "cannot keep results (%s); calls are answered with an "
+                              "error until it is fixed", exc)
                 for ident, request_id in running.waiters:
                     self.error(ident, request_id, "store", f"node {self.node.node_id} cannot store "
                                f"results (its store refused a write; is it full? `pythagoras-node "
@@ -283,9 +288,17 @@ class Handlers:
                 return self.result_frames(request_id, call, (address, blob, meta_raw))
         elif kind == "err":
             _, pickled, type_name, message, text, where = outcome
+            # Within one message whatever the function raised: a huge exception goes as its
+            # type, message and the ends of its traceback (the client rebuilds a RemoteError).
+            if pickled is not None and len(pickled) > _MAX_FAILURE:
+                pickled = None
+            raw = text.encode("utf-8", "backslashreplace")  # a lone surrogate from a file name
+            if len(raw) > _MAX_FAILURE:
+                half = _MAX_FAILURE // 2
+                raw = raw[:half] + b"\n[... traceback shortened ...]\n" + raw[-half:]
 
             def frames(request_id: int) -> list:
-                return wire.build("result", request_id, [pickled or b"", text.encode()], call=call,
+                return wire.build("result", request_id, [pickled or b"", raw], call=call,
                                   status="err", type=type_name, message=message[:2000], where=where)
         else:
             def frames(request_id: int) -> list:
@@ -297,8 +310,10 @@ class Handlers:
         running = self.running.get(call)
         if running is None:
             return
-        for ident, request_id in running.waiters:
-            self.send(ident, wire.build("output", request_id, call=call, where=where, text=text))
+        for start in range(0, len(text), _OUTPUT_PIECE):  # a header has room for a piece
+            piece = text[start: start + _OUTPUT_PIECE]
+            for ident, request_id in running.waiters:
+                self.send(ident, wire.build("output", request_id, call=call, where=where, text=piece))
 
     def on_cancel(self, ident: bytes, msg: wire.Message) -> None:
         for call in msg.hexes("calls"):
@@ -322,12 +337,12 @@ class Handlers:
 
     def on_get(self, ident: bytes, msg: wire.Message) -> None:
         address, offset = msg.hex("address"), msg.fields["offset"]
-        view = value_view(self.store, address)
-        if view is None:
+        found = value_chunk(self.store, address, offset)
+        if found is None:
             self.error(ident, msg.id, "missing", address.hex())
             return
-        chunk = view[offset: offset + wire.CHUNK]
-        self.send(ident, wire.build("ok", msg.id, [chunk], address=address, offset=offset, total=len(view)))
+        chunk, total = found
+        self.send(ident, wire.build("ok", msg.id, [chunk], address=address, offset=offset, total=total))
 
     def on_put(self, ident: bytes, msg: wire.Message) -> None:
         address, offset, total = msg.hex("address"), msg.fields["offset"], msg.fields["total"]
@@ -352,8 +367,14 @@ class Handlers:
             if len(self.uploads) >= _MAX_UPLOADS:
                 self.error(ident, msg.id, "busy", "too many uploads in progress; retry later")
                 return
-            path = str(self.incoming / f"{address.hex()}.{ident.hex()}.part")
-            upload = self.uploads[key] = Upload(path, os.open(path, os.O_RDWR | os.O_CREAT, 0o600), total)
+            # A file of its own: a check of an earlier upload never reads this one's bytes.
+            path = str(self.incoming / f"{address.hex()}.{ident.hex()}.{next(self._upload_ids)}.part")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            upload = self.uploads[key] = Upload(path, fd, total)
+        if upload.fd < 0:  # complete, and being checked: it can no longer change
+            self.error(ident, msg.id, "busy", f"value {address.hex()[:16]} is being checked; "
+                       f"wait for the answer to its last chunk")
+            return
         if upload.total != total:
             self.drop_upload(key)
             self.error(ident, msg.id, "malformed", "put: total changed during an upload")
@@ -370,17 +391,32 @@ class Handlers:
         os.close(upload.fd)
         upload.fd = -1
         upload.waiter = (ident, msg.id)
+        upload.key = key
         self.node.pool.verify(address, upload.path,
-                              lambda ok, reason: self.node.completed_verification(key, ok, reason))
+                              lambda ok, reason: self.node.completed_verification(upload, ok, reason))
 
-    def verified(self, key: tuple, ok: bool, reason: str) -> None:
-        upload = self.uploads.pop(key, None)
-        if upload is None:
+    def verified(self, upload: Upload, ok: bool, reason: str) -> None:
+        if self.uploads.get(upload.key) is not upload:  # dropped meanwhile (its sender left)
+            try:
+                os.unlink(upload.path)
+            except OSError:
+                pass
             return
+        del self.uploads[upload.key]
         ident, request_id = upload.waiter
-        address = key[1]
+        address = upload.key[1]
         if ok:
-            self.store.adopt_file(address, upload.path, durable=False)  # an argument: cache only
+            try:
+                self.store.adopt_file(address, upload.path, durable=False)  # an argument: cache only
+            except Exception as exc:  # the store is full: say so, keep nothing half-adopted
+                try:
+                    os.unlink(upload.path)
+                except OSError:
+                    pass
+                self.log_once(f"adopt:{type(exc).__name__}", "cannot keep a received value: %s", exc)
+                self.error(ident, request_id, "store", f"node {self.node.node_id} cannot keep value "
+                           f"{address.hex()[:16]}: {exc}")
+                return
             self.values_received += 1
             self.send(ident, wire.build("ok", request_id, address=address))
         else:

@@ -45,7 +45,7 @@ __all__ = ["Node", "NodeConfig"]
 
 log = logging.getLogger("pythagoras_p2p.node")
 
-READER_CHECK_EVERY = 1.0  # seconds between sweeps of the store's reader table for the dead
+HOUSEKEEPING_EVERY = 1.0  # seconds between sweeps for dead readers and abandoned uploads
 #: After answering a fast call, the node polls without sleeping for this long: a client that
 #: calls in a loop sends its next request within it, and finds the node awake (see pump).
 NEXT_REQUEST_SOON = 0.0003
@@ -74,7 +74,7 @@ class Node:
         self.home = Path(config.home)
         self.node_id = node_identity(self.home)
         self.started = time.time()
-        self._readers_checked = 0.0
+        self._swept = 0.0
         self.stopping = False
         self._stop_requested = False
         self.context = zmq.Context()
@@ -174,9 +174,9 @@ class Node:
         """Called by the pool (on this node's thread) when a task ends."""
         self._completed.append(("done", call, outcome))
 
-    def completed_verification(self, key: tuple, ok: bool, reason: str) -> None:
+    def completed_verification(self, upload, ok: bool, reason: str) -> None:
         """Called by the pool when a worker has checked a received value."""
-        self._completed.append(("verified", key, (ok, reason)))
+        self._completed.append(("verified", upload, (ok, reason)))
 
     def task_output(self, call: bytes, where: str, text: str) -> None:
         self._completed.append(("out", call, (where, text)))
@@ -208,7 +208,10 @@ class Node:
             except BlockingIOError:
                 pass
         if self.pool is not None and self.pool.fileno() in events:
-            self.pool.step()
+            try:
+                self.pool.step()
+            except Exception as exc:  # e.g. no descriptor left to start a worker: try again later
+                self.handlers.log_once(f"pool:{type(exc).__name__}", "worker pool: %r", exc)
         if self.peering is not None:
             for sock in events:
                 if self.peering.owns(sock):
@@ -219,14 +222,18 @@ class Node:
                 self.handlers.handle(frames)
         while self._completed:
             kind, call, payload = self._completed.popleft()
-            if kind == "done":
-                self.handlers.finish(call, payload)
-                if self.pool.calls_are_fast():
-                    self._awake_until = time.monotonic() + NEXT_REQUEST_SOON
-            elif kind == "out":
-                self.handlers.forward_output(call, *payload)
-            else:
-                self.handlers.verified(call, *payload)
+            try:
+                if kind == "done":
+                    self.handlers.finish(call, payload)
+                    if self.pool.calls_are_fast():
+                        self._awake_until = time.monotonic() + NEXT_REQUEST_SOON
+                elif kind == "out":
+                    self.handlers.forward_output(call, *payload)
+                else:
+                    self.handlers.verified(call, *payload)
+            except Exception as exc:  # a bug must not take the node down; say it once
+                self.handlers.log_once(f"bug:{kind}:{type(exc).__name__}", "error finishing %s: %r",
+                                       kind, exc)
 
     def serve(self) -> None:
         """Serve until :meth:`stop`; then finish running calls for up to ``grace`` seconds."""
@@ -234,7 +241,7 @@ class Node:
                  self.config.bind, self.config.port, self.config.workers, self.key.name, self.key.tag)
         while not self._stop_requested:
             self.pump(0.25)
-            self.clear_dead_readers()
+            self.housekeeping()
         self.stopping = True
         deadline = time.monotonic() + self.config.grace
         if self.handlers.running:
@@ -245,6 +252,15 @@ class Node:
         self.handlers.abandon_running()
         self.pump(0)
 
+    def housekeeping(self) -> None:
+        """Once a second: free what killed clients left (reader slots, partial uploads)."""
+        now = time.monotonic()
+        if now - self._swept < HOUSEKEEPING_EVERY:
+            return
+        self._swept = now
+        self.clear_dead_readers()
+        self.handlers.drop_abandoned_uploads()
+
     def clear_dead_readers(self) -> None:
         """Free the store's reader slots held by processes that died mid-read (killed clients).
 
@@ -252,10 +268,6 @@ class Node:
         the store needs a free slot before it can ask: with the table full of dead readers, no
         new client or worker of this home could open the store. The node, always open, asks.
         """
-        now = time.monotonic()
-        if now - self._readers_checked < READER_CHECK_EVERY:
-            return
-        self._readers_checked = now
         try:
             cleared = self.store._env.reader_check()
         except Exception as exc:  # lmdb.Error: the sweep is a courtesy, serving goes on

@@ -131,8 +131,15 @@ class Journal:
             if self._closed:
                 raise RuntimeError("the journal is closed")
             view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+            try:
+                while view:
+                    view = view[os.write(self._fd, view):]
+            except OSError as exc:  # the disk is full: no part of these records may stay
+                try:
+                    os.ftruncate(self._fd, self._size)
+                except OSError:
+                    pass
+                raise RuntimeError(f"cannot append to the journal ({exc})") from None
             self._size += len(data)
             for record in records:
                 self._pending[record[0]] = record

@@ -16,7 +16,7 @@ from . import wire
 from .encoding import unpack, value_address
 from .store import Store
 
-__all__ = ["value_view", "upload_frames", "verify_file", "Download"]
+__all__ = ["value_view", "value_chunk", "upload_frames", "verify_file", "Download"]
 
 
 def value_view(store: Store, address: bytes) -> memoryview | None:
@@ -29,6 +29,26 @@ def value_view(store: Store, address: bytes) -> memoryview | None:
         return memoryview(blob)
     with open(store.record_path(address, record), "rb") as f:
         return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+
+
+def value_chunk(store: Store, address: bytes, offset: int) -> tuple[bytes, int] | None:
+    """One chunk of a stored value's packed bytes from ``offset``, and their total size; None
+    if it is not stored. Read, not mapped: a map would keep a descriptor open until the chunk
+    has been sent, and a peer that asks for many chunks would use up the process's descriptors."""
+    record = store.value_record(address)
+    if record is None:
+        return None
+    blob = store.inline_blob(record)
+    if blob is not None:
+        return blob[offset: offset + wire.CHUNK], len(blob)
+    try:
+        fd = os.open(store.record_path(address, record), os.O_RDONLY)
+    except FileNotFoundError:  # dropped meanwhile
+        return None
+    try:
+        return os.pread(fd, wire.CHUNK, offset), os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 def upload_frames(store: Store, address: bytes) -> list[tuple[int, int, Any]] | None:

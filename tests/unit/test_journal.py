@@ -37,3 +37,31 @@ def test_results_the_store_refused_stay_in_the_journal_for_the_next_start(tmp_pa
     Journal(store).close()  # the next start replays them
     assert store.get_result(record(1)[0]) == [1, "result"]
     assert store.get_result(record(2)[0]) == [2, "result"]
+
+
+def test_a_full_disk_fails_the_append_and_leaves_no_part_of_it(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import pythagoras_p2p.journal as journal_module
+
+    store = open_store(tmp_path / "home")
+    journal = Journal(store)
+    journal.append([record(1)])
+    segment = next((tmp_path / "home" / "journal").glob("*.log"))
+    size = segment.stat().st_size
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal_module.os, "write", half_then_full)
+    with pytest.raises(RuntimeError, match="No space left"):
+        journal.append([record(2)])
+    assert segment.stat().st_size == size  # no torn record hides later ones at replay
+    monkeypatch.setattr(journal_module.os, "write", real_write)
+    journal.append([record(3)])  # room again: it goes on
+    journal.close()
+    assert store.get_result(record(3)[0]) == [3, "result"]
+    assert store.get_result(record(2)[0]) is MISSING
