@@ -238,8 +238,8 @@ def cache_verify(ctx: click.Context, repair: bool) -> None:
                + (f", {report.repaired} entries repaired" if repair else ""))
     if report.unverifiable:
         click.echo(f"{report.unverifiable:,} value(s) could not be checked: their address came "
-                   f"from their pickle, which differs between processes for some objects (a set "
-                   f"inside an object); they are kept")
+                   f"from their pickle, which another process may write differently; they are "
+                   f"kept")
     if report.problems and not repair:
         click.echo("run `pythagoras-node cache verify --repair` to delete them (results are "
                    "recomputed on their next call)", err=True)

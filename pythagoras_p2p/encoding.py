@@ -6,7 +6,8 @@ Two things live here, and they are kept apart on purpose:
   content only. Dicts and sets are encoded in a sorted order, numpy arrays by dtype, shape and
   raw bytes, pandas objects column by column (so two equal DataFrames built differently get one
   address). Large buffers are hashed on their own, with threads, straight from memory: never by
-  pickling them first. Anything else is encoded by its pickle, where pickle is deterministic.
+  pickling them first. Anything else is encoded by its pickle, with the sets inside it (whose
+  pickled order follows a process's string hashes) replaced by their sorted encodings.
 * the **packed form** of a value: what the store keeps and what travels. It is pickle protocol 5;
   a large value keeps its buffers out of band, aligned, so that it can be read back straight from
   a memory map without a copy.
@@ -16,6 +17,7 @@ numpy and pandas are never imported here; they are recognised only if the user a
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 import sys
@@ -66,8 +68,8 @@ def value_address(obj: Any) -> Address:
 
 def checked_address(obj: Any) -> tuple[Address, bool]:
     """``obj``'s address, and whether it can be derived again from the value alone: not when
-    some part was encoded by its pickle, whose bytes may differ in another process (a set of
-    strings inside an object is pickled in the order of that process's string hashes)."""
+    some part was encoded by its pickle, whose bytes another process (or release) may write
+    differently (an object's own ``__reduce__``, a release that sorted sets otherwise)."""
     _PICKLED.count = 0
     address = value_address(obj)
     return address, not _PICKLED.count
@@ -277,11 +279,37 @@ def _encode_values(values: Any, out: bytearray, pd: Any) -> None:
     _encode(values.tolist() if hasattr(values, "tolist") else list(values), out)
 
 
+class _SetsSorted(pickle.Pickler):
+    """A pickler for addresses only: every set and frozenset inside the value is written as its
+    items' canonical encodings, sorted, so the bytes do not depend on the process's hash seed."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is set or kind is frozenset:
+            return (kind.__name__, tuple(_sorted_encodings(obj)))
+        return None
+
+
+_SET_OPCODES = (pickle.EMPTY_SET, pickle.FROZENSET)
+
+
+def _pickle_for_address(obj: Any, buffers: list) -> bytes:
+    data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append)
+    # A set inside always leaves its opcode (the byte may also be data: then the slower way is
+    # taken for nothing); without one, pickle's bytes are the same in every process.
+    if not any(op in data for op in _SET_OPCODES):
+        return data
+    buffers.clear()
+    stream = io.BytesIO()
+    _SetsSorted(stream, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append).dump(obj)
+    return stream.getvalue()
+
+
 def _encode_by_pickle(obj: Any, out: bytearray) -> None:
     _PICKLED.count = getattr(_PICKLED, "count", 0) + 1
     buffers: list[pickle.PickleBuffer] = []
     try:
-        data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append)
+        data = _pickle_for_address(obj, buffers)
     except Exception as exc:
         raise SerializationError(
             f"a value of type {type(obj).__qualname__} cannot be hashed because it cannot be "

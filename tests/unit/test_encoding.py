@@ -467,3 +467,32 @@ def test_numpy_subclasses_and_structured_scalars_are_told_apart_by_everything_th
     a = np.zeros(1, dtype=[("x", "i4"), ("y", "i4")])[0]
     b = np.zeros(1, dtype=[("y", "i4"), ("x", "i4")])[0]
     assert value_address(a) != value_address(b)  # same bytes, other fields
+
+
+def test_sets_inside_objects_get_one_address_whatever_the_hash_seed():
+    """A set of strings pickles in the order of the process's string hashes: an object holding
+    one must still get the same address in every process (else it is never a memo hit again)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from dataclasses import dataclass\n"
+        "from pythagoras_p2p.encoding import value_address\n"
+        "@dataclass\n"
+        "class Tagged:\n"
+        "    name: str\n"
+        "    tags: set\n"
+        "    nested: list\n"
+        "v = Tagged('x', {'alpha', 'beta', 'gamma', 'delta', 'epsilon'},\n"
+        "           [frozenset({'p', 'q', 'r', 's'}), {('t', 1), ('u', 2), ('v', 3)}])\n"
+        "print(value_address(v).hex())\n"
+    )
+    addresses = set()
+    for seed in ("1", "2", "3", "4", "5"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        addresses.add(done.stdout.strip())
+    assert len(addresses) == 1, addresses

@@ -731,8 +731,8 @@ def _after_the_snapshot(store, monkeypatch, action):
 
 
 def test_verify_repair_keeps_values_whose_address_came_from_their_pickle(store):
-    """A set of strings inside an object pickles in the order of a process's string hashes, so
-    another process may compute another address for it: that is no proof of damage."""
+    """An object addressed by its pickle may have been pickled otherwise where it was stored
+    (its own ``__reduce__``, an earlier release): another address here is no proof of damage."""
     from pythagoras_p2p.maintenance import verify
 
     pickled, plain = Labelled({"a", "b", "c"}), [1, 2, 3]
