@@ -337,7 +337,11 @@ class Handlers:
 
     def on_get(self, ident: bytes, msg: wire.Message) -> None:
         address, offset = msg.hex("address"), msg.fields["offset"]
-        found = value_chunk(self.store, address, offset)
+        try:
+            found = value_chunk(self.store, address, offset)
+        except Exception as exc:  # unreadable here: the download fails now rather than waits
+            self.log_once(f"get:{type(exc).__name__}", "cannot read value %s: %r", address.hex()[:16], exc)
+            found = None
         if found is None:
             self.error(ident, msg.id, "missing", address.hex())
             return

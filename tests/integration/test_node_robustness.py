@@ -129,3 +129,19 @@ def test_a_failure_too_large_for_one_message_reaches_the_caller_shortened(node, 
     assert "ValueError" in str(caught.value) or isinstance(caught.value, ValueError)
     assert node.alive() and node.serves(), node.log()
     assert node.status()["tasks_done"] == 1  # it ran once: not again and again
+
+
+def test_a_chunk_that_cannot_be_read_is_answered_as_missing(inproc, monkeypatch):
+    """A download must fail at once, not wait: the client only knows which download an
+    answer to a chunk belongs to from a 'missing' answer naming the value."""
+    import pythagoras_p2p.daemon.handlers as handlers_module
+
+    def unreadable(*args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(handlers_module, "value_chunk", unreadable)
+    address = b"\x07" * 32
+    _deliver(inproc, b"member", wire.build("get", 0, address=address, offset=0))
+    (_, reply), = inproc.replies
+    assert reply.op == "error" and reply.fields["code"] == "missing"
+    assert reply.fields["message"] == address.hex()
