@@ -11,16 +11,20 @@ value's address; dropping takes the write lock on that byte without waiting, so 
 anyone holds it. The locks are open-file-description locks (``F_OFD_SETLK``): shared by every
 process of the home, never confused between threads or file descriptors of one process, and
 released by the kernel when a process dies, so a killed caller holds nothing. Within a process
-one lock per address is counted (each ``sync_parallel`` that holds it adds one). Two addresses
-sharing a byte (1 in 2^56) only make a drop wait for the next ``cache gc``.
+one lock per address is counted (each ``sync_parallel`` that holds it adds one). No thread
+waits for a lock while holding this object's own lock, so two processes that each drop one
+copy and hold the other's never wait for each other. Two addresses sharing a byte (1 in 2^56)
+only make a drop wait for the next ``cache gc``.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
 import threading
+import weakref
 from pathlib import Path
 
 __all__ = ["Holds"]
@@ -37,26 +41,29 @@ class Holds:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._reset()
+        _ALL.add(self)
+
+    def _reset(self) -> None:
         self._lock = threading.Condition()
-        self._taken: set[bytes] = set()  # being dropped by a thread of this process
         self._pid = -1
         self._fd = -1
-        self._counts: dict[bytes, int] = {}
+        self._counts: dict[bytes, int] = {}  # held here, and how many times
+        self._pending: set[bytes] = set()  # a thread here waits for the read lock
+        self._taken: set[bytes] = set()  # being dropped by a thread here
 
     def _file(self) -> int:
-        if self._pid != os.getpid():  # a forked child holds nothing of its parent's
-            self._pid, self._counts, self._taken = os.getpid(), {}, set()
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return self._fd
 
-    def _set(self, kind: int, address: bytes, *, wait: bool) -> bool:
+    def _set(self, fd: int, kind: int, address: bytes, *, wait: bool) -> bool:
         command = fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK
         try:
-            fcntl.fcntl(self._file(), command, _FLOCK.pack(kind, os.SEEK_SET, _offset(address), 1, 0))
-        except BlockingIOError:
-            return False
+            fcntl.fcntl(fd, command, _FLOCK.pack(kind, os.SEEK_SET, _offset(address), 1, 0))
         except OSError as exc:
-            if exc.errno in (11, 13):  # EAGAIN / EACCES: held by another
+            if exc.errno in (errno.EAGAIN, errno.EACCES):  # held by another
                 return False
             raise
         return True
@@ -64,38 +71,45 @@ class Holds:
     def hold(self, address: bytes) -> None:
         """Hold ``address`` (waiting while someone drops it)."""
         with self._lock:
-            self._file()
-            while address in self._taken:  # a lock of this process would not make us wait
+            fd = self._file()
+            while address in self._taken or address in self._pending:
                 self._lock.wait()
-            count = self._counts.get(address, 0)
-            if not count:
-                self._set(fcntl.F_RDLCK, address, wait=True)
-            self._counts[address] = count + 1
+            if address in self._counts:
+                self._counts[address] += 1
+                return
+            self._pending.add(address)
+        try:
+            self._set(fd, fcntl.F_RDLCK, address, wait=True)  # not under our lock: see above
+        except BaseException:
+            with self._lock:
+                self._pending.discard(address)
+                self._lock.notify_all()
+            raise
+        with self._lock:
+            self._pending.discard(address)
+            self._counts[address] = 1
+            self._lock.notify_all()
 
     def release(self, address: bytes) -> bool:
         """Let go of one hold of ``address``; True when this process no longer holds it."""
         with self._lock:
-            self._file()
+            fd = self._file()
             count = self._counts.get(address, 0)
             if count > 1:
                 self._counts[address] = count - 1
                 return False
             if count == 1:
                 del self._counts[address]
-                self._set(fcntl.F_UNLCK, address, wait=False)
-            return True
-
-    def held_here(self, address: bytes) -> bool:
-        with self._lock:
-            return self._pid == os.getpid() and address in self._counts
+                self._set(fd, fcntl.F_UNLCK, address, wait=False)
+            return address not in self._pending
 
     def take(self, address: bytes) -> bool:
         """Take ``address`` exclusively, to drop it, if nobody (here or elsewhere) holds it."""
         with self._lock:
-            self._file()
-            if address in self._counts or address in self._taken:
+            fd = self._file()
+            if address in self._counts or address in self._taken or address in self._pending:
                 return False
-            if not self._set(fcntl.F_WRLCK, address, wait=False):
+            if not self._set(fd, fcntl.F_WRLCK, address, wait=False):
                 return False
             self._taken.add(address)
             return True
@@ -104,5 +118,25 @@ class Holds:
         """End what :meth:`take` began."""
         with self._lock:
             self._taken.discard(address)
-            self._set(fcntl.F_UNLCK, address, wait=False)
+            self._set(self._file(), fcntl.F_UNLCK, address, wait=False)
             self._lock.notify_all()
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: it holds nothing (the parent's holds stay the parent's)."""
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)  # the parent's descriptor keeps its locks
+            except OSError:
+                pass
+        self._reset()
+
+
+_ALL: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for holds in list(_ALL):
+        holds._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -339,7 +339,10 @@ class Store(StoreEnvironment):
         """Which transient copies this process's calls read (see :mod:`pythagoras_p2p.holds`)."""
         holds = self.__dict__.get("_holds")
         if holds is None:
-            holds = self.__dict__["_holds"] = Holds(self.path / "transient.lock")
+            with _HOLDS_LOCK:  # one per store and process, however many threads ask first
+                holds = self.__dict__.get("_holds")
+                if holds is None:
+                    holds = self.__dict__["_holds"] = Holds(self.path / "transient.lock")
         return holds
 
     def keep_transient(self, address: Address, make_parts) -> bool:
@@ -348,16 +351,16 @@ class Store(StoreEnvironment):
         True if it is held (:meth:`drop_transient` or :meth:`release_transient` ends that),
         False if the value is durable here and needs no hold."""
         self.holds.hold(address)
-        record = self.value_record(address)
-        if record is not None and record[:1] != _TRANSIENT:
-            self.holds.release(address)
-            return False
-        if record is None:
-            try:
-                self.put_value(address, make_parts(), durable=False)
-            except BaseException:
+        try:
+            record = self.value_record(address)
+            if record is not None and record[:1] != _TRANSIENT:
                 self.holds.release(address)
-                raise
+                return False
+            if record is None:
+                self.put_value(address, make_parts(), durable=False)
+        except BaseException:
+            self.holds.release(address)
+            raise
         return True
 
     def release_transient(self, addresses: Iterable[Address]) -> None:
@@ -389,6 +392,9 @@ class Store(StoreEnvironment):
             for address in wanted:
                 holds.give_back(address)
         return len(dropped)
+
+_HOLDS_LOCK = threading.Lock()
+
 
 def _file_record(address: Address, durable: bool) -> bytes:
     """The record of a value kept in its own file (durable, or for this boot only)."""

@@ -828,3 +828,52 @@ def test_gc_leaves_a_held_copy_alone_however_old(store):
     assert gc(store).values_removed == 0 and store.has_value(address)
     store.release_transient([address])  # its caller died without dropping it
     assert gc(store).values_removed == 1 and not store.has_value(address)
+
+
+_SHARING = """
+import os, random, sys, threading, time
+import numpy as np
+from pythagoras_p2p.encoding import pack_parts, value_address
+from pythagoras_p2p.store import MISSING, open_store
+store = open_store(sys.argv[1])
+values = [np.full(80_000, i, dtype=np.float64) for i in range(3)]
+addresses = [value_address(v) for v in values]
+problems, rounds = [], [0]
+stop = time.monotonic() + float(sys.argv[2])
+
+def caller(seed):
+    rnd = random.Random(seed)
+    while time.monotonic() < stop:
+        i = rnd.randrange(3)
+        held = store.keep_transient(addresses[i], lambda: pack_parts(values[i]))
+        found = store.get_value(addresses[i])
+        if found is MISSING or not np.array_equal(found, values[i]):
+            problems.append(i)
+        del found
+        if held:
+            store.drop_transient([addresses[i]])
+        rounds[0] += 1
+
+threads = [threading.Thread(target=caller, args=(os.getpid() * 10 + k,)) for k in range(3)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(rounds[0], len(problems))
+sys.exit(1 if problems else 0)
+"""
+
+
+def test_processes_sharing_copies_from_many_threads_never_wait_for_each_other(store):
+    """Two processes, three threads each, holding and dropping three shared copies: a process
+    that drops one copy while it waits to hold another must not wait for the other process
+    doing the opposite (they did, for good), and no held copy is ever missing."""
+    procs = [subprocess.Popen([sys.executable, "-c", _SHARING, str(store.home), "3"],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0, f"a held copy went missing: {out}"
+            assert int(out.split()[0]) > 10, out
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
