@@ -274,7 +274,7 @@ class Handlers:
             meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
             try:
                 self.node.journal.append([(call, address, blob, meta)], [meta_raw])
-            except RuntimeError as exc:  # the disk is full, or the store refused a write
+            except Exception as exc:  # the disk is full, or the store refused a write
                 self.log_once("journal", "cannot keep results (%s); calls are answered with an "
                               "error until it is fixed", exc)
                 for ident, request_id in running.waiters:

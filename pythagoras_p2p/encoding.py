@@ -293,15 +293,36 @@ class _SetsSorted(pickle.Pickler):
 _SET_OPCODES = (pickle.EMPTY_SET, pickle.FROZENSET)
 
 
+class _Cycle(BaseException):
+    """An object reached again through a set of its own: no canonical order exists. (Not an
+    Exception, so the encoders between here and the outermost attempt let it through.)"""
+
+
+_SORTING = threading.local()  # ids of the objects whose sets are being sorted, outermost first
+
+
 def _pickle_for_address(obj: Any, buffers: list) -> bytes:
     data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append)
     # A set inside always leaves its opcode (the byte may also be data: then the slower way is
     # taken for nothing); without one, pickle's bytes are the same in every process.
     if not any(op in data for op in _SET_OPCODES):
         return data
-    buffers.clear()
+    active = _SORTING.__dict__.setdefault("ids", [])
+    if id(obj) in active:
+        raise _Cycle
+    outermost = not active
+    active.append(id(obj))
+    sorted_buffers: list = []
     stream = io.BytesIO()
-    _SetsSorted(stream, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append).dump(obj)
+    try:
+        _SetsSorted(stream, protocol=_PICKLE_PROTOCOL, buffer_callback=sorted_buffers.append).dump(obj)
+    except _Cycle:
+        if not outermost:
+            raise
+        return data  # objects that hold each other through sets: pickle's own order
+    finally:
+        active.pop()
+    buffers[:] = sorted_buffers
     return stream.getvalue()
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import pickle
 import reprlib
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -228,13 +229,19 @@ def run_calls(
     failed = False
     if todo:
         cloud._register_function(fn)
-        written: list[bytes] = []  # transient copies made for these calls, dropped at the end
+        written: list[bytes] = []  # transient copies held for these calls, let go at the end
         kept: set[bytes] = set()  # large arguments already handed to the backend
+        guard = threading.Lock()
+        over = [False]  # once the calls are over, no copy is held for them
 
         def keep(address: bytes, name: str, value: Any) -> None:
-            if address not in kept:  # 40 calls sharing one DataFrame: handled once, not 40 times
-                kept.add(address)
-                cloud._keep_argument(address, name, value, written)
+            # On the backend's thread, which may still make a task after a Ctrl-C ended this.
+            with guard:
+                if over[0]:
+                    raise PythagorasError(f"{fn.name}: these calls were cancelled")
+                if address not in kept:  # 40 calls sharing one DataFrame: handled once
+                    kept.add(address)
+                    cloud._keep_argument(address, name, value, written)
 
         def make_task(i: int) -> Task:
             call, kwargs, addresses = unique[i]
@@ -263,6 +270,8 @@ def run_calls(
             raise
         finally:
             bar.close()
+            with guard:
+                over[0] = True  # a task made from now on holds nothing
             if written:  # the calls are over: their arguments' transient copies are not needed
                 cloud._release_values(written)
     out = [results[p] for p in positions]

@@ -111,11 +111,14 @@ class Journal:
         return count
 
     def _open_segment(self) -> None:
+        """Start the next segment; the current one is closed only once it is open (a full disk
+        leaves the journal appending to the current one)."""
         existing = self._segments()
-        self._segment = (int(existing[-1].stem) + 1) if existing else 1
-        path = self.dir / f"{self._segment:012d}.log"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._size = 0
+        segment = (int(existing[-1].stem) + 1) if existing else 1
+        fd = os.open(self.dir / f"{segment:012d}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._segment, self._fd, self._size = segment, fd, 0
 
     def append(self, records: list[ResultRecord], metas: list[bytes] | None = None) -> None:
         """Make ``records`` durable against a crash of this process; returns once written.
@@ -146,9 +149,12 @@ class Journal:
                 self._queue.append((self._segment, record))
             self._outstanding[self._segment] = self._outstanding.get(self._segment, 0) + len(records)
             if self._size >= _SEGMENT_BYTES:
-                os.close(self._fd)
-                self._open_segment()
-                self._drop_applied_segments()
+                try:
+                    self._open_segment()
+                except OSError as exc:  # these records are written: say so, rotate later
+                    log.warning("cannot start a new journal segment (%s); the current one grows", exc)
+                else:
+                    self._drop_applied_segments()
             if len(self._queue) == len(records):  # the applier sleeps only on an empty queue
                 self._lock.notify()
 

@@ -163,16 +163,20 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
 
         store._write(fix, admin=True)
         for address in removed:
-            if bad_values[address][:1] != _INLINE:
-                _unlink_files(store, address)
+            _unlink_files(store, address, bad_values[address])
         for path in stale:
             path.unlink(missing_ok=True)
         report.repaired += len(removed) + len(stale)
     return report
 
 
-def _unlink_files(store: Store, address: bytes) -> None:
-    for transient in (False, True):
+def _unlink_files(store: Store, address: bytes, record: bytes) -> None:
+    """Remove the files of a deleted value record: a transient one's ``.n`` copy only (its
+    durable name may have been linked meanwhile by a writer about to record it), a durable
+    one's both names."""
+    if record[:1] == _INLINE:
+        return
+    for transient in (False, True) if record[:1] != _TRANSIENT else (True,):
         store.blob_path(address, transient=transient).unlink(missing_ok=True)
 
 
@@ -291,8 +295,7 @@ def _collect(store: Store, report: GcReport, files: list, values: dict, sizes: d
     report.values_removed = len(removed)
     report.bytes_freed = sum(sizes.get(a, 0) for a in removed)
     for address in removed:
-        if values[address][:1] != _INLINE:
-            _unlink_files(store, address)
+        _unlink_files(store, address, values[address])
     for path in stale:
         path.unlink(missing_ok=True)
     return report

@@ -74,17 +74,18 @@ class SwarmCloud(PCloud):
         self._writer.put(records)
 
     def _release_values(self, addresses: list) -> None:
-        """Peers drop the copies they were sent; so does this store, unless the node that serves
-        this home is one of the peers (it gets the release, and decides: its other clients'
+        """Peers drop the copies they were sent; so does this store, except those the node
+        that serves this home was sent (it gets the release, and decides: its other clients'
         calls may still read them). This process lets go of its holds first, so the node's
         drop is not refused by them."""
         from ..nodefile import read_node_file
 
         local = (read_node_file(self.home) or {}).get("id")
-        if local is None or not any(p.node_id == local for p in list(self._dispatcher.peers.values())):
-            self.store.drop_transient(addresses)
-        else:
-            self.store.release_transient(addresses)
+        node = next((p for p in list(self._dispatcher.peers.values()) if local and p.node_id == local),
+                    None)
+        sent = set(node.values) if node is not None else set()
+        self.store.release_transient([a for a in addresses if a in sent])
+        self.store.drop_transient([a for a in addresses if a not in sent])
         self._dispatcher.release(addresses)
 
     def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict[bytes, Any]:

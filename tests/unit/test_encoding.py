@@ -496,3 +496,17 @@ def test_sets_inside_objects_get_one_address_whatever_the_hash_seed():
         assert done.returncode == 0, done.stderr
         addresses.add(done.stdout.strip())
     assert len(addresses) == 1, addresses
+
+
+class _Node:
+    def __init__(self, name):
+        self.name = name
+        self.links = set()
+
+
+def test_objects_that_hold_each_other_through_sets_can_be_hashed():
+    a, b = _Node("a"), _Node("b")
+    a.links.add(b)
+    b.links.add(a)
+    assert len(value_address(a)) == 32
+    assert value_address(a) == value_address(a)

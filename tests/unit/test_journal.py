@@ -65,3 +65,29 @@ def test_a_full_disk_fails_the_append_and_leaves_no_part_of_it(tmp_path, monkeyp
     journal.close()
     assert store.get_result(record(3)[0]) == [3, "result"]
     assert store.get_result(record(2)[0]) is MISSING
+
+
+def test_a_full_disk_when_a_segment_is_due_keeps_the_journal_appending(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import pythagoras_p2p.journal as journal_module
+
+    store = open_store(tmp_path / "home")
+    journal = Journal(store)
+    monkeypatch.setattr(journal_module, "_SEGMENT_BYTES", 1)  # every append is due a new one
+    real_open = os.open
+
+    def no_new_files(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(journal_module.os, "open", no_new_files)
+    journal.append([record(1)])  # written; the next segment could not be started
+    journal.append([record(2)])
+    monkeypatch.setattr(journal_module.os, "open", real_open)
+    journal.append([record(3)])
+    journal.close()
+    for i in (1, 2, 3):
+        assert store.get_result(record(i)[0]) == [i, "result"]

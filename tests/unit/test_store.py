@@ -877,3 +877,22 @@ def test_processes_sharing_copies_from_many_threads_never_wait_for_each_other(st
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_gc_of_a_forgotten_transient_copy_leaves_its_durable_name_alone(store):
+    """A writer may have linked the copy under its durable name, about to record it: gc removes
+    the transient record and the ``.n`` file, never the durable name."""
+    import numpy as np
+
+    from pythagoras_p2p.encoding import pack_parts
+    from pythagoras_p2p.maintenance import gc
+
+    value = np.full(100_000, 6.0)
+    address = value_address(value)
+    store.put_value(address, pack_parts(value), durable=False)
+    copy, durable = store.blob_path(address, transient=True), store.blob_path(address)
+    os.link(copy, durable)  # a durable write in progress
+    old = time.time() - 2 * 3600
+    os.utime(copy, (old, old))
+    assert gc(store).values_removed == 1
+    assert not copy.exists() and durable.exists()
