@@ -168,6 +168,11 @@ class Store(StoreEnvironment):
             path.unlink()
             self.put_value(address, blob)
             return
+        if not durable:
+            record = self.value_record(address)
+            if record is not None and record[:1] != _TRANSIENT:  # kept for good already
+                path.unlink()
+                return
         target = self.blob_path(address, transient=not durable)
         try:
             target.parent.mkdir(exist_ok=True)

@@ -896,3 +896,18 @@ def test_gc_of_a_forgotten_transient_copy_leaves_its_durable_name_alone(store):
     os.utime(copy, (old, old))
     assert gc(store).values_removed == 1
     assert not copy.exists() and durable.exists()
+
+
+def test_a_transient_copy_of_a_durable_value_is_not_kept_beside_it(store, tmp_path):
+    import numpy as np
+
+    from pythagoras_p2p.encoding import pack_parts
+
+    value = np.full(100_000, 8.0)
+    address = value_address(value)
+    store.put_value(address, pack_parts(value))  # durable
+    received = tmp_path / "received"
+    received.write_bytes(b"".join(bytes(p) for p in pack_parts(value)))
+    store.adopt_file(address, received, durable=False)  # an upload of the same value
+    assert not received.exists() and not store.blob_path(address, transient=True).exists()
+    assert np.array_equal(store.get_value(address), value)
