@@ -25,7 +25,11 @@ import os
 import struct
 import threading
 import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import StoreError
 
 __all__ = ["Holds"]
 
@@ -54,8 +58,12 @@ class Holds:
 
     def _file(self) -> int:
         if self._pid != os.getpid():
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StoreError(f"cannot open {self.path} ({exc}); check that the store's "
+                                 f"home is writable by this user") from None
             self._pid = os.getpid()
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return self._fd
 
     def _set(self, fd: int, kind: int, address: bytes, *, wait: bool) -> bool:
@@ -120,6 +128,17 @@ class Holds:
             self._taken.discard(address)
             self._set(self._file(), fcntl.F_UNLCK, address, wait=False)
             self._lock.notify_all()
+
+    @contextmanager
+    def taking(self, addresses: Iterable[bytes]) -> Iterator[set[bytes]]:
+        """The addresses among ``addresses`` that nobody holds, taken for the block (to drop
+        them): no caller can hold one until the block ends."""
+        taken = {a for a in addresses if self.take(a)}
+        try:
+            yield taken
+        finally:
+            for address in taken:
+                self.give_back(address)
 
     def _forget_after_fork(self) -> None:
         """In a forked child: it holds nothing (the parent's holds stay the parent's)."""

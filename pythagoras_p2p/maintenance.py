@@ -252,50 +252,39 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
             del refs[address]
             unreferenced += sizes.get(address, 0)
     garbage = [a for a in values if a not in refs and not _in_use(store, a, values[a], now)]
-    # A transient copy that a caller's running calls hold is in use, however old; the others
-    # are taken (no caller can hold them meanwhile) until they are gone.
-    holds = store.holds
-    taken = [a for a in garbage if values[a][:1] == _TRANSIENT and holds.take(a)]
-    kept = set(taken)
-    garbage = [a for a in garbage if values[a][:1] != _TRANSIENT or a in kept]
-    try:
-        return _collect(store, report, files, values, sizes, drop, garbage, now, dry_run)
-    finally:
-        for address in taken:
-            holds.give_back(address)
-
-
-def _collect(store: Store, report: GcReport, files: list, values: dict, sizes: dict, drop: list,
-             garbage: list, now: float, dry_run: bool) -> GcReport:
-    """The rest of :func:`gc`: count, then delete what is still as the snapshot showed it."""
-    report.results_removed = len(drop)
-    report.values_removed = len(garbage)
-    report.bytes_freed = sum(sizes.get(a, 0) for a in garbage)
     stale = [p for p, a in files if (a is None and now - _changed(p) > _STALE_TMP)
              or (a is not None and a not in values and now - _changed(p, linked=True) > _STALE_TMP)]
+    report.results_removed = len(drop)
     report.files_removed = len(stale)
-    if dry_run:
-        return report
-    removed: list[bytes] = []
+    # A transient copy that a caller's running calls hold is in use, however old; the others
+    # are taken (no caller can hold them meanwhile) until they are gone.
+    transient = [a for a in garbage if values[a][:1] == _TRANSIENT]
+    with store.holds.taking(transient) as taken:
+        garbage = [a for a in garbage if values[a][:1] != _TRANSIENT or a in taken]
+        report.values_removed = len(garbage)
+        report.bytes_freed = sum(sizes.get(a, 0) for a in garbage)
+        if dry_run:
+            return report
+        removed: list[bytes] = []
 
-    def delete(txn):
-        for call, address in drop:
-            if txn.get(call, db=store._results) == address:
-                txn.delete(call, db=store._results)
-                txn.delete(call, db=store._meta)
-        if not garbage:
-            return
-        named = {address for _, address in txn.cursor(db=store._results)}  # now, not then
-        for address in garbage:
-            if address not in named and txn.get(address, db=store._values) == values[address]:
-                txn.delete(address, db=store._values)
-                removed.append(address)
+        def delete(txn):
+            for call, address in drop:
+                if txn.get(call, db=store._results) == address:
+                    txn.delete(call, db=store._results)
+                    txn.delete(call, db=store._meta)
+            if not garbage:
+                return
+            named = {address for _, address in txn.cursor(db=store._results)}  # now, not then
+            for address in garbage:
+                if address not in named and txn.get(address, db=store._values) == values[address]:
+                    txn.delete(address, db=store._values)
+                    removed.append(address)
 
-    store._write(delete, admin=True)
+        store._write(delete, admin=True)
+        for address in removed:
+            _unlink_files(store, address, values[address])
     report.values_removed = len(removed)
     report.bytes_freed = sum(sizes.get(a, 0) for a in removed)
-    for address in removed:
-        _unlink_files(store, address, values[address])
     for path in stale:
         path.unlink(missing_ok=True)
     return report

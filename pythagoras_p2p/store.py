@@ -62,6 +62,7 @@ def live(record: bytes | None) -> bytes | None:
 
 
 _HOST = socket.gethostname()
+_HOLDS_LOCK = threading.Lock()  # Store.holds is made once per store and process
 
 
 class _Missing:
@@ -270,9 +271,9 @@ class Store(StoreEnvironment):
         return _file_record(address, True)
 
     def _live_transient(self, address: Address) -> bool:
-        """Whether a transient record of this boot names ``address``: its ``.n`` file, if
-        present, is complete (one left by an earlier boot may be torn, and is never reused)."""
-        record = live(self._read(lambda txn: txn.get(address, db=self._values)))
+        """Whether a transient copy of this boot is here: its ``.n`` file is complete (one left
+        by an earlier boot may be torn, and is never reused)."""
+        record = self.value_record(address)
         return record is not None and record[:1] == _TRANSIENT
 
     def _value_record(self, address: Address, blob: bytes | list | None,
@@ -297,7 +298,7 @@ class Store(StoreEnvironment):
         try:
             target.parent.mkdir(exist_ok=True)
             if not durable:
-                if not (target.exists() or (transient.exists() and self._live_transient(address))):
+                if not (target.exists() or self._live_transient(address)):
                     self._write_new_file(transient, parts, durable=False)
                 return True
             if not target.exists():
@@ -378,7 +379,6 @@ class Store(StoreEnvironment):
         workers) among ``addresses`` and remove those nobody else holds; durable values are
         never touched. Returns how many were removed."""
         holds = self.holds
-        wanted = [a for a in addresses if holds.release(a) and holds.take(a)]
         dropped: list[Address] = []
 
         def write(txn):
@@ -388,17 +388,13 @@ class Store(StoreEnvironment):
                     txn.delete(address, db=self._values)
                     dropped.append(address)
 
-        try:
+        with holds.taking([a for a in addresses if holds.release(a)]) as wanted:
             if wanted:
                 self._write(write)
             for address in dropped:
                 self.blob_path(address, transient=True).unlink(missing_ok=True)
-        finally:
-            for address in wanted:
-                holds.give_back(address)
         return len(dropped)
 
-_HOLDS_LOCK = threading.Lock()
 
 
 def _file_record(address: Address, durable: bool) -> bytes:

@@ -911,3 +911,12 @@ def test_a_transient_copy_of_a_durable_value_is_not_kept_beside_it(store, tmp_pa
     store.adopt_file(address, received, durable=False)  # an upload of the same value
     assert not received.exists() and not store.blob_path(address, transient=True).exists()
     assert np.array_equal(store.get_value(address), value)
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_clear_error(tmp_path):
+    from pythagoras_p2p.errors import StoreError
+    from pythagoras_p2p.holds import Holds
+
+    holds = Holds(tmp_path / "no such folder" / "transient.lock")
+    with pytest.raises(StoreError, match="writable"):
+        holds.hold(b"a" * 32)
