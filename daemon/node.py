@@ -185,14 +185,12 @@ class Node:
         """Serve whatever is ready, waiting at most ``timeout`` seconds for something to be."""
         if self._completed:
             events = dict(self.poller.poll(0))
-        elif self.pool is not None and (self.pool.expecting_soon() or time.monotonic() < self._awake_until):
-            # A fast call runs in a worker, or one just ended: poll without sleeping for a
-            # moment (bounded, and never on an idle node), so the outcome, or the next request of
-            # a client calling in a loop, is read as soon as it arrives. Waking from sleep costs
-            # tens of microseconds on a small or virtual machine; other threads on this
-            # processor get it between polls.
+        elif self._expecting_soon():
+            # Poll without sleeping for a moment (bounded, and never on an idle node), so what
+            # is due is read as soon as it arrives: waking from sleep costs tens of microseconds
+            # on a small or virtual machine. Other threads on this processor run between polls.
             events = dict(self.poller.poll(0))
-            while not events and (self.pool.expecting_soon() or time.monotonic() < self._awake_until):
+            while not events and self._expecting_soon():
                 os.sched_yield()
                 events = dict(self.poller.poll(0))
             if not events:
@@ -234,6 +232,12 @@ class Node:
             except Exception as exc:  # a bug must not take the node down; say it once
                 self.handlers.log_once(f"bug:{kind}:{type(exc).__name__}", "error finishing %s: %r",
                                        kind, exc)
+
+    def _expecting_soon(self) -> bool:
+        """Whether something is due within moments: the outcome of a fast call running in a
+        worker, or the next request of a client calling in a loop (one just got its answer)."""
+        return self.pool is not None and (self.pool.expecting_soon()
+                                          or time.monotonic() < self._awake_until)
 
     def serve(self) -> None:
         """Serve until :meth:`stop`; then finish running calls for up to ``grace`` seconds."""

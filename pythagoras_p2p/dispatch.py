@@ -209,20 +209,19 @@ class SwarmDispatcher:
         a small or virtual machine as long as the rest of a fast call's round trip. Never while
         nothing, or more than one call, is in flight, so batches and idle clients never spin.
         """
-        events = self._poller.poll(0)
-        if events or not timeout:
-            return events
-        if waiting and self._rtt is not None and self._rtt < _SPIN_RTT:
-            inflight = [rid for p in self.peers.values() for rid in p.inflight]
-            if len(inflight) == 1:
-                sent = self.stragglers.placed_at.get(inflight[0])
-                if sent is not None:
-                    until = sent + min(2 * self._rtt, _SPIN)
-                    while not events and time.monotonic() < until:
-                        os.sched_yield()
-                        events = self._poller.poll(0)
-                    if events:
-                        return events
+        if timeout and waiting and self._rtt is not None and self._rtt < _SPIN_RTT:
+            busy = [p.inflight for p in self.peers.values() if p.inflight]
+            sent = None
+            if len(busy) == 1 and len(busy[0]) == 1:
+                sent = self.stragglers.placed_at.get(next(iter(busy[0])))
+            if sent is not None:
+                until = sent + min(2 * self._rtt, _SPIN)
+                events = self._poller.poll(0)
+                while not events and time.monotonic() < until:
+                    os.sched_yield()
+                    events = self._poller.poll(0)
+                if events:
+                    return events
         return self._poller.poll(int(timeout * 1000))
 
     def _serve_requests(self) -> bool:
