@@ -13,6 +13,7 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pythagoras_p2p import wire
@@ -49,7 +50,14 @@ class Upload:
     received: int = 0
     waiter: tuple | None = None
     touched: float = field(default_factory=time.monotonic)
-    key: tuple = ()  # (sender, address), set when its check begins
+    key: tuple = ()  # (sender, address)
+
+    def discard(self) -> None:
+        """Close and remove its file (what is left of it)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        Path(self.path).unlink(missing_ok=True)
 
 
 class Handlers:
@@ -374,7 +382,7 @@ class Handlers:
             # A file of its own: a check of an earlier upload never reads this one's bytes.
             path = str(self.incoming / f"{address.hex()}.{ident.hex()}.{next(self._upload_ids)}.part")
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            upload = self.uploads[key] = Upload(path, fd, total)
+            upload = self.uploads[key] = Upload(path, fd, total, key=key)
         if upload.fd < 0:  # complete, and being checked: it can no longer change
             self.error(ident, msg.id, "busy", f"value {address.hex()[:16]} is being checked; "
                        f"wait for the answer to its last chunk")
@@ -395,16 +403,12 @@ class Handlers:
         os.close(upload.fd)
         upload.fd = -1
         upload.waiter = (ident, msg.id)
-        upload.key = key
         self.node.pool.verify(address, upload.path,
                               lambda ok, reason: self.node.completed_verification(upload, ok, reason))
 
     def verified(self, upload: Upload, ok: bool, reason: str) -> None:
         if self.uploads.get(upload.key) is not upload:  # dropped meanwhile (its sender left)
-            try:
-                os.unlink(upload.path)
-            except OSError:
-                pass
+            upload.discard()
             return
         del self.uploads[upload.key]
         ident, request_id = upload.waiter
@@ -413,10 +417,7 @@ class Handlers:
             try:
                 self.store.adopt_file(address, upload.path, durable=False)  # an argument: cache only
             except Exception as exc:  # the store is full: say so, keep nothing half-adopted
-                try:
-                    os.unlink(upload.path)
-                except OSError:
-                    pass
+                upload.discard()
                 self.log_once(f"adopt:{type(exc).__name__}", "cannot keep a received value: %s", exc)
                 self.error(ident, request_id, "store", f"node {self.node.node_id} cannot keep value "
                            f"{address.hex()[:16]}: {exc}")
@@ -424,7 +425,7 @@ class Handlers:
             self.values_received += 1
             self.send(ident, wire.build("ok", request_id, address=address))
         else:
-            os.unlink(upload.path)
+            upload.discard()
             self.log_once(f"tampered:{ident.hex()}", "rejected value %s: %s", address.hex()[:16], reason)
             self.error(ident, request_id, "tampered", f"value {address.hex()[:16]} rejected: {reason}")
 
@@ -438,10 +439,5 @@ class Handlers:
     def drop_upload(self, key: tuple) -> None:
         upload = self.uploads.pop(key, None)
         if upload is not None:
-            if upload.fd >= 0:
-                os.close(upload.fd)
-            try:
-                os.unlink(upload.path)
-            except OSError:
-                pass
+            upload.discard()
 

@@ -19,15 +19,23 @@ from .store import Store
 __all__ = ["value_view", "value_chunk", "upload_frames", "verify_file", "Download"]
 
 
-def value_view(store: Store, address: bytes) -> memoryview | None:
-    """The packed bytes of a stored value (a large one mapped from its file, not read), or None."""
+def _stored(store: Store, address: bytes) -> bytes | str | None:
+    """A stored value's packed bytes if kept inline, else the path of its file; None if absent."""
     record = store.value_record(address)
     if record is None:
         return None
     blob = store.inline_blob(record)
-    if blob is not None:
-        return memoryview(blob)
-    with open(store.record_path(address, record), "rb") as f:
+    return blob if blob is not None else str(store.record_path(address, record))
+
+
+def value_view(store: Store, address: bytes) -> memoryview | None:
+    """The packed bytes of a stored value (a large one mapped from its file, not read), or None."""
+    found = _stored(store, address)
+    if found is None:
+        return None
+    if isinstance(found, bytes):
+        return memoryview(found)
+    with open(found, "rb") as f:
         return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
 
 
@@ -35,14 +43,13 @@ def value_chunk(store: Store, address: bytes, offset: int) -> tuple[bytes, int] 
     """One chunk of a stored value's packed bytes from ``offset``, and their total size; None
     if it is not stored. Read, not mapped: a map would keep a descriptor open until the chunk
     has been sent, and a peer that asks for many chunks would use up the process's descriptors."""
-    record = store.value_record(address)
-    if record is None:
+    found = _stored(store, address)
+    if found is None:
         return None
-    blob = store.inline_blob(record)
-    if blob is not None:
-        return blob[offset: offset + wire.CHUNK], len(blob)
+    if isinstance(found, bytes):
+        return found[offset: offset + wire.CHUNK], len(found)
     try:
-        fd = os.open(store.record_path(address, record), os.O_RDONLY)
+        fd = os.open(found, os.O_RDONLY)
     except FileNotFoundError:  # dropped meanwhile
         return None
     try:
