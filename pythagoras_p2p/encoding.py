@@ -290,9 +290,6 @@ class _SetsSorted(pickle.Pickler):
         return None
 
 
-_SET_OPCODES = (pickle.EMPTY_SET, pickle.FROZENSET)
-
-
 class _Cycle(BaseException):
     """An object reached again through a set of its own: no canonical order exists. (Not an
     Exception, so the encoders between here and the outermost attempt let it through.)"""
@@ -305,7 +302,7 @@ def _pickle_for_address(obj: Any, buffers: list) -> bytes:
     data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append)
     # A set inside always leaves its opcode (the byte may also be data: then the slower way is
     # taken for nothing); without one, pickle's bytes are the same in every process.
-    if not any(op in data for op in _SET_OPCODES):
+    if pickle.EMPTY_SET not in data and pickle.FROZENSET not in data:
         return data
     active = _SORTING.__dict__.setdefault("ids", [])
     if id(obj) in active:
