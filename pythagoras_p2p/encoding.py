@@ -22,6 +22,8 @@ import pickle
 import struct
 import sys
 import threading
+import types
+from collections.abc import Callable
 from typing import Any
 
 from blake3 import blake3
@@ -39,7 +41,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the encoding changes; it is hashed into every address.
-ENCODING_VERSION = b"pythagoras-enc-1\0"
+ENCODING_VERSION = b"pythagoras-enc-2\0"
 
 Address = bytes  # 32 bytes of blake3
 
@@ -279,9 +281,36 @@ def _encode_values(values: Any, out: bytearray, pd: Any) -> None:
     _encode(values.tolist() if hasattr(values, "tolist") else list(values), out)
 
 
-class _SetsSorted(pickle.Pickler):
-    """A pickler for addresses only: every set and frozenset inside the value is written as its
-    items' canonical encodings, sorted, so the bytes do not depend on the process's hash seed."""
+_code_token: Callable[[Any], bytes | None] | None = None
+
+
+def register_code_token(token: Callable[[Any], bytes | None]) -> None:
+    """Say how a function or class of the user's own code is addressed (identity.code_token):
+    by its content, where pickle would write only its name."""
+    global _code_token
+    _code_token = token
+
+
+def _code_ref(module: str, qualname: str, token: bytes) -> None:
+    """Stands for user code in the pickle of an address; such a pickle is never loaded."""
+    raise SerializationError("a pickle made for an address cannot be loaded")
+
+
+class _AddressPickler(pickle.Pickler):
+    """A pickler for addresses only: a class or function of the user's own code is written with
+    its content, so an object's address changes when its class's code does."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if _code_token is not None and isinstance(obj, (type, types.FunctionType)):
+            token = _code_token(obj)
+            if token is not None:
+                return _code_ref, (obj.__module__, obj.__qualname__, token)
+        return NotImplemented
+
+
+class _SetsSorted(_AddressPickler):
+    """Also every set and frozenset inside the value is written as its items' canonical
+    encodings, sorted, so the bytes do not depend on the process's hash seed."""
 
     def persistent_id(self, obj: Any) -> Any:
         kind = type(obj)
@@ -299,7 +328,9 @@ _SORTING = threading.local()  # ids of the objects whose sets are being sorted, 
 
 
 def _pickle_for_address(obj: Any, buffers: list) -> bytes:
-    data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append)
+    stream = io.BytesIO()
+    _AddressPickler(stream, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append).dump(obj)
+    data = stream.getvalue()
     # A set inside always leaves its opcode (the byte may also be data: then the slower way is
     # taken for nothing); without one, pickle's bytes are the same in every process.
     if pickle.EMPTY_SET not in data and pickle.FROZENSET not in data:

@@ -201,7 +201,8 @@ def run_calls(
 ) -> list:
     """Run calls of ``fn`` through ``cloud``'s dispatcher; see ``PureFunction.sync_parallel``."""
     store: Store = cloud.store
-    fp = fn.fingerprint
+    identity = fn.identity()  # calls run with the values their addresses are computed from
+    fp = identity.fp
     memo: dict = {}
     index: dict[bytes, int] = {}
     unique: list[tuple[bytes, dict, dict]] = []
@@ -228,7 +229,7 @@ def run_calls(
     bar = ProgressBar(fn.name, len(unique), len(unique) - len(todo), enabled=progress)
     failed = False
     if todo:
-        cloud._register_function(fn)
+        cloud._register_function(fn, identity)
         written: list[bytes] = []  # transient copies held for these calls, let go at the end
         kept: set[bytes] = set()  # large arguments already handed to the backend
         guard = threading.Lock()

@@ -17,7 +17,7 @@ from typing import Any
 
 from .encoding import pack, unpack
 from .errors import PureFunctionError, PythagorasError, SerializationError
-from .identity import call_address, fingerprint
+from .identity import Identity, call_address, identify
 from .store import MISSING as _MISSING
 
 __all__ = ["PureFunction", "KwArgs", "kw_args", "function_record", "load_function"]
@@ -90,7 +90,9 @@ class PureFunction:
         self.__pythagoras_function__ = func
         self.cloud = cloud
         self.name = func.__qualname__
-        self._fp = fp
+        # Given a fingerprint (a copy unpickled in a worker), it is trusted as it is: the copy was
+        # made from the very values that fingerprint was computed from.
+        self._identity: Identity | None = None if fp is None else Identity(fp)
         code = func.__code__
         self._params = frozenset(code.co_varnames[: code.co_kwonlyargcount])
         self._defaults = dict(func.__kwdefaults__ or {})
@@ -98,13 +100,36 @@ class PureFunction:
 
     # ------------------------------------------------------------------ identity
 
+    def identity(self) -> Identity:
+        """The function's fingerprint as of now, with the checks that keep it true.
+
+        It is computed at the first call (when every global is defined) and again whenever a
+        global, a helper or a value it reached has changed since: a few identity tests per call,
+        and a new address for each value that can change in place (see ``identity.py``).
+        """
+        identity = self._identity
+        if identity is None or not identity.holds():
+            identity = self._identity = identify(self.__pythagoras_function__, self.name)
+        return identity
+
     @property
     def fingerprint(self) -> bytes:
-        """The function's fingerprint (computed at the first call, then fixed)."""
-        fp = self._fp
-        if fp is None:
-            fp = self._fp = fingerprint(self.__pythagoras_function__, self.name)
-        return fp
+        """The function's fingerprint, for the values its globals hold now."""
+        return self.identity().fp
+
+    def record(self, identity: Identity) -> bytes:
+        """The function as the store keeps it for workers, pickled with the very values that
+        ``identity`` was computed from (see :func:`function_record`)."""
+        record = identity.record
+        if record is None:
+            record = function_record(self)
+            if not identity.holds():  # a global changed in the meantime (another thread)
+                raise PythagorasError(
+                    f"the globals of {self.name} changed while its calls were being sent; "
+                    f"call again (a call runs with the values its address was computed from)"
+                )
+            identity.record = record
+        return record
 
     def bind(self, args: tuple, kwargs: dict) -> dict:
         """The complete keyword arguments of a call, defaults included, checked against the signature."""
@@ -138,8 +163,10 @@ class PureFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Return the stored result of this call, computing and storing it here on a miss."""
         kwargs = self.bind(args, kwargs)
-        fp = self._fp or self.fingerprint
-        call = call_address(fp, kwargs)[0]
+        identity = self._identity
+        if identity is None or not identity.holds():
+            identity = self.identity()
+        call = call_address(identity.fp, kwargs)[0]
         value = self.cloud.store.get_result(call)
         if value is not _MISSING:
             return value
@@ -182,7 +209,7 @@ class PureFunction:
         )
 
     def __reduce__(self):
-        return _rebuild_pure_function, (self.__pythagoras_function__, self._fp)
+        return _rebuild_pure_function, (self.__pythagoras_function__, self.fingerprint)
 
     def __repr__(self) -> str:
         return f"<pure function {self.name} of {self.cloud!r}>"

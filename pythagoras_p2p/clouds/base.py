@@ -18,7 +18,8 @@ from ..defaults import DEFAULT_PORT, home_dir
 from ..encoding import pack_parts, value_address
 from ..errors import ConfigurationError
 from ..execution import run_calls
-from ..function import PureFunction, function_record
+from ..function import PureFunction
+from ..identity import Identity
 from ..requirements import parse_requirements
 from ..store import Store, open_store, result_meta
 
@@ -140,12 +141,13 @@ class PCloud:
         self.store.put_results([(call, value_address(value), parts, meta)])
         return value
 
-    def _register_function(self, fn: PureFunction) -> None:
-        """Put the function into the store once, so workers can load it by fingerprint."""
-        fp = fn.fingerprint
+    def _register_function(self, fn: PureFunction, identity: Identity) -> None:
+        """Put the function into the store once per fingerprint, so workers can load it by
+        fingerprint: pickled with the values that fingerprint was computed from."""
+        fp = identity.fp
         if fp not in self._registered:
             if self.store.get_function(fp) is None:
-                self.store.put_function(fp, function_record(fn))
+                self.store.put_function(fp, fn.record(identity))
             self._registered.add(fp)
 
     def _run(self, fn: PureFunction, calls: Iterable[dict], *, return_exceptions: bool,

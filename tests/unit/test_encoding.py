@@ -103,16 +103,16 @@ def test_sets_by_content():
 # A change here changes the address of every stored result: it must be deliberate (and bump
 # ENCODING_VERSION in pythagoras_p2p/encoding.py).
 GOLDEN = [
-    (None, "44fa20fb5ef6d3bb53ee52512eb5e92cf87da0ccb974401be3f5180ae34c9b12"),
-    (1, "862a80a697106fcd12dac5c76eee97b09825c4cb2b0b0c3fca309178b8aa0a27"),
-    ("a", "33310827f81318e285f8dc2a4417e79b4bf7b8ee7dfaa58654c868df771d0f93"),
-    ([1, 2], "2e8bc4764f28288c3913389620fa899a0fa33721b9a86a75a9387321dc1ab679"),
-    ({"a": 1}, "424fd7107f6f88c01e1a8b047ad3dc994e29a37e022901d3f9e04cda7d125664"),
-    (frozenset({"x", "y"}), "b6c4ec9e098b5dbb880c926e670192b013b67d7f4470ffa0b7f3b51702d7fca3"),
+    (None, "977983d5329b08b89f004ff4d77c92b0ca44d98ef54b5de2a2eeefb64e3d845d"),
+    (1, "5e22ff70c2ef54d068a45fec06c31622fcccd95c7081c757c02947b6ef24a704"),
+    ("a", "d726aa3d5b20056fa21873015f0a24883c115e4815371631f51d4bd7832b1028"),
+    ([1, 2], "a743043c12bf63b75a9bc52090a737b97b040a2123c3013f0c548c6a5e853ddf"),
+    ({"a": 1}, "ba8b473d2b71b6bece5562792b7ae760b925fa259d43d5b13d6b8b010f57c4b7"),
+    (frozenset({"x", "y"}), "45ad69b494becf13861a8e5ecfc64ebd2c1ca67399ea53f034837fe521c2dd8b"),
 ]
 GOLDEN_NUMPY = [
-    ("arange3_i8", "8670a2d069f4af32f8920f7e4f81703346d0acc5cfef1837993a0435aaba8059"),
-    ("f4_1x2", "e41e268855f40f67923a040dbbb4d214c8a018304c6112a9185fa75aa5ff5a43"),
+    ("arange3_i8", "20392a553f91c0d1c048d238395cdadedcc90209742b69275d6653a8b44e5aff"),
+    ("f4_1x2", "5235da8ab60e54643b8e30bc425c0d31c69b507bd81e004f6df39263e93e4eda"),
 ]
 
 
@@ -337,9 +337,10 @@ def test_unpicklable_lock_is_a_serialization_error_naming_the_type():
     assert isinstance(info.value, TypeError)
 
 
-def test_unpicklable_lambda_is_a_serialization_error_naming_the_type():
-    with pytest.raises(SerializationError, match="function"):
-        value_address(lambda: 1)
+def test_a_lambda_is_addressed_by_its_code_and_an_unpicklable_value_names_the_culprit():
+    # pickle cannot name a lambda, but its address is made of its code: same code, same address
+    assert value_address(lambda: 1) == value_address(lambda: 1)
+    assert value_address(lambda: 1) != value_address(lambda: 2)
     # nested inside a container, the error still names the culprit
     with pytest.raises(SerializationError, match="lock"):
         value_address({"a": [1, threading.Lock()]})
