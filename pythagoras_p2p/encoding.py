@@ -62,8 +62,48 @@ def hash_bytes(data: Any) -> Address:
 def value_address(obj: Any) -> Address:
     """The 32-byte content address of ``obj``: equal content, equal address, in any process."""
     out = bytearray(ENCODING_VERSION)
-    _encode(obj, out)
+    try:
+        _encode(obj, out)
+    except RecursionError:
+        # Caught here rather than guarded in every container's encoder, which would cost the
+        # common case: the walk to tell a cycle from mere depth runs only when one happened.
+        raise _too_deep(obj) from None
     return blake3(out).digest()
+
+
+def _too_deep(obj: Any) -> SerializationError:
+    """The error for a value whose encoding ran out of stack: it holds itself, or is too deep."""
+    if _contains_itself(obj):
+        return SerializationError(
+            "the value contains itself (a list, tuple, dict or set in it holds itself, directly "
+            "or through others), so it has no content address; pass a structure without cycles"
+        )
+    return SerializationError(
+        f"the value is nested too deeply to be hashed (deeper than Python's recursion limit of "
+        f"{sys.getrecursionlimit()} allows); pass a flatter structure"
+    )
+
+
+def _contains_itself(obj: Any) -> bool:
+    """Whether a list, tuple, dict or set in ``obj`` holds itself; walked without recursion."""
+    containers = (list, tuple, dict, set, frozenset)
+    path: set[int] = set()  # the containers from obj down to the one being looked at
+    done: set[int] = set()
+    stack = [(obj, False)]
+    while stack:
+        item, leaving = stack.pop()
+        if leaving:
+            path.discard(id(item))
+            done.add(id(item))
+        elif type(item) in containers and id(item) not in done:
+            if id(item) in path:
+                return True
+            path.add(id(item))
+            stack.append((item, True))
+            # dict keys are hashable, so they cannot lead back to a mutable container
+            children = item.values() if type(item) is dict else item
+            stack.extend((child, False) for child in children)
+    return False
 
 
 def checked_address(obj: Any) -> tuple[Address, bool]:

@@ -1,5 +1,6 @@
 """pandas (and numpy) value addresses: everything a function can observe is part of the address;
-how pandas happens to lay the data out is not."""
+how pandas happens to lay the data out is not. And values that hold themselves (or are too deep)
+are a clear SerializationError."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pythagoras_p2p.encoding import value_address
+from pythagoras_p2p.errors import SerializationError
 
 
 def addr(value) -> str:
@@ -290,3 +292,42 @@ def test_numpy_datetime_unit_and_object_arrays():
     assert distinct(days, days.astype("datetime64[s]"), days.astype("datetime64[ns]"))
     ints = np.array([1, 2], dtype=np.int64)
     assert distinct(ints, ints.astype(object), ints.astype(">i8"))
+# --------------------------------------------------------------------------- cycles and depth
+
+
+def test_a_list_that_contains_itself_is_a_clear_error():
+    a: list = [1]
+    a.append(a)
+    with pytest.raises(SerializationError, match="contains itself"):
+        value_address(a)
+    with pytest.raises(SerializationError, match="without cycles"):
+        value_address({"x": [a]})
+
+
+def test_a_dict_that_contains_itself_is_a_clear_error():
+    d: dict = {}
+    d["k"] = d
+    with pytest.raises(SerializationError, match="contains itself"):
+        value_address(d)
+    inner: list = []
+    through_tuple = {"t": (inner,)}
+    inner.append(through_tuple)
+    with pytest.raises(SerializationError, match="contains itself"):
+        value_address(through_tuple)
+
+
+def test_shared_but_acyclic_containers_are_fine():
+    shared = [1, 2]
+    assert addr([shared, shared]) == addr([[1, 2], [1, 2]])
+
+
+def test_deep_but_acyclic_nesting_works_and_too_deep_is_a_clear_error():
+    deep: list = []
+    for _ in range(200):
+        deep = [deep]
+    assert len(value_address(deep)) == 32
+    too_deep: list = []
+    for _ in range(100_000):
+        too_deep = [too_deep]
+    with pytest.raises(SerializationError, match="nested too deeply"):
+        value_address(too_deep)
