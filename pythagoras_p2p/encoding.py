@@ -318,8 +318,9 @@ def _frequency(index: Any) -> tuple | None:
     freq = getattr(index, "freq", None)
     if freq is None:
         return None
-    # A custom calendar object repeats its weekmask and holidays, which are encoded.
-    kwds = {k: v for k, v in freq.kwds.items() if k != "calendar"}
+    # Parameters by repr: their values (timedeltas, datetime64 holidays) would otherwise be
+    # pickled. A custom calendar object repeats the weekmask and holidays, which are kept.
+    kwds = sorted((k, repr(v)) for k, v in freq.kwds.items() if k != "calendar")
     return (freq.freqstr, freq.normalize, kwds)
 
 
@@ -383,7 +384,11 @@ def _encode_extension_array(arr: Any, out: bytearray, pd: Any) -> None:
         _encode_ndarray(arr.isna(), out)
         _encode_values(arr.left, out, pd)
         _encode_values(arr.right, out, pd)
-    else:  # strings (of every storage), pyarrow-backed and third-party arrays
+    elif isinstance(arr.dtype, pd.StringDtype):  # the dtype fixes what a missing value is
+        mask = arr.isna()
+        _encode_ndarray(mask, out)
+        _encode(arr[~mask].tolist(), out)
+    else:  # pyarrow-backed and third-party arrays
         out += b"o"
         _encode(arr.tolist(), out)
 

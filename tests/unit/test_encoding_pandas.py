@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pythagoras_p2p.encoding import value_address
+from pythagoras_p2p.encoding import checked_address, value_address
 from pythagoras_p2p.errors import SerializationError
 
 
@@ -151,6 +151,23 @@ def test_datetime_index_frequency_is_part_of_the_address():
     assert with_freq.equals(without) and without.freq is None
     assert distinct(with_freq, without, pd.date_range("2020-01-01", periods=3, freq="D", unit="s"))
     assert same(with_freq, pd.DatetimeIndex(without, freq="D"))
+
+
+def test_pandas_dtypes_and_frequencies_are_encoded_without_pickle():
+    # a part encoded by its pickle cannot be checked again from the value alone
+    frame = pd.DataFrame(
+        {
+            "i": pd.array([1, None, 3], dtype="Int8"),
+            "c": pd.Categorical(["a", "b", None]),
+            "t": pd.date_range("2020-01-01", periods=3, tz="Europe/Berlin"),
+            "p": pd.period_range("2020-01", periods=3, freq="M"),
+            "v": pd.arrays.IntervalArray.from_breaks([0, 1, 2, 3], closed="left"),
+            "z": pd.Series([0.0, 1.0, 0.0]).astype(pd.SparseDtype("float64", 0.0)),
+            "s": pd.array(["x", None, "z"], dtype="string"),
+        },
+        index=pd.bdate_range("2020-01-01", periods=3),
+    )
+    assert checked_address(frame) == (value_address(frame), True)
 
 
 # --------------------------------------------------------------------------- labels and metadata
