@@ -64,8 +64,48 @@ def hash_bytes(data: Any) -> Address:
 def value_address(obj: Any) -> Address:
     """The 32-byte content address of ``obj``: equal content, equal address, in any process."""
     out = bytearray(ENCODING_VERSION)
-    _encode(obj, out)
+    try:
+        _encode(obj, out)
+    except RecursionError:
+        # Caught here rather than guarded in every container's encoder, which would cost the
+        # common case: the walk to tell a cycle from mere depth runs only when one happened.
+        raise _too_deep(obj) from None
     return blake3(out).digest()
+
+
+def _too_deep(obj: Any) -> SerializationError:
+    """The error for a value whose encoding ran out of stack: it holds itself, or is too deep."""
+    if _contains_itself(obj):
+        return SerializationError(
+            "the value contains itself (a list, tuple, dict or set in it holds itself, directly "
+            "or through others), so it has no content address; pass a structure without cycles"
+        )
+    return SerializationError(
+        f"the value is nested too deeply to be hashed (deeper than Python's recursion limit of "
+        f"{sys.getrecursionlimit()} allows); pass a flatter structure"
+    )
+
+
+def _contains_itself(obj: Any) -> bool:
+    """Whether a list, tuple, dict or set in ``obj`` holds itself; walked without recursion."""
+    containers = (list, tuple, dict, set, frozenset)
+    path: set[int] = set()  # the containers from obj down to the one being looked at
+    done: set[int] = set()
+    stack = [(obj, False)]
+    while stack:
+        item, leaving = stack.pop()
+        if leaving:
+            path.discard(id(item))
+            done.add(id(item))
+        elif type(item) in containers and id(item) not in done:
+            if id(item) in path:
+                return True
+            path.add(id(item))
+            stack.append((item, True))
+            # dict keys are hashable, so they cannot lead back to a mutable container
+            children = item.values() if type(item) is dict else item
+            stack.extend((child, False) for child in children)
+    return False
 
 
 def checked_address(obj: Any) -> tuple[Address, bool]:
@@ -226,59 +266,133 @@ def _encode_ndarray(arr: Any, out: bytearray) -> None:
 
 
 def _encode_pandas(obj: Any, out: bytearray, pd: Any) -> bool:
-    """Encode pandas objects by content; return False for types left to pickle."""
-    if isinstance(obj, pd.DataFrame):
+    """Encode pandas' own frames, series and indexes by content; return False for anything else
+    (scalars, bare arrays, subclasses from other modules), which their pickle addresses."""
+    kind = type(obj)
+    if kind is pd.DataFrame:
         out += b"D"
+        _encode_metadata(obj, out)
         _encode_index(obj.columns, out, pd)
         _encode_index(obj.index, out, pd)
-        for i in range(obj.shape[1]):
-            _encode_values(obj.iloc[:, i], out, pd)
+        for _, column in obj.items():
+            _encode_values(column, out, pd)
         return True
-    if isinstance(obj, pd.Series):
+    if kind is pd.Series:
         out += b"R"
         _encode(obj.name, out)
+        _encode_metadata(obj, out)
         _encode_index(obj.index, out, pd)
         _encode_values(obj, out, pd)
         return True
-    if isinstance(obj, pd.Index):
+    if isinstance(obj, pd.Index) and kind.__module__.partition(".")[0] == "pandas":
         _encode_index(obj, out, pd)
         return True
     return False
 
 
+def _encode_metadata(obj: Any, out: bytearray) -> None:
+    """What a frame or series carries besides labels and data: ``attrs`` and ``flags``."""
+    _encode(obj.flags.allows_duplicate_labels, out)
+    _encode(obj.attrs, out)
+
+
 def _encode_index(index: Any, out: bytearray, pd: Any) -> None:
+    """An index: level by level, its name and values with their dtype, and its frequency."""
     if isinstance(index, pd.MultiIndex):
+        # Level values, not levels and codes: equal indexes may keep different unused level
+        # values (a slice keeps them all).
         out += b"M"
-        _encode(list(index.names), out)
-        _encode([tuple(t) for t in index], out)
+        _len(index.nlevels, out)
+        for i in range(index.nlevels):
+            _encode_index(index.get_level_values(i), out, pd)
         return
+    # The class is not encoded: pandas picks it from the dtype, except that a RangeIndex and the
+    # int64 Index of its values share an address. A function could tell them apart, but pandas
+    # itself turns one into the other in ordinary operations (concat, reset_index, read_csv).
     out += b"X"
     _encode(index.name, out)
     _encode_values(index, out, pd)
+    _encode(_frequency(index), out)
+
+
+def _frequency(index: Any) -> tuple | None:
+    """The ``freq`` of a datetime-like index (``shift`` and friends use it), else None."""
+    freq = getattr(index, "freq", None)
+    if freq is None:
+        return None
+    # Parameters by repr: their values (timedeltas, datetime64 holidays) would otherwise be
+    # pickled. A custom calendar object repeats the weekmask and holidays, which are kept.
+    kwds = sorted((k, repr(v)) for k, v in freq.kwds.items() if k != "calendar")
+    return (freq.freqstr, freq.normalize, kwds)
 
 
 def _encode_values(values: Any, out: bytearray, pd: Any) -> None:
-    """The values of a column, series or index, independent of how pandas lays them out."""
+    """The values of a column, series or index with their full dtype, independent of how pandas
+    lays them out; numpy-backed values as raw buffers."""
     dtype = values.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
-        out += b"C"
-        _encode(bool(dtype.ordered), out)
-        _encode_index(dtype.categories, out, pd)
-        _encode_ndarray(values.array.codes if hasattr(values, "array") else values.codes, out)
-        return
-    kind = getattr(dtype, "kind", "O")
-    if type(dtype).__module__.startswith("numpy") and kind not in "OSU":
-        out += b"v"
+    _encode_dtype(dtype, out, pd)
+    if isinstance(dtype, sys.modules["numpy"].dtype):
         _encode_ndarray(values.to_numpy(copy=False), out)
+    else:
+        _encode_extension_array(values.array, out, pd)
+
+
+def _encode_dtype(dtype: Any, out: bytearray, pd: Any) -> None:
+    """A dtype's full identity: numpy's with byte order and unit; an extension dtype's class,
+    name and each parameter that defines it (categories, tz, unit, storage, fill value, ...)."""
+    if isinstance(dtype, sys.modules["numpy"].dtype):
+        out += b"yn" + dtype.str.encode() + b"\0"
         return
-    if kind == "M" or kind == "m":  # timezone-aware datetimes and other extension time types
-        out += b"t" + str(dtype).encode() + b"\0"
-        _encode_ndarray(values.array.asi8 if hasattr(values, "array") else values.asi8, out)
-        return
-    # strings, objects, nullable extension types: element by element, so that object-of-str and
-    # the string dtype (and every storage backend of it) agree.
-    out += b"o"
-    _encode(values.tolist() if hasattr(values, "tolist") else list(values), out)
+    out += b"ye"
+    _encode(f"{type(dtype).__module__}.{type(dtype).__qualname__}", out)
+    _encode(str(dtype), out)
+    for name in dtype._metadata:  # what pandas compares to tell two dtypes apart
+        _encode(name, out)
+        _encode_dtype_part(getattr(dtype, name), out, pd)
+
+
+def _encode_dtype_part(part: Any, out: bytearray, pd: Any) -> None:
+    """One parameter of an extension dtype."""
+    np = sys.modules["numpy"]
+    if isinstance(part, pd.Index):  # categories
+        _encode_index(part, out, pd)
+    elif isinstance(part, (np.dtype, pd.api.extensions.ExtensionDtype)):  # a subtype
+        _encode_dtype(part, out, pd)
+    elif type(part) in _ENCODERS or isinstance(part, np.generic):
+        _encode(part, out)
+    else:  # a time zone, a frequency, a pyarrow type: its class and repr name it
+        _encode(f"{type(part).__module__}.{type(part).__qualname__}", out)
+        _encode(repr(part), out)
+
+
+def _encode_extension_array(arr: Any, out: bytearray, pd: Any) -> None:
+    """The data of an extension array whose dtype is encoded already: the buffers pandas keeps
+    where it keeps them, else element by element."""
+    arrays = pd.arrays
+    if isinstance(arr, (arrays.IntegerArray, arrays.FloatingArray, arrays.BooleanArray)):
+        data, mask = arr._data, arr._mask
+        if mask.any():  # what lies under the mask is a leftover, not content
+            data = data.copy()
+            data[mask] = 0
+        _encode_ndarray(mask, out)
+        _encode_ndarray(data, out)
+    elif isinstance(arr, pd.Categorical):
+        _encode_ndarray(arr.codes, out)
+    elif isinstance(arr, (arrays.DatetimeArray, arrays.TimedeltaArray, arrays.PeriodArray)):
+        _encode_ndarray(arr.asi8, out)
+    elif isinstance(arr, arrays.SparseArray):
+        _encode_ndarray(arr.to_dense(), out)
+    elif isinstance(arr, arrays.IntervalArray):
+        _encode_ndarray(arr.isna(), out)
+        _encode_values(arr.left, out, pd)
+        _encode_values(arr.right, out, pd)
+    elif isinstance(arr.dtype, pd.StringDtype):  # the dtype fixes what a missing value is
+        mask = arr.isna()
+        _encode_ndarray(mask, out)
+        _encode(arr[~mask].tolist(), out)
+    else:  # pyarrow-backed and third-party arrays
+        out += b"o"
+        _encode(arr.tolist(), out)
 
 
 _code_token: Callable[[Any], bytes | None] | None = None
