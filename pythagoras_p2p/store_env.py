@@ -33,7 +33,10 @@ from .errors import StoreError, StoreFullError
 
 __all__ = ["STORE_FORMAT", "StoreEnvironment", "shared", "full_message"]
 
-STORE_FORMAT = b"1"
+STORE_FORMAT = b"2"
+#: Formats this version opens: a store of format 1 (value records without a checksum) is
+#: marked 2 on open; its records count as absent, and ``cache gc`` removes them.
+_UPGRADABLE = (b"1",)
 
 
 class _Gate:
@@ -191,7 +194,7 @@ class StoreEnvironment:
         self._info = env.open_db(b"info")
         with env.begin(write=True) as txn:
             found = txn.get(b"format", db=self._info)
-            if found is None:
+            if found is None or found in _UPGRADABLE:
                 txn.put(b"format", STORE_FORMAT, db=self._info)
             elif found != STORE_FORMAT:
                 raise StoreError(
