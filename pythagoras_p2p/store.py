@@ -57,7 +57,7 @@ _INLINE = b"I"
 _FILE = b"F"
 _TRANSIENT = b"N"
 _SUM = 16
-_THREADS_FROM = 8 << 20  # blake3 uses every core for buffers at least this big
+_THREADS_FROM = 8 << 20  # blake3 uses every core from here on (on a fresh map, threads only pay above)
 
 
 def checksum(parts: list) -> bytes:
