@@ -42,7 +42,7 @@ from .errors import StoreError, StoreFullError
 from .holds import Holds
 from .store_env import StoreEnvironment, full_message, shared
 
-__all__ = ["MISSING", "Store", "open_store", "ResultRecord"]
+__all__ = ["MISSING", "Store", "open_store", "ResultRecord", "warn_not_stored"]
 
 log = logging.getLogger(__name__)
 
@@ -533,6 +533,12 @@ def _put_value_record(txn, db, address: Address, record: bytes) -> None:
             return
         if live(existing) is None or (existing[:1] == _TRANSIENT and record[:1] != _TRANSIENT):
             txn.put(address, record, db=db)
+
+
+def warn_not_stored(function_name: str, count: int, exc: StoreFullError) -> None:
+    """Say once that results computed for a caller (and returned to it) were not kept."""
+    what = f"result of {function_name}" if count == 1 else f"results of {count} calls of {function_name}"
+    log.warning("%s not stored: %s", what, exc)
 
 
 def result_meta(function_name: str, fp: Address, started: float, duration: float, **extra) -> dict:
