@@ -283,13 +283,9 @@ class Handlers:
             try:
                 self.node.journal.append([(call, address, blob, meta)], [meta_raw])
             except Exception as exc:  # the disk is full, or the store refused a write
-                self.log_once("journal", "cannot keep results (%s); calls are answered with an "
-                              "error until it is fixed", exc)
-                for ident, request_id in running.waiters:
-                    self.error(ident, request_id, "store", f"node {self.node.node_id} cannot store "
-                               f"results (its store refused a write; is it full? `pythagoras-node "
-                               f"cache gc` makes room)")
-                return
+                self.log_once("journal", "cannot keep results (%s); calls are answered, but their "
+                              "results are not kept until it is fixed (`pythagoras-node cache gc` "
+                              "makes room)", exc)
             meta_raw = wire.RawJSON(meta_raw)
 
             def frames(request_id: int) -> list:

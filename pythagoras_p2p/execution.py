@@ -28,10 +28,16 @@ from typing import Any, NamedTuple
 
 from .defaults import INLINE_VALUE_LIMIT
 from .encoding import pack_parts, unpack, value_address
-from .errors import PythagorasError, RemoteError, SerializationError, WorkerCrashedError
+from .errors import (
+    PythagorasError,
+    RemoteError,
+    SerializationError,
+    StoreFullError,
+    WorkerCrashedError,
+)
 from .identity import approx_nbytes, call_address
 from .progress import ProgressBar
-from .store import MISSING, Store, result_meta
+from .store import MISSING, Store, result_meta, warn_not_stored
 
 __all__ = ["Task", "ArgRef", "run_calls", "execute", "rebuild_exception", "describe_call"]
 
@@ -142,8 +148,11 @@ def execute(func: Callable, kwargs: dict, task: Task, store: Store | None, where
         return failure_outcome(exc, where)
     meta = result_meta(func.__qualname__, task.fp, started, duration, worker=where)
     if store is not None and sum(memoryview(p).nbytes for p in parts) > INLINE_VALUE_LIMIT:
-        store.put_value(address, parts)  # written piece by piece: a large result is not copied
-        return ("ok", address, None, meta)
+        try:
+            store.put_value(address, parts)  # written piece by piece: a large result is not copied
+            return ("ok", address, None, meta)
+        except StoreFullError:
+            pass  # the value goes back itself; the caller says it could not be kept
     return ("ok", address, b"".join(parts), meta)
 
 
@@ -228,6 +237,7 @@ def run_calls(
     del found
     bar = ProgressBar(fn.name, len(unique), len(unique) - len(todo), enabled=progress)
     failed = False
+    unstored: list = []  # results returned but not kept (a full store), and why
     if todo:
         cloud._register_function(fn, identity)
         written: list[bytes] = []  # transient copies held for these calls, let go at the end
@@ -264,7 +274,10 @@ def run_calls(
                         failed = True
                         results[tid] = rebuild_exception(outcome, describe_call(fn.name, unique[tid][1]))
                 if records:
-                    cloud._store_results(records)
+                    try:
+                        cloud._store_results(records)
+                    except StoreFullError as exc:  # the results are returned all the same
+                        unstored += [exc] * len(records)
                 bar.advance(len(outcomes))
         except BaseException:
             batch.cancel()
@@ -275,6 +288,8 @@ def run_calls(
                 over[0] = True  # a task made from now on holds nothing
             if written:  # the calls are over: their arguments' transient copies are not needed
                 cloud._release_values(written)
+    if unstored:
+        warn_not_stored(fn.name, len(unstored), unstored[-1])
     out = [results[p] for p in positions]
     if failed and not return_exceptions:
         for value in out:

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .encoding import checked_address
+from .encoding import checked_address, unpack
 from .store import _INLINE, _TRANSIENT, Store, live
 
 __all__ = ["StoreStats", "VerifyReport", "GcReport", "stats", "verify", "gc", "human_bytes"]
@@ -110,7 +110,8 @@ class VerifyReport:
 
 
 def verify(store: Store, *, repair: bool = False) -> VerifyReport:
-    """Check that every value decodes to its address and every result names a stored value.
+    """Check that every value matches its checksum and decodes to its address, and that every
+    result names a stored value.
 
     With ``repair``, bad values and the results that name them are deleted (results are
     recomputable; a wrong one must never be served), and stale temporary files are removed.
@@ -126,8 +127,11 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
         report.values_checked += 1
         try:
             if live(record) is None:
-                raise ValueError("a transient value of an earlier boot")
-            found, derivable = checked_address(store._decode(record))
+                raise ValueError("a transient value of an earlier boot, or of an earlier format")
+            view = store._checked_view(address, record)
+            if view is None:
+                raise ValueError("its transient file was dropped")
+            found, derivable = checked_address(unpack(view))
             if found != address:
                 if not derivable:
                     report.unverifiable += 1
@@ -163,21 +167,11 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
 
         store._write(fix, admin=True)
         for address in removed:
-            _unlink_files(store, address, bad_values[address])
+            store.unlink_files(address, bad_values[address])
         for path in stale:
             path.unlink(missing_ok=True)
         report.repaired += len(removed) + len(stale)
     return report
-
-
-def _unlink_files(store: Store, address: bytes, record: bytes) -> None:
-    """Remove the files of a deleted value record: a transient one's ``.n`` copy only (its
-    durable name may have been linked meanwhile by a writer about to record it), a durable
-    one's both names."""
-    if record[:1] == _INLINE:
-        return
-    for transient in (False, True) if record[:1] != _TRANSIENT else (True,):
-        store.blob_path(address, transient=transient).unlink(missing_ok=True)
 
 
 def _in_use(store: Store, address: bytes, record: bytes, now: float) -> bool:
@@ -214,8 +208,9 @@ class GcReport:
 
 def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None = None,
        dry_run: bool = False) -> GcReport:
-    """Free space: drop results older than ``older_than`` seconds, then the oldest results until
-    the store holds at most ``max_bytes``, then every value no result refers to, and stale files.
+    """Free space: drop results whose value is absent or unreadable (of an earlier store
+    format), results older than ``older_than`` seconds, then the oldest results until the store
+    holds at most ``max_bytes``, then every value no result refers to, and stale files.
 
     It runs beside other users of the store: files are listed before the snapshot it decides
     by, a file with no record is removed only once it is old (a writer records it after
@@ -233,6 +228,8 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     results, metas, values, lmdb_used = store._read(snapshot)
     sizes = {a: (len(r) if r[:1] == _INLINE else len(r) + _size(store.record_path(a, r)))
              for a, r in values.items()}
+    dangling = [(call, address) for call, address in results if live(values.get(address)) is None]
+    results = [(call, address) for call, address in results if live(values.get(address)) is not None]
     refs: dict[bytes, int] = {}
     for _, address in results:
         refs[address] = refs.get(address, 0) + 1
@@ -254,7 +251,7 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     garbage = [a for a in values if a not in refs and not _in_use(store, a, values[a], now)]
     stale = [p for p, a in files if (a is None and now - _changed(p) > _STALE_TMP)
              or (a is not None and a not in values and now - _changed(p, linked=True) > _STALE_TMP)]
-    report.results_removed = len(drop)
+    report.results_removed = len(drop) + len(dangling)
     report.files_removed = len(stale)
     # A transient copy that a caller's running calls hold is in use, however old; the others
     # are taken (no caller can hold them meanwhile) until they are gone.
@@ -269,9 +266,10 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
 
         def delete(txn):
             for call, address in drop:
-                if txn.get(call, db=store._results) == address:
-                    txn.delete(call, db=store._results)
-                    txn.delete(call, db=store._meta)
+                _delete_result(store, txn, call, address)
+            for call, address in dangling:
+                if live(txn.get(address, db=store._values)) is None:  # not stored meanwhile
+                    _delete_result(store, txn, call, address)
             if not garbage:
                 return
             named = {address for _, address in txn.cursor(db=store._results)}  # now, not then
@@ -282,12 +280,19 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
 
         store._write(delete, admin=True)
         for address in removed:
-            _unlink_files(store, address, values[address])
+            store.unlink_files(address, values[address])
     report.values_removed = len(removed)
     report.bytes_freed = sum(sizes.get(a, 0) for a in removed)
     for path in stale:
         path.unlink(missing_ok=True)
     return report
+
+
+def _delete_result(store: Store, txn: Any, call: bytes, address: bytes) -> None:
+    """Delete a result, unless it was stored again, naming another value, since the snapshot."""
+    if txn.get(call, db=store._results) == address:
+        txn.delete(call, db=store._results)
+        txn.delete(call, db=store._meta)
 
 
 def human_bytes(n: float) -> str:

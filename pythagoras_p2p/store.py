@@ -2,7 +2,8 @@
 
 Layout under ``home/store`` (an LMDB environment) and ``home/blobs`` (large values):
 
-* ``values``    value address → packed value, or a marker saying it lives in ``blobs/``;
+* ``values``    value address → a checksum and the packed value, or a checksum and a marker
+  saying the value lives in ``blobs/``;
 * ``results``   call address → value address of the result;
 * ``meta``      call address → JSON: function, host, pid, when, how long;
 * ``functions`` fingerprint → packed record of the function (name, source, cloudpickle);
@@ -13,12 +14,17 @@ durability) is :mod:`pythagoras_p2p.store_env`; reaching the cap raises :class:`
 Values larger than :data:`INLINE_VALUE_LIMIT` are files in ``blobs/``, written once (temporary
 name, fsync, rename) and never modified, so a reader can map them for as long as it likes: a
 running task never holds an LMDB read transaction, and numpy arguments are read in place.
+
+Every value is checked when read: its record keeps a blake3 checksum of its packed bytes,
+taken when it was written, and a value whose bytes no longer match is never returned. It is
+logged, removed, and counts as missing, so the call that wanted it is computed again.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import mmap
 import os
 import socket
@@ -28,19 +34,44 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from blake3 import blake3
+
 from .defaults import INLINE_VALUE_LIMIT, home_dir
 from .encoding import Address, unpack
 from .errors import StoreError, StoreFullError
 from .holds import Holds
 from .store_env import StoreEnvironment, full_message, shared
 
-__all__ = ["MISSING", "Store", "open_store", "ResultRecord"]
+__all__ = ["MISSING", "Store", "open_store", "ResultRecord", "warn_not_stored"]
 
-_INLINE = b"i"
-_FILE = b"f"
-# A value kept for this boot only (an argument on its way to a worker or a peer): its file is
-# not fsynced, so after a restart of the machine the record counts as absent.
-_TRANSIENT = b"n"
+log = logging.getLogger(__name__)
+
+# Value records (store format 2), each with the checksum of the packed bytes (_SUM bytes):
+#   _INLINE    + checksum + packed value
+#   _FILE      + checksum + address             the value is the file blobs/ab/<address>
+#   _TRANSIENT + boot id + checksum + address   the same, kept for this boot only: an argument
+#       on its way to a worker or a peer, whose file is not fsynced, so after a restart of the
+#       machine the record counts as absent
+# Records of format 1 (tags i, f, n: no checksum) count as absent; `cache gc` removes them.
+_INLINE = b"I"
+_FILE = b"F"
+_TRANSIENT = b"N"
+_SUM = 16
+_THREADS_FROM = 8 << 20  # blake3 uses every core from here on (on a fresh map, threads only pay above)
+
+
+def checksum(parts: list) -> bytes:
+    """The checksum a value record keeps of its packed bytes (given as the parts of them)."""
+    big = sum(memoryview(p).nbytes for p in parts) >= _THREADS_FROM
+    hasher = blake3(max_threads=blake3.AUTO) if big else blake3()
+    for part in parts:
+        hasher.update(part)
+    return hasher.digest(_SUM)
+
+
+def _stored_sum(record: bytes) -> bytes:
+    """The checksum kept in a value record."""
+    return record[1:1 + _SUM] if record[:1] == _INLINE else record[-32 - _SUM:-32]
 
 
 def _boot_id() -> bytes:
@@ -55,10 +86,17 @@ _BOOT = _boot_id()
 
 
 def live(record: bytes | None) -> bytes | None:
-    """``record``, or None when it is a transient value of an earlier boot."""
-    if record is not None and record[:1] == _TRANSIENT and record[1:17] != _BOOT:
+    """``record``, or None when it is a transient value of an earlier boot or has the layout of
+    an earlier store format."""
+    if record is None or record[:1] not in (_INLINE, _FILE, _TRANSIENT):
+        return None
+    if record[:1] == _TRANSIENT and record[1:17] != _BOOT:
         return None
     return record
+
+
+class _Damaged(Exception):
+    """A stored value whose bytes are not those it was written with (the text says how)."""
 
 
 _HOST = socket.gethostname()
@@ -99,22 +137,23 @@ class Store(StoreEnvironment):
 
     def get_result(self, call: Address) -> Any:
         """The stored result of a call, or :data:`MISSING`. One read transaction, no lock."""
-        record = self._read(lambda txn: _result_record(txn, call, self._results, self._values))
-        if record is None:
+        found = self._read(lambda txn: _result_record(txn, call, self._results, self._values))
+        if found is None:
             return MISSING
-        return self._decode(record)
+        return self._decode(*found)
 
     def get_results(self, calls: Iterable[Address]) -> dict[Address, Any]:
         """Stored results of many calls in one read transaction; misses are left out."""
         def lookup(txn):
             found = {}
             for call in calls:
-                record = _result_record(txn, call, self._results, self._values)
-                if record is not None:
-                    found[call] = record
+                entry = _result_record(txn, call, self._results, self._values)
+                if entry is not None:
+                    found[call] = entry
             return found
 
-        return {call: self._decode(record) for call, record in self._read(lookup).items()}
+        values = {call: self._decode(*entry) for call, entry in self._read(lookup).items()}
+        return {call: value for call, value in values.items() if value is not MISSING}
 
     def has_value(self, address: Address) -> bool:
         return self.value_record(address) is not None
@@ -122,7 +161,7 @@ class Store(StoreEnvironment):
     def get_value(self, address: Address) -> Any:
         """A stored value by its address, or :data:`MISSING`. Large values read the file in place."""
         record = self.value_record(address)
-        return MISSING if record is None else self._decode(record)
+        return MISSING if record is None else self._decode(address, record)
 
     def has_function(self, fp: Address) -> bool:
         return self._read(lambda txn: txn.get(fp, db=self._functions) is not None)
@@ -132,15 +171,12 @@ class Store(StoreEnvironment):
         return self._read(lambda txn: txn.get(fp, db=self._functions))
 
     def result_entry(self, call: Address) -> tuple[Address, bytes] | None:
-        """(value address, raw value record) of a stored result, without decoding it."""
-        def read(txn):
-            address = txn.get(call, db=self._results)
-            if address is None:
-                return None
-            record = live(txn.get(address, db=self._values))
-            return None if record is None else (address, record)
-
-        return self._read(read)
+        """(value address, raw value record) of a stored result, without decoding it. An inline
+        value is checked (a large one is checked by whoever receives its file)."""
+        found = self._read(lambda txn: _result_record(txn, call, self._results, self._values))
+        if found is None or (found[1][:1] == _INLINE and self.packed(*found) is None):
+            return None
+        return found
 
     def value_record(self, address: Address) -> bytes | None:
         """The raw record of a stored value (see :meth:`inline_blob`), or None.
@@ -155,7 +191,54 @@ class Store(StoreEnvironment):
     @staticmethod
     def inline_blob(record: bytes) -> bytes | None:
         """The packed value inside a record, or None when the value lives in its own file."""
-        return record[1:] if record[:1] == _INLINE else None
+        return record[1 + _SUM:] if record[:1] == _INLINE else None
+
+    def packed(self, address: Address, record: bytes) -> memoryview | None:
+        """The packed bytes of a value record (a large value's file mapped, not read), checked
+        against the record's checksum; None if the value is gone, or was damaged (it is then
+        logged and removed, so that whoever wanted it computes it again)."""
+        try:
+            return self._checked_view(address, record)
+        except _Damaged as exc:
+            self._remove_damaged(address, record, str(exc))
+            return None
+
+    def _checked_view(self, address: Address, record: bytes) -> memoryview | None:
+        """The packed bytes of a value record, or None if it is a transient copy dropped
+        meanwhile; raises ``_Damaged`` when they do not match the record's checksum."""
+        if record[:1] == _INLINE:
+            view = memoryview(record)[1 + _SUM:]
+        else:
+            view = self._map_blob(address, record)
+            if view is None:
+                return None
+        if view.nbytes >= _THREADS_FROM:
+            found = blake3(view, max_threads=blake3.AUTO).digest(_SUM)
+        else:
+            found = blake3(view).digest(_SUM)
+        if found != _stored_sum(record):
+            raise _Damaged("its bytes do not match the checksum taken when it was stored")
+        return view
+
+    def _remove_damaged(self, address: Address, record: bytes, why: str) -> None:
+        """Remove a damaged value (unless it was rewritten meanwhile) and its files: every
+        result that names it then counts as missing until it is stored again."""
+        log.warning(
+            "value %s in the store at %s is damaged (%s): it was removed and will be computed "
+            "again; if this happens again, check the disk and run `pythagoras-node cache verify "
+            "--repair`", address.hex(), self.path, why)
+
+        def delete(txn):
+            if txn.get(address, db=self._values) != record:
+                return False
+            txn.delete(address, db=self._values)
+            return True
+
+        try:
+            if self._write(delete, admin=True):
+                self.unlink_files(address, record)
+        except StoreError as exc:  # it is not returned either way
+            log.warning("could not remove damaged value %s: %s", address.hex(), exc)
 
     def adopt_file(self, address: Address, path: str | os.PathLike, *, durable: bool = True) -> None:
         """Store the packed value in file ``path`` (verified by the caller) under ``address``.
@@ -177,8 +260,10 @@ class Store(StoreEnvironment):
         target = self.blob_path(address, transient=not durable)
         try:
             target.parent.mkdir(exist_ok=True)
-            if durable:
-                with open(path, "rb") as f:
+            with open(path, "rb") as f:
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                    sum_ = checksum([view])
+                if durable:
                     os.fdatasync(f.fileno())
             os.replace(path, target)
             if durable:
@@ -186,17 +271,20 @@ class Store(StoreEnvironment):
         except OSError as exc:
             path.unlink(missing_ok=True)
             raise self._write_error(target, exc) from None
-        record = _file_record(address, durable)
+        record = _file_record(address, sum_, durable)
         self._write(lambda txn: _put_value_record(txn, self._values, address, record))
 
     def get_meta(self, call: Address) -> dict | None:
         raw = self._read(lambda txn: txn.get(call, db=self._meta))
         return None if raw is None else json.loads(raw)
 
-    def _decode(self, record: bytes) -> Any:
-        if record[:1] == _INLINE:
-            return unpack(memoryview(record)[1:])
-        return unpack(self._map_blob(record[-32:], record))
+    def _decode(self, address: Address, record: bytes) -> Any:
+        if record[:1] == _INLINE:  # the hit of a small result: checked here, with no call more
+            view = memoryview(record)[1 + _SUM:]
+            if blake3(view).digest(_SUM) == record[1:1 + _SUM]:
+                return unpack(view)
+        view = self.packed(address, record)
+        return MISSING if view is None else unpack(view)
 
     def blob_path(self, address: Address, *, transient: bool = False) -> Path:
         """The file of a large value: ``blobs/ab/abcd…``, with ``.n`` for a transient copy."""
@@ -211,14 +299,30 @@ class Store(StoreEnvironment):
                 return path
         return self.blob_path(address)  # durable, or transient in the layout of release 0.1.0
 
-    def _map_blob(self, address: Address, record: bytes) -> memoryview:
+    def unlink_files(self, address: Address, record: bytes) -> None:
+        """Remove the files of a deleted value record: a transient one's ``.n`` copy only (its
+        durable name may have been linked meanwhile by a writer about to record it), a durable
+        one's both names."""
+        if record[:1] == _INLINE:
+            return
+        for transient in (False, True) if record[:1] != _TRANSIENT else (True,):
+            self.blob_path(address, transient=transient).unlink(missing_ok=True)
+
+    def _map_blob(self, address: Address, record: bytes) -> memoryview | None:
+        """A large value's file, mapped; None if it is a transient copy dropped meanwhile."""
         try:
             with open(self.record_path(address, record), "rb") as f:
                 return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-        except (OSError, ValueError) as exc:
+        except FileNotFoundError:
+            if record[:1] == _TRANSIENT:
+                return None
+            raise _Damaged("its file is missing") from None
+        except ValueError:  # mmap refuses an empty file
+            raise _Damaged("its file is empty") from None
+        except OSError as exc:
             raise StoreError(
                 f"value {address.hex()[:16]} is recorded but its file cannot be read ({exc}); "
-                f"run `pythagoras-node cache verify --repair`"
+                f"check the permissions of {self.blobs}"
             ) from None
 
     # ------------------------------------------------------------------ writes
@@ -268,7 +372,7 @@ class Store(StoreEnvironment):
             return None
         if not self._write_blob_file(address, None, durable=True):
             return None  # its copy was dropped meanwhile: the result names an absent value
-        return _file_record(address, True)
+        return _file_record(address, _stored_sum(record), True)
 
     def _live_transient(self, address: Address) -> bool:
         """Whether a transient copy of this boot is here: its ``.n`` file is complete (one left
@@ -282,10 +386,11 @@ class Store(StoreEnvironment):
             return None
         parts = blob if isinstance(blob, list) else [blob]
         size = sum(memoryview(p).nbytes for p in parts)
+        sum_ = checksum(parts)
         if size <= INLINE_VALUE_LIMIT:
-            return _INLINE + b"".join(parts)
+            return b"".join([_INLINE, sum_, *parts])
         self._write_blob_file(address, parts, durable)
-        return _file_record(address, durable)
+        return _file_record(address, sum_, durable)
 
     def _write_blob_file(self, address: Address, parts: list | None, durable: bool = True) -> bool:
         """Write a large value's file: durable ones fsynced under their address, transient ones
@@ -397,9 +502,9 @@ class Store(StoreEnvironment):
 
 
 
-def _file_record(address: Address, durable: bool) -> bytes:
+def _file_record(address: Address, sum_: bytes, durable: bool) -> bytes:
     """The record of a value kept in its own file (durable, or for this boot only)."""
-    return _FILE + address if durable else _TRANSIENT + _BOOT + address
+    return _FILE + sum_ + address if durable else _TRANSIENT + _BOOT + sum_ + address
 
 
 def _fsync_dir(path: Path) -> None:
@@ -410,11 +515,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _result_record(txn, call: Address, results_db, values_db) -> bytes | None:
+def _result_record(txn, call: Address, results_db, values_db) -> tuple[Address, bytes] | None:
+    """(value address, value record) of a stored result, or None."""
     address = txn.get(call, db=results_db)
     if address is None:
         return None
-    return live(txn.get(address, db=values_db))
+    record = live(txn.get(address, db=values_db))
+    return None if record is None else (address, record)
 
 
 def _put_value_record(txn, db, address: Address, record: bytes) -> None:
@@ -426,6 +533,12 @@ def _put_value_record(txn, db, address: Address, record: bytes) -> None:
             return
         if live(existing) is None or (existing[:1] == _TRANSIENT and record[:1] != _TRANSIENT):
             txn.put(address, record, db=db)
+
+
+def warn_not_stored(function_name: str, count: int, exc: StoreFullError) -> None:
+    """Say once that results computed for a caller (and returned to it) were not kept."""
+    what = f"result of {function_name}" if count == 1 else f"results of {count} calls of {function_name}"
+    log.warning("%s not stored: %s", what, exc)
 
 
 def result_meta(function_name: str, fp: Address, started: float, duration: float, **extra) -> dict:

@@ -12,7 +12,8 @@ writes the meta page without a sync of its own. A crash of any process loses not
 a power loss can undo at most the last transaction but cannot corrupt the environment.
 
 The map starts small and doubles on demand up to the cap less a headroom; the headroom is kept for
-``pythagoras-node cache gc``. Reaching it raises :class:`StoreFullError`, never a corrupt store.
+``pythagoras-node cache gc``. Reaching it, or a disk that fills under a commit, raises
+:class:`StoreFullError`, never a corrupt store.
 LMDB allows one environment per file per process, so open environments are kept in a registry
 (:func:`shared`), and closed and reopened around ``fork()``.
 """
@@ -33,7 +34,14 @@ from .errors import StoreError, StoreFullError
 
 __all__ = ["STORE_FORMAT", "StoreEnvironment", "shared", "full_message"]
 
-STORE_FORMAT = b"1"
+STORE_FORMAT = b"2"
+#: Formats this version opens: a store of format 1 (value records without a checksum) is
+#: marked 2 on open; its records count as absent, and ``cache gc`` removes them.
+_UPGRADABLE = (b"1",)
+
+# How LMDB reports a disk that filled under a commit: a short write of its pages is EIO (seen
+# on a full tmpfs); the transaction is aborted and the environment stays usable.
+_DISK_FULL = ("No space left on device", "Input/output error", "Disk quota exceeded")
 
 
 class _Gate:
@@ -191,7 +199,7 @@ class StoreEnvironment:
         self._info = env.open_db(b"info")
         with env.begin(write=True) as txn:
             found = txn.get(b"format", db=self._info)
-            if found is None:
+            if found is None or found in _UPGRADABLE:
                 txn.put(b"format", STORE_FORMAT, db=self._info)
             elif found != STORE_FORMAT:
                 raise StoreError(
@@ -245,6 +253,10 @@ class StoreEnvironment:
                 if exc.errno == errno.ENOSPC:
                     raise StoreFullError(full_message(self, "the disk is full")) from None
                 raise
+            except lmdb.Error as exc:
+                if not any(text in str(exc) for text in _DISK_FULL):
+                    raise
+                raise StoreFullError(full_message(self, f"the disk is full ({exc})")) from None
             finally:
                 self._gate.leave()
             if grow:

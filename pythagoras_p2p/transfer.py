@@ -20,23 +20,22 @@ __all__ = ["value_view", "value_chunk", "upload_frames", "verify_file", "Downloa
 
 
 def _stored(store: Store, address: bytes) -> bytes | str | None:
-    """A stored value's packed bytes if kept inline, else the path of its file; None if absent."""
+    """A stored value's packed bytes if kept inline (checked), else the path of its file (the
+    receiver checks what arrives); None if absent or damaged."""
     record = store.value_record(address)
     if record is None:
         return None
-    blob = store.inline_blob(record)
-    return blob if blob is not None else str(store.record_path(address, record))
+    if store.inline_blob(record) is None:
+        return str(store.record_path(address, record))
+    view = store.packed(address, record)
+    return None if view is None else bytes(view)
 
 
 def value_view(store: Store, address: bytes) -> memoryview | None:
-    """The packed bytes of a stored value (a large one mapped from its file, not read), or None."""
-    found = _stored(store, address)
-    if found is None:
-        return None
-    if isinstance(found, bytes):
-        return memoryview(found)
-    with open(found, "rb") as f:
-        return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    """The packed bytes of a stored value (a large one mapped from its file, not read), checked
+    against the store's checksum so that known-bad data is never sent; None if absent."""
+    record = store.value_record(address)
+    return None if record is None else store.packed(address, record)
 
 
 def value_chunk(store: Store, address: bytes, offset: int) -> tuple[bytes, int] | None:

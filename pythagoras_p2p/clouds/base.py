@@ -16,12 +16,12 @@ from typing import Any
 
 from ..defaults import DEFAULT_PORT, home_dir
 from ..encoding import pack_parts, value_address
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StoreFullError
 from ..execution import run_calls
 from ..function import PureFunction
 from ..identity import Identity
 from ..requirements import parse_requirements
-from ..store import Store, open_store, result_meta
+from ..store import Store, open_store, result_meta, warn_not_stored
 
 __all__ = ["PCloud", "parse_connection", "process_cloud", "enter_worker", "in_worker"]
 
@@ -131,14 +131,18 @@ class PCloud:
     # ------------------------------------------------------------------ backend interface
 
     def _compute_here(self, fn: PureFunction, call: bytes, kwargs: dict) -> Any:
-        """Run a missed call in this process, store its result durably, return it."""
+        """Run a missed call in this process, store its result durably, return it (even when
+        the store is full: it is then only said that the result was not kept)."""
         started = time.time()
         t0 = time.perf_counter()
         value = fn.__pythagoras_function__(**kwargs)
         duration = time.perf_counter() - t0
         parts = pack_parts(value, what=f"result of {fn.name}")  # large ones are not joined
         meta = result_meta(fn.name, fn.fingerprint, started, duration, worker="caller")
-        self.store.put_results([(call, value_address(value), parts, meta)])
+        try:
+            self.store.put_results([(call, value_address(value), parts, meta)])
+        except StoreFullError as exc:
+            warn_not_stored(fn.name, 1, exc)
         return value
 
     def _register_function(self, fn: PureFunction, identity: Identity) -> None:

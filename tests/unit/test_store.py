@@ -587,7 +587,7 @@ def test_transient_values_last_for_this_boot_and_durable_writes_upgrade_them(sto
     array = np.arange(200_000, dtype=np.float64)  # large: kept in its own file
     address = value_address(array)
     store.put_value(address, pack_parts(array), durable=False)
-    assert store.value_record(address)[:1] == b"n"
+    assert store.value_record(address)[:1] == b"N"
     assert np.array_equal(store.get_value(address), array)
 
     this_boot = store_module._BOOT
@@ -597,7 +597,7 @@ def test_transient_values_last_for_this_boot_and_durable_writes_upgrade_them(sto
 
     monkeypatch.setattr(store_module, "_BOOT", this_boot)
     store.put_value(address, pack_parts(array))  # a durable write of the same value
-    assert store.value_record(address)[:1] == b"f"
+    assert store.value_record(address)[:1] == b"F"
     monkeypatch.setattr(store_module, "_BOOT", b"\0" * 16)
     assert np.array_equal(store.get_value(address), array)  # now it outlives a reboot
 
