@@ -316,3 +316,17 @@ def test_a_mutual_recursion_through_a_registry_terminates_and_is_stable():
         REGISTRY["g"] = g
     """)
     assert fingerprint(module.f) == fingerprint(module.f)
+
+
+def test_a_self_containing_argument_is_an_error_naming_the_argument(cloud):
+    from pythagoras_p2p.errors import SerializationError
+
+    f = cloud.add_pure_function(_module("def f(*, items):\n    return len(items)\n").f)
+    loop: list = [1]
+    loop.append(loop)
+    with pytest.raises(SerializationError, match=r"argument 'items'.*contains itself"):
+        f(items=loop)
+    table: dict = {}
+    table["self"] = table
+    with pytest.raises(SerializationError, match=r"argument 'items'.*contains itself"):
+        f.sync_parallel([{"items": table}])
