@@ -36,15 +36,20 @@ The bytecode belongs to one Python minor version, and so does the fingerprint.
 from __future__ import annotations
 
 import builtins
+import datetime
+import decimal
 import dis
+import fractions
 import importlib
 import importlib.util
 import os
+import pathlib
 import struct
 import sys
 import sysconfig
 import threading
 import types
+import uuid
 import weakref
 from typing import Any
 
@@ -95,6 +100,12 @@ _pack_H = struct.Struct("<H").pack
 
 # Values that cannot change without a new identity: an identity test is all their check needs.
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
+# Immutable too, but addressed through their pickle (exact types: a subclass may add state).
+_FROZEN = frozenset({
+    range, slice, datetime.date, datetime.datetime, datetime.time, datetime.timedelta,
+    datetime.timezone, decimal.Decimal, fractions.Fraction, uuid.UUID,
+    pathlib.PurePosixPath, pathlib.PosixPath, pathlib.PureWindowsPath,
+})
 _ABSENT = object()
 
 
@@ -404,7 +415,9 @@ class _Walker:
                     f"function body, or pass it as an argument"
                 ) from None
             out += b"v" + address
-            if not (kind is frozenset and all(type(item) in _ATOMS for item in value)):
+            if kind not in _FROZEN and not (
+                kind is frozenset and all(type(item) in _ATOMS for item in value)
+            ):
                 self.values.append((value, address))  # it may change in place: hashed again
 
     def mapping(self, name: str, value: dict, out: bytearray) -> None:

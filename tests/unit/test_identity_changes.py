@@ -150,11 +150,13 @@ def test_the_hit_checks_identity_only_for_values_that_cannot_change_in_place():
         import math
         K = 3
         NAME = "n"
-        PAIR = (1, "a")
+        PAIR = (1, "a", range(3))
+        import pathlib
+        ROOT = pathlib.Path("/data")
         def helper(v):
             return math.floor(v) * K
         def f(*, x):
-            return helper(x) + len(NAME) + PAIR[0]
+            return helper(x) + len(NAME) + PAIR[0] + len(str(ROOT))
     """)
     identity = identify(module.f)
     assert identity.values == ()  # nothing to hash again on a hit
