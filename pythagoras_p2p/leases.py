@@ -57,15 +57,23 @@ class Leases:
 
     def take(self, call: bytes, owner: object) -> bool:
         """Take the lease of ``call`` for ``owner`` without waiting; True if ``owner`` holds it."""
-        byte = byte_of(call)
         with self._lock:
-            holder = self._owners.get(byte)
-            if holder is not None:
-                return holder is owner
-            if not self.file.set(fcntl.F_WRLCK, byte, wait=False):
-                return False
-            self._owners[byte] = owner
-            return True
+            return self._take(call, owner)
+
+    def take_each(self, wanted: list[tuple[bytes, object]]) -> list[bool]:
+        """:meth:`take` for each ``(call, owner)``, in one go."""
+        with self._lock:
+            return [self._take(call, owner) for call, owner in wanted]
+
+    def _take(self, call: bytes, owner: object) -> bool:
+        byte = byte_of(call)
+        holder = self._owners.get(byte)
+        if holder is not None:
+            return holder is owner
+        if not self.file.set(fcntl.F_WRLCK, byte, wait=False):
+            return False
+        self._owners[byte] = owner
+        return True
 
     def release(self, calls: list[bytes], owner: object) -> None:
         """Let go of the leases ``owner`` holds among ``calls`` (the others are left alone)."""

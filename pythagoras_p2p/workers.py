@@ -11,7 +11,7 @@ others in the worker's queue are resent without blame, and the worker is replace
 A pool given the leases of its home (the embedded default's) takes each call's lease as it
 sends the task to a worker, and sets aside a task whose call another process of the home is
 computing: it looks again after 1 ms, then twice as long each time up to 64 ms, while the other
-tasks run, and delivers ``("stored",)`` once the result is there, or sends the task when the
+tasks run, and delivers ``("stored", value)`` once the result is there, or sends the task when the
 lease comes free without a result (its holder failed or died). See :mod:`pythagoras_p2p.leases`.
 
 Batches adapt to the work: one task at a time while calls are slow, up to 64 per message with
@@ -247,28 +247,34 @@ class WorkerPool:
         """Keep enough tasks queued to feed every worker; make the rest only when needed."""
         refill(self._queue, self._sources, self.size * 2 * _MAX_CHUNK)
 
-    def _claim(self, batch: Batch, task: Task, delay: float = FIRST_DELAY) -> bool:
-        """Whether to send ``task`` now, its lease taken for ``batch``. A result stored
-        meanwhile is delivered instead; a task leased elsewhere is set aside for ``delay``."""
-        leases, call = self._leases, task.call
-        if leases.take(call, batch):
-            if self._store.result_entry(call) is None:
-                return True
-            leases.release([call], batch)
-        elif self._store.result_entry(call) is None:
-            due = time.monotonic() + delay
-            heapq.heappush(self._aside, (due, next(self._order), min(2 * delay, MAX_DELAY), batch, task))
-            return False
-        batch.deliver(task.tid, ("stored",))
-        return False
+    def _claim(self, entries: list, delay: float = FIRST_DELAY) -> list:
+        """Those of ``entries`` (batch, task) to send now, each one's lease taken for its batch.
+
+        A result stored meanwhile is delivered instead (``("stored", value)``); an entry leased
+        elsewhere is set aside for ``delay``. One read of the store for them all.
+        """
+        taken = self._leases.take_each([(task.call, batch) for batch, task in entries])
+        stored = self._store.get_results([task.call for _, task in entries])
+        send = []
+        for (batch, task), mine in zip(entries, taken, strict=True):
+            if task.call in stored:
+                if mine:
+                    self._leases.release([task.call], batch)
+                batch.deliver(task.tid, ("stored", stored[task.call]))
+            elif mine:
+                send.append((batch, task))
+            else:
+                entry = (time.monotonic() + delay, next(self._order), min(2 * delay, MAX_DELAY))
+                heapq.heappush(self._aside, (*entry, batch, task))
+        return send
 
     def _recheck_aside(self) -> None:
         """Tasks set aside whose time has come: queued first if their lease came free."""
         now = time.monotonic()
         while self._aside and self._aside[0][0] <= now:
             _, _, delay, batch, task = heapq.heappop(self._aside)
-            if not batch.cancelled and self._claim(batch, task, delay):
-                self._queue.appendleft((batch, task))
+            if not batch.cancelled:
+                self._queue.extendleft(self._claim([(batch, task)], delay))
 
     def _dispatch(self) -> None:
         self._refill()
@@ -289,11 +295,15 @@ class WorkerPool:
             limit = 2 * chunk if fast else 1
             if len(worker.inflight) + chunk > limit and worker.inflight:
                 continue
+            entries = []
+            while queue and len(entries) < chunk:
+                entry = queue.popleft()
+                if not entry[0].cancelled:
+                    entries.append(entry)
+            if entries and self._leases is not None:
+                entries = self._claim(entries)
             tasks = []
-            while queue and len(tasks) < chunk:
-                batch, task = queue.popleft()
-                if batch.cancelled or (self._leases is not None and not self._claim(batch, task)):
-                    continue
+            for batch, task in entries:
                 self._seq += 1
                 worker.inflight[self._seq] = (batch, task)
                 tasks.append((self._seq, task.fp, task.call, task.payload, task.label))
