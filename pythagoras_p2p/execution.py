@@ -11,8 +11,8 @@ An outcome is one of:
 * ``("ok", value_address, packed_value_or_None, meta)``: ``None`` when the value was stored
   where the task ran (large values are written straight to the shared store);
 * ``("err", pickled_exception_or_None, type_name, message, traceback_text, where)``;
-* ``("stored",)``: another process of the home stored the result while this call waited for
-  its lease (see :mod:`pythagoras_p2p.leases`): it is read from the store;
+* ``("stored", value)``: another process of the home stored the result while this call
+  waited for its lease (see :mod:`pythagoras_p2p.leases`), and this is it;
 * ``("crash", message)``: the call killed its worker on every attempt;
 * ``("error", code, message)``: the call could not be run where it was sent (no peer reachable,
   none satisfying ``requires=``, a value refused...): ``code`` picks the exception raised.
@@ -264,8 +264,7 @@ def run_calls(
                         records.append((call, address, blob, meta))
                         results[tid] = unpack(blob) if blob is not None else store.get_value(address)
                     elif outcome[0] == "stored":  # by another process of this home
-                        results[tid] = _stored_result(store, call, unique[tid][1], fn.name)
-                        failed = failed or isinstance(results[tid], BaseException)
+                        results[tid] = outcome[1]
                     else:
                         failed = True
                         results[tid] = rebuild_exception(outcome, describe_call(fn.name, unique[tid][1]))
@@ -289,14 +288,6 @@ def run_calls(
             if isinstance(value, BaseException):
                 raise value
     return out
-
-
-def _stored_result(store: Store, call: bytes, kwargs: dict, name: str) -> Any:
-    found = store.get_result(call)
-    if found is MISSING:  # removed again in the instant between (a `cache gc`)
-        return PythagorasError(f"{describe_call(name, kwargs)}: its result, stored by another "
-                               f"process of this home, was removed at once; run it again")
-    return found
 
 
 def current_where(worker: str) -> str:
