@@ -144,25 +144,25 @@ class WorkerPool:
         try:
             for _ in range(self.size):
                 self._spawn()
-            while not self._step(self._timeout()):
+            while not self._step(1.0):
                 pass
         except Exception:
             log.exception("worker pool supervisor failed")
         finally:
             self._shutdown()
 
-    def _timeout(self) -> float:
+    def _timeout(self, longest: float) -> float:
         """How long the supervisor may wait for a pipe: until the next set-aside task is due."""
         if not self._aside:
-            return 1.0
-        return min(1.0, max(0.0, self._aside[0][0] - time.monotonic()))
+            return longest
+        return min(longest, max(0.0, self._aside[0][0] - time.monotonic()))
 
     def _step(self, timeout: float) -> bool:
         """One turn of the supervisor: requests, dispatch, pipes. True when asked to close."""
         if self._serve_requests():
             return True
         self._dispatch()
-        for key, _events in self._sel.select(timeout=timeout):
+        for key, _events in self._sel.select(timeout=self._timeout(timeout)):
             worker = key.data
             if worker is None:
                 try:
@@ -276,6 +276,20 @@ class WorkerPool:
             if not batch.cancelled:
                 self._queue.extendleft(self._claim([(batch, task)], delay))
 
+    def _next_chunk(self, size: int) -> list:
+        """Up to ``size`` queued tasks to send to one worker (cancelled ones dropped, leases
+        taken); tasks answered from the store or set aside do not leave the worker idle."""
+        queue = self._queue
+        entries: list = []
+        while queue and not entries:
+            while queue and len(entries) < size:
+                entry = queue.popleft()
+                if not entry[0].cancelled:
+                    entries.append(entry)
+            if entries and self._leases is not None:
+                entries = self._claim(entries)
+        return entries
+
     def _dispatch(self) -> None:
         self._refill()
         if self._aside:
@@ -295,15 +309,8 @@ class WorkerPool:
             limit = 2 * chunk if fast else 1
             if len(worker.inflight) + chunk > limit and worker.inflight:
                 continue
-            entries = []
-            while queue and len(entries) < chunk:
-                entry = queue.popleft()
-                if not entry[0].cancelled:
-                    entries.append(entry)
-            if entries and self._leases is not None:
-                entries = self._claim(entries)
             tasks = []
-            for batch, task in entries:
+            for batch, task in self._next_chunk(chunk):
                 self._seq += 1
                 worker.inflight[self._seq] = (batch, task)
                 tasks.append((self._seq, task.fp, task.call, task.payload, task.label))
