@@ -133,8 +133,9 @@ def execute(func: Callable, kwargs: dict, task: Task, store: Store | None, where
     try:
         value = func(**kwargs)
     except BaseException as exc:  # everything the function raises goes back to the caller
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        # SystemExit and KeyboardInterrupt too: where tasks run, Ctrl-C is ignored, so either
+        # one is the function's own, and fails its call rather than the worker (which would
+        # count as a crash and be retried).
         return failure_outcome(exc, where)
     duration = time.perf_counter() - t0
     try:
@@ -192,10 +193,29 @@ def rebuild_exception(outcome: tuple, label: str) -> BaseException:
             remote_type=type_name, remote_traceback=text,
         )
     exc.__cause__ = RemoteTraceback(text)
+    if not isinstance(exc, Exception):
+        exc = _stand_in(exc, label, type_name, where, text)
     last = text.strip().splitlines()
     frame = next((line.strip() for line in reversed(last) if line.strip().startswith("File ")), "")
     exc.add_note(f"raised by {label} on {where}; remote traceback above ({frame})")
     return exc
+
+
+def _stand_in(exc: BaseException, label: str, type_name: str, where: str, text: str) -> RemoteError:
+    """What stands for a ``SystemExit``/``KeyboardInterrupt`` a function raised where it ran.
+
+    Raised here as it is, it would end the caller's process (or pass for the caller's own
+    Ctrl-C), which is not what one failed call should do (``concurrent.futures`` re-raises it
+    as it is, and so ends its caller). So the call fails with a :class:`RemoteError` naming
+    it, the original exception as its ``__cause__``.
+    """
+    error = RemoteError(
+        f"{label} raised {_SHORT.repr(exc)} on {where}; it fails this call only (raised as it is "
+        f"here, it would end this process), the original is the cause",
+        remote_type=type_name, remote_traceback=text,
+    )
+    error.__cause__ = exc
+    return error
 
 
 def run_calls(
