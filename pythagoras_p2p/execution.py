@@ -11,6 +11,8 @@ An outcome is one of:
 * ``("ok", value_address, packed_value_or_None, meta)``: ``None`` when the value was stored
   where the task ran (large values are written straight to the shared store);
 * ``("err", pickled_exception_or_None, type_name, message, traceback_text, where)``;
+* ``("stored", value)``: another process of the home stored the result while this call
+  waited for its lease (see :mod:`pythagoras_p2p.leases`), and this is it;
 * ``("crash", message)``: the call killed its worker on every attempt;
 * ``("error", code, message)``: the call could not be run where it was sent (no peer reachable,
   none satisfying ``requires=``, a value refused...): ``code`` picks the exception raised.
@@ -137,8 +139,9 @@ def execute(func: Callable, kwargs: dict, task: Task, store: Store | None, where
     try:
         value = func(**kwargs)
     except BaseException as exc:  # everything the function raises goes back to the caller
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        # SystemExit and KeyboardInterrupt too: where tasks run, Ctrl-C is ignored, so either
+        # one is the function's own, and fails its call rather than the worker (which would
+        # count as a crash and be retried).
         return failure_outcome(exc, where)
     duration = time.perf_counter() - t0
     try:
@@ -199,10 +202,29 @@ def rebuild_exception(outcome: tuple, label: str) -> BaseException:
             remote_type=type_name, remote_traceback=text,
         )
     exc.__cause__ = RemoteTraceback(text)
+    if not isinstance(exc, Exception):
+        exc = _stand_in(exc, label, type_name, where, text)
     last = text.strip().splitlines()
     frame = next((line.strip() for line in reversed(last) if line.strip().startswith("File ")), "")
     exc.add_note(f"raised by {label} on {where}; remote traceback above ({frame})")
     return exc
+
+
+def _stand_in(exc: BaseException, label: str, type_name: str, where: str, text: str) -> RemoteError:
+    """What stands for a ``SystemExit``/``KeyboardInterrupt`` a function raised where it ran.
+
+    Raised here as it is, it would end the caller's process (or pass for the caller's own
+    Ctrl-C), which is not what one failed call should do (``concurrent.futures`` re-raises it
+    as it is, and so ends its caller). So the call fails with a :class:`RemoteError` naming
+    it, the original exception as its ``__cause__``.
+    """
+    error = RemoteError(
+        f"{label} raised {_SHORT.repr(exc)} on {where}; it fails this call only (raised as it is "
+        f"here, it would end this process), the original is the cause",
+        remote_type=type_name, remote_traceback=text,
+    )
+    error.__cause__ = exc
+    return error
 
 
 def run_calls(
@@ -261,15 +283,19 @@ def run_calls(
 
         tasks = (make_task(i) for i in todo)
         batch = cloud._dispatch(tasks, len(todo))
+        leases = cloud._leases  # the batch holds the leases of the calls its pool sends
         try:
             while not batch.finished:
                 outcomes = batch.next_outcomes()
                 records = []
                 for tid, outcome in outcomes:
+                    call = unique[tid][0]
                     if outcome[0] == "ok":
                         _, address, blob, meta = outcome
-                        records.append((unique[tid][0], address, blob, meta))
+                        records.append((call, address, blob, meta))
                         results[tid] = unpack(blob) if blob is not None else store.get_value(address)
+                    elif outcome[0] == "stored":  # by another process of this home
+                        results[tid] = outcome[1]
                     else:
                         failed = True
                         results[tid] = rebuild_exception(outcome, describe_call(fn.name, unique[tid][1]))
@@ -278,11 +304,13 @@ def run_calls(
                         cloud._store_results(records)
                     except StoreFullError as exc:  # the results are returned all the same
                         unstored += [exc] * len(records)
+                leases.release([unique[tid][0] for tid, _ in outcomes], batch)  # committed
                 bar.advance(len(outcomes))
         except BaseException:
             batch.cancel()
             raise
         finally:
+            leases.release_all(batch)
             bar.close()
             with guard:
                 over[0] = True  # a task made from now on holds nothing

@@ -31,30 +31,23 @@ from pathlib import Path
 
 from .errors import StoreError
 
-__all__ = ["Holds"]
+__all__ = ["Holds", "LockFile", "byte_of"]
 
 _FLOCK = struct.Struct("@hhqqi4x")  # struct flock on Linux: type, whence, start, len, pid
 
 
-def _offset(address: bytes) -> int:
+def byte_of(address: bytes) -> int:
+    """The byte of a lock file that stands for ``address`` (one of 2^56)."""
     return int.from_bytes(address[:7], "little")
 
 
-class Holds:
-    """The holds of this process on the transient copies of one store."""
+class LockFile:
+    """A lock file of a home, opened once per process, whose bytes carry OFD locks."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._reset()
-        _ALL.add(self)
-
-    def _reset(self) -> None:
-        self._lock = threading.Condition()
         self._pid = -1
         self._fd = -1
-        self._counts: dict[bytes, int] = {}  # held here, and how many times
-        self._pending: set[bytes] = set()  # a thread here waits for the read lock
-        self._taken: set[bytes] = set()  # being dropped by a thread here
 
     def _file(self) -> int:
         if self._pid != os.getpid():
@@ -66,20 +59,49 @@ class Holds:
             self._pid = os.getpid()
         return self._fd
 
-    def _set(self, fd: int, kind: int, address: bytes, *, wait: bool) -> bool:
+    def set(self, kind: int, offset: int, *, wait: bool) -> bool:
+        """Set lock ``kind`` (``F_RDLCK``, ``F_WRLCK``, ``F_UNLCK``) on one byte; False when
+        another open file description holds a conflicting lock (and ``wait`` is False)."""
         command = fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK
         try:
-            fcntl.fcntl(fd, command, _FLOCK.pack(kind, os.SEEK_SET, _offset(address), 1, 0))
+            fcntl.fcntl(self._file(), command, _FLOCK.pack(kind, os.SEEK_SET, offset, 1, 0))
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EACCES):  # held by another
                 return False
             raise
         return True
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: close the inherited descriptor (the parent's keeps its locks)."""
+        if self._fd >= 0 and self._pid != os.getpid():
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._pid = self._fd = -1
+
+
+class Holds:
+    """The holds of this process on the transient copies of one store."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.file = LockFile(self.path)
+        self._reset()
+        _ALL.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Condition()
+        self._counts: dict[bytes, int] = {}  # held here, and how many times
+        self._pending: set[bytes] = set()  # a thread here waits for the read lock
+        self._taken: set[bytes] = set()  # being dropped by a thread here
+
+    def _set(self, kind: int, address: bytes, *, wait: bool) -> bool:
+        return self.file.set(kind, byte_of(address), wait=wait)
+
     def hold(self, address: bytes) -> None:
         """Hold ``address`` (waiting while someone drops it)."""
         with self._lock:
-            fd = self._file()
             while address in self._taken or address in self._pending:
                 self._lock.wait()
             if address in self._counts:
@@ -87,7 +109,7 @@ class Holds:
                 return
             self._pending.add(address)
         try:
-            self._set(fd, fcntl.F_RDLCK, address, wait=True)  # not under our lock: see above
+            self._set(fcntl.F_RDLCK, address, wait=True)  # not under our lock: see above
         except BaseException:
             with self._lock:
                 self._pending.discard(address)
@@ -101,23 +123,21 @@ class Holds:
     def release(self, address: bytes) -> bool:
         """Let go of one hold of ``address``; True when this process no longer holds it."""
         with self._lock:
-            fd = self._file()
             count = self._counts.get(address, 0)
             if count > 1:
                 self._counts[address] = count - 1
                 return False
             if count == 1:
                 del self._counts[address]
-                self._set(fd, fcntl.F_UNLCK, address, wait=False)
+                self._set(fcntl.F_UNLCK, address, wait=False)
             return address not in self._pending
 
     def take(self, address: bytes) -> bool:
         """Take ``address`` exclusively, to drop it, if nobody (here or elsewhere) holds it."""
         with self._lock:
-            fd = self._file()
             if address in self._counts or address in self._taken or address in self._pending:
                 return False
-            if not self._set(fd, fcntl.F_WRLCK, address, wait=False):
+            if not self._set(fcntl.F_WRLCK, address, wait=False):
                 return False
             self._taken.add(address)
             return True
@@ -126,7 +146,7 @@ class Holds:
         """End what :meth:`take` began."""
         with self._lock:
             self._taken.discard(address)
-            self._set(self._file(), fcntl.F_UNLCK, address, wait=False)
+            self._set(fcntl.F_UNLCK, address, wait=False)
             self._lock.notify_all()
 
     @contextmanager
@@ -142,11 +162,7 @@ class Holds:
 
     def _forget_after_fork(self) -> None:
         """In a forked child: it holds nothing (the parent's holds stay the parent's)."""
-        if self._fd >= 0:
-            try:
-                os.close(self._fd)  # the parent's descriptor keeps its locks
-            except OSError:
-                pass
+        self.file.forget_after_fork()
         self._reset()
 
 

@@ -8,6 +8,12 @@ id of the task it is running in a shared 8-byte page, so a crash is charged exac
 that caused it: that call is retried alone and failed after :data:`MAX_TASK_CRASHES`, the
 others in the worker's queue are resent without blame, and the worker is replaced.
 
+A pool given the leases of its home (the embedded default's) takes each call's lease as it
+sends the task to a worker, and sets aside a task whose call another process of the home is
+computing: it looks again after 1 ms, then twice as long each time up to 64 ms, while the other
+tasks run, and delivers ``("stored", value)`` once the result is there, or sends the task when the
+lease comes free without a result (its holder failed or died). See :mod:`pythagoras_p2p.leases`.
+
 Batches adapt to the work: one task at a time while calls are slow, up to 64 per message with
 a second batch prefetched while they are fast, so trivial calls are not bound by pipe round trips.
 One worker process and the frames on its pipes are :mod:`pythagoras_p2p.worker_process`; batches
@@ -16,6 +22,8 @@ of tasks are :mod:`pythagoras_p2p.batch`.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import pickle
@@ -31,6 +39,7 @@ from pathlib import Path
 from .batch import Batch, print_output, refill
 from .defaults import MAX_TASK_CRASHES, worker_memory_limit
 from .execution import Task
+from .leases import FIRST_DELAY, MAX_DELAY
 from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, spawn
 
 __all__ = ["WorkerPool"]
@@ -49,7 +58,8 @@ _SPIN_TASK = 0.001
 class WorkerPool:
     """A fixed number of supervised worker processes serving tasks from many batches."""
 
-    def __init__(self, home: Path, size: int, *, label: str = "local", own_thread: bool = True):
+    def __init__(self, home: Path, size: int, *, label: str = "local", own_thread: bool = True,
+                 leases=None, store=None):
         worker_memory_limit()  # a malformed limit is the caller's error now, not every worker's
         self.home = Path(home)
         self.size = size
@@ -58,6 +68,10 @@ class WorkerPool:
         self._queue: deque[tuple[Batch, Task]] = deque()
         self._requests: deque = deque()
         self._sources: deque[Batch] = deque()  # batches with tasks still to pull
+        self._leases = leases  # None: this pool's owner does not lease calls (a node)
+        self._store = store
+        self._aside: list = []  # heap of (due, n, delay, batch, task) leased elsewhere
+        self._order = itertools.count()
         # (batch, tid) -> how many workers the task killed; keyed by the batch itself, not by
         # id(batch), which a later batch may reuse (and so inherit another call's crashes)
         self._crashes: dict[tuple[Batch, int], int] = {}
@@ -137,12 +151,18 @@ class WorkerPool:
         finally:
             self._shutdown()
 
+    def _timeout(self, longest: float) -> float:
+        """How long the supervisor may wait for a pipe: until the next set-aside task is due."""
+        if not self._aside:
+            return longest
+        return min(longest, max(0.0, self._aside[0][0] - time.monotonic()))
+
     def _step(self, timeout: float) -> bool:
         """One turn of the supervisor: requests, dispatch, pipes. True when asked to close."""
         if self._serve_requests():
             return True
         self._dispatch()
-        for key, _events in self._sel.select(timeout=timeout):
+        for key, _events in self._sel.select(timeout=self._timeout(timeout)):
             worker = key.data
             if worker is None:
                 try:
@@ -227,8 +247,53 @@ class WorkerPool:
         """Keep enough tasks queued to feed every worker; make the rest only when needed."""
         refill(self._queue, self._sources, self.size * 2 * _MAX_CHUNK)
 
+    def _claim(self, entries: list, delay: float = FIRST_DELAY) -> list:
+        """Those of ``entries`` (batch, task) to send now, each one's lease taken for its batch.
+
+        A result stored meanwhile is delivered instead (``("stored", value)``); an entry leased
+        elsewhere is set aside for ``delay``. One read of the store for them all.
+        """
+        taken = self._leases.take_each([(task.call, batch) for batch, task in entries])
+        stored = self._store.get_results([task.call for _, task in entries])
+        send = []
+        for (batch, task), mine in zip(entries, taken, strict=True):
+            if task.call in stored:
+                if mine:
+                    self._leases.release([task.call], batch)
+                batch.deliver(task.tid, ("stored", stored[task.call]))
+            elif mine:
+                send.append((batch, task))
+            else:
+                entry = (time.monotonic() + delay, next(self._order), min(2 * delay, MAX_DELAY))
+                heapq.heappush(self._aside, (*entry, batch, task))
+        return send
+
+    def _recheck_aside(self) -> None:
+        """Tasks set aside whose time has come: queued first if their lease came free."""
+        now = time.monotonic()
+        while self._aside and self._aside[0][0] <= now:
+            _, _, delay, batch, task = heapq.heappop(self._aside)
+            if not batch.cancelled:
+                self._queue.extendleft(self._claim([(batch, task)], delay))
+
+    def _next_chunk(self, size: int) -> list:
+        """Up to ``size`` queued tasks to send to one worker (cancelled ones dropped, leases
+        taken); tasks answered from the store or set aside do not leave the worker idle."""
+        queue = self._queue
+        entries: list = []
+        while queue and not entries:
+            while queue and len(entries) < size:
+                entry = queue.popleft()
+                if not entry[0].cancelled:
+                    entries.append(entry)
+            if entries and self._leases is not None:
+                entries = self._claim(entries)
+        return entries
+
     def _dispatch(self) -> None:
         self._refill()
+        if self._aside:
+            self._recheck_aside()
         queue = self._queue
         if not queue:
             return
@@ -245,10 +310,7 @@ class WorkerPool:
             if len(worker.inflight) + chunk > limit and worker.inflight:
                 continue
             tasks = []
-            while queue and len(tasks) < chunk:
-                batch, task = queue.popleft()
-                if batch.cancelled:
-                    continue
+            for batch, task in self._next_chunk(chunk):
                 self._seq += 1
                 worker.inflight[self._seq] = (batch, task)
                 tasks.append((self._seq, task.fp, task.call, task.payload, task.label))
@@ -334,14 +396,22 @@ class WorkerPool:
         self._spawn()
 
     def _fail_everything(self, message: str) -> None:
+        self._take_back_aside()
         refill(self._queue, self._sources, None)
         while self._queue:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, ("crash", f"{task.label} could not run: {message}"))
         self._failed_starts = 0
 
+    def _take_back_aside(self) -> None:
+        """Queue the tasks set aside again (to fail them with the others)."""
+        self._queue.extend((entry[3], entry[4]) for entry in self._aside)
+        self._aside.clear()
+
     def _cancel(self, batch: Batch) -> None:
         self._queue = deque(item for item in self._queue if item[0] is not batch)
+        self._aside = [entry for entry in self._aside if entry[3] is not batch]
+        heapq.heapify(self._aside)
         self._sources = deque(b for b in self._sources if b is not batch)
         for key in [k for k in self._crashes if k[0] is batch]:
             del self._crashes[key]
@@ -373,6 +443,7 @@ class WorkerPool:
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._take_back_aside()
         refill(self._queue, self._sources, None)
         while self._queue:
             batch, task = self._queue.popleft()

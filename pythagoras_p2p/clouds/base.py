@@ -20,8 +20,9 @@ from ..errors import ConfigurationError, StoreFullError
 from ..execution import run_calls
 from ..function import PureFunction
 from ..identity import Identity
+from ..leases import leases_of
 from ..requirements import parse_requirements
-from ..store import Store, open_store, result_meta, warn_not_stored
+from ..store import MISSING, Store, open_store, result_meta, warn_not_stored
 
 __all__ = ["PCloud", "parse_connection", "process_cloud", "enter_worker", "in_worker"]
 
@@ -118,6 +119,7 @@ class PCloud:
         self.connection = parse_connection(connection)
         self.home = home_dir(home or self.connection["home"])
         self.store: Store = open_store(self.home)
+        self._leases = leases_of(self.store.path)  # shared by every cloud of this home here
         self.functions: list[PureFunction] = []
         self._registered: set[bytes] = set()
         self._lock = threading.Lock()
@@ -132,7 +134,29 @@ class PCloud:
 
     def _compute_here(self, fn: PureFunction, call: bytes, kwargs: dict) -> Any:
         """Run a missed call in this process, store its result durably, return it (even when
-        the store is full: it is then only said that the result was not kept)."""
+        the store is full: it is then only said that the result was not kept).
+
+        The call's lease is held from before the function runs until its result is committed,
+        so another process (or thread) of this home missing the same call waits for the result
+        instead of computing it too; this one waits likewise when another holds the lease
+        (except in a worker, see :mod:`pythagoras_p2p.leases`).
+
+        Whatever the function raises propagates as-is, as from calling a plain function, and
+        nothing is stored: a ``sys.exit(3)`` inside it ends this process like any
+        ``sys.exit(3)`` would. (Run in a worker, the same call fails with a
+        :class:`~pythagoras_p2p.errors.RemoteError` instead: see ``rebuild_exception``.)
+        """
+        owner = object()
+        found = self._leases.claim(call, owner, lambda: self.store.get_result(call), MISSING,
+                                   wait=not in_worker())
+        if found is not MISSING:
+            return found
+        try:
+            return self._compute_and_store(fn, call, kwargs)
+        finally:
+            self._leases.release([call], owner)
+
+    def _compute_and_store(self, fn: PureFunction, call: bytes, kwargs: dict) -> Any:
         started = time.time()
         t0 = time.perf_counter()
         value = fn.__pythagoras_function__(**kwargs)

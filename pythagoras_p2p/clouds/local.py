@@ -21,6 +21,9 @@ __all__ = ["LocalCloud"]
 class LocalCloud(PCloud):
     """Runs calls on this machine only: memo hits from the local store, misses in worker processes.
 
+    A call another process of this home is computing is not started again: its pool waits for
+    that result (see :mod:`pythagoras_p2p.leases`).
+
     ``workers``: how many worker processes (default: one per usable core, or
     ``$PYTHAGORAS_WORKERS``). They start at the first ``sync_remote``/``sync_parallel`` and stop
     with :meth:`close` or at interpreter exit.
@@ -54,7 +57,8 @@ class LocalCloud(PCloud):
             if self._pool is None or not self._pool.alive:
                 from ..workers import WorkerPool
 
-                self._pool = WorkerPool(self.home, self.workers, label=socket.gethostname())
+                self._pool = WorkerPool(self.home, self.workers, label=socket.gethostname(),
+                                        leases=self._leases, store=self.store)
                 _POOLS.add(self._pool)
             pool = self._pool
         return pool.submit(tasks, count)

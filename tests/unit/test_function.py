@@ -6,8 +6,9 @@ import functools
 
 import pytest
 
-from pythagoras_p2p import PureFunctionError, kw_args
+from pythagoras_p2p import PureFunctionError, RemoteError, kw_args
 from pythagoras_p2p.errors import PythagorasError
+from pythagoras_p2p.store import MISSING
 
 
 def test_pure_function_error_is_a_type_error():
@@ -263,3 +264,53 @@ def test_kw_args():
     k = kw_args(x=1, y="a")
     assert k == {"x": 1, "y": "a"}
     assert repr(k) == "kw_args(x=1, y='a')"
+
+
+# --------------------------------------------------------------------------- SystemExit, KeyboardInterrupt
+# In the caller's process a function's exception propagates as it is, as from a plain function;
+# where it ran elsewhere, SystemExit and KeyboardInterrupt fail its call with a RemoteError (raised
+# as they are here, they would end the caller), the original as its cause. Nothing is stored.
+
+
+def quits(*, how):
+    import sys
+
+    if how == "exit":
+        sys.exit(3)
+    if how == "interrupt":
+        raise KeyboardInterrupt("in the function")
+    return how
+
+
+@pytest.mark.parametrize("how, kind", [("exit", SystemExit), ("interrupt", KeyboardInterrupt)])
+def test_a_plain_call_raises_systemexit_or_keyboardinterrupt_as_it_is(cloud, how, kind):
+    f = cloud.add_pure_function(quits)
+    with pytest.raises(kind):
+        f(how=how)
+    assert cloud.store.get_result(f.address(how=how)) is MISSING
+    assert f(how="fine") == "fine"  # the lease was let go: the next call of this home runs
+
+
+@pytest.mark.parametrize("how, kind", [("exit", SystemExit), ("interrupt", KeyboardInterrupt)])
+def test_sync_remote_fails_the_call_with_a_remote_error_naming_it(cloud, how, kind):
+    f = cloud.add_pure_function(quits)
+    with pytest.raises(RemoteError) as info:
+        f.sync_remote(how=how)
+    assert isinstance(info.value.__cause__, kind) and info.value.remote_type == kind.__name__
+    assert f"how={how!r}" in str(info.value) and kind.__name__ in str(info.value)
+    if kind is SystemExit:
+        assert info.value.__cause__.code == 3 and "SystemExit(3)" in str(info.value)
+    assert cloud.store.get_result(f.address(how=how)) is MISSING
+
+
+@pytest.mark.parametrize("how, kind", [("exit", SystemExit), ("interrupt", KeyboardInterrupt)])
+def test_sync_parallel_fails_that_call_only_and_does_not_retry_it(cloud, how, kind, caplog):
+    f = cloud.add_pure_function(quits)
+    out = f.sync_parallel([kw_args(how="a"), kw_args(how=how), kw_args(how="b")],
+                          return_exceptions=True)
+    assert out[0] == "a" and out[2] == "b"
+    assert isinstance(out[1], RemoteError) and isinstance(out[1].__cause__, kind)
+    assert "attempt" not in caplog.text  # not taken for a worker crash
+    with pytest.raises(RemoteError):
+        f.sync_parallel([kw_args(how="c"), kw_args(how=how)])
+    assert f.sync_parallel([kw_args(how="c")]) == ["c"]

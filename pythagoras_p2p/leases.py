@@ -1,0 +1,144 @@
+"""Which calls of a home are being computed, by any of its processes: per-call leases.
+
+A process that decides to compute a missed call first takes the call's *lease*, and holds it
+until the result is committed to the store (or the call failed). Another process of the home
+that misses the same call meanwhile finds the lease taken and waits for the result instead of
+computing it again; when the lease is let go it finds the result, or, if the holder failed or
+died, takes the lease and computes the call itself. So six processes running the same calls
+execute each of them once.
+
+A lease is a write lock on one byte of ``store/leases.lock``, at an offset taken from the call
+address (one of 2^56), like the holds of :mod:`pythagoras_p2p.holds`: an open-file-description
+lock, seen by every process of the home and released by the kernel when its holder dies, so a
+killed process holds nothing. Two calls sharing a byte (1 in 2^56 for a pair) only make one
+wait for the other: a waiter always reads the store, never trusts the lease, so a collision
+never gives a wrong result.
+
+Within a process one descriptor holds every lease, and each lease has an *owner* (a batch of
+tasks, one plain call): two threads, or two batches, of one process that want the same call
+see each other's lease here, as other processes see it in the kernel.
+
+Who takes the lease: the caller's process, never a worker, because the caller commits the
+results its workers send back. A plain call ``f(x=1)`` takes it before running ``f`` here; the
+worker pool of the embedded default takes it as it sends a task to a worker (and sets aside
+tasks leased elsewhere, re-checking them with a growing delay while the others run). A call
+nested in a worker never *waits* for a lease: the holder may be the worker's own caller, waiting
+for this very worker; it takes a free lease and otherwise computes the call.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .holds import LockFile, byte_of
+
+__all__ = ["Leases", "leases_of", "FIRST_DELAY", "MAX_DELAY"]
+
+FIRST_DELAY = 0.001  # seconds before a waiter looks again at a call leased elsewhere
+MAX_DELAY = 0.064  # the delay doubles up to this
+
+
+class Leases:
+    """This process's leases on the calls of one home."""
+
+    def __init__(self, path: Path):
+        self.file = LockFile(path)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: dict[int, object] = {}  # byte -> who in this process holds it
+
+    def take(self, call: bytes, owner: object) -> bool:
+        """Take the lease of ``call`` for ``owner`` without waiting; True if ``owner`` holds it."""
+        with self._lock:
+            return self._take(call, owner)
+
+    def take_each(self, wanted: list[tuple[bytes, object]]) -> list[bool]:
+        """:meth:`take` for each ``(call, owner)``, in one go."""
+        with self._lock:
+            return [self._take(call, owner) for call, owner in wanted]
+
+    def _take(self, call: bytes, owner: object) -> bool:
+        byte = byte_of(call)
+        holder = self._owners.get(byte)
+        if holder is not None:
+            return holder is owner
+        if not self.file.set(fcntl.F_WRLCK, byte, wait=False):
+            return False
+        self._owners[byte] = owner
+        return True
+
+    def release(self, calls: list[bytes], owner: object) -> None:
+        """Let go of the leases ``owner`` holds among ``calls`` (the others are left alone)."""
+        with self._lock:
+            for call in calls:
+                byte = byte_of(call)
+                if self._owners.get(byte) is owner:
+                    del self._owners[byte]
+                    self.file.set(fcntl.F_UNLCK, byte, wait=False)
+
+    def release_all(self, owner: object) -> None:
+        """Let go of every lease ``owner`` holds (its calls are over, or were cancelled)."""
+        with self._lock:
+            for byte in [b for b, o in self._owners.items() if o is owner]:
+                del self._owners[byte]
+                self.file.set(fcntl.F_UNLCK, byte, wait=False)
+
+    def claim(self, call: bytes, owner: object, find: Callable[[], Any], missing: Any, *,
+              wait: bool) -> Any:
+        """Take the lease of ``call`` for ``owner``, or the result another process stored.
+
+        ``find()`` reads the result (``missing`` when there is none). Returns the result if one
+        is stored; otherwise ``missing``, with the lease held, or not held when ``wait`` is
+        False and another holds it. Waiting looks again after 1 ms, then twice as long each
+        time, up to :data:`MAX_DELAY`.
+        """
+        delay = FIRST_DELAY
+        while True:
+            if self.take(call, owner):
+                found = find()  # the holder before us commits its result before letting go
+                if found is not missing:
+                    self.release([call], owner)
+                return found
+            found = find()
+            if found is not missing or not wait:
+                return found
+            time.sleep(delay)
+            delay = min(2 * delay, MAX_DELAY)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: it holds nothing (the parent's leases stay the parent's)."""
+        self.file.forget_after_fork()
+        self._reset()
+
+
+_BY_PATH: dict[str, Leases] = {}
+_BY_PATH_LOCK = threading.Lock()
+
+
+def leases_of(store_path: Path) -> Leases:
+    """The leases of this process on the home whose store is ``store_path`` (one per home, so
+    two clouds of one home in one process see each other's)."""
+    path = os.path.realpath(Path(store_path) / "leases.lock")
+    with _BY_PATH_LOCK:
+        leases = _BY_PATH.get(path)
+        if leases is None:
+            leases = _BY_PATH[path] = Leases(Path(path))
+        return leases
+
+
+def _after_fork_in_child() -> None:
+    global _BY_PATH_LOCK
+    _BY_PATH_LOCK = threading.Lock()  # another thread may have held it at the fork
+    for leases in _BY_PATH.values():
+        leases._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
