@@ -50,7 +50,7 @@ class LockFile:
         self._fd = -1
 
     def _file(self) -> int:
-        if self._pid != os.getpid():
+        if self._fd < 0:  # not open yet, or forgotten after a fork
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:

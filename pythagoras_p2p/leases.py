@@ -7,10 +7,13 @@ computing it again; when the lease is let go it finds the result, or, if the hol
 died, takes the lease and computes the call itself. So six processes running the same calls
 execute each of them once.
 
-A lease is a write lock on one byte of ``store/leases.lock``, at an offset taken from the call
-address (one of 2^56), like the holds of :mod:`pythagoras_p2p.holds`: an open-file-description
+A lease is a write lock on one byte of one of the :data:`SHARDS` files of ``store/leases/``, the
+file and the offset taken from the call address (one of 2^62), like the holds of
+:mod:`pythagoras_p2p.holds`: an open-file-description
 lock, seen by every process of the home and released by the kernel when its holder dies, so a
-killed process holds nothing. Two calls sharing a byte (1 in 2^56 for a pair) only make one
+killed process holds nothing. The kernel keeps a file's locks in one list that every lock
+operation walks, so a process feeding its workers holds its few hundred leases spread over many
+files: a lock operation then costs ~2 µs instead of ~9 µs. Two calls sharing a byte only make one
 wait for the other: a waiter always reads the store, never trusts the lease, so a collision
 never gives a wrong result.
 
@@ -36,10 +39,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .holds import LockFile, byte_of
+from .holds import LockFile
 
 __all__ = ["Leases", "leases_of", "FIRST_DELAY", "MAX_DELAY"]
 
+SHARDS = 64  # lock files the leases of a home are spread over
+_OFFSET = (1 << 56) - 1
 FIRST_DELAY = 0.001  # seconds before a waiter looks again at a call leased elsewhere
 MAX_DELAY = 0.064  # the delay doubles up to this
 
@@ -47,13 +52,22 @@ MAX_DELAY = 0.064  # the delay doubles up to this
 class Leases:
     """This process's leases on the calls of one home."""
 
-    def __init__(self, path: Path):
-        self.file = LockFile(path)
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(exist_ok=True)
+        except OSError:
+            pass  # opening a lock file then says what is wrong, with the fix
+        self.files = [LockFile(self.folder / f"{shard:02x}.lock") for shard in range(SHARDS)]
         self._reset()
+
+    def _set(self, key: int, kind: int) -> bool:
+        """Lock or unlock the byte of the call whose :func:`_key` is ``key``."""
+        return self.files[(key >> 56) % SHARDS].set(kind, key & _OFFSET, wait=False)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._owners: dict[int, object] = {}  # byte -> who in this process holds it
+        self._owners: dict[int, object] = {}  # key of a call -> who in this process holds it
 
     def take(self, call: bytes, owner: object) -> bool:
         """Take the lease of ``call`` for ``owner`` without waiting; True if ``owner`` holds it."""
@@ -66,30 +80,30 @@ class Leases:
             return [self._take(call, owner) for call, owner in wanted]
 
     def _take(self, call: bytes, owner: object) -> bool:
-        byte = byte_of(call)
-        holder = self._owners.get(byte)
+        key = _key(call)
+        holder = self._owners.get(key)
         if holder is not None:
             return holder is owner
-        if not self.file.set(fcntl.F_WRLCK, byte, wait=False):
+        if not self._set(key, fcntl.F_WRLCK):
             return False
-        self._owners[byte] = owner
+        self._owners[key] = owner
         return True
 
     def release(self, calls: list[bytes], owner: object) -> None:
         """Let go of the leases ``owner`` holds among ``calls`` (the others are left alone)."""
         with self._lock:
             for call in calls:
-                byte = byte_of(call)
-                if self._owners.get(byte) is owner:
-                    del self._owners[byte]
-                    self.file.set(fcntl.F_UNLCK, byte, wait=False)
+                key = _key(call)
+                if self._owners.get(key) is owner:
+                    del self._owners[key]
+                    self._set(key, fcntl.F_UNLCK)
 
     def release_all(self, owner: object) -> None:
         """Let go of every lease ``owner`` holds (its calls are over, or were cancelled)."""
         with self._lock:
-            for byte in [b for b, o in self._owners.items() if o is owner]:
-                del self._owners[byte]
-                self.file.set(fcntl.F_UNLCK, byte, wait=False)
+            for key in [k for k, o in self._owners.items() if o is owner]:
+                del self._owners[key]
+                self._set(key, fcntl.F_UNLCK)
 
     def claim(self, call: bytes, owner: object, find: Callable[[], Any], missing: Any, *,
               wait: bool) -> Any:
@@ -115,8 +129,14 @@ class Leases:
 
     def _forget_after_fork(self) -> None:
         """In a forked child: it holds nothing (the parent's leases stay the parent's)."""
-        self.file.forget_after_fork()
+        for file in self.files:
+            file.forget_after_fork()
         self._reset()
+
+
+def _key(call: bytes) -> int:
+    """Which file (the top byte) and which byte of it (the other seven) stand for ``call``."""
+    return int.from_bytes(call[:8], "little")
 
 
 _BY_PATH: dict[str, Leases] = {}
@@ -126,7 +146,7 @@ _BY_PATH_LOCK = threading.Lock()
 def leases_of(store_path: Path) -> Leases:
     """The leases of this process on the home whose store is ``store_path`` (one per home, so
     two clouds of one home in one process see each other's)."""
-    path = os.path.realpath(Path(store_path) / "leases.lock")
+    path = os.path.realpath(Path(store_path) / "leases")
     with _BY_PATH_LOCK:
         leases = _BY_PATH.get(path)
         if leases is None:

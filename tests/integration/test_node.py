@@ -245,6 +245,7 @@ def test_released_arguments_are_dropped_unless_a_call_still_reads_them(node, cli
         import os
         import time
 
+        open(gate + ".started", "w").close()
         while not os.path.exists(gate):  # held open until the test has sent its release
             time.sleep(0.01)
         return float(a.sum())
@@ -259,6 +260,7 @@ def test_released_arguments_are_dropped_unless_a_call_still_reads_them(node, cli
     try:
         node_store = open_store(node.home)
         wait_for(lambda: node_store.has_value(address), message="the argument to reach the node")
+        wait_for((tmp_path / "gate.started").exists, message="the call to run on the node")
         reply = node.request("release", addresses=[address.hex()])  # another member, too early
         assert reply.op == "ok" and reply.fields["dropped"] == 0
         assert node_store.has_value(address)

@@ -12,7 +12,7 @@ OTHER = bytes(range(1, 33))
 
 
 def test_one_owner_holds_a_call_and_takes_it_again(tmp_path):
-    leases = Leases(tmp_path / "leases.lock")
+    leases = Leases(tmp_path / "leases")
     a, b = object(), object()
     assert leases.take(CALL, a) and leases.take(CALL, a)  # again: still a's
     assert not leases.take(CALL, b)  # another owner of this process sees a's lease
@@ -24,7 +24,7 @@ def test_one_owner_holds_a_call_and_takes_it_again(tmp_path):
 
 
 def test_release_all_lets_go_of_one_owners_leases_only(tmp_path):
-    leases = Leases(tmp_path / "leases.lock")
+    leases = Leases(tmp_path / "leases")
     a, b = object(), object()
     assert leases.take_each([(CALL, a), (OTHER, b)]) == [True, True]
     leases.release_all(a)
@@ -32,12 +32,12 @@ def test_release_all_lets_go_of_one_owners_leases_only(tmp_path):
 
 
 def test_another_process_sees_the_lease_until_its_holder_dies(tmp_path):
-    leases = Leases(tmp_path / "leases.lock")
+    leases = Leases(tmp_path / "leases")
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child takes the lease, says so, and waits to be killed
         os.close(read)
-        ok = Leases(tmp_path / "leases.lock").take(CALL, object())
+        ok = Leases(tmp_path / "leases").take(CALL, object())
         os.write(write, b"1" if ok else b"0")
         threading.Event().wait(60)
         os._exit(0)
@@ -52,7 +52,7 @@ def test_another_process_sees_the_lease_until_its_holder_dies(tmp_path):
 
 
 def test_claim_waits_for_a_result_stored_by_the_holder(tmp_path):
-    leases = Leases(tmp_path / "leases.lock")
+    leases = Leases(tmp_path / "leases")
     holder, stored = object(), []
     assert leases.take(CALL, holder)
 
@@ -68,7 +68,7 @@ def test_claim_waits_for_a_result_stored_by_the_holder(tmp_path):
 
 
 def test_claim_without_waiting_leaves_a_held_call_to_compute(tmp_path):
-    leases = Leases(tmp_path / "leases.lock")
+    leases = Leases(tmp_path / "leases")
     assert leases.take(CALL, object())
     mine = object()
     assert leases.claim(CALL, mine, lambda: None, None, wait=False) is None
