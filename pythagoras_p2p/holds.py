@@ -71,6 +71,12 @@ class LockFile:
             raise
         return True
 
+    def held_by_another(self, kind: int, offset: int) -> bool:
+        """Whether another open file description holds a lock on byte ``offset`` that conflicts
+        with one of ``kind``."""
+        reply = fcntl.fcntl(self._file(), fcntl.F_OFD_GETLK, _FLOCK.pack(kind, os.SEEK_SET, offset, 1, 0))
+        return _FLOCK.unpack(reply)[0] != fcntl.F_UNLCK
+
     def forget_after_fork(self) -> None:
         """In a forked child: close the inherited descriptor (the parent's keeps its locks)."""
         if self._fd >= 0 and self._pid != os.getpid():

@@ -21,6 +21,20 @@ Within a process one descriptor holds every lease, and each lease has an *owner*
 tasks, one plain call): two threads, or two batches, of one process that want the same call
 see each other's lease here, as other processes see it in the kernel.
 
+A process alone on its home does not need the kernel to tell it apart from others, and a lock
+operation per call is a fifth of the cost of a trivial call fed to a worker. So every process
+that uses leases marks its presence (a read lock on the *presence* byte of
+``store/leases/presence.lock``) and holds the *company* byte shared; a worker pool that finds
+itself alone turns its hold on the company byte into a write lock (which only succeeds when no
+other process holds it) and from then on keeps its leases in this process only: it is *solo*. A
+process that arrives marks its presence first, then waits for the company byte; the solo
+process looks for others' presence with every chunk of tasks it sends and every
+:data:`WATCH_EVERY` while it waits for its workers, and when it finds one it takes in the kernel
+the leases it kept to itself, then lets the company byte go shared again — so the newcomer sees
+every lease before it takes any. A solo process that holds no lease any more stops being solo.
+A newcomer waits at most :data:`JOIN_WAIT` for a solo process that does not answer (one stopped
+with SIGSTOP): it may then compute a call that one is computing too, never a wrong result.
+
 Who takes the lease: the caller's process, never a worker, because the caller commits the
 results its workers send back. A plain call ``f(x=1)`` takes it before running ``f`` here; the
 worker pool of the embedded default takes it as it sends a task to a worker (and sets aside
@@ -32,6 +46,7 @@ for this very worker; it takes a free lease and otherwise computes the call.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -43,7 +58,12 @@ from .holds import LockFile
 
 __all__ = ["Leases", "leases_of", "FIRST_DELAY", "MAX_DELAY"]
 
+log = logging.getLogger(__name__)
+
 SHARDS = 64  # lock files the leases of a home are spread over
+WATCH_EVERY = 0.01  # seconds between a solo process's looks for another process of its home
+JOIN_WAIT = 2.0  # longest a process waits for a solo one to take its leases into the kernel
+_PRESENCE, _COMPANY = 0, 1  # the two bytes of presence.lock
 _OFFSET = (1 << 56) - 1
 FIRST_DELAY = 0.001  # seconds before a waiter looks again at a call leased elsewhere
 MAX_DELAY = 0.064  # the delay doubles up to this
@@ -59,6 +79,7 @@ class Leases:
         except OSError:
             pass  # opening a lock file then says what is wrong, with the fix
         self.files = [LockFile(self.folder / f"{shard:02x}.lock") for shard in range(SHARDS)]
+        self.presence = LockFile(self.folder / "presence.lock")
         self._reset()
 
     def _set(self, key: int, kind: int) -> bool:
@@ -68,23 +89,44 @@ class Leases:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._owners: dict[int, object] = {}  # key of a call -> who in this process holds it
+        self._private: set[int] = set()  # keys taken while solo: not locked in the kernel
+        self._joined = False  # presence marked and the company byte held
+        self.solo = False  # the company byte held exclusively: no other process uses leases
+        self._watched = 0.0
 
     def take(self, call: bytes, owner: object) -> bool:
         """Take the lease of ``call`` for ``owner`` without waiting; True if ``owner`` holds it."""
         with self._lock:
+            self._join()
             return self._take(call, owner)
 
     def take_each(self, wanted: list[tuple[bytes, object]]) -> list[bool]:
-        """:meth:`take` for each ``(call, owner)``, in one go."""
+        """:meth:`take` for each ``(call, owner)``, in one go: the way a worker pool takes its
+        leases, which keeps them to this process while no other process uses the home."""
         with self._lock:
+            self._join()
+            if self.solo:
+                self._watch()
+            elif not self._owners:
+                self.solo = self.presence.set(fcntl.F_WRLCK, _COMPANY, wait=False)
             return [self._take(call, owner) for call, owner in wanted]
+
+    def watch(self) -> None:
+        """For a solo pool waiting on its workers: look for another process of the home, at
+        most every :data:`WATCH_EVERY`."""
+        if self.solo and time.monotonic() - self._watched >= WATCH_EVERY:
+            with self._lock:
+                if self.solo:
+                    self._watch()
 
     def _take(self, call: bytes, owner: object) -> bool:
         key = _key(call)
         holder = self._owners.get(key)
         if holder is not None:
             return holder is owner
-        if not self._set(key, fcntl.F_WRLCK):
+        if self.solo:
+            self._private.add(key)
+        elif not self._set(key, fcntl.F_WRLCK):
             return False
         self._owners[key] = owner
         return True
@@ -95,15 +137,61 @@ class Leases:
             for call in calls:
                 key = _key(call)
                 if self._owners.get(key) is owner:
-                    del self._owners[key]
-                    self._set(key, fcntl.F_UNLCK)
+                    self._let_go(key)
+            self._settle()
 
     def release_all(self, owner: object) -> None:
         """Let go of every lease ``owner`` holds (its calls are over, or were cancelled)."""
         with self._lock:
             for key in [k for k, o in self._owners.items() if o is owner]:
-                del self._owners[key]
-                self._set(key, fcntl.F_UNLCK)
+                self._let_go(key)
+            self._settle()
+
+    def _let_go(self, key: int) -> None:
+        del self._owners[key]
+        if key in self._private:
+            self._private.discard(key)
+        else:
+            self._set(key, fcntl.F_UNLCK)
+
+    # ------------------------------------------------------------------ alone or not
+
+    def _join(self) -> None:
+        """Mark this process's presence and hold the company byte shared (once per process),
+        waiting up to :data:`JOIN_WAIT` for a solo process to take its leases into the kernel."""
+        if self._joined:
+            return
+        self.presence.set(fcntl.F_RDLCK, _PRESENCE, wait=False)
+        deadline = time.monotonic() + JOIN_WAIT
+        delay = FIRST_DELAY
+        while not self.presence.set(fcntl.F_RDLCK, _COMPANY, wait=False):
+            if time.monotonic() > deadline:
+                log.warning("a process of %s keeps its leases to itself and does not answer; "
+                            "going on (a call may run twice, its result stays right)", self.folder)
+                break
+            time.sleep(delay)
+            delay = min(2 * delay, 0.016)
+        self._joined = True
+
+    def _watch(self) -> None:
+        """Solo: if another process has marked its presence, stop being solo."""
+        self._watched = time.monotonic()
+        if self.presence.held_by_another(fcntl.F_WRLCK, _PRESENCE):
+            self._share()
+
+    def _settle(self) -> None:
+        """Solo with no lease left: let others in (they would otherwise wait for a watch)."""
+        if self.solo and not self._owners:
+            self._share()
+
+    def _share(self) -> None:
+        """Take the leases kept to this process into the kernel, then the company byte shared:
+        a newcomer, waiting for that byte, sees every one of them before it takes any."""
+        for key in self._private:
+            self._set(key, fcntl.F_WRLCK)  # free: no other process takes leases while we are solo
+        self._private.clear()
+        self.presence.set(fcntl.F_RDLCK, _COMPANY, wait=False)
+        self.solo = False
 
     def claim(self, call: bytes, owner: object, find: Callable[[], Any], missing: Any, *,
               wait: bool) -> Any:
@@ -129,7 +217,7 @@ class Leases:
 
     def _forget_after_fork(self) -> None:
         """In a forked child: it holds nothing (the parent's leases stay the parent's)."""
-        for file in self.files:
+        for file in [*self.files, self.presence]:
             file.forget_after_fork()
         self._reset()
 

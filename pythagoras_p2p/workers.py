@@ -39,7 +39,7 @@ from pathlib import Path
 from .batch import Batch, print_output, refill
 from .defaults import MAX_TASK_CRASHES, worker_memory_limit
 from .execution import Task
-from .leases import FIRST_DELAY, MAX_DELAY
+from .leases import FIRST_DELAY, MAX_DELAY, WATCH_EVERY
 from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, spawn
 
 __all__ = ["WorkerPool"]
@@ -152,7 +152,10 @@ class WorkerPool:
             self._shutdown()
 
     def _timeout(self, longest: float) -> float:
-        """How long the supervisor may wait for a pipe: until the next set-aside task is due."""
+        """How long the supervisor may wait for a pipe: until the next set-aside task is due,
+        and while its leases are kept to this process, until it looks for others again."""
+        if self._leases is not None and self._leases.solo:
+            longest = min(longest, WATCH_EVERY)
         if not self._aside:
             return longest
         return min(longest, max(0.0, self._aside[0][0] - time.monotonic()))
@@ -175,6 +178,8 @@ class WorkerPool:
             else:
                 self._read(worker)
         self._dispatch()
+        if self._leases is not None:
+            self._leases.watch()
         return False
 
     # An embedded pool has no thread: its owner's loop polls fileno() and calls step().

@@ -78,3 +78,89 @@ def test_claim_without_waiting_leaves_a_held_call_to_compute(tmp_path):
 def test_one_leases_object_per_home_in_a_process(tmp_path):
     assert leases_of(tmp_path / "store") is leases_of(tmp_path / "store")
     assert leases_of(tmp_path / "store") is not leases_of(tmp_path / "other")
+
+
+def _in_child(work) -> int:
+    """Run ``work()`` in a forked child; return what it wrote (one byte) to the parent."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            os.write(write, bytes([work()]))
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        return os.read(read, 1)[0]
+    finally:
+        os.waitpid(pid, 0)
+
+
+def test_a_process_alone_keeps_its_leases_to_itself_and_shows_them_to_a_newcomer(tmp_path):
+    import time
+
+    from pythagoras_p2p import leases as module
+
+    leases = Leases(tmp_path / "leases")
+    batch = object()
+    assert leases.take_each([(CALL, batch)]) == [True]
+    assert leases.solo  # alone: no lock in the kernel for this lease
+    stop = threading.Event()
+
+    def pool():  # the worker pool's loop, looking for others while its calls run
+        while not stop.is_set():
+            leases.watch()
+            time.sleep(module.WATCH_EVERY / 2)
+
+    watcher = threading.Thread(target=pool)
+    watcher.start()
+    try:
+        t0 = time.monotonic()
+        taken = _in_child(lambda: Leases(tmp_path / "leases").take(CALL, object()))
+        waited = time.monotonic() - t0
+    finally:
+        stop.set()
+        watcher.join()
+    assert taken == 0  # the newcomer saw the lease
+    assert waited < module.JOIN_WAIT  # the solo process answered; the newcomer did not time out
+    assert not leases.solo
+    leases.release_all(batch)
+    assert _in_child(lambda: Leases(tmp_path / "leases").take(CALL, object())) == 1
+
+
+def test_no_process_keeps_its_leases_to_itself_while_another_uses_the_home(tmp_path):
+    leases = Leases(tmp_path / "leases")
+    assert leases.take(OTHER, object())  # joined: the company byte is held shared
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        child = Leases(tmp_path / "leases")
+        child.take_each([(CALL, object())])
+        os.write(write, b"1" if child.solo else b"0")
+        threading.Event().wait(60)
+        os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"0"
+        assert not leases.take(CALL, object())  # the child's lease is in the kernel
+        assert leases.take_each([(b"\x07" * 32, object())]) == [True]  # in the kernel
+        assert not leases.solo  # the child is there: this one is not alone either
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+def test_a_solo_process_that_holds_nothing_lets_others_in_at_once(tmp_path):
+    import time
+
+    leases = Leases(tmp_path / "leases")
+    batch = object()
+    leases.take_each([(CALL, batch)])
+    assert leases.solo
+    leases.release([CALL], batch)
+    assert not leases.solo
+    t0 = time.monotonic()
+    assert _in_child(lambda: Leases(tmp_path / "leases").take(CALL, object())) == 1
+    assert time.monotonic() - t0 < 1.0
