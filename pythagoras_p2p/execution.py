@@ -94,18 +94,18 @@ def describe_call(name: str, kwargs: dict) -> str:
 
 
 def encode_args(kwargs: dict, addresses: dict,
-                keep: Callable[[bytes, str, Any], None]) -> tuple[bytes, tuple]:
+                keep: Callable[[bytes, str, Any], bool]) -> tuple[bytes, tuple]:
     """Pickle a call's arguments; large ones are handed to ``keep(address, name, value)`` (the
-    backend puts them where its workers read them) and passed as :class:`ArgRef`.
+    backend puts them where its workers read them) and passed as :class:`ArgRef`, unless
+    ``keep`` says there was no room for them (a full store): then they travel with the call.
 
     Returns the payload and the addresses it refers to.
     """
     shipped = {}
     refs = []
     for name, value in kwargs.items():
-        if approx_nbytes(value) >= INLINE_VALUE_LIMIT:
-            address = addresses[name]
-            keep(address, name, value)
+        address = addresses[name] if approx_nbytes(value) >= INLINE_VALUE_LIMIT else None
+        if address is not None and keep(address, name, value):
             shipped[name] = ArgRef(address)
             refs.append(address)
         else:
@@ -261,20 +261,35 @@ def run_calls(
     failed = False
     unstored: list = []  # results returned but not kept (a full store), and why
     if todo:
-        cloud._register_function(fn, identity)
+        try:
+            cloud._register_function(fn, identity)
+        except StoreFullError as exc:  # no worker can load the function: each call fails so
+            for i in todo:
+                results[i] = exc
+            failed, todo = True, []
+    if todo:
         written: list[bytes] = []  # transient copies held for these calls, let go at the end
         kept: set[bytes] = set()  # large arguments already handed to the backend
+        unkept: set[bytes] = set()  # those the store had no room for: they travel with each call
         guard = threading.Lock()
         over = [False]  # once the calls are over, no copy is held for them
 
-        def keep(address: bytes, name: str, value: Any) -> None:
+        def keep(address: bytes, name: str, value: Any) -> bool:
             # On the backend's thread, which may still make a task after a Ctrl-C ended this.
             with guard:
                 if over[0]:
                     raise PythagorasError(f"{fn.name}: these calls were cancelled")
-                if address not in kept:  # 40 calls sharing one DataFrame: handled once
-                    kept.add(address)
+                if address in kept:  # 40 calls sharing one DataFrame: handled once
+                    return True
+                if address in unkept:
+                    return False
+                try:
                     cloud._keep_argument(address, name, value, written)
+                except StoreFullError:
+                    unkept.add(address)
+                    return False
+                kept.add(address)
+                return True
 
         def make_task(i: int) -> Task:
             call, kwargs, addresses = unique[i]

@@ -166,3 +166,35 @@ def test_a_disk_that_fills_keeps_what_was_stored_and_returns_new_results(small_d
     finally:
         cloud.close()
         cloud.store.close()
+
+
+def total(*, a):
+    return float(a.sum())
+
+
+def test_a_new_function_on_a_full_store_fails_each_call_with_the_fix(capped, monkeypatch):
+    f = capped.add_pure_function(square)
+
+    def full(fp, record):  # no room for the record workers load the function from
+        raise StoreFullError(full_message)
+
+    full_message = "the store is full; make room with `pythagoras-node cache gc`"
+    monkeypatch.setattr(capped.store, "put_function", full)
+    out = f.sync_parallel([kw_args(x=i) for i in range(4)], return_exceptions=True)
+    assert len(out) == 4 and all(isinstance(e, StoreFullError) for e in out)
+    assert "pythagoras-node cache gc" in str(out[0])
+    with pytest.raises(StoreFullError, match="cache gc"):
+        f.sync_parallel([kw_args(x=i) for i in range(4)])
+
+
+def test_a_large_argument_with_no_room_in_the_store_travels_with_its_calls(capped, monkeypatch):
+    f = capped.add_pure_function(total)
+    f.sync_parallel([kw_args(a=np.zeros(3))])  # the function is known before the store fills
+
+    def full(address, make_parts):
+        raise StoreFullError("the store is full; make room with `pythagoras-node cache gc`")
+
+    monkeypatch.setattr(capped.store, "keep_transient", full)
+    big = np.arange(1 << 16, dtype=np.float64)  # 512 KiB: normally a copy in the store
+    out = f.sync_parallel([kw_args(a=big), kw_args(a=big * 2), kw_args(a=big)])
+    assert out == [float(big.sum()), float((big * 2).sum()), float(big.sum())]
