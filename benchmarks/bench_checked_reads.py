@@ -27,8 +27,9 @@ from statistics import median
 import numpy as np
 from blake3 import blake3
 
-from pythagoras_p2p.encoding import pack_parts, unpack, value_address
-from pythagoras_p2p.store import MISSING, open_store
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.core import MISSING, open_store
+from pythagoras_p2p.store.packing import pack_parts, unpack
 
 
 def seconds(action: Callable[[], object], repeats: int, inner: int) -> float:

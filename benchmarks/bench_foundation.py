@@ -43,7 +43,7 @@ from report import (  # benchmarks/ is on sys.path when run as a script
 )
 
 from pythagoras_p2p import LocalCloud, kw_args
-from pythagoras_p2p.encoding import value_address
+from pythagoras_p2p.identity.encoding import value_address
 
 
 @dataclass

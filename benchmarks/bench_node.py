@@ -35,7 +35,7 @@ import psutil
 from report import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 from pythagoras_p2p import PCloud
-from pythagoras_p2p.security import create_key
+from pythagoras_p2p.net.security import create_key
 
 
 def free_port() -> int:

@@ -102,8 +102,8 @@ def part_poll(p: dict) -> dict:
     """Discovery as the nodes see it: status rounds to every node at once, from host 0."""
     import zmq
 
-    from pythagoras_p2p import wire
-    from pythagoras_p2p.security import curve_client, load_key
+    from pythagoras_p2p.net import wire
+    from pythagoras_p2p.net.security import curve_client, load_key
 
     homes = [Path(h) for h in p["homes"]]
     key = load_key(homes[0])
@@ -536,7 +536,7 @@ def run_size(n: int, root: Path, args) -> dict:
     sys.path.insert(0, str(REPO / "tests" / "swarm"))
     from netns import Lan
 
-    from pythagoras_p2p.security import create_key
+    from pythagoras_p2p.net.security import create_key
 
     result: dict = {"n": n}
     avail0 = mem_available()

@@ -506,7 +506,7 @@ def make_lan(root: Path):
 
 
 def start_swarm(lan) -> None:
-    from pythagoras_p2p.security import create_key
+    from pythagoras_p2p.net.security import create_key
 
     first = lan.hosts[0]
     create_key(first.home, name="bench-swarm")

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..maintenance import human_bytes
+from pythagoras_p2p.store.maintenance import human_bytes
 
 __all__ = ["render", "show"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from .. import __version__
-from ..defaults import home_dir, parse_size
-from ..errors import PythagorasError
+from pythagoras_p2p import __version__
+from pythagoras_p2p.defaults import home_dir, parse_size
+from pythagoras_p2p.errors import PythagorasError
 
 __all__ = ["main", "cli"]
 
@@ -35,7 +35,7 @@ def cli(ctx: click.Context, home: Path | None) -> None:
 
 
 def _key(home: Path):
-    from ..security import load_key
+    from pythagoras_p2p.net.security import load_key
 
     key = load_key(home)
     if key is None:
@@ -50,7 +50,7 @@ def _key(home: Path):
 @click.pass_context
 def init(ctx: click.Context, name: str | None, force: bool) -> None:
     """Make a new swarm: write its key to HOME/swarm.key and say how others join."""
-    from ..security import create_key, join_token, key_path
+    from pythagoras_p2p.net.security import create_key, join_token, key_path
 
     home = ctx.obj["home"]
     key = create_key(home, name=name, force=force)
@@ -68,7 +68,7 @@ def init(ctx: click.Context, name: str | None, force: bool) -> None:
 @click.pass_context
 def join(ctx: click.Context, token: str, force: bool) -> None:
     """Become a member of a swarm, given the token `pythagoras-node init` printed."""
-    from ..security import install_key, key_from_token
+    from pythagoras_p2p.net.security import install_key, key_from_token
 
     key = key_from_token(token)
     path = install_key(ctx.obj["home"], key, force=force)
@@ -97,11 +97,12 @@ def join(ctx: click.Context, token: str, force: bool) -> None:
 def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns: bool,
           mdns_interface: str | None, peers: tuple[str, ...], grace: float, detach: bool) -> None:
     """Run this machine's node (in the foreground unless --detach)."""
-    from ..clouds.base import parse_peers
+    from pythagoras_p2p.clouds.base import parse_peers
+    from pythagoras_p2p.defaults import worker_count
+    from pythagoras_p2p.errors import ConfigurationError
+
     from ..daemon.node import NodeConfig
     from ..daemon.runtime import run_node, start_detached
-    from ..defaults import worker_count
-    from ..errors import ConfigurationError
 
     home = ctx.obj["home"]
     _key(home)
@@ -140,8 +141,8 @@ def stop(ctx: click.Context, timeout: float) -> None:
 
 
 def _ask_node(ctx: click.Context, op: str):
-    from ..nodefile import read_node_file
-    from ..rpc import request
+    from pythagoras_p2p.net.nodefile import read_node_file
+    from pythagoras_p2p.net.rpc import request
 
     home = ctx.obj["home"]
     key = _key(home)
@@ -189,7 +190,7 @@ def cache() -> None:
 
 
 def _store(ctx: click.Context):
-    from ..store import open_store
+    from pythagoras_p2p.store.core import open_store
 
     home = ctx.obj["home"]
     if not (home / "store").is_dir():
@@ -203,7 +204,7 @@ def _store(ctx: click.Context):
 @click.pass_context
 def cache_stats(ctx: click.Context, as_json: bool) -> None:
     """Entries and sizes of the store."""
-    from ..maintenance import human_bytes, stats
+    from pythagoras_p2p.store.maintenance import human_bytes, stats
 
     s = stats(_store(ctx))
     if as_json:
@@ -228,7 +229,7 @@ def cache_stats(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def cache_verify(ctx: click.Context, repair: bool) -> None:
     """Check that every stored value matches its address; exit 1 if any does not."""
-    from ..maintenance import verify
+    from pythagoras_p2p.store.maintenance import verify
 
     report = verify(_store(ctx), repair=repair)
     for problem in report.problems:
@@ -253,7 +254,7 @@ def cache_verify(ctx: click.Context, repair: bool) -> None:
 @click.pass_context
 def cache_gc(ctx: click.Context, max_size: str | None, older_than: float | None, dry_run: bool) -> None:
     """Remove unreferenced values and stale files; optionally old results too."""
-    from ..maintenance import gc, human_bytes
+    from pythagoras_p2p.store.maintenance import gc, human_bytes
 
     max_bytes = None
     if max_size is not None:

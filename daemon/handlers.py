@@ -1,4 +1,4 @@
-"""What a node does with each request: one method per operation of :mod:`pythagoras_p2p.wire`.
+"""What a node does with each request: one method per operation of :mod:`pythagoras_p2p.net.wire`.
 
 Every request is checked by :func:`wire.parse` first; a malformed one gets an ``error`` reply
 with the reason, is logged once per kind (peers choose what they send, so the log is
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pythagoras_p2p import wire
-from pythagoras_p2p.execution import Task
-from pythagoras_p2p.journal import encode_meta
-from pythagoras_p2p.transfer import value_chunk
+from pythagoras_p2p.execution.run import Task
+from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.transfer import value_chunk
+from pythagoras_p2p.store.journal import encode_meta
 
 from .state import load_facts, status_entry
 

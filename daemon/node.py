@@ -1,7 +1,7 @@
 """The node: one ROUTER socket, its authenticator, the store, a worker pool, and the loop serving them.
 
 A node never runs user code and never unpickles a byte from the network. It checks messages
-(:mod:`pythagoras_p2p.wire`), answers from its store, passes pickled calls to its worker
+(:mod:`pythagoras_p2p.net.wire`), answers from its store, passes pickled calls to its worker
 processes untouched, journals their results before replying, and receives values in chunks that
 a worker verifies against their address before they enter the store.
 
@@ -20,22 +20,22 @@ from pathlib import Path
 
 import zmq
 
-from pythagoras_p2p import wire
 from pythagoras_p2p.defaults import worker_count
-from pythagoras_p2p.discovery import Advert, Announcement, local_addresses
-from pythagoras_p2p.execution import Task
-from pythagoras_p2p.journal import Journal
-from pythagoras_p2p.nodefile import node_identity
-from pythagoras_p2p.rpc import endpoint, waiting_messages
-from pythagoras_p2p.security import (
+from pythagoras_p2p.execution.pool import WorkerPool
+from pythagoras_p2p.execution.run import Task
+from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.mdns import Advert, Announcement, local_addresses
+from pythagoras_p2p.net.nodefile import node_identity
+from pythagoras_p2p.net.rpc import endpoint, waiting_messages
+from pythagoras_p2p.net.security import (
     Authenticator,
     SecurityError,
     SwarmKey,
     check_admission,
     curve_server,
 )
-from pythagoras_p2p.store import open_store
-from pythagoras_p2p.workers import WorkerPool
+from pythagoras_p2p.store.core import open_store
+from pythagoras_p2p.store.journal import Journal
 
 from .handlers import Handlers
 from .peering import Peering

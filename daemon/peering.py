@@ -12,9 +12,9 @@ import logging
 import time
 from typing import Any
 
-from pythagoras_p2p import wire
-from pythagoras_p2p.peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
-from pythagoras_p2p.rpc import waiting_messages
+from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.rpc import waiting_messages
+from pythagoras_p2p.swarm.peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
 
 __all__ = ["Peering"]
 
@@ -38,7 +38,7 @@ class Peering:
             self._add(*address)
 
     def start_browsing(self, interfaces: list[str] | None) -> None:
-        from pythagoras_p2p.discovery import Browser
+        from pythagoras_p2p.net.mdns import Browser
 
         try:
             self.browser = Browser(self.node.key.tag, interfaces, own_id=self.node.node_id)

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from pythagoras_p2p.errors import PythagorasError
-from pythagoras_p2p.nodefile import read_node_file, remove_node_file, write_node_file
-from pythagoras_p2p.security import SecurityError, load_key
+from pythagoras_p2p.net.nodefile import read_node_file, remove_node_file, write_node_file
+from pythagoras_p2p.net.security import SecurityError, load_key
 
 from .node import Node, NodeConfig
 

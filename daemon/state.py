@@ -7,8 +7,8 @@ import threading
 import time
 from typing import Any
 
-from pythagoras_p2p.rpc import endpoint
-from pythagoras_p2p.wire import PYTHON_VERSION
+from pythagoras_p2p.net.rpc import endpoint
+from pythagoras_p2p.net.wire import PYTHON_VERSION
 
 __all__ = ["CacheFacts", "load_facts", "status_entry"]
 
@@ -38,7 +38,7 @@ class CacheFacts:
         return self.value
 
     def _refresh(self, done: int) -> None:
-        from pythagoras_p2p.maintenance import stats
+        from pythagoras_p2p.store.maintenance import stats
 
         try:
             s = stats(self.store)

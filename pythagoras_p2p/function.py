@@ -15,10 +15,11 @@ import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .encoding import pack, unpack
 from .errors import PureFunctionError, PythagorasError, SerializationError
-from .identity import Identity, call_address, identify
-from .store import MISSING as _MISSING
+from .identity.calls import call_address
+from .identity.fingerprint import Identity, identify
+from .store.core import MISSING as _MISSING
+from .store.packing import pack, unpack
 
 __all__ = ["PureFunction", "KwArgs", "kw_args", "function_record", "load_function"]
 
@@ -269,7 +270,7 @@ def _user_modules(func: types.FunctionType) -> list[types.ModuleType]:
     """Importable modules of the user's own code that ``func`` reaches (itself and its globals)."""
     import sys
 
-    from .identity import is_user_code
+    from .identity.fingerprint import is_user_code
 
     names = {func.__module__}
     for value in func.__globals__.values():

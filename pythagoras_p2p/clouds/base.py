@@ -15,14 +15,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..defaults import DEFAULT_PORT, home_dir
-from ..encoding import pack_parts, value_address
 from ..errors import ConfigurationError, StoreFullError
-from ..execution import run_calls
+from ..execution.run import run_calls
 from ..function import PureFunction
-from ..identity import Identity
-from ..leases import leases_of
+from ..identity.encoding import value_address
+from ..identity.fingerprint import Identity
 from ..requirements import parse_requirements
-from ..store import MISSING, Store, open_store, result_meta, warn_not_stored
+from ..store.core import MISSING, Store, open_store, result_meta, warn_not_stored
+from ..store.leases import leases_of
+from ..store.packing import pack_parts
 
 __all__ = ["PCloud", "parse_connection", "process_cloud", "enter_worker", "in_worker"]
 
@@ -139,7 +140,7 @@ class PCloud:
         The call's lease is held from before the function runs until its result is committed,
         so another process (or thread) of this home missing the same call waits for the result
         instead of computing it too; this one waits likewise when another holds the lease
-        (except in a worker, see :mod:`pythagoras_p2p.leases`).
+        (except in a worker, see :mod:`pythagoras_p2p.store.leases`).
 
         Whatever the function raises propagates as-is, as from calling a plain function, and
         nothing is stored: a ``sys.exit(3)`` inside it ends this process like any
@@ -247,7 +248,7 @@ MDNS_WAIT = 2.0  # seconds PCloud() listens on mDNS for a member when this machi
 
 def _member_on_mdns(home: Any, key_path: Any) -> bool:
     """True if this home holds a swarm key and a member of that swarm is announced on mDNS."""
-    from ..security import SecurityError, load_key
+    from ..net.security import SecurityError, load_key
 
     try:
         key = load_key(home, key_path)
@@ -255,7 +256,7 @@ def _member_on_mdns(home: Any, key_path: Any) -> bool:
         return False
     if key is None:
         return False
-    from ..discovery import Browser
+    from ..net.mdns import Browser
 
     browser = Browser(key.tag)
     try:
@@ -271,14 +272,14 @@ def _member_on_mdns(home: Any, key_path: Any) -> bool:
 
 def _swarm_answers(home: Any, key_path: Any) -> bool:
     """True if this home holds a swarm key and its node answers a probe."""
-    from ..nodefile import local_node_address
+    from ..net.nodefile import local_node_address
 
     node = local_node_address(home)
     if node is None:
         return False
-    from ..rpc import NodeUnreachable, endpoint, request
-    from ..security import SecurityError, load_key
-    from ..wire import WireError
+    from ..net.rpc import NodeUnreachable, endpoint, request
+    from ..net.security import SecurityError, load_key
+    from ..net.wire import WireError
 
     try:
         key = load_key(home, key_path)

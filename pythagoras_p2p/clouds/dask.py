@@ -36,9 +36,9 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigurationError, RequirementsError
-from ..execution import ArgRef, Task, execute, failure_outcome
-from ..identity import approx_nbytes
-from ..rpc import NodeUnreachable
+from ..execution.run import ArgRef, Task, execute, failure_outcome
+from ..identity.calls import approx_nbytes
+from ..net.rpc import NodeUnreachable
 from .base import PCloud
 
 __all__ = ["DaskCloud"]
@@ -271,7 +271,7 @@ class _DaskBatch:
             if result is not None:
                 outcome, printed = result
                 if printed:
-                    from ..batch import print_output
+                    from ..execution.batch import print_output
 
                     print_output(outcome[-1] if outcome[0] == "err" else outcome[3]["worker"], printed)
                 outcomes.append((task.tid, outcome))
@@ -394,7 +394,7 @@ def _run_task(record: bytes, task: Task, values: list) -> tuple:
             if func is None:
                 import cloudpickle
 
-                from ..encoding import unpack
+                from ..store.packing import unpack
 
                 obj = cloudpickle.loads(unpack(record)["pickle"])
                 func = _LOADED[task.fp] = getattr(obj, "__pythagoras_function__", obj)

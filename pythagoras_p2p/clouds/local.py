@@ -10,7 +10,7 @@ from typing import Any
 
 from ..defaults import worker_count
 from ..errors import ConfigurationError, RequirementsError
-from ..execution import Task, decode_args, execute, failure_outcome
+from ..execution.run import Task, decode_args, execute, failure_outcome
 from ..function import load_function
 from ..requirements import missing_requirements
 from .base import PCloud, in_worker
@@ -22,7 +22,7 @@ class LocalCloud(PCloud):
     """Runs calls on this machine only: memo hits from the local store, misses in worker processes.
 
     A call another process of this home is computing is not started again: its pool waits for
-    that result (see :mod:`pythagoras_p2p.leases`).
+    that result (see :mod:`pythagoras_p2p.store.leases`).
 
     ``workers``: how many worker processes (default: one per usable core, or
     ``$PYTHAGORAS_WORKERS``). They start at the first ``sync_remote``/``sync_parallel`` and stop
@@ -55,7 +55,7 @@ class LocalCloud(PCloud):
             return _InlineBatch(self, tasks, count)
         with self._lock:
             if self._pool is None or not self._pool.alive:
-                from ..workers import WorkerPool
+                from ..execution.pool import WorkerPool
 
                 self._pool = WorkerPool(self.home, self.workers, label=socket.gethostname(),
                                         leases=self._leases, store=self.store)

@@ -14,11 +14,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..encoding import unpack
 from ..errors import ConfigurationError
-from ..journal import WriteBehind
-from ..security import load_key
-from ..store import MISSING
+from ..net.security import load_key
+from ..store.core import MISSING
+from ..store.journal import WriteBehind
+from ..store.packing import unpack
 from .base import PCloud
 
 __all__ = ["SwarmCloud"]
@@ -51,7 +51,7 @@ class SwarmCloud(PCloud):
             local += _peers_of(local[0], key)
         browser = None
         if not named and not local and self.connection["discovery"] == "mdns":
-            from ..discovery import Browser
+            from ..net.mdns import Browser
 
             browser = Browser(key.tag)
         if not named and not local and browser is None:
@@ -59,7 +59,7 @@ class SwarmCloud(PCloud):
                 f"no peers to connect to: name them (connection='host:port,...'), start this "
                 f"machine's node with `pythagoras-node start` (home {self.home}), or allow mDNS"
             )
-        from ..dispatch import SwarmDispatcher
+        from ..swarm.dispatcher import SwarmDispatcher
 
         self._writer = WriteBehind(self.store)
         self._dispatcher = SwarmDispatcher(
@@ -78,7 +78,7 @@ class SwarmCloud(PCloud):
         that serves this home was sent (it gets the release, and decides: its other clients'
         calls may still read them). This process lets go of its holds first, so the node's
         drop is not refused by them."""
-        from ..nodefile import read_node_file
+        from ..net.nodefile import read_node_file
 
         local = (read_node_file(self.home) or {}).get("id")
         node = next((p for p in list(self._dispatcher.peers.values()) if local and p.node_id == local),
@@ -139,8 +139,8 @@ class SwarmCloud(PCloud):
 
 def _peers_of(node: tuple[str, int], key) -> list[tuple[str, int]]:
     """The live peers a node knows (empty if it does not answer in time)."""
-    from ..rpc import NodeUnreachable, endpoint, request
-    from ..wire import WireError
+    from ..net.rpc import NodeUnreachable, endpoint, request
+    from ..net.wire import WireError
 
     try:
         reply = request(endpoint(*node), key, "peers", timeout=2.0)
@@ -156,7 +156,7 @@ def _peers_of(node: tuple[str, int], key) -> list[tuple[str, int]]:
 
 
 def _local_node(home) -> list[tuple[str, int]]:
-    from ..nodefile import local_node_address
+    from ..net.nodefile import local_node_address
 
     found = local_node_address(home)
     return [found] if found else []

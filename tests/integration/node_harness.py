@@ -24,9 +24,9 @@ import pytest
 import zmq
 from helpers import REPO, run_python, wait_for  # noqa: F401  (re-exported for the tests)
 
-from pythagoras_p2p import wire
 from pythagoras_p2p.function import PureFunction, function_record
-from pythagoras_p2p.security import create_key, curve_client, load_key
+from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.security import create_key, curve_client, load_key
 
 START_TIMEOUT = 30.0  # seconds a node may take to serve (generous: CI machines are slow)
 STOP_TIMEOUT = 30.0
@@ -183,7 +183,7 @@ class RunningNode:
 
     def request(self, op: str, *, timeout: float = 10.0, **fields):
         """One request as a member (raises NodeUnreachable / WireError)."""
-        from pythagoras_p2p.rpc import request
+        from pythagoras_p2p.net.rpc import request
 
         return request(self.endpoint, self.key, op, timeout=timeout, **fields)
 
@@ -227,7 +227,7 @@ def spawn_node(home: Path, port: int, *, workers: int = 2, extra: tuple = (),
 
 def wait_serving(node: RunningNode, timeout: float = START_TIMEOUT) -> None:
     """Wait until the node has written its node.json (it serves from then on)."""
-    from pythagoras_p2p.nodefile import read_node_file
+    from pythagoras_p2p.net.nodefile import read_node_file
 
     def started():
         if node.proc.poll() is not None:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from node_harness import REPO, cli, free_port, pid_alive, spawn_node, wait_for
 
-from pythagoras_p2p.security import key_from_token, load_key
+from pythagoras_p2p.net.security import key_from_token, load_key
 
 
 def no_traceback(proc: subprocess.CompletedProcess) -> None:

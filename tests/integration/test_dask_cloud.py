@@ -25,7 +25,7 @@ from pythagoras_p2p import (  # noqa: E402
     WorkerCrashedError,
     kw_args,
 )
-from pythagoras_p2p.rpc import NodeUnreachable  # noqa: E402
+from pythagoras_p2p.net.rpc import NodeUnreachable  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_a_large_argument_is_scattered_once_under_its_address(dask_cloud):
     expected = float(data.sum())
     assert total.sync_parallel(kw_args(data=data, k=k) for k in range(8)) == [expected + k for k in range(8)]
     values = [k for k in scheduler_keys(dask_cloud) if k.startswith("pythagoras-value-")]
-    from pythagoras_p2p.encoding import value_address
+    from pythagoras_p2p.identity.encoding import value_address
 
     assert values == [f"pythagoras-value-{value_address(data).hex()}"]
     # a later call reuses what is on the cluster instead of sending it again
@@ -218,7 +218,7 @@ def test_an_interrupt_cancels_the_calls_still_queued_on_the_cluster(dask_cloud, 
         time.sleep(0.3)
         return i
 
-    from pythagoras_p2p import progress
+    from pythagoras_p2p.execution import progress
 
     def interrupt(self, n):  # Ctrl-C as the first result arrives
         raise KeyboardInterrupt

@@ -26,7 +26,7 @@ from pythagoras_p2p import (
     kw_args,
 )
 from pythagoras_p2p.defaults import MAX_TASK_CRASHES
-from pythagoras_p2p.store import MISSING
+from pythagoras_p2p.store.core import MISSING
 
 
 def runs(log, key) -> int:
@@ -150,7 +150,7 @@ def test_tasks_larger_than_a_pipe_reach_their_worker(cloud):
 
 def test_large_arguments_and_results_travel_through_the_store(cloud):
     np = pytest.importorskip("numpy")
-    from pythagoras_p2p.encoding import value_address
+    from pythagoras_p2p.identity.encoding import value_address
 
     @cloud.add_pure_function
     def describe(*, a, k):
@@ -424,7 +424,7 @@ def test_memory_limit_gives_a_memory_error_and_spares_the_worker(home, monkeypat
 
 def test_memory_limit_does_not_count_the_store_map(home, monkeypatch):
     """Workers under a memory limit still start when the store's map is larger than the limit."""
-    from pythagoras_p2p.store import open_store
+    from pythagoras_p2p.store.core import open_store
 
     store = open_store(home)
     store._gate.resize(lambda: store._env.set_mapsize(1 << 30))  # as a grown store would be

@@ -18,9 +18,9 @@ import pytest
 from node_harness import Call, ask, cli, copy_key, dealer, free_port, make_key, wait_for
 
 from pythagoras_p2p import PCloud, PythagorasError, WorkerCrashedError, kw_args
-from pythagoras_p2p.encoding import value_address
-from pythagoras_p2p.rpc import NodeUnreachable
-from pythagoras_p2p.store import MISSING, open_store
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.net.rpc import NodeUnreachable
+from pythagoras_p2p.store.core import MISSING, open_store
 
 STATUS_KEYS = {"id", "address", "self", "workers_busy", "workers_total", "load", "tasks_done",
                "cache_entries", "cache_bytes", "hit_rate", "last_seen_s"}

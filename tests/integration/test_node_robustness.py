@@ -13,9 +13,11 @@ import pytest
 import zmq
 from node_harness import free_port, make_key, wait_for
 
-from pythagoras_p2p import PythagorasError, RemoteError, wire
-from pythagoras_p2p.encoding import pack_parts, value_address
+from pythagoras_p2p import PythagorasError, RemoteError
 from pythagoras_p2p.errors import StoreFullError
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.net import wire
+from pythagoras_p2p.store.packing import pack_parts
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import zmq
 from helpers import report_figures
 from node_harness import Call, ask, dealer, free_port, make_key, wait_for
 
-from pythagoras_p2p import wire
-from pythagoras_p2p.security import SecurityError
+from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.security import SecurityError
 
 NO_REPLY_WAIT = 2.0  # seconds a stranger waits for an answer that must never come
 
@@ -322,7 +322,7 @@ def _admit_everyone(real):
 def test_a_node_refuses_to_serve_when_membership_is_not_enforced(broken, tmp_path, monkeypatch):
     import pythagoras_p2p.daemon.node as node_module
 
-    import pythagoras_p2p.security as security
+    import pythagoras_p2p.net.security as security
 
     replacement = DeafAuthenticator if broken == "deaf" else _admit_everyone(security.Authenticator)
     monkeypatch.setattr(security, "Authenticator", replacement)
@@ -362,7 +362,7 @@ def test_the_swarm_key_is_private_even_under_a_permissive_umask(tmp_path):
 
 
 def test_the_mdns_record_carries_no_secret(tmp_path):
-    from pythagoras_p2p.discovery import Advert
+    from pythagoras_p2p.net.mdns import Advert
 
     key = make_key(tmp_path / "h")
     advert = Advert("a1b2c3d4e5f6", ("10.0.0.5",), 7575, key.tag, wire.PROTOCOL_VERSION,

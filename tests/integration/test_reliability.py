@@ -39,11 +39,13 @@ from node_harness import (
     wait_for,
 )
 
-from pythagoras_p2p import PCloud, PythagorasError, kw_args, wire
-from pythagoras_p2p.encoding import pack, value_address
+from pythagoras_p2p import PCloud, PythagorasError, kw_args
 from pythagoras_p2p.function import PureFunction
-from pythagoras_p2p.journal import _decode_segment
-from pythagoras_p2p.store import MISSING, open_store
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.net import wire
+from pythagoras_p2p.store.core import MISSING, open_store
+from pythagoras_p2p.store.journal import _decode_segment
+from pythagoras_p2p.store.packing import pack
 
 # --------------------------------------------------------------------------- helpers
 
@@ -236,7 +238,7 @@ def test_a_node_killed_while_it_writes_results_keeps_every_acknowledged_one(
 
 HOLD_READERS = r'''
 import os, signal, sys
-from pythagoras_p2p.store import open_store
+from pythagoras_p2p.store.core import open_store
 
 home, count, per_process = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 children = []
@@ -435,7 +437,7 @@ def test_a_tampered_value_is_rejected_never_stored_never_used(zctx, node, tmp_pa
 
 OTHER_VERSION_CLIENT = r'''
 import json, sys, time
-from pythagoras_p2p import wire
+from pythagoras_p2p.net import wire
 setattr(wire, sys.argv[3], type(getattr(wire, sys.argv[3]))(sys.argv[4]))  # another release
 from pythagoras_p2p import PCloud
 

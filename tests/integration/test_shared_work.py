@@ -12,7 +12,7 @@ import pytest
 from node_harness import wait_for
 
 from pythagoras_p2p import LocalCloud, kw_args
-from pythagoras_p2p.store import MISSING
+from pythagoras_p2p.store.core import MISSING
 
 # Each process runs the same calls; every execution appends "x pid" to the log, so the log
 # counts executions whichever process (or worker) ran them.

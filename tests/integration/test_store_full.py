@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from pythagoras_p2p import LocalCloud, kw_args
-from pythagoras_p2p.encoding import pack, value_address
 from pythagoras_p2p.errors import StoreFullError
-from pythagoras_p2p.store import MISSING
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.core import MISSING
+from pythagoras_p2p.store.packing import pack
 
 
 def fill(store) -> None:

@@ -253,7 +253,7 @@ def start_lan(root: Path, count: int, *, workers: int = 2, start: bool = True,
     import pytest
     from helpers import wait_for
 
-    from pythagoras_p2p.security import create_key
+    from pythagoras_p2p.net.security import create_key
 
     if not _UNAVAILABLE:
         _UNAVAILABLE.append(namespaces_available())

@@ -40,7 +40,8 @@ def test_an_argument_travels_once_to_each_node(lan):
     before = [h.status()["node"] for h in lan.hosts]
     out = Client(lan.hosts[0], """
         import numpy as np
-        from pythagoras_p2p.encoding import pack, value_address
+        from pythagoras_p2p.identity.encoding import value_address
+        from pythagoras_p2p.store.packing import pack
 
         @cloud.add_pure_function
         def weigh(*, a, i, pause):

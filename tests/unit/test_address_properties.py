@@ -10,7 +10,7 @@ from helpers import run_python
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pythagoras_p2p.encoding import value_address
+from pythagoras_p2p.identity.encoding import value_address
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -193,7 +193,7 @@ def test_list_and_tuple_differ(items):
 
 _FRAME_IN_A_FRESH_PROCESS = r"""
 import pandas as pd
-from pythagoras_p2p.encoding import value_address
+from pythagoras_p2p.identity.encoding import value_address
 tags = ["alpha", "beta", "gamma", "delta", "epsilon"]
 frame = pd.DataFrame(
     {

@@ -10,7 +10,7 @@ import time
 import pytest
 from helpers import wait_for
 
-from pythagoras_p2p.driver import Driver
+from pythagoras_p2p.swarm.driver import Driver
 
 
 class Loop:
@@ -232,9 +232,9 @@ def test_replies_due_when_the_last_caller_leaves_are_read_by_the_background_thre
 
 def test_a_request_made_while_this_thread_wakes_the_loop_does_not_deadlock(tmp_path):
     """A SIGINT handler may make a request while the interrupted thread was waking the loop."""
-    from pythagoras_p2p.dispatch import SwarmDispatcher
-    from pythagoras_p2p.security import create_key, load_key
-    from pythagoras_p2p.store import open_store
+    from pythagoras_p2p.net.security import create_key, load_key
+    from pythagoras_p2p.store.core import open_store
+    from pythagoras_p2p.swarm.dispatcher import SwarmDispatcher
 
     create_key(tmp_path)
     dispatcher = SwarmDispatcher(load_key(tmp_path), open_store(tmp_path), [("127.0.0.1", 9)],

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from helpers import run_python
 
-from pythagoras_p2p.encoding import pack, unpack, value_address
 from pythagoras_p2p.errors import SerializationError
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.packing import pack, unpack
 
 
 def addr(value) -> str:
@@ -294,7 +295,7 @@ def test_pandas_index():
 _CROSS_PROCESS = r"""
 import json, pickle
 import numpy as np, pandas as pd
-from pythagoras_p2p.encoding import value_address
+from pythagoras_p2p.identity.encoding import value_address
 strings = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"}
 values = {
     "set": strings,
@@ -479,7 +480,7 @@ def test_sets_inside_objects_get_one_address_whatever_the_hash_seed():
 
     code = (
         "from dataclasses import dataclass\n"
-        "from pythagoras_p2p.encoding import value_address\n"
+        "from pythagoras_p2p.identity.encoding import value_address\n"
         "@dataclass\n"
         "class Tagged:\n"
         "    name: str\n"

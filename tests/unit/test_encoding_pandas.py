@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pythagoras_p2p.encoding import checked_address, value_address
 from pythagoras_p2p.errors import SerializationError
+from pythagoras_p2p.identity.encoding import checked_address, value_address
 
 
 def addr(value) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from pythagoras_p2p import PureFunctionError, RemoteError, kw_args
 from pythagoras_p2p.errors import PythagorasError
-from pythagoras_p2p.store import MISSING
+from pythagoras_p2p.store.core import MISSING
 
 
 def test_pure_function_error_is_a_type_error():

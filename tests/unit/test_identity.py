@@ -16,7 +16,8 @@ import pytest
 from helpers import run_python
 
 from pythagoras_p2p.errors import FingerprintError, SerializationError
-from pythagoras_p2p.identity import call_address, fingerprint
+from pythagoras_p2p.identity.calls import call_address
+from pythagoras_p2p.identity.fingerprint import fingerprint
 
 # --------------------------------------------------------------------------- the texts
 
@@ -247,7 +248,7 @@ def fp_notebook(shell, src: str) -> str:
     return fingerprint(run_cells(shell, src)["f"]).hex()
 
 
-_PRINT_FP = "\nfrom pythagoras_p2p.identity import fingerprint as _fp\nprint('FP', _fp(f).hex())\n"
+_PRINT_FP = "\nfrom pythagoras_p2p.identity.fingerprint import fingerprint as _fp\nprint('FP', _fp(f).hex())\n"
 
 
 def _read_fp(stdout: str) -> str:
@@ -504,7 +505,7 @@ _CROSS_PROCESS = (
 
 
 def test_fingerprints_are_stable_across_processes_and_hash_seeds(cloud, home):
-    script = "from pythagoras_p2p.identity import fingerprint\n" + _CROSS_PROCESS
+    script = "from pythagoras_p2p.identity.fingerprint import fingerprint\n" + _CROSS_PROCESS
     results = [
         _read_fp(run_python(script, env={"PYTHONHASHSEED": seed, "PYTHAGORAS_HOME": str(home)}).stdout)
         for seed in ("1", "2")
@@ -620,7 +621,7 @@ def test_argument_names_and_values_count(cloud):
     assert f.address(x=[1, 2]) != f.address(x=(1, 2))
     address, per_argument = call_address(fp, {"x": [1, 2], "y": 3})
     assert len(address) == 32
-    from pythagoras_p2p.encoding import value_address
+    from pythagoras_p2p.identity.encoding import value_address
 
     assert per_argument == {"x": value_address([1, 2]), "y": value_address(3)}
 
@@ -637,7 +638,7 @@ def test_different_function_different_address(cloud):
 def test_the_result_is_stored_at_the_call_address(cloud):
     f = define(CALLS, cloud)["f"]
     assert f(x=1) == 11
-    from pythagoras_p2p.store import MISSING
+    from pythagoras_p2p.store.core import MISSING
 
     assert cloud.store.get_result(f.address(x=1, y=10)) == 11
     assert cloud.store.get_result(f.address(x=2)) is MISSING

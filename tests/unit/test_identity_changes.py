@@ -12,8 +12,8 @@ import pytest
 from helpers import run_python
 
 from pythagoras_p2p import kw_args
-from pythagoras_p2p.encoding import value_address
-from pythagoras_p2p.identity import fingerprint, identify
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.identity.fingerprint import fingerprint, identify
 
 # --------------------------------------------------------------------------- globals change
 
@@ -284,7 +284,7 @@ def test_an_object_of_a_user_class_is_addressed_with_its_class_code():
 
 
 def test_an_installed_package_counts_by_name_and_version(monkeypatch):
-    from pythagoras_p2p import identity
+    from pythagoras_p2p.identity import fingerprint as identity
 
     module = _module("""
         import numpy

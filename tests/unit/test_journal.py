@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from helpers import wait_for
 
-from pythagoras_p2p.encoding import pack, value_address
-from pythagoras_p2p.journal import Journal
-from pythagoras_p2p.store import MISSING, open_store
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.core import MISSING, open_store
+from pythagoras_p2p.store.journal import Journal
+from pythagoras_p2p.store.packing import pack
 
 
 def record(i: int) -> tuple:
@@ -43,7 +44,7 @@ def test_a_full_disk_fails_the_append_and_leaves_no_part_of_it(tmp_path, monkeyp
     import errno
     import os
 
-    import pythagoras_p2p.journal as journal_module
+    import pythagoras_p2p.store.journal as journal_module
 
     store = open_store(tmp_path / "home")
     journal = Journal(store)
@@ -71,7 +72,7 @@ def test_a_full_disk_when_a_segment_is_due_keeps_the_journal_appending(tmp_path,
     import errno
     import os
 
-    import pythagoras_p2p.journal as journal_module
+    import pythagoras_p2p.store.journal as journal_module
 
     store = open_store(tmp_path / "home")
     journal = Journal(store)

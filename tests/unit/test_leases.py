@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from pythagoras_p2p.leases import Leases, leases_of
+from pythagoras_p2p.store.leases import Leases, leases_of
 
 CALL = bytes(range(32))
 OTHER = bytes(range(1, 33))
@@ -100,7 +100,7 @@ def _in_child(work) -> int:
 def test_a_process_alone_keeps_its_leases_to_itself_and_shows_them_to_a_newcomer(tmp_path):
     import time
 
-    from pythagoras_p2p import leases as module
+    from pythagoras_p2p.store import leases as module
 
     leases = Leases(tmp_path / "leases")
     batch = object()

@@ -15,10 +15,11 @@ import time
 import pytest
 from helpers import run_python, wait_for
 
-from pythagoras_p2p import store_env
 from pythagoras_p2p.defaults import INLINE_VALUE_LIMIT
-from pythagoras_p2p.encoding import pack, value_address
-from pythagoras_p2p.store import MISSING, open_store
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store import env as store_env
+from pythagoras_p2p.store.core import MISSING, open_store
+from pythagoras_p2p.store.packing import pack
 
 # The same helpers run here and in the subprocesses that write to a store: call ``n`` has a known
 # address and a known value, so a reader can check every entry a writer acknowledged.
@@ -146,10 +147,11 @@ def test_large_bytes_round_trip(store, home):
 def test_store_is_shared_by_processes(store, home):
     store.put_results([record_for(n) for n in range(5)])
     code = HELPERS + (
-        "import sys\nfrom pythagoras_p2p.store import open_store\n"
+        "import sys\nfrom pythagoras_p2p.store.core import open_store\n"
         "s = open_store(sys.argv[1])\n"
         "assert all(s.get_result(call_for(n)) == value_for(n) for n in range(5))\n"
-        "from pythagoras_p2p.encoding import pack, value_address\n"
+        "from pythagoras_p2p.identity.encoding import value_address\n"
+        "from pythagoras_p2p.store.packing import pack\n"
         "s.put_results([record_for(n, pack, value_address) for n in range(5, 10)])\n"
     )
     proc = python(code, str(home))
@@ -161,8 +163,9 @@ def test_store_is_shared_by_processes(store, home):
 
 CONCURRENT_WRITER = HELPERS + r'''
 import sys
-from pythagoras_p2p.encoding import pack, value_address
-from pythagoras_p2p.store import open_store
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.packing import pack
+from pythagoras_p2p.store.core import open_store
 
 store = open_store(sys.argv[1])
 first, count = int(sys.argv[2]), int(sys.argv[3])
@@ -187,8 +190,9 @@ def test_concurrent_writers_lose_nothing(store, home):
 
 KILLED_WRITER = HELPERS + r'''
 import sys
-from pythagoras_p2p.encoding import pack, value_address
-from pythagoras_p2p.store import open_store
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.packing import pack
+from pythagoras_p2p.store.core import open_store
 
 store = open_store(sys.argv[1])
 n = int(sys.argv[2])
@@ -240,7 +244,7 @@ def test_acknowledged_results_survive_kill_9(home):
     # A fresh process opens the store cleanly and finds every acknowledged result intact.
     code = HELPERS + r'''
 import sys, json
-from pythagoras_p2p.store import open_store, MISSING
+from pythagoras_p2p.store.core import open_store, MISSING
 s = open_store(sys.argv[1])
 wanted = json.loads(sys.stdin.read())
 found = s.get_results([call_for(n) for n in wanted])
@@ -265,9 +269,10 @@ print(s._env.readers())
 
 FILL = HELPERS + r'''
 import sys
-from pythagoras_p2p.encoding import pack, value_address
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.packing import pack
 from pythagoras_p2p.errors import StoreFullError
-from pythagoras_p2p.store import open_store
+from pythagoras_p2p.store.core import open_store
 
 store = open_store(sys.argv[1])
 n = 0
@@ -285,9 +290,10 @@ sys.exit("the store never became full")
 
 CHECK_FULL = HELPERS + r'''
 import sys
-from pythagoras_p2p.encoding import pack, value_address
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.packing import pack
 from pythagoras_p2p.errors import StoreFullError
-from pythagoras_p2p.store import open_store
+from pythagoras_p2p.store.core import open_store
 
 store = open_store(sys.argv[1])
 count = int(sys.argv[2])
@@ -327,8 +333,9 @@ def test_full_store_is_a_clear_error_and_loses_nothing(home):
 
 GROW = HELPERS + r'''
 import os, sys
-from pythagoras_p2p.encoding import pack, value_address
-from pythagoras_p2p.store import open_store
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.packing import pack
+from pythagoras_p2p.store.core import open_store
 
 store = open_store(sys.argv[1])
 for first in range(0, 400, 20):  # 400 values of 200 KB: 80 MB, past the first 64 MiB map
@@ -395,7 +402,7 @@ def test_map_grows_in_one_process_with_threads(store):
 
 HOLD_READERS = r'''
 import os, signal, sys
-from pythagoras_p2p.store import open_store
+from pythagoras_p2p.store.core import open_store
 
 home, count = sys.argv[1], int(sys.argv[2])
 children = []
@@ -467,7 +474,7 @@ def test_killed_readers_do_not_exhaust_reader_slots(home, monkeypatch):
 
     # A process opening the store clears the slots of the dead.
     proc = run_python(
-        "import sys\nfrom pythagoras_p2p.store import open_store\n"
+        "import sys\nfrom pythagoras_p2p.store.core import open_store\n"
         "s = open_store(sys.argv[1])\nprint(s._env.readers())".replace("sys.argv[1]", repr(str(home)))
     )
     listed = {int(f.split()[0]) for f in proc.stdout.splitlines()[1:] if f.split() and f.split()[0].isdigit()}
@@ -523,7 +530,7 @@ def test_store_works_in_a_forked_child_and_in_the_parent(store, home):
     # ... and its reader slots are its own: reading here does not take over (and so release)
     # the slot of a reader in another process, as a slot freed by the child would.
     holder = python(
-        "import sys\nfrom pythagoras_p2p.store import open_store\n"
+        "import sys\nfrom pythagoras_p2p.store.core import open_store\n"
         "s = open_store(sys.argv[1])\ntxn = s._env.begin()\ntxn.get(b'k', db=s._results)\n"
         "print('holding', flush=True)\nsys.stdin.read()\n",
         str(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -580,9 +587,10 @@ def test_fork_while_other_threads_read_and_write(store):
 
 def test_transient_values_last_for_this_boot_and_durable_writes_upgrade_them(store, monkeypatch):
     import numpy as np
+    import pythagoras_p2p.store.core as store_module
 
-    import pythagoras_p2p.store as store_module
-    from pythagoras_p2p.encoding import pack_parts, value_address
+    from pythagoras_p2p.identity.encoding import value_address
+    from pythagoras_p2p.store.packing import pack_parts
 
     array = np.arange(200_000, dtype=np.float64)  # large: kept in its own file
     address = value_address(array)
@@ -605,7 +613,7 @@ def test_transient_values_last_for_this_boot_and_durable_writes_upgrade_them(sto
 def test_dropping_transient_copies_never_touches_durable_values(store):
     import numpy as np
 
-    from pythagoras_p2p.encoding import pack_parts
+    from pythagoras_p2p.store.packing import pack_parts
 
     kept, dropped, upgraded = (np.full(100_000, float(i)) for i in range(3))  # large values
     a_kept, a_dropped, a_upgraded = (value_address(v) for v in (kept, dropped, upgraded))
@@ -629,7 +637,7 @@ def test_dropping_transient_copies_never_touches_durable_values(store):
 def test_a_transient_record_whose_file_was_dropped_counts_as_absent(store):
     import numpy as np
 
-    from pythagoras_p2p.encoding import pack_parts
+    from pythagoras_p2p.store.packing import pack_parts
 
     value = np.full(100_000, 7.0)
     address = value_address(value)
@@ -646,8 +654,8 @@ def test_gc_leaves_the_argument_copies_of_running_calls_alone(store):
 
     import numpy as np
 
-    from pythagoras_p2p.encoding import pack_parts
-    from pythagoras_p2p.maintenance import gc
+    from pythagoras_p2p.store.maintenance import gc
+    from pythagoras_p2p.store.packing import pack_parts
 
     running, forgotten = np.full(100_000, 1.0), np.full(100_000, 2.0)  # large: in their own files
     for value in (running, forgotten):
@@ -664,9 +672,9 @@ def test_copies_left_by_an_earlier_boot_are_replaced_never_trusted(store, monkey
     """After a reboot a transient record counts as absent and its ``.n`` file may be torn: a new
     transient write replaces both, and a durable write never links the old file."""
     import numpy as np
+    import pythagoras_p2p.store.core as store_module
 
-    import pythagoras_p2p.store as store_module
-    from pythagoras_p2p.encoding import pack_parts
+    from pythagoras_p2p.store.packing import pack_parts
 
     this_boot = store_module._BOOT
     first, second = np.arange(100_000, dtype=np.int64), np.arange(100_000, 200_000, dtype=np.int64)
@@ -691,9 +699,9 @@ def test_a_result_equal_to_a_transient_argument_is_kept_for_good(store, monkeypa
     """A result stored without its value (a peer sent it as a file, and a copy was already
     here as an argument) makes that copy durable: dropping the arguments keeps it."""
     import numpy as np
+    import pythagoras_p2p.store.core as store_module
 
-    import pythagoras_p2p.store as store_module
-    from pythagoras_p2p.encoding import pack_parts
+    from pythagoras_p2p.store.packing import pack_parts
 
     value = np.full(100_000, 3.0)
     address = value_address(value)
@@ -733,7 +741,7 @@ def _after_the_snapshot(store, monkeypatch, action):
 def test_verify_repair_keeps_values_whose_address_came_from_their_pickle(store):
     """An object addressed by its pickle may have been pickled otherwise where it was stored
     (its own ``__reduce__``, an earlier release): another address here is no proof of damage."""
-    from pythagoras_p2p.maintenance import verify
+    from pythagoras_p2p.store.maintenance import verify
 
     pickled, plain = Labelled({"a", "b", "c"}), [1, 2, 3]
     elsewhere = b"\x01" * 32  # as if addressed in another process
@@ -747,7 +755,7 @@ def test_verify_repair_keeps_values_whose_address_came_from_their_pickle(store):
 
 
 def test_verify_repair_keeps_what_is_stored_while_it_runs(store, monkeypatch):
-    from pythagoras_p2p.maintenance import verify
+    from pythagoras_p2p.store.maintenance import verify
 
     value = [4, 5, 6]
     address = value_address(value)
@@ -761,8 +769,8 @@ def test_verify_repair_keeps_what_is_stored_while_it_runs(store, monkeypatch):
 def test_gc_keeps_a_value_named_by_a_result_stored_while_it_runs(store, monkeypatch):
     import numpy as np
 
-    from pythagoras_p2p.encoding import pack_parts
-    from pythagoras_p2p.maintenance import gc
+    from pythagoras_p2p.store.maintenance import gc
+    from pythagoras_p2p.store.packing import pack_parts
 
     value = np.full(100_000, 5.0)  # large: in its own file
     address = value_address(value)
@@ -779,7 +787,7 @@ def test_a_copy_two_callers_share_is_dropped_by_the_last_of_them(store, tmp_path
     first to finish lets go of it, the last drops it."""
     import numpy as np
 
-    from pythagoras_p2p.encoding import pack_parts
+    from pythagoras_p2p.store.packing import pack_parts
 
     value = np.full(100_000, 9.0)
     address = value_address(value)
@@ -787,8 +795,8 @@ def test_a_copy_two_callers_share_is_dropped_by_the_last_of_them(store, tmp_path
     other = subprocess.Popen([sys.executable, "-c", f"""
 import os, sys, time
 import numpy as np
-from pythagoras_p2p.encoding import pack_parts
-from pythagoras_p2p.store import open_store
+from pythagoras_p2p.store.packing import pack_parts
+from pythagoras_p2p.store.core import open_store
 store = open_store({str(store.home)!r})
 value = np.full(100_000, 9.0)
 address = bytes.fromhex({address.hex()!r})
@@ -817,8 +825,8 @@ assert store.drop_transient([address]) == 1  # the last one drops it
 def test_gc_leaves_a_held_copy_alone_however_old(store):
     import numpy as np
 
-    from pythagoras_p2p.encoding import pack_parts
-    from pythagoras_p2p.maintenance import gc
+    from pythagoras_p2p.store.maintenance import gc
+    from pythagoras_p2p.store.packing import pack_parts
 
     value = np.full(100_000, 4.0)
     address = value_address(value)
@@ -833,8 +841,9 @@ def test_gc_leaves_a_held_copy_alone_however_old(store):
 _SHARING = """
 import os, random, sys, threading, time
 import numpy as np
-from pythagoras_p2p.encoding import pack_parts, value_address
-from pythagoras_p2p.store import MISSING, open_store
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.packing import pack_parts
+from pythagoras_p2p.store.core import MISSING, open_store
 store = open_store(sys.argv[1])
 values = [np.full(80_000, i, dtype=np.float64) for i in range(3)]
 addresses = [value_address(v) for v in values]
@@ -884,8 +893,8 @@ def test_gc_of_a_forgotten_transient_copy_leaves_its_durable_name_alone(store):
     the transient record and the ``.n`` file, never the durable name."""
     import numpy as np
 
-    from pythagoras_p2p.encoding import pack_parts
-    from pythagoras_p2p.maintenance import gc
+    from pythagoras_p2p.store.maintenance import gc
+    from pythagoras_p2p.store.packing import pack_parts
 
     value = np.full(100_000, 6.0)
     address = value_address(value)
@@ -901,7 +910,7 @@ def test_gc_of_a_forgotten_transient_copy_leaves_its_durable_name_alone(store):
 def test_a_transient_copy_of_a_durable_value_is_not_kept_beside_it(store, tmp_path):
     import numpy as np
 
-    from pythagoras_p2p.encoding import pack_parts
+    from pythagoras_p2p.store.packing import pack_parts
 
     value = np.full(100_000, 8.0)
     address = value_address(value)
@@ -915,7 +924,7 @@ def test_a_transient_copy_of_a_durable_value_is_not_kept_beside_it(store, tmp_pa
 
 def test_a_lock_file_that_cannot_be_opened_is_a_clear_error(tmp_path):
     from pythagoras_p2p.errors import StoreError
-    from pythagoras_p2p.holds import Holds
+    from pythagoras_p2p.store.holds import Holds
 
     holds = Holds(tmp_path / "no such folder" / "transient.lock")
     with pytest.raises(StoreError, match="writable"):

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pythagoras_p2p.encoding import pack, pack_parts, value_address
-from pythagoras_p2p.maintenance import gc, verify
-from pythagoras_p2p.store import MISSING, open_store
-from pythagoras_p2p.transfer import upload_frames, value_view
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.net.transfer import upload_frames, value_view
+from pythagoras_p2p.store.core import MISSING, open_store
+from pythagoras_p2p.store.maintenance import gc, verify
+from pythagoras_p2p.store.packing import pack, pack_parts
 
 N = 131_072  # np.arange(N) is 1 MiB: a value kept in its own file under home/blobs
 
@@ -134,7 +135,7 @@ def test_verify_reports_a_value_that_does_not_match_its_checksum(store):
 
 def test_an_old_home_opens_and_its_records_count_as_absent_until_gc(home):
     """Records of store format 1 (no checksum) are never read; ``cache gc`` reclaims them."""
-    from pythagoras_p2p.store_env import STORE_FORMAT
+    from pythagoras_p2p.store.env import STORE_FORMAT
 
     store = open_store(home)
     small, large = b"s" * 100, b"L" * 400_000

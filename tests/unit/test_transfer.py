@@ -8,9 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from pythagoras_p2p.encoding import pack_parts, value_address
-from pythagoras_p2p.store import open_store
-from pythagoras_p2p.transfer import Download, verify_file
+from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.net.transfer import Download, verify_file
+from pythagoras_p2p.store.core import open_store
+from pythagoras_p2p.store.packing import pack_parts
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_two_downloads_of_one_value_do_not_share_a_file(store):
 
 
 def test_gc_removes_downloads_a_killed_client_left_behind(store):
-    from pythagoras_p2p.maintenance import gc
+    from pythagoras_p2p.store.maintenance import gc
 
     store.blobs.mkdir(exist_ok=True)
     left = store.blobs / f".{'ab' * 32}.4242.0.download"

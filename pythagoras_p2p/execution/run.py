@@ -12,7 +12,7 @@ An outcome is one of:
   where the task ran (large values are written straight to the shared store);
 * ``("err", pickled_exception_or_None, type_name, message, traceback_text, where)``;
 * ``("stored", value)``: another process of the home stored the result while this call
-  waited for its lease (see :mod:`pythagoras_p2p.leases`), and this is it;
+  waited for its lease (see :mod:`pythagoras_p2p.store.leases`), and this is it;
 * ``("crash", message)``: the call killed its worker on every attempt;
 * ``("error", code, message)``: the call could not be run where it was sent (no peer reachable,
   none satisfying ``requires=``, a value refused...): ``code`` picks the exception raised.
@@ -28,18 +28,19 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .defaults import INLINE_VALUE_LIMIT
-from .encoding import pack_parts, unpack, value_address
-from .errors import (
+from ..defaults import INLINE_VALUE_LIMIT
+from ..errors import (
     PythagorasError,
     RemoteError,
     SerializationError,
     StoreFullError,
     WorkerCrashedError,
 )
-from .identity import approx_nbytes, call_address
+from ..identity.calls import approx_nbytes, call_address
+from ..identity.encoding import value_address
+from ..store.core import MISSING, Store, result_meta, warn_not_stored
+from ..store.packing import pack_parts, unpack
 from .progress import ProgressBar
-from .store import MISSING, Store, result_meta, warn_not_stored
 
 __all__ = ["Task", "ArgRef", "run_calls", "execute", "rebuild_exception", "describe_call"]
 
@@ -171,8 +172,8 @@ def failure_outcome(exc: BaseException, where: str) -> tuple:
 
 
 def _error_codes() -> dict:
-    from .errors import RequirementsError
-    from .rpc import NodeUnreachable
+    from ..errors import RequirementsError
+    from ..net.rpc import NodeUnreachable
 
     return {"requirements": RequirementsError, "unreachable": NodeUnreachable}
 

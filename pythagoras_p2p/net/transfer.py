@@ -12,9 +12,10 @@ import mmap
 import os
 from typing import Any
 
+from ..identity.encoding import value_address
+from ..store.core import Store
+from ..store.packing import unpack
 from . import wire
-from .encoding import unpack, value_address
-from .store import Store
 
 __all__ = ["value_view", "value_chunk", "upload_frames", "verify_file", "Download"]
 

@@ -10,7 +10,7 @@ Layout under ``home/store`` (an LMDB environment) and ``home/blobs`` (large valu
 * ``info``      store format version and counters.
 
 The environment itself (opening it, map growth up to the cap, reader slots, fork safety,
-durability) is :mod:`pythagoras_p2p.store_env`; reaching the cap raises :class:`StoreFullError`.
+durability) is :mod:`pythagoras_p2p.store.env`; reaching the cap raises :class:`StoreFullError`.
 Values larger than :data:`INLINE_VALUE_LIMIT` are files in ``blobs/``, written once (temporary
 name, fsync, rename) and never modified, so a reader can map them for as long as it likes: a
 running task never holds an LMDB read transaction, and numpy arguments are read in place.
@@ -36,11 +36,12 @@ from typing import Any
 
 from blake3 import blake3
 
-from .defaults import INLINE_VALUE_LIMIT, home_dir
-from .encoding import Address, unpack
-from .errors import StoreError, StoreFullError
+from ..defaults import INLINE_VALUE_LIMIT, home_dir
+from ..errors import StoreError, StoreFullError
+from ..identity.encoding import Address
+from .env import StoreEnvironment, full_message, shared
 from .holds import Holds
-from .store_env import StoreEnvironment, full_message, shared
+from .packing import unpack
 
 __all__ = ["MISSING", "Store", "open_store", "ResultRecord", "warn_not_stored"]
 
@@ -130,7 +131,7 @@ class Store(StoreEnvironment):
     """Values, results, functions and metadata of one home. Use :func:`open_store` to get one.
 
     The environment, its transactions (``_read``, ``_write``) and ``close`` are those of
-    :class:`~pythagoras_p2p.store_env.StoreEnvironment`.
+    :class:`~pythagoras_p2p.store.env.StoreEnvironment`.
     """
 
     # ------------------------------------------------------------------ reads
@@ -447,7 +448,7 @@ class Store(StoreEnvironment):
 
     @property
     def holds(self) -> Holds:
-        """Which transient copies this process's calls read (see :mod:`pythagoras_p2p.holds`)."""
+        """Which transient copies this process's calls read (see :mod:`pythagoras_p2p.store.holds`)."""
         holds = self.__dict__.get("_holds")
         if holds is None:
             with _HOLDS_LOCK:  # one per store and process, however many threads ask first

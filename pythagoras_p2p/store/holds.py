@@ -1,7 +1,7 @@
 """Which transient argument copies of a store are in use, by any process of its home.
 
 A large argument is kept in the store while the calls that read it run (a *transient* copy,
-see :mod:`pythagoras_p2p.store`), and dropped when they end. Two callers may pass the same
+see :mod:`pythagoras_p2p.store.core`), and dropped when they end. Two callers may pass the same
 value at once, from two processes or two threads: the copy is shared, and the first to finish
 must not drop it under the other. So every caller *holds* the copies its calls read, and a copy
 is dropped only by whoever can take it exclusively.
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import StoreError
+from ..errors import StoreError
 
 __all__ = ["Holds", "LockFile", "byte_of"]
 

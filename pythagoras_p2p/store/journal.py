@@ -24,7 +24,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from .store import ResultRecord, Store
+from .core import ResultRecord, Store
 
 __all__ = ["Journal", "WriteBehind", "encode_meta"]
 

@@ -9,7 +9,7 @@ execute each of them once.
 
 A lease is a write lock on one byte of one of the :data:`SHARDS` files of ``store/leases/``, the
 file and the offset taken from the call address (one of 2^62), like the holds of
-:mod:`pythagoras_p2p.holds`: an open-file-description
+:mod:`pythagoras_p2p.store.holds`: an open-file-description
 lock, seen by every process of the home and released by the kernel when its holder dies, so a
 killed process holds nothing. The kernel keeps a file's locks in one list that every lock
 operation walks, so a process feeding its workers holds its few hundred leases spread over many

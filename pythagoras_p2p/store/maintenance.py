@@ -12,8 +12,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .encoding import checked_address, unpack
-from .store import _INLINE, _TRANSIENT, Store, live
+from ..identity.encoding import checked_address
+from .core import _INLINE, _TRANSIENT, Store, live
+from .packing import unpack
 
 __all__ = ["StoreStats", "VerifyReport", "GcReport", "stats", "verify", "gc", "human_bytes"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..errors import PythagorasError
 from . import wire
-from .errors import PythagorasError
 from .security import SwarmKey, curve_client
 
 __all__ = ["NodeUnreachable", "client_socket", "request", "endpoint", "waiting_messages"]

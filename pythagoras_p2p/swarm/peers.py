@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .rpc import client_socket, endpoint
-from .security import SwarmKey
+from ..net.rpc import client_socket, endpoint
+from ..net.security import SwarmKey
 
 __all__ = ["Peer", "PING_EVERY", "SILENT_AFTER", "RETRY_EVERY"]
 

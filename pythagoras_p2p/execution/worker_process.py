@@ -1,9 +1,9 @@
 """One worker process as its pool sees it: spawning it, the frames on its pipes, how it ended.
 
-A worker is ``python -m pythagoras_p2p._worker RFD WFD SLOTFD PARENT``: a fresh interpreter with
+A worker is ``python -m pythagoras_p2p.execution.worker_main RFD WFD SLOTFD PARENT``: a fresh interpreter with
 one pipe each way, carrying length-prefixed pickles (:func:`send_frame`, :class:`FrameReader`),
 and a shared 8-byte page in which it publishes the id of the task it is running
-(:meth:`WorkerProcess.running`). :class:`pythagoras_p2p.workers.WorkerPool` supervises them.
+(:meth:`WorkerProcess.running`). :class:`pythagoras_p2p.execution.pool.WorkerPool` supervises them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .batch import Batch
-    from .execution import Task
+    from .run import Task
 
 __all__ = ["VERIFY", "HEADER", "SLOT", "send_frame", "FrameReader", "WorkerProcess", "spawn",
            "signal_description"]
@@ -99,7 +99,7 @@ def spawn(n: int, home: Path) -> WorkerProcess:
     env["PYTHAGORAS_HOME"] = str(home)
     try:
         worker.proc = subprocess.Popen(
-            [sys.executable, "-m", "pythagoras_p2p._worker",
+            [sys.executable, "-m", "pythagoras_p2p.execution.worker_main",
              str(to_child_r), str(from_child_w), str(slot_fd), str(os.getpid())],
             pass_fds=(to_child_r, from_child_w, slot_fd), env=env, stdin=subprocess.DEVNULL,
             start_new_session=False,

@@ -1,11 +1,7 @@
-"""What makes two calls the same: function fingerprints, the checks that keep them true, call addresses.
+"""Function fingerprints, and the checks that keep them true.
 
-A function's fingerprint hashes its *normalized code object* — its instructions with constants,
-names and jump targets by value, argument layout — and leaves out what does not change behaviour:
-the docstring, line numbers, column positions, the file name, annotations, and the choices the
-compiler makes from the surrounding compilation unit. Code objects exist however a function was
-made (a file, a notebook cell, ``python -c``, ``exec()``), so the same text gets the same
-fingerprint in all four, where a source-based fingerprint would have nothing to read in two of them.
+A function's fingerprint hashes its normalized code (:mod:`.code`) and everything the code
+reaches, resolved when it is computed.
 
 To that the fingerprint adds everything the code reaches, resolved when it is computed:
 
@@ -29,8 +25,6 @@ value address for each value that can change in place without a new identity (ar
 A call asks :meth:`Identity.holds` first and fingerprints again when it does not: a rebound or
 mutated global is seen at the next call, and a result is never stored under the fingerprint of
 values it did not run with.
-
-The bytecode belongs to one Python minor version, and so does the fingerprint.
 """
 
 from __future__ import annotations
@@ -38,13 +32,11 @@ from __future__ import annotations
 import builtins
 import datetime
 import decimal
-import dis
 import fractions
 import importlib
 import importlib.util
 import os
 import pathlib
-import struct
 import sys
 import sysconfig
 import threading
@@ -55,48 +47,16 @@ from typing import Any
 
 from blake3 import blake3
 
+from ..errors import FingerprintError, SerializationError
+from .code import all_names, encode_code, global_names, imports
 from .encoding import Address, _encode, _len, register_code_token, value_address
-from .errors import FingerprintError, SerializationError
 
-__all__ = ["Identity", "identify", "fingerprint", "code_token", "call_address", "approx_nbytes",
-           "is_user_code"]
+__all__ = ["Identity", "identify", "fingerprint", "code_token", "is_user_code"]
 
 _FINGERPRINT_VERSION = b"pythagoras-fn-2\0" + f"py{sys.version_info[0]}.{sys.version_info[1]}".encode()
-_CALL_VERSION = b"pythagoras-call-2\0"
-
-# Flags that change what a code object does; the rest (e.g. CO_NESTED) depend on where it was defined.
-_CO_MASK = (
-    0x0004  # CO_VARARGS
-    | 0x0008  # CO_VARKEYWORDS
-    | 0x0020  # CO_GENERATOR
-    | 0x0080  # CO_COROUTINE
-    | 0x0100  # CO_ITERABLE_COROUTINE
-    | 0x0200  # CO_ASYNC_GENERATOR
-)
 
 
-# What the compiler picks by context rather than by meaning: ``m.f(x)`` compiles to LOAD_METHOD
-# (3.11; a flag of LOAD_ATTR later) unless ``import m`` is in the same compilation unit, then to a
-# NULL push and LOAD_ATTR. A notebook compiles each statement on its own, a file all at once, so
-# the same text differs. The NULL push (PUSH_NULL, or a flag of LOAD_GLOBAL that the name-valued
-# argval leaves out) is dropped and LOAD_METHOD counts as LOAD_ATTR. So are the NOPs that only
-# carry a line number (``try:`` on a line of its own has one, ``try: x = 1`` not).
-_SKIP = frozenset(
-    dis.opmap[name] for name in ("EXTENDED_ARG", "PUSH_NULL", "NOP") if name in dis.opmap
-)
-_SAME_OP = {dis.opmap[a]: dis.opmap[b] for a, b in [("LOAD_METHOD", "LOAD_ATTR")] if a in dis.opmap}
-_HAS_CONST = frozenset(dis.hasconst)
-_HAS_NAME = frozenset(dis.hasname) | frozenset(dis.haslocal) | frozenset(dis.hasfree)
-_HAS_JUMP = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
-_GLOBAL_OPS = frozenset(
-    dis.opmap[name]
-    for name in (
-        "LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"
-    )
-    if name in dis.opmap
-)
-_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
-_pack_H = struct.Struct("<H").pack
+
 
 # Values that cannot change without a new identity: an identity test is all their check needs.
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
@@ -253,8 +213,8 @@ class _Walker:
             out += b"F"
             code = func.__code__
             self.attrs.append((func, "__code__", code))
-            self.names = frozenset(_all_names(code))
-            self.code(code, out)
+            self.names = frozenset(all_names(code))
+            encode_code(code, out)
             self.globals_of(func, out)
             self.imports_of(func, out)
             for attr in ("__defaults__", "__kwdefaults__"):
@@ -272,68 +232,13 @@ class _Walker:
             self.names = names
             _WALKING.path.pop()
 
-    def code(self, code: types.CodeType, out: bytearray) -> None:
-        out += b"K"
-        _encode(
-            (
-                code.co_name,
-                code.co_argcount,
-                code.co_posonlyargcount,
-                code.co_kwonlyargcount,
-                code.co_flags & _CO_MASK,
-                code.co_varnames,
-                code.co_freevars,
-                code.co_cellvars,
-            ),
-            out,
-        )
-        # The instructions, not co_code: constants by value where they are used (so an unused
-        # docstring drops out, and with it the shift it causes in the indices of the others),
-        # names by name, jump targets by instruction number rather than byte offset.
-        bytecode = dis.Bytecode(code)
-        instructions = []
-        ordinal: dict[int, int] = {}
-        pending: list[int] = []
-        for ins in bytecode:
-            pending.append(ins.offset)
-            if ins.opcode not in _SKIP:
-                for offset in pending:
-                    ordinal[offset] = len(instructions)
-                pending.clear()
-                instructions.append(ins)
-        for offset in [*pending, len(code.co_code)]:
-            ordinal[offset] = len(instructions)
-        out += b"k"
-        _len(len(instructions), out)
-        for ins in instructions:
-            op = ins.opcode
-            out += _pack_H(_SAME_OP.get(op, op))
-            if op in _HAS_CONST:
-                if isinstance(ins.argval, types.CodeType):
-                    self.code(ins.argval, out)
-                else:
-                    _encode(ins.argval, out)
-            elif op in _HAS_NAME:
-                _encode(ins.argval, out)
-            elif op in _HAS_JUMP:
-                _encode(ordinal.get(ins.argval, ins.argval), out)
-            else:
-                _encode(ins.arg, out)
-        out += b"x"
-        for entry in getattr(bytecode, "exception_entries", ()):
-            _encode(
-                tuple(ordinal.get(o, o) for o in (entry.start, entry.end, entry.target))
-                + (entry.depth, entry.lasti),
-                out,
-            )
-
     def globals_of(self, func: types.FunctionType, out: bytearray) -> None:
         scope = func.__globals__
         builtin_scope = scope.get("__builtins__", builtins)
         if isinstance(builtin_scope, types.ModuleType):
             builtin_scope = builtin_scope.__dict__
         out += b"G"
-        for name in sorted(_global_names(func.__code__)):
+        for name in sorted(global_names(func.__code__)):
             value = scope.get(name, _ABSENT)
             self.same.append((scope, name, value))  # also: a builtin is not shadowed later
             if value is not _ABSENT:
@@ -345,12 +250,12 @@ class _Walker:
 
     def imports_of(self, func: types.FunctionType, out: bytearray) -> None:
         """Modules the body imports: resolved now, as the call would, and walked like globals."""
-        imports = sorted(set(_imports(func.__code__)))
-        if not imports:
+        found = sorted(set(imports(func.__code__)))
+        if not found:
             return
         out += b"I"
         package = func.__globals__.get("__package__") or func.__globals__.get("__name__")
-        for name, level, fromlist in imports:
+        for name, level, fromlist in found:
             try:
                 absolute = importlib.util.resolve_name("." * level + name, package) if level else name
                 module = importlib.import_module(absolute)
@@ -496,40 +401,6 @@ class _Walker:
             _WALKING.path.pop()
 
 
-def _code_objects(code: types.CodeType):
-    yield code
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            yield from _code_objects(const)
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    """The global names that ``code`` reads or writes (co_names also holds attribute names)."""
-    return {
-        ins.argval
-        for c in _code_objects(code)
-        for ins in dis.get_instructions(c)
-        if ins.opcode in _GLOBAL_OPS
-    }
-
-
-def _all_names(code: types.CodeType) -> set[str]:
-    """Every name the code uses of globals, attributes and imports: what it may take from a module."""
-    return {name for c in _code_objects(code) for name in c.co_names}
-
-
-def _imports(code: types.CodeType):
-    """(name, level, fromlist) of every ``import`` in the code, nested functions included."""
-    for c in _code_objects(code):
-        previous: list = []
-        for ins in dis.get_instructions(c):
-            if ins.opcode == _IMPORT_NAME and len(previous) >= 2:
-                level, fromlist = previous[-2].argval, previous[-1].argval
-                if isinstance(level, int):
-                    yield ins.argval, level, tuple(fromlist or ())
-            previous = [*previous[-1:], ins]
-
-
 def identify(func: types.FunctionType, name: str | None = None) -> Identity:
     """The fingerprint of ``func`` and of everything it reaches, with the checks that keep it true."""
     walker = _Walker(name or func.__name__)
@@ -572,54 +443,3 @@ def code_token(obj: Any) -> bytes | None:
 
 
 register_code_token(code_token)
-
-
-def call_address(
-    fp: Address, kwargs: dict[str, Any], memo: dict[int, tuple[Any, Address]] | None = None
-) -> tuple[Address, dict[str, Address]]:
-    """The address of one call, and the value address of each argument.
-
-    It hashes the function's fingerprint with the sorted argument names and their values'
-    addresses, so the order in which arguments are given does not matter. ``memo`` (object id →
-    (object, address)) lets many calls that share a large argument hash it once.
-    """
-    out = bytearray(_CALL_VERSION)
-    out += fp
-    addresses = {}
-    for name in sorted(kwargs):
-        value = kwargs[name]
-        try:
-            if memo is not None and approx_nbytes(value) >= _MEMO_FROM:
-                hit = memo.get(id(value))
-                if hit is None:
-                    hit = memo[id(value)] = (value, value_address(value))
-                address = hit[1]
-            else:
-                address = value_address(value)
-        except SerializationError as exc:
-            raise SerializationError(f"argument {name!r}: {exc}") from None
-        addresses[name] = address
-        out += name.encode()
-        out += b"\0"
-        out += address
-    return blake3(out).digest(), addresses
-
-
-_MEMO_FROM = 1 << 16
-
-
-def approx_nbytes(value: Any) -> int:
-    """A cheap estimate of the size of a large value (bytes, numpy, pandas), else 0."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return len(value)
-    if type(value).__module__.startswith(("numpy", "pandas")):
-        nbytes = getattr(value, "nbytes", None)
-        if isinstance(nbytes, int):
-            return nbytes
-        usage = getattr(value, "memory_usage", None)
-        if usage is not None:
-            try:
-                return int(usage(index=True, deep=False).sum())
-            except Exception:
-                return 0
-    return 0

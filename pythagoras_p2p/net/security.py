@@ -30,7 +30,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from .errors import ConfigurationError, PythagorasError
+from ..errors import ConfigurationError, PythagorasError
 
 __all__ = ["SwarmKey", "SecurityError", "Authenticator", "load_key", "create_key", "key_path",
            "join_token", "key_from_token", "check_admission"]

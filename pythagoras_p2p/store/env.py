@@ -2,7 +2,7 @@
 
 :class:`StoreEnvironment` opens ``home/store`` with its five named databases, checks the store
 format, and runs every read and write transaction of this process through :class:`_Gate`;
-:class:`pythagoras_p2p.store.Store` builds values, results and functions on top of it.
+:class:`pythagoras_p2p.store.core.Store` builds values, results and functions on top of it.
 
 Many processes open one store at once (user processes, workers, the node); reads take one short
 read transaction and no lock, writes are LMDB transactions serialized by LMDB's own lock.
@@ -29,8 +29,8 @@ from typing import TypeVar
 
 import lmdb
 
-from .defaults import MAP_SIZE_INITIAL, MAX_READERS, STORE_HEADROOM, store_cap
-from .errors import StoreError, StoreFullError
+from ..defaults import MAP_SIZE_INITIAL, MAX_READERS, STORE_HEADROOM, store_cap
+from ..errors import StoreError, StoreFullError
 
 __all__ = ["STORE_FORMAT", "StoreEnvironment", "shared", "full_message"]
 
@@ -273,7 +273,7 @@ class StoreEnvironment:
 
     def close(self) -> None:
         """Close this process's environment (it is reopened by the next
-        :func:`~pythagoras_p2p.store.open_store`)."""
+        :func:`~pythagoras_p2p.store.core.open_store`)."""
         with _STORES_LOCK:
             _STORES.pop((os.getpid(), str(self.home)), None)
         self._env.close()

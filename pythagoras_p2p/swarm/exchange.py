@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import wire
-from .batch import Batch
+from ..execution.batch import Batch
+from ..net import wire
+from ..net.transfer import Download, upload_frames
+from ..store.core import Store
 from .connections import Connections
 from .peers import Peer
-from .store import Store
-from .transfer import Download, upload_frames
 
 __all__ = ["ValueExchange"]
 

@@ -1,6 +1,6 @@
 """Supervised worker processes: spawning, feeding, watching and replacing them.
 
-Workers are fresh interpreters (``python -m pythagoras_p2p._worker``) that never import the
+Workers are fresh interpreters (``python -m pythagoras_p2p.execution.worker_main``) that never import the
 user's ``__main__``; they load functions by fingerprint from the shared store. One supervisor
 thread per pool owns every pipe: it writes batches of tasks without blocking, reads outcomes and
 printed output, and notices a worker's death by the end of its pipe. Each worker publishes the
@@ -12,12 +12,12 @@ A pool given the leases of its home (the embedded default's) takes each call's l
 sends the task to a worker, and sets aside a task whose call another process of the home is
 computing: it looks again after 1 ms, then twice as long each time up to 64 ms, while the other
 tasks run, and delivers ``("stored", value)`` once the result is there, or sends the task when the
-lease comes free without a result (its holder failed or died). See :mod:`pythagoras_p2p.leases`.
+lease comes free without a result (its holder failed or died). See :mod:`pythagoras_p2p.store.leases`.
 
 Batches adapt to the work: one task at a time while calls are slow, up to 64 per message with
 a second batch prefetched while they are fast, so trivial calls are not bound by pipe round trips.
-One worker process and the frames on its pipes are :mod:`pythagoras_p2p.worker_process`; batches
-of tasks are :mod:`pythagoras_p2p.batch`.
+One worker process and the frames on its pipes are :mod:`pythagoras_p2p.execution.worker_process`; batches
+of tasks are :mod:`pythagoras_p2p.execution.batch`.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..defaults import MAX_TASK_CRASHES, worker_memory_limit
+from ..store.leases import FIRST_DELAY, MAX_DELAY, WATCH_EVERY
 from .batch import Batch, print_output, refill
-from .defaults import MAX_TASK_CRASHES, worker_memory_limit
-from .execution import Task
-from .leases import FIRST_DELAY, MAX_DELAY, WATCH_EVERY
+from .run import Task
 from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, spawn
 
 __all__ = ["WorkerPool"]

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import wire
+from ..net import wire
+from ..net.security import SwarmKey
 from .peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
-from .security import SwarmKey
 
 __all__ = ["Connections", "DISCOVER_EVERY"]
 

@@ -23,15 +23,15 @@ import time
 from collections import deque
 from typing import Any
 
-from . import wire
-from .batch import Batch, print_output, refill
+from ..execution.batch import Batch, print_output, refill
+from ..net import wire
+from ..net.rpc import waiting_messages
+from ..net.security import SwarmKey
+from ..store.core import Store
 from .connections import Connections
 from .driver import Driver
 from .exchange import ValueExchange
 from .peers import Peer
-from .rpc import waiting_messages
-from .security import SwarmKey
-from .store import Store
 from .stragglers import Stragglers
 
 __all__ = ["SwarmDispatcher"]

@@ -1,4 +1,4 @@
-"""Entry point of a worker process (``python -m pythagoras_p2p._worker RFD WFD SLOTFD PARENT``).
+"""Entry point of a worker process (``python -m pythagoras_p2p.execution.worker_main RFD WFD SLOTFD PARENT``).
 
 A worker is a fresh interpreter: it never imports the user's ``__main__``. It reads batches of
 tasks from its supervisor, loads each function once by fingerprint from the shared store, runs
@@ -70,7 +70,7 @@ class _Output(io.TextIOBase):
 
 
 def _limit_memory() -> None:
-    from .defaults import worker_memory_limit
+    from ..defaults import worker_memory_limit
 
     limit = worker_memory_limit()  # checked by the pool before it started this worker
     if limit is not None:
@@ -83,7 +83,7 @@ def _limit_memory() -> None:
 
 
 def _verify(address: bytes, path: str, where: str) -> tuple:
-    from .transfer import verify_file
+    from ..net.transfer import verify_file
 
     problem = verify_file(path, address)
     if problem is None:
@@ -120,9 +120,9 @@ def main(argv: list[str]) -> int:
         sys.path[:] = sys_path
         os.chdir(cwd)
         _limit_memory()
-        from .clouds.base import enter_worker
-        from .execution import Task, current_where, decode_args, execute, failure_outcome
-        from .function import load_function
+        from ..clouds.base import enter_worker
+        from ..function import load_function
+        from .run import Task, current_where, decode_args, execute, failure_outcome
 
         cloud = enter_worker(home)
         store = cloud.store

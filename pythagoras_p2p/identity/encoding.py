@@ -1,16 +1,13 @@
-"""Canonical encoding of values, their content addresses, and how values are packed for storage.
+"""Canonical encoding of values and their content addresses.
 
-Two things live here, and they are kept apart on purpose:
-
-* the **address** of a value: blake3 over a canonical, versioned byte encoding that depends on
-  content only. Dicts and sets are encoded in a sorted order, numpy arrays by dtype, shape and
-  raw bytes, pandas objects column by column (so two equal DataFrames built differently get one
-  address). Large buffers are hashed on their own, with threads, straight from memory: never by
-  pickling them first. Anything else is encoded by its pickle, with the sets inside it (whose
-  pickled order follows a process's string hashes) replaced by their sorted encodings.
-* the **packed form** of a value: what the store keeps and what travels. It is pickle protocol 5;
-  a large value keeps its buffers out of band, aligned, so that it can be read back straight from
-  a memory map without a copy.
+The **address** of a value is blake3 over a canonical, versioned byte encoding that depends on
+content only. Dicts and sets are encoded in a sorted order, numpy arrays by dtype, shape and raw
+bytes, pandas objects column by column with every dtype (so two equal DataFrames built
+differently get one address, and two a function could tell apart never do). Large buffers are
+hashed on their own, with threads, straight from memory: never by pickling them first. Anything
+else is encoded by its pickle, with the sets inside it (whose pickled order follows a process's
+string hashes) replaced by their sorted encodings, and the user's own classes and functions by
+their content. How a value is *packed* for storage is :mod:`pythagoras_p2p.store.packing`.
 
 numpy and pandas are never imported here; they are recognised only if the user already uses them.
 """
@@ -28,16 +25,15 @@ from typing import Any
 
 from blake3 import blake3
 
-from .errors import SerializationError
+from ..errors import SerializationError
 
 __all__ = [
     "ENCODING_VERSION",
     "Address",
     "value_address",
     "hash_bytes",
-    "pack",
-    "pack_parts",
-    "unpack",
+    "checked_address",
+    "register_code_token",
 ]
 
 #: Bumped whenever the encoding changes; it is hashed into every address.
@@ -502,74 +498,3 @@ _ENCODERS = {
     set: _enc_set(b"S"),
     frozenset: _enc_set(b"Z"),
 }
-
-
-# --------------------------------------------------------------------------- packed values
-
-_MAGIC_INBAND = b"P"
-_MAGIC_OOB = b"Q"
-_ALIGN = 64
-
-
-def pack(obj: Any, *, what: str = "value", out_of_band_from: int = 256 * 1024) -> bytes:
-    """:func:`pack_parts` joined into one ``bytes``."""
-    parts = pack_parts(obj, what=what, out_of_band_from=out_of_band_from)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def pack_parts(obj: Any, *, what: str = "value", out_of_band_from: int = 256 * 1024) -> list:
-    """Pickle ``obj`` for storage or transport.
-
-    When its buffers (numpy arrays, PickleBuffers) add up to ``out_of_band_from`` bytes or more,
-    they are laid out after the pickle stream, 64-byte aligned, so that :func:`unpack` on a
-    memory map gives read-only arrays that read the map in place. Smaller values are pickled in
-    band and come back as ordinary, writable objects.
-    """
-    buffers: list[pickle.PickleBuffer] = []
-    try:
-        data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append)
-        raws = [b.raw() for b in buffers]
-        if raws and sum(r.nbytes for r in raws) < out_of_band_from:
-            raws = []
-            data = pickle.dumps(obj, protocol=_PICKLE_PROTOCOL)
-    except Exception as exc:
-        raise SerializationError(
-            f"the {what} (type {type(obj).__qualname__}) cannot be pickled "
-            f"({type(exc).__name__}: {exc}); use plain data, numpy or pandas objects, "
-            f"or a picklable class"
-        ) from None
-    if not raws:
-        return [_MAGIC_INBAND + data]
-    header = bytearray(_MAGIC_OOB)
-    header += struct.pack("<IQ", len(raws), len(data))
-    for raw in raws:
-        header += _pack_Q(raw.nbytes)
-    parts = [bytes(header), data]
-    offset = len(header) + len(data)
-    for raw in raws:
-        pad = -offset % _ALIGN
-        parts.append(b"\0" * pad)
-        parts.append(raw)
-        offset += pad + raw.nbytes
-    return parts
-
-
-def unpack(blob: Any) -> Any:
-    """Rebuild a value packed by :func:`pack`; out-of-band buffers are used in place."""
-    view = memoryview(blob)
-    magic = bytes(view[:1])
-    if magic == _MAGIC_INBAND:
-        return pickle.loads(view[1:])
-    if magic != _MAGIC_OOB:
-        raise SerializationError("stored value has an unknown format; run `pythagoras-node cache verify`")
-    count, plen = struct.unpack_from("<IQ", view, 1)
-    sizes = struct.unpack_from(f"<{count}Q", view, 13)
-    offset = 13 + 8 * count
-    data = view[offset : offset + plen]
-    offset += plen
-    buffers = []
-    for size in sizes:
-        offset += -offset % _ALIGN
-        buffers.append(view[offset : offset + size])
-        offset += size
-    return pickle.loads(data, buffers=buffers)

@@ -1,0 +1,1 @@
+"""What makes two calls the same: value addresses, normalized code, fingerprints, call addresses."""

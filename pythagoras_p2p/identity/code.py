@@ -1,0 +1,145 @@
+"""Normalized code objects: what of a function's code counts for its fingerprint, and what it names.
+
+A function's fingerprint hashes its *normalized code object* — its instructions with constants,
+names and jump targets by value, argument layout — and leaves out what does not change behaviour:
+the docstring, line numbers, column positions, the file name, annotations, and the choices the
+compiler makes from the surrounding compilation unit. Code objects exist however a function was
+made (a file, a notebook cell, ``python -c``, ``exec()``), so the same text gets the same
+fingerprint in all four, where a source-based fingerprint would have nothing to read in two of them.
+The bytecode belongs to one Python minor version, and so does the fingerprint.
+"""
+
+from __future__ import annotations
+
+import dis
+import struct
+import types
+
+from .encoding import _encode, _len
+
+__all__ = ["encode_code", "code_objects", "global_names", "all_names", "imports"]
+
+# Flags that change what a code object does; the rest (e.g. CO_NESTED) depend on where it was defined.
+_CO_MASK = (
+    0x0004  # CO_VARARGS
+    | 0x0008  # CO_VARKEYWORDS
+    | 0x0020  # CO_GENERATOR
+    | 0x0080  # CO_COROUTINE
+    | 0x0100  # CO_ITERABLE_COROUTINE
+    | 0x0200  # CO_ASYNC_GENERATOR
+)
+
+
+# What the compiler picks by context rather than by meaning: ``m.f(x)`` compiles to LOAD_METHOD
+# (3.11; a flag of LOAD_ATTR later) unless ``import m`` is in the same compilation unit, then to a
+# NULL push and LOAD_ATTR. A notebook compiles each statement on its own, a file all at once, so
+# the same text differs. The NULL push (PUSH_NULL, or a flag of LOAD_GLOBAL that the name-valued
+# argval leaves out) is dropped and LOAD_METHOD counts as LOAD_ATTR. So are the NOPs that only
+# carry a line number (``try:`` on a line of its own has one, ``try: x = 1`` not).
+_SKIP = frozenset(
+    dis.opmap[name] for name in ("EXTENDED_ARG", "PUSH_NULL", "NOP") if name in dis.opmap
+)
+_SAME_OP = {dis.opmap[a]: dis.opmap[b] for a, b in [("LOAD_METHOD", "LOAD_ATTR")] if a in dis.opmap}
+_HAS_CONST = frozenset(dis.hasconst)
+_HAS_NAME = frozenset(dis.hasname) | frozenset(dis.haslocal) | frozenset(dis.hasfree)
+_HAS_JUMP = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
+_GLOBAL_OPS = frozenset(
+    dis.opmap[name]
+    for name in (
+        "LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"
+    )
+    if name in dis.opmap
+)
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+_pack_H = struct.Struct("<H").pack
+
+
+def encode_code(code: types.CodeType, out: bytearray) -> None:
+    """Append the normalized form of ``code`` (and of the code objects nested in it) to ``out``."""
+    out += b"K"
+    _encode(
+        (
+            code.co_name,
+            code.co_argcount,
+            code.co_posonlyargcount,
+            code.co_kwonlyargcount,
+            code.co_flags & _CO_MASK,
+            code.co_varnames,
+            code.co_freevars,
+            code.co_cellvars,
+        ),
+        out,
+    )
+    # The instructions, not co_code: constants by value where they are used (so an unused
+    # docstring drops out, and with it the shift it causes in the indices of the others),
+    # names by name, jump targets by instruction number rather than byte offset.
+    bytecode = dis.Bytecode(code)
+    instructions = []
+    ordinal: dict[int, int] = {}
+    pending: list[int] = []
+    for ins in bytecode:
+        pending.append(ins.offset)
+        if ins.opcode not in _SKIP:
+            for offset in pending:
+                ordinal[offset] = len(instructions)
+            pending.clear()
+            instructions.append(ins)
+    for offset in [*pending, len(code.co_code)]:
+        ordinal[offset] = len(instructions)
+    out += b"k"
+    _len(len(instructions), out)
+    for ins in instructions:
+        op = ins.opcode
+        out += _pack_H(_SAME_OP.get(op, op))
+        if op in _HAS_CONST:
+            if isinstance(ins.argval, types.CodeType):
+                encode_code(ins.argval, out)
+            else:
+                _encode(ins.argval, out)
+        elif op in _HAS_NAME:
+            _encode(ins.argval, out)
+        elif op in _HAS_JUMP:
+            _encode(ordinal.get(ins.argval, ins.argval), out)
+        else:
+            _encode(ins.arg, out)
+    out += b"x"
+    for entry in getattr(bytecode, "exception_entries", ()):
+        _encode(
+            tuple(ordinal.get(o, o) for o in (entry.start, entry.end, entry.target))
+            + (entry.depth, entry.lasti),
+            out,
+        )
+
+
+def code_objects(code: types.CodeType):
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from code_objects(const)
+
+
+def global_names(code: types.CodeType) -> set[str]:
+    """The global names that ``code`` reads or writes (co_names also holds attribute names)."""
+    return {
+        ins.argval
+        for c in code_objects(code)
+        for ins in dis.get_instructions(c)
+        if ins.opcode in _GLOBAL_OPS
+    }
+
+
+def all_names(code: types.CodeType) -> set[str]:
+    """Every name the code uses of globals, attributes and imports: what it may take from a module."""
+    return {name for c in code_objects(code) for name in c.co_names}
+
+
+def imports(code: types.CodeType):
+    """(name, level, fromlist) of every ``import`` in the code, nested functions included."""
+    for c in code_objects(code):
+        previous: list = []
+        for ins in dis.get_instructions(c):
+            if ins.opcode == _IMPORT_NAME and len(previous) >= 2:
+                level, fromlist = previous[-2].argval, previous[-1].argval
+                if isinstance(level, int):
+                    yield ins.argval, level, tuple(fromlist or ())
+            previous = [*previous[-1:], ins]
