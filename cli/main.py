@@ -97,7 +97,7 @@ def join(ctx: click.Context, token: str, force: bool) -> None:
 def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns: bool,
           mdns_interface: str | None, peers: tuple[str, ...], grace: float, detach: bool) -> None:
     """Run this machine's node (in the foreground unless --detach)."""
-    from pythagoras_p2p.clouds.base import parse_peers
+    from pythagoras_p2p.clouds.connection import parse_peers
     from pythagoras_p2p.defaults import worker_count
     from pythagoras_p2p.errors import ConfigurationError
 

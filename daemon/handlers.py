@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
@@ -25,7 +25,7 @@ from .state import load_facts, status_entry
 
 __all__ = ["Handlers"]
 
-log = logging.getLogger("pythagoras_p2p.node")
+log = logging.getLogger(__name__)
 
 _LOG_ONCE = 256  # distinct problems remembered for log deduplication
 _MAX_UPLOADS = 64  # concurrent partial uploads per node
@@ -60,8 +60,27 @@ class Upload:
         Path(self.path).unlink(missing_ok=True)
 
 
+class NodeSide(Protocol):
+    """What the handlers use of their node (:class:`~pythagoras_p2p.daemon.node.Node`)."""
+
+    node_id: str
+    home: Path
+    config: Any
+    key: Any
+    store: Any
+    journal: Any
+    pool: Any
+    peering: Any
+    router: Any
+    stopping: bool
+
+    def submit(self, task: Task, call: bytes) -> Any: ...
+
+    def completed_verification(self, upload: Any, ok: bool, reason: str) -> None: ...
+
+
 class Handlers:
-    def __init__(self, node: Any):
+    def __init__(self, node: NodeSide):
         self.node = node
         self.store = node.store
         self.running: dict[bytes, Running] = {}

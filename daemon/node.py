@@ -26,7 +26,6 @@ from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.mdns import Advert, Announcement, local_addresses
 from pythagoras_p2p.net.nodefile import node_identity
-from pythagoras_p2p.net.rpc import endpoint, waiting_messages
 from pythagoras_p2p.net.security import (
     Authenticator,
     SecurityError,
@@ -34,6 +33,7 @@ from pythagoras_p2p.net.security import (
     check_admission,
     curve_server,
 )
+from pythagoras_p2p.net.sockets import endpoint, waiting_messages
 from pythagoras_p2p.store.core import open_store
 from pythagoras_p2p.store.journal import Journal
 
@@ -43,7 +43,7 @@ from .state import CacheFacts
 
 __all__ = ["Node", "NodeConfig"]
 
-log = logging.getLogger("pythagoras_p2p.node")
+log = logging.getLogger(__name__)
 
 HOUSEKEEPING_EVERY = 1.0  # seconds between sweeps for dead readers and abandoned uploads
 #: After answering a fast call, the node polls without sleeping for this long: a client that

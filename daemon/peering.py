@@ -13,12 +13,12 @@ import time
 from typing import Any
 
 from pythagoras_p2p.net import wire
-from pythagoras_p2p.net.rpc import waiting_messages
+from pythagoras_p2p.net.sockets import waiting_messages
 from pythagoras_p2p.swarm.peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
 
 __all__ = ["Peering"]
 
-log = logging.getLogger("pythagoras_p2p.node")
+log = logging.getLogger(__name__)
 
 _FACTS = ("busy", "workers", "load", "tasks_done", "cache_entries", "cache_bytes", "hit_rate")
 

@@ -24,7 +24,7 @@ from .node import Node, NodeConfig
 
 __all__ = ["run_node", "start_detached", "stop_node", "NodeError"]
 
-log = logging.getLogger("pythagoras_p2p.node")
+log = logging.getLogger(__name__)
 
 
 class NodeError(PythagorasError):

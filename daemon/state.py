@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from pythagoras_p2p.net.rpc import endpoint
+from pythagoras_p2p.net.sockets import endpoint
 from pythagoras_p2p.net.wire import PYTHON_VERSION
 
 __all__ = ["CacheFacts", "load_facts", "status_entry"]

@@ -18,6 +18,8 @@ __all__ = [
     "StoreFullError",
     "WorkerCrashedError",
     "RemoteError",
+    "NodeUnreachable",
+    "SecurityError",
 ]
 
 
@@ -67,3 +69,11 @@ class RemoteError(PythagorasError):
         super().__init__(message)
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
+
+
+class NodeUnreachable(PythagorasError, ConnectionError):
+    """A node did not answer in time (not running, not reachable, or not of this swarm)."""
+
+
+class SecurityError(PythagorasError):
+    """The swarm key is missing or unreadable, or the node cannot enforce membership."""

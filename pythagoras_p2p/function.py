@@ -233,7 +233,7 @@ def _bound_calls(fn: PureFunction, calls: Iterable[Any]):
 
 
 def _rebuild_pure_function(func: types.FunctionType, fp: bytes | None) -> PureFunction:
-    from .clouds.base import process_cloud
+    from .execution.context import process_cloud
 
     return PureFunction(func, process_cloud(), fp)
 

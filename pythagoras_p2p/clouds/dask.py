@@ -43,7 +43,7 @@ from .base import PCloud
 
 __all__ = ["DaskCloud"]
 
-log = logging.getLogger("pythagoras_p2p")
+log = logging.getLogger(__name__)
 
 _EXTRA = "pip install 'pythagoras_p2p[dask]'"
 WORKERS_TTL = 1.0  # seconds the list of workers is reused before the scheduler is asked again
@@ -84,7 +84,7 @@ class DaskCloud(PCloud):
         """A large argument waits here until its task is submitted: then it is scattered."""
         self._pending.setdefault(address, value)
 
-    def _dispatch(self, tasks: Iterable[Task], count: int):
+    def _submit(self, tasks: Iterable[Task], count: int):
         return _DaskBatch(self, tasks, count)
 
     # ------------------------------------------------------------------ cluster state

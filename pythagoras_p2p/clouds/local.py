@@ -10,10 +10,12 @@ from typing import Any
 
 from ..defaults import worker_count
 from ..errors import ConfigurationError, RequirementsError
+from ..execution.context import in_worker, register_default_cloud
 from ..execution.run import Task, decode_args, execute, failure_outcome
 from ..function import load_function
 from ..requirements import missing_requirements
-from .base import PCloud, in_worker
+from .base import PCloud
+from .choice import register_backend
 
 __all__ = ["LocalCloud"]
 
@@ -50,7 +52,7 @@ class LocalCloud(PCloud):
         self.workers = workers
         self._pool = None
 
-    def _dispatch(self, tasks: Iterable[Task], count: int):
+    def _submit(self, tasks: Iterable[Task], count: int):
         if in_worker():
             return _InlineBatch(self, tasks, count)
         with self._lock:
@@ -68,6 +70,10 @@ class LocalCloud(PCloud):
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+
+register_backend("local", LocalCloud)
+register_default_cloud(LocalCloud)
 
 
 class _InlineBatch:

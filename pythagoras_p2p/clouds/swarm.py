@@ -20,10 +20,11 @@ from ..store.core import MISSING
 from ..store.journal import WriteBehind
 from ..store.packing import unpack
 from .base import PCloud
+from .choice import register_backend
 
 __all__ = ["SwarmCloud"]
 
-log = logging.getLogger("pythagoras_p2p")
+log = logging.getLogger(__name__)
 
 LOOKUP_TIMEOUT = 2.0  # seconds a memo lookup waits for peers before computing here
 
@@ -67,7 +68,7 @@ class SwarmCloud(PCloud):
             connect_timeout=connect_timeout, ask_for_peers=bool(local), browser=browser,
         )
 
-    def _dispatch(self, tasks: Iterable, count: int):
+    def _submit(self, tasks: Iterable, count: int):
         return self._dispatcher.submit(tasks, count)
 
     def _store_results(self, records: list) -> None:
@@ -137,9 +138,13 @@ class SwarmCloud(PCloud):
         self._writer.close()
 
 
+register_backend("swarm", SwarmCloud)
+
+
 def _peers_of(node: tuple[str, int], key) -> list[tuple[str, int]]:
     """The live peers a node knows (empty if it does not answer in time)."""
-    from ..net.rpc import NodeUnreachable, endpoint, request
+    from ..net.rpc import NodeUnreachable, request
+    from ..net.sockets import endpoint
     from ..net.wire import WireError
 
     try:

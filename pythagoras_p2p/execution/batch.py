@@ -11,7 +11,10 @@ from __future__ import annotations
 import sys
 import threading
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .interfaces import TaskPool
 
 __all__ = ["Batch", "refill", "print_output"]
 
@@ -31,7 +34,7 @@ def refill(queue: deque, sources: deque, want: int | None) -> None:
 class Batch:
     """The tasks of one ``sync_parallel`` (or ``sync_remote``) call, and their outcomes."""
 
-    def __init__(self, pool: Any, count: int, on_outcome=None, on_output=None, tasks=()):
+    def __init__(self, pool: TaskPool, count: int, on_outcome=None, on_output=None, tasks=()):
         self.pool = pool
         self.remaining = count
         self.cancelled = False

@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..defaults import INLINE_VALUE_LIMIT
 from ..errors import (
@@ -41,6 +41,9 @@ from ..identity.encoding import value_address
 from ..store.core import MISSING, Store, result_meta, warn_not_stored
 from ..store.packing import pack_parts, unpack
 from .progress import ProgressBar
+
+if TYPE_CHECKING:
+    from .interfaces import Backend
 
 __all__ = ["Task", "ArgRef", "run_calls", "execute", "rebuild_exception", "describe_call"]
 
@@ -229,7 +232,7 @@ def _stand_in(exc: BaseException, label: str, type_name: str, where: str, text: 
 
 
 def run_calls(
-    cloud: Any, fn: Any, calls: Iterable[dict], *, return_exceptions: bool, progress: bool | None
+    cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptions: bool, progress: bool | None
 ) -> list:
     """Run calls of ``fn`` through ``cloud``'s dispatcher; see ``PureFunction.sync_parallel``."""
     store: Store = cloud.store
@@ -298,7 +301,7 @@ def run_calls(
             return Task(i, fp, call, payload, describe_call(fn.name, kwargs), refs)
 
         tasks = (make_task(i) for i in todo)
-        batch = cloud._dispatch(tasks, len(todo))
+        batch = cloud._submit(tasks, len(todo))
         leases = cloud._leases  # the batch holds the leases of the calls its pool sends
         try:
             while not batch.finished:

@@ -120,8 +120,8 @@ def main(argv: list[str]) -> int:
         sys.path[:] = sys_path
         os.chdir(cwd)
         _limit_memory()
-        from ..clouds.base import enter_worker
         from ..function import load_function
+        from .context import enter_worker
         from .run import Task, current_where, decode_args, execute, failure_outcome
 
         cloud = enter_worker(home)

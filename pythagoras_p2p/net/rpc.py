@@ -8,19 +8,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import PythagorasError
+from ..errors import NodeUnreachable
 from . import wire
 from .security import SwarmKey, curve_client
 
-__all__ = ["NodeUnreachable", "client_socket", "request", "endpoint", "waiting_messages"]
-
-
-class NodeUnreachable(PythagorasError, ConnectionError):
-    """A node did not answer in time (not running, not reachable, or not of this swarm)."""
-
-
-def endpoint(host: str, port: int) -> str:
-    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+__all__ = ["NodeUnreachable", "client_socket", "request"]
 
 
 def client_socket(context: Any, key: SwarmKey) -> Any:
@@ -33,24 +25,6 @@ def client_socket(context: Any, key: SwarmKey) -> Any:
     sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE + 64 * 1024)
     curve_client(sock, key)
     return sock
-
-
-def waiting_messages(sock: Any, *, limit: int = 256, copy: bool = True):
-    """The messages waiting on ``sock`` now, up to ``limit``, never blocking.
-
-    It asks the socket whether another message waits (``EVENTS``) rather than ending on a
-    failed receive: a raised ``zmq.Again`` costs more than the rest of a small message's way
-    through the loop. A caller that closes ``sock`` while it iterates must stop iterating.
-    """
-    import zmq
-
-    for _ in range(limit):
-        try:
-            yield sock.recv_multipart(zmq.NOBLOCK, copy=copy)
-        except zmq.Again:  # woken by a poll for nothing (rare): nothing waits after all
-            return
-        if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            return
 
 
 def request(address: str, key: SwarmKey, op: str, *, timeout: float = 5.0, bodies: list = (),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from ..errors import ConfigurationError, PythagorasError
+from ..errors import ConfigurationError, SecurityError
 
 __all__ = ["SwarmKey", "SecurityError", "Authenticator", "load_key", "create_key", "key_path",
            "join_token", "key_from_token", "check_admission"]
@@ -40,10 +40,6 @@ log = logging.getLogger(__name__)
 KEY_FILE = "swarm.key"
 _TOKEN_PREFIX = "pyth1-"
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
-
-
-class SecurityError(PythagorasError):
-    """The swarm key is missing or unreadable, or the node cannot enforce membership."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +200,7 @@ class Authenticator:
 
     def handle(self) -> None:
         """Answer every pending ZAP request (never blocks)."""
-        from .rpc import waiting_messages
+        from .sockets import waiting_messages
 
         for frames in waiting_messages(self.socket, limit=1 << 30):
             self.socket.send_multipart(self._answer(frames))

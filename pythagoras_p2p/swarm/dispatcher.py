@@ -25,8 +25,8 @@ from typing import Any
 
 from ..execution.batch import Batch, print_output, refill
 from ..net import wire
-from ..net.rpc import waiting_messages
 from ..net.security import SwarmKey
+from ..net.sockets import waiting_messages
 from ..store.core import Store
 from .connections import Connections
 from .driver import Driver

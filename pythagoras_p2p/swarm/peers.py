@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..net.rpc import client_socket, endpoint
+from ..net.rpc import client_socket
 from ..net.security import SwarmKey
+from ..net.sockets import endpoint
 
 __all__ = ["Peer", "PING_EVERY", "SILENT_AFTER", "RETRY_EVERY"]
 

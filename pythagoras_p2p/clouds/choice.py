@@ -1,0 +1,93 @@
+"""Which backend ``PCloud(...)`` stands for: the swarm when one answers, else the embedded default.
+
+Backends register themselves here (:func:`register_backend`) when their module is imported, so
+this module, like the base class, never imports them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..defaults import home_dir
+
+__all__ = ["register_backend", "choose_backend", "MDNS_WAIT"]
+
+log = logging.getLogger(__name__)
+
+_BACKENDS: dict[str, type] = {}
+
+
+def register_backend(kind: str, cls: type) -> None:
+    """Make ``cls`` the backend of ``kind`` (``"local"`` or ``"swarm"``) for :func:`choose_backend`."""
+    _BACKENDS[kind] = cls
+
+
+def choose_backend(connection: dict, home: Any = None) -> type:
+    """The backend ``PCloud(...)`` stands for; see ``parse_connection``."""
+    LocalCloud, SwarmCloud = _BACKENDS["local"], _BACKENDS["swarm"]  # noqa: N806 (classes)
+    if connection["mode"] == "local":
+        return LocalCloud
+    if connection["mode"] == "peers":
+        return SwarmCloud
+    home = home_dir(home or connection["home"])
+    if _swarm_answers(home, connection["key"]):
+        log.info("using the swarm through this machine's node (home %s)", home)
+        return SwarmCloud
+    if connection["discovery"] == "mdns" and _member_on_mdns(home, connection["key"]):
+        log.info("using the swarm found on mDNS (this machine runs no node)")
+        return SwarmCloud
+    log.info("no swarm node answers for %s: running on the embedded default (this machine's "
+             "store and worker processes)", home)
+    return LocalCloud
+
+
+MDNS_WAIT = 2.0  # seconds PCloud() listens on mDNS for a member when this machine has no node
+
+
+def _member_on_mdns(home: Any, key_path: Any) -> bool:
+    """True if this home holds a swarm key and a member of that swarm is announced on mDNS."""
+    from ..net.security import SecurityError, load_key
+
+    try:
+        key = load_key(home, key_path)
+    except SecurityError:
+        return False
+    if key is None:
+        return False
+    from ..net.mdns import Browser
+
+    browser = Browser(key.tag)
+    try:
+        deadline = time.monotonic() + MDNS_WAIT
+        while time.monotonic() < deadline:
+            if browser.snapshot():
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        browser.close()
+
+
+def _swarm_answers(home: Any, key_path: Any) -> bool:
+    """True if this home holds a swarm key and its node answers a probe."""
+    from ..net.nodefile import local_node_address
+
+    node = local_node_address(home)
+    if node is None:
+        return False
+    from ..net.rpc import NodeUnreachable, request
+    from ..net.security import SecurityError, load_key
+    from ..net.sockets import endpoint
+    from ..net.wire import WireError
+
+    try:
+        key = load_key(home, key_path)
+        if key is None:
+            return False
+        request(endpoint(*node), key, "probe", timeout=1.0)
+    except (NodeUnreachable, SecurityError, WireError) as exc:
+        log.info("this machine's node at %s:%d does not answer (%s)", node[0], node[1], exc)
+        return False
+    return True

@@ -1,0 +1,67 @@
+"""The seams of execution, declared: what ``run_calls`` needs of a backend, and of a batch of tasks.
+
+A backend (``LocalCloud``, ``SwarmCloud``, ``DaskCloud``) is whatever satisfies :class:`Backend`;
+what it returns from ``_submit`` satisfies :class:`TaskBatch`; a batch of the worker pool or the
+swarm dispatcher reaches its pool through :class:`TaskPool`. Nothing here runs: these are the
+contracts the type checker and a reader hold the pieces to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..identity.fingerprint import Identity
+    from ..store.core import ResultRecord, Store
+    from ..store.leases import Leases
+
+__all__ = ["Backend", "TaskBatch", "TaskPool"]
+
+
+class TaskBatch(Protocol):
+    """The tasks of one ``run_calls`` handed to a backend, and their outcomes coming back."""
+
+    @property
+    def finished(self) -> bool:
+        """True once every task has an outcome (or the batch was cancelled and drained)."""
+
+    def next_outcomes(self) -> list[tuple[int, Any]]:
+        """Wait for outcomes and return every ``(task id, outcome)`` that arrived (at least one)."""
+
+    def cancel(self) -> None:
+        """Drop queued tasks and stop running ones (on peers too); store nothing more."""
+
+
+class Backend(Protocol):
+    """What ``run_calls`` needs of a cloud: where results are, and where tasks run."""
+
+    store: Store
+    _leases: Leases
+
+    def _register_function(self, fn: Any, identity: Identity) -> None:
+        """Make the function loadable by fingerprint wherever its tasks run."""
+
+    def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict:
+        """Results of ``calls`` held somewhere other than the local store."""
+
+    def _keep_argument(self, address: bytes, name: str, value: Any, written: list) -> None:
+        """Put a large argument where the workers read it by address."""
+
+    def _release_values(self, addresses: list) -> None:
+        """The calls reading these argument copies are over."""
+
+    def _submit(self, tasks: Iterable[Any], count: int) -> TaskBatch:
+        """Start running ``count`` tasks (:class:`~.run.Task`), streamed from ``tasks``."""
+
+    def _store_results(self, records: list[ResultRecord]) -> None:
+        """Store results that arrived from workers, durably, before they are returned."""
+
+
+class TaskPool(Protocol):
+    """What a batch needs of the pool (worker pool, swarm dispatcher) it was submitted to."""
+
+    alive: bool
+
+    def _request(self, request: tuple) -> None:
+        """Hand a request (``("cancel", batch)``, ...) to the pool's own thread."""
