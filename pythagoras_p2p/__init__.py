@@ -23,10 +23,12 @@ from .clouds.swarm import SwarmCloud
 from .errors import (
     ConfigurationError,
     FingerprintError,
+    NodeUnreachable,
     PureFunctionError,
     PythagorasError,
     RemoteError,
     RequirementsError,
+    SecurityError,
     SerializationError,
     StoreError,
     StoreFullError,
@@ -50,4 +52,6 @@ __all__ = [
     "StoreFullError",
     "WorkerCrashedError",
     "RemoteError",
+    "NodeUnreachable",
+    "SecurityError",
 ]
