@@ -258,7 +258,7 @@ def test_a_hex_field_with_whitespace_is_not_an_address(value):
     "integer fields (offset, total) are only checked to be >= 0, not bounded: an offset of "
     "10**300 passes the parser, and the node's get handler then fails inside os.pread with "
     "OverflowError for a value kept in a file (caught there and answered as 'missing')"))
-@pytest.mark.parametrize("offset", [2**63, 10**300])
+@pytest.mark.parametrize("offset", [2**63, 10**300], ids=["2**63", "10**300"])
 def test_an_offset_no_file_can_have(offset):
     rejects(frames_of(valid_header("get") | {"offset": offset}), "'offset'")
 
