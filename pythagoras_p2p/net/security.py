@@ -38,7 +38,8 @@ __all__ = ["SwarmKey", "SecurityError", "Authenticator", "load_key", "create_key
 log = logging.getLogger(__name__)
 
 KEY_FILE = "swarm.key"
-_TOKEN_PREFIX = "pyth1-"
+_TOKEN_PREFIX = "pyth2-"  # base64 of the key file, "." and a checksum of it
+_OLD_TOKEN_PREFIX = "pyth1-"  # the same without a checksum (made by the first release)
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 
 
@@ -82,6 +83,10 @@ def _parse_key(text: str, where: str, fix: str = _KEY_FIX) -> SwarmKey:
 
         if len(zmq.utils.z85.decode(key.public)) != 32 or len(zmq.utils.z85.decode(key.secret)) != 32:
             raise ValueError("keys must be 32 bytes")
+        import zmq
+
+        if zmq.curve_public(key.secret) != key.public:  # a damaged half: no node would admit it
+            raise ValueError("its public key does not belong to its secret key")
         return key
     except Exception as exc:
         raise SecurityError(
@@ -98,6 +103,8 @@ def load_key(home: Path, path: Path | None = None) -> SwarmKey | None:
         return None
     except OSError as exc:
         raise SecurityError(f"cannot read the swarm key {path} ({exc}); check its permissions") from None
+    except UnicodeDecodeError:
+        raise SecurityError(f"{path} is not a valid swarm key (it is not text); {_KEY_FIX}") from None
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         log.warning("swarm key %s is readable by others (mode %o); run: chmod 600 %s", path, mode, path)
@@ -138,23 +145,34 @@ def create_key(home: Path, *, name: str | None = None, force: bool = False) -> S
 
 def join_token(key: SwarmKey) -> str:
     """A one-line token that carries the key file: keep it as secret as the file."""
-    return _TOKEN_PREFIX + base64.urlsafe_b64encode(key.to_json().encode()).decode().rstrip("=")
+    text = key.to_json().encode()
+    body = base64.urlsafe_b64encode(text).decode().rstrip("=")
+    return f"{_TOKEN_PREFIX}{body}.{_token_checksum(text)}"
+
+
+def _token_checksum(text: bytes) -> str:
+    return blake3(b"pythagoras-join-token\0" + text).hexdigest()[:12]
 
 
 def key_from_token(token: str) -> SwarmKey:
     token = token.strip()
-    if not token.startswith(_TOKEN_PREFIX):
+    if not token.startswith((_TOKEN_PREFIX, _OLD_TOKEN_PREFIX)):
         raise ConfigurationError(
             f"that is not a join token (it should start with {_TOKEN_PREFIX!r}); copy the whole "
             f"line that `pythagoras-node init` printed"
         )
-    body = token[len(_TOKEN_PREFIX):]
+    body, checksum = token[len(_TOKEN_PREFIX):], None
+    if token.startswith(_TOKEN_PREFIX):
+        body, _, checksum = body.rpartition(".")
     damaged = ("the join token is damaged; copy the whole line `pythagoras-node init` printed "
                "on the first machine again")
     try:
-        text = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True).decode()
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
+        text = raw.decode()
     except Exception:
         raise ConfigurationError(f"{damaged} (it is not base64)") from None
+    if checksum is not None and checksum != _token_checksum(raw):
+        raise ConfigurationError(f"{damaged} (its checksum does not match)")
     return _parse_key(text, "the join token", fix=damaged.partition("; ")[2])
 
 

@@ -105,14 +105,13 @@ def build(op: str, request_id: int = 0, bodies: list | tuple = (), **fields: Any
     return [data, *bodies]
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_MAX_INT = (1 << 63) - 1  # offsets, totals: what a file or a counter can hold
+
+
 def _is_address(value: Any) -> bool:
-    if not isinstance(value, str) or len(value) != 64:
-        return False
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True
+    # Not bytes.fromhex alone: it skips spaces, and "ab cd..." would give a shorter address.
+    return isinstance(value, str) and len(value) == 64 and _HEX_DIGITS.issuperset(value)
 
 
 def parse(frames: list) -> Message:
@@ -131,7 +130,7 @@ def parse(frames: list) -> Message:
     if not isinstance(header, dict):
         raise WireError("header is not a JSON object")
     version = header.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:  # true and 1.0 equal 1 too
         raise WireError(
             f"protocol version {version!r} is not this node's {PROTOCOL_VERSION}; install the "
             f"same pythagoras_p2p release on every machine of the swarm", code="protocol",
@@ -148,7 +147,7 @@ def parse(frames: list) -> Message:
         elif kind is _HEXES:
             ok = isinstance(value, list) and len(value) <= 100_000 and all(map(_is_address, value))
         elif kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            ok = type(value) is int and 0 <= value <= _MAX_INT
         else:
             ok = isinstance(value, kind)
         if not ok:

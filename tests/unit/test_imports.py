@@ -23,8 +23,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 ROOT = "pythagoras_p2p"
 #: Packages installed from their own folders (``package_dir``): walked separately.
 SEPARATE_PACKAGES = ("pythagoras_p2p.daemon", "pythagoras_p2p.cli")
@@ -236,11 +234,6 @@ def test_the_package_has_no_import_cycles():
         _describe(c, graph) for c in cycles)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cycles through imports deferred into functions: clouds.base -> clouds.local/clouds.swarm "
-    "(PCloud choosing a backend) and function -> clouds.base, back through their top-level "
-    "imports of clouds.base/function; net.security -> net.rpc (Authenticator.handle imports "
-    "rpc.waiting_messages) while rpc imports security at the top"))
 def test_the_package_has_no_import_cycles_even_through_deferred_imports():
     graph = import_graph(deferred=True)
     cycles = strongly_connected_components(graph)
