@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import pickle
 import platform
 import socket
@@ -74,6 +75,9 @@ class DaskCloud(PCloud):
         self._function_futures: dict[bytes, Any] = {}
         self._checked: dict[str, list[str]] = {}  # worker address -> why it cannot take calls
         self._dask_lock = threading.RLock()
+        # Calls that failed here: the scheduler may still hold the failed task under its key
+        # until our release reaches it, and would answer a retry from it. They get fresh keys.
+        self._failed_calls: set[bytes] = set()
         self._workers_info: dict = {}
         self._workers_at = -WORKERS_TTL
         self._eligible_workers()  # fail now, not at the first call, if no worker can run ours
@@ -253,13 +257,21 @@ class _DaskBatch:
             function = cloud._function_future(tasks[0].fp)
             values = [cloud._value_futures(t.refs) for t in tasks]
             cloud._trim_scattered()
-        keys = [f"{_key_name(t.label)}-{t.call.hex()}" for t in tasks]
+        keys = [self._key(t) for t in tasks]
         restrict = {} if self.workers is None else {"workers": self.workers, "allow_other_workers": False}
         futures = self.client.map(_run_task, [function] * len(tasks), tasks, values, key=keys,
                                   **restrict)
         for future, task in zip(futures, tasks, strict=True):
             self.inflight[future] = task
             self.done.add(future)
+
+    def _key(self, task: Task) -> str:
+        """``<function>-<call address>``: one task for identical calls of every client; a call
+        that failed here before gets a key of its own (failures are never answered again)."""
+        key = f"{_key_name(task.label)}-{task.call.hex()}"
+        if task.call in self.cloud._failed_calls:
+            key += f"-again-{os.urandom(6).hex()}"
+        return key
 
     def next_outcomes(self) -> list:
         ready = [f for f in self.done.next_batch(block=True) if f in self.inflight]
@@ -274,6 +286,8 @@ class _DaskBatch:
                     from ..execution.batch import print_output
 
                     print_output(outcome[-1] if outcome[0] == "err" else outcome[3]["worker"], printed)
+                if outcome[0] != "ok":
+                    self._forget_failed(future, task)
                 outcomes.append((task.tid, outcome))
                 continue
             if future.status == "cancelled":  # a worker holding its inputs left: send them again
@@ -283,9 +297,15 @@ class _DaskBatch:
                     self.retry.append(task)
                     continue
             outcomes.append((task.tid, _failed(future, task)))
+            self._forget_failed(future, task)
         self.remaining -= len(outcomes)
         self._submit()
         return outcomes
+
+    def _forget_failed(self, future: Any, task: Task) -> None:
+        self.cloud._failed_calls.add(task.call)
+        with contextlib.suppress(Exception):
+            future.release()
 
     def _gather(self, futures: list) -> dict:
         """The results of finished tasks, fetched together; one whose worker died before it was

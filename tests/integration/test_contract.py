@@ -258,11 +258,3 @@ class TestDaskCloud(Contract):
                           home=tmp_path_factory.mktemp("dask") / "home")
         yield cloud
         cloud.close()
-
-    @pytest.mark.xfail(strict=True, reason=(
-        "DaskCloud: a failed call retried at once often returns the previous failure without "
-        "running: its task key (<function>-<call address>) still names the erred task on the "
-        "scheduler until the client's release of the old future arrives, and Dask answers the "
-        "new submission from it; failures are not meant to be kept anywhere"))
-    def test_a_failed_call_runs_again_each_time_it_is_retried(self, check, tmp_path):
-        super().test_a_failed_call_runs_again_each_time_it_is_retried(check, tmp_path)
