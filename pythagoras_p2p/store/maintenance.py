@@ -13,8 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..identity.encoding import checked_address
-from .core import _INLINE, _TRANSIENT, Store, live
+from .core import Store
 from .packing import unpack
+from .records import INLINE as _INLINE
+from .records import TRANSIENT as _TRANSIENT
+from .records import live
 
 __all__ = ["StoreStats", "VerifyReport", "GcReport", "stats", "verify", "gc", "human_bytes"]
 
@@ -129,7 +132,7 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
         try:
             if live(record) is None:
                 raise ValueError("a transient value of an earlier boot, or of an earlier format")
-            view = store._checked_view(address, record)
+            view = store.checked_view(address, record)
             if view is None:
                 raise ValueError("its transient file was dropped")
             found, derivable = checked_address(unpack(view))

@@ -587,7 +587,7 @@ def test_fork_while_other_threads_read_and_write(store):
 
 def test_transient_values_last_for_this_boot_and_durable_writes_upgrade_them(store, monkeypatch):
     import numpy as np
-    import pythagoras_p2p.store.core as store_module
+    import pythagoras_p2p.store.records as store_module
 
     from pythagoras_p2p.identity.encoding import value_address
     from pythagoras_p2p.store.packing import pack_parts
@@ -672,7 +672,7 @@ def test_copies_left_by_an_earlier_boot_are_replaced_never_trusted(store, monkey
     """After a reboot a transient record counts as absent and its ``.n`` file may be torn: a new
     transient write replaces both, and a durable write never links the old file."""
     import numpy as np
-    import pythagoras_p2p.store.core as store_module
+    import pythagoras_p2p.store.records as store_module
 
     from pythagoras_p2p.store.packing import pack_parts
 
@@ -699,7 +699,7 @@ def test_a_result_equal_to_a_transient_argument_is_kept_for_good(store, monkeypa
     """A result stored without its value (a peer sent it as a file, and a copy was already
     here as an argument) makes that copy durable: dropping the arguments keeps it."""
     import numpy as np
-    import pythagoras_p2p.store.core as store_module
+    import pythagoras_p2p.store.records as store_module
 
     from pythagoras_p2p.store.packing import pack_parts
 
