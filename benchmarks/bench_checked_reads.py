@@ -28,6 +28,7 @@ import numpy as np
 from blake3 import blake3
 
 from pythagoras_p2p.identity.encoding import value_address
+from pythagoras_p2p.store.blobs import map_blob
 from pythagoras_p2p.store.core import MISSING, open_store
 from pythagoras_p2p.store.packing import pack_parts, unpack
 
@@ -56,12 +57,12 @@ def measure(store, nbytes: int, repeats: int) -> dict[str, float]:
         use(value)
 
     def unchecked(use):
-        use(unpack(store._map_blob(address, record)))
+        use(unpack(map_blob(store.blobs, address, record)))
 
     def hash_mapped():
         blake3(mapped, max_threads=blake3.AUTO if nbytes >= 8 << 20 else 1).digest(16)
 
-    mapped = store._map_blob(address, record)
+    mapped = map_blob(store.blobs, address, record)
     bytes(mapped)  # mapped and in the page cache
     uses = {"sum": lambda a: a.sum(), "bytes": lambda a: bytes(a)}
     times = {"decode only": seconds(lambda: unchecked(lambda a: None), repeats, inner),

@@ -273,7 +273,7 @@ class Node:
         new client or worker of this home could open the store. The node, always open, asks.
         """
         try:
-            cleared = self.store._env.reader_check()
+            cleared = self.store.reader_check()
         except Exception as exc:  # lmdb.Error: the sweep is a courtesy, serving goes on
             log.debug("could not check the store's reader table: %s", exc)
             return

@@ -21,9 +21,10 @@ from ..function import PureFunction
 from ..identity.encoding import value_address
 from ..identity.fingerprint import Identity
 from ..requirements import parse_requirements
-from ..store.core import MISSING, Store, open_store, result_meta, warn_not_stored
+from ..store.core import MISSING, Store, open_store, warn_not_stored
 from ..store.leases import leases_of
 from ..store.packing import pack_parts
+from ..store.records import result_meta
 from .choice import choose_backend
 
 if TYPE_CHECKING:

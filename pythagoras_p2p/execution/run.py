@@ -38,8 +38,9 @@ from ..errors import (
 )
 from ..identity.calls import approx_nbytes, call_address
 from ..identity.encoding import value_address
-from ..store.core import MISSING, Store, result_meta, warn_not_stored
+from ..store.core import MISSING, Store, warn_not_stored
 from ..store.packing import pack_parts, unpack
+from ..store.records import result_meta
 from .progress import ProgressBar
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ import dis
 import struct
 import types
 
-from .encoding import _encode, _len
+from .encoding import encode_into, encode_length
 
 __all__ = ["encode_code", "code_objects", "global_names", "all_names", "imports"]
 
@@ -57,7 +57,7 @@ _pack_H = struct.Struct("<H").pack
 def encode_code(code: types.CodeType, out: bytearray) -> None:
     """Append the normalized form of ``code`` (and of the code objects nested in it) to ``out``."""
     out += b"K"
-    _encode(
+    encode_into(
         (
             code.co_name,
             code.co_argcount,
@@ -87,7 +87,7 @@ def encode_code(code: types.CodeType, out: bytearray) -> None:
     for offset in [*pending, len(code.co_code)]:
         ordinal[offset] = len(instructions)
     out += b"k"
-    _len(len(instructions), out)
+    encode_length(len(instructions), out)
     for ins in instructions:
         op = ins.opcode
         out += _pack_H(_SAME_OP.get(op, op))
@@ -95,16 +95,16 @@ def encode_code(code: types.CodeType, out: bytearray) -> None:
             if isinstance(ins.argval, types.CodeType):
                 encode_code(ins.argval, out)
             else:
-                _encode(ins.argval, out)
+                encode_into(ins.argval, out)
         elif op in _HAS_NAME:
-            _encode(ins.argval, out)
+            encode_into(ins.argval, out)
         elif op in _HAS_JUMP:
-            _encode(ordinal.get(ins.argval, ins.argval), out)
+            encode_into(ordinal.get(ins.argval, ins.argval), out)
         else:
-            _encode(ins.arg, out)
+            encode_into(ins.arg, out)
     out += b"x"
     for entry in getattr(bytecode, "exception_entries", ()):
-        _encode(
+        encode_into(
             tuple(ordinal.get(o, o) for o in (entry.start, entry.end, entry.target))
             + (entry.depth, entry.lasti),
             out,

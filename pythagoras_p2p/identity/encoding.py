@@ -9,7 +9,9 @@ else is encoded by its pickle, with the sets inside it (whose pickled order foll
 string hashes) replaced by their sorted encodings, and the user's own classes and functions by
 their content. How a value is *packed* for storage is :mod:`pythagoras_p2p.store.packing`.
 
-numpy and pandas are never imported here; they are recognised only if the user already uses them.
+numpy arrays and pandas objects are encoded by :mod:`.arrays`, which registers itself here
+(:func:`register_foreign_encoder`) when the package is imported; numpy and pandas are never
+imported for it, only recognised if the user already uses them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ __all__ = [
     "hash_bytes",
     "checked_address",
     "register_code_token",
+    "register_foreign_encoder",
+    "encode_into",
+    "encode_length",
+    "BIG_BUFFER",
+    "PLAIN_TYPES",
 ]
 
 #: Bumped whenever the encoding changes; it is hashed into every address.
@@ -42,7 +49,7 @@ ENCODING_VERSION = b"pythagoras-enc-2\0"
 Address = bytes  # 32 bytes of blake3
 
 _PICKLE_PROTOCOL = 5
-_BIG_BUFFER = 1 << 16  # buffers at least this big are hashed separately (and with threads)
+BIG_BUFFER = 1 << 16  # buffers at least this big are hashed separately (and with threads)
 _THREADS_FROM = 8 << 20  # blake3 uses every core for buffers at least this big
 _pack_q = struct.Struct("<q").pack
 _pack_Q = struct.Struct("<Q").pack
@@ -61,7 +68,7 @@ def value_address(obj: Any) -> Address:
     """The 32-byte content address of ``obj``: equal content, equal address, in any process."""
     out = bytearray(ENCODING_VERSION)
     try:
-        _encode(obj, out)
+        encode_into(obj, out)
     except RecursionError:
         # Caught here rather than guarded in every container's encoder, which would cost the
         # common case: the walk to tell a cycle from mere depth runs only when one happened.
@@ -119,31 +126,19 @@ _PICKLED = threading.local()  # how many parts checked_address had to encode by 
 # --------------------------------------------------------------------------- canonical encoding
 
 
-def _encode(obj: Any, out: bytearray) -> None:
+def encode_into(obj: Any, out: bytearray) -> None:
+    """Append the canonical encoding of ``obj`` to ``out`` (what :func:`value_address` hashes)."""
     encoder = _ENCODERS.get(type(obj))
     if encoder is not None:
         encoder(obj, out)
         return
-    module = type(obj).__module__
-    if module.startswith("numpy"):
-        np = sys.modules.get("numpy")
-        # Subclasses (masked arrays, matrices) and structured scalars carry more than their
-        # bytes and dtype string: their pickle, which holds everything, addresses them.
-        if np is not None:
-            if type(obj) is np.ndarray:
-                _encode_ndarray(obj, out)
-                return
-            if isinstance(obj, np.generic) and obj.dtype.fields is None:
-                out += b"n" + obj.dtype.str.encode() + b"\0" + obj.tobytes()
-                return
-    elif module.startswith("pandas"):
-        pd = sys.modules.get("pandas")
-        if pd is not None and _encode_pandas(obj, out, pd):
-            return
+    if _encode_foreign is not None and _encode_foreign(obj, out):
+        return
     _encode_by_pickle(obj, out)
 
 
-def _len(n: int, out: bytearray) -> None:
+def encode_length(n: int, out: bytearray) -> None:
+    """Append a length (a count or a size) as the encoding writes it: 8 bytes, little-endian."""
     out += _pack_Q(n)
 
 
@@ -161,7 +156,7 @@ def _enc_int(obj: int, out: bytearray) -> None:
     else:
         raw = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
         out += b"I"
-        _len(len(raw), out)
+        encode_length(len(raw), out)
         out += raw
 
 
@@ -176,17 +171,17 @@ def _enc_complex(obj: complex, out: bytearray) -> None:
 def _enc_str(obj: str, out: bytearray) -> None:
     raw = obj.encode("utf-8", "surrogatepass")
     out += b"s"
-    _len(len(raw), out)
+    encode_length(len(raw), out)
     out += raw
 
 
 def _enc_bytes(obj: bytes | bytearray, out: bytearray, tag: bytes = b"b") -> None:
     n = len(obj)
     out += tag
-    if n >= _BIG_BUFFER:
+    if n >= BIG_BUFFER:
         out += b"#" + hash_bytes(obj)
     else:
-        _len(n, out)
+        encode_length(n, out)
         out += obj
 
 
@@ -197,9 +192,9 @@ def _enc_bytearray(obj: bytearray, out: bytearray) -> None:
 def _enc_sequence(tag: bytes):
     def encode(obj: list | tuple, out: bytearray) -> None:
         out += tag
-        _len(len(obj), out)
+        encode_length(len(obj), out)
         for item in obj:
-            _encode(item, out)
+            encode_into(item, out)
 
     return encode
 
@@ -208,7 +203,7 @@ def _sorted_encodings(items) -> list[bytes]:
     encoded = []
     for item in items:
         buf = bytearray()
-        _encode(item, buf)
+        encode_into(item, buf)
         encoded.append(bytes(buf))
     encoded.sort()
     return encoded
@@ -216,179 +211,37 @@ def _sorted_encodings(items) -> list[bytes]:
 
 def _enc_dict(obj: dict, out: bytearray) -> None:
     out += b"d"
-    _len(len(obj), out)
+    encode_length(len(obj), out)
     pairs = []
     for key, value in obj.items():
         kbuf = bytearray()
-        _encode(key, kbuf)
+        encode_into(key, kbuf)
         pairs.append((bytes(kbuf), value))
     pairs.sort(key=lambda kv: kv[0])
     for kbuf, value in pairs:
         out += kbuf
-        _encode(value, out)
+        encode_into(value, out)
 
 
 def _enc_set(tag: bytes):
     def encode(obj: set | frozenset, out: bytearray) -> None:
         out += tag
-        _len(len(obj), out)
+        encode_length(len(obj), out)
         for item in _sorted_encodings(obj):
             out += item
 
     return encode
 
 
-def _encode_ndarray(arr: Any, out: bytearray) -> None:
-    out += b"a" + arr.dtype.str.encode() + b"\0"
-    _len(arr.ndim, out)
-    for dim in arr.shape:
-        _len(dim, out)
-    if arr.dtype.hasobject:
-        _encode(arr.tolist(), out)
-        return
-    if arr.dtype.fields is not None:  # structured dtypes: the full description counts
-        _encode(repr(arr.dtype.descr), out)
-    if not arr.flags.c_contiguous:
-        arr = arr.copy(order="C")
-    if arr.dtype.kind in "mM":  # datetimes export no buffer; their int64 view has the same bytes
-        arr = arr.view("i8")
-    data = memoryview(arr).cast("B") if arr.nbytes else b""
-    if len(data) >= _BIG_BUFFER:
-        out += b"#" + hash_bytes(data)
-    else:
-        out += b"="
-        _len(len(data), out)
-        out += data
+_encode_foreign: Callable[[Any, bytearray], bool] | None = None
 
 
-def _encode_pandas(obj: Any, out: bytearray, pd: Any) -> bool:
-    """Encode pandas' own frames, series and indexes by content; return False for anything else
-    (scalars, bare arrays, subclasses from other modules), which their pickle addresses."""
-    kind = type(obj)
-    if kind is pd.DataFrame:
-        out += b"D"
-        _encode_metadata(obj, out)
-        _encode_index(obj.columns, out, pd)
-        _encode_index(obj.index, out, pd)
-        for _, column in obj.items():
-            _encode_values(column, out, pd)
-        return True
-    if kind is pd.Series:
-        out += b"R"
-        _encode(obj.name, out)
-        _encode_metadata(obj, out)
-        _encode_index(obj.index, out, pd)
-        _encode_values(obj, out, pd)
-        return True
-    if isinstance(obj, pd.Index) and kind.__module__.partition(".")[0] == "pandas":
-        _encode_index(obj, out, pd)
-        return True
-    return False
-
-
-def _encode_metadata(obj: Any, out: bytearray) -> None:
-    """What a frame or series carries besides labels and data: ``attrs`` and ``flags``."""
-    _encode(obj.flags.allows_duplicate_labels, out)
-    _encode(obj.attrs, out)
-
-
-def _encode_index(index: Any, out: bytearray, pd: Any) -> None:
-    """An index: level by level, its name and values with their dtype, and its frequency."""
-    if isinstance(index, pd.MultiIndex):
-        # Level values, not levels and codes: equal indexes may keep different unused level
-        # values (a slice keeps them all).
-        out += b"M"
-        _len(index.nlevels, out)
-        for i in range(index.nlevels):
-            _encode_index(index.get_level_values(i), out, pd)
-        return
-    # The class is not encoded: pandas picks it from the dtype, except that a RangeIndex and the
-    # int64 Index of its values share an address. A function could tell them apart, but pandas
-    # itself turns one into the other in ordinary operations (concat, reset_index, read_csv).
-    out += b"X"
-    _encode(index.name, out)
-    _encode_values(index, out, pd)
-    _encode(_frequency(index), out)
-
-
-def _frequency(index: Any) -> tuple | None:
-    """The ``freq`` of a datetime-like index (``shift`` and friends use it), else None."""
-    freq = getattr(index, "freq", None)
-    if freq is None:
-        return None
-    # Parameters by repr: their values (timedeltas, datetime64 holidays) would otherwise be
-    # pickled. A custom calendar object repeats the weekmask and holidays, which are kept.
-    kwds = sorted((k, repr(v)) for k, v in freq.kwds.items() if k != "calendar")
-    return (freq.freqstr, freq.normalize, kwds)
-
-
-def _encode_values(values: Any, out: bytearray, pd: Any) -> None:
-    """The values of a column, series or index with their full dtype, independent of how pandas
-    lays them out; numpy-backed values as raw buffers."""
-    dtype = values.dtype
-    _encode_dtype(dtype, out, pd)
-    if isinstance(dtype, sys.modules["numpy"].dtype):
-        _encode_ndarray(values.to_numpy(copy=False), out)
-    else:
-        _encode_extension_array(values.array, out, pd)
-
-
-def _encode_dtype(dtype: Any, out: bytearray, pd: Any) -> None:
-    """A dtype's full identity: numpy's with byte order and unit; an extension dtype's class,
-    name and each parameter that defines it (categories, tz, unit, storage, fill value, ...)."""
-    if isinstance(dtype, sys.modules["numpy"].dtype):
-        out += b"yn" + dtype.str.encode() + b"\0"
-        return
-    out += b"ye"
-    _encode(f"{type(dtype).__module__}.{type(dtype).__qualname__}", out)
-    _encode(str(dtype), out)
-    for name in dtype._metadata:  # what pandas compares to tell two dtypes apart
-        _encode(name, out)
-        _encode_dtype_part(getattr(dtype, name), out, pd)
-
-
-def _encode_dtype_part(part: Any, out: bytearray, pd: Any) -> None:
-    """One parameter of an extension dtype."""
-    np = sys.modules["numpy"]
-    if isinstance(part, pd.Index):  # categories
-        _encode_index(part, out, pd)
-    elif isinstance(part, (np.dtype, pd.api.extensions.ExtensionDtype)):  # a subtype
-        _encode_dtype(part, out, pd)
-    elif type(part) in _ENCODERS or isinstance(part, np.generic):
-        _encode(part, out)
-    else:  # a time zone, a frequency, a pyarrow type: its class and repr name it
-        _encode(f"{type(part).__module__}.{type(part).__qualname__}", out)
-        _encode(repr(part), out)
-
-
-def _encode_extension_array(arr: Any, out: bytearray, pd: Any) -> None:
-    """The data of an extension array whose dtype is encoded already: the buffers pandas keeps
-    where it keeps them, else element by element."""
-    arrays = pd.arrays
-    if isinstance(arr, (arrays.IntegerArray, arrays.FloatingArray, arrays.BooleanArray)):
-        data, mask = arr._data, arr._mask
-        if mask.any():  # what lies under the mask is a leftover, not content
-            data = data.copy()
-            data[mask] = 0
-        _encode_ndarray(mask, out)
-        _encode_ndarray(data, out)
-    elif isinstance(arr, pd.Categorical):
-        _encode_ndarray(arr.codes, out)
-    elif isinstance(arr, (arrays.DatetimeArray, arrays.TimedeltaArray, arrays.PeriodArray)):
-        _encode_ndarray(arr.asi8, out)
-    elif isinstance(arr, arrays.SparseArray):
-        _encode_ndarray(arr.to_dense(), out)
-    elif isinstance(arr, arrays.IntervalArray):
-        _encode_ndarray(arr.isna(), out)
-        _encode_values(arr.left, out, pd)
-        _encode_values(arr.right, out, pd)
-    elif isinstance(arr.dtype, pd.StringDtype):  # the dtype fixes what a missing value is
-        mask = arr.isna()
-        _encode_ndarray(mask, out)
-        _encode(arr[~mask].tolist(), out)
-    else:  # pyarrow-backed and third-party arrays
-        out += b"o"
-        _encode(arr.tolist(), out)
+def register_foreign_encoder(encode: Callable[[Any, bytearray], bool]) -> None:
+    """Say how values of a type none of the encoders here knows are encoded before falling back
+    to their pickle (numpy and pandas objects: :mod:`.arrays`). ``encode(obj, out)`` appends the
+    encoding of ``obj`` and returns True, or returns False and leaves ``out`` alone."""
+    global _encode_foreign
+    _encode_foreign = encode
 
 
 _code_token: Callable[[Any], bytes | None] | None = None
@@ -476,7 +329,7 @@ def _encode_by_pickle(obj: Any, out: bytearray) -> None:
             f"containers, numpy arrays, pandas objects) or make the type picklable"
         ) from None
     out += b"p"
-    _len(len(data), out)
+    encode_length(len(data), out)
     out += data
     for buf in buffers:
         raw = buf.raw()
@@ -498,3 +351,6 @@ _ENCODERS = {
     set: _enc_set(b"S"),
     frozenset: _enc_set(b"Z"),
 }
+
+#: Types encoded above without a pickle (an extension dtype's parameters of these types are too).
+PLAIN_TYPES = frozenset(_ENCODERS)

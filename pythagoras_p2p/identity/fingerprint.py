@@ -49,7 +49,7 @@ from blake3 import blake3
 
 from ..errors import FingerprintError, SerializationError
 from .code import all_names, encode_code, global_names, imports
-from .encoding import Address, _encode, _len, register_code_token, value_address
+from .encoding import Address, encode_into, encode_length, register_code_token, value_address
 
 __all__ = ["Identity", "identify", "fingerprint", "code_token", "is_user_code"]
 
@@ -245,7 +245,7 @@ class _Walker:
                 self.reference(name, value, out)
             elif name in builtin_scope:
                 out += b"b"
-                _encode(name, out)
+                encode_into(name, out)
             # else: a global not defined yet (the call fails then) or one the function defines
 
     def imports_of(self, func: types.FunctionType, out: bytearray) -> None:
@@ -266,12 +266,12 @@ class _Walker:
                         importlib.import_module(f"{module.__name__}.{item}")
             except Exception:  # the call will fail the same way: its name stands for it
                 out += b"?"
-                _encode((name, level), out)
+                encode_into((name, level), out)
                 continue
             self.module(module, out)
 
     def reference(self, name: str, value: Any, out: bytearray) -> None:
-        _encode(name, out)
+        encode_into(name, out)
         self.value(name, value, out)
 
     def value(self, name: str, value: Any, out: bytearray) -> None:
@@ -279,7 +279,7 @@ class _Walker:
         kind = type(value)
         if kind in _ATOMS:
             out += b"="
-            _encode(value, out)
+            encode_into(value, out)
             return
         inner = getattr(value, "__pythagoras_function__", None)
         if inner is not None:  # a pure function of a cloud: fingerprinted through its code
@@ -290,14 +290,14 @@ class _Walker:
                 self.function(value, out)
             else:
                 out += b"q"
-                _encode(_installed_name(value.__module__, value.__qualname__), out)
+                encode_into(_installed_name(value.__module__, value.__qualname__), out)
         elif kind is types.ModuleType:
             self.module(value, out)
         elif isinstance(value, type):
             self.klass(value, out)
         elif kind is tuple or kind is list:
             out += b"l" if kind is list else b"u"
-            _len(len(value), out)
+            encode_length(len(value), out)
             for item in value:
                 self.value(name, item, out)
             if kind is list:
@@ -309,7 +309,7 @@ class _Walker:
             and not is_user_code(getattr(value, "__module__", None))
         ):
             out += b"q"
-            _encode(_installed_name(getattr(value, "__module__", None), value.__qualname__), out)
+            encode_into(_installed_name(getattr(value, "__module__", None), value.__qualname__), out)
         else:
             try:
                 address = value_address(value)
@@ -330,13 +330,13 @@ class _Walker:
         pairs = []
         for key, item in value.items():
             kbuf = bytearray()
-            _encode(key, kbuf)
+            encode_into(key, kbuf)
             vbuf = bytearray()
             self.value(f"{name}[{key!r}]", item, vbuf)
             pairs.append((bytes(kbuf), vbuf))
         pairs.sort(key=lambda kv: kv[0])
         out += b"d"
-        _len(len(pairs), out)
+        encode_length(len(pairs), out)
         for kbuf, vbuf in pairs:
             out += kbuf
             out += vbuf
@@ -347,10 +347,10 @@ class _Walker:
         name = module.__name__
         if not is_user_code(name):
             out += b"m"
-            _encode(_installed_name(name), out)
+            encode_into(_installed_name(name), out)
             return
         out += b"M"
-        _encode(name, out)
+        encode_into(name, out)
         key = (id(module), self.names)
         if key in self.modules:  # walked already for these names (modules import each other)
             out += b"<>"
@@ -367,19 +367,19 @@ class _Walker:
                 # every module too): an object no address can be made of stands by its type,
                 # and is still checked for being rebound.
                 out += b"!"
-                _encode(type(value).__qualname__, out)
+                encode_into(type(value).__qualname__, out)
         out += b"."
 
     def klass(self, cls: type, out: bytearray) -> None:
         if not is_user_code(cls.__module__):
             out += b"c"
-            _encode(_installed_name(cls.__module__, cls.__qualname__), out)
+            encode_into(_installed_name(cls.__module__, cls.__qualname__), out)
             return
         if not self._enter(cls, out):
             return
         try:
             out += b"L"
-            _encode(cls.__qualname__, out)
+            encode_into(cls.__qualname__, out)
             for base in cls.__bases__:
                 self.klass(base, out)
             scope = cls.__dict__
@@ -390,13 +390,13 @@ class _Walker:
                 if isinstance(value, property):
                     value = value.fget
                 if isinstance(value, types.FunctionType):
-                    _encode(attr, out)
+                    encode_into(attr, out)
                     self.function(value, out)
                 elif not attr.startswith("__"):
                     try:
                         self.reference(attr, value, out)
                     except FingerprintError:  # a descriptor or similar: its type stands for it
-                        _encode(type(value).__qualname__, out)
+                        encode_into(type(value).__qualname__, out)
         finally:
             _WALKING.path.pop()
 

@@ -10,10 +10,12 @@ Layout under ``home/store`` (an LMDB environment) and ``home/blobs`` (large valu
 * ``info``      store format version and counters.
 
 The environment itself (opening it, map growth up to the cap, reader slots, fork safety,
-durability) is :mod:`pythagoras_p2p.store.env`; reaching the cap raises :class:`StoreFullError`.
-Values larger than :data:`INLINE_VALUE_LIMIT` are files in ``blobs/``, written once (temporary
-name, fsync, rename) and never modified, so a reader can map them for as long as it likes: a
-running task never holds an LMDB read transaction, and numpy arguments are read in place.
+durability, the reads and writes of maintenance) is :mod:`.env`; reaching the cap raises
+:class:`StoreFullError`. The layout of a value record (inline, file, transient; the checksum;
+the boot id) is :mod:`.records`. Values larger than :data:`INLINE_VALUE_LIMIT` are files in
+``blobs/`` (:mod:`.blobs`), written once and never modified, so a reader can map them for as
+long as it likes: a running task never holds an LMDB read transaction, and numpy arguments are
+read in place.
 
 Every value is checked when read: its record keeps a blake3 checksum of its packed bytes,
 taken when it was written, and a value whose bytes no longer match is never returned. It is
@@ -25,11 +27,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import mmap
 import os
-import socket
 import threading
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -39,68 +38,29 @@ from blake3 import blake3
 from ..defaults import INLINE_VALUE_LIMIT, home_dir
 from ..errors import StoreError, StoreFullError
 from ..identity.encoding import Address
+from . import blobs
 from .env import StoreEnvironment, full_message, shared
 from .holds import Holds
 from .packing import unpack
+from .records import (
+    INLINE,
+    SUM,
+    TRANSIENT,
+    Damaged,
+    checksum,
+    file_record,
+    inline_record,
+    inline_value,
+    live,
+    replaces,
+    stored_sum,
+    sum_matches,
+)
 
 __all__ = ["MISSING", "Store", "open_store", "ResultRecord", "warn_not_stored"]
 
 log = logging.getLogger(__name__)
 
-# Value records (store format 2), each with the checksum of the packed bytes (_SUM bytes):
-#   _INLINE    + checksum + packed value
-#   _FILE      + checksum + address             the value is the file blobs/ab/<address>
-#   _TRANSIENT + boot id + checksum + address   the same, kept for this boot only: an argument
-#       on its way to a worker or a peer, whose file is not fsynced, so after a restart of the
-#       machine the record counts as absent
-# Records of format 1 (tags i, f, n: no checksum) count as absent; `cache gc` removes them.
-_INLINE = b"I"
-_FILE = b"F"
-_TRANSIENT = b"N"
-_SUM = 16
-_THREADS_FROM = 8 << 20  # blake3 uses every core from here on (on a fresh map, threads only pay above)
-
-
-def checksum(parts: list) -> bytes:
-    """The checksum a value record keeps of its packed bytes (given as the parts of them)."""
-    big = sum(memoryview(p).nbytes for p in parts) >= _THREADS_FROM
-    hasher = blake3(max_threads=blake3.AUTO) if big else blake3()
-    for part in parts:
-        hasher.update(part)
-    return hasher.digest(_SUM)
-
-
-def _stored_sum(record: bytes) -> bytes:
-    """The checksum kept in a value record."""
-    return record[1:1 + _SUM] if record[:1] == _INLINE else record[-32 - _SUM:-32]
-
-
-def _boot_id() -> bytes:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return bytes.fromhex(f.read().strip().replace("-", ""))
-    except (OSError, ValueError):
-        return os.urandom(16)  # unknown: transient values live as long as this process
-
-
-_BOOT = _boot_id()
-
-
-def live(record: bytes | None) -> bytes | None:
-    """``record``, or None when it is a transient value of an earlier boot or has the layout of
-    an earlier store format."""
-    if record is None or record[:1] not in (_INLINE, _FILE, _TRANSIENT):
-        return None
-    if record[:1] == _TRANSIENT and record[1:17] != _BOOT:
-        return None
-    return record
-
-
-class _Damaged(Exception):
-    """A stored value whose bytes are not those it was written with (the text says how)."""
-
-
-_HOST = socket.gethostname()
 _HOLDS_LOCK = threading.Lock()  # Store.holds is made once per store and process
 
 
@@ -130,8 +90,10 @@ def open_store(home: str | os.PathLike | None = None) -> Store:
 class Store(StoreEnvironment):
     """Values, results, functions and metadata of one home. Use :func:`open_store` to get one.
 
-    The environment, its transactions (``_read``, ``_write``) and ``close`` are those of
-    :class:`~pythagoras_p2p.store.env.StoreEnvironment`.
+    The environment, its transactions (``_read``, ``_write``), the reads and writes of
+    maintenance and ``close`` are those of :class:`~pythagoras_p2p.store.env.StoreEnvironment`.
+    A store *is* its environment (rather than having one) because the registry of open
+    environments, the reopening around ``fork()`` and ``close`` act on the object callers hold.
     """
 
     # ------------------------------------------------------------------ reads
@@ -175,7 +137,7 @@ class Store(StoreEnvironment):
         """(value address, raw value record) of a stored result, without decoding it. An inline
         value is checked (a large one is checked by whoever receives its file)."""
         found = self._read(lambda txn: _result_record(txn, call, self._results, self._values))
-        if found is None or (found[1][:1] == _INLINE and self.packed(*found) is None):
+        if found is None or (found[1][:1] == INLINE and self.packed(*found) is None):
             return None
         return found
 
@@ -185,40 +147,37 @@ class Store(StoreEnvironment):
         A transient value counts while its file exists: :meth:`drop_transient` may remove it.
         """
         record = live(self._read(lambda txn: txn.get(address, db=self._values)))
-        if record is not None and record[:1] == _TRANSIENT and not self.record_path(address, record).exists():
+        if record is not None and record[:1] == TRANSIENT and not self.record_path(address, record).exists():
             return None
         return record
 
     @staticmethod
     def inline_blob(record: bytes) -> bytes | None:
         """The packed value inside a record, or None when the value lives in its own file."""
-        return record[1 + _SUM:] if record[:1] == _INLINE else None
+        return inline_value(record)
 
     def packed(self, address: Address, record: bytes) -> memoryview | None:
         """The packed bytes of a value record (a large value's file mapped, not read), checked
         against the record's checksum; None if the value is gone, or was damaged (it is then
         logged and removed, so that whoever wanted it computes it again)."""
         try:
-            return self._checked_view(address, record)
-        except _Damaged as exc:
+            return self.checked_view(address, record)
+        except Damaged as exc:
             self._remove_damaged(address, record, str(exc))
             return None
 
-    def _checked_view(self, address: Address, record: bytes) -> memoryview | None:
+    def checked_view(self, address: Address, record: bytes) -> memoryview | None:
         """The packed bytes of a value record, or None if it is a transient copy dropped
-        meanwhile; raises ``_Damaged`` when they do not match the record's checksum."""
-        if record[:1] == _INLINE:
-            view = memoryview(record)[1 + _SUM:]
+        meanwhile; raises :class:`~.records.Damaged` when they do not match the record's
+        checksum (and leaves the value alone: :meth:`packed` removes it)."""
+        if record[:1] == INLINE:
+            view = memoryview(record)[1 + SUM:]
         else:
-            view = self._map_blob(address, record)
+            view = blobs.map_blob(self.blobs, address, record)
             if view is None:
                 return None
-        if view.nbytes >= _THREADS_FROM:
-            found = blake3(view, max_threads=blake3.AUTO).digest(_SUM)
-        else:
-            found = blake3(view).digest(_SUM)
-        if found != _stored_sum(record):
-            raise _Damaged("its bytes do not match the checksum taken when it was stored")
+        if not sum_matches(view, record):
+            raise Damaged("its bytes do not match the checksum taken when it was stored")
         return view
 
     def _remove_damaged(self, address: Address, record: bytes, why: str) -> None:
@@ -255,24 +214,15 @@ class Store(StoreEnvironment):
             return
         if not durable:
             record = self.value_record(address)
-            if record is not None and record[:1] != _TRANSIENT:  # kept for good already
+            if record is not None and record[:1] != TRANSIENT:  # kept for good already
                 path.unlink()
                 return
         target = self.blob_path(address, transient=not durable)
         try:
-            target.parent.mkdir(exist_ok=True)
-            with open(path, "rb") as f:
-                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                    sum_ = checksum([view])
-                if durable:
-                    os.fdatasync(f.fileno())
-            os.replace(path, target)
-            if durable:
-                _fsync_dir(target.parent)  # the name too survives a power cut before the commit
+            sum_ = blobs.adopt(path, target, durable=durable)
         except OSError as exc:
-            path.unlink(missing_ok=True)
             raise self._write_error(target, exc) from None
-        record = _file_record(address, sum_, durable)
+        record = file_record(address, sum_, durable)
         self._write(lambda txn: _put_value_record(txn, self._values, address, record))
 
     def get_meta(self, call: Address) -> dict | None:
@@ -280,51 +230,24 @@ class Store(StoreEnvironment):
         return None if raw is None else json.loads(raw)
 
     def _decode(self, address: Address, record: bytes) -> Any:
-        if record[:1] == _INLINE:  # the hit of a small result: checked here, with no call more
-            view = memoryview(record)[1 + _SUM:]
-            if blake3(view).digest(_SUM) == record[1:1 + _SUM]:
+        if record[:1] == INLINE:  # the hit of a small result: checked here, with no call more
+            view = memoryview(record)[1 + SUM:]
+            if blake3(view).digest(SUM) == record[1:1 + SUM]:
                 return unpack(view)
         view = self.packed(address, record)
         return MISSING if view is None else unpack(view)
 
     def blob_path(self, address: Address, *, transient: bool = False) -> Path:
         """The file of a large value: ``blobs/ab/abcd…``, with ``.n`` for a transient copy."""
-        name = address.hex()
-        return self.blobs / name[:2] / (name + ".n" if transient else name)
+        return blobs.blob_path(self.blobs, address, transient=transient)
 
     def record_path(self, address: Address, record: bytes) -> Path:
         """The file that holds the value of a (non-inline) record."""
-        if record[:1] == _TRANSIENT:
-            path = self.blob_path(address, transient=True)
-            if path.exists() or not self.blob_path(address).exists():
-                return path
-        return self.blob_path(address)  # durable, or transient in the layout of release 0.1.0
+        return blobs.record_path(self.blobs, address, record)
 
     def unlink_files(self, address: Address, record: bytes) -> None:
-        """Remove the files of a deleted value record: a transient one's ``.n`` copy only (its
-        durable name may have been linked meanwhile by a writer about to record it), a durable
-        one's both names."""
-        if record[:1] == _INLINE:
-            return
-        for transient in (False, True) if record[:1] != _TRANSIENT else (True,):
-            self.blob_path(address, transient=transient).unlink(missing_ok=True)
-
-    def _map_blob(self, address: Address, record: bytes) -> memoryview | None:
-        """A large value's file, mapped; None if it is a transient copy dropped meanwhile."""
-        try:
-            with open(self.record_path(address, record), "rb") as f:
-                return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-        except FileNotFoundError:
-            if record[:1] == _TRANSIENT:
-                return None
-            raise _Damaged("its file is missing") from None
-        except ValueError:  # mmap refuses an empty file
-            raise _Damaged("its file is empty") from None
-        except OSError as exc:
-            raise StoreError(
-                f"value {address.hex()[:16]} is recorded but its file cannot be read ({exc}); "
-                f"check the permissions of {self.blobs}"
-            ) from None
+        """Remove the files of a deleted value record (see :func:`.blobs.unlink_files`)."""
+        blobs.unlink_files(self.blobs, address, record)
 
     # ------------------------------------------------------------------ writes
 
@@ -369,17 +292,17 @@ class Store(StoreEnvironment):
         """The record that makes a value stored here durable, if it is only a transient copy
         (an argument that also became a result); None if it is durable already or absent."""
         record = self.value_record(address)
-        if record is None or record[:1] != _TRANSIENT:
+        if record is None or record[:1] != TRANSIENT:
             return None
         if not self._write_blob_file(address, None, durable=True):
             return None  # its copy was dropped meanwhile: the result names an absent value
-        return _file_record(address, _stored_sum(record), True)
+        return file_record(address, stored_sum(record), True)
 
     def _live_transient(self, address: Address) -> bool:
         """Whether a transient copy of this boot is here: its ``.n`` file is complete (one left
         by an earlier boot may be torn, and is never reused)."""
         record = self.value_record(address)
-        return record is not None and record[:1] == _TRANSIENT
+        return record is not None and record[:1] == TRANSIENT
 
     def _value_record(self, address: Address, blob: bytes | list | None,
                       durable: bool = True) -> bytes | None:
@@ -389,62 +312,23 @@ class Store(StoreEnvironment):
         size = sum(memoryview(p).nbytes for p in parts)
         sum_ = checksum(parts)
         if size <= INLINE_VALUE_LIMIT:
-            return b"".join([_INLINE, sum_, *parts])
+            return inline_record(sum_, parts)
         self._write_blob_file(address, parts, durable)
-        return _file_record(address, sum_, durable)
+        return file_record(address, sum_, durable)
 
     def _write_blob_file(self, address: Address, parts: list | None, durable: bool = True) -> bool:
-        """Write a large value's file: durable ones fsynced under their address, transient ones
-        (not fsynced) beside it with ``.n``, so that dropping a transient copy never touches a
-        durable file. A durable write over a transient copy of this boot hard-links it instead
-        of rewriting. With no ``parts``, only such a copy can be made durable; returns whether
-        the file is there."""
-        target = self.blob_path(address)
-        transient = self.blob_path(address, transient=True)
+        """Write a large value's file (see :func:`.blobs.write_blob_file`); returns whether it
+        is there."""
         try:
-            target.parent.mkdir(exist_ok=True)
-            if not durable:
-                if not (target.exists() or self._live_transient(address)):
-                    self._write_new_file(transient, parts, durable=False)
-                return True
-            if not target.exists():
-                try:
-                    if not self._live_transient(address):
-                        raise FileNotFoundError(transient)  # absent, or left by an earlier boot
-                    os.link(transient, target)
-                except FileExistsError:
-                    pass
-                except FileNotFoundError:
-                    if parts is None:
-                        return False
-                    self._write_new_file(target, parts, durable=True)
-                    return True
-            with open(target, "rb") as f:  # written earlier as a transient copy, perhaps
-                os.fdatasync(f.fileno())
-            _fsync_dir(target.parent)
-            return True
+            return blobs.write_blob_file(self.blobs, address, parts, durable,
+                                         lambda: self._live_transient(address))
         except OSError as exc:
-            for stray in target.parent.glob(f".{target.name}*.{os.getpid()}.*.tmp"):
-                stray.unlink(missing_ok=True)
-            raise self._write_error(target, exc) from None
+            raise self._write_error(self.blob_path(address), exc) from None
 
     def _write_error(self, target: Path, exc: OSError) -> StoreError:
         if exc.errno == errno.ENOSPC:
             return StoreFullError(full_message(self, "the disk is full"))
         return StoreError(f"cannot write {target} ({exc}); check the disk and permissions")
-
-    @staticmethod
-    def _write_new_file(path: Path, parts: list, *, durable: bool) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
-            f.flush()
-            if durable:
-                os.fdatasync(f.fileno())
-        os.replace(tmp, path)
-        if durable:
-            _fsync_dir(path.parent)
 
     @property
     def holds(self) -> Holds:
@@ -465,7 +349,7 @@ class Store(StoreEnvironment):
         self.holds.hold(address)
         try:
             record = self.value_record(address)
-            if record is not None and record[:1] != _TRANSIENT:
+            if record is not None and record[:1] != TRANSIENT:
                 self.holds.release(address)
                 return False
             if record is None:
@@ -490,7 +374,7 @@ class Store(StoreEnvironment):
         def write(txn):
             for address in wanted:
                 record = txn.get(address, db=self._values)
-                if record is not None and record[:1] == _TRANSIENT:
+                if record is not None and record[:1] == TRANSIENT:
                     txn.delete(address, db=self._values)
                     dropped.append(address)
 
@@ -501,19 +385,6 @@ class Store(StoreEnvironment):
                 self.blob_path(address, transient=True).unlink(missing_ok=True)
         return len(dropped)
 
-
-
-def _file_record(address: Address, sum_: bytes, durable: bool) -> bytes:
-    """The record of a value kept in its own file (durable, or for this boot only)."""
-    return _FILE + sum_ + address if durable else _TRANSIENT + _BOOT + sum_ + address
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _result_record(txn, call: Address, results_db, values_db) -> tuple[Address, bytes] | None:
@@ -530,9 +401,7 @@ def _put_value_record(txn, db, address: Address, record: bytes) -> None:
     transient record of an earlier boot (which counts as absent)."""
     if not txn.put(address, record, db=db, overwrite=False):
         existing = txn.get(address, db=db)
-        if existing is None:
-            return
-        if live(existing) is None or (existing[:1] == _TRANSIENT and record[:1] != _TRANSIENT):
+        if existing is not None and replaces(existing, record):
             txn.put(address, record, db=db)
 
 
@@ -540,18 +409,3 @@ def warn_not_stored(function_name: str, count: int, exc: StoreFullError) -> None
     """Say once that results computed for a caller (and returned to it) were not kept."""
     what = f"result of {function_name}" if count == 1 else f"results of {count} calls of {function_name}"
     log.warning("%s not stored: %s", what, exc)
-
-
-def result_meta(function_name: str, fp: Address, started: float, duration: float, **extra) -> dict:
-    """Metadata recorded beside every result: what ran, where, when and for how long."""
-    meta = {
-        "function": function_name,
-        "fingerprint": fp.hex(),
-        "host": _HOST,
-        "pid": os.getpid(),
-        "started": round(started, 6),
-        "duration": round(duration, 6),
-        "stored": round(time.time(), 6),
-    }
-    meta.update(extra)
-    return meta

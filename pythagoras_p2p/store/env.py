@@ -1,5 +1,9 @@
 """The LMDB environment under a store: opening it, map growth, reader slots, fork safety, the gate.
 
+It also gives maintenance its reads and writes of whole databases (:meth:`~StoreEnvironment.usage`,
+:meth:`~StoreEnvironment.snapshot`, :meth:`~StoreEnvironment.maintain`), so that nothing outside
+the store touches a database or a transaction.
+
 :class:`StoreEnvironment` opens ``home/store`` with its five named databases, checks the store
 format, and runs every read and write transaction of this process through :class:`_Gate`;
 :class:`pythagoras_p2p.store.core.Store` builds values, results and functions on top of it.
@@ -21,18 +25,21 @@ LMDB allows one environment per file per process, so open environments are kept 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import lmdb
 
 from ..defaults import MAP_SIZE_INITIAL, MAX_READERS, STORE_HEADROOM, store_cap
 from ..errors import StoreError, StoreFullError
 
-__all__ = ["STORE_FORMAT", "StoreEnvironment", "shared", "full_message"]
+__all__ = ["STORE_FORMAT", "StoreEnvironment", "Usage", "Snapshot", "Upkeep", "shared",
+           "full_message"]
 
 STORE_FORMAT = b"2"
 #: Formats this version opens: a store of format 1 (value records without a checksum) is
@@ -158,6 +165,59 @@ def shared(home: str, make: Callable[[Path], _E]) -> _E:
     return store  # type: ignore[return-value]
 
 
+class Usage(NamedTuple):
+    """Entries and space of a store's environment, read in one transaction."""
+
+    results: int
+    values: int
+    functions: int
+    lmdb_bytes: int  # pages in use by the five databases
+    map_size: int
+
+
+@dataclass
+class Snapshot:
+    """The values and results of a store (and, if asked, the metadata) as one read transaction
+    saw them: what ``cache verify`` and ``cache gc`` decide by."""
+
+    values: dict[bytes, bytes]  # value address → raw record (see records.live)
+    results: list[tuple[bytes, bytes]]  # (call address, value address)
+    meta: dict[bytes, dict] = field(default_factory=dict)  # call address → metadata
+    lmdb_bytes: int = 0
+
+
+class Upkeep:
+    """The records a maintenance write transaction reads and deletes (see
+    :meth:`StoreEnvironment.maintain`); it decides what to delete, this only carries it out."""
+
+    __slots__ = ("_txn", "_env")
+
+    def __init__(self, txn: Any, env: StoreEnvironment):
+        self._txn = txn
+        self._env = env
+
+    def value_record(self, address: bytes) -> bytes | None:
+        """The raw record of a value as it is now, or None."""
+        return self._txn.get(address, db=self._env._values)
+
+    def delete_value(self, address: bytes) -> None:
+        """Delete a value's record (its files are the caller's to remove after the commit)."""
+        self._txn.delete(address, db=self._env._values)
+
+    def result(self, call: bytes) -> bytes | None:
+        """The value address a call's result names now, or None."""
+        return self._txn.get(call, db=self._env._results)
+
+    def delete_result(self, call: bytes) -> None:
+        """Delete a call's result and its metadata."""
+        self._txn.delete(call, db=self._env._results)
+        self._txn.delete(call, db=self._env._meta)
+
+    def named_values(self) -> set[bytes]:
+        """The value addresses that some result names now."""
+        return {address for _, address in self._txn.cursor(db=self._env._results)}
+
+
 class StoreEnvironment:
     """The LMDB environment of one home and the transactions on it (see the module docstring)."""
 
@@ -270,6 +330,43 @@ class StoreEnvironment:
         if size >= limit:
             raise StoreFullError(full_message(self, f"it reached its cap of {self.cap} bytes"))
         self._gate.resize(lambda: self._env.set_mapsize(min(limit, size * 2)))
+
+    # ------------------------------------------------------------------ upkeep
+
+    def _used_bytes(self, txn) -> int:
+        """Bytes of the pages the databases use, seen from ``txn``."""
+        used = 0
+        for db in (self._values, self._results, self._meta, self._functions, self._info):
+            st = txn.stat(db)
+            used += (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
+        return used
+
+    def usage(self) -> Usage:
+        """How many results, values and functions are stored, and the space LMDB uses."""
+        def read(txn):
+            return (txn.stat(self._results)["entries"], txn.stat(self._values)["entries"],
+                    txn.stat(self._functions)["entries"], self._used_bytes(txn))
+
+        results, values, functions, used = self._read(read)
+        return Usage(results, values, functions, used, self._env.info()["map_size"])
+
+    def snapshot(self, *, meta: bool = False) -> Snapshot:
+        """Every value record and result (and with ``meta``, the metadata) in one read transaction."""
+        def read(txn):
+            metas = {k: json.loads(v) for k, v in txn.cursor(db=self._meta)} if meta else {}
+            return Snapshot(dict(txn.cursor(db=self._values)), list(txn.cursor(db=self._results)),
+                            metas, self._used_bytes(txn))
+
+        return self._read(read)
+
+    def maintain(self, fn: Callable[[Upkeep], Any]) -> Any:
+        """Run ``fn(upkeep)`` in one write transaction that may use the headroom kept for
+        ``cache gc`` (so it runs on a full store), and return what it returns."""
+        return self._write(lambda txn: fn(Upkeep(txn, self)), admin=True)
+
+    def reader_check(self) -> int:
+        """Free the reader slots of processes that died while reading; returns how many."""
+        return self._env.reader_check()
 
     def close(self) -> None:
         """Close this process's environment (it is reopened by the next

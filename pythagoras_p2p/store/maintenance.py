@@ -7,14 +7,15 @@ ordinary writes leave free, so it can always run on a full store.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from ..identity.encoding import checked_address
-from .core import _INLINE, _TRANSIENT, Store, live
+from .blobs import blob_files
+from .core import Store
+from .env import Upkeep
 from .packing import unpack
+from .records import is_inline, is_transient, live
 
 __all__ = ["StoreStats", "VerifyReport", "GcReport", "stats", "verify", "gc", "human_bytes"]
 
@@ -43,46 +44,13 @@ class StoreStats:
         return {**asdict(self), "total_bytes": self.total_bytes}
 
 
-def _lmdb_used(store: Store, txn: Any) -> int:
-    used = 0
-    for db in (store._values, store._results, store._meta, store._functions, store._info):
-        st = txn.stat(db)
-        used += (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
-    return used
-
-
-def _blob_files(store: Store):
-    """Every finished blob file as (path, address or None for a temporary file)."""
-    if not store.blobs.is_dir():
-        return
-    for sub in store.blobs.iterdir():
-        if not sub.is_dir():
-            if sub.name.startswith("."):  # a download a killed client left behind
-                yield sub, None
-            continue
-        for path in sub.iterdir():
-            name = path.name
-            if name.startswith("."):
-                yield path, None
-            else:
-                try:
-                    yield path, bytes.fromhex(name.removesuffix(".n"))
-                except ValueError:
-                    yield path, None
-
-
 def stats(store: Store) -> StoreStats:
-    files = [p for p, a in _blob_files(store) if a is not None]
-
-    def read(txn):
-        return (txn.stat(store._results)["entries"], txn.stat(store._values)["entries"],
-                txn.stat(store._functions)["entries"], _lmdb_used(store, txn))
-
-    results, values, functions, used = store._read(read)
+    files = [p for p, a in blob_files(store.blobs) if a is not None]
+    usage = store.usage()
     return StoreStats(
-        home=str(store.home), results=results, values=values, functions=functions,
-        blob_files=len(files), blob_bytes=sum(_size(p) for p in files), lmdb_bytes=used,
-        map_size=store._env.info()["map_size"], cap=store.cap,
+        home=str(store.home), results=usage.results, values=usage.values,
+        functions=usage.functions, blob_files=len(files), blob_bytes=sum(_size(p) for p in files),
+        lmdb_bytes=usage.lmdb_bytes, map_size=usage.map_size, cap=store.cap,
     )
 
 
@@ -121,15 +89,14 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
     """
     report = VerifyReport()
     bad_values: dict[bytes, bytes] = {}  # address -> the record found bad
-    files = list(_blob_files(store))  # before the snapshot: a later file is never judged by it
-    items, results = store._read(lambda txn: (list(txn.cursor(db=store._values)),
-                                              list(txn.cursor(db=store._results))))
-    for address, record in items:
+    files = list(blob_files(store.blobs))  # before the snapshot: a later file is never judged by it
+    snapshot = store.snapshot()
+    for address, record in snapshot.values.items():
         report.values_checked += 1
         try:
             if live(record) is None:
                 raise ValueError("a transient value of an earlier boot, or of an earlier format")
-            view = store._checked_view(address, record)
+            view = store.checked_view(address, record)
             if view is None:
                 raise ValueError("its transient file was dropped")
             found, derivable = checked_address(unpack(view))
@@ -142,8 +109,8 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
             bad_values[address] = record
             report.problems.append(f"value {address.hex()[:16]}: {exc}")
     dangling: list[tuple[bytes, bytes]] = []
-    values_present = {a for a, _ in items}
-    for call, address in results:
+    values_present = set(snapshot.values)
+    for call, address in snapshot.results:
         report.results_checked += 1
         if address in bad_values or address not in values_present:
             dangling.append((call, address))
@@ -154,19 +121,17 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
     if repair:
         removed: list[bytes] = []
 
-        def fix(txn):
+        def fix(upkeep):
             for address, record in bad_values.items():
-                if txn.get(address, db=store._values) == record:  # not rewritten meanwhile
-                    txn.delete(address, db=store._values)
+                if upkeep.value_record(address) == record:  # not rewritten meanwhile
+                    upkeep.delete_value(address)
                     removed.append(address)
             for call, address in dangling:
-                if (txn.get(call, db=store._results) == address
-                        and live(txn.get(address, db=store._values)) is None):
-                    txn.delete(call, db=store._results)
-                    txn.delete(call, db=store._meta)
+                if upkeep.result(call) == address and live(upkeep.value_record(address)) is None:
+                    upkeep.delete_result(call)
                     report.repaired += 1
 
-        store._write(fix, admin=True)
+        store.maintain(fix)
         for address in removed:
             store.unlink_files(address, bad_values[address])
         for path in stale:
@@ -178,7 +143,7 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
 def _in_use(store: Store, address: bytes, record: bytes, now: float) -> bool:
     """A transient argument copy of this boot, younger than an hour: calls running now may read
     it (their caller drops it when they end); older ones were left by a caller that died."""
-    if record[:1] != _TRANSIENT or live(record) is None:
+    if not is_transient(record) or live(record) is None:
         return False
     try:
         return now - store.record_path(address, record).stat().st_mtime < _STALE_TMP
@@ -219,22 +184,17 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     value rewritten, or named by a result stored meanwhile).
     """
     report = GcReport(dry_run=dry_run)
-    files = list(_blob_files(store))  # before the snapshot: a later file is never judged by it
-
-    def snapshot(txn):
-        metas = {k: json.loads(v) for k, v in txn.cursor(db=store._meta)}
-        return (list(txn.cursor(db=store._results)), metas,
-                {a: r for a, r in txn.cursor(db=store._values)}, _lmdb_used(store, txn))
-
-    results, metas, values, lmdb_used = store._read(snapshot)
-    sizes = {a: (len(r) if r[:1] == _INLINE else len(r) + _size(store.record_path(a, r)))
+    files = list(blob_files(store.blobs))  # before the snapshot: a later file is never judged by it
+    snapshot = store.snapshot(meta=True)
+    results, metas, values = snapshot.results, snapshot.meta, snapshot.values
+    sizes = {a: (len(r) if is_inline(r) else len(r) + _size(store.record_path(a, r)))
              for a, r in values.items()}
     dangling = [(call, address) for call, address in results if live(values.get(address)) is None]
     results = [(call, address) for call, address in results if live(values.get(address)) is not None]
     refs: dict[bytes, int] = {}
     for _, address in results:
         refs[address] = refs.get(address, 0) + 1
-    total = lmdb_used + sum(_size(p) for p, a in files if a is not None)
+    total = snapshot.lmdb_bytes + sum(_size(p) for p, a in files if a is not None)
     unreferenced = total - sum(sizes.get(a, 0) for a in refs)  # freed anyway, with those values
     oldest_first = sorted(results, key=lambda r: metas.get(r[0], {}).get("stored", 0.0))
     drop: list[tuple[bytes, bytes]] = []
@@ -256,30 +216,30 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     report.files_removed = len(stale)
     # A transient copy that a caller's running calls hold is in use, however old; the others
     # are taken (no caller can hold them meanwhile) until they are gone.
-    transient = [a for a in garbage if values[a][:1] == _TRANSIENT]
+    transient = [a for a in garbage if is_transient(values[a])]
     with store.holds.taking(transient) as taken:
-        garbage = [a for a in garbage if values[a][:1] != _TRANSIENT or a in taken]
+        garbage = [a for a in garbage if not is_transient(values[a]) or a in taken]
         report.values_removed = len(garbage)
         report.bytes_freed = sum(sizes.get(a, 0) for a in garbage)
         if dry_run:
             return report
         removed: list[bytes] = []
 
-        def delete(txn):
+        def delete(upkeep):
             for call, address in drop:
-                _delete_result(store, txn, call, address)
+                _delete_result(upkeep, call, address)
             for call, address in dangling:
-                if live(txn.get(address, db=store._values)) is None:  # not stored meanwhile
-                    _delete_result(store, txn, call, address)
+                if live(upkeep.value_record(address)) is None:  # not stored meanwhile
+                    _delete_result(upkeep, call, address)
             if not garbage:
                 return
-            named = {address for _, address in txn.cursor(db=store._results)}  # now, not then
+            named = upkeep.named_values()  # now, not then
             for address in garbage:
-                if address not in named and txn.get(address, db=store._values) == values[address]:
-                    txn.delete(address, db=store._values)
+                if address not in named and upkeep.value_record(address) == values[address]:
+                    upkeep.delete_value(address)
                     removed.append(address)
 
-        store._write(delete, admin=True)
+        store.maintain(delete)
         for address in removed:
             store.unlink_files(address, values[address])
     report.values_removed = len(removed)
@@ -289,11 +249,10 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     return report
 
 
-def _delete_result(store: Store, txn: Any, call: bytes, address: bytes) -> None:
+def _delete_result(upkeep: Upkeep, call: bytes, address: bytes) -> None:
     """Delete a result, unless it was stored again, naming another value, since the snapshot."""
-    if txn.get(call, db=store._results) == address:
-        txn.delete(call, db=store._results)
-        txn.delete(call, db=store._meta)
+    if upkeep.result(call) == address:
+        upkeep.delete_result(call)
 
 
 def human_bytes(n: float) -> str:

@@ -588,7 +588,7 @@ def test_fork_while_other_threads_read_and_write(store):
 def test_transient_values_last_for_this_boot_and_durable_writes_upgrade_them(store, monkeypatch):
     import numpy as np
 
-    import pythagoras_p2p.store.core as store_module
+    import pythagoras_p2p.store.records as store_module
     from pythagoras_p2p.identity.encoding import value_address
     from pythagoras_p2p.store.packing import pack_parts
 
@@ -673,7 +673,7 @@ def test_copies_left_by_an_earlier_boot_are_replaced_never_trusted(store, monkey
     transient write replaces both, and a durable write never links the old file."""
     import numpy as np
 
-    import pythagoras_p2p.store.core as store_module
+    import pythagoras_p2p.store.records as store_module
     from pythagoras_p2p.store.packing import pack_parts
 
     this_boot = store_module._BOOT
@@ -700,7 +700,7 @@ def test_a_result_equal_to_a_transient_argument_is_kept_for_good(store, monkeypa
     here as an argument) makes that copy durable: dropping the arguments keeps it."""
     import numpy as np
 
-    import pythagoras_p2p.store.core as store_module
+    import pythagoras_p2p.store.records as store_module
     from pythagoras_p2p.store.packing import pack_parts
 
     value = np.full(100_000, 3.0)
