@@ -118,13 +118,13 @@ class Handlers:
         handler = self._ops.get(msg.op)
         if handler is None:  # a reply's op (ok, error, result, output) sent as a request
             self.rejected += 1
-            self.error(ident, msg.id, "malformed", f"{msg.op!r} is a reply, not a request")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, f"{msg.op!r} is a reply, not a request")
             return
         try:
             handler(ident, msg)
         except Exception as exc:  # a bug must not take the node down; say it once
             self.log_once(f"bug:{msg.op}:{type(exc).__name__}", "error serving %s: %r", msg.op, exc)
-            self.error(ident, msg.id, "internal", f"{type(exc).__name__}: {exc}")
+            self.error(ident, msg.id, wire.ERR_INTERNAL, f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ small operations
 
@@ -137,7 +137,7 @@ class Handlers:
             self.incompatible[ident] = python  # its calls are refused too, not only its hello
             if len(self.incompatible) > _LOG_ONCE:
                 self.incompatible.popitem(last=False)
-            self.error(ident, msg.id, "python",
+            self.error(ident, msg.id, wire.ERR_PYTHON,
                        f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION} and the client "
                        f"Python {python}: functions cannot move between Python versions. Use the "
                        f"same Python minor version on every machine of the swarm")
@@ -193,7 +193,7 @@ class Handlers:
 
     def on_function(self, ident: bytes, msg: wire.Message) -> None:
         if len(msg.bodies) != 1 or not len(msg.bodies[0]):
-            self.error(ident, msg.id, "malformed", "function: expected one body frame with the record")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "function: expected one body frame with the record")
             return
         self.store.put_function(msg.hex("fp"), bytes(msg.bodies[0]))
         self.send(ident, wire.build("ok", msg.id))
@@ -214,7 +214,7 @@ class Handlers:
     def result_frames(self, request_id: int, call: bytes, entry: tuple) -> list:
         address, blob, meta = entry
         return wire.build("result", request_id, [] if blob is None else [blob], call=call,
-                          status="ok", address=address, large=blob is None, meta=meta)
+                          status=wire.STATUS_OK, address=address, large=blob is None, meta=meta)
 
     def on_lookup(self, ident: bytes, msg: wire.Message) -> None:
         found, bodies = [], []
@@ -232,7 +232,7 @@ class Handlers:
 
     def on_run(self, ident: bytes, msg: wire.Message) -> None:
         if ident in self.incompatible:
-            self.error(ident, msg.id, "python",
+            self.error(ident, msg.id, wire.ERR_PYTHON,
                        f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION}, this client "
                        f"said Python {self.incompatible[ident]}: it takes no calls from it")
             return
@@ -247,23 +247,23 @@ class Handlers:
             running.waiters.append((ident, msg.id))
             return
         if self.node.stopping:
-            self.error(ident, msg.id, "stopping", f"node {self.node.node_id} is shutting down")
+            self.error(ident, msg.id, wire.ERR_STOPPING, f"node {self.node.node_id} is shutting down")
             return
         if len(msg.bodies) != 1:
-            self.error(ident, msg.id, "malformed", "run: expected one body frame with the arguments")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "run: expected one body frame with the arguments")
             return
         if fp not in self.functions:  # functions are never removed from a store
             if not self.store.has_function(fp):
-                self.error(ident, msg.id, "need_function", fp.hex())
+                self.error(ident, msg.id, wire.ERR_NEED_FUNCTION, fp.hex())
                 return
             self.functions.add(fp)
         refs = msg.fields.get("refs", [])
         if not isinstance(refs, list) or not all(map(wire._is_address, refs)):
-            self.error(ident, msg.id, "malformed", "run: refs must be a list of addresses")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "run: refs must be a list of addresses")
             return
         missing = [r for r in refs if not self.store.has_value(bytes.fromhex(r))]
         if missing:
-            self.error(ident, msg.id, "need_values", ",".join(missing))
+            self.error(ident, msg.id, wire.ERR_NEED_VALUES, ",".join(missing))
             return
         self.misses += 1
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200])
@@ -303,10 +303,10 @@ class Handlers:
 
             def frames(request_id: int) -> list:
                 return wire.build("result", request_id, [pickled or b"", raw], call=call,
-                                  status="err", type=type_name, message=message[:2000], where=where)
+                                  status=wire.STATUS_ERR, type=type_name, message=message[:2000], where=where)
         else:
             def frames(request_id: int) -> list:
-                return wire.build("result", request_id, call=call, status="crash", message=outcome[1])
+                return wire.build("result", request_id, call=call, status=wire.STATUS_CRASH, message=outcome[1])
         for ident, request_id in running.waiters:
             self.send(ident, frames(request_id))
 
@@ -332,7 +332,7 @@ class Handlers:
     def abandon_running(self) -> None:
         for call, running in list(self.running.items()):
             for ident, request_id in running.waiters:
-                self.error(ident, request_id, "stopping",
+                self.error(ident, request_id, wire.ERR_STOPPING,
                            f"node {self.node.node_id} shut down before {call.hex()[:16]} finished")
             running.batch.cancel()
         self.running.clear()
@@ -347,7 +347,7 @@ class Handlers:
             self.log_once(f"get:{type(exc).__name__}", "cannot read value %s: %r", address.hex()[:16], exc)
             found = None
         if found is None:
-            self.error(ident, msg.id, "missing", address.hex())
+            self.error(ident, msg.id, wire.ERR_MISSING, address.hex())
             return
         chunk, total = found
         self.send(ident, wire.build("ok", msg.id, [chunk], address=address, offset=offset, total=total))
@@ -355,11 +355,11 @@ class Handlers:
     def on_put(self, ident: bytes, msg: wire.Message) -> None:
         address, offset, total = msg.hex("address"), msg.fields["offset"], msg.fields["total"]
         if len(msg.bodies) != 1:
-            self.error(ident, msg.id, "malformed", "put: expected one body frame")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: expected one body frame")
             return
         chunk = msg.bodies[0]
         if total > _MAX_VALUE or offset + len(chunk) > total or len(chunk) > wire.CHUNK:
-            self.error(ident, msg.id, "malformed", "put: chunk outside the declared size")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunk outside the declared size")
             return
         final = offset + len(chunk) == total
         self.value_bytes_received += len(chunk)
@@ -373,19 +373,19 @@ class Handlers:
             if len(self.uploads) >= _MAX_UPLOADS:
                 self.drop_abandoned_uploads()
             if len(self.uploads) >= _MAX_UPLOADS:
-                self.error(ident, msg.id, "busy", "too many uploads in progress; retry later")
+                self.error(ident, msg.id, wire.ERR_BUSY, "too many uploads in progress; retry later")
                 return
             # A file of its own: a check of an earlier upload never reads this one's bytes.
             path = str(self.incoming / f"{address.hex()}.{ident.hex()}.{next(self._upload_ids)}.part")
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             upload = self.uploads[key] = Upload(path, fd, total, key=key)
         if upload.fd < 0:  # complete, and being checked: it can no longer change
-            self.error(ident, msg.id, "busy", f"value {address.hex()[:16]} is being checked; "
+            self.error(ident, msg.id, wire.ERR_BUSY, f"value {address.hex()[:16]} is being checked; "
                        f"wait for the answer to its last chunk")
             return
         if upload.total != total:
             self.drop_upload(key)
-            self.error(ident, msg.id, "malformed", "put: total changed during an upload")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: total changed during an upload")
             return
         os.pwrite(upload.fd, chunk, offset)
         upload.received += len(chunk)
@@ -394,7 +394,7 @@ class Handlers:
             return
         if upload.received != total:
             self.drop_upload(key)
-            self.error(ident, msg.id, "malformed", "put: chunks do not cover the value")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunks do not cover the value")
             return
         os.close(upload.fd)
         upload.fd = -1
@@ -415,7 +415,7 @@ class Handlers:
             except Exception as exc:  # the store is full: say so, keep nothing half-adopted
                 upload.discard()
                 self.log_once(f"adopt:{type(exc).__name__}", "cannot keep a received value: %s", exc)
-                self.error(ident, request_id, "store", f"node {self.node.node_id} cannot keep value "
+                self.error(ident, request_id, wire.ERR_STORE, f"node {self.node.node_id} cannot keep value "
                            f"{address.hex()[:16]}: {exc}")
                 return
             self.values_received += 1
@@ -423,7 +423,7 @@ class Handlers:
         else:
             upload.discard()
             self.log_once(f"tampered:{ident.hex()}", "rejected value %s: %s", address.hex()[:16], reason)
-            self.error(ident, request_id, "tampered", f"value {address.hex()[:16]} rejected: {reason}")
+            self.error(ident, request_id, wire.ERR_TAMPERED, f"value {address.hex()[:16]} rejected: {reason}")
 
     def drop_abandoned_uploads(self) -> None:
         """Forget partial uploads whose sender went quiet (it crashed or was interrupted)."""

@@ -375,7 +375,7 @@ class SwarmDispatcher:
         try:
             msg = wire.parse(frames)
         except wire.WireError as exc:
-            if exc.code == "protocol":  # a node of another release: it can never take work here
+            if exc.code == wire.ERR_PROTOCOL:  # a node of another release: it can never take work here
                 self._incompatible(peer, f"the node speaks protocol version {_version_of(frames)} "
                                          f"and this client {wire.PROTOCOL_VERSION}; install the same "
                                          f"pythagoras_p2p release on every machine of the swarm")
@@ -393,7 +393,7 @@ class SwarmDispatcher:
             return
         if msg.op == "ok" and "total" in msg.fields:  # a chunk of a download (gets have no id)
             self.exchange.on_chunk(peer, msg)
-        elif msg.op == "error" and msg.fields["code"] == "missing":
+        elif msg.op == "error" and msg.fields["code"] == wire.ERR_MISSING:
             self.exchange.on_missing(peer, msg.fields["message"])
 
     def _on_run_reply(self, peer: Peer, entry: tuple, msg: wire.Message) -> None:
@@ -419,26 +419,26 @@ class SwarmDispatcher:
                 other.send(wire.build("cancel", 0, calls=[task.call]))
         if msg.op == "error":
             code = msg.fields["code"]
-            if code == "need_function":
+            if code == wire.ERR_NEED_FUNCTION:
                 peer.functions.discard(task.fp)
                 self._queue.appendleft((batch, task))
-            elif code == "need_values":
+            elif code == wire.ERR_NEED_VALUES:
                 peer.values.difference_update(bytes.fromhex(h) for h in msg.fields["message"].split(","))
                 self._queue.appendleft((batch, task))
-            elif code == "stopping":
+            elif code == wire.ERR_STOPPING:
                 # The node is shutting down: it finishes the calls it runs (their results still
                 # come here) and takes no new one, so only this call goes elsewhere.
                 if peer.state == "ready":
                     peer.state, peer.problem = "draining", msg.fields["message"]
                 self._queue.appendleft((batch, task))
-            elif code in ("python", "protocol"):
+            elif code in (wire.ERR_PYTHON, wire.ERR_PROTOCOL):
                 self._incompatible(peer, msg.fields["message"])
                 self._queue.appendleft((batch, task))
             else:
                 batch.deliver(task.tid, ("error", "remote", f"node {peer.address}: {msg.fields['message']}"))
             return
         status = msg.fields.get("status")
-        if status == "ok":
+        if status == wire.STATUS_OK:
             address, meta = msg.hex("address"), msg.fields.get("meta") or {}
             self.stragglers.observe(batch, meta.get("duration"))
             if msg.fields.get("large"):
@@ -446,7 +446,7 @@ class SwarmDispatcher:
                     ("ok", address, None, meta) if ok is True else ("error", "remote", ok))))
             else:
                 batch.deliver(task.tid, ("ok", address, bytes(msg.bodies[0]), meta))
-        elif status == "err":
+        elif status == wire.STATUS_ERR:
             pickled, text = (bytes(b) for b in msg.bodies[:2])
             batch.deliver(task.tid, ("err", pickled or None, msg.fields.get("type", "Exception"),
                                      msg.fields.get("message", ""), text.decode(errors="replace"),
