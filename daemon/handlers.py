@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
 from pythagoras_p2p.net.transfer import value_chunk
 from pythagoras_p2p.store.journal import encode_meta
 
@@ -31,7 +33,6 @@ _LOG_ONCE = 256  # distinct problems remembered for log deduplication
 _MAX_UPLOADS = 64  # concurrent partial uploads per node
 _UPLOAD_IDLE = 60.0  # seconds without a chunk after which a partial upload counts as abandoned
 _MAX_VALUE = 1 << 40
-_MAX_FAILURE = 4 * 1024 * 1024  # bytes of a pickled exception or a traceback sent back
 _OUTPUT_PIECE = 16 * 1024  # characters of printed output per message (JSON may quadruple them)
 
 
@@ -212,9 +213,8 @@ class Handlers:
         return address, self.store.inline_blob(record), self.store.get_meta(call) or {}
 
     def result_frames(self, request_id: int, call: bytes, entry: tuple) -> list:
-        address, blob, meta = entry
-        return wire.build("result", request_id, [] if blob is None else [blob], call=call,
-                          status=wire.STATUS_OK, address=address, large=blob is None, meta=meta)
+        bodies, fields = outcome_to_wire(Ok(*entry))
+        return wire.build("result", request_id, bodies, call=call, **fields)
 
     def on_lookup(self, ident: bytes, msg: wire.Message) -> None:
         found, bodies = [], []
@@ -270,15 +270,14 @@ class Handlers:
         self.running[call] = Running(self.node.submit(task, call), [(ident, msg.id)],
                                      tuple(bytes.fromhex(r) for r in refs))
 
-    def finish(self, call: bytes, outcome: tuple) -> None:
+    def finish(self, call: bytes, outcome: Ok | Failed | Crashed) -> None:
         """A task ended (called on the node's thread): journal, then answer every waiter."""
         running = self.running.pop(call, None)
         if running is None:
             return
         self.tasks_done += 1
-        kind = outcome[0]
-        if kind == "ok":
-            _, address, blob, meta = outcome
+        if type(outcome) is Ok:
+            address, blob, meta = outcome.address, outcome.blob, outcome.meta
             meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
             try:
                 self.node.journal.append([(call, address, blob, meta)], [meta_raw])
@@ -286,29 +285,10 @@ class Handlers:
                 self.log_once("journal", "cannot keep results (%s); calls are answered, but their "
                               "results are not kept until it is fixed (`pythagoras-node cache gc` "
                               "makes room)", exc)
-            meta_raw = wire.RawJSON(meta_raw)
-
-            def frames(request_id: int) -> list:
-                return self.result_frames(request_id, call, (address, blob, meta_raw))
-        elif kind == "err":
-            _, pickled, type_name, message, text, where = outcome
-            # Within one message whatever the function raised: a huge exception goes as its
-            # type, message and the ends of its traceback (the client rebuilds a RemoteError).
-            if pickled is not None and len(pickled) > _MAX_FAILURE:
-                pickled = None
-            raw = text.encode("utf-8", "backslashreplace")  # a lone surrogate from a file name
-            if len(raw) > _MAX_FAILURE:
-                half = _MAX_FAILURE // 2
-                raw = raw[:half] + b"\n[... traceback shortened ...]\n" + raw[-half:]
-
-            def frames(request_id: int) -> list:
-                return wire.build("result", request_id, [pickled or b"", raw], call=call,
-                                  status=wire.STATUS_ERR, type=type_name, message=message[:2000], where=where)
-        else:
-            def frames(request_id: int) -> list:
-                return wire.build("result", request_id, call=call, status=wire.STATUS_CRASH, message=outcome[1])
+            outcome = Ok(address, blob, wire.RawJSON(meta_raw))
+        bodies, fields = outcome_to_wire(outcome)
         for ident, request_id in running.waiters:
-            self.send(ident, frames(request_id))
+            self.send(ident, wire.build("result", request_id, bodies, call=call, **fields))
 
     def forward_output(self, call: bytes, where: str, text: str) -> None:
         running = self.running.get(call)

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..defaults import worker_count
 from ..errors import ConfigurationError, RequirementsError
-from ..execution.run import Task, decode_args, execute, failure_outcome
+from ..execution.outcomes import failure_outcome
+from ..execution.run import Task, decode_args, execute
 from ..function import load_function
 from ..requirements import missing_requirements
 from .base import PCloud, in_worker

@@ -11,7 +11,10 @@ from __future__ import annotations
 import sys
 import threading
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .outcomes import Outcome
 
 __all__ = ["Batch", "refill", "print_output"]
 
@@ -46,7 +49,7 @@ class Batch:
     def finished(self) -> bool:
         return self.remaining == 0
 
-    def deliver(self, tid: int, outcome: tuple) -> None:
+    def deliver(self, tid: int, outcome: Outcome) -> None:
         if self.on_outcome is not None:
             self.remaining -= 1
             self.on_outcome(tid, outcome)

@@ -82,13 +82,14 @@ def _limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def _verify(address: bytes, path: str, where: str) -> tuple:
+def _verify(address: bytes, path: str, where: str):
     from ..net.transfer import verify_file
+    from .outcomes import Failed, Ok
 
     problem = verify_file(path, address)
     if problem is None:
-        return ("ok", address, None, {"duration": 0.0})
-    return ("err", None, "ValueError", problem, "", where)
+        return Ok(address, None, {"duration": 0.0})
+    return Failed(None, "ValueError", problem, "", where)
 
 
 def _die_with(parent: int) -> None:
@@ -122,7 +123,8 @@ def main(argv: list[str]) -> int:
         _limit_memory()
         from ..clouds.base import enter_worker
         from ..function import load_function
-        from .run import Task, current_where, decode_args, execute, failure_outcome
+        from .outcomes import failure_outcome
+        from .run import Task, current_where, decode_args, execute
 
         cloud = enter_worker(home)
         store = cloud.store

@@ -77,7 +77,7 @@ ERR_STORE = "store"  # the node cannot keep the value (its store is full or fail
 ERR_TAMPERED = "tampered"  # an uploaded value does not match its address
 ERR_LOST = "lost"  # never sent: what a client answers itself for a request to a peer it lost
 
-# The ``status`` of a ``result`` reply: how the call ended.
+# The ``status`` of a ``result`` reply (see :mod:`.outcomes_wire`).
 STATUS_OK = "ok"
 STATUS_ERR = "err"
 STATUS_CRASH = "crash"
