@@ -407,7 +407,7 @@ def _run_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
                         kwargs[name] = by_address[value.address]
         except Exception as exc:
             return failure_outcome(exc, where), out.getvalue()
-        outcome = execute(func, kwargs, task, None, where)
+        outcome = execute(func, kwargs, task.fp, task.label, None, where)
     return outcome, out.getvalue()
 
 

@@ -92,7 +92,7 @@ class _InlineBatch:
             func = self.functions.get(task.fp)
             if func is None:
                 func = self.functions[task.fp] = load_function(store, task.fp)
-            outcome = execute(func, decode_args(task.payload, store), task, store, where)
+            outcome = execute(func, decode_args(task.payload, store), task.fp, task.label, store, where)
         except Exception as exc:
             outcome = failure_outcome(exc, where)
         self.remaining -= 1

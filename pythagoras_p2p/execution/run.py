@@ -103,8 +103,10 @@ def decode_args(payload: bytes, store: Store) -> dict:
     return kwargs
 
 
-def execute(func: Callable, kwargs: dict, task: Task, store: Store | None, where: str) -> Outcome:
-    """Run one task here and return its outcome; large results go straight into ``store``.
+def execute(func: Callable, kwargs: dict, fp: bytes, label: str, store: Store | None,
+            where: str) -> Outcome:
+    """Run one call of ``func`` (fingerprint ``fp``, named ``label`` in messages) here and return
+    its outcome; large results go straight into ``store``.
 
     With no store (a worker of another engine), every result travels back in the outcome.
     """
@@ -119,11 +121,11 @@ def execute(func: Callable, kwargs: dict, task: Task, store: Store | None, where
         return failure_outcome(exc, where)
     duration = time.perf_counter() - t0
     try:
-        parts = pack_parts(value, what=f"result of {task.label}")
+        parts = pack_parts(value, what=f"result of {label}")
         address = value_address(value)
     except SerializationError as exc:
         return failure_outcome(exc, where)
-    meta = result_meta(func.__qualname__, task.fp, started, duration, worker=where)
+    meta = result_meta(func.__qualname__, fp, started, duration, worker=where)
     if store is not None and sum(memoryview(p).nbytes for p in parts) > INLINE_VALUE_LIMIT:
         try:
             store.put_value(address, parts)  # written piece by piece: a large result is not copied

@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
         from ..clouds.base import enter_worker
         from ..function import load_function
         from .outcomes import failure_outcome
-        from .run import Task, current_where, decode_args, execute
+        from .run import current_where, decode_args, execute
 
         cloud = enter_worker(home)
         store = cloud.store
@@ -144,7 +144,6 @@ def main(argv: list[str]) -> int:
         for seq, fp, call, payload, label in message[1]:
             SLOT.pack_into(slot, 0, seq)
             sys.stdout.task = seq
-            task = Task(seq, fp, call, payload, label)
             try:
                 if fp == VERIFY:
                     outcome = _verify(call, payload.decode(), where)
@@ -154,7 +153,7 @@ def main(argv: list[str]) -> int:
                 func = functions.get(fp)
                 if func is None:
                     func = functions[fp] = load_function(store, fp)
-                outcome = execute(func, decode_args(payload, store), task, store, where)
+                outcome = execute(func, decode_args(payload, store), fp, label, store, where)
             except Exception as exc:
                 outcome = failure_outcome(exc, where)
             SLOT.pack_into(slot, 0, -1)
