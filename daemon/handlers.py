@@ -201,20 +201,16 @@ class Handlers:
 
     # ------------------------------------------------------------------ results
 
-    def entry(self, call: bytes) -> tuple | None:
-        """(address, inline blob or None, meta) of a stored or journaled result."""
+    def entry(self, call: bytes) -> Ok | None:
+        """A stored or journaled result (its blob ``None`` when the value is large)."""
         pending = self.node.journal.pending(call)
         if pending is not None:
-            return pending[1], pending[2], pending[3]
+            return Ok(pending[1], pending[2], pending[3])
         found = self.store.result_entry(call)
         if found is None:
             return None
         address, record = found
-        return address, self.store.inline_blob(record), self.store.get_meta(call) or {}
-
-    def result_frames(self, request_id: int, call: bytes, entry: tuple) -> list:
-        bodies, fields = outcome_to_wire(Ok(*entry))
-        return wire.build("result", request_id, bodies, call=call, **fields)
+        return Ok(address, self.store.inline_blob(record), self.store.get_meta(call) or {})
 
     def on_lookup(self, ident: bytes, msg: wire.Message) -> None:
         found, bodies = [], []
@@ -222,11 +218,10 @@ class Handlers:
             entry = self.entry(call)
             if entry is None:
                 continue
-            address, blob, meta = entry
-            found.append({"call": call.hex(), "address": address.hex(), "large": blob is None,
-                          "meta": meta})
-            if blob is not None:
-                bodies.append(blob)
+            found.append({"call": call.hex(), "address": entry.address.hex(),
+                          "large": entry.blob is None, "meta": entry.meta})
+            if entry.blob is not None:
+                bodies.append(entry.blob)
         self.hits += len(found)
         self.send(ident, wire.build("ok", msg.id, bodies, found=found))
 
@@ -240,7 +235,8 @@ class Handlers:
         entry = self.entry(call)
         if entry is not None:
             self.hits += 1
-            self.send(ident, self.result_frames(msg.id, call, entry))
+            bodies, fields = outcome_to_wire(entry)
+            self.send(ident, wire.build("result", msg.id, bodies, call=call, **fields))
             return
         running = self.running.get(call)
         if running is not None:  # the same call is already running here: wait for it
@@ -267,7 +263,7 @@ class Handlers:
             return
         self.misses += 1
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200])
-        self.running[call] = Running(self.node.submit(task, call), [(ident, msg.id)],
+        self.running[call] = Running(self.node.submit(task), [(ident, msg.id)],
                                      tuple(bytes.fromhex(r) for r in refs))
 
     def finish(self, call: bytes, outcome: Ok | Failed | Crashed) -> None:
