@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
 from pythagoras_p2p.net.transfer import value_chunk
 from pythagoras_p2p.store.journal import encode_meta
 
@@ -31,7 +33,6 @@ _LOG_ONCE = 256  # distinct problems remembered for log deduplication
 _MAX_UPLOADS = 64  # concurrent partial uploads per node
 _UPLOAD_IDLE = 60.0  # seconds without a chunk after which a partial upload counts as abandoned
 _MAX_VALUE = 1 << 40
-_MAX_FAILURE = 4 * 1024 * 1024  # bytes of a pickled exception or a traceback sent back
 _OUTPUT_PIECE = 16 * 1024  # characters of printed output per message (JSON may quadruple them)
 
 
@@ -137,13 +138,13 @@ class Handlers:
         handler = self._ops.get(msg.op)
         if handler is None:  # a reply's op (ok, error, result, output) sent as a request
             self.rejected += 1
-            self.error(ident, msg.id, "malformed", f"{msg.op!r} is a reply, not a request")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, f"{msg.op!r} is a reply, not a request")
             return
         try:
             handler(ident, msg)
         except Exception as exc:  # a bug must not take the node down; say it once
             self.log_once(f"bug:{msg.op}:{type(exc).__name__}", "error serving %s: %r", msg.op, exc)
-            self.error(ident, msg.id, "internal", f"{type(exc).__name__}: {exc}")
+            self.error(ident, msg.id, wire.ERR_INTERNAL, f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ small operations
 
@@ -156,7 +157,7 @@ class Handlers:
             self.incompatible[ident] = python  # its calls are refused too, not only its hello
             if len(self.incompatible) > _LOG_ONCE:
                 self.incompatible.popitem(last=False)
-            self.error(ident, msg.id, "python",
+            self.error(ident, msg.id, wire.ERR_PYTHON,
                        f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION} and the client "
                        f"Python {python}: functions cannot move between Python versions. Use the "
                        f"same Python minor version on every machine of the swarm")
@@ -212,28 +213,23 @@ class Handlers:
 
     def on_function(self, ident: bytes, msg: wire.Message) -> None:
         if len(msg.bodies) != 1 or not len(msg.bodies[0]):
-            self.error(ident, msg.id, "malformed", "function: expected one body frame with the record")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "function: expected one body frame with the record")
             return
         self.store.put_function(msg.hex("fp"), bytes(msg.bodies[0]))
         self.send(ident, wire.build("ok", msg.id))
 
     # ------------------------------------------------------------------ results
 
-    def entry(self, call: bytes) -> tuple | None:
-        """(address, inline blob or None, meta) of a stored or journaled result."""
+    def entry(self, call: bytes) -> Ok | None:
+        """A stored or journaled result (its blob ``None`` when the value is large)."""
         pending = self.node.journal.pending(call)
         if pending is not None:
-            return pending[1], pending[2], pending[3]
+            return Ok(pending[1], pending[2], pending[3])
         found = self.store.result_entry(call)
         if found is None:
             return None
         address, record = found
-        return address, self.store.inline_blob(record), self.store.get_meta(call) or {}
-
-    def result_frames(self, request_id: int, call: bytes, entry: tuple) -> list:
-        address, blob, meta = entry
-        return wire.build("result", request_id, [] if blob is None else [blob], call=call,
-                          status="ok", address=address, large=blob is None, meta=meta)
+        return Ok(address, self.store.inline_blob(record), self.store.get_meta(call) or {})
 
     def on_lookup(self, ident: bytes, msg: wire.Message) -> None:
         found, bodies = [], []
@@ -241,17 +237,16 @@ class Handlers:
             entry = self.entry(call)
             if entry is None:
                 continue
-            address, blob, meta = entry
-            found.append({"call": call.hex(), "address": address.hex(), "large": blob is None,
-                          "meta": meta})
-            if blob is not None:
-                bodies.append(blob)
+            found.append({"call": call.hex(), "address": entry.address.hex(),
+                          "large": entry.blob is None, "meta": entry.meta})
+            if entry.blob is not None:
+                bodies.append(entry.blob)
         self.hits += len(found)
         self.send(ident, wire.build("ok", msg.id, bodies, found=found))
 
     def on_run(self, ident: bytes, msg: wire.Message) -> None:
         if ident in self.incompatible:
-            self.error(ident, msg.id, "python",
+            self.error(ident, msg.id, wire.ERR_PYTHON,
                        f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION}, this client "
                        f"said Python {self.incompatible[ident]}: it takes no calls from it")
             return
@@ -259,45 +254,45 @@ class Handlers:
         entry = self.entry(call)
         if entry is not None:
             self.hits += 1
-            self.send(ident, self.result_frames(msg.id, call, entry))
+            bodies, fields = outcome_to_wire(entry)
+            self.send(ident, wire.build("result", msg.id, bodies, call=call, **fields))
             return
         running = self.running.get(call)
         if running is not None:  # the same call is already running here: wait for it
             running.waiters.append((ident, msg.id))
             return
         if self.node.stopping:
-            self.error(ident, msg.id, "stopping", f"node {self.node.node_id} is shutting down")
+            self.error(ident, msg.id, wire.ERR_STOPPING, f"node {self.node.node_id} is shutting down")
             return
         if len(msg.bodies) != 1:
-            self.error(ident, msg.id, "malformed", "run: expected one body frame with the arguments")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "run: expected one body frame with the arguments")
             return
         if fp not in self.functions:  # functions are never removed from a store
             if not self.store.has_function(fp):
-                self.error(ident, msg.id, "need_function", fp.hex())
+                self.error(ident, msg.id, wire.ERR_NEED_FUNCTION, fp.hex())
                 return
             self.functions.add(fp)
         refs = msg.fields.get("refs", [])
         if not isinstance(refs, list) or not all(map(wire._is_address, refs)):
-            self.error(ident, msg.id, "malformed", "run: refs must be a list of addresses")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "run: refs must be a list of addresses")
             return
         missing = [r for r in refs if not self.store.has_value(bytes.fromhex(r))]
         if missing:
-            self.error(ident, msg.id, "need_values", ",".join(missing))
+            self.error(ident, msg.id, wire.ERR_NEED_VALUES, ",".join(missing))
             return
         self.misses += 1
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200])
-        self.running[call] = Running(self.node.submit(task, call), [(ident, msg.id)],
+        self.running[call] = Running(self.node.submit(task), [(ident, msg.id)],
                                      tuple(bytes.fromhex(r) for r in refs))
 
-    def finish(self, call: bytes, outcome: tuple) -> None:
+    def finish(self, call: bytes, outcome: Ok | Failed | Crashed) -> None:
         """A task ended (called on the node's thread): journal, then answer every waiter."""
         running = self.running.pop(call, None)
         if running is None:
             return
         self.tasks_done += 1
-        kind = outcome[0]
-        if kind == "ok":
-            _, address, blob, meta = outcome
+        if type(outcome) is Ok:
+            address, blob, meta = outcome.address, outcome.blob, outcome.meta
             meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
             try:
                 self.node.journal.append([(call, address, blob, meta)], [meta_raw])
@@ -305,29 +300,10 @@ class Handlers:
                 self.log_once("journal", "cannot keep results (%s); calls are answered, but their "
                               "results are not kept until it is fixed (`pythagoras-node cache gc` "
                               "makes room)", exc)
-            meta_raw = wire.RawJSON(meta_raw)
-
-            def frames(request_id: int) -> list:
-                return self.result_frames(request_id, call, (address, blob, meta_raw))
-        elif kind == "err":
-            _, pickled, type_name, message, text, where = outcome
-            # Within one message whatever the function raised: a huge exception goes as its
-            # type, message and the ends of its traceback (the client rebuilds a RemoteError).
-            if pickled is not None and len(pickled) > _MAX_FAILURE:
-                pickled = None
-            raw = text.encode("utf-8", "backslashreplace")  # a lone surrogate from a file name
-            if len(raw) > _MAX_FAILURE:
-                half = _MAX_FAILURE // 2
-                raw = raw[:half] + b"\n[... traceback shortened ...]\n" + raw[-half:]
-
-            def frames(request_id: int) -> list:
-                return wire.build("result", request_id, [pickled or b"", raw], call=call,
-                                  status="err", type=type_name, message=message[:2000], where=where)
-        else:
-            def frames(request_id: int) -> list:
-                return wire.build("result", request_id, call=call, status="crash", message=outcome[1])
+            outcome = Ok(address, blob, wire.RawJSON(meta_raw))
+        bodies, fields = outcome_to_wire(outcome)
         for ident, request_id in running.waiters:
-            self.send(ident, frames(request_id))
+            self.send(ident, wire.build("result", request_id, bodies, call=call, **fields))
 
     def forward_output(self, call: bytes, where: str, text: str) -> None:
         running = self.running.get(call)
@@ -351,7 +327,7 @@ class Handlers:
     def abandon_running(self) -> None:
         for call, running in list(self.running.items()):
             for ident, request_id in running.waiters:
-                self.error(ident, request_id, "stopping",
+                self.error(ident, request_id, wire.ERR_STOPPING,
                            f"node {self.node.node_id} shut down before {call.hex()[:16]} finished")
             running.batch.cancel()
         self.running.clear()
@@ -366,7 +342,7 @@ class Handlers:
             self.log_once(f"get:{type(exc).__name__}", "cannot read value %s: %r", address.hex()[:16], exc)
             found = None
         if found is None:
-            self.error(ident, msg.id, "missing", address.hex())
+            self.error(ident, msg.id, wire.ERR_MISSING, address.hex())
             return
         chunk, total = found
         self.send(ident, wire.build("ok", msg.id, [chunk], address=address, offset=offset, total=total))
@@ -374,11 +350,11 @@ class Handlers:
     def on_put(self, ident: bytes, msg: wire.Message) -> None:
         address, offset, total = msg.hex("address"), msg.fields["offset"], msg.fields["total"]
         if len(msg.bodies) != 1:
-            self.error(ident, msg.id, "malformed", "put: expected one body frame")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: expected one body frame")
             return
         chunk = msg.bodies[0]
         if total > _MAX_VALUE or offset + len(chunk) > total or len(chunk) > wire.CHUNK:
-            self.error(ident, msg.id, "malformed", "put: chunk outside the declared size")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunk outside the declared size")
             return
         final = offset + len(chunk) == total
         self.value_bytes_received += len(chunk)
@@ -392,19 +368,19 @@ class Handlers:
             if len(self.uploads) >= _MAX_UPLOADS:
                 self.drop_abandoned_uploads()
             if len(self.uploads) >= _MAX_UPLOADS:
-                self.error(ident, msg.id, "busy", "too many uploads in progress; retry later")
+                self.error(ident, msg.id, wire.ERR_BUSY, "too many uploads in progress; retry later")
                 return
             # A file of its own: a check of an earlier upload never reads this one's bytes.
             path = str(self.incoming / f"{address.hex()}.{ident.hex()}.{next(self._upload_ids)}.part")
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             upload = self.uploads[key] = Upload(path, fd, total, key=key)
         if upload.fd < 0:  # complete, and being checked: it can no longer change
-            self.error(ident, msg.id, "busy", f"value {address.hex()[:16]} is being checked; "
+            self.error(ident, msg.id, wire.ERR_BUSY, f"value {address.hex()[:16]} is being checked; "
                        f"wait for the answer to its last chunk")
             return
         if upload.total != total:
             self.drop_upload(key)
-            self.error(ident, msg.id, "malformed", "put: total changed during an upload")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: total changed during an upload")
             return
         os.pwrite(upload.fd, chunk, offset)
         upload.received += len(chunk)
@@ -413,7 +389,7 @@ class Handlers:
             return
         if upload.received != total:
             self.drop_upload(key)
-            self.error(ident, msg.id, "malformed", "put: chunks do not cover the value")
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunks do not cover the value")
             return
         os.close(upload.fd)
         upload.fd = -1
@@ -434,7 +410,7 @@ class Handlers:
             except Exception as exc:  # the store is full: say so, keep nothing half-adopted
                 upload.discard()
                 self.log_once(f"adopt:{type(exc).__name__}", "cannot keep a received value: %s", exc)
-                self.error(ident, request_id, "store", f"node {self.node.node_id} cannot keep value "
+                self.error(ident, request_id, wire.ERR_STORE, f"node {self.node.node_id} cannot keep value "
                            f"{address.hex()[:16]}: {exc}")
                 return
             self.values_received += 1
@@ -442,7 +418,7 @@ class Handlers:
         else:
             upload.discard()
             self.log_once(f"tampered:{ident.hex()}", "rejected value %s: %s", address.hex()[:16], reason)
-            self.error(ident, request_id, "tampered", f"value {address.hex()[:16]} rejected: {reason}")
+            self.error(ident, request_id, wire.ERR_TAMPERED, f"value {address.hex()[:16]} rejected: {reason}")
 
     def drop_abandoned_uploads(self) -> None:
         """Forget partial uploads whose sender went quiet (it crashed or was interrupted)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import zmq
 
 from pythagoras_p2p.defaults import worker_count
+from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.pool import WorkerPool
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
@@ -170,7 +171,7 @@ class Node:
         except BlockingIOError:
             pass
 
-    def task_done(self, call: bytes, outcome: tuple) -> None:
+    def task_done(self, call: bytes, outcome: Ok | Failed | Crashed) -> None:
         """Called by the pool (on this node's thread) when a task ends."""
         self._completed.append(("done", call, outcome))
 
@@ -303,7 +304,8 @@ class Node:
 
     # ------------------------------------------------------------------ work
 
-    def submit(self, task: Task, call: bytes):
+    def submit(self, task: Task):
+        call = task.call
         return self.pool.submit(
             [task], 1,
             on_outcome=lambda tid, outcome: self.task_done(call, outcome),

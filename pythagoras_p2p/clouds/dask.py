@@ -37,7 +37,8 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigurationError, RequirementsError
-from ..execution.run import ArgRef, Task, execute, failure_outcome
+from ..execution.outcomes import UNREACHABLE, Crashed, Failed, Ok, Outcome, Refused, failure_outcome
+from ..execution.run import ArgRef, Task, execute
 from ..identity.calls import approx_nbytes
 from ..net.rpc import NodeUnreachable
 from .base import PCloud
@@ -285,8 +286,8 @@ class _DaskBatch:
                 if printed:
                     from ..execution.batch import print_output
 
-                    print_output(outcome[-1] if outcome[0] == "err" else outcome[3]["worker"], printed)
-                if outcome[0] != "ok":
+                    print_output(outcome.where if type(outcome) is Failed else outcome.meta["worker"], printed)
+                if type(outcome) is not Ok:
                     self._forget_failed(future, task)
                 outcomes.append((task.tid, outcome))
                 continue
@@ -329,21 +330,21 @@ class _DaskBatch:
             self.client.cancel(pending)
 
 
-def _failed(future: Any, task: Task) -> tuple:
+def _failed(future: Any, task: Task) -> Outcome:
     """The outcome of a task that Dask itself could not run."""
     from distributed import KilledWorker
 
     if future.status == "cancelled":
-        return ("crash", f"{task.label} was lost with its Dask worker on {MAX_ATTEMPTS} attempts "
-                         f"(the worker running it, or holding its arguments, died each time: does "
-                         f"the call kill it?); not retried further")
+        return Crashed(f"{task.label} was lost with its Dask worker on {MAX_ATTEMPTS} attempts "
+                       f"(the worker running it, or holding its arguments, died each time: does "
+                       f"the call kill it?); not retried further")
     if future.status == "finished":
-        return ("error", "unreachable", f"{task.label}: its result was lost before it could be "
-                                        f"fetched (its Dask worker left); run it again")
+        return Refused(UNREACHABLE, f"{task.label}: its result was lost before it could be "
+                                    f"fetched (its Dask worker left); run it again")
     exc = future.exception()
     if isinstance(exc, KilledWorker):
-        return ("crash", f"{task.label} killed its Dask worker on every attempt ({exc}); the call "
-                         f"was not retried further")
+        return Crashed(f"{task.label} killed its Dask worker on every attempt ({exc}); the call "
+                       f"was not retried further")
     return failure_outcome(exc, "dask")
 
 
@@ -405,7 +406,7 @@ def _probe_worker(requires: tuple) -> dict:
     return {"missing": missing_requirements(requires), "version": __version__, "python": _python()}
 
 
-def _run_task(record: bytes, task: Task, values: list) -> tuple:
+def _run_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
     """Run one call on a Dask worker: ``(outcome, what it printed)``; never raises for the call."""
     where = _where()
     with _captured() as out:
@@ -426,7 +427,7 @@ def _run_task(record: bytes, task: Task, values: list) -> tuple:
                         kwargs[name] = by_address[value.address]
         except Exception as exc:
             return failure_outcome(exc, where), out.getvalue()
-        outcome = execute(func, kwargs, task, None, where)
+        outcome = execute(func, kwargs, task.fp, task.label, None, where)
     return outcome, out.getvalue()
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from ..defaults import worker_count
 from ..errors import ConfigurationError, RequirementsError
 from ..execution.context import in_worker, register_default_cloud
-from ..execution.run import Task, decode_args, execute, failure_outcome
+from ..execution.outcomes import failure_outcome
+from ..execution.run import Task, decode_args, execute
 from ..function import load_function
 from ..requirements import missing_requirements
 from .base import PCloud
@@ -97,7 +98,7 @@ class _InlineBatch:
             func = self.functions.get(task.fp)
             if func is None:
                 func = self.functions[task.fp] = load_function(store, task.fp)
-            outcome = execute(func, decode_args(task.payload, store), task, store, where)
+            outcome = execute(func, decode_args(task.payload, store), task.fp, task.label, store, where)
         except Exception as exc:
             outcome = failure_outcome(exc, where)
         self.remaining -= 1

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .interfaces import TaskPool
+    from .outcomes import Outcome
 
 __all__ = ["Batch", "refill", "print_output"]
 
@@ -49,7 +50,7 @@ class Batch:
     def finished(self) -> bool:
         return self.remaining == 0
 
-    def deliver(self, tid: int, outcome: tuple) -> None:
+    def deliver(self, tid: int, outcome: Outcome) -> None:
         if self.on_outcome is not None:
             self.remaining -= 1
             self.on_outcome(tid, outcome)

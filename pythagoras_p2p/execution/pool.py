@@ -11,7 +11,7 @@ others in the worker's queue are resent without blame, and the worker is replace
 A pool given the leases of its home (the embedded default's) takes each call's lease as it
 sends the task to a worker, and sets aside a task whose call another process of the home is
 computing: it looks again after 1 ms, then twice as long each time up to 64 ms, while the other
-tasks run, and delivers ``("stored", value)`` once the result is there, or sends the task when the
+tasks run, and delivers a :class:`~.outcomes.Stored` outcome once the result is there, or sends the task when the
 lease comes free without a result (its holder failed or died). See :mod:`pythagoras_p2p.store.leases`.
 
 Batches adapt to the work: one task at a time while calls are slow, up to 64 per message with
@@ -39,6 +39,7 @@ from pathlib import Path
 from ..defaults import MAX_TASK_CRASHES, worker_memory_limit
 from ..store.leases import FIRST_DELAY, MAX_DELAY, WATCH_EVERY
 from .batch import Batch, print_output, refill
+from .outcomes import Crashed, Ok, Outcome, Stored
 from .run import Task
 from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, spawn
 
@@ -108,8 +109,9 @@ class WorkerPool:
         ``callback(ok, reason)`` runs on the pool's thread. Unpickling happens in the worker, never
         in the process that received the bytes.
         """
-        def done(tid: int, outcome: tuple) -> None:
-            callback(outcome[0] == "ok", "" if outcome[0] == "ok" else str(outcome[3 if outcome[0] == "err" else 1]))
+        def done(tid: int, outcome: Outcome) -> None:
+            ok = type(outcome) is Ok
+            callback(ok, "" if ok else outcome.message)
 
         task = Task(0, VERIFY, address, path.encode(), f"verify {address.hex()[:16]}")
         return self.submit([task], 1, on_outcome=done)
@@ -255,7 +257,7 @@ class WorkerPool:
     def _claim(self, entries: list, delay: float = FIRST_DELAY) -> list:
         """Those of ``entries`` (batch, task) to send now, each one's lease taken for its batch.
 
-        A result stored meanwhile is delivered instead (``("stored", value)``); an entry leased
+        A result stored meanwhile is delivered instead (:class:`~.outcomes.Stored`); an entry leased
         elsewhere is set aside for ``delay``. One read of the store for them all.
         """
         taken = self._leases.take_each([(task.call, batch) for batch, task in entries])
@@ -265,7 +267,7 @@ class WorkerPool:
             if task.call in stored:
                 if mine:
                     self._leases.release([task.call], batch)
-                batch.deliver(task.tid, ("stored", stored[task.call]))
+                batch.deliver(task.tid, Stored(stored[task.call]))
             elif mine:
                 send.append((batch, task))
             else:
@@ -341,8 +343,8 @@ class WorkerPool:
                     entry = worker.inflight.pop(seq, None)
                     if entry is None:
                         continue
-                    if outcome[0] == "ok":
-                        self._mean = 0.8 * self._mean + 0.2 * outcome[3]["duration"]
+                    if type(outcome) is Ok:
+                        self._mean = 0.8 * self._mean + 0.2 * outcome.meta["duration"]
                     if self._crashes:
                         self._crashes.pop((entry[0], entry[1].tid), None)
                     entry[0].deliver(entry[1].tid, outcome)
@@ -386,10 +388,10 @@ class WorkerPool:
                             worker.name, how, task.label, crashes, MAX_TASK_CRASHES)
                 if crashes >= MAX_TASK_CRASHES:
                     del self._crashes[key]
-                    batch.deliver(task.tid, ("crash", (
+                    batch.deliver(task.tid, Crashed(
                         f"{task.label} killed the worker process running it on {crashes} attempts "
                         f"(last: the worker {how}); it is not retried again. Check the function "
-                        f"for crashes in native code, os._exit() or running out of memory")))
+                        f"for crashes in native code, os._exit() or running out of memory"))
                     continue
             requeue.append((batch, task))
         self._queue.extendleft(reversed(requeue))
@@ -405,7 +407,7 @@ class WorkerPool:
         refill(self._queue, self._sources, None)
         while self._queue:
             batch, task = self._queue.popleft()
-            batch.deliver(task.tid, ("crash", f"{task.label} could not run: {message}"))
+            batch.deliver(task.tid, Crashed(f"{task.label} could not run: {message}"))
         self._failed_starts = 0
 
     def _take_back_aside(self) -> None:
@@ -452,5 +454,5 @@ class WorkerPool:
         refill(self._queue, self._sources, None)
         while self._queue:
             batch, task = self._queue.popleft()
-            batch.deliver(task.tid, ("crash", f"{task.label} was not run: the cloud was closed"))
+            batch.deliver(task.tid, Crashed(f"{task.label} was not run: the cloud was closed"))
 

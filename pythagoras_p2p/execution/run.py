@@ -1,21 +1,11 @@
-"""Running calls away from the caller: tasks, their outcomes, and the ``sync_parallel`` algorithm.
+"""Running calls away from the caller: tasks, running one, and the ``sync_parallel`` algorithm.
 
 :func:`run_calls` is backend-independent. It hashes every call, runs identical calls once,
 answers stored results from one read transaction, hands the rest to a backend's dispatcher as
 :class:`Task` objects, stores results as they arrive in grouped transactions, and returns them in
-input order. :func:`execute` is what runs one task wherever it runs (a worker process, or inline),
-and :func:`rebuild_exception` turns a failure outcome back into the exception the function raised.
-
-An outcome is one of:
-
-* ``("ok", value_address, packed_value_or_None, meta)``: ``None`` when the value was stored
-  where the task ran (large values are written straight to the shared store);
-* ``("err", pickled_exception_or_None, type_name, message, traceback_text, where)``;
-* ``("stored", value)``: another process of the home stored the result while this call
-  waited for its lease (see :mod:`pythagoras_p2p.store.leases`), and this is it;
-* ``("crash", message)``: the call killed its worker on every attempt;
-* ``("error", code, message)``: the call could not be run where it was sent (no peer reachable,
-  none satisfying ``requires=``, a value refused...): ``code`` picks the exception raised.
+input order. :func:`execute` is what runs one task wherever it runs (a worker process, or inline)
+and returns its outcome (:mod:`.outcomes`, where :func:`~.outcomes.rebuild_exception` turns a
+failure back into the exception the function raised).
 """
 
 from __future__ import annotations
@@ -24,29 +14,23 @@ import pickle
 import reprlib
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..defaults import INLINE_VALUE_LIMIT
-from ..errors import (
-    PythagorasError,
-    RemoteError,
-    SerializationError,
-    StoreFullError,
-    WorkerCrashedError,
-)
+from ..errors import PythagorasError, SerializationError, StoreFullError
 from ..identity.calls import approx_nbytes, call_address
 from ..identity.encoding import value_address
 from ..store.core import MISSING, Store, warn_not_stored
 from ..store.packing import pack_parts, unpack
 from ..store.records import result_meta
+from .outcomes import Ok, Outcome, Stored, failure_outcome, rebuild_exception
 from .progress import ProgressBar
 
 if TYPE_CHECKING:
     from .interfaces import Backend
 
-__all__ = ["Task", "ArgRef", "run_calls", "execute", "rebuild_exception", "describe_call"]
+__all__ = ["Task", "ArgRef", "run_calls", "execute", "describe_call"]
 
 
 class Task(NamedTuple):
@@ -64,17 +48,6 @@ class ArgRef(NamedTuple):
     """A large argument passed by its address in the store instead of by value."""
 
     address: bytes
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised where a call ran (set as its ``__cause__``)."""
-
-    def __init__(self, text: str):
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return "\n\n" + self.text
 
 
 def _short_repr() -> reprlib.Repr:
@@ -134,8 +107,10 @@ def decode_args(payload: bytes, store: Store) -> dict:
     return kwargs
 
 
-def execute(func: Callable, kwargs: dict, task: Task, store: Store | None, where: str) -> tuple:
-    """Run one task here and return its outcome; large results go straight into ``store``.
+def execute(func: Callable, kwargs: dict, fp: bytes, label: str, store: Store | None,
+            where: str) -> Outcome:
+    """Run one call of ``func`` (fingerprint ``fp``, named ``label`` in messages) here and return
+    its outcome; large results go straight into ``store``.
 
     With no store (a worker of another engine), every result travels back in the outcome.
     """
@@ -150,86 +125,18 @@ def execute(func: Callable, kwargs: dict, task: Task, store: Store | None, where
         return failure_outcome(exc, where)
     duration = time.perf_counter() - t0
     try:
-        parts = pack_parts(value, what=f"result of {task.label}")
+        parts = pack_parts(value, what=f"result of {label}")
         address = value_address(value)
     except SerializationError as exc:
         return failure_outcome(exc, where)
-    meta = result_meta(func.__qualname__, task.fp, started, duration, worker=where)
+    meta = result_meta(func.__qualname__, fp, started, duration, worker=where)
     if store is not None and sum(memoryview(p).nbytes for p in parts) > INLINE_VALUE_LIMIT:
         try:
             store.put_value(address, parts)  # written piece by piece: a large result is not copied
-            return ("ok", address, None, meta)
+            return Ok(address, None, meta)
         except StoreFullError:
             pass  # the value goes back itself; the caller says it could not be kept
-    return ("ok", address, b"".join(parts), meta)
-
-
-def failure_outcome(exc: BaseException, where: str) -> tuple:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        import cloudpickle
-
-        pickled = cloudpickle.dumps(exc)
-    except Exception:
-        pickled = None
-    return ("err", pickled, _type_name(type(exc)), str(exc), text, where)
-
-
-def _error_codes() -> dict:
-    from ..errors import RequirementsError
-    from ..net.rpc import NodeUnreachable
-
-    return {"requirements": RequirementsError, "unreachable": NodeUnreachable}
-
-
-def _type_name(cls: type) -> str:
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-
-
-def rebuild_exception(outcome: tuple, label: str) -> BaseException:
-    """The exception a failed or crashed task stands for, with the remote traceback attached."""
-    if outcome[0] == "crash":
-        return WorkerCrashedError(outcome[1])
-    if outcome[0] == "error":
-        cls = _error_codes().get(outcome[1], PythagorasError)
-        return cls(outcome[2])
-    _, pickled, type_name, message, text, where = outcome
-    exc = None
-    if pickled is not None:
-        try:
-            exc = pickle.loads(pickled)
-        except Exception:
-            exc = None
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(
-            f"{label} raised {type_name}: {message} (on {where}; the exception could not be "
-            f"rebuilt here, its traceback follows as the cause)",
-            remote_type=type_name, remote_traceback=text,
-        )
-    exc.__cause__ = RemoteTraceback(text)
-    if not isinstance(exc, Exception):
-        exc = _stand_in(exc, label, type_name, where, text)
-    last = text.strip().splitlines()
-    frame = next((line.strip() for line in reversed(last) if line.strip().startswith("File ")), "")
-    exc.add_note(f"raised by {label} on {where}; remote traceback above ({frame})")
-    return exc
-
-
-def _stand_in(exc: BaseException, label: str, type_name: str, where: str, text: str) -> RemoteError:
-    """What stands for a ``SystemExit``/``KeyboardInterrupt`` a function raised where it ran.
-
-    Raised here as it is, it would end the caller's process (or pass for the caller's own
-    Ctrl-C), which is not what one failed call should do (``concurrent.futures`` re-raises it
-    as it is, and so ends its caller). So the call fails with a :class:`RemoteError` naming
-    it, the original exception as its ``__cause__``.
-    """
-    error = RemoteError(
-        f"{label} raised {_SHORT.repr(exc)} on {where}; it fails this call only (raised as it is "
-        f"here, it would end this process), the original is the cause",
-        remote_type=type_name, remote_traceback=text,
-    )
-    error.__cause__ = exc
-    return error
+    return Ok(address, b"".join(parts), meta)
 
 
 def run_calls(
@@ -310,12 +217,13 @@ def run_calls(
                 records = []
                 for tid, outcome in outcomes:
                     call = unique[tid][0]
-                    if outcome[0] == "ok":
-                        _, address, blob, meta = outcome
-                        records.append((call, address, blob, meta))
-                        results[tid] = unpack(blob) if blob is not None else store.get_value(address)
-                    elif outcome[0] == "stored":  # by another process of this home
-                        results[tid] = outcome[1]
+                    kind = type(outcome)
+                    if kind is Ok:
+                        blob = outcome.blob
+                        records.append((call, outcome.address, blob, outcome.meta))
+                        results[tid] = unpack(blob) if blob is not None else store.get_value(outcome.address)
+                    elif kind is Stored:  # by another process of this home
+                        results[tid] = outcome.value
                     else:
                         failed = True
                         results[tid] = rebuild_exception(outcome, describe_call(fn.name, unique[tid][1]))

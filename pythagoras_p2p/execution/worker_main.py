@@ -82,13 +82,14 @@ def _limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def _verify(address: bytes, path: str, where: str) -> tuple:
+def _verify(address: bytes, path: str, where: str):
     from ..net.transfer import verify_file
+    from .outcomes import Failed, Ok
 
     problem = verify_file(path, address)
     if problem is None:
-        return ("ok", address, None, {"duration": 0.0})
-    return ("err", None, "ValueError", problem, "", where)
+        return Ok(address, None, {"duration": 0.0})
+    return Failed(None, "ValueError", problem, "", where)
 
 
 def _die_with(parent: int) -> None:
@@ -122,7 +123,8 @@ def main(argv: list[str]) -> int:
         _limit_memory()
         from ..function import load_function
         from .context import enter_worker
-        from .run import Task, current_where, decode_args, execute, failure_outcome
+        from .outcomes import failure_outcome
+        from .run import current_where, decode_args, execute
 
         cloud = enter_worker(home)
         store = cloud.store
@@ -142,7 +144,6 @@ def main(argv: list[str]) -> int:
         for seq, fp, call, payload, label in message[1]:
             SLOT.pack_into(slot, 0, seq)
             sys.stdout.task = seq
-            task = Task(seq, fp, call, payload, label)
             try:
                 if fp == VERIFY:
                     outcome = _verify(call, payload.decode(), where)
@@ -152,7 +153,7 @@ def main(argv: list[str]) -> int:
                 func = functions.get(fp)
                 if func is None:
                     func = functions[fp] = load_function(store, fp)
-                outcome = execute(func, decode_args(payload, store), task, store, where)
+                outcome = execute(func, decode_args(payload, store), fp, label, store, where)
             except Exception as exc:
                 outcome = failure_outcome(exc, where)
             SLOT.pack_into(slot, 0, -1)

@@ -22,6 +22,9 @@ from ..errors import PythagorasError
 __all__ = [
     "PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_MESSAGE", "CHUNK", "WireError", "Message", "RawJSON",
     "build", "parse", "probe_request", "probe_reply", "SCHEMAS",
+    "ERR_MALFORMED", "ERR_PROTOCOL", "ERR_PYTHON", "ERR_INTERNAL", "ERR_STOPPING",
+    "ERR_NEED_FUNCTION", "ERR_NEED_VALUES", "ERR_MISSING", "ERR_BUSY", "ERR_STORE", "ERR_TAMPERED",
+    "ERR_LOST", "STATUS_OK", "STATUS_ERR", "STATUS_CRASH",
 ]
 
 PROTOCOL_VERSION = 1
@@ -60,10 +63,30 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+# The ``code`` of an ``error`` reply: what went wrong, and so what the client does next.
+ERR_MALFORMED = "malformed"  # the request does not follow the protocol
+ERR_PROTOCOL = "protocol"  # the peer speaks another protocol version: never usable
+ERR_PYTHON = "python"  # the client runs another Python version: the node takes no calls from it
+ERR_INTERNAL = "internal"  # the node failed handling the request (a bug)
+ERR_STOPPING = "stopping"  # the node is shutting down and takes no new call
+ERR_NEED_FUNCTION = "need_function"  # send the function first (the message is its fingerprint)
+ERR_NEED_VALUES = "need_values"  # send these argument values first (comma-separated addresses)
+ERR_MISSING = "missing"  # the node does not hold the value asked for
+ERR_BUSY = "busy"  # too many uploads at once, or the value is being checked: retry later
+ERR_STORE = "store"  # the node cannot keep the value (its store is full or failing)
+ERR_TAMPERED = "tampered"  # an uploaded value does not match its address
+ERR_LOST = "lost"  # never sent: what a client answers itself for a request to a peer it lost
+
+# The ``status`` of a ``result`` reply (see :mod:`.outcomes_wire`).
+STATUS_OK = "ok"
+STATUS_ERR = "err"
+STATUS_CRASH = "crash"
+
+
 class WireError(PythagorasError):
     """A message that does not follow the protocol (the reason says how)."""
 
-    def __init__(self, message: str, code: str = "malformed"):
+    def __init__(self, message: str, code: str = ERR_MALFORMED):
         super().__init__(message)
         self.code = code
 
@@ -133,7 +156,7 @@ def parse(frames: list) -> Message:
     if type(version) is not int or version != PROTOCOL_VERSION:  # true and 1.0 equal 1 too
         raise WireError(
             f"protocol version {version!r} is not this node's {PROTOCOL_VERSION}; install the "
-            f"same pythagoras_p2p release on every machine of the swarm", code="protocol",
+            f"same pythagoras_p2p release on every machine of the swarm", code=ERR_PROTOCOL,
         )
     op, request_id = header.get("op"), header.get("id", 0)
     if not isinstance(op, str) or op not in SCHEMAS:

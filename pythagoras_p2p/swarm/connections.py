@@ -84,7 +84,7 @@ class Connections:
         for rid, (owner, callback) in list(self._pending.items()):
             if owner is peer:
                 del self._pending[rid]
-                callback(peer, wire.Message("error", rid, {"code": "lost", "message": why}))
+                callback(peer, wire.Message("error", rid, {"code": wire.ERR_LOST, "message": why}))
 
     # ------------------------------------------------------------------ peers
 

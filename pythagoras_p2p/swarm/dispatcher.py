@@ -24,7 +24,9 @@ from collections import deque
 from typing import Any
 
 from ..execution.batch import Batch, print_output, refill
+from ..execution.outcomes import CLOSED, REMOTE, REQUIREMENTS, UNREACHABLE, Ok, Refused
 from ..net import wire
+from ..net.outcomes_wire import outcome_from_reply
 from ..net.security import SwarmKey
 from ..net.sockets import waiting_messages
 from ..store.core import Store
@@ -340,15 +342,16 @@ class SwarmDispatcher:
         unsuitable = [p for p in self.peers.values() if p.state == "unsuitable"]
         tried = "; ".join(f"{p.address}: {p.problem or p.state}" for p in self.peers.values()) or "none"
         if unsuitable and len(unsuitable) == len(self.peers):
-            outcome = ("error", "requirements", f"no peer satisfies requires= ({tried})")
+            outcome = Refused(REQUIREMENTS, f"no peer satisfies requires= ({tried})")
         elif incompatible and len(incompatible) == len(self.peers):
-            outcome = ("error", "unreachable",
-                       f"no node of the swarm can take calls from this client ({tried})")
+            outcome = Refused(UNREACHABLE,
+                              f"no node of the swarm can take calls from this client ({tried})")
         else:
-            outcome = ("error", "unreachable",
-                       f"no node of the swarm could take the call within {self.connect_timeout:g} s "
-                       f"(peers tried: {tried}). Is `pythagoras-node start` running there, "
-                       f"reachable from here, with this machine's swarm key?")
+            outcome = Refused(UNREACHABLE,
+                              f"no node of the swarm could take the call within "
+                              f"{self.connect_timeout:g} s (peers tried: {tried}). Is "
+                              f"`pythagoras-node start` running there, reachable from here, with "
+                              f"this machine's swarm key?")
         refill(self._queue, self._sources, None)
         while self._queue:
             batch, task = self._queue.popleft()
@@ -375,7 +378,7 @@ class SwarmDispatcher:
         try:
             msg = wire.parse(frames)
         except wire.WireError as exc:
-            if exc.code == "protocol":  # a node of another release: it can never take work here
+            if exc.code == wire.ERR_PROTOCOL:  # a node of another release: it can never take work here
                 self._incompatible(peer, f"the node speaks protocol version {_version_of(frames)} "
                                          f"and this client {wire.PROTOCOL_VERSION}; install the same "
                                          f"pythagoras_p2p release on every machine of the swarm")
@@ -393,7 +396,7 @@ class SwarmDispatcher:
             return
         if msg.op == "ok" and "total" in msg.fields:  # a chunk of a download (gets have no id)
             self.exchange.on_chunk(peer, msg)
-        elif msg.op == "error" and msg.fields["code"] == "missing":
+        elif msg.op == "error" and msg.fields["code"] == wire.ERR_MISSING:
             self.exchange.on_missing(peer, msg.fields["message"])
 
     def _on_run_reply(self, peer: Peer, entry: tuple, msg: wire.Message) -> None:
@@ -419,40 +422,38 @@ class SwarmDispatcher:
                 other.send(wire.build("cancel", 0, calls=[task.call]))
         if msg.op == "error":
             code = msg.fields["code"]
-            if code == "need_function":
+            if code == wire.ERR_NEED_FUNCTION:
                 peer.functions.discard(task.fp)
                 self._queue.appendleft((batch, task))
-            elif code == "need_values":
+            elif code == wire.ERR_NEED_VALUES:
                 peer.values.difference_update(bytes.fromhex(h) for h in msg.fields["message"].split(","))
                 self._queue.appendleft((batch, task))
-            elif code == "stopping":
+            elif code == wire.ERR_STOPPING:
                 # The node is shutting down: it finishes the calls it runs (their results still
                 # come here) and takes no new one, so only this call goes elsewhere.
                 if peer.state == "ready":
                     peer.state, peer.problem = "draining", msg.fields["message"]
                 self._queue.appendleft((batch, task))
-            elif code in ("python", "protocol"):
+            elif code in (wire.ERR_PYTHON, wire.ERR_PROTOCOL):
                 self._incompatible(peer, msg.fields["message"])
                 self._queue.appendleft((batch, task))
             else:
-                batch.deliver(task.tid, ("error", "remote", f"node {peer.address}: {msg.fields['message']}"))
+                batch.deliver(task.tid, Refused(REMOTE, f"node {peer.address}: {msg.fields['message']}"))
             return
-        status = msg.fields.get("status")
-        if status == "ok":
-            address, meta = msg.hex("address"), msg.fields.get("meta") or {}
-            self.stragglers.observe(batch, meta.get("duration"))
-            if msg.fields.get("large"):
-                self.exchange.fetch(peer, address, lambda ok: batch.deliver(task.tid, (
-                    ("ok", address, None, meta) if ok is True else ("error", "remote", ok))))
-            else:
-                batch.deliver(task.tid, ("ok", address, bytes(msg.bodies[0]), meta))
-        elif status == "err":
-            pickled, text = (bytes(b) for b in msg.bodies[:2])
-            batch.deliver(task.tid, ("err", pickled or None, msg.fields.get("type", "Exception"),
-                                     msg.fields.get("message", ""), text.decode(errors="replace"),
-                                     msg.fields.get("where", peer.address)))
-        else:
-            batch.deliver(task.tid, ("crash", msg.fields.get("message", "the call failed")))
+        try:
+            outcome = outcome_from_reply(msg, peer.address)
+        except wire.WireError as exc:  # the call fails rather than wait for an answer forever
+            log.warning("a malformed result from %s: %s", peer.address, exc)
+            batch.deliver(task.tid, Refused(REMOTE, f"node {peer.address} answered {task.label} "
+                                                    f"with a malformed result ({exc})"))
+            return
+        if type(outcome) is Ok:
+            self.stragglers.observe(batch, outcome.meta.get("duration"))
+            if outcome.blob is None:  # a large value: it stays on the peer until fetched
+                self.exchange.fetch(peer, outcome.address, lambda ok: batch.deliver(
+                    task.tid, outcome if ok is True else Refused(REMOTE, ok)))
+                return
+        batch.deliver(task.tid, outcome)
 
     # ------------------------------------------------------------------ cancel and close
 
@@ -474,7 +475,7 @@ class SwarmDispatcher:
         refill(self._queue, self._sources, None)
         while self._queue:
             batch, task = self._queue.popleft()
-            batch.deliver(task.tid, ("error", "closed", f"{task.label} was not run: the cloud was closed"))
+            batch.deliver(task.tid, Refused(CLOSED, f"{task.label} was not run: the cloud was closed"))
         self.context.term()
         with self._wake_lock:
             wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1

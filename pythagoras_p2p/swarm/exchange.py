@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..execution.batch import Batch
+from ..execution.outcomes import REMOTE, Refused
 from ..net import wire
 from ..net.transfer import Download, upload_frames
 from ..store.core import Store
@@ -101,7 +102,7 @@ class ValueExchange:
         kept = []
         for batch, task in self._parked.pop(peer, []):
             if address in task.refs:
-                batch.deliver(task.tid, ("error", "remote", reason))
+                batch.deliver(task.tid, Refused(REMOTE, reason))
             else:
                 kept.append((batch, task))
         self._parked[peer] = kept
