@@ -64,6 +64,22 @@ def _env_int(name: str, default: int, *, minimum: int = 1, size: bool = False) -
     return value
 
 
+def _env_seconds(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """A duration in seconds from the environment (read once, when the module is imported)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number of seconds; set e.g. "
+                                 f"{name}={default} or unset it") from None
+    if not minimum <= value < float("inf"):
+        raise ConfigurationError(f"{name}={raw!r} must be a number of seconds of at least "
+                                 f"{minimum}; set a larger value or unset it")
+    return value
+
+
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
