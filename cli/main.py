@@ -68,12 +68,34 @@ def init(ctx: click.Context, name: str | None, force: bool) -> None:
 @click.pass_context
 def join(ctx: click.Context, token: str, force: bool) -> None:
     """Become a member of a swarm, given the token `pythagoras-node init` printed."""
-    from pythagoras_p2p.net.security import install_key, key_from_token
+    from pythagoras_p2p.errors import SecurityError
+    from pythagoras_p2p.net.security import install_key, key_from_token, key_path, load_key
 
     key = key_from_token(token)
-    path = install_key(ctx.obj["home"], key, force=force)
+    home = ctx.obj["home"]
+    try:
+        current = load_key(home)
+    except SecurityError:
+        current = None  # a damaged key: `--force` replaces it, as the error of install_key says
+    if current is not None and (current.public, current.secret) == (key.public, key.secret):
+        click.echo(f"already a member of swarm {current.name!r} (tag {current.tag}); its key is "
+                   f"{key_path(home)}")
+        return
+    path = install_key(home, key, force=force)
     click.echo(f"joined swarm {key.name!r} (tag {key.tag}); key written to {path} (mode 0600)")
     click.echo("Start this machine's node with:  pythagoras-node start")
+
+
+@cli.command()
+@click.pass_context
+def token(ctx: click.Context) -> None:
+    """Print this swarm's join token again (for another machine: `pythagoras-node join TOKEN`)."""
+    from pythagoras_p2p.net.security import join_token
+
+    key = _key(ctx.obj["home"])
+    click.echo(f"  pythagoras-node join {join_token(key)}")
+    click.echo("Keep the token secret: whoever holds it can run code on every node of "
+               f"swarm {key.name!r}.")
 
 
 @cli.command()

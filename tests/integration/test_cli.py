@@ -72,9 +72,24 @@ def test_join_writes_the_same_key(tmp_path):
     assert out.returncode == 0, out.stderr
     assert load_key(second) == load_key(first)
     assert stat.S_IMODE((second / "swarm.key").stat().st_mode) == 0o600
-    again = cli(second, "join", token)  # this home already has a key
-    assert again.returncode != 0 and "--force" in again.stderr
-    no_traceback(again)
+    again = cli(second, "join", token)  # the swarm this home belongs to already
+    assert again.returncode == 0 and "already a member" in again.stdout, again.stderr
+    other = join_line(cli(tmp_path / "other", "init").stdout)
+    refused = cli(second, "join", other)  # another swarm: not without --force
+    assert refused.returncode != 0 and "--force" in refused.stderr
+    no_traceback(refused)
+    assert load_key(second) == load_key(first)
+
+
+def test_token_prints_the_join_line_again(tmp_path):
+    home = tmp_path / "home"
+    first = join_line(cli(home, "init").stdout)
+    out = cli(home, "token")
+    assert out.returncode == 0 and join_line(out.stdout) == first
+    assert key_from_token(join_line(out.stdout)) == load_key(home)
+    none = cli(tmp_path / "empty", "token")
+    assert none.returncode != 0 and "pythagoras-node init" in none.stderr
+    no_traceback(none)
 
 
 @pytest.mark.parametrize("token", ["garbage", "pyth1-!!!not-base64!!!", "pyth1-aGVsbG8"])
