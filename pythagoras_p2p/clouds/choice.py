@@ -32,30 +32,44 @@ def choose_backend(connection: dict, home: Any = None) -> type:
     if connection["mode"] == "peers":
         return SwarmCloud
     home = home_dir(home or connection["home"])
-    if _swarm_answers(home, connection["key"]):
+    from ..errors import SecurityError
+    from ..net.security import key_path, load_key
+
+    try:
+        key = load_key(home, connection["key"])
+    except SecurityError as exc:
+        _warn_once(home, f"{exc}. Running on the embedded default (this machine only) until "
+                         f"the key is mended")
+        return LocalCloud
+    if key is None:
+        log.info("%s has no swarm key: running on the embedded default (this machine's store "
+                 "and worker processes)", home)
+        return LocalCloud
+    if _swarm_answers(home, key):
         log.info("using the swarm through this machine's node (home %s)", home)
         return SwarmCloud
-    if connection["discovery"] == "mdns" and _member_on_mdns(home, connection["key"]):
+    if connection["discovery"] == "mdns" and _member_on_mdns(key):
         log.info("using the swarm found on mDNS (this machine runs no node)")
         return SwarmCloud
-    log.info("no swarm node answers for %s: running on the embedded default (this machine's "
-             "store and worker processes)", home)
+    _warn_once(home, f"{home} belongs to swarm {key.name!r} ({connection['key'] or key_path(home)}) "
+                     f"but no node of it answers: running on the embedded default (this machine "
+                     f"only). Start this machine's node with `pythagoras-node start --detach`")
     return LocalCloud
 
 
 MDNS_WAIT = 2.0  # seconds PCloud() listens on mDNS for a member when this machine has no node
 
+_warned: set[str] = set()  # homes whose fallback was already said in this process
 
-def _member_on_mdns(home: Any, key_path: Any) -> bool:
-    """True if this home holds a swarm key and a member of that swarm is announced on mDNS."""
-    from ..net.security import SecurityError, load_key
 
-    try:
-        key = load_key(home, key_path)
-    except SecurityError:
-        return False
-    if key is None:
-        return False
+def _warn_once(home: Any, message: str) -> None:
+    if str(home) not in _warned:
+        _warned.add(str(home))
+        log.warning(message)
+
+
+def _member_on_mdns(key: Any) -> bool:
+    """True if a member of the swarm of ``key`` is announced on mDNS."""
     from ..net.mdns import Browser
 
     browser = Browser(key.tag)
@@ -70,24 +84,20 @@ def _member_on_mdns(home: Any, key_path: Any) -> bool:
         browser.close()
 
 
-def _swarm_answers(home: Any, key_path: Any) -> bool:
-    """True if this home holds a swarm key and its node answers a probe."""
+def _swarm_answers(home: Any, key: Any) -> bool:
+    """True if this home's node answers a probe."""
     from ..net.nodefile import local_node_address
 
     node = local_node_address(home)
     if node is None:
         return False
     from ..net.rpc import NodeUnreachable, request
-    from ..net.security import SecurityError, load_key
     from ..net.sockets import endpoint
     from ..net.wire import WireError
 
     try:
-        key = load_key(home, key_path)
-        if key is None:
-            return False
         request(endpoint(*node), key, "probe", timeout=1.0)
-    except (NodeUnreachable, SecurityError, WireError) as exc:
+    except (NodeUnreachable, WireError) as exc:
         log.info("this machine's node at %s:%d does not answer (%s)", node[0], node[1], exc)
         return False
     return True

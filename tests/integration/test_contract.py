@@ -26,7 +26,7 @@ from node_harness import (
 )
 
 from pythagoras_p2p import DaskCloud, LocalCloud, PCloud, SwarmCloud, kw_args
-from pythagoras_p2p.execution.run import RemoteTraceback
+from pythagoras_p2p.execution.outcomes import RemoteTraceback
 from pythagoras_p2p.store.core import MISSING
 
 

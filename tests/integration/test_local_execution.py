@@ -602,6 +602,44 @@ def test_local_connections_give_the_embedded_default(home, connection):
         cloud.close()
 
 
+def test_a_damaged_swarm_key_is_named_when_pcloud_falls_back(home, caplog):
+    import json
+    import logging
+
+    from pythagoras_p2p.clouds import choice
+    from pythagoras_p2p.net.security import create_key
+
+    key = create_key(home)
+    data = json.loads((home / "swarm.key").read_text())
+    data["secret"] = data["secret"][:-1] + ("A" if data["secret"][-1] != "A" else "B")
+    (home / "swarm.key").write_text(json.dumps(data))
+    choice._warned.discard(str(home))
+    with caplog.at_level(logging.WARNING):
+        cloud = PCloud(connection={"discovery": "static"})
+        PCloud(connection={"discovery": "static"}).close()
+    cloud.close()
+    assert isinstance(cloud, LocalCloud) and key.name
+    (message,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(home / "swarm.key") in message and "not a valid swarm key" in message
+    assert "init --force" in message and "embedded default" in message
+
+
+def test_a_member_home_with_no_node_says_so_once_at_warning(home, caplog):
+    import logging
+
+    from pythagoras_p2p.clouds import choice
+    from pythagoras_p2p.net.security import create_key
+
+    create_key(home, name="lab")
+    choice._warned.discard(str(home))
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            PCloud(connection={"discovery": "static"}).close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "'lab'" in warnings[0] and "pythagoras-node start" in warnings[0]
+
+
 def test_local_cloud_refuses_peers(home):
     with pytest.raises(ConfigurationError):
         LocalCloud(home=home, connection="otherhost:7575")
