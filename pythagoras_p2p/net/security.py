@@ -41,6 +41,8 @@ KEY_FILE = "swarm.key"
 _TOKEN_PREFIX = "pyth2-"  # base64 of the key file, "." and a checksum of it
 _OLD_TOKEN_PREFIX = "pyth1-"  # the same without a checksum (made by the first release)
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+REFUSAL_LOG_EVERY = 10.0  # seconds between two log lines about refusals from one source
+_SELF_CHECK_KEYS: set[bytes] = set()  # the random keys of this process's own admission checks
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ class Authenticator:
             raise SecurityError(f"cannot start the authenticator ({exc}); refusing to serve") from None
         self.admitted = 0
         self.refused = 0
-        self._last_refusal_log = 0.0
+        self._logged: dict[bytes, float] = {}  # source address -> when its refusal was logged
 
     def handle(self) -> None:
         """Answer every pending ZAP request (never blocks)."""
@@ -232,12 +234,20 @@ class Authenticator:
             self.admitted += 1
             return [b"1.0", request_id, b"200", b"OK", b"member", b""]
         self.refused += 1
-        now = time.monotonic()
-        if now - self._last_refusal_log > 10:
-            self._last_refusal_log = now
-            log.warning("refused a %s connection from %s (not a member of this swarm)",
-                        mechanism.decode(errors="replace"), address.decode(errors="replace"))
+        if not (credentials and credentials[0] in _SELF_CHECK_KEYS):  # not an outsider: our own test
+            self._log_refusal(mechanism, address)
         return [b"1.0", request_id, b"400", b"not a member", b"", b""]
+
+    def _log_refusal(self, mechanism: bytes, address: bytes) -> None:
+        """Log a refused connection, at most once per source every :data:`REFUSAL_LOG_EVERY`."""
+        now = time.monotonic()
+        if now - self._logged.get(address, -REFUSAL_LOG_EVERY) < REFUSAL_LOG_EVERY:
+            return
+        if len(self._logged) >= 1024:  # many sources: forget those not heard of lately
+            self._logged = {a: t for a, t in self._logged.items() if now - t < REFUSAL_LOG_EVERY}
+        self._logged[address] = now
+        log.warning("refused a %s connection from %s (not a member of this swarm)",
+                    mechanism.decode(errors="replace"), address.decode(errors="replace"))
 
     def close(self) -> None:
         self.socket.close(0)
@@ -250,10 +260,13 @@ def check_admission(context, endpoint: str, key: SwarmKey, pump, timeout: float 
     :class:`SecurityError` when a stranger gets an answer: membership is not enforced.
     """
     import zmq
+    import zmq.utils.z85
 
     from .wire import probe_reply, probe_request
 
     stranger_public, stranger_secret = zmq.curve_keypair()
+    stranger_raw = zmq.utils.z85.decode(stranger_public)
+    _SELF_CHECK_KEYS.add(stranger_raw)  # its refusal is expected: not logged as an intrusion
     stranger = context.socket(zmq.DEALER)
     member = context.socket(zmq.DEALER)
     try:
@@ -286,3 +299,4 @@ def check_admission(context, endpoint: str, key: SwarmKey, pump, timeout: float 
     finally:
         stranger.close(0)
         member.close(0)
+        _SELF_CHECK_KEYS.discard(stranger_raw)

@@ -397,3 +397,42 @@ def test_the_admission_check_fails_when_the_authenticator_never_answers(context,
         assert server.answered == 0
     finally:
         server.close()
+
+
+def _refusal_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "refused a" in r.getMessage()]
+
+
+def test_the_nodes_own_admission_check_is_not_logged_as_an_intrusion(context, tmp_path, caplog):
+    import logging
+
+    key = create_key(tmp_path / "h")
+    server = Server(context, key)
+    try:
+        with caplog.at_level(logging.WARNING):
+            check_admission(context, server.endpoint, key, server.pump, timeout=20)
+            assert server.auth.refused >= 1 and _refusal_lines(caplog) == []
+            # a real outsider right after start is still seen
+            stranger = _zap_request(b"CURVE", zmq.utils.z85.decode(zmq.curve_keypair()[0]))
+            server.auth._answer(stranger)
+        assert len(_refusal_lines(caplog)) == 1
+    finally:
+        server.close()
+
+
+def test_refusals_are_logged_once_per_source_not_once_for_all(context, tmp_path, caplog):
+    import logging
+
+    auth = Authenticator(context, create_key(tmp_path / "h"))
+    stranger = zmq.utils.z85.decode(zmq.curve_keypair()[0])
+    try:
+        with caplog.at_level(logging.WARNING):
+            for source in (b"10.0.0.1", b"10.0.0.1", b"10.0.0.2", b"10.0.0.1"):
+                request = _zap_request(b"CURVE", stranger)
+                request[3] = source
+                auth._answer(request)
+        lines = _refusal_lines(caplog)
+        assert len(lines) == 2 and "10.0.0.1" in lines[0] and "10.0.0.2" in lines[1]
+        assert auth.refused == 4
+    finally:
+        auth.close()
