@@ -49,10 +49,7 @@ def run_node(config: NodeConfig) -> int:
         )
     running = read_node_file(home)
     if running is not None:
-        raise NodeError(
-            f"a node already runs for {home} (pid {running['pid']}, port {running['port']}); "
-            f"stop it with `pythagoras-node stop`, or give this one another PYTHAGORAS_HOME"
-        )
+        raise NodeError(_already_runs(home, running))
     started = time.perf_counter()
     try:
         node = Node(config, key)
@@ -75,11 +72,20 @@ def run_node(config: NodeConfig) -> int:
     return 0
 
 
+def _already_runs(home: Path, running: dict) -> str:
+    return (f"a node already runs for {home} (pid {running['pid']}, port {running['port']}); "
+            f"stop it with `pythagoras-node stop`, or give this one another PYTHAGORAS_HOME")
+
+
 def start_detached(argv: list[str], home: Path, timeout: float = 30.0) -> dict:
     """Start ``pythagoras-node <argv>`` in the background; return its node file once it serves."""
+    running = read_node_file(home)
+    if running is not None:  # said here, before anything is written into that node's log
+        raise NodeError(_already_runs(home, running))
     log_path = Path(home) / "node.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
+        before = log_file.tell()  # what this start writes comes after
         proc = subprocess.Popen(
             [sys.executable, "-m", "pythagoras_p2p.cli.main", *argv], stdin=subprocess.DEVNULL,
             stdout=log_file, stderr=log_file, start_new_session=True, cwd=home,
@@ -91,8 +97,13 @@ def start_detached(argv: list[str], home: Path, timeout: float = 30.0) -> dict:
         if info is not None and info.get("pid") == proc.pid:
             return info
         if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            raise NodeError("the node did not start:\n  " + "\n  ".join(tail))
+            with open(log_path, "rb") as f:
+                f.seek(before)
+                written = f.read().decode(errors="replace").strip().splitlines()
+            errors = [line.removeprefix("Error: ") for line in written if line.startswith("Error: ")]
+            if errors:
+                raise NodeError(errors[-1])
+            raise NodeError("the node did not start:\n  " + "\n  ".join(written[-5:]))
         time.sleep(0.05)
     proc.terminate()
     raise NodeError(f"the node did not start serving within {timeout:.0f} s; see {log_path}")

@@ -131,14 +131,22 @@ def test_start_on_a_port_in_use_fails_clearly(tmp_path, detach):
     assert not (home / "node.json").exists()
 
 
-def test_a_second_node_for_one_home_is_refused(start_node):
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_second_node_for_one_home_is_refused(start_node, detach):
     node = start_node()
-    out = cli(node.home, "start", "--bind", "127.0.0.1", "--port", str(free_port()), "--no-mdns",
-              timeout=30)
-    assert out.returncode != 0
-    assert "already runs" in out.stderr and str(node.pid) in out.stderr, out.stderr
-    no_traceback(out)
+    log = node.home / "node.log"
+    before = log.read_bytes() if log.exists() else b""
+    for _ in range(2):
+        out = cli(node.home, "start", *(["--detach"] if detach else []), "--bind", "127.0.0.1",
+                  "--port", str(free_port()), "--no-mdns", timeout=30)
+        assert out.returncode != 0
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr  # one line: no log of the running node, no repeats
+        assert "already runs" in lines[0] and str(node.pid) in lines[0], out.stderr
+        no_traceback(out)
     assert node.serves()
+    if detach:  # nothing was written into the running node's log
+        assert (log.read_bytes() if log.exists() else b"") == before
 
 
 # --------------------------------------------------------------------------- no node running
