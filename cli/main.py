@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -244,6 +245,51 @@ def cache_stats(ctx: click.Context, as_json: bool) -> None:
     ]:
         table.add_row(label, value)
     Console().print(table)
+
+
+@cache.command("ls")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+@click.pass_context
+def cache_ls(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """Stored results per function (or of the function NAME): how many, their size, last stored."""
+    from pythagoras_p2p.store.listing import listing
+    from pythagoras_p2p.store.maintenance import human_bytes
+
+    entries = listing(_store(ctx), name)
+    if as_json:
+        click.echo(json.dumps([e.as_dict() for e in entries], indent=2))
+        return
+    if not entries:
+        click.echo(f"no stored results of {name!r}" if name else "the store holds no results")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"results stored in {ctx.obj['home']}")
+    for heading, justify in (("function", "left"), ("results", "right"), ("size", "right"),
+                             ("last stored", "left")):
+        table.add_column(heading, justify=justify)
+    for e in entries:
+        last = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_stored)) if e.last_stored else "-"
+        table.add_row(e.function, f"{e.results:,}", human_bytes(e.nbytes), last)
+    Console().print(table)
+
+
+@cache.command("forget")
+@click.argument("name")
+@click.pass_context
+def cache_forget(ctx: click.Context, name: str) -> None:
+    """Delete every stored result of the function NAME from this store (`cache gc` reclaims the
+    space). The name is as `cache ls` shows it."""
+    from pythagoras_p2p.store.listing import forget_function
+
+    gone = forget_function(_store(ctx), name)
+    if gone == 0:
+        _fail(f"this store holds no results of {name!r}; `pythagoras-node cache ls` lists the "
+              f"functions it holds", 1)
+    click.echo(f"forgot {gone:,} results of {name!r} in {ctx.obj['home']}; "
+               f"`pythagoras-node cache gc` reclaims their space")
 
 
 @cache.command("verify")

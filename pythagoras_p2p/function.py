@@ -19,6 +19,7 @@ from .errors import PureFunctionError, PythagorasError, SerializationError
 from .identity.calls import call_address
 from .identity.fingerprint import Identity, identify
 from .store.core import MISSING as _MISSING
+from .store.listing import StoredCall, forget, forget_function, stored_call
 from .store.packing import pack, unpack
 
 __all__ = ["PureFunction", "KwArgs", "kw_args", "function_record", "load_function"]
@@ -172,6 +173,26 @@ class PureFunction:
         if value is not _MISSING:
             return value
         return self.cloud._compute_here(self, call, kwargs)
+
+    # ------------------------------------------------------------------ stored results
+
+    def lookup(self, **kwargs: Any) -> StoredCall | None:
+        """The stored result of this call described (computed where, by which worker, when, in
+        how long, how large), or None when it is not stored here. Nothing is computed."""
+        call = self.address(**kwargs)
+        return stored_call(self.cloud.store, call, self.name)
+
+    def forget(self, **kwargs: Any) -> bool:
+        """Delete the stored result of this call from this machine's store; True if there was
+        one. Its next call computes it again."""
+        return forget(self.cloud.store, [self.address(**kwargs)]) == 1
+
+    def forget_all(self) -> int:
+        """Delete every stored result of this function (every version of it) from this
+        machine's store; returns how many. ``pythagoras-node cache gc`` then reclaims the space."""
+        return forget_function(self.cloud.store, self.name)
+
+    # ------------------------------------------------------------------ running calls
 
     def sync_remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run this call in a worker of the cloud (a peer's, on the swarm) and return its result."""

@@ -1,0 +1,113 @@
+"""What a store holds per function, one stored call in detail, and forgetting results.
+
+Backs ``f.lookup(**kw)``, ``f.forget(**kw)``, ``f.forget_all()`` and ``pythagoras-node cache ls``
+and ``cache forget``. Forgetting deletes results (and their metadata); the values they named are
+reclaimed by ``cache gc`` once no result names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from .core import Store
+from .records import is_inline, live
+
+__all__ = ["StoredCall", "FunctionEntry", "stored_call", "listing", "forget", "forget_function"]
+
+UNKNOWN = "(unknown)"  # results stored without metadata (by an earlier release)
+
+
+@dataclass(frozen=True)
+class StoredCall:
+    """A stored result: where and when it was computed, how long it took, how large it is."""
+
+    address: str  # the call address, hex
+    function: str
+    computed_on: str | None  # host
+    worker: str | None
+    started: float | None  # seconds since the epoch
+    duration: float | None  # seconds
+    stored: float | None
+    nbytes: int  # of the stored value
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FunctionEntry:
+    """The results of one function (all its versions) in a store."""
+
+    function: str
+    results: int = 0
+    nbytes: int = 0
+    last_stored: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _value_size(store: Store, address: bytes, record: bytes | None) -> int:
+    record = live(record)
+    if record is None:
+        return 0
+    if is_inline(record):
+        return len(record)
+    try:
+        return store.record_path(address, record).stat().st_size
+    except OSError:
+        return 0
+
+
+def stored_call(store: Store, call: bytes, function: str) -> StoredCall | None:
+    """The stored result of ``call``, described, or None; nothing is read but metadata."""
+    entry = store.result_entry(call)
+    if entry is None:
+        return None
+    address, record = entry
+    meta = store.get_meta(call) or {}
+    return StoredCall(
+        address=call.hex(), function=meta.get("function", function), computed_on=meta.get("host"),
+        worker=meta.get("worker"), started=meta.get("started"), duration=meta.get("duration"),
+        stored=meta.get("stored"), nbytes=_value_size(store, address, record),
+    )
+
+
+def listing(store: Store, name: str | None = None) -> list[FunctionEntry]:
+    """Per function (or only ``name``): how many results, their size, when the last was stored."""
+    snap = store.snapshot(meta=True)
+    entries: dict[str, FunctionEntry] = {}
+    for call, address in snap.results:
+        function = snap.meta.get(call, {}).get("function", UNKNOWN)
+        if name is not None and function != name:
+            continue
+        entry = entries.setdefault(function, FunctionEntry(function))
+        entry.results += 1
+        entry.nbytes += _value_size(store, address, snap.values.get(address))
+        stored = snap.meta.get(call, {}).get("stored")
+        if stored is not None and (entry.last_stored is None or stored > entry.last_stored):
+            entry.last_stored = stored
+    return sorted(entries.values(), key=lambda e: e.function)
+
+
+def forget(store: Store, calls: Iterable[bytes]) -> int:
+    """Delete the results of ``calls`` (those stored); returns how many were deleted."""
+    wanted = list(calls)
+
+    def delete(upkeep) -> int:
+        gone = 0
+        for call in wanted:
+            if upkeep.result(call) is not None:
+                upkeep.delete_result(call)
+                gone += 1
+        return gone
+
+    return store.maintain(delete) if wanted else 0
+
+
+def forget_function(store: Store, name: str) -> int:
+    """Delete every result of the function called ``name`` (every version of it)."""
+    snap = store.snapshot(meta=True)
+    return forget(store, [call for call, _ in snap.results
+                          if snap.meta.get(call, {}).get("function") == name])

@@ -1,0 +1,78 @@
+"""Inspecting and forgetting stored results: ``f.lookup``, ``f.forget``, ``f.forget_all`` and
+``pythagoras-node cache ls|forget``."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+from node_harness import cli
+
+from pythagoras_p2p import kw_args
+
+
+def double(*, x):
+    return [x] * 1000
+
+
+def triple(*, x):
+    return 3 * x
+
+
+def test_lookup_describes_a_stored_call_without_computing_it(cloud):
+    f = cloud.add_pure_function(double)
+    assert f.lookup(x=1) is None  # nothing computed by looking
+    assert f.lookup(x=1) is None
+    before = time.time()
+    f.sync_parallel([kw_args(x=1), kw_args(x=2)])
+    f(x=3)
+    for x in (1, 2, 3):
+        info = f.lookup(x=x)
+        assert info is not None and info.function == "double"
+        assert info.address == f.address(x=x).hex()
+        assert info.computed_on == socket.gethostname() and info.worker
+        assert info.duration is not None and info.duration >= 0
+        assert before - 1 <= info.stored <= time.time() + 1 and info.nbytes > 1000
+    assert f.lookup(x=4) is None
+
+
+def test_forget_one_call_and_every_call_of_a_function(cloud, tmp_path):
+    runs = tmp_path / "runs"
+
+    def counted(*, x, log=str(runs)):
+        with open(log, "a") as fh:
+            fh.write(f"{x}\n")
+        return x
+
+    f = cloud.add_pure_function(counted)
+    g = cloud.add_pure_function(triple)
+    assert [f(x=i) for i in range(3)] == [0, 1, 2] and g(x=1) == 3
+    assert f.forget(x=1) is True and f.forget(x=1) is False
+    assert f.lookup(x=1) is None and f.lookup(x=0) is not None
+    assert f(x=1) == 1 and runs.read_text().split() == ["0", "1", "2", "1"]  # computed again
+    assert f.forget_all() == 3
+    assert all(f.lookup(x=i) is None for i in range(3))
+    assert g.lookup(x=1) is not None  # another function's results stay
+
+
+def test_cache_ls_and_forget(cloud, home):
+    f = cloud.add_pure_function(double)
+    g = cloud.add_pure_function(triple)
+    f.sync_parallel([kw_args(x=i) for i in range(4)])
+    g(x=1)
+    out = cli(home, "cache", "ls", "--json")
+    assert out.returncode == 0, out.stderr
+    entries = {e["function"]: e for e in json.loads(out.stdout)}
+    assert entries["double"]["results"] == 4 and entries["triple"]["results"] == 1
+    assert entries["double"]["nbytes"] > entries["triple"]["nbytes"]
+    assert entries["double"]["last_stored"] is not None
+    table = cli(home, "cache", "ls")
+    assert table.returncode == 0 and "double" in table.stdout and "triple" in table.stdout
+    only = json.loads(cli(home, "cache", "ls", "triple", "--json").stdout)
+    assert [e["function"] for e in only] == ["triple"]
+    gone = cli(home, "cache", "forget", "double")
+    assert gone.returncode == 0 and "forgot 4 results" in gone.stdout, gone.stderr
+    assert f.lookup(x=0) is None and g.lookup(x=1) is not None
+    again = cli(home, "cache", "forget", "double")
+    assert again.returncode != 0 and "cache ls" in again.stderr and "Traceback" not in again.stderr
