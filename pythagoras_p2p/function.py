@@ -284,7 +284,11 @@ def function_record(fn: PureFunction) -> bytes:
     finally:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
-    return pack({"name": fn.name, "source": source, "pickle": pickled})
+    from .execution.sources import collect
+    from .identity.fingerprint import is_user_code
+
+    where = collect(func, is_user_code)  # file names and lines, for tracebacks where it runs
+    return pack({"name": fn.name, "source": source, "pickle": pickled, "where": where})
 
 
 def _user_modules(func: types.FunctionType) -> list[types.ModuleType]:
@@ -314,5 +318,11 @@ def load_function(store: Any, fp: bytes) -> types.FunctionType:
     record = store.get_function(fp)
     if record is None:
         raise PythagorasError(f"function {fp.hex()[:16]} is not in the store of {store.home}")
-    obj = cloudpickle.loads(unpack(record)["pickle"])
-    return getattr(obj, "__pythagoras_function__", obj)
+    fields = unpack(record)
+    obj = cloudpickle.loads(fields["pickle"])
+    func = getattr(obj, "__pythagoras_function__", obj)
+    from .execution.sources import restore
+    from .identity.fingerprint import is_user_code
+
+    restore(func, fields.get("where"), is_user_code)
+    return func
