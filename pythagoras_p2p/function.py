@@ -205,6 +205,7 @@ class PureFunction:
         *,
         return_exceptions: bool = False,
         progress: bool | None = None,
+        timeout: float | None = None,
     ) -> list:
         """Run many calls in parallel and return their results in input order.
 
@@ -212,8 +213,16 @@ class PureFunction:
         calls run once and stored results are answered without running anything. Without
         ``return_exceptions``, the first failure in input order is raised once every call has
         ended; with it, exception objects stand in the list in their places. ``progress=None``
-        shows a progress bar when stderr is a terminal.
+        shows a progress bar when stderr is a terminal. ``timeout``: seconds for the whole batch;
+        the calls still running then are cancelled (on peers too) and ``TimeoutError`` is raised
+        (with ``return_exceptions``, it stands in their places).
         """
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout >= 0):
+            raise PureFunctionError(
+                f"{self.name}.sync_parallel(timeout={timeout!r}): give a number of seconds "
+                f"(0 or more), or None to wait as long as the calls take"
+            )
         if isinstance(calls, Mapping) or isinstance(calls, (str, bytes)):
             raise PureFunctionError(
                 f"{self.name}.sync_parallel() takes an iterable of calls, e.g. "
@@ -227,7 +236,8 @@ class PureFunction:
                 f"not a {type(calls).__name__}"
             ) from None
         return self.cloud._run(
-            self, _bound_calls(self, iterator), return_exceptions=return_exceptions, progress=progress
+            self, _bound_calls(self, iterator), return_exceptions=return_exceptions,
+            progress=progress, timeout=timeout,
         )
 
     def __reduce__(self):

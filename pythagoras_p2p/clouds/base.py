@@ -115,8 +115,9 @@ class PCloud:
             self._registered.add(fp)
 
     def _run(self, fn: PureFunction, calls: Iterable[dict], *, return_exceptions: bool,
-             progress: bool | None) -> list:
-        return run_calls(self, fn, calls, return_exceptions=return_exceptions, progress=progress)
+             progress: bool | None, timeout: float | None = None) -> list:
+        return run_calls(self, fn, calls, return_exceptions=return_exceptions, progress=progress,
+                         timeout=timeout)
 
     def _keep_argument(self, address: bytes, name: str, value: Any, written: list) -> None:
         """A large argument of a task: kept in the store for this boot only (the caller has it

@@ -274,7 +274,13 @@ class _DaskBatch:
             key += f"-again-{os.urandom(6).hex()}"
         return key
 
-    def next_outcomes(self) -> list:
+    def next_outcomes(self, timeout: float | None = None) -> list:
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            while not self.done.has_ready():  # as_completed waits without a deadline
+                if time.monotonic() >= deadline:
+                    return []
+                time.sleep(0.01)
         ready = [f for f in self.done.next_batch(block=True) if f in self.inflight]
         results = self._gather([f for f in ready if f.status == "finished"])
         outcomes = []

@@ -90,7 +90,9 @@ class _InlineBatch:
     def finished(self) -> bool:
         return self.remaining == 0
 
-    def next_outcomes(self) -> list:
+    def next_outcomes(self, timeout: float | None = None) -> list:
+        if timeout is not None and timeout <= 0:
+            return []  # a call running inline cannot be stopped; one not started yet is not
         task = next(self.tasks)
         store = self.cloud.store
         where = "inline"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -59,21 +60,27 @@ class Batch:
             self._outcomes.append((tid, outcome))
             self._cond.notify()
 
-    def next_outcomes(self) -> list:
-        """Wait for outcomes and return every one that arrived (at least one).
+    def next_outcomes(self, timeout: float | None = None) -> list:
+        """Wait for outcomes and return every one that arrived: at least one, or none when
+        ``timeout`` seconds passed first.
 
         A pool that can (the swarm dispatcher) runs its I/O loop on this thread meanwhile.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         drive = getattr(self.pool, "drive_until", None)
         if drive is not None and not self._outcomes:
-            drive(lambda: bool(self._outcomes) or self.error is not None)
+            drive(lambda: bool(self._outcomes) or self.error is not None
+                  or (deadline is not None and time.monotonic() >= deadline))
         with self._cond:
             while not self._outcomes:
                 if self.error is not None:
                     raise self.error
                 if not self.pool.alive:
                     raise RuntimeError("the worker pool was closed while calls were running")
-                self._cond.wait(0.5)
+                wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                if wait <= 0:
+                    return []
+                self._cond.wait(wait)
             out = list(self._outcomes)
             self._outcomes.clear()
         self.remaining -= len(out)

@@ -26,8 +26,9 @@ class TaskBatch(Protocol):
     def finished(self) -> bool:
         """True once every task has an outcome (or the batch was cancelled and drained)."""
 
-    def next_outcomes(self) -> list[tuple[int, Any]]:
-        """Wait for outcomes and return every ``(task id, outcome)`` that arrived (at least one)."""
+    def next_outcomes(self, timeout: float | None = None) -> list[tuple[int, Any]]:
+        """Wait for outcomes and return every ``(task id, outcome)`` that arrived: at least one,
+        or none when ``timeout`` seconds passed first."""
 
     def cancel(self) -> None:
         """Drop queued tasks and stop running ones (on peers too); store nothing more."""

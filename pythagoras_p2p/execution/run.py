@@ -140,9 +140,11 @@ def execute(func: Callable, kwargs: dict, fp: bytes, label: str, store: Store | 
 
 
 def run_calls(
-    cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptions: bool, progress: bool | None
+    cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptions: bool, progress: bool | None,
+    timeout: float | None = None,
 ) -> list:
     """Run calls of ``fn`` through ``cloud``'s dispatcher; see ``PureFunction.sync_parallel``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     store: Store = cloud.store
     identity = fn.identity()  # calls run with the values their addresses are computed from
     fp = identity.fp
@@ -170,7 +172,7 @@ def run_calls(
             todo = [i for i in todo if results[i] is MISSING]
     del found
     bar = ProgressBar(fn.name, len(unique), len(unique) - len(todo), enabled=progress)
-    failed = False
+    failed = timed_out = False
     unstored: list = []  # results returned but not kept (a full store), and why
     if todo:
         try:
@@ -213,7 +215,20 @@ def run_calls(
         leases = cloud._leases  # the batch holds the leases of the calls its pool sends
         try:
             while not batch.finished:
-                outcomes = batch.next_outcomes()
+                if deadline is None:
+                    outcomes = batch.next_outcomes()
+                else:
+                    outcomes = batch.next_outcomes(max(0.0, deadline - time.monotonic()))
+                    if not outcomes and time.monotonic() >= deadline:
+                        batch.cancel()  # on peers too; a cancelled call stores nothing
+                        expired = TimeoutError(
+                            f"{fn.name}: calls still running after timeout={timeout} s were "
+                            f"cancelled")
+                        for i in todo:
+                            if results[i] is MISSING:
+                                results[i] = expired
+                        failed = timed_out = True
+                        break
                 records = []
                 for tid, outcome in outcomes:
                     call = unique[tid][0]
@@ -247,6 +262,8 @@ def run_calls(
     if unstored:
         warn_not_stored(fn.name, len(unstored), unstored[-1])
     out = [results[p] for p in positions]
+    if timed_out and not return_exceptions:
+        raise next(v for v in out if isinstance(v, TimeoutError))
     if failed and not return_exceptions:
         for value in out:
             if isinstance(value, BaseException):

@@ -12,6 +12,7 @@ class. Executions are counted by lines a call appends to a file of the test's ``
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from helpers import wait_for
@@ -174,6 +175,19 @@ class Contract:
         assert [ran.count(str(x)) for x in xs if x % 3] == [1, 1, 1]
 
     # ------------------------------------------------------------------ one cache format
+
+    def test_a_timeout_cancels_what_still_runs_and_raises_timeout_error(self, record, tmp_path):
+        path = str(tmp_path / "runs")
+        quick = record.sync_parallel([kw_args(path=path, x=1, delay=0)], timeout=60)
+        assert quick == [1]
+        calls = [kw_args(path=path, x=2, delay=0), kw_args(path=path, x=3, delay=10)]
+        t0 = time.monotonic()
+        out = record.sync_parallel(calls, timeout=2, return_exceptions=True)
+        assert time.monotonic() - t0 < 8  # not the 10 s the slow call would take
+        assert out[0] == 4 and isinstance(out[1], TimeoutError)
+        assert record.lookup(path=path, x=3, delay=10) is None  # nothing stored for it
+        with pytest.raises(TimeoutError, match="timeout=1"):
+            record.sync_parallel([kw_args(path=path, x=5, delay=10)], timeout=1)
 
     def test_results_are_shared_with_another_backend_both_ways(self, cloud, record, tmp_path):
         path = str(tmp_path / "runs")
