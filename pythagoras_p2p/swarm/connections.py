@@ -160,7 +160,8 @@ class Connections:
     def _on_hello(self, peer: Peer, msg: wire.Message) -> None:
         if msg.op == "error":
             peer.state, peer.problem = "incompatible", msg.fields["message"]
-            log.warning("peer %s cannot take work: %s", peer.address, peer.problem)
+            if peer.first_time(peer.problem):
+                log.warning("peer %s cannot take work: %s", peer.address, peer.problem)
             peer.settle(False)
             return
         peer.node_id = str(msg.fields.get("node"))
@@ -176,6 +177,7 @@ class Connections:
             peer.state, peer.problem = "unsuitable", "does not satisfy requires=: " + "; ".join(missing)
         else:
             peer.state, peer.problem = "ready", ""
+            peer.said = ""  # back: its next outage is news
         peer.settle(True)
         log.debug("peer %s (%s) is %s with %d workers", peer.address, peer.node_id, peer.state,
                   peer.workers)

@@ -37,6 +37,7 @@ class Peer:
     workers: int = 0
     state: str = "new"  # new → connecting → ready (→ draining: stopping); or dead / incompatible
     problem: str = ""
+    said: str = ""  # the problem last logged about it: one line per outage, not per retry
     sock: Any = None
     monitor: Any = None  # the socket's event monitor, when asked for (see connect)
     last_heard: float = 0.0
@@ -48,6 +49,13 @@ class Peer:
     tasks_done: int = 0
     load: float = 0.0
     on_ready: list = field(default_factory=list)  # callbacks(ok) run when the hello is answered
+
+    def first_time(self, problem: str) -> bool:
+        """Whether ``problem`` is news about this peer (it then counts as said until the peer
+        is ready again or has another problem)."""
+        news = problem != self.said
+        self.said = problem
+        return news
 
     @property
     def address(self) -> str:
