@@ -180,16 +180,19 @@ class PureFunction:
         """The stored result of this call described (computed where, by which worker, when, in
         how long, how large), or None when it is not stored here. Nothing is computed."""
         call = self.address(**kwargs)
+        self.cloud._settle_results()
         return stored_call(self.cloud.store, call, self.name)
 
     def forget(self, **kwargs: Any) -> bool:
         """Delete the stored result of this call from this machine's store; True if there was
         one. Its next call computes it again."""
+        self.cloud._settle_results()
         return forget(self.cloud.store, [self.address(**kwargs)]) == 1
 
     def forget_all(self) -> int:
         """Delete every stored result of this function (every version of it) from this
         machine's store; returns how many. ``pythagoras-node cache gc`` then reclaims the space."""
+        self.cloud._settle_results()
         return forget_function(self.cloud.store, self.name)
 
     # ------------------------------------------------------------------ running calls

@@ -138,6 +138,9 @@ class PCloud:
         """Results of ``calls`` held somewhere other than the local store (none, here)."""
         return {}
 
+    def _settle_results(self) -> None:
+        """Make every result returned so far readable in the local store (see SwarmCloud)."""
+
     def _store_results(self, records: list) -> None:
         """Store results that arrived from workers (durably, before they are returned)."""
         self.store.put_results(records)

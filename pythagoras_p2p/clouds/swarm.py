@@ -118,6 +118,9 @@ class SwarmCloud(PCloud):
             self._writer.put(records)
         return values
 
+    def _settle_results(self) -> None:
+        self._writer.flush()  # copies of results a node made durable, written in the background
+
     def _compute_here(self, fn: Any, call: bytes, kwargs: dict) -> Any:
         found = self._lookup_elsewhere([call])
         if call in found:

@@ -176,6 +176,16 @@ class Contract:
 
     # ------------------------------------------------------------------ one cache format
 
+    def test_lookup_describes_results_as_soon_as_sync_parallel_returns(self, record, tmp_path):
+        path = str(tmp_path / "runs")
+        record.sync_parallel([kw_args(path=path, x=x, delay=0) for x in range(3)])
+        for x in range(3):
+            info = record.lookup(path=path, x=x, delay=0)
+            assert info is not None and info.computed_on and info.worker, info
+            assert info.duration is not None and info.stored is not None
+        assert record.forget(path=path, x=0, delay=0)
+        assert record.lookup(path=path, x=0, delay=0) is None
+
     def test_a_timeout_cancels_what_still_runs_and_raises_timeout_error(self, record, tmp_path):
         path = str(tmp_path / "runs")
         quick = record.sync_parallel([kw_args(path=path, x=1, delay=0)], timeout=60)
