@@ -105,7 +105,7 @@ class Handlers:
             "status": self.on_status, "lookup": self.on_lookup, "has": self.on_has,
             "put": self.on_put, "get": self.on_get, "function": self.on_function,
             "run": self.on_run, "cancel": self.on_cancel, "peers": self.on_peers,
-            "release": self.on_release,
+            "release": self.on_release, "forget": self.on_forget,
         }
 
     # ------------------------------------------------------------------ plumbing
@@ -210,6 +210,13 @@ class Handlers:
         in_use = {ref for running in self.running.values() for ref in running.refs}
         dropped = self.store.drop_transient(a for a in msg.hexes("addresses") if a not in in_use)
         self.send(ident, wire.build("ok", msg.id, dropped=dropped))
+
+    def on_forget(self, ident: bytes, msg: wire.Message) -> None:
+        """Delete every stored result of one function (``pythagoras-node cache forget``)."""
+        from pythagoras_p2p.store.listing import forget_function
+
+        gone = forget_function(self.store, msg.fields["function"])
+        self.send(ident, wire.build("ok", msg.id, forgot=gone))
 
     def on_function(self, ident: bytes, msg: wire.Message) -> None:
         if len(msg.bodies) != 1 or not len(msg.bodies[0]):

@@ -55,6 +55,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "cancel": {"calls": _HEXES},
     "release": {"addresses": _HEXES},
     "peers": {},
+    "forget": {"function": str},
     # replies
     "ok": {},
     "error": {"code": str, "message": str},

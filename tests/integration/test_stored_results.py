@@ -76,3 +76,24 @@ def test_cache_ls_and_forget(cloud, home):
     assert f.lookup(x=0) is None and g.lookup(x=1) is not None
     again = cli(home, "cache", "forget", "double")
     assert again.returncode != 0 and "cache ls" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_cache_forget_with_a_node_running_forgets_on_its_peers_too(start_node, make_client):
+    from node_harness import wait_for
+
+    first = start_node("first")
+    second = start_node("second", key_from=first.home, extra=("--peer", first.connection))
+    wait_for(lambda: second.request("peers").fields["peers"] or None, timeout=30,
+             message="the second node to know the first")
+    client = make_client(second)  # stores results on the nodes' stores through their workers
+    f = client.add_pure_function(triple)
+    f.sync_parallel([kw_args(x=i) for i in range(6)])
+    held = {n.home.name: json.loads(cli(n.home, "cache", "ls", "triple", "--json").stdout)
+            for n in (first, second)}
+    total = sum(e[0]["results"] for e in held.values() if e)
+    assert total >= 6, held
+    out = cli(second.home, "cache", "forget", "triple")
+    assert out.returncode == 0, out.stderr
+    assert "this machine" in out.stdout and first.connection in out.stdout, out.stdout
+    for n in (first, second):
+        assert json.loads(cli(n.home, "cache", "ls", "triple", "--json").stdout) == []
