@@ -97,3 +97,13 @@ def test_cache_forget_with_a_node_running_forgets_on_its_peers_too(start_node, m
     assert "this machine" in out.stdout and first.connection in out.stdout, out.stdout
     for n in (first, second):
         assert json.loads(cli(n.home, "cache", "ls", "triple", "--json").stdout) == []
+
+
+def test_a_result_copied_from_another_machine_keeps_its_metadata(node, make_client):
+    first, second = make_client(node, "first"), make_client(node, "second")
+    f = first.add_pure_function(triple)
+    f.sync_parallel([kw_args(x=i) for i in range(3)])
+    g = second.add_pure_function(triple)
+    assert g(x=1) == 3  # found on the node, copied into the second home's store
+    info = g.lookup(x=1)
+    assert info is not None and info.computed_on and info.worker and info.duration is not None
