@@ -22,7 +22,8 @@ from .store.core import MISSING as _MISSING
 from .store.listing import StoredCall, forget, forget_function, stored_call
 from .store.packing import pack, unpack
 
-__all__ = ["PureFunction", "KwArgs", "kw_args", "function_record", "load_function"]
+__all__ = ["PureFunction", "KwArgs", "kw_args", "function_record", "load_function",
+           "function_from_record"]
 
 
 class KwArgs(dict):
@@ -326,11 +327,17 @@ def _user_modules(func: types.FunctionType) -> list[types.ModuleType]:
 
 def load_function(store: Any, fp: bytes) -> types.FunctionType:
     """The plain function stored under fingerprint ``fp`` (its wrapper removed)."""
-    import cloudpickle
-
     record = store.get_function(fp)
     if record is None:
         raise PythagorasError(f"function {fp.hex()[:16]} is not in the store of {store.home}")
+    return function_from_record(record)
+
+
+def function_from_record(record: bytes) -> types.FunctionType:
+    """The plain function a record of :func:`function_record` holds, with its file names and
+    source lines back (for tracebacks where it runs)."""
+    import cloudpickle
+
     fields = unpack(record)
     obj = cloudpickle.loads(fields["pickle"])
     func = getattr(obj, "__pythagoras_function__", obj)

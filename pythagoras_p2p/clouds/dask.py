@@ -419,12 +419,9 @@ def _run_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
         try:
             func = _LOADED.get(task.fp)
             if func is None:
-                import cloudpickle
+                from ..function import function_from_record
 
-                from ..store.packing import unpack
-
-                obj = cloudpickle.loads(unpack(record)["pickle"])
-                func = _LOADED[task.fp] = getattr(obj, "__pythagoras_function__", obj)
+                func = _LOADED[task.fp] = function_from_record(record)
             kwargs = pickle.loads(task.payload)
             if task.refs:
                 by_address = dict(zip(task.refs, values, strict=True))

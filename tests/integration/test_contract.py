@@ -138,6 +138,8 @@ class Contract:
         assert isinstance(cause, RemoteTraceback)
         assert "ValueError: x=3 is a multiple of three" in cause.text
         assert "check" in cause.text  # the frame of the function that raised
+        # with the file it was defined in and the line that raised, wherever it ran
+        assert f'File "{__file__}"' in cause.text and "raise ValueError(" in cause.text, cause.text
         assert runs(path) == 1
         assert cloud.store.get_result(check.address(path=path, x=3)) is MISSING
         with pytest.raises(ValueError, match="x=3 is"):
