@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pythagoras_p2p.defaults import NODE_LOG_ONCE as _LOG_ONCE
+from pythagoras_p2p.defaults import NODE_MAX_UPLOADS as _MAX_UPLOADS
+from pythagoras_p2p.defaults import NODE_MAX_VALUE as _MAX_VALUE
+from pythagoras_p2p.defaults import NODE_OUTPUT_PIECE as _OUTPUT_PIECE
+from pythagoras_p2p.defaults import NODE_UPLOAD_IDLE as _UPLOAD_IDLE
 from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
@@ -28,12 +33,6 @@ from .state import load_facts, status_entry
 __all__ = ["Handlers"]
 
 log = logging.getLogger(__name__)
-
-_LOG_ONCE = 256  # distinct problems remembered for log deduplication
-_MAX_UPLOADS = 64  # concurrent partial uploads per node
-_UPLOAD_IDLE = 60.0  # seconds without a chunk after which a partial upload counts as abandoned
-_MAX_VALUE = 1 << 40
-_OUTPUT_PIECE = 16 * 1024  # characters of printed output per message (JSON may quadruple them)
 
 
 @dataclass

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import zmq
 
+from pythagoras_p2p.defaults import NODE_HOUSEKEEPING_EVERY as HOUSEKEEPING_EVERY
+from pythagoras_p2p.defaults import NODE_NEXT_REQUEST_SOON as NEXT_REQUEST_SOON
 from pythagoras_p2p.defaults import worker_count
 from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.pool import WorkerPool
@@ -45,11 +47,6 @@ from .state import CacheFacts
 __all__ = ["Node", "NodeConfig"]
 
 log = logging.getLogger(__name__)
-
-HOUSEKEEPING_EVERY = 1.0  # seconds between sweeps for dead readers and abandoned uploads
-#: After answering a fast call, the node polls without sleeping for this long: a client that
-#: calls in a loop sends its next request within it, and finds the node awake (see pump).
-NEXT_REQUEST_SOON = 0.0003
 
 
 @dataclass

@@ -19,6 +19,43 @@ __all__ = [
     "worker_count",
     "worker_memory_limit",
     "parse_size",
+    "SWARM_TICK",
+    "SWARM_SPIN_RTT",
+    "SWARM_SPIN",
+    "DRIVER_LINGER",
+    "DRIVER_SLICE",
+    "PING_EVERY",
+    "SILENT_AFTER",
+    "RETRY_EVERY",
+    "DISCOVER_EVERY",
+    "STRAGGLER_SLOWER_THAN",
+    "STRAGGLER_AT_LEAST",
+    "MDNS_WAIT",
+    "LOOKUP_TIMEOUT",
+    "DASK_WORKERS_TTL",
+    "DASK_MAX_ATTEMPTS",
+    "LEASE_WATCH_EVERY",
+    "LEASE_JOIN_WAIT",
+    "LEASE_FIRST_DELAY",
+    "LEASE_MAX_DELAY",
+    "STALE_FILE_AGE",
+    "JOURNAL_GATHER",
+    "JOURNAL_SEGMENT_BYTES",
+    "POOL_MAX_CHUNK",
+    "POOL_FAST_TASK",
+    "POOL_SPIN",
+    "POOL_SPIN_TASK",
+    "WORKER_FLUSH_EVERY",
+    "PROGRESS_REDRAW_EVERY",
+    "NODE_LOG_ONCE",
+    "NODE_MAX_UPLOADS",
+    "NODE_UPLOAD_IDLE",
+    "NODE_MAX_VALUE",
+    "NODE_OUTPUT_PIECE",
+    "NODE_HOUSEKEEPING_EVERY",
+    "NODE_NEXT_REQUEST_SOON",
+    "REFUSAL_LOG_EVERY",
+    "HASH_MEMO_FROM",
 ]
 
 #: TCP port a node listens on when none is given.
@@ -111,3 +148,81 @@ def worker_count() -> int:
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
     return _env_int("PYTHAGORAS_WORKERS", max(1, cores))
+
+
+# ---- intervals, timeouts and limits: each PYTHAGORAS_<NAME> in the environment overrides it
+
+#: Seconds between the swarm client's liveness checks of its peers.
+SWARM_TICK = _env_seconds("PYTHAGORAS_SWARM_TICK", 0.25)
+#: A caller waiting for its only call in flight polls without sleeping while round trips to the peer have lately been shorter than this (seconds).
+SWARM_SPIN_RTT = _env_seconds("PYTHAGORAS_SWARM_SPIN_RTT", 0.001)
+#: And for at most twice such a round trip, never more than this (seconds).
+SWARM_SPIN = _env_seconds("PYTHAGORAS_SWARM_SPIN", 0.001)
+#: Seconds the swarm client's background thread leaves its loop to callers after the last one.
+DRIVER_LINGER = _env_seconds("PYTHAGORAS_DRIVER_LINGER", 0.005)
+#: Longest wait of a caller's turn of the loop: how soon it notices Ctrl-C or another's result (seconds).
+DRIVER_SLICE = _env_seconds("PYTHAGORAS_DRIVER_SLICE", 0.1)
+#: Seconds between pings to an idle peer.
+PING_EVERY = _env_seconds("PYTHAGORAS_PING_EVERY", 1.0)
+#: Seconds without a message after which a peer counts as dead.
+SILENT_AFTER = _env_seconds("PYTHAGORAS_SILENT_AFTER", 5.0)
+#: Seconds between attempts to reach a peer that is not ready.
+RETRY_EVERY = _env_seconds("PYTHAGORAS_RETRY_EVERY", 2.0)
+#: Seconds between looks for new peers.
+DISCOVER_EVERY = _env_seconds("PYTHAGORAS_DISCOVER_EVERY", 1.0)
+#: A call at the tail is copied to an idle peer after this many times its batch's median duration.
+STRAGGLER_SLOWER_THAN = _env_seconds("PYTHAGORAS_STRAGGLER_SLOWER_THAN", 3.0)
+#: Calls younger than this (seconds) are never copied.
+STRAGGLER_AT_LEAST = _env_seconds("PYTHAGORAS_STRAGGLER_AT_LEAST", 1.0)
+#: Seconds PCloud() listens on mDNS for a member when this machine runs no node.
+MDNS_WAIT = _env_seconds("PYTHAGORAS_MDNS_WAIT", 2.0)
+#: Seconds a memo lookup waits for peers before computing here.
+LOOKUP_TIMEOUT = _env_seconds("PYTHAGORAS_LOOKUP_TIMEOUT", 2.0)
+#: Seconds DaskCloud reuses the list of workers before asking the scheduler again.
+DASK_WORKERS_TTL = _env_seconds("PYTHAGORAS_DASK_WORKERS_TTL", 1.0)
+#: Times DaskCloud sends a task again after the cluster lost it or its inputs.
+DASK_MAX_ATTEMPTS = _env_int("PYTHAGORAS_DASK_MAX_ATTEMPTS", 3)
+#: Seconds between a solo worker pool's looks for another process of its home.
+LEASE_WATCH_EVERY = _env_seconds("PYTHAGORAS_LEASE_WATCH_EVERY", 0.01)
+#: Longest a process waits (seconds) for a solo one to take its leases into the kernel.
+LEASE_JOIN_WAIT = _env_seconds("PYTHAGORAS_LEASE_JOIN_WAIT", 2.0)
+#: Seconds before a process waiting for a call leased elsewhere looks again.
+LEASE_FIRST_DELAY = _env_seconds("PYTHAGORAS_LEASE_FIRST_DELAY", 0.001)
+#: That delay doubles up to this (seconds).
+LEASE_MAX_DELAY = _env_seconds("PYTHAGORAS_LEASE_MAX_DELAY", 0.064)
+#: Seconds after which `cache gc` counts an unfinished blob file as garbage.
+STALE_FILE_AGE = _env_seconds("PYTHAGORAS_STALE_FILE_AGE", 3600.0)
+#: Seconds the journal and the write-behind copier gather results into one commit.
+JOURNAL_GATHER = _env_seconds("PYTHAGORAS_JOURNAL_GATHER", 0.02)
+#: Bytes of one journal segment before the next is started.
+JOURNAL_SEGMENT_BYTES = _env_int("PYTHAGORAS_JOURNAL_SEGMENT_BYTES", 32 * 1024 * 1024, size=True)
+#: Most tasks the worker pool sends to one worker at once.
+POOL_MAX_CHUNK = _env_int("PYTHAGORAS_POOL_MAX_CHUNK", 64)
+#: Below this mean duration (seconds), calls are sent to workers in chunks and prefetched.
+POOL_FAST_TASK = _env_seconds("PYTHAGORAS_POOL_FAST_TASK", 0.02)
+#: The pool's owner polls without sleeping this long after sending fast tasks (seconds).
+POOL_SPIN = _env_seconds("PYTHAGORAS_POOL_SPIN", 0.0005)
+#: While calls take less than this on average (seconds).
+POOL_SPIN_TASK = _env_seconds("PYTHAGORAS_POOL_SPIN_TASK", 0.001)
+#: Seconds between a worker's outcome messages while a chunk of tasks runs.
+WORKER_FLUSH_EVERY = _env_seconds("PYTHAGORAS_WORKER_FLUSH_EVERY", 0.005)
+#: Seconds between redraws of the progress bar.
+PROGRESS_REDRAW_EVERY = _env_seconds("PYTHAGORAS_PROGRESS_REDRAW_EVERY", 0.1)
+#: Distinct problems a node remembers to log each only once.
+NODE_LOG_ONCE = _env_int("PYTHAGORAS_NODE_LOG_ONCE", 256)
+#: Concurrent partial uploads a node accepts.
+NODE_MAX_UPLOADS = _env_int("PYTHAGORAS_NODE_MAX_UPLOADS", 64)
+#: Seconds without a chunk after which a partial upload counts as abandoned.
+NODE_UPLOAD_IDLE = _env_seconds("PYTHAGORAS_NODE_UPLOAD_IDLE", 60.0)
+#: Largest value (bytes) a node accepts in an upload.
+NODE_MAX_VALUE = _env_int("PYTHAGORAS_NODE_MAX_VALUE", 1 << 40, size=True)
+#: Characters of a call's printed output per message.
+NODE_OUTPUT_PIECE = _env_int("PYTHAGORAS_NODE_OUTPUT_PIECE", 16 * 1024)
+#: Seconds between a node's sweeps for dead readers and abandoned uploads.
+NODE_HOUSEKEEPING_EVERY = _env_seconds("PYTHAGORAS_NODE_HOUSEKEEPING_EVERY", 1.0)
+#: After answering a fast call, the node polls without sleeping this long (seconds).
+NODE_NEXT_REQUEST_SOON = _env_seconds("PYTHAGORAS_NODE_NEXT_REQUEST_SOON", 0.0003)
+#: Seconds between two log lines about refused connections from one source.
+REFUSAL_LOG_EVERY = _env_seconds("PYTHAGORAS_REFUSAL_LOG_EVERY", 10.0)
+#: Arguments this large (bytes) shared by many calls of sync_parallel are hashed once.
+HASH_MEMO_FROM = _env_int("PYTHAGORAS_HASH_MEMO_FROM", 1 << 16, size=True)

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from ..defaults import home_dir
+from ..defaults import MDNS_WAIT, home_dir
 
 __all__ = ["register_backend", "choose_backend", "MDNS_WAIT"]
 
@@ -56,8 +56,6 @@ def choose_backend(connection: dict, home: Any = None) -> type:
                      f"only). Start this machine's node with `pythagoras-node start --detach`")
     return LocalCloud
 
-
-MDNS_WAIT = 2.0  # seconds PCloud() listens on mDNS for a member when this machine has no node
 
 _warned: set[str] = set()  # homes whose fallback was already said in this process
 

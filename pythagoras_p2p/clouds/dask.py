@@ -36,6 +36,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._version import __version__
+from ..defaults import DASK_MAX_ATTEMPTS as MAX_ATTEMPTS
+from ..defaults import DASK_WORKERS_TTL as WORKERS_TTL
 from ..errors import ConfigurationError, RequirementsError
 from ..execution.outcomes import UNREACHABLE, Crashed, Failed, Ok, Outcome, Refused, failure_outcome
 from ..execution.run import ArgRef, Task, execute
@@ -48,8 +50,6 @@ __all__ = ["DaskCloud"]
 log = logging.getLogger(__name__)
 
 _EXTRA = "pip install 'pythagoras_p2p[dask]'"
-WORKERS_TTL = 1.0  # seconds the list of workers is reused before the scheduler is asked again
-MAX_ATTEMPTS = 3  # times a task is sent again after the cluster lost it or its inputs
 
 
 class DaskCloud(PCloud):

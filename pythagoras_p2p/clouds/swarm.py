@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..defaults import LOOKUP_TIMEOUT
 from ..errors import ConfigurationError
 from ..net.security import load_key
 from ..store.core import MISSING
@@ -25,8 +26,6 @@ from .choice import register_backend
 __all__ = ["SwarmCloud"]
 
 log = logging.getLogger(__name__)
-
-LOOKUP_TIMEOUT = 2.0  # seconds a memo lookup waits for peers before computing here
 
 
 class SwarmCloud(PCloud):

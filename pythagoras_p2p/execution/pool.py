@@ -37,6 +37,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..defaults import MAX_TASK_CRASHES, worker_memory_limit
+from ..defaults import POOL_FAST_TASK as _FAST_TASK
+from ..defaults import POOL_MAX_CHUNK as _MAX_CHUNK
+from ..defaults import POOL_SPIN as _SPIN
+from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
 from ..store.leases import FIRST_DELAY, MAX_DELAY, WATCH_EVERY
 from .batch import Batch, print_output, refill
 from .outcomes import Crashed, Ok, Outcome, Stored
@@ -46,14 +50,6 @@ from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, s
 __all__ = ["WorkerPool"]
 
 log = logging.getLogger(__name__)
-
-_MAX_CHUNK = 64
-_FAST_TASK = 0.02  # seconds: below this mean duration, calls are batched and prefetched
-#: An embedded pool's owner may poll without sleeping for up to _SPIN seconds after sending
-#: tasks while calls take less than _SPIN_TASK on average: a result due within microseconds is
-#: then read without waiting for the scheduler to wake the owner. Never while nothing runs.
-_SPIN = 0.0005
-_SPIN_TASK = 0.001
 
 
 class WorkerPool:

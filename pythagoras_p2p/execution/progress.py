@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
+from ..defaults import PROGRESS_REDRAW_EVERY as _REDRAW_EVERY
+
 __all__ = ["ProgressBar"]
 
 _WIDTH = 30
-_REDRAW_EVERY = 0.1  # seconds
 
 
 class ProgressBar:

@@ -18,9 +18,8 @@ import sys
 import threading
 import time
 
+from ..defaults import WORKER_FLUSH_EVERY as _FLUSH_EVERY
 from .worker_process import SLOT, VERIFY, FrameReader, send_frame
-
-_FLUSH_EVERY = 0.005  # seconds between outcome messages while a batch runs
 
 
 class _Channel:

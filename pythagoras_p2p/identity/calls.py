@@ -12,6 +12,7 @@ from typing import Any
 
 from blake3 import blake3
 
+from ..defaults import HASH_MEMO_FROM as _MEMO_FROM
 from ..errors import SerializationError
 from .encoding import Address, value_address
 
@@ -49,9 +50,6 @@ def call_address(
         out += b"\0"
         out += address
     return blake3(out).digest(), addresses
-
-
-_MEMO_FROM = 1 << 16
 
 
 def approx_nbytes(value: Any) -> int:

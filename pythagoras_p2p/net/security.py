@@ -30,6 +30,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
+from ..defaults import REFUSAL_LOG_EVERY
 from ..errors import ConfigurationError, SecurityError
 
 __all__ = ["SwarmKey", "SecurityError", "Authenticator", "load_key", "create_key", "key_path",
@@ -41,7 +42,6 @@ KEY_FILE = "swarm.key"
 _TOKEN_PREFIX = "pyth2-"  # base64 of the key file, "." and a checksum of it
 _OLD_TOKEN_PREFIX = "pyth1-"  # the same without a checksum (made by the first release)
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
-REFUSAL_LOG_EVERY = 10.0  # seconds between two log lines about refusals from one source
 _SELF_CHECK_KEYS: set[bytes] = set()  # the random keys of this process's own admission checks
 
 

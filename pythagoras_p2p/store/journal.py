@@ -24,6 +24,8 @@ from pathlib import Path
 
 from blake3 import blake3
 
+from ..defaults import JOURNAL_GATHER as GATHER
+from ..defaults import JOURNAL_SEGMENT_BYTES as _SEGMENT_BYTES
 from .core import ResultRecord, Store
 
 __all__ = ["Journal", "WriteBehind", "encode_meta"]
@@ -32,11 +34,6 @@ log = logging.getLogger(__name__)
 
 _MAGIC = b"PJ1\0"
 _HEAD = struct.Struct("<4sI16s")  # magic, body length, checksum
-_SEGMENT_BYTES = 32 * 1024 * 1024
-#: Seconds the background writers gather records before a transaction: a commit's fsync and the
-#: work around it then happen tens of times a second, not once per call, and stay off the
-#: serving thread's back (they share its interpreter lock).
-GATHER = 0.02
 
 
 def encode_meta(meta: dict) -> bytes:

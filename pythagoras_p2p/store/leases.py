@@ -54,6 +54,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..defaults import LEASE_FIRST_DELAY as FIRST_DELAY
+from ..defaults import LEASE_JOIN_WAIT as JOIN_WAIT
+from ..defaults import LEASE_MAX_DELAY as MAX_DELAY
+from ..defaults import LEASE_WATCH_EVERY as WATCH_EVERY
 from .holds import LockFile
 
 __all__ = ["Leases", "leases_of", "FIRST_DELAY", "MAX_DELAY"]
@@ -61,12 +65,8 @@ __all__ = ["Leases", "leases_of", "FIRST_DELAY", "MAX_DELAY"]
 log = logging.getLogger(__name__)
 
 SHARDS = 64  # lock files the leases of a home are spread over
-WATCH_EVERY = 0.01  # seconds between a solo process's looks for another process of its home
-JOIN_WAIT = 2.0  # longest a process waits for a solo one to take its leases into the kernel
 _PRESENCE, _COMPANY = 0, 1  # the two bytes of presence.lock
 _OFFSET = (1 << 56) - 1
-FIRST_DELAY = 0.001  # seconds before a waiter looks again at a call leased elsewhere
-MAX_DELAY = 0.064  # the delay doubles up to this
 
 
 class Leases:

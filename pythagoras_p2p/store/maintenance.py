@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
+from ..defaults import STALE_FILE_AGE as _STALE_TMP
 from ..identity.encoding import checked_address
 from .blobs import blob_files
 from .core import Store
@@ -18,8 +19,6 @@ from .packing import unpack
 from .records import is_inline, is_transient, live
 
 __all__ = ["StoreStats", "VerifyReport", "GcReport", "stats", "verify", "gc", "human_bytes"]
-
-_STALE_TMP = 3600.0  # seconds after which an unfinished blob file is garbage
 
 
 @dataclass

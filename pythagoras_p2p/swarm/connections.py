@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..defaults import DISCOVER_EVERY
 from ..net import wire
 from ..net.security import SwarmKey
 from .peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
@@ -25,8 +26,6 @@ from .peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
 __all__ = ["Connections", "DISCOVER_EVERY"]
 
 log = logging.getLogger(__name__)
-
-DISCOVER_EVERY = 1.0  # seconds between looks for new peers
 
 
 class Connections:

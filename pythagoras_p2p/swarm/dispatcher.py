@@ -23,6 +23,9 @@ import time
 from collections import deque
 from typing import Any
 
+from ..defaults import SWARM_SPIN as _SPIN
+from ..defaults import SWARM_SPIN_RTT as _SPIN_RTT
+from ..defaults import SWARM_TICK as _TICK
 from ..execution.batch import Batch, print_output, refill
 from ..execution.outcomes import CLOSED, REMOTE, REQUIREMENTS, UNREACHABLE, Ok, Refused
 from ..net import wire
@@ -39,13 +42,6 @@ from .stragglers import Stragglers
 __all__ = ["SwarmDispatcher"]
 
 log = logging.getLogger(__name__)
-
-_TICK = 0.25  # seconds between liveness checks
-#: A caller waiting for the reply to its only call in flight polls without sleeping while
-#: round trips to the peer have lately been shorter than _SPIN_RTT, for at most twice such a
-#: round trip (and never more than _SPIN): see :meth:`SwarmDispatcher._poll`.
-_SPIN_RTT = 0.001
-_SPIN = 0.001
 
 
 class SwarmDispatcher:

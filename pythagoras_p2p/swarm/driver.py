@@ -23,6 +23,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..defaults import DRIVER_LINGER as LINGER
+from ..defaults import DRIVER_SLICE as _SLICE
+
 try:  # the C functions: signal's wrappers also convert handlers to enums, ~7 µs a call
     from _signal import getsignal as _get_handler
     from _signal import signal as _set_handler
@@ -32,9 +35,6 @@ except ImportError:  # pragma: no cover - not CPython
 __all__ = ["Driver"]
 
 log = logging.getLogger(__name__)
-
-LINGER = 0.005  # seconds the background thread leaves the loop to callers after the last one
-_SLICE = 0.1  # longest wait of a caller's turn: how soon it notices Ctrl-C or another's result
 
 
 class Driver:

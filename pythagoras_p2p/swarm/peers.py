@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..defaults import PING_EVERY, RETRY_EVERY, SILENT_AFTER
 from ..net.rpc import client_socket
 from ..net.security import SwarmKey
 from ..net.sockets import endpoint
@@ -21,10 +22,6 @@ from ..net.sockets import endpoint
 __all__ = ["Peer", "PING_EVERY", "SILENT_AFTER", "RETRY_EVERY"]
 
 _monitors = itertools.count()
-
-PING_EVERY = 1.0  # seconds between pings to an idle peer
-SILENT_AFTER = 5.0  # seconds without a message after which a peer is dead
-RETRY_EVERY = 2.0  # seconds between attempts to reach a peer that is not ready
 
 
 @dataclass(eq=False)

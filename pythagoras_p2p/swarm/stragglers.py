@@ -17,10 +17,11 @@ from collections import deque
 from statistics import median
 from typing import Any
 
+from ..defaults import STRAGGLER_AT_LEAST as AT_LEAST
+from ..defaults import STRAGGLER_SLOWER_THAN as SLOWER_THAN
+
 __all__ = ["Stragglers", "SLOWER_THAN", "AT_LEAST"]
 
-SLOWER_THAN = 3.0  # a call is a straggler after this many times the batch's median duration
-AT_LEAST = 1.0  # seconds: calls younger than this are never copied
 _KEEP = 64  # durations kept per batch for the median
 
 

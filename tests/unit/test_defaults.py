@@ -33,3 +33,26 @@ def test_no_worker_memory_limit_unless_set(monkeypatch):
     assert worker_memory_limit() is None
     monkeypatch.setenv("PYTHAGORAS_WORKER_MEMORY_LIMIT", "300M")
     assert worker_memory_limit() == 300 << 20
+
+
+def test_every_interval_and_limit_can_be_set_from_the_environment():
+    from helpers import run_python
+
+    out = run_python(
+        "from pythagoras_p2p import defaults\n"
+        "from pythagoras_p2p.swarm import peers\n"
+        "from pythagoras_p2p.store import journal\n"
+        "print(defaults.PING_EVERY, peers.PING_EVERY, journal._SEGMENT_BYTES)\n",
+        env={"PYTHAGORAS_PING_EVERY": "0.5", "PYTHAGORAS_JOURNAL_SEGMENT_BYTES": "1M"},
+    )
+    assert out.stdout.split() == ["0.5", "0.5", str(1 << 20)]
+
+
+@pytest.mark.parametrize("name, value", [("PYTHAGORAS_SILENT_AFTER", "soon"),
+                                         ("PYTHAGORAS_SILENT_AFTER", "-1"),
+                                         ("PYTHAGORAS_POOL_MAX_CHUNK", "0")])
+def test_a_malformed_interval_or_limit_is_named_at_import(name, value):
+    from helpers import run_python
+
+    out = run_python("import pythagoras_p2p", env={name: value}, check=False)
+    assert out.returncode != 0 and f"{name}={value!r}" in out.stderr and "unset it" in out.stderr
