@@ -97,7 +97,8 @@ def _env_int(name: str, default: int, *, minimum: int = 1, size: bool = False) -
         what = "a size; write bytes or e.g. 512M, 64G" if size else "a number; set it to a whole number"
         raise ConfigurationError(f"{name}={raw!r} is not {what}, or unset it") from None
     if value < minimum:
-        raise ConfigurationError(f"{name}={raw!r} must be at least {minimum}; set a larger value")
+        raise ConfigurationError(f"{name}={raw!r} must be at least {minimum}; set a larger value "
+                                 f"or unset it")
     return value
 
 
