@@ -22,13 +22,8 @@ is checked on every worker, and calls go only to workers that satisfy it.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
-import pickle
-import platform
-import socket
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -40,10 +35,12 @@ from ..defaults import DASK_MAX_ATTEMPTS as MAX_ATTEMPTS
 from ..defaults import DASK_WORKERS_TTL as WORKERS_TTL
 from ..errors import ConfigurationError, RequirementsError
 from ..execution.outcomes import UNREACHABLE, Crashed, Failed, Ok, Outcome, Refused, failure_outcome
-from ..execution.run import ArgRef, Task, execute
+from ..execution.run import Task
 from ..identity.calls import approx_nbytes
 from ..net.rpc import NodeUnreachable
+from ..net.wire import PYTHON_VERSION
 from .base import PCloud
+from .dask_worker import probe_worker, run_task
 
 __all__ = ["DaskCloud"]
 
@@ -121,7 +118,7 @@ class DaskCloud(PCloud):
                 detail = "; ".join(f"{w}: {', '.join(why)}" for w, why in sorted(reasons.items())[:4])
                 raise RequirementsError(
                     f"no Dask worker can run these calls ({detail}). Install what is missing on the "
-                    f"workers (the same pythagoras_p2p release and Python {_python()}), or change requires="
+                    f"workers (the same pythagoras_p2p release and Python {PYTHON_VERSION}), or change requires="
                 )
             if not self.requires and len(eligible) == len(workers):
                 return None
@@ -137,7 +134,7 @@ class DaskCloud(PCloud):
 
     def _probe(self, workers: list[str]) -> dict[str, list[str]]:
         try:
-            found = self.client.run(_probe_worker, self.requires, workers=workers, on_error="return")
+            found = self.client.run(probe_worker, self.requires, workers=workers, on_error="return")
         except (ImportError, AttributeError) as exc:
             raise ConfigurationError(
                 f"the Dask workers cannot import pythagoras_p2p ({exc}); install pythagoras_p2p "
@@ -156,8 +153,8 @@ class DaskCloud(PCloud):
             why = list(info["missing"])
             if info["version"] != __version__:
                 why.append(f"pythagoras_p2p {info['version']} (this client: {__version__})")
-            if info["python"] != _python():
-                why.append(f"Python {info['python']} (this client: {_python()})")
+            if info["python"] != PYTHON_VERSION:
+                why.append(f"Python {info['python']} (this client: {PYTHON_VERSION})")
             reasons[worker] = why
         return reasons
 
@@ -260,7 +257,7 @@ class _DaskBatch:
             cloud._trim_scattered()
         keys = [self._key(t) for t in tasks]
         restrict = {} if self.workers is None else {"workers": self.workers, "allow_other_workers": False}
-        futures = self.client.map(_run_task, [function] * len(tasks), tasks, values, key=keys,
+        futures = self.client.map(run_task, [function] * len(tasks), tasks, values, key=keys,
                                   **restrict)
         for future, task in zip(futures, tasks, strict=True):
             self.inflight[future] = task
@@ -394,89 +391,3 @@ def _connect(scheduler: Any, timeout: float) -> tuple[Any, bool]:
         ) from None
     except ValueError as exc:
         raise ConfigurationError(f"scheduler={scheduler!r} is not a Dask address ({exc})") from None
-
-
-def _python() -> str:
-    return ".".join(platform.python_version_tuple()[:2])
-
-
-# ---------------------------------------------------------------------- on the Dask workers
-
-_LOADED: dict[bytes, Any] = {}
-_install_lock = threading.Lock()
-
-
-def _probe_worker(requires: tuple) -> dict:
-    from ..requirements import missing_requirements
-
-    return {"missing": missing_requirements(requires), "version": __version__, "python": _python()}
-
-
-def _run_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
-    """Run one call on a Dask worker: ``(outcome, what it printed)``; never raises for the call."""
-    where = _where()
-    with _captured() as out:
-        try:
-            func = _LOADED.get(task.fp)
-            if func is None:
-                from ..function import function_from_record
-
-                func = _LOADED[task.fp] = function_from_record(record)
-            kwargs = pickle.loads(task.payload)
-            if task.refs:
-                by_address = dict(zip(task.refs, values, strict=True))
-                for name, value in kwargs.items():
-                    if type(value) is ArgRef:
-                        kwargs[name] = by_address[value.address]
-        except Exception as exc:
-            return failure_outcome(exc, where), out.getvalue()
-        outcome = execute(func, kwargs, task.fp, task.label, None, where)
-    return outcome, out.getvalue()
-
-
-def _where() -> str:
-    try:
-        from distributed import get_worker
-
-        name = get_worker().name
-    except Exception:
-        name = "?"
-    return f"{socket.gethostname()}/dask-{name}"
-
-
-class _PerThreadOutput(io.TextIOBase):
-    """Stands in for ``sys.stdout``/``sys.stderr`` of a Dask worker: what a task's thread writes
-    goes to that task's buffer; every other thread writes through to the original stream."""
-
-    def __init__(self, original: Any):
-        self.original = original
-        self.local = threading.local()
-
-    def write(self, text: str) -> int:
-        target = getattr(self.local, "buffer", None)
-        return (target if target is not None else self.original).write(text)
-
-    def flush(self) -> None:
-        if getattr(self.local, "buffer", None) is None:
-            self.original.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-
-@contextlib.contextmanager
-def _captured():
-    with _install_lock:
-        for name in ("stdout", "stderr"):
-            if not isinstance(getattr(sys, name), _PerThreadOutput):
-                setattr(sys, name, _PerThreadOutput(getattr(sys, name)))
-    buffer = io.StringIO()
-    streams = (sys.stdout, sys.stderr)
-    for stream in streams:
-        stream.local.buffer = buffer
-    try:
-        yield buffer
-    finally:
-        for stream in streams:
-            stream.local.buffer = None
-

@@ -1,0 +1,103 @@
+"""What runs on a Dask worker for ``DaskCloud``: one call, with what it printed; the worker's facts.
+
+Dask pickles these functions by reference, so this module is imported on the workers: it keeps
+to what a worker needs (the function record reader and ``execute``, shared with every backend)
+and imports nothing of Dask's client side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pickle
+import socket
+import sys
+import threading
+from typing import Any
+
+from .._version import __version__
+from ..execution.outcomes import Outcome, failure_outcome
+from ..execution.run import ArgRef, Task, execute
+from ..net.wire import PYTHON_VERSION
+
+__all__ = ["probe_worker", "run_task"]
+
+_LOADED: dict[bytes, Any] = {}
+_install_lock = threading.Lock()
+
+
+def probe_worker(requires: tuple) -> dict:
+    """What a worker has: the missing requirements, this release, its Python."""
+    from ..requirements import missing_requirements
+
+    return {"missing": missing_requirements(requires), "version": __version__, "python": PYTHON_VERSION}
+
+
+def run_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
+    """Run one call on a Dask worker: ``(outcome, what it printed)``; never raises for the call."""
+    where = _where()
+    with _captured() as out:
+        try:
+            func = _LOADED.get(task.fp)
+            if func is None:
+                from ..function import function_from_record
+
+                func = _LOADED[task.fp] = function_from_record(record)
+            kwargs = pickle.loads(task.payload)
+            if task.refs:
+                by_address = dict(zip(task.refs, values, strict=True))
+                for name, value in kwargs.items():
+                    if type(value) is ArgRef:
+                        kwargs[name] = by_address[value.address]
+        except Exception as exc:
+            return failure_outcome(exc, where), out.getvalue()
+        outcome = execute(func, kwargs, task.fp, task.label, None, where)
+    return outcome, out.getvalue()
+
+
+def _where() -> str:
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except Exception:
+        name = "?"
+    return f"{socket.gethostname()}/dask-{name}"
+
+
+class _PerThreadOutput(io.TextIOBase):
+    """Stands in for ``sys.stdout``/``sys.stderr`` of a Dask worker: what a task's thread writes
+    goes to that task's buffer; every other thread writes through to the original stream."""
+
+    def __init__(self, original: Any):
+        self.original = original
+        self.local = threading.local()
+
+    def write(self, text: str) -> int:
+        target = getattr(self.local, "buffer", None)
+        return (target if target is not None else self.original).write(text)
+
+    def flush(self) -> None:
+        if getattr(self.local, "buffer", None) is None:
+            self.original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _captured():
+    with _install_lock:
+        for name in ("stdout", "stderr"):
+            if not isinstance(getattr(sys, name), _PerThreadOutput):
+                setattr(sys, name, _PerThreadOutput(getattr(sys, name)))
+    buffer = io.StringIO()
+    streams = (sys.stdout, sys.stderr)
+    for stream in streams:
+        stream.local.buffer = buffer
+    try:
+        yield buffer
+    finally:
+        for stream in streams:
+            stream.local.buffer = None
+
