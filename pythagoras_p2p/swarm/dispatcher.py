@@ -26,10 +26,9 @@ from typing import Any
 from ..defaults import SWARM_SPIN as _SPIN
 from ..defaults import SWARM_SPIN_RTT as _SPIN_RTT
 from ..defaults import SWARM_TICK as _TICK
-from ..execution.batch import Batch, print_output, refill
-from ..execution.outcomes import CLOSED, REMOTE, REQUIREMENTS, UNREACHABLE, Ok, Refused
+from ..execution.batch import Batch, refill
+from ..execution.outcomes import CLOSED, REQUIREMENTS, UNREACHABLE, Refused
 from ..net import wire
-from ..net.outcomes_wire import outcome_from_reply
 from ..net.security import SwarmKey
 from ..net.sockets import waiting_messages
 from ..store.core import Store
@@ -37,6 +36,7 @@ from .connections import Connections
 from .driver import Driver
 from .exchange import ValueExchange
 from .peers import Peer
+from .replies import Replies
 from .stragglers import Stragglers
 
 __all__ = ["SwarmDispatcher"]
@@ -44,7 +44,7 @@ __all__ = ["SwarmDispatcher"]
 log = logging.getLogger(__name__)
 
 
-class SwarmDispatcher:
+class SwarmDispatcher(Replies):
     """Runs tasks on peers of a swarm; see the module docstring."""
 
     def __init__(self, key: SwarmKey, store: Store, peers: list[tuple[str, int]], *,
@@ -367,90 +367,6 @@ class SwarmDispatcher:
         peer.send(wire.build("run", rid, [task.payload], fp=task.fp, call=task.call,
                              label=task.label, refs=[r.hex() for r in task.refs]))
 
-    # ------------------------------------------------------------------ replies
-
-    def _on_message(self, peer: Peer, frames: list) -> None:
-        peer.heard()
-        try:
-            msg = wire.parse(frames)
-        except wire.WireError as exc:
-            if exc.code == wire.ERR_PROTOCOL:  # a node of another release: it can never take work here
-                self._incompatible(peer, f"the node speaks protocol version {_version_of(frames)} "
-                                         f"and this client {wire.PROTOCOL_VERSION}; install the same "
-                                         f"pythagoras_p2p release on every machine of the swarm")
-                return
-            log.warning("ignoring a malformed message from %s: %s", peer.address, exc)
-            return
-        if msg.op == "output":
-            print_output(msg.fields["where"], msg.fields["text"])
-            return
-        entry = peer.inflight.pop(msg.id, None)
-        if entry is not None:
-            self._on_run_reply(peer, entry, msg)
-            return
-        if self.connections.answer(peer, msg):
-            return
-        if msg.op == "ok" and "total" in msg.fields:  # a chunk of a download (gets have no id)
-            self.exchange.on_chunk(peer, msg)
-        elif msg.op == "error" and msg.fields["code"] == wire.ERR_MISSING:
-            self.exchange.on_missing(peer, msg.fields["message"])
-
-    def _on_run_reply(self, peer: Peer, entry: tuple, msg: wire.Message) -> None:
-        batch, task = entry
-        sent = self.stragglers.placed_at.get(msg.id)
-        if sent is not None and msg.op == "result":
-            rtt = time.monotonic() - sent
-            self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
-        self.stragglers.forget(msg.id)
-        if batch.cancelled:
-            return
-        if msg.op == "error" and self.stragglers.running_elsewhere(peer, batch, task):
-            return  # a copy of a straggler could not run here; the other copy goes on
-        deliver, others = self.stragglers.settle(peer, batch, task)
-        if not deliver:
-            return  # the other copy of this straggler answered first
-        for other in others:  # ... and this one did: stop the other copy
-            rids = [rid for rid, bt in other.inflight.items() if bt[0] is batch and bt[1].tid == task.tid]
-            for rid in rids:
-                del other.inflight[rid]
-                self.stragglers.forget(rid)
-            if rids and other.sock is not None:
-                other.send(wire.build("cancel", 0, calls=[task.call]))
-        if msg.op == "error":
-            code = msg.fields["code"]
-            if code == wire.ERR_NEED_FUNCTION:
-                peer.functions.discard(task.fp)
-                self._queue.appendleft((batch, task))
-            elif code == wire.ERR_NEED_VALUES:
-                peer.values.difference_update(bytes.fromhex(h) for h in msg.fields["message"].split(","))
-                self._queue.appendleft((batch, task))
-            elif code == wire.ERR_STOPPING:
-                # The node is shutting down: it finishes the calls it runs (their results still
-                # come here) and takes no new one, so only this call goes elsewhere.
-                if peer.state == "ready":
-                    peer.state, peer.problem = "draining", msg.fields["message"]
-                self._queue.appendleft((batch, task))
-            elif code in (wire.ERR_PYTHON, wire.ERR_PROTOCOL):
-                self._incompatible(peer, msg.fields["message"])
-                self._queue.appendleft((batch, task))
-            else:
-                batch.deliver(task.tid, Refused(REMOTE, f"node {peer.address}: {msg.fields['message']}"))
-            return
-        try:
-            outcome = outcome_from_reply(msg, peer.address)
-        except wire.WireError as exc:  # the call fails rather than wait for an answer forever
-            log.warning("a malformed result from %s: %s", peer.address, exc)
-            batch.deliver(task.tid, Refused(REMOTE, f"node {peer.address} answered {task.label} "
-                                                    f"with a malformed result ({exc})"))
-            return
-        if type(outcome) is Ok:
-            self.stragglers.observe(batch, outcome.meta.get("duration"))
-            if outcome.blob is None:  # a large value: it stays on the peer until fetched
-                self.exchange.fetch(peer, outcome.address, lambda ok: batch.deliver(
-                    task.tid, outcome if ok is True else Refused(REMOTE, ok)))
-                return
-        batch.deliver(task.tid, outcome)
-
     # ------------------------------------------------------------------ cancel and close
 
     def _cancel(self, batch: Batch) -> None:
@@ -478,12 +394,3 @@ class SwarmDispatcher:
             os.close(wake_r)
             os.close(wake_w)
 
-
-def _version_of(frames: list) -> str:
-    """The protocol version a message says it has (for an error message), or "unknown"."""
-    import json
-
-    try:
-        return repr(json.loads(bytes(frames[0])).get("v"))
-    except Exception:
-        return "unknown"
