@@ -1,7 +1,7 @@
 """``PCloud``: the base of every backend, the user contract they share, and the choice of backend.
 
 A cloud owns a store (the LMDB store of its home), the functions added to it, and a way to run
-calls away from the caller (its ``_dispatch``). What happens on a call is the same everywhere:
+calls away from the caller (its ``_submit``). What happens on a call is the same everywhere:
 the memoized call and the ``sync_parallel`` algorithm live in :mod:`..function` and
 :mod:`..execution`; a backend only says where tasks run.
 """

@@ -41,9 +41,10 @@ from ..defaults import POOL_FAST_TASK as _FAST_TASK
 from ..defaults import POOL_MAX_CHUNK as _MAX_CHUNK
 from ..defaults import POOL_SPIN as _SPIN
 from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
-from ..store.leases import FIRST_DELAY, MAX_DELAY, WATCH_EVERY
+from ..store.leases import WATCH_EVERY
 from .batch import Batch, print_output, refill
-from .outcomes import Crashed, Ok, Outcome, Stored
+from .feeding import Feeding
+from .outcomes import Crashed, Ok, Outcome
 from .run import Task
 from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, spawn
 
@@ -52,7 +53,7 @@ __all__ = ["WorkerPool"]
 log = logging.getLogger(__name__)
 
 
-class WorkerPool:
+class WorkerPool(Feeding):
     """A fixed number of supervised worker processes serving tasks from many batches."""
 
     def __init__(self, home: Path, size: int, *, label: str = "local", own_thread: bool = True,
@@ -120,7 +121,7 @@ class WorkerPool:
             if self._serve_requests():
                 self._shutdown()
             else:
-                self._dispatch()
+                self._feed_workers()
             return
         try:
             os.write(self._wake_w, b"x")
@@ -162,7 +163,7 @@ class WorkerPool:
         """One turn of the supervisor: requests, dispatch, pipes. True when asked to close."""
         if self._serve_requests():
             return True
-        self._dispatch()
+        self._feed_workers()
         for key, _events in self._sel.select(timeout=self._timeout(timeout)):
             worker = key.data
             if worker is None:
@@ -175,7 +176,7 @@ class WorkerPool:
                 self._flush(worker)
             else:
                 self._read(worker)
-        self._dispatch()
+        self._feed_workers()
         if self._leases is not None:
             self._leases.watch()
         return False
@@ -250,50 +251,7 @@ class WorkerPool:
         """Keep enough tasks queued to feed every worker; make the rest only when needed."""
         refill(self._queue, self._sources, self.size * 2 * _MAX_CHUNK)
 
-    def _claim(self, entries: list, delay: float = FIRST_DELAY) -> list:
-        """Those of ``entries`` (batch, task) to send now, each one's lease taken for its batch.
-
-        A result stored meanwhile is delivered instead (:class:`~.outcomes.Stored`); an entry leased
-        elsewhere is set aside for ``delay``. One read of the store for them all.
-        """
-        taken = self._leases.take_each([(task.call, batch) for batch, task in entries])
-        stored = self._store.get_results([task.call for _, task in entries])
-        send = []
-        for (batch, task), mine in zip(entries, taken, strict=True):
-            if task.call in stored:
-                if mine:
-                    self._leases.release([task.call], batch)
-                batch.deliver(task.tid, Stored(stored[task.call]))
-            elif mine:
-                send.append((batch, task))
-            else:
-                entry = (time.monotonic() + delay, next(self._order), min(2 * delay, MAX_DELAY))
-                heapq.heappush(self._aside, (*entry, batch, task))
-        return send
-
-    def _recheck_aside(self) -> None:
-        """Tasks set aside whose time has come: queued first if their lease came free."""
-        now = time.monotonic()
-        while self._aside and self._aside[0][0] <= now:
-            _, _, delay, batch, task = heapq.heappop(self._aside)
-            if not batch.cancelled:
-                self._queue.extendleft(self._claim([(batch, task)], delay))
-
-    def _next_chunk(self, size: int) -> list:
-        """Up to ``size`` queued tasks to send to one worker (cancelled ones dropped, leases
-        taken); tasks answered from the store or set aside do not leave the worker idle."""
-        queue = self._queue
-        entries: list = []
-        while queue and not entries:
-            while queue and len(entries) < size:
-                entry = queue.popleft()
-                if not entry[0].cancelled:
-                    entries.append(entry)
-            if entries and self._leases is not None:
-                entries = self._claim(entries)
-        return entries
-
-    def _dispatch(self) -> None:
+    def _feed_workers(self) -> None:
         self._refill()
         if self._aside:
             self._recheck_aside()
@@ -405,11 +363,6 @@ class WorkerPool:
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, Crashed(f"{task.label} could not run: {message}"))
         self._failed_starts = 0
-
-    def _take_back_aside(self) -> None:
-        """Queue the tasks set aside again (to fail them with the others)."""
-        self._queue.extend((entry[3], entry[4]) for entry in self._aside)
-        self._aside.clear()
 
     def _cancel(self, batch: Batch) -> None:
         self._queue = deque(item for item in self._queue if item[0] is not batch)

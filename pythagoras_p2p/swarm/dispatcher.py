@@ -175,7 +175,7 @@ class SwarmDispatcher(Replies):
                 if sock is not None and sock not in registered:
                     poller.register(sock, zmq.POLLIN)
                     registered[sock] = peer
-        self._dispatch()
+        self._place_tasks()
         if ready is not None and ready():
             timeout = 0
         for sock, _ in self._poll(timeout, waiting=ready is not None):
@@ -274,7 +274,7 @@ class SwarmDispatcher(Replies):
         refill(self._queue, self._sources,
                max(64, 2 * sum(p.workers for p in self.peers.values() if p.ready)))
 
-    def _dispatch(self) -> None:
+    def _place_tasks(self) -> None:
         self._refill()
         queue = self._queue
         while queue and queue[0][0].cancelled:
