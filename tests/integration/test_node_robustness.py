@@ -136,7 +136,7 @@ def test_a_failure_too_large_for_one_message_reaches_the_caller_shortened(node, 
 def test_a_chunk_that_cannot_be_read_is_answered_as_missing(inproc, monkeypatch):
     """A download must fail at once, not wait: the client only knows which download an
     answer to a chunk belongs to from a 'missing' answer naming the value."""
-    import pythagoras_p2p.daemon.handlers as handlers_module
+    import pythagoras_p2p.daemon.uploads as handlers_module  # where values are served
 
     def unreadable(*args):
         raise OSError(5, "Input/output error")

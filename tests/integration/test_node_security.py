@@ -238,7 +238,7 @@ def test_a_run_whose_arguments_are_garbage_fails_without_running(zctx, node, tmp
 def test_abandoned_partial_uploads_do_not_block_uploads_for_good(tmp_path, monkeypatch):
     """Senders that vanish mid-upload (Ctrl-C, a crash) leave partial uploads behind; once they
     have been quiet long enough they must not keep the node refusing every later upload."""
-    import pythagoras_p2p.daemon.handlers as handlers_module
+    import pythagoras_p2p.daemon.uploads as handlers_module  # where uploads are served
     from pythagoras_p2p.daemon.node import Node
 
     config, key = _node_config(tmp_path)

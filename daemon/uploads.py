@@ -1,0 +1,153 @@
+"""A node's value traffic: chunks of stored values sent, and argument uploads received and checked.
+
+A part of :class:`~.handlers.Handlers` (its base class). An upload arrives in bounded chunks,
+each written into a file of its own under ``HOME/incoming``; once complete it is checked by a
+worker against its address before the store adopts it (a transient copy, for the calls that
+read it). Uploads a sender abandoned are dropped after ``NODE_UPLOAD_IDLE`` seconds; at most
+``NODE_MAX_UPLOADS`` are in progress at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pythagoras_p2p.defaults import NODE_MAX_UPLOADS as _MAX_UPLOADS
+from pythagoras_p2p.defaults import NODE_MAX_VALUE as _MAX_VALUE
+from pythagoras_p2p.defaults import NODE_UPLOAD_IDLE as _UPLOAD_IDLE
+from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.transfer import value_chunk
+
+__all__ = ["Upload", "Values"]
+
+
+@dataclass(eq=False)
+class Upload:
+    path: str
+    fd: int  # -1 once complete: a worker checks it
+    total: int
+    received: int = 0
+    waiter: tuple | None = None
+    touched: float = field(default_factory=time.monotonic)
+    key: tuple = ()  # (sender, address)
+
+    def discard(self) -> None:
+        """Close and remove its file (what is left of it)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        Path(self.path).unlink(missing_ok=True)
+
+
+class Values:
+    """Serving ``get`` and ``put``, for :class:`~.handlers.Handlers`."""
+
+    # What it uses of the handlers:
+    node: Any
+    store: Any
+    uploads: dict  # (sender, address) -> Upload
+    incoming: Path
+    values_received: int
+    value_bytes_received: int
+    _upload_ids: Any
+
+    def on_get(self, ident: bytes, msg: wire.Message) -> None:
+        address, offset = msg.hex("address"), msg.fields["offset"]
+        try:
+            found = value_chunk(self.store, address, offset)
+        except Exception as exc:  # unreadable here: the download fails now rather than waits
+            self.log_once(f"get:{type(exc).__name__}", "cannot read value %s: %r", address.hex()[:16], exc)
+            found = None
+        if found is None:
+            self.error(ident, msg.id, wire.ERR_MISSING, address.hex())
+            return
+        chunk, total = found
+        self.send(ident, wire.build("ok", msg.id, [chunk], address=address, offset=offset, total=total))
+
+    def on_put(self, ident: bytes, msg: wire.Message) -> None:
+        address, offset, total = msg.hex("address"), msg.fields["offset"], msg.fields["total"]
+        if len(msg.bodies) != 1:
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: expected one body frame")
+            return
+        chunk = msg.bodies[0]
+        if total > _MAX_VALUE or offset + len(chunk) > total or len(chunk) > wire.CHUNK:
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunk outside the declared size")
+            return
+        final = offset + len(chunk) == total
+        self.value_bytes_received += len(chunk)
+        key = (ident, address)
+        upload = self.uploads.get(key)
+        if upload is None:
+            if self.store.has_value(address):
+                if final:
+                    self.send(ident, wire.build("ok", msg.id, address=address))
+                return
+            if len(self.uploads) >= _MAX_UPLOADS:
+                self.drop_abandoned_uploads()
+            if len(self.uploads) >= _MAX_UPLOADS:
+                self.error(ident, msg.id, wire.ERR_BUSY, "too many uploads in progress; retry later")
+                return
+            # A file of its own: a check of an earlier upload never reads this one's bytes.
+            path = str(self.incoming / f"{address.hex()}.{ident.hex()}.{next(self._upload_ids)}.part")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            upload = self.uploads[key] = Upload(path, fd, total, key=key)
+        if upload.fd < 0:  # complete, and being checked: it can no longer change
+            self.error(ident, msg.id, wire.ERR_BUSY, f"value {address.hex()[:16]} is being checked; "
+                       f"wait for the answer to its last chunk")
+            return
+        if upload.total != total:
+            self.drop_upload(key)
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: total changed during an upload")
+            return
+        os.pwrite(upload.fd, chunk, offset)
+        upload.received += len(chunk)
+        upload.touched = time.monotonic()
+        if not final:
+            return
+        if upload.received != total:
+            self.drop_upload(key)
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunks do not cover the value")
+            return
+        os.close(upload.fd)
+        upload.fd = -1
+        upload.waiter = (ident, msg.id)
+        self.node.pool.verify(address, upload.path,
+                              lambda ok, reason: self.node.completed_verification(upload, ok, reason))
+
+    def verified(self, upload: Upload, ok: bool, reason: str) -> None:
+        if self.uploads.get(upload.key) is not upload:  # dropped meanwhile (its sender left)
+            upload.discard()
+            return
+        del self.uploads[upload.key]
+        ident, request_id = upload.waiter
+        address = upload.key[1]
+        if ok:
+            try:
+                self.store.adopt_file(address, upload.path, durable=False)  # an argument: cache only
+            except Exception as exc:  # the store is full: say so, keep nothing half-adopted
+                upload.discard()
+                self.log_once(f"adopt:{type(exc).__name__}", "cannot keep a received value: %s", exc)
+                self.error(ident, request_id, wire.ERR_STORE, f"node {self.node.node_id} cannot keep value "
+                           f"{address.hex()[:16]}: {exc}")
+                return
+            self.values_received += 1
+            self.send(ident, wire.build("ok", request_id, address=address))
+        else:
+            upload.discard()
+            self.log_once(f"tampered:{ident.hex()}", "rejected value %s: %s", address.hex()[:16], reason)
+            self.error(ident, request_id, wire.ERR_TAMPERED, f"value {address.hex()[:16]} rejected: {reason}")
+
+    def drop_abandoned_uploads(self) -> None:
+        """Forget partial uploads whose sender went quiet (it crashed or was interrupted)."""
+        now = time.monotonic()
+        for key, upload in list(self.uploads.items()):
+            if upload.fd >= 0 and now - upload.touched > _UPLOAD_IDLE:
+                self.drop_upload(key)
+
+    def drop_upload(self, key: tuple) -> None:
+        upload = self.uploads.pop(key, None)
+        if upload is not None:
+            upload.discard()
