@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import zmq
 from pythagoras_p2p.defaults import NODE_HOUSEKEEPING_EVERY as HOUSEKEEPING_EVERY
 from pythagoras_p2p.defaults import NODE_NEXT_REQUEST_SOON as NEXT_REQUEST_SOON
 from pythagoras_p2p.defaults import worker_count
+from pythagoras_p2p.execution.mailbox import Mailbox
 from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.pool import WorkerPool
 from pythagoras_p2p.execution.run import Task
@@ -98,15 +98,12 @@ class Node:
         # The pool has no thread of its own: this loop drives its pipes too (no thread hops).
         self.pool = WorkerPool(self.home, config.workers, label=f"node-{self.node_id}",
                                own_thread=False)
-        self._completed: deque = deque()
+        self._mail = Mailbox()  # what the pool finished, and the pipe that wakes the loop
         self._awake_until = 0.0  # see pump
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
         self.poller.register(self.authenticator.socket, zmq.POLLIN)
-        self.poller.register(self._wake_r, zmq.POLLIN)
+        self.poller.register(self._mail.fileno(), zmq.POLLIN)
         self.poller.register(self.pool.fileno(), zmq.POLLIN)
         self.handlers = Handlers(self)
         self.peering = Peering(self, config.peers)
@@ -163,25 +160,22 @@ class Node:
     # ------------------------------------------------------------------ the loop
 
     def wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
+        self._mail.wake()
 
     def task_done(self, call: bytes, outcome: Ok | Failed | Crashed) -> None:
         """Called by the pool (on this node's thread) when a task ends."""
-        self._completed.append(("done", call, outcome))
+        self._mail.put(("done", call, outcome), wake=False)
 
     def completed_verification(self, upload, ok: bool, reason: str) -> None:
         """Called by the pool when a worker has checked a received value."""
-        self._completed.append(("verified", upload, (ok, reason)))
+        self._mail.put(("verified", upload, (ok, reason)), wake=False)
 
     def task_output(self, call: bytes, where: str, text: str) -> None:
-        self._completed.append(("out", call, (where, text)))
+        self._mail.put(("out", call, (where, text)), wake=False)
 
     def pump(self, timeout: float) -> None:
         """Serve whatever is ready, waiting at most ``timeout`` seconds for something to be."""
-        if self._completed:
+        if self._mail.requests:
             events = dict(self.poller.poll(0))
         elif self._expecting_soon():
             # Poll without sleeping for a moment (bounded, and never on an idle node), so what
@@ -197,12 +191,8 @@ class Node:
             events = dict(self.poller.poll(int(timeout * 1000)))
         if self.authenticator.socket in events:
             self.authenticator.handle()
-        if self._wake_r in events:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+        if self._mail.fileno() in events:
+            self._mail.drain()
         if self.pool is not None and self.pool.fileno() in events:
             try:
                 self.pool.step()
@@ -216,20 +206,24 @@ class Node:
         if self.router in events:
             for frames in waiting_messages(self.router, copy=False):
                 self.handlers.handle(frames)
-        while self._completed:
-            kind, call, payload = self._completed.popleft()
-            try:
-                if kind == "done":
-                    self.handlers.finish(call, payload)
-                    if self.pool.calls_are_fast():
-                        self._awake_until = time.monotonic() + NEXT_REQUEST_SOON
-                elif kind == "out":
-                    self.handlers.forward_output(call, *payload)
-                else:
-                    self.handlers.verified(call, *payload)
-            except Exception as exc:  # a bug must not take the node down; say it once
-                self.handlers.log_once(f"bug:{kind}:{type(exc).__name__}", "error finishing %s: %r",
-                                       kind, exc)
+        self._mail.serve(self._finish)
+
+    def _finish(self, item: tuple) -> bool:
+        """Pass on what the pool finished: a task's outcome, its output, a checked upload."""
+        kind, call, payload = item
+        try:
+            if kind == "done":
+                self.handlers.finish(call, payload)
+                if self.pool.calls_are_fast():
+                    self._awake_until = time.monotonic() + NEXT_REQUEST_SOON
+            elif kind == "out":
+                self.handlers.forward_output(call, *payload)
+            else:
+                self.handlers.verified(call, *payload)
+        except Exception as exc:  # a bug must not take the node down; say it once
+            self.handlers.log_once(f"bug:{kind}:{type(exc).__name__}", "error finishing %s: %r",
+                                   kind, exc)
+        return False
 
     def _expecting_soon(self) -> bool:
         """Whether something is due within moments: the outcome of a fast call running in a
@@ -290,13 +284,8 @@ class Node:
             if part is not None:
                 part.close()  # the router has linger 0: it drops what it still holds
                 setattr(self, name, None)
-        for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = -1
+        if getattr(self, "_mail", None) is not None:  # a node that failed early has none
+            self._mail.close()
         self.context.term()
 
     # ------------------------------------------------------------------ work

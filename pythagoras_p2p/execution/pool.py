@@ -44,6 +44,7 @@ from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
 from ..store.leases import WATCH_EVERY
 from .batch import Batch, print_output, refill
 from .feeding import Feeding
+from .mailbox import Mailbox
 from .outcomes import Crashed, Ok, Outcome
 from .run import Task
 from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, spawn
@@ -64,7 +65,7 @@ class WorkerPool(Feeding):
         self.label = label
         self.alive = True
         self._queue: deque[tuple[Batch, Task]] = deque()
-        self._requests: deque = deque()
+        self._mail = Mailbox()  # requests from the callers' threads, and the wake-up pipe
         self._sources: deque[Batch] = deque()  # batches with tasks still to pull
         self._leases = leases  # None: this pool's owner does not lease calls (a node)
         self._store = store
@@ -76,10 +77,8 @@ class WorkerPool(Feeding):
         self._mean = 1.0  # running mean task duration; start by assuming slow calls
         self._spin_until = 0.0  # see expecting_soon
         self._failed_starts = 0
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
         self._sel = selectors.DefaultSelector()
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._sel.register(self._mail.fileno(), selectors.EVENT_READ, None)
         self._workers: list[WorkerProcess] = []
         self._next = 0
         self._seq = 0
@@ -116,17 +115,12 @@ class WorkerPool(Feeding):
     def _request(self, request: tuple) -> None:
         if not self.alive:
             raise RuntimeError("this cloud's worker pool is closed; create a new cloud")
-        self._requests.append(request)
+        self._mail.put(request, wake=not self._embedded)
         if self._embedded:  # the owner's loop polls the pipes; here only queue and send
             if self._serve_requests():
                 self._shutdown()
             else:
                 self._feed_workers()
-            return
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every worker (gracefully, then by force) and the supervisor thread."""
@@ -167,10 +161,7 @@ class WorkerPool(Feeding):
         for key, _events in self._sel.select(timeout=self._timeout(timeout)):
             worker = key.data
             if worker is None:
-                try:
-                    os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
+                self._mail.drain()
                 continue
             if key.fd == worker.wfd:  # room again in a pipe we could not fill at once
                 self._flush(worker)
@@ -202,17 +193,17 @@ class WorkerPool(Feeding):
             self._shutdown()
 
     def _serve_requests(self) -> bool:
-        while self._requests:
-            request = self._requests.popleft()
-            if request[0] == "submit":
-                self._sources.append(request[1])
-                while len(self._workers) < self.size:  # try again after failed starts
-                    self._spawn()
-            elif request[0] == "cancel":
-                self._cancel(request[1])
-            elif request[0] == "close":
-                return True
-        return False
+        return self._mail.serve(self._on_request)
+
+    def _on_request(self, request: tuple) -> bool:
+        """Serve one request from a caller's thread; True for ``close``."""
+        if request[0] == "submit":
+            self._sources.append(request[1])
+            while len(self._workers) < self.size:  # try again after failed starts
+                self._spawn()
+        elif request[0] == "cancel":
+            self._cancel(request[1])
+        return request[0] == "close"
 
     def _spawn(self) -> None:
         n = self._next
@@ -397,8 +388,7 @@ class WorkerPool(Feeding):
                     pass
         self._workers.clear()
         self._sel.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._mail.close()
         self._take_back_aside()
         refill(self._queue, self._sources, None)
         while self._queue:

@@ -27,6 +27,7 @@ from ..defaults import SWARM_SPIN as _SPIN
 from ..defaults import SWARM_SPIN_RTT as _SPIN_RTT
 from ..defaults import SWARM_TICK as _TICK
 from ..execution.batch import Batch, refill
+from ..execution.mailbox import Mailbox
 from ..execution.outcomes import CLOSED, REQUIREMENTS, UNREACHABLE, Refused
 from ..net import wire
 from ..net.security import SwarmKey
@@ -67,14 +68,9 @@ class SwarmDispatcher(Replies):
         self._queue: deque = deque()  # (batch, task)
         self._sources: deque = deque()  # batches whose tasks are made only as peers need them
         self._waiting_since: float | None = None
-        self._requests: deque = deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        # Reentrant: a SIGINT handler run while this thread holds it may make a request.
-        self._wake_lock = threading.RLock()
+        self._mail = Mailbox()  # requests from callers' threads, and the wake-up pipe
         self._poller = zmq.Poller()
-        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._poller.register(self._mail.fileno(), zmq.POLLIN)
         self._registered: dict[Any, Peer] = {}  # polled socket → its peer
         self._driver = Driver(self._turn, self._wake, self._shutdown, name="pythagoras-swarm-io",
                               tick=_TICK, awaiting=self._awaiting)
@@ -91,7 +87,7 @@ class SwarmDispatcher(Replies):
             # been told, or they would run the cancelled calls to the end.
             sent = threading.Event()
             request = (*request, sent.set)
-        self._requests.append(request)
+        self._mail.put(request, wake=False)  # the driver wakes the loop as it needs
         if request[0] != "submit":  # a batch's caller runs the loop while it waits for outcomes
             self._driver.notify()
         elif self._driver.driving_elsewhere():
@@ -100,13 +96,7 @@ class SwarmDispatcher(Replies):
             sent.wait(2.0)
 
     def _wake(self) -> None:
-        with self._wake_lock:  # never a write to a descriptor _shutdown closed (and reused)
-            if self._wake_w < 0:
-                return
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:  # full: a wake is pending already
-                pass
+        self._mail.wake()
 
     @property
     def alive(self) -> bool:
@@ -179,11 +169,8 @@ class SwarmDispatcher(Replies):
         if ready is not None and ready():
             timeout = 0
         for sock, _ in self._poll(timeout, waiting=ready is not None):
-            if sock == self._wake_r:
-                try:
-                    os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
+            if sock == self._mail.fileno():
+                self._mail.drain()
                 continue
             peer = registered.get(sock)
             if peer is not None and peer.monitor is sock:
@@ -223,25 +210,26 @@ class SwarmDispatcher(Replies):
         return self._poller.poll(int(timeout * 1000))
 
     def _serve_requests(self) -> bool:
-        while self._requests:
-            kind, *args = self._requests.popleft()
-            if kind == "submit":
-                self._sources.append(args[0])
-            elif kind == "cancel":
-                self._cancel(args[0])
-                for told in args[1:]:
-                    told()
-            elif kind == "lookup":
-                self.exchange.lookup(*args)
-            elif kind == "fetch":
-                self.exchange.fetch(*args)
-            elif kind == "release":
-                self.exchange.release(*args)
-            elif kind == "ready":
-                args[0]([p for p in self.peers.values() if p.ready])
-            elif kind == "close":
-                return True
-        return False
+        return self._mail.serve(self._on_request)
+
+    def _on_request(self, request: tuple) -> bool:
+        """Serve one request from a caller's thread; True for ``close``."""
+        kind, *args = request
+        if kind == "submit":
+            self._sources.append(args[0])
+        elif kind == "cancel":
+            self._cancel(args[0])
+            for told in args[1:]:
+                told()
+        elif kind == "lookup":
+            self.exchange.lookup(*args)
+        elif kind == "fetch":
+            self.exchange.fetch(*args)
+        elif kind == "release":
+            self.exchange.release(*args)
+        elif kind == "ready":
+            args[0]([p for p in self.peers.values() if p.ready])
+        return kind == "close"
 
     # ------------------------------------------------------------------ losing peers
 
@@ -389,8 +377,5 @@ class SwarmDispatcher(Replies):
             batch, task = self._queue.popleft()
             batch.deliver(task.tid, Refused(CLOSED, f"{task.label} was not run: the cloud was closed"))
         self.context.term()
-        with self._wake_lock:
-            wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
-            os.close(wake_r)
-            os.close(wake_w)
+        self._mail.close()
 
