@@ -242,7 +242,7 @@ def test_a_request_made_while_this_thread_wakes_the_loop_does_not_deadlock(tmp_p
     done = threading.Event()
 
     def interrupted_wake() -> None:
-        with dispatcher._wake_lock:  # where the signal lands: inside _wake
+        with dispatcher._mail._lock:  # where the signal lands: inside a wake
             dispatcher.release([])  # what the program's handler does
         done.set()
 
