@@ -299,7 +299,7 @@ def function_record(fn: PureFunction) -> bytes:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
     from .execution.sources import collect
-    from .identity.fingerprint import is_user_code
+    from .identity.usercode import is_user_code
 
     where = collect(func, is_user_code)  # file names and lines, for tracebacks where it runs
     return pack({"name": fn.name, "source": source, "pickle": pickled, "where": where})
@@ -309,7 +309,7 @@ def _user_modules(func: types.FunctionType) -> list[types.ModuleType]:
     """Importable modules of the user's own code that ``func`` reaches (itself and its globals)."""
     import sys
 
-    from .identity.fingerprint import is_user_code
+    from .identity.usercode import is_user_code
 
     names = {func.__module__}
     for value in func.__globals__.values():
@@ -342,7 +342,7 @@ def function_from_record(record: bytes) -> types.FunctionType:
     obj = cloudpickle.loads(fields["pickle"])
     func = getattr(obj, "__pythagoras_function__", obj)
     from .execution.sources import restore
-    from .identity.fingerprint import is_user_code
+    from .identity.usercode import is_user_code
 
     restore(func, fields.get("where"), is_user_code)
     return func

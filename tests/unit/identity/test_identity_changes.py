@@ -284,7 +284,6 @@ def test_an_object_of_a_user_class_is_addressed_with_its_class_code():
 
 
 def test_an_installed_package_counts_by_name_and_version(monkeypatch):
-    from pythagoras_p2p.identity import fingerprint as identity
 
     module = _module("""
         import numpy
@@ -292,7 +291,9 @@ def test_an_installed_package_counts_by_name_and_version(monkeypatch):
             return numpy.sum(x)
     """)
     before = fingerprint(module.f)
-    monkeypatch.setitem(identity._versions, "numpy", "0.0-other")
+    from pythagoras_p2p.identity import usercode
+
+    monkeypatch.setitem(usercode._versions, "numpy", "0.0-other")
     assert fingerprint(module.f) != before
 
 
