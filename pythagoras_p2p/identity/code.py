@@ -129,8 +129,13 @@ def global_names(code: types.CodeType) -> set[str]:
 
 
 def all_names(code: types.CodeType) -> set[str]:
-    """Every name the code uses of globals, attributes and imports: what it may take from a module."""
-    return {name for c in code_objects(code) for name in c.co_names}
+    """Every name the code uses of globals, attributes and imports: what it may take from a
+    module. String constants that could be names count too (``getattr(mylib, "K")``)."""
+    names = set()
+    for c in code_objects(code):
+        names.update(c.co_names)
+        names.update(k for k in c.co_consts if type(k) is str and k.isidentifier())
+    return names
 
 
 def imports(code: types.CodeType):

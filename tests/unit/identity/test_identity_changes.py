@@ -333,3 +333,16 @@ def test_a_self_containing_argument_is_an_error_naming_the_argument(cloud):
     table["self"] = table
     with pytest.raises(SerializationError, match=r"argument 'items'.*contains itself"):
         f.sync_parallel([{"items": table}])
+
+
+def test_a_module_attribute_read_with_getattr_and_a_constant_name_counts(project):
+    (project / "mylib" / "__init__.py").write_text("K = 1\n")
+    mylib = _reload_project()
+    module = _module("""
+        def f(*, x):
+            return x + getattr(mylib, "K")
+    """)
+    module.mylib = mylib
+    before = fingerprint(module.f)
+    mylib.K = 2
+    assert fingerprint(module.f) != before
