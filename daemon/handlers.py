@@ -23,7 +23,7 @@ from pythagoras_p2p.store.journal import encode_meta
 
 from .logonce import LogOnce
 from .running import RunningCalls
-from .state import load_facts, status_entry
+from .state import Counters, load_facts, status_entry
 from .uploads import Upload, Values
 
 __all__ = ["Handlers"]
@@ -63,12 +63,7 @@ class Handlers(Values):
         self.incoming.mkdir(exist_ok=True)
         for stale in self.incoming.iterdir():
             stale.unlink(missing_ok=True)
-        self.tasks_done = 0
-        self.hits = 0
-        self.misses = 0
-        self.rejected = 0
-        self.values_received = 0  # values uploaded by others, verified and stored
-        self.value_bytes_received = 0  # bytes of every value chunk that arrived (kept or not)
+        self.counts = Counters()
         self.log_once = LogOnce(log, _LOG_ONCE)
         self.incompatible: OrderedDict[bytes, str] = OrderedDict()  # routing id → its Python
         self._ops = {
@@ -94,13 +89,13 @@ class Handlers(Values):
         try:
             msg = wire.parse([frames[1].bytes, *[f.buffer for f in frames[2:]]])
         except wire.WireError as exc:
-            self.rejected += 1
+            self.counts.rejected += 1
             self.log_once(f"wire:{exc.code}:{str(exc)[:60]}", "rejected a message: %s", exc)
             self.error(ident, 0, exc.code, str(exc))
             return
         handler = self._ops.get(msg.op)
         if handler is None:  # a reply's op (ok, error, result, output) sent as a request
-            self.rejected += 1
+            self.counts.rejected += 1
             self.error(ident, msg.id, wire.ERR_MALFORMED, f"{msg.op!r} is a reply, not a request")
             return
         try:
@@ -211,7 +206,7 @@ class Handlers(Values):
                           "large": entry.blob is None, "meta": entry.meta})
             if entry.blob is not None:
                 bodies.append(entry.blob)
-        self.hits += len(found)
+        self.counts.hits += len(found)
         self.send(ident, wire.build("ok", msg.id, bodies, found=found))
 
     def on_run(self, ident: bytes, msg: wire.Message) -> None:
@@ -223,7 +218,7 @@ class Handlers(Values):
         call, fp = msg.hex("call"), msg.hex("fp")
         entry = self.entry(call)
         if entry is not None:
-            self.hits += 1
+            self.counts.hits += 1
             bodies, fields = outcome_to_wire(entry)
             self.send(ident, wire.build("result", msg.id, bodies, call=call, **fields))
             return
@@ -248,7 +243,7 @@ class Handlers(Values):
         if missing:
             self.error(ident, msg.id, wire.ERR_NEED_VALUES, ",".join(missing))
             return
-        self.misses += 1
+        self.counts.misses += 1
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200])
         self.running.add(call, self.node.submit(task), ident, msg.id,
                          tuple(bytes.fromhex(r) for r in refs))
@@ -258,7 +253,7 @@ class Handlers(Values):
         running = self.running.pop(call)
         if running is None:
             return
-        self.tasks_done += 1
+        self.counts.tasks_done += 1
         if type(outcome) is Ok:
             address, blob, meta = outcome.address, outcome.blob, outcome.meta
             meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
