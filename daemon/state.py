@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pythagoras_p2p.defaults import NODE_CACHE_FACTS_BUSY_EVERY as CACHE_FACTS_BUSY_EVERY
+from pythagoras_p2p.defaults import NODE_CACHE_FACTS_EVERY as CACHE_FACTS_EVERY
 from pythagoras_p2p.net.sockets import endpoint
 from pythagoras_p2p.net.wire import PYTHON_VERSION
 
@@ -27,9 +29,9 @@ class Counters:
 
 
 class CacheFacts:
-    """(results, bytes) of a store, refreshed in the background every few seconds (every second
-    while tasks end): counting bytes walks every blob file, which must never hold up the node's
-    loop — peers ask for these facts with every ping."""
+    """(results, bytes) of a store, refreshed in the background every ``NODE_CACHE_FACTS_EVERY``
+    seconds (``NODE_CACHE_FACTS_BUSY_EVERY`` while tasks end): counting bytes walks every blob
+    file, which must never hold up the node's loop — peers ask for these facts with every ping."""
 
     def __init__(self, store: Any):
         self.store = store
@@ -42,7 +44,7 @@ class CacheFacts:
 
     def get(self, done: int) -> tuple[int, int]:
         age = time.monotonic() - self._at
-        if age > 5 or (done != self._done and age > 1):
+        if age > CACHE_FACTS_EVERY or (done != self._done and age > CACHE_FACTS_BUSY_EVERY):
             with self._lock:
                 start, self._refreshing = not self._refreshing, True
             if start:
