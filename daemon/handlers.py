@@ -1,8 +1,9 @@
-"""What a node does with each request: one method per operation of :mod:`pythagoras_p2p.net.wire`.
+"""What a node does with each request: the routing of each operation of :mod:`pythagoras_p2p.net.wire` to its method.
 
 Every request is checked by :func:`wire.parse` first; a malformed one gets an ``error`` reply
-with the reason, is logged once per kind (peers choose what they send, so the log is
-deduplicated in a bounded table), and changes nothing.
+with the reason, is logged once per kind (:mod:`.logonce`), and changes nothing. The value
+traffic (``get``, ``put``) is served by the base class :class:`~.uploads.Values`; the calls
+running here and their waiters are kept by :class:`~.running.RunningCalls`.
 """
 
 from __future__ import annotations
@@ -10,31 +11,24 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from pythagoras_p2p.defaults import NODE_LOG_ONCE as _LOG_ONCE
-from pythagoras_p2p.defaults import NODE_OUTPUT_PIECE as _OUTPUT_PIECE
 from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
 from pythagoras_p2p.store.journal import encode_meta
 
-from .state import load_facts, status_entry
+from .logonce import LogOnce
+from .running import RunningCalls
+from .state import Counters, load_facts, status_entry
 from .uploads import Upload, Values
 
 __all__ = ["Handlers"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Running:
-    batch: Any
-    waiters: list = field(default_factory=list)  # (routing id, request id)
-    refs: tuple = ()  # addresses of the large arguments it reads
 
 
 class NodeSide(Protocol):
@@ -60,7 +54,8 @@ class Handlers(Values):
     def __init__(self, node: NodeSide):
         self.node = node
         self.store = node.store
-        self.running: dict[bytes, Running] = {}
+        # send is looked up at each message: a node's tests replace it on the instance
+        self.running = RunningCalls(lambda ident, frames: self.send(ident, frames))
         self.functions: set[bytes] = set()  # fingerprints known to be in the store
         self.uploads: dict[tuple[bytes, bytes], Upload] = {}
         self._upload_ids = itertools.count()
@@ -68,13 +63,8 @@ class Handlers(Values):
         self.incoming.mkdir(exist_ok=True)
         for stale in self.incoming.iterdir():
             stale.unlink(missing_ok=True)
-        self.tasks_done = 0
-        self.hits = 0
-        self.misses = 0
-        self.rejected = 0
-        self.values_received = 0  # values uploaded by others, verified and stored
-        self.value_bytes_received = 0  # bytes of every value chunk that arrived (kept or not)
-        self._logged: OrderedDict[str, None] = OrderedDict()
+        self.counts = Counters()
+        self.log_once = LogOnce(log, _LOG_ONCE)
         self.incompatible: OrderedDict[bytes, str] = OrderedDict()  # routing id → its Python
         self._ops = {
             "probe": self.on_probe, "hello": self.on_hello, "ping": self.on_ping,
@@ -92,14 +82,6 @@ class Handlers(Values):
     def error(self, ident: bytes, request_id: int, code: str, message: str) -> None:
         self.send(ident, wire.build("error", request_id, code=code, message=message))
 
-    def log_once(self, key: str, message: str, *args: Any) -> None:
-        if key in self._logged:
-            return
-        self._logged[key] = None
-        if len(self._logged) > _LOG_ONCE:
-            self._logged.popitem(last=False)
-        log.warning(message, *args)
-
     def handle(self, frames: list) -> None:
         if len(frames) < 2:
             return  # a ROUTER always prefixes the routing id; nothing to answer
@@ -107,13 +89,13 @@ class Handlers(Values):
         try:
             msg = wire.parse([frames[1].bytes, *[f.buffer for f in frames[2:]]])
         except wire.WireError as exc:
-            self.rejected += 1
+            self.counts.rejected += 1
             self.log_once(f"wire:{exc.code}:{str(exc)[:60]}", "rejected a message: %s", exc)
             self.error(ident, 0, exc.code, str(exc))
             return
         handler = self._ops.get(msg.op)
         if handler is None:  # a reply's op (ok, error, result, output) sent as a request
-            self.rejected += 1
+            self.counts.rejected += 1
             self.error(ident, msg.id, wire.ERR_MALFORMED, f"{msg.op!r} is a reply, not a request")
             return
         try:
@@ -183,7 +165,7 @@ class Handlers(Values):
     def on_release(self, ident: bytes, msg: wire.Message) -> None:
         """A client is done with arguments it sent: drop their transient copies, except those
         an accepted call still reads (durable values are never dropped)."""
-        in_use = {ref for running in self.running.values() for ref in running.refs}
+        in_use = self.running.refs_in_use()
         dropped = self.store.drop_transient(a for a in msg.hexes("addresses") if a not in in_use)
         self.send(ident, wire.build("ok", msg.id, dropped=dropped))
 
@@ -224,7 +206,7 @@ class Handlers(Values):
                           "large": entry.blob is None, "meta": entry.meta})
             if entry.blob is not None:
                 bodies.append(entry.blob)
-        self.hits += len(found)
+        self.counts.hits += len(found)
         self.send(ident, wire.build("ok", msg.id, bodies, found=found))
 
     def on_run(self, ident: bytes, msg: wire.Message) -> None:
@@ -236,13 +218,11 @@ class Handlers(Values):
         call, fp = msg.hex("call"), msg.hex("fp")
         entry = self.entry(call)
         if entry is not None:
-            self.hits += 1
+            self.counts.hits += 1
             bodies, fields = outcome_to_wire(entry)
             self.send(ident, wire.build("result", msg.id, bodies, call=call, **fields))
             return
-        running = self.running.get(call)
-        if running is not None:  # the same call is already running here: wait for it
-            running.waiters.append((ident, msg.id))
+        if self.running.join(call, ident, msg.id):  # the same call is already running here
             return
         if self.node.stopping:
             self.error(ident, msg.id, wire.ERR_STOPPING, f"node {self.node.node_id} is shutting down")
@@ -263,17 +243,17 @@ class Handlers(Values):
         if missing:
             self.error(ident, msg.id, wire.ERR_NEED_VALUES, ",".join(missing))
             return
-        self.misses += 1
+        self.counts.misses += 1
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200])
-        self.running[call] = Running(self.node.submit(task), [(ident, msg.id)],
-                                     tuple(bytes.fromhex(r) for r in refs))
+        self.running.add(call, self.node.submit(task), ident, msg.id,
+                         tuple(bytes.fromhex(r) for r in refs))
 
     def finish(self, call: bytes, outcome: Ok | Failed | Crashed) -> None:
         """A task ended (called on the node's thread): journal, then answer every waiter."""
-        running = self.running.pop(call, None)
+        running = self.running.pop(call)
         if running is None:
             return
-        self.tasks_done += 1
+        self.counts.tasks_done += 1
         if type(outcome) is Ok:
             address, blob, meta = outcome.address, outcome.blob, outcome.meta
             meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
@@ -285,32 +265,15 @@ class Handlers(Values):
                               "makes room)", exc)
             outcome = Ok(address, blob, wire.RawJSON(meta_raw))
         bodies, fields = outcome_to_wire(outcome)
-        for ident, request_id in running.waiters:
-            self.send(ident, wire.build("result", request_id, bodies, call=call, **fields))
+        self.running.answer(call, running, bodies, fields)
 
     def forward_output(self, call: bytes, where: str, text: str) -> None:
-        running = self.running.get(call)
-        if running is None:
-            return
-        for start in range(0, len(text), _OUTPUT_PIECE):  # a header has room for a piece
-            piece = text[start: start + _OUTPUT_PIECE]
-            for ident, request_id in running.waiters:
-                self.send(ident, wire.build("output", request_id, call=call, where=where, text=piece))
+        """What a running call printed (called on the node's thread)."""
+        self.running.forward_output(call, where, text)
 
     def on_cancel(self, ident: bytes, msg: wire.Message) -> None:
-        for call in msg.hexes("calls"):
-            running = self.running.get(call)
-            if running is None:
-                continue
-            running.waiters = [w for w in running.waiters if w[0] != ident]
-            if not running.waiters:
-                running.batch.cancel()
-                del self.running[call]
+        self.running.cancel(msg.hexes("calls"), ident)
 
     def abandon_running(self) -> None:
-        for call, running in list(self.running.items()):
-            for ident, request_id in running.waiters:
-                self.error(ident, request_id, wire.ERR_STOPPING,
-                           f"node {self.node.node_id} shut down before {call.hex()[:16]} finished")
-            running.batch.cancel()
-        self.running.clear()
+        """The node stops: the calls still running are answered ``stopping`` and cancelled."""
+        self.running.abandon(self.node.node_id)

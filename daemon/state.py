@@ -1,22 +1,37 @@
-"""The node's own entry in ``pythagoras-node status``: the facts a dashboard shows."""
+"""The node's own entry in ``pythagoras-node status``: the facts a dashboard shows, and the counters they come from."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from pythagoras_p2p.defaults import NODE_CACHE_FACTS_BUSY_EVERY as CACHE_FACTS_BUSY_EVERY
+from pythagoras_p2p.defaults import NODE_CACHE_FACTS_EVERY as CACHE_FACTS_EVERY
 from pythagoras_p2p.net.sockets import endpoint
 from pythagoras_p2p.net.wire import PYTHON_VERSION
 
-__all__ = ["CacheFacts", "load_facts", "status_entry"]
+__all__ = ["CacheFacts", "Counters", "load_facts", "status_entry"]
+
+
+@dataclass
+class Counters:
+    """What a node's handlers counted since it started."""
+
+    tasks_done: int = 0  # calls run here to the end
+    hits: int = 0  # results answered from the store or the journal
+    misses: int = 0  # calls handed to the workers
+    rejected: int = 0  # messages refused: malformed, or replies sent as requests
+    values_received: int = 0  # values uploaded by others, verified and stored
+    value_bytes_received: int = 0  # bytes of every value chunk that arrived (kept or not)
 
 
 class CacheFacts:
-    """(results, bytes) of a store, refreshed in the background every few seconds (every second
-    while tasks end): counting bytes walks every blob file, which must never hold up the node's
-    loop — peers ask for these facts with every ping."""
+    """(results, bytes) of a store, refreshed in the background every ``NODE_CACHE_FACTS_EVERY``
+    seconds (``NODE_CACHE_FACTS_BUSY_EVERY`` while tasks end): counting bytes walks every blob
+    file, which must never hold up the node's loop — peers ask for these facts with every ping."""
 
     def __init__(self, store: Any):
         self.store = store
@@ -29,7 +44,7 @@ class CacheFacts:
 
     def get(self, done: int) -> tuple[int, int]:
         age = time.monotonic() - self._at
-        if age > 5 or (done != self._done and age > 1):
+        if age > CACHE_FACTS_EVERY or (done != self._done and age > CACHE_FACTS_BUSY_EVERY):
             with self._lock:
                 start, self._refreshing = not self._refreshing, True
             if start:
@@ -49,16 +64,17 @@ class CacheFacts:
 
 def load_facts(node: Any, handlers: Any) -> dict:
     """What a ping answer carries (and ``status`` shows): work and cache, no I/O."""
-    entries, size = node.cache_facts.get(handlers.tasks_done)
-    asked = handlers.hits + handlers.misses
+    counts = handlers.counts
+    entries, size = node.cache_facts.get(counts.tasks_done)
+    asked = counts.hits + counts.misses
     return {
         "workers_busy": min(len(handlers.running), node.config.workers),
         "workers_total": node.config.workers,
         "load": round(os.getloadavg()[0], 2),
-        "tasks_done": handlers.tasks_done,
+        "tasks_done": counts.tasks_done,
         "cache_entries": entries,
         "cache_bytes": size,
-        "hit_rate": round(handlers.hits / asked, 4) if asked else None,
+        "hit_rate": round(counts.hits / asked, 4) if asked else None,
     }
 
 
@@ -70,9 +86,9 @@ def status_entry(node: Any, handlers: Any) -> dict:
         "self": True,
         **load_facts(node, handlers),
         "last_seen_s": 0.0,
-        "values_received": handlers.values_received,
-        "value_bytes_received": handlers.value_bytes_received,
-        "messages_rejected": handlers.rejected,  # malformed, or replies sent as requests
+        "values_received": handlers.counts.values_received,
+        "value_bytes_received": handlers.counts.value_bytes_received,
+        "messages_rejected": handlers.counts.rejected,
         "uptime_s": round(time.time() - node.started, 1),
         "python": PYTHON_VERSION,
         "swarm": node.key.name,

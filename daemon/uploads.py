@@ -50,8 +50,7 @@ class Values:
     store: Any
     uploads: dict  # (sender, address) -> Upload
     incoming: Path
-    values_received: int
-    value_bytes_received: int
+    counts: Any  # state.Counters
     _upload_ids: Any
 
     def on_get(self, ident: bytes, msg: wire.Message) -> None:
@@ -77,7 +76,7 @@ class Values:
             self.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunk outside the declared size")
             return
         final = offset + len(chunk) == total
-        self.value_bytes_received += len(chunk)
+        self.counts.value_bytes_received += len(chunk)
         key = (ident, address)
         upload = self.uploads.get(key)
         if upload is None:
@@ -133,7 +132,7 @@ class Values:
                 self.error(ident, request_id, wire.ERR_STORE, f"node {self.node.node_id} cannot keep value "
                            f"{address.hex()[:16]}: {exc}")
                 return
-            self.values_received += 1
+            self.counts.values_received += 1
             self.send(ident, wire.build("ok", request_id, address=address))
         else:
             upload.discard()

@@ -56,6 +56,11 @@ __all__ = [
     "NODE_NEXT_REQUEST_SOON",
     "REFUSAL_LOG_EVERY",
     "HASH_MEMO_FROM",
+    "NODE_CACHE_FACTS_EVERY",
+    "NODE_CACHE_FACTS_BUSY_EVERY",
+    "DASK_POLL_EVERY",
+    "DASK_MIN_WINDOW",
+    "DASK_WINDOW_PER_THREAD",
 ]
 
 #: TCP port a node listens on when none is given.
@@ -227,3 +232,18 @@ NODE_NEXT_REQUEST_SOON = _env_seconds("PYTHAGORAS_NODE_NEXT_REQUEST_SOON", 0.000
 REFUSAL_LOG_EVERY = _env_seconds("PYTHAGORAS_REFUSAL_LOG_EVERY", 10.0)
 #: Arguments this large (bytes) shared by many calls of sync_parallel are hashed once.
 HASH_MEMO_FROM = _env_int("PYTHAGORAS_HASH_MEMO_FROM", 1 << 16, size=True)
+
+
+# ---- the node, the store and the backends
+
+#: Seconds a node reuses its count of stored results and their bytes (pings and ``status``
+#: carry it; counting walks every blob file, in a thread of its own).
+NODE_CACHE_FACTS_EVERY = _env_seconds("PYTHAGORAS_NODE_CACHE_FACTS_EVERY", 5.0)
+#: The same while calls end on the node (seconds).
+NODE_CACHE_FACTS_BUSY_EVERY = _env_seconds("PYTHAGORAS_NODE_CACHE_FACTS_BUSY_EVERY", 1.0)
+#: Seconds between DaskCloud's looks for finished tasks while a caller waits with a timeout.
+DASK_POLL_EVERY = _env_seconds("PYTHAGORAS_DASK_POLL_EVERY", 0.01)
+#: Fewest tasks DaskCloud keeps submitted to the cluster at once.
+DASK_MIN_WINDOW = _env_int("PYTHAGORAS_DASK_MIN_WINDOW", 64)
+#: Tasks DaskCloud keeps submitted per thread of the cluster's workers (when that is more).
+DASK_WINDOW_PER_THREAD = _env_int("PYTHAGORAS_DASK_WINDOW_PER_THREAD", 8)

@@ -32,6 +32,7 @@ from typing import Any
 
 from .._version import __version__
 from ..defaults import DASK_MAX_ATTEMPTS as MAX_ATTEMPTS
+from ..defaults import DASK_MIN_WINDOW, DASK_POLL_EVERY, DASK_WINDOW_PER_THREAD
 from ..defaults import DASK_WORKERS_TTL as WORKERS_TTL
 from ..errors import ConfigurationError, RequirementsError
 from ..execution.outcomes import UNREACHABLE, Crashed, Failed, Ok, Outcome, Refused, failure_outcome
@@ -231,7 +232,7 @@ class _DaskBatch:
         self.workers = cloud._eligible_workers()
         workers = cloud._workers()
         threads = sum(w.get("nthreads", 1) for w in workers.values()) or 1
-        self.window = max(64, 8 * threads)
+        self.window = max(DASK_MIN_WINDOW, DASK_WINDOW_PER_THREAD * threads)
         self.inflight: dict[Any, Task] = {}
         self.retry: list[Task] = []
         self.attempts: dict[int, int] = {}
@@ -277,7 +278,7 @@ class _DaskBatch:
             while not self.done.has_ready():  # as_completed waits without a deadline
                 if time.monotonic() >= deadline:
                     return []
-                time.sleep(0.01)
+                time.sleep(DASK_POLL_EVERY)
         ready = [f for f in self.done.next_batch(block=True) if f in self.inflight]
         results = self._gather([f for f in ready if f.status == "finished"])
         outcomes = []

@@ -1,24 +1,23 @@
 """What runs on a Dask worker for ``DaskCloud``: one call, with what it printed; the worker's facts.
 
 Dask pickles these functions by reference, so this module is imported on the workers: it keeps
-to what a worker needs (the function record reader and ``execute``, shared with every backend)
-and imports nothing of Dask's client side.
+to what a worker needs (the function record reader, ``resolve_args`` and ``execute``, shared
+with every backend) and imports nothing of Dask's client side.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import pickle
-import socket
 import sys
 import threading
 from typing import Any
 
 from .._version import __version__
 from ..execution.outcomes import Outcome, failure_outcome
-from ..execution.run import ArgRef, Task, execute
+from ..execution.run import Task, current_where, execute, resolve_args
 from ..net.wire import PYTHON_VERSION
+from ..store.core import MISSING
 
 __all__ = ["probe_worker", "run_task"]
 
@@ -43,12 +42,8 @@ def run_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
                 from ..function import function_from_record
 
                 func = _LOADED[task.fp] = function_from_record(record)
-            kwargs = pickle.loads(task.payload)
-            if task.refs:
-                by_address = dict(zip(task.refs, values, strict=True))
-                for name, value in kwargs.items():
-                    if type(value) is ArgRef:
-                        kwargs[name] = by_address[value.address]
+            by_address = dict(zip(task.refs, values, strict=True))  # what Dask passed in
+            kwargs = resolve_args(task.payload, lambda address: by_address.get(address, MISSING))
         except Exception as exc:
             return failure_outcome(exc, where), out.getvalue()
         outcome = execute(func, kwargs, task.fp, task.label, None, where)
@@ -62,7 +57,7 @@ def _where() -> str:
         name = get_worker().name
     except Exception:
         name = "?"
-    return f"{socket.gethostname()}/dask-{name}"
+    return current_where(f"dask-{name}")
 
 
 class _PerThreadOutput(io.TextIOBase):

@@ -30,7 +30,7 @@ from .progress import ProgressBar
 if TYPE_CHECKING:
     from .interfaces import Backend
 
-__all__ = ["Task", "ArgRef", "run_calls", "execute", "describe_call"]
+__all__ = ["Task", "ArgRef", "run_calls", "execute", "describe_call", "decode_args", "resolve_args"]
 
 
 class Task(NamedTuple):
@@ -95,10 +95,17 @@ def encode_args(kwargs: dict, addresses: dict,
 
 
 def decode_args(payload: bytes, store: Store) -> dict:
+    """A task's keyword arguments, each :class:`ArgRef` replaced by the value ``store`` holds."""
+    return resolve_args(payload, store.get_value)
+
+
+def resolve_args(payload: bytes, get_value: Callable[[bytes], Any]) -> dict:
+    """A task's keyword arguments, each :class:`ArgRef` replaced by ``get_value(address)``
+    (:data:`~pythagoras_p2p.store.core.MISSING` if it has none: an error naming the argument)."""
     kwargs = pickle.loads(payload)
     for name, value in kwargs.items():
         if type(value) is ArgRef:
-            found = store.get_value(value.address)
+            found = get_value(value.address)
             if found is MISSING:
                 raise PythagorasError(
                     f"argument {name!r} ({value.address.hex()[:16]}) is missing from the store"

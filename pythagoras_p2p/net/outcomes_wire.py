@@ -25,7 +25,8 @@ from . import wire
 
 __all__ = ["MAX_FAILURE", "outcome_to_wire", "outcome_from_reply"]
 
-#: Bytes of a pickled exception, or of a traceback, that a ``result`` carries at most.
+#: Bytes of a pickled exception, or of a traceback, that a ``result`` carries at most. Bound
+#: by :data:`wire.MAX_MESSAGE` (both fit in one message), so not a tunable of defaults.py.
 MAX_FAILURE = 4 * 1024 * 1024
 _MAX_MESSAGE = 2000  # characters of an exception's message sent back
 

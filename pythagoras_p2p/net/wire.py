@@ -30,9 +30,12 @@ __all__ = [
 PROTOCOL_VERSION = 1
 PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
+# MAX_MESSAGE and CHUNK are part of the protocol, not tunables (and not in defaults.py): each
+# end checks the other's messages against them, so ends with different values would refuse
+# each other's chunks or drop the connection.
 #: Largest message a socket accepts (ZMQ_MAXMSGSIZE); larger values travel in chunks.
 MAX_MESSAGE = 16 * 1024 * 1024
-#: Size of one chunk of a large value.
+#: Size of one chunk of a large value (a node refuses larger ones).
 CHUNK = 4 * 1024 * 1024
 _MAX_HEADER = 256 * 1024
 _MAX_FRAMES = 1 + 1024
