@@ -180,7 +180,7 @@ def run_calls(
     del found
     bar = ProgressBar(fn.name, len(unique), len(unique) - len(todo), enabled=progress)
     failed = timed_out = False
-    unstored: list = []  # results returned but not kept (a full store), and why
+    unstored, why_unstored = 0, None  # results returned but not kept (a full store), and why
     if todo:
         try:
             cloud._register_function(fn, identity)
@@ -241,9 +241,15 @@ def run_calls(
                     call = unique[tid][0]
                     kind = type(outcome)
                     if kind is Ok:
-                        blob = outcome.blob
-                        records.append((call, outcome.address, blob, outcome.meta))
-                        results[tid] = unpack(blob) if blob is not None else store.get_value(outcome.address)
+                        value = _value_of(outcome, store)
+                        if value is MISSING:  # a large result lost (or damaged) before it was read
+                            failed = True
+                            results[tid] = PythagorasError(
+                                f"{describe_call(fn.name, unique[tid][1])}: its result was lost "
+                                f"before it could be read; call it again")
+                            continue
+                        records.append((call, outcome.address, outcome.blob, outcome.meta))
+                        results[tid] = value
                     elif kind is Stored:  # by another process of this home
                         results[tid] = outcome.value
                     else:
@@ -253,7 +259,7 @@ def run_calls(
                     try:
                         cloud._store_results(records)
                     except StoreFullError as exc:  # the results are returned all the same
-                        unstored += [exc] * len(records)
+                        unstored, why_unstored = unstored + len(records), exc
                 leases.release([unique[tid][0] for tid, _ in outcomes], batch)  # committed
                 bar.advance(len(outcomes))
         except BaseException:
@@ -267,7 +273,7 @@ def run_calls(
             if written:  # the calls are over: their arguments' transient copies are not needed
                 cloud._release_values(written)
     if unstored:
-        warn_not_stored(fn.name, len(unstored), unstored[-1])
+        warn_not_stored(fn.name, unstored, why_unstored)
     out = [results[p] for p in positions]
     if timed_out and not return_exceptions:
         raise next(v for v in out if isinstance(v, TimeoutError))
@@ -276,6 +282,11 @@ def run_calls(
             if isinstance(value, BaseException):
                 raise value
     return out
+
+
+def _value_of(outcome: Ok, store: Store) -> Any:
+    """The result an outcome carries, or the large one its worker stored (MISSING if gone)."""
+    return unpack(outcome.blob) if outcome.blob is not None else store.get_value(outcome.address)
 
 
 def current_where(worker: str) -> str:

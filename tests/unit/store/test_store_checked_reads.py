@@ -167,3 +167,17 @@ def test_an_old_home_opens_and_its_records_count_as_absent_until_gc(home):
         assert store.get_value(value_address(large)) == large
     finally:
         store.close()
+
+
+def test_a_large_result_lost_before_the_caller_reads_it_fails_its_call(cloud, monkeypatch):
+    def arange(*, n):
+        return np.arange(n)
+
+    f = cloud.add_pure_function(arange)
+    monkeypatch.setattr(cloud.store, "get_value", lambda address: MISSING)  # gone, or damaged
+    out = f.sync_parallel([{"n": N}, {"n": 3}], return_exceptions=True)
+    assert isinstance(out[0], Exception) and "lost" in str(out[0])  # never the MISSING marker
+    assert list(out[1]) == [0, 1, 2]
+    monkeypatch.undo()
+    assert cloud.store.get_result(f.address(n=N)) is MISSING  # nothing stored for it
+    assert np.array_equal(f.sync_remote(n=N), np.arange(N))  # computed again
