@@ -166,14 +166,12 @@ class PureFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Return the stored result of this call, computing and storing it here on a miss."""
         kwargs = self.bind(args, kwargs)
-        identity = self._identity
-        if identity is None or not identity.holds():
-            identity = self.identity()
-        call = call_address(identity.fp, kwargs)[0]
+        fp = self.identity().fp
+        call = call_address(fp, kwargs)[0]
         value = self.cloud.store.get_result(call)
         if value is not _MISSING:
             return value
-        return self.cloud._compute_here(self, call, kwargs)
+        return self.cloud._compute_here(self, fp, call, kwargs)
 
     # ------------------------------------------------------------------ stored results
 

@@ -68,9 +68,10 @@ class PCloud:
 
     # ------------------------------------------------------------------ backend interface
 
-    def _compute_here(self, fn: PureFunction, call: bytes, kwargs: dict) -> Any:
-        """Run a missed call in this process, store its result durably, return it (even when
-        the store is full: it is then only said that the result was not kept).
+    def _compute_here(self, fn: PureFunction, fp: bytes, call: bytes, kwargs: dict) -> Any:
+        """Run a missed call (of ``fn`` at fingerprint ``fp``) in this process, store its result
+        durably, return it (even when the store is full: it is then only said that the result
+        was not kept).
 
         The call's lease is held from before the function runs until its result is committed,
         so another process (or thread) of this home missing the same call waits for the result
@@ -88,17 +89,17 @@ class PCloud:
         if found is not MISSING:
             return found
         try:
-            return self._compute_and_store(fn, call, kwargs)
+            return self._compute_and_store(fn, fp, call, kwargs)
         finally:
             self._leases.release([call], owner)
 
-    def _compute_and_store(self, fn: PureFunction, call: bytes, kwargs: dict) -> Any:
+    def _compute_and_store(self, fn: PureFunction, fp: bytes, call: bytes, kwargs: dict) -> Any:
         started = time.time()
         t0 = time.perf_counter()
         value = fn.__pythagoras_function__(**kwargs)
         duration = time.perf_counter() - t0
         parts = pack_parts(value, what=f"result of {fn.name}")  # large ones are not joined
-        meta = result_meta(fn.name, fn.fingerprint, started, duration, worker="caller")
+        meta = result_meta(fn.name, fp, started, duration, worker="caller")
         try:
             self.store.put_results([(call, value_address(value), parts, meta)])
         except StoreFullError as exc:

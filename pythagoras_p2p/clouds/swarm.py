@@ -120,11 +120,11 @@ class SwarmCloud(PCloud):
     def _settle_results(self) -> None:
         self._writer.flush()  # copies of results a node made durable, written in the background
 
-    def _compute_here(self, fn: Any, call: bytes, kwargs: dict) -> Any:
+    def _compute_here(self, fn: Any, fp: bytes, call: bytes, kwargs: dict) -> Any:
         found = self._lookup_elsewhere([call])
         if call in found:
             return found[call]
-        return super()._compute_here(fn, call, kwargs)
+        return super()._compute_here(fn, fp, call, kwargs)
 
     def ready_peers(self, timeout: float = 5.0) -> list:
         """Peers that answered, waiting up to ``timeout`` seconds for at least one."""

@@ -55,9 +55,6 @@ __all__ = ["Identity", "identify", "fingerprint", "code_token", "is_user_code"]
 
 _FINGERPRINT_VERSION = b"pythagoras-fn-2\0" + f"py{sys.version_info[0]}.{sys.version_info[1]}".encode()
 
-
-
-
 # Values that cannot change without a new identity: an identity test is all their check needs.
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
 # Immutable too, but addressed through their pickle (exact types: a subclass may add state).
