@@ -1,10 +1,11 @@
-"""The wrapper that ``@cloud.add_pure_function`` returns: a memoized call, ``sync_remote``, ``sync_parallel``.
+"""The wrapper that ``@cloud.add_pure_function`` returns: a memoized call, ``sync_*`` and ``async_*``.
 
 The wrapper checks the function once, at decoration (keyword-only parameters; no lambdas,
 generators, coroutines or methods), and fingerprints it at its first call, when every global it
 uses is defined. A call binds defaults, hashes its arguments into a call address, and reads the
 store of its cloud: a hit is one LMDB read transaction, no IPC. A miss runs the function here
-and stores the result; ``sync_remote`` and ``sync_parallel`` hand calls to the cloud's backend.
+and stores the result; ``sync_*`` and ``async_*`` hand calls to the cloud's backend (the same
+run of calls, :mod:`.execution.runs`: waited for here, or returned as futures).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import inspect
 import types
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from typing import Any
 
 from .errors import PureFunctionError, PythagorasError, SerializationError
@@ -218,6 +220,8 @@ class PureFunction:
         shows a progress bar when stderr is a terminal. ``timeout``: seconds for the whole batch;
         the calls still running then are cancelled (on peers too) and ``TimeoutError`` is raised
         (with ``return_exceptions``, it stands in their places).
+
+        It is :meth:`async_parallel` plus waiting: the same run of calls, driven by this thread.
         """
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or not timeout >= 0):
@@ -225,22 +229,45 @@ class PureFunction:
                 f"{self.name}.sync_parallel(timeout={timeout!r}): give a number of seconds "
                 f"(0 or more), or None to wait as long as the calls take"
             )
+        return self.cloud._run(
+            self, self._calls_of(calls, "sync_parallel"), return_exceptions=return_exceptions,
+            progress=progress, timeout=timeout,
+        )
+
+    def async_remote(self, *args: Any, **kwargs: Any) -> Future:
+        """Start this call in a worker of the cloud and return a ``concurrent.futures.Future`` of
+        its result at once (a stored result is a future already done).
+
+        ``cancel()`` stops the call even while it runs, where it runs, unless another future
+        waits for the same call; an identical call already in flight is joined, not run twice.
+        """
+        kwargs = self.bind(args, kwargs)
+        return self.cloud._start(self, [kwargs])[0]
+
+    def async_parallel(self, calls: Iterable[Mapping[str, Any]]) -> list[Future]:
+        """Start many calls in parallel and return their futures in input order.
+
+        Takes what :meth:`sync_parallel` takes; identical calls share one execution (each gets
+        its own future) and stored results are futures already done. Use
+        ``concurrent.futures.wait`` or ``as_completed`` on them, or ``[f.result() for f in ...]``.
+        """
+        return self.cloud._start(self, self._calls_of(calls, "async_parallel"))
+
+    def _calls_of(self, calls: Any, method: str):
+        """The bound calls of an iterable of kw_args/dicts, checked as they are consumed."""
         if isinstance(calls, Mapping) or isinstance(calls, (str, bytes)):
             raise PureFunctionError(
-                f"{self.name}.sync_parallel() takes an iterable of calls, e.g. "
+                f"{self.name}.{method}() takes an iterable of calls, e.g. "
                 f"`[kw_args(x=1), kw_args(x=2)]`; wrap a single call in a list"
             )
         try:
             iterator = iter(calls)
         except TypeError:
             raise PureFunctionError(
-                f"{self.name}.sync_parallel() takes an iterable of kw_args(...) or dicts, "
+                f"{self.name}.{method}() takes an iterable of kw_args(...) or dicts, "
                 f"not a {type(calls).__name__}"
             ) from None
-        return self.cloud._run(
-            self, _bound_calls(self, iterator), return_exceptions=return_exceptions,
-            progress=progress, timeout=timeout,
-        )
+        return _bound_calls(self, iterator, method)
 
     def __reduce__(self):
         return _rebuild_pure_function, (self.__pythagoras_function__, self.fingerprint)
@@ -249,17 +276,17 @@ class PureFunction:
         return f"<pure function {self.name} of {self.cloud!r}>"
 
 
-def _bound_calls(fn: PureFunction, calls: Iterable[Any]):
+def _bound_calls(fn: PureFunction, calls: Iterable[Any], method: str):
     for position, item in enumerate(calls):
         if not isinstance(item, Mapping):
             raise PureFunctionError(
-                f"{fn.name}.sync_parallel(): item {position} is a {type(item).__name__}, not the "
+                f"{fn.name}.{method}(): item {position} is a {type(item).__name__}, not the "
                 f"arguments of a call; pass kw_args(name=value, ...) or a dict for each call"
             )
         bad = [k for k in item if not isinstance(k, str)]
         if bad:
             raise PureFunctionError(
-                f"{fn.name}.sync_parallel(): item {position} has non-string keys {bad!r}; "
+                f"{fn.name}.{method}(): item {position} has non-string keys {bad!r}; "
                 f"argument names are strings"
             )
         yield fn.bind((), dict(item))

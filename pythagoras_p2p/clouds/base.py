@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..defaults import home_dir
 from ..errors import ConfigurationError, StoreFullError
 from ..execution.context import in_worker
-from ..execution.run import run_calls
+from ..execution.runs import run_calls, submit_calls
 from ..function import PureFunction
 from ..identity.encoding import value_address
 from ..identity.fingerprint import Identity
@@ -59,6 +59,10 @@ class PCloud:
         self.functions: list[PureFunction] = []
         self._registered: set[bytes] = set()
         self._lock = threading.Lock()
+        # Calls being executed for runs of this cloud: call address -> (run, slot), so that
+        # an identical call started meanwhile joins that execution instead of starting another.
+        self._inflight: dict[bytes, tuple] = {}
+        self._inflight_lock = threading.Lock()
 
     def add_pure_function(self, func: Any) -> PureFunction:
         """Decorator: make ``func`` a memoized pure function of this cloud."""
@@ -120,6 +124,10 @@ class PCloud:
         return run_calls(self, fn, calls, return_exceptions=return_exceptions, progress=progress,
                          timeout=timeout)
 
+    def _start(self, fn: PureFunction, calls: Iterable[dict]) -> list:
+        """Start calls of ``fn``; a future per call, in input order (see ``async_parallel``)."""
+        return submit_calls(self, fn, calls)
+
     def _keep_argument(self, address: bytes, name: str, value: Any, written: list) -> None:
         """A large argument of a task: kept in the store for this boot only (the caller has it
         anyway), where workers and peers read it by address, and held while the calls run (a
@@ -137,6 +145,10 @@ class PCloud:
 
     def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict[bytes, Any]:
         """Results of ``calls`` held somewhere other than the local store (none, here)."""
+        return {}
+
+    def _pending_results(self, calls: list[bytes]) -> dict[bytes, Any]:
+        """Results of ``calls`` on their way into the local store (none, here: see SwarmCloud)."""
         return {}
 
     def _settle_results(self) -> None:

@@ -237,6 +237,10 @@ class _DaskBatch:
         self.retry: list[Task] = []
         self.attempts: dict[int, int] = {}
         self.done = as_completed(loop=self.client.loop)
+        self.on_ready = None  # called (on a Dask thread) as tasks end
+        self._lock = threading.Lock()  # cancel_tasks comes from the futures' owners' threads
+        self._dropped: set[int] = set()  # cancelled one by one
+        self._taken: set[int] = set()  # their outcome was returned
         self._submit()
 
     @property
@@ -244,11 +248,14 @@ class _DaskBatch:
         return self.remaining == 0
 
     def _submit(self) -> None:
-        tasks, self.retry = self.retry, []
-        for task in self.source:
-            tasks.append(task)
-            if len(self.inflight) + len(tasks) >= self.window:
-                break
+        with self._lock:
+            tasks, self.retry = self.retry, []
+            for task in self.source:
+                if task.tid in self._dropped:
+                    continue
+                tasks.append(task)
+                if len(self.inflight) + len(tasks) >= self.window:
+                    break
         if not tasks:
             return
         cloud = self.cloud
@@ -263,6 +270,20 @@ class _DaskBatch:
         for future, task in zip(futures, tasks, strict=True):
             self.inflight[future] = task
             self.done.add(future)
+            if self.on_ready is not None:
+                future.add_done_callback(self._ended)
+
+    def _ended(self, _future: Any) -> None:
+        on_ready = self.on_ready
+        if on_ready is not None:
+            on_ready()
+
+    def set_notify(self, on_ready) -> None:
+        """Call ``on_ready()`` as tasks end from now on (and now)."""
+        self.on_ready = on_ready
+        for future in list(self.inflight):
+            future.add_done_callback(self._ended)
+        on_ready()
 
     def _key(self, task: Task) -> str:
         """``<function>-<call address>``: one task for identical calls of every client; a call
@@ -276,6 +297,8 @@ class _DaskBatch:
         if timeout is not None:
             deadline = time.monotonic() + timeout
             while not self.done.has_ready():  # as_completed waits without a deadline
+                if any(f.done() for f in list(self.inflight)):
+                    break  # as_completed has it in a moment (it hears after on_ready did)
                 if time.monotonic() >= deadline:
                     return []
                 time.sleep(DASK_POLL_EVERY)
@@ -283,7 +306,10 @@ class _DaskBatch:
         results = self._gather([f for f in ready if f.status == "finished"])
         outcomes = []
         for future in ready:
-            task = self.inflight.pop(future)
+            with self._lock:
+                task = self.inflight.pop(future, None)
+            if task is None:  # cancelled meanwhile
+                continue
             result = results.get(future)
             if result is not None:
                 outcome, printed = result
@@ -303,7 +329,9 @@ class _DaskBatch:
                     continue
             outcomes.append((task.tid, _failed(future, task)))
             self._forget_failed(future, task)
-        self.remaining -= len(outcomes)
+        with self._lock:
+            self._taken.update(tid for tid, _ in outcomes)
+            self.remaining -= len(outcomes)
         self._submit()
         return outcomes
 
@@ -325,6 +353,19 @@ class _DaskBatch:
                 with contextlib.suppress(Exception):
                     found[future] = future.result(timeout=self.cloud.connect_timeout)
             return found
+
+    def cancel_tasks(self, tids: list[int]) -> None:
+        """Cancel these tasks on the cluster, or drop them before they are submitted."""
+        with self._lock:
+            wanted = set(tids) - self._dropped - self._taken
+            pending = [f for f, t in self.inflight.items() if t.tid in wanted]
+            for future in pending:
+                del self.inflight[future]
+            self.retry = [t for t in self.retry if t.tid not in wanted]
+            self._dropped |= wanted
+            self.remaining -= len(wanted)
+        if pending:
+            self.client.cancel(pending)
 
     def cancel(self) -> None:
         self.remaining = 0

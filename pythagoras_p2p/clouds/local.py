@@ -78,22 +78,41 @@ register_default_cloud(LocalCloud)
 
 
 class _InlineBatch:
-    """Runs a batch's tasks one by one in this process (how clouds behave inside a worker)."""
+    """Runs a batch's tasks one by one in this process (how clouds behave inside a worker).
+
+    It is *eager*: a task runs when its outcome is asked for, so the futures of calls made
+    inside a worker are computed by the thread that takes their outcomes (see
+    :mod:`pythagoras_p2p.execution.futures`) and never wait for the worker's own pool.
+    """
+
+    eager = True
 
     def __init__(self, cloud: LocalCloud, tasks: Iterable[Task], count: int):
         self.cloud = cloud
         self.tasks = iter(tasks)
         self.remaining = count
         self.functions: dict[bytes, Any] = {}
+        self.dropped: set[int] = set()
+        self._taken: set[int] = set()
+        self.on_ready = None
 
     @property
     def finished(self) -> bool:
-        return self.remaining == 0
+        return self.remaining <= 0
+
+    def set_notify(self, on_ready) -> None:
+        self.on_ready = on_ready
 
     def next_outcomes(self, timeout: float | None = None) -> list:
         if timeout is not None and timeout <= 0:
             return []  # a call running inline cannot be stopped; one not started yet is not
-        task = next(self.tasks)
+        for task in self.tasks:
+            if task.tid in self.dropped:
+                continue
+            break
+        else:
+            self.remaining = 0
+            return []
         store = self.cloud.store
         where = "inline"
         try:
@@ -103,8 +122,16 @@ class _InlineBatch:
             outcome = execute(func, decode_args(task.payload, store), task.fp, task.label, store, where)
         except Exception as exc:
             outcome = failure_outcome(exc, where)
+        if task.tid in self.dropped:  # cancelled while it ran: counted then
+            return []
+        self._taken.add(task.tid)
         self.remaining -= 1
         return [(task.tid, outcome)]
+
+    def cancel_tasks(self, tids: list[int]) -> None:
+        new = set(tids) - self.dropped - self._taken
+        self.dropped |= new
+        self.remaining -= len(new)
 
     def cancel(self) -> None:
         self.remaining = 0

@@ -117,6 +117,15 @@ class SwarmCloud(PCloud):
             self._writer.put(records)
         return values
 
+    def _pending_results(self, calls: list[bytes]) -> dict[bytes, Any]:
+        """Results of ``calls`` that nodes sent and the local store has not yet written."""
+        found = {}
+        for call, (_, address, blob, _) in self._writer.pending(calls).items():
+            value = unpack(blob) if blob is not None else self.store.get_value(address)
+            if value is not MISSING:
+                found[call] = value
+        return found
+
     def _settle_results(self) -> None:
         self._writer.flush()  # copies of results a node made durable, written in the background
 

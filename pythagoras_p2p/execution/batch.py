@@ -44,6 +44,9 @@ class Batch:
         self.error: BaseException | None = None  # raised by the source while making a task
         self.on_outcome = on_outcome  # called (on the pool's thread) instead of queueing
         self.on_output = on_output  # called with (where, text) instead of printing
+        self.on_ready = None  # called (on the pool's thread) after outcomes were queued
+        self.dropped: set[int] = set()  # tasks cancelled one by one: their outcomes are dropped
+        self._taken: set[int] = set()  # tasks whose outcome was returned
         self._outcomes: deque = deque()
         self._cond = threading.Condition()
 
@@ -59,6 +62,14 @@ class Batch:
         with self._cond:
             self._outcomes.append((tid, outcome))
             self._cond.notify()
+        if self.on_ready is not None:
+            self.on_ready()
+
+    def set_notify(self, on_ready) -> None:
+        """Call ``on_ready()`` whenever outcomes arrive from now on (and now, if some wait)."""
+        self.on_ready = on_ready
+        if self._outcomes:
+            on_ready()
 
     def next_outcomes(self, timeout: float | None = None) -> list:
         """Wait for outcomes and return every one that arrived: at least one, or none when
@@ -83,7 +94,10 @@ class Batch:
                 self._cond.wait(wait)
             out = list(self._outcomes)
             self._outcomes.clear()
-        self.remaining -= len(out)
+            if self.dropped:
+                out = [item for item in out if item[0] not in self.dropped]
+            self._taken.update(item[0] for item in out)
+            self.remaining -= len(out)
         return out
 
     def pull(self, n: int) -> list:
@@ -106,7 +120,21 @@ class Batch:
         if not self.cancelled and self.remaining:
             self.cancelled = True
             if self.pool.alive:
-                self.pool._request(("cancel", self))
+                self.pool._request(("cancel", self, None))
+
+    def cancel_tasks(self, tids: list[int]) -> None:
+        """Drop these tasks (queued or running: stopped where they run); no outcome of theirs
+        is returned. The others go on."""
+        with self._cond:
+            new = [t for t in tids if t not in self.dropped and t not in self._taken]
+            self.dropped.update(new)
+            self.remaining -= len(new)
+        if new and not self.cancelled and self.pool.alive:
+            self.pool._request(("cancel", self, frozenset(new)))
+
+    def wanted(self, task) -> bool:
+        """Whether ``task`` (of this batch) is still to run."""
+        return not self.cancelled and task.tid not in self.dropped
 
 
 def print_output(where: str, text: str) -> None:

@@ -56,7 +56,7 @@ class Feeding:
         now = time.monotonic()
         while self._aside and self._aside[0][0] <= now:
             _, _, delay, batch, task = heapq.heappop(self._aside)
-            if not batch.cancelled:
+            if batch.wanted(task):
                 self._queue.extendleft(self._claim([(batch, task)], delay))
 
     def _next_chunk(self, size: int) -> list:
@@ -67,7 +67,7 @@ class Feeding:
         while queue and not entries:
             while queue and len(entries) < size:
                 entry = queue.popleft()
-                if not entry[0].cancelled:
+                if entry[0].wanted(entry[1]):
                     entries.append(entry)
             if entries and self._leases is not None:
                 entries = self._claim(entries)

@@ -202,7 +202,7 @@ class WorkerPool(Feeding):
             while len(self._workers) < self.size:  # try again after failed starts
                 self._spawn()
         elif request[0] == "cancel":
-            self._cancel(request[1])
+            self._cancel(request[1], request[2])
         return request[0] == "close"
 
     def _spawn(self) -> None:
@@ -324,7 +324,7 @@ class WorkerPool(Feeding):
             self._failed_starts += 1
         requeue = []
         for seq, (batch, task) in worker.inflight.items():
-            if batch.cancelled:
+            if not batch.wanted(task):
                 continue
             if seq == running and not worker.killed:
                 key = (batch, task.tid)
@@ -355,15 +355,21 @@ class WorkerPool(Feeding):
             batch.deliver(task.tid, Crashed(f"{task.label} could not run: {message}"))
         self._failed_starts = 0
 
-    def _cancel(self, batch: Batch) -> None:
-        self._queue = deque(item for item in self._queue if item[0] is not batch)
-        self._aside = [entry for entry in self._aside if entry[3] is not batch]
+    def _cancel(self, batch: Batch, tids: frozenset | None) -> None:
+        """Drop the tasks of ``batch`` (only ``tids`` of it, if given) and kill the workers
+        running them; the other tasks those workers held are sent again, without blame."""
+        def gone(b: Batch, task: Task) -> bool:
+            return b is batch and (tids is None or task.tid in tids)
+
+        self._queue = deque(item for item in self._queue if not gone(*item))
+        self._aside = [entry for entry in self._aside if not gone(entry[3], entry[4])]
         heapq.heapify(self._aside)
-        self._sources = deque(b for b in self._sources if b is not batch)
-        for key in [k for k in self._crashes if k[0] is batch]:
+        if tids is None:
+            self._sources = deque(b for b in self._sources if b is not batch)
+        for key in [k for k in self._crashes if k[0] is batch and (tids is None or k[1] in tids)]:
             del self._crashes[key]
         for worker in self._workers:
-            if any(b is batch for b, _ in worker.inflight.values()):
+            if any(gone(b, task) for b, task in worker.inflight.values()):
                 worker.killed = True
                 worker.proc.kill()
 

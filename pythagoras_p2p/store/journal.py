@@ -224,6 +224,7 @@ class WriteBehind:
         self.store = store
         self._cond = threading.Condition()
         self._queue: list[ResultRecord] = []
+        self._writing: list[ResultRecord] = []
         self._busy = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="pythagoras-write-behind", daemon=True)
@@ -247,13 +248,21 @@ class WriteBehind:
                     self._cond.wait(GATHER)
                 batch, self._queue = self._queue, []
                 self._busy = True
+                self._writing = batch
             try:
                 self.store.put_results(batch)
             except Exception as exc:  # a local copy only: the result stays where it was computed
                 log.warning("could not copy %d result(s) into the local store: %s", len(batch), exc)
             with self._cond:
                 self._busy = False
+                self._writing = []
                 self._cond.notify_all()
+
+    def pending(self, calls: list[bytes]) -> dict[bytes, ResultRecord]:
+        """The records of ``calls`` queued (or being written) and not yet readable in the store."""
+        wanted = set(calls)
+        with self._cond:
+            return {r[0]: r for r in (*self._writing, *self._queue) if r[0] in wanted}
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything queued so far is in the store."""

@@ -218,8 +218,8 @@ class SwarmDispatcher(Replies):
         if kind == "submit":
             self._sources.append(args[0])
         elif kind == "cancel":
-            self._cancel(args[0])
-            for told in args[1:]:
+            self._cancel(args[0], args[1])
+            for told in args[2:]:
                 told()
         elif kind == "lookup":
             self.exchange.lookup(*args)
@@ -238,11 +238,11 @@ class SwarmDispatcher(Replies):
         if peer.state == "ready" or peer.inflight:
             log.warning("lost peer %s (%s); %d running call(s) go elsewhere", peer.address, why,
                         len(peer.inflight))
-        requeue = [bt for bt in peer.inflight.values() if not bt[0].cancelled
+        requeue = [bt for bt in peer.inflight.values() if bt[0].wanted(bt[1])
                    and not self.stragglers.running_elsewhere(peer, *bt)]
         for rid in peer.inflight:
             self.stragglers.forget(rid)
-        requeue += [bt for bt in self.exchange.take_parked(peer) if not bt[0].cancelled]
+        requeue += [bt for bt in self.exchange.take_parked(peer) if bt[0].wanted(bt[1])]
         self._queue.extendleft(reversed(requeue))
         peer.inflight.clear()
         self.connections.fail_pending(peer, why)
@@ -265,7 +265,7 @@ class SwarmDispatcher(Replies):
     def _place_tasks(self) -> None:
         self._refill()
         queue = self._queue
-        while queue and queue[0][0].cancelled:
+        while queue and not queue[0][0].wanted(queue[0][1]):
             queue.popleft()
         if not queue:
             self._waiting_since = None
@@ -278,7 +278,7 @@ class SwarmDispatcher(Replies):
             if self._free_slots(peer) <= 0:
                 break
             batch, task = queue.popleft()
-            if not batch.cancelled:
+            if batch.wanted(task):
                 self._place(peer, batch, task)
         if not queue:
             self._waiting_since = None
@@ -357,17 +357,24 @@ class SwarmDispatcher(Replies):
 
     # ------------------------------------------------------------------ cancel and close
 
-    def _cancel(self, batch: Batch) -> None:
-        self._queue = deque(item for item in self._queue if item[0] is not batch)
-        self._sources = deque(b for b in self._sources if b is not batch)
-        self.exchange.cancel(batch)
+    def _cancel(self, batch: Batch, tids: frozenset | None) -> None:
+        """Drop the tasks of ``batch`` (only ``tids`` of it, if given), queued, parked or
+        running: the peers running them are told to stop."""
+        def gone(b: Batch, task: Any) -> bool:
+            return b is batch and (tids is None or task.tid in tids)
+
+        self._queue = deque(item for item in self._queue if not gone(*item))
+        if tids is None:
+            self._sources = deque(b for b in self._sources if b is not batch)
+        self.exchange.cancel(gone)
         for peer in self.peers.values():
-            calls = [task.call for b, task in peer.inflight.values() if b is batch]
+            ended = [rid for rid, bt in peer.inflight.items() if gone(*bt)]
+            calls = [peer.inflight[rid][1].call for rid in ended]
             if calls and peer.sock is not None:
                 peer.send(wire.build("cancel", 0, calls=calls))
-            for rid in [rid for rid, bt in peer.inflight.items() if bt[0] is batch]:
+            for rid in ended:
                 self.stragglers.forget(rid)
-            peer.inflight = {rid: bt for rid, bt in peer.inflight.items() if bt[0] is not batch}
+                del peer.inflight[rid]
 
     def _shutdown(self) -> None:
         self.connections.close()

@@ -60,7 +60,7 @@ class ValueExchange:
     def _unpark(self, peer: Peer) -> None:
         parked = self._parked.pop(peer, [])
         for batch, task in parked:
-            if not batch.cancelled:
+            if batch.wanted(task):
                 self._place(peer, batch, task)
 
     def _on_has(self, peer: Peer, msg: wire.Message) -> None:
@@ -212,10 +212,10 @@ class ValueExchange:
         for key in [k for k in self._downloads if k[0] is peer]:
             self._downloads.pop(key).fail(f"peer {peer.address} was lost ({why})")
 
-    def cancel(self, batch: Batch) -> None:
-        """Tasks of ``batch`` parked anywhere are dropped."""
+    def cancel(self, gone) -> None:
+        """Parked tasks for which ``gone(batch, task)`` is true are dropped."""
         for peer, parked in self._parked.items():
-            self._parked[peer] = [bt for bt in parked if bt[0] is not batch]
+            self._parked[peer] = [bt for bt in parked if not gone(*bt)]
 
     def close(self) -> None:
         """Every download still running fails: the cloud was closed."""

@@ -68,7 +68,7 @@ class Replies:
             rtt = time.monotonic() - sent
             self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
         self.stragglers.forget(msg.id)
-        if batch.cancelled:
+        if not batch.wanted(task):
             return
         if msg.op == "error" and self.stragglers.running_elsewhere(peer, batch, task):
             return  # a copy of a straggler could not run here; the other copy goes on

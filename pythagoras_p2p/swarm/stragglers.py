@@ -54,7 +54,7 @@ class Stragglers:
                     limits[batch] = max(AT_LEAST, SLOWER_THAN * median(seen)) if seen else None
                 limit = limits[batch]
                 age = now - self.placed_at.get(rid, now)
-                if (limit is None or age < limit or batch.cancelled
+                if (limit is None or age < limit or not batch.wanted(task)
                         or task.tid in self._twins.get(batch, ())):
                     continue
                 targets = [p for p in free if p is not peer and free_slots(p) > 0

@@ -11,6 +11,7 @@ class. Executions are counted by lines a call appends to a file of the test's ``
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
 
@@ -221,6 +222,97 @@ class Contract:
         assert open(path).read().split() == ["7", "8"]
 
 
+    # ------------------------------------------------------------------ futures
+
+    #: Whether cancelling a running call stops it where it runs (Dask cannot stop a running task:
+    #: there its result is dropped, and never stored).
+    stops_running_calls = True
+
+    def test_async_remote_returns_a_future_at_once(self, record, tmp_path):
+        path = str(tmp_path / "runs")
+        t0 = time.monotonic()
+        future = record.async_remote(path=path, x=3, delay=1.5)
+        assert time.monotonic() - t0 < 1.0  # it did not wait for the call
+        assert isinstance(future, concurrent.futures.Future)
+        assert future.result(timeout=60) == 9 and future.done() and not future.cancelled()
+        again = record.async_remote(path=path, x=3, delay=1.5)
+        assert again.done() and again.result() == 9  # a stored result: a future already done
+        assert runs(path) == 1
+
+    def test_async_parallel_futures_in_input_order_with_wait_and_as_completed(self, record, tmp_path):
+        path = str(tmp_path / "runs")
+        calls = [kw_args(path=path, x=x, delay=0.05 * (x % 3)) for x in range(8)]
+        futures = record.async_parallel(iter(calls))
+        assert [f.result(timeout=60) for f in futures] == [x * x for x in range(8)]
+        futures = record.async_parallel(calls + [kw_args(path=path, x=20, delay=0)])
+        done = list(concurrent.futures.as_completed(futures, timeout=60))
+        assert sorted(f.result() for f in done) == sorted([x * x for x in range(8)] + [400])
+        finished, pending = concurrent.futures.wait(futures, timeout=60)
+        assert not pending and len(finished) == 9
+        assert runs(path) == 9  # the second time, eight were hits
+
+    def test_identical_calls_in_flight_share_one_execution(self, record, tmp_path):
+        path = str(tmp_path / "runs")
+        first = record.async_remote(path=path, x=4, delay=1)
+        second = record.async_parallel([kw_args(path=path, x=4, delay=1)] * 2)
+        assert first.result(timeout=60) == 16
+        assert [f.result(timeout=60) for f in second] == [16, 16]
+        assert runs(path) == 1
+        # one who waits cancelling does not cancel it for the others
+        a, b = record.async_parallel([kw_args(path=path, x=5, delay=1)] * 2)
+        assert a.cancel() and a.cancelled()
+        assert b.result(timeout=60) == 25
+
+    def test_a_future_holds_the_exception_with_its_remote_traceback(self, check, tmp_path):
+        path = str(tmp_path / "runs")
+        futures = check.async_parallel([kw_args(path=path, x=x) for x in (1, 3)])
+        assert futures[0].result(timeout=60) == -1
+        exc = futures[1].exception(timeout=60)
+        assert isinstance(exc, ValueError) and "multiple of three" in str(exc)
+        assert isinstance(exc.__cause__, RemoteTraceback)
+        with pytest.raises(ValueError, match="multiple of three"):
+            futures[1].result()
+        assert check.lookup(path=path, x=3) is None  # failures are never stored
+
+    def test_done_callbacks_run_on_their_own_thread(self, record, tmp_path):
+        import threading
+
+        path = str(tmp_path / "runs")
+        seen = []
+        future = record.async_remote(path=path, x=6, delay=0.3)
+        future.add_done_callback(lambda f: seen.append((threading.current_thread().name, f.result())))
+        assert future.result(timeout=60) == 36
+        wait_for(lambda: seen, message="the callback")
+        assert seen == [("pythagoras-callbacks", 36)]
+        late = []
+        future.add_done_callback(late.append)  # already done: called at once, here
+        assert late == [future]
+
+    def test_cancel_stops_queued_and_running_calls_and_stores_nothing(self, record, tmp_path):
+        path = str(tmp_path / "runs")
+        long = 30 if self.stops_running_calls else 3  # Dask's workers run it to its end
+        futures = record.async_parallel(kw_args(path=path, x=x, delay=long) for x in (100, 101, 102))
+        wait_for(lambda: runs(path) >= 2, message="two calls to start")
+        t0 = time.monotonic()
+        assert all(f.cancel() for f in futures)
+        assert time.monotonic() - t0 < 5
+        assert all(f.cancelled() for f in futures)
+        with pytest.raises(concurrent.futures.CancelledError):
+            futures[0].result()
+        assert not futures[0].cancel() or futures[0].cancelled()
+        if self.stops_running_calls:  # the workers are free again at once, not in 30 s
+            quick = record.sync_parallel([kw_args(path=path, x=x, delay=0) for x in (103, 104)],
+                                         timeout=20)
+            assert quick == [103 * 103, 104 * 104]
+        for x in (100, 101, 102):
+            assert record.lookup(path=path, x=x, delay=long) is None
+
+    def test_a_done_future_cannot_be_cancelled(self, record, tmp_path):
+        future = record.async_remote(path=str(tmp_path / "runs"), x=9, delay=0)
+        assert future.result(timeout=60) == 81
+        assert not future.cancel() and not future.cancelled()
+
+
 # --------------------------------------------------------------------------- the backends
 
 
@@ -277,6 +369,8 @@ def dask_cluster():
 
 
 class TestDaskCloud(Contract):
+    stops_running_calls = False
+
     @pytest.fixture(scope="class")
     @classmethod
     def cloud(cls, dask_cluster, tmp_path_factory):

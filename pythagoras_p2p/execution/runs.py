@@ -1,0 +1,423 @@
+"""One run of calls of one function: the algorithm behind ``sync_*`` and ``async_*`` alike.
+
+A :class:`CallRun` hashes every call, runs identical calls once, answers stored results from one
+read transaction, joins calls that another run of this process already has in flight, hands the
+rest to a backend's dispatcher as :class:`~.run.Task` objects, stores results as they arrive in
+grouped transactions, and resolves each call's *slot* (one per distinct call address).
+
+Who drives a run differs, nothing else: ``sync_remote``/``sync_parallel`` launch the run and
+pump its outcomes on the caller's thread (the swarm client then runs its I/O loop there too,
+which keeps a remote round trip short) and return the results in input order; ``async_*`` give
+the run to the process's :class:`~.futures.Collector`, which launches and pumps it on its own
+thread and sets a :class:`~.futures.CallFuture` per input position. A sync caller that leaves
+early (Ctrl-C, ``timeout=``) while another run still wants one of its calls hands the run to the
+collector, so that call goes on for the one that wants it.
+
+A slot's execution is wanted by each future (or the sync caller) of this run that waits for
+it, and by each later run that joined it. It is cancelled — dropped from the queue, stopped on
+its worker or peer, its result never stored — when the last of them lets go.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PythagorasError, StoreFullError
+from ..identity.calls import call_address
+from ..store.core import MISSING, Store, warn_not_stored
+from ..store.packing import unpack
+from .outcomes import Ok, Stored, rebuild_exception
+from .progress import ProgressBar
+from .run import Task, describe_call, encode_args
+
+if TYPE_CHECKING:
+    from .interfaces import Backend
+
+__all__ = ["CallRun", "run_calls"]
+
+_CANCELLED = object()  # a slot nobody wants any more: its outcome is dropped, never stored
+
+
+class CallRun:
+    """The calls of one ``sync_parallel``/``async_parallel`` (or ``*_remote``) of ``fn``."""
+
+    def __init__(self, cloud: Backend, fn: Any, calls: Iterable[dict], *, futures: bool,
+                 progress: bool | None = False):
+        self.cloud = cloud
+        self.fn = fn
+        self.store: Store = cloud.store
+        self.identity = fn.identity()  # calls run with the values their addresses are made from
+        fp = self.fp = self.identity.fp
+        memo: dict = {}
+        index: dict[bytes, int] = {}
+        unique: list[tuple[bytes, dict, dict]] = []
+        positions: list[int] = []
+        for kwargs in calls:
+            call, addresses = call_address(fp, kwargs, memo)
+            slot = index.get(call)
+            if slot is None:
+                slot = index[call] = len(unique)
+                unique.append((call, kwargs, addresses))
+            positions.append(slot)
+        self.unique = unique
+        self.positions = positions
+        n = len(unique)
+        self.results: list[Any] = [MISSING] * n
+        self.errors: set[int] = set()  # slots whose result is an exception to raise
+        self.lock = threading.RLock()
+        self.pumping = threading.Lock()  # held by the one thread taking this run's outcomes
+        self.all_done = threading.Event()
+        self.open = n  # slots not resolved yet
+        self.batch: Any = None
+        self.own: list[int] = []  # slots this run executes itself
+        self.followers: dict[int, list] = {}  # slot -> callbacks of later runs that joined it
+        self.leaders: dict[int, tuple[CallRun, int]] = {}  # slot -> the run it joined
+        self.slot_futures: dict[int, list] | None = None
+        self.futures: list | None = None
+        if futures:
+            from .futures import CallFuture
+
+            self.wants = [0] * n
+            self.futures = [CallFuture(self, slot) for slot in positions]
+            self.slot_futures = {}
+            for future in self.futures:
+                self.slot_futures.setdefault(future.slot, []).append(future)
+                self.wants[future.slot] += 1
+        else:
+            self.wants = [1] * n
+        self.bar = ProgressBar(fn.name, n, 0, enabled=progress)
+        self.unstored, self.why_unstored = 0, None  # results returned but not kept, and why
+        self._written: list[bytes] = []  # transient argument copies held for these calls
+        self._kept: set[bytes] = set()  # large arguments handed to the backend
+        self._unkept: set[bytes] = set()  # those the store had no room for: sent with each call
+        self._guard = threading.Lock()
+        self._over = False  # once over, no argument copy is held for these calls
+        self._closed = False
+        self._answer_stored()
+        self._join_inflight()
+
+    # ------------------------------------------------------------------ before anything runs
+
+    def _answer_stored(self) -> None:
+        """Answer every stored call from one read transaction."""
+        calls = [u[0] for u in self.unique]
+        found = self.store.get_results(calls)
+        if len(found) < len(calls):  # some may be on their way into the store
+            found.update(self.cloud._pending_results([c for c in calls if c not in found]))
+        if found:
+            for slot, (call, _, _) in enumerate(self.unique):
+                value = found.get(call, MISSING)
+                if value is not MISSING:
+                    self._resolve(slot, value)
+        self.bar.advance(len(self.unique) - self.open)
+
+    def _join_inflight(self) -> None:
+        """Calls another run of this process is executing are joined, not started again; the
+        others are registered as this run's, for later runs to join."""
+        inflight, own = self.cloud._inflight, self.own
+        with self.cloud._inflight_lock:
+            for slot, (call, _, _) in enumerate(self.unique):
+                if self.results[slot] is not MISSING:
+                    continue
+                entry = inflight.get(call)
+                if entry is not None and entry[0].follow(entry[1], self, slot):
+                    self.leaders[slot] = entry
+                    continue
+                inflight[call] = (self, slot)
+                own.append(slot)
+
+    def follow(self, slot: int, run: CallRun, their_slot: int) -> bool:
+        """``run`` wants ``slot`` too (its ``their_slot``); False once it is resolved."""
+        with self.lock:
+            if self.results[slot] is not MISSING:
+                return False
+            self.followers.setdefault(slot, []).append((run, their_slot))
+            self.wants[slot] += 1
+            return True
+
+    # ------------------------------------------------------------------ launching
+
+    def launch(self) -> None:
+        """Look the missed calls up elsewhere, then hand them to the backend.
+
+        Anything that fails here fails the run's own unresolved calls (each one the same error).
+        """
+        try:
+            self._launch()
+        except BaseException as exc:
+            for slot in self.own:
+                self._resolve(slot, exc, error=True)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if self.batch is None:
+                self.close()
+
+    def _launch(self) -> None:
+        cloud, unique = self.cloud, self.unique
+        todo = [s for s in self.own if self.results[s] is MISSING]
+        if todo:  # stored elsewhere (on a peer)? one bulk lookup before anything runs
+            found = cloud._lookup_elsewhere([unique[s][0] for s in todo], before_running=True)
+            if found:
+                for slot in todo:
+                    value = found.get(unique[slot][0], MISSING)
+                    if value is not MISSING:
+                        self._resolve(slot, value)
+                        self.bar.advance(1)
+        if not any(self.results[s] is MISSING for s in todo):
+            return
+        try:
+            cloud._register_function(self.fn, self.identity)
+        except StoreFullError as exc:  # no worker can load the function: each call fails so
+            for slot in todo:
+                self._resolve(slot, exc, error=True)
+            return
+        fp, name = self.fp, self.fn.name
+
+        def make_task(slot: int) -> Task:
+            call, kwargs, addresses = unique[slot]
+            payload, refs = encode_args(kwargs, addresses, self._keep)
+            return Task(slot, fp, call, payload, describe_call(name, kwargs), refs)
+
+        with self.lock:  # a future cancelled from now on cancels its task in the batch
+            todo = [s for s in todo if self.results[s] is MISSING]
+            if todo:
+                self.batch = cloud._submit((make_task(s) for s in todo), len(todo))
+
+    def _keep(self, address: bytes, name: str, value: Any) -> bool:
+        """Hand a large argument to the backend once per run (see :func:`~.run.encode_args`).
+
+        On the backend's thread, which may still make a task after a Ctrl-C ended the run."""
+        with self._guard:
+            if self._over:
+                raise PythagorasError(f"{self.fn.name}: these calls were cancelled")
+            if address in self._kept:  # 40 calls sharing one DataFrame: handled once
+                return True
+            if address in self._unkept:
+                return False
+            try:
+                self.cloud._keep_argument(address, name, value, self._written)
+            except StoreFullError:
+                self._unkept.add(address)
+                return False
+            self._kept.add(address)
+            return True
+
+    # ------------------------------------------------------------------ outcomes
+
+    @property
+    def running(self) -> bool:
+        """Whether this run still waits for outcomes of its own batch."""
+        return self.batch is not None and not self.batch.finished and not self._closed
+
+    def pump(self, timeout: float | None) -> None:
+        """Take the outcomes that arrived (waiting up to ``timeout`` for one), store the results
+        in one group commit, resolve their slots. Only the thread holding :attr:`pumping`."""
+        batch = self.batch
+        outcomes = batch.next_outcomes(timeout)
+        if not outcomes:
+            return
+        unique, store, name = self.unique, self.store, self.fn.name
+        records = []
+        resolved = []
+        for tid, outcome in outcomes:
+            if self.results[tid] is _CANCELLED:
+                continue
+            kind = type(outcome)
+            if kind is Ok:
+                blob = outcome.blob
+                value = unpack(blob) if blob is not None else store.get_value(outcome.address)
+                if value is MISSING:  # a large result lost (or damaged) before it was read
+                    resolved.append((tid, PythagorasError(
+                        f"{describe_call(name, unique[tid][1])}: its result was lost before it "
+                        f"could be read; call it again"), True))
+                    continue
+                records.append((unique[tid][0], outcome.address, outcome.blob, outcome.meta))
+                resolved.append((tid, value, False))
+            elif kind is Stored:  # by another process of this home
+                resolved.append((tid, outcome.value, False))
+            else:
+                resolved.append((tid, rebuild_exception(outcome, describe_call(name, unique[tid][1])),
+                                 True))
+        if records:
+            try:
+                self.cloud._store_results(records)  # stored before anyone sees the result
+            except StoreFullError as exc:  # the results are returned all the same
+                self.unstored, self.why_unstored = self.unstored + len(records), exc
+        self.cloud._leases.release([unique[tid][0] for tid, _ in outcomes], batch)  # committed
+        for slot, value, error in resolved:
+            self._resolve(slot, value, error=error)
+        self.bar.advance(len(outcomes))
+        if batch.finished:
+            self.close()
+
+    def _resolve(self, slot: int, value: Any, *, error: bool = False) -> None:
+        """``slot`` has its result (or its exception): tell its futures and followers."""
+        with self.lock:
+            if self.results[slot] is not MISSING:
+                return
+            self.results[slot] = value
+            if error:
+                self.errors.add(slot)
+            self.open -= 1
+            futures = self.slot_futures.pop(slot, ()) if self.slot_futures is not None else ()
+            followers = self.followers.pop(slot, ())
+            if not self.open:
+                self.all_done.set()
+        self._leave_inflight(slot)
+        for future in futures:
+            future._settle(value, error)
+        for run, their_slot in followers:
+            run._resolve(their_slot, value, error=error)
+
+    def _leave_inflight(self, slot: int) -> None:
+        call = self.unique[slot][0]
+        inflight = self.cloud._inflight
+        if inflight.get(call, (None,))[0] is self:
+            with self.cloud._inflight_lock:
+                if inflight.get(call, (None,))[0] is self:
+                    del inflight[call]
+
+    # ------------------------------------------------------------------ letting go
+
+    def unwant(self, slot: int) -> None:
+        """One who wanted ``slot`` (a future, a follower, the sync caller) lets go of it; with
+        the last one, its execution is cancelled (on peers too) and nothing is stored for it."""
+        self._unwant([slot])
+
+    def unwant_all(self) -> None:
+        """The sync caller lets go of every call still open (Ctrl-C, a timeout, an error)."""
+        self._unwant([s for s in range(len(self.unique)) if self.results[s] is MISSING])
+
+    def _unwant(self, slots: list[int]) -> None:
+        dropped, leaders = [], []
+        with self.lock:
+            for slot in slots:
+                if self.results[slot] is not MISSING:
+                    continue
+                self.wants[slot] -= 1
+                if self.wants[slot] > 0:
+                    continue
+                self.results[slot] = _CANCELLED
+                self.open -= 1
+                self.followers.pop(slot, None)
+                leader = self.leaders.pop(slot, None)
+                if leader is not None:
+                    leaders.append(leader)
+                else:
+                    dropped.append(slot)
+            batch = self.batch
+            if not self.open:
+                self.all_done.set()
+        for slot in slots:
+            if self.results[slot] is _CANCELLED:
+                self._leave_inflight(slot)
+        for run, their_slot in leaders:
+            run.unwant(their_slot)
+        if dropped and batch is not None:
+            batch.cancel_tasks(dropped)  # one request for them all
+            self.cloud._leases.release([self.unique[s][0] for s in dropped], batch)
+            if batch.finished:
+                self.close()
+
+    def close(self) -> None:
+        """The run's own batch is over: let go of its leases and argument copies (once)."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+        batch = self.batch
+        if batch is not None:
+            if not batch.finished:
+                batch.cancel()
+            self.cloud._leases.release_all(batch)
+        self.bar.close()
+        with self._guard:
+            self._over = True  # a task made from now on holds nothing
+        if self._written:  # the calls are over: their arguments' transient copies are not needed
+            self.cloud._release_values(self._written)
+        if self.unstored:
+            warn_not_stored(self.fn.name, self.unstored, self.why_unstored)
+
+    def abandon(self) -> None:
+        """The process exits: cancel everything still running for this run, everywhere."""
+        with self.lock:
+            for slot in range(len(self.unique)):
+                self.wants[slot] = 1
+        self.unwant_all()
+        self.close()
+
+    # ------------------------------------------------------------------ waiting (sync)
+
+    def wait(self, *, return_exceptions: bool, timeout: float | None) -> list:
+        """Launch and pump on this thread until every call has ended; the results in input
+        order, with ``sync_parallel``'s rules for exceptions, timeouts and Ctrl-C."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        expired = False
+        try:
+            self.launch()
+            with self.pumping:
+                while self.running:
+                    if deadline is None:
+                        self.pump(None)
+                        continue
+                    left = deadline - time.monotonic()
+                    self.pump(max(0.0, left))
+                    if left <= 0 and self.running:
+                        expired = True
+                        break
+            if not expired and self.open:  # joined calls of other runs
+                expired = not self.all_done.wait(
+                    None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            self._leave()
+            raise
+        if expired:
+            self._leave()
+        out = []
+        first_error = late = None
+        results, errors = self.results, self.errors
+        for slot in self.positions:
+            value = results[slot]
+            if value is MISSING or value is _CANCELLED:  # given up at the timeout
+                if late is None:
+                    late = TimeoutError(f"{self.fn.name}: calls still running after "
+                                        f"timeout={timeout} s were cancelled")
+                value = late
+            elif first_error is None and slot in errors:
+                first_error = value
+            out.append(value)
+        if not return_exceptions and (late or first_error) is not None:
+            raise late or first_error
+        return out
+
+    def _leave(self) -> None:
+        """The sync caller stops waiting: let go of its calls; one still wanted by another run
+        goes on, driven by the collector."""
+        self.unwant_all()
+        if self.running:
+            from .futures import collector
+
+            collector().adopt(self, launched=True)
+        else:
+            self.close()
+
+
+def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptions: bool,
+              progress: bool | None, timeout: float | None = None) -> list:
+    """Run calls of ``fn`` through ``cloud``'s backend; see ``PureFunction.sync_parallel``."""
+    return CallRun(cloud, fn, calls, futures=False, progress=progress).wait(
+        return_exceptions=return_exceptions, timeout=timeout)
+
+
+def submit_calls(cloud: Backend, fn: Any, calls: Iterable[dict]) -> list:
+    """Start calls of ``fn`` and return a future per call, in input order (``async_parallel``)."""
+    from .futures import collector
+
+    run = CallRun(cloud, fn, calls, futures=True)
+    if run.own:
+        collector().adopt(run, launched=False)
+    return run.futures
