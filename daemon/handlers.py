@@ -216,7 +216,11 @@ class Handlers(Values):
                        f"said Python {self.incompatible[ident]}: it takes no calls from it")
             return
         call, fp = msg.hex("call"), msg.hex("fp")
-        entry = self.entry(call)
+        keep = msg.fields.get("keep", True)
+        if not isinstance(keep, bool):
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "run: keep must be true or false")
+            return
+        entry = self.entry(call) if keep else None  # a call not memoized is never a hit
         if entry is not None:
             self.counts.hits += 1
             bodies, fields = outcome_to_wire(entry)
@@ -246,7 +250,7 @@ class Handlers(Values):
         self.counts.misses += 1
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200])
         self.running.add(call, self.node.submit(task), ident, msg.id,
-                         tuple(bytes.fromhex(r) for r in refs))
+                         tuple(bytes.fromhex(r) for r in refs), keep)
 
     def finish(self, call: bytes, outcome: Ok | Failed | Crashed) -> None:
         """A task ended (called on the node's thread): journal, then answer every waiter."""
@@ -254,7 +258,7 @@ class Handlers(Values):
         if running is None:
             return
         self.counts.tasks_done += 1
-        if type(outcome) is Ok:
+        if type(outcome) is Ok and running.keep:
             address, blob, meta = outcome.address, outcome.blob, outcome.meta
             meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
             try:

@@ -25,6 +25,7 @@ class Running:
     batch: Any
     waiters: list = field(default_factory=list)  # (routing id, request id)
     refs: tuple = ()  # addresses of the large arguments it reads
+    keep: bool = True  # False: a call not memoized (its result is answered, never stored)
 
 
 class RunningCalls:
@@ -48,9 +49,10 @@ class RunningCalls:
         running.waiters.append((ident, request_id))
         return True
 
-    def add(self, call: bytes, batch: Any, ident: bytes, request_id: int, refs: tuple) -> None:
+    def add(self, call: bytes, batch: Any, ident: bytes, request_id: int, refs: tuple,
+            keep: bool = True) -> None:
         """``call`` was handed to the worker pool as ``batch``, for one waiter."""
-        self._calls[call] = Running(batch, [(ident, request_id)], refs)
+        self._calls[call] = Running(batch, [(ident, request_id)], refs, keep)
 
     def pop(self, call: bytes) -> Running | None:
         """The ended ``call`` (None if nobody waits for it any more); it runs no longer."""

@@ -35,6 +35,7 @@ from .errors import (
     WorkerCrashedError,
 )
 from .function import kw_args
+from .integrations.joblib_backend import register_joblib_backend
 
 __all__ = [
     "PCloud",
@@ -42,6 +43,7 @@ __all__ = [
     "SwarmCloud",
     "DaskCloud",
     "kw_args",
+    "register_joblib_backend",
     "PythagorasError",
     "PureFunctionError",
     "FingerprintError",

@@ -140,6 +140,10 @@ class PCloud:
         """The calls that read these transient argument copies are over: drop them."""
         self.store.drop_transient(addresses)
 
+    def worker_slots(self) -> int:
+        """How many calls this cloud can run at once (every worker of every machine it uses)."""
+        raise NotImplementedError  # pragma: no cover - each backend has one
+
     def _submit(self, tasks: Iterable, count: int) -> TaskBatch:  # pragma: no cover - each backend has one
         raise NotImplementedError
 

@@ -87,6 +87,13 @@ class DaskCloud(PCloud):
         """A large argument waits here until its task is submitted: then it is scattered."""
         self._pending.setdefault(address, value)
 
+    def worker_slots(self) -> int:
+        """The threads of the Dask workers that may take calls."""
+        eligible = self._eligible_workers()
+        workers = self._workers()
+        return max(1, sum(info.get("nthreads", 1) for address, info in workers.items()
+                          if eligible is None or address in eligible))
+
     def _submit(self, tasks: Iterable[Task], count: int):
         return _DaskBatch(self, tasks, count)
 

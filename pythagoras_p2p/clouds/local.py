@@ -53,6 +53,9 @@ class LocalCloud(PCloud):
         self.workers = workers
         self._pool = None
 
+    def worker_slots(self) -> int:
+        return 1 if in_worker() else self.workers
+
     def _submit(self, tasks: Iterable[Task], count: int):
         if in_worker():
             return _InlineBatch(self, tasks, count)

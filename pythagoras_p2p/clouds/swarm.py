@@ -135,6 +135,10 @@ class SwarmCloud(PCloud):
             return found[call]
         return super()._compute_here(fn, fp, call, kwargs)
 
+    def worker_slots(self) -> int:
+        """The worker slots of the peers that answer (waiting up to 5 s for the first)."""
+        return max(1, sum(peer.workers for peer in self.ready_peers()))
+
     def ready_peers(self, timeout: float = 5.0) -> list:
         """Peers that answered, waiting up to ``timeout`` seconds for at least one."""
         deadline = time.monotonic() + timeout

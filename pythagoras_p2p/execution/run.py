@@ -35,6 +35,7 @@ class Task(NamedTuple):
     payload: bytes
     label: str
     refs: tuple = ()  # addresses of the large arguments the payload refers to
+    keep: bool = True  # False: a call not memoized (a joblib task): its result is not stored
 
 
 class ArgRef(NamedTuple):

@@ -20,13 +20,16 @@ its worker or peer, its result never stored — when the last of them lets go.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..defaults import INLINE_VALUE_LIMIT
 from ..errors import PythagorasError, StoreFullError
-from ..identity.calls import call_address
+from ..identity.calls import approx_nbytes, call_address
+from ..identity.encoding import value_address
 from ..store.core import MISSING, Store, warn_not_stored
 from ..store.packing import unpack
 from .outcomes import Ok, Stored, rebuild_exception
@@ -36,7 +39,7 @@ from .run import Task, describe_call, encode_args
 if TYPE_CHECKING:
     from .interfaces import Backend
 
-__all__ = ["CallRun", "run_calls"]
+__all__ = ["CallRun", "Arguments", "run_calls", "submit_calls"]
 
 _CANCELLED = object()  # a slot nobody wants any more: its outcome is dropped, never stored
 
@@ -45,23 +48,32 @@ class CallRun:
     """The calls of one ``sync_parallel``/``async_parallel`` (or ``*_remote``) of ``fn``."""
 
     def __init__(self, cloud: Backend, fn: Any, calls: Iterable[dict], *, futures: bool,
-                 progress: bool | None = False):
+                 progress: bool | None = False, memoize: bool = True,
+                 arguments: Arguments | None = None):
         self.cloud = cloud
         self.fn = fn
         self.store: Store = cloud.store
+        self.memoize = memoize
+        self._own_arguments = arguments is None
+        self.arguments = arguments = Arguments(cloud) if arguments is None else arguments
         self.identity = fn.identity()  # calls run with the values their addresses are made from
         fp = self.fp = self.identity.fp
-        memo: dict = {}
-        index: dict[bytes, int] = {}
+        memo = arguments.memo
         unique: list[tuple[bytes, dict, dict]] = []
         positions: list[int] = []
-        for kwargs in calls:
-            call, addresses = call_address(fp, kwargs, memo)
-            slot = index.get(call)
-            if slot is None:
-                slot = index[call] = len(unique)
-                unique.append((call, kwargs, addresses))
-            positions.append(slot)
+        if memoize:
+            index: dict[bytes, int] = {}
+            for kwargs in calls:
+                call, addresses = call_address(fp, kwargs, memo)
+                slot = index.get(call)
+                if slot is None:
+                    slot = index[call] = len(unique)
+                    unique.append((call, kwargs, addresses))
+                positions.append(slot)
+        else:  # each call its own, under a random address: run every time, never stored
+            for kwargs in calls:
+                positions.append(len(unique))
+                unique.append((os.urandom(32), kwargs, large_addresses(kwargs, memo)))
         self.unique = unique
         self.positions = positions
         n = len(unique)
@@ -90,14 +102,12 @@ class CallRun:
             self.wants = [1] * n
         self.bar = ProgressBar(fn.name, n, 0, enabled=progress)
         self.unstored, self.why_unstored = 0, None  # results returned but not kept, and why
-        self._written: list[bytes] = []  # transient argument copies held for these calls
-        self._kept: set[bytes] = set()  # large arguments handed to the backend
-        self._unkept: set[bytes] = set()  # those the store had no room for: sent with each call
-        self._guard = threading.Lock()
-        self._over = False  # once over, no argument copy is held for these calls
         self._closed = False
-        self._answer_stored()
-        self._join_inflight()
+        if memoize:
+            self._answer_stored()
+            self._join_inflight()
+        else:
+            self.own = list(range(n))
 
     # ------------------------------------------------------------------ before anything runs
 
@@ -159,7 +169,7 @@ class CallRun:
     def _launch(self) -> None:
         cloud, unique = self.cloud, self.unique
         todo = [s for s in self.own if self.results[s] is MISSING]
-        if todo:  # stored elsewhere (on a peer)? one bulk lookup before anything runs
+        if todo and self.memoize:  # stored elsewhere (on a peer)? one lookup before anything runs
             found = cloud._lookup_elsewhere([unique[s][0] for s in todo], before_running=True)
             if found:
                 for slot in todo:
@@ -175,36 +185,17 @@ class CallRun:
             for slot in todo:
                 self._resolve(slot, exc, error=True)
             return
-        fp, name = self.fp, self.fn.name
+        fp, name, keep, memoize = self.fp, self.fn.name, self.arguments.keep, self.memoize
 
         def make_task(slot: int) -> Task:
             call, kwargs, addresses = unique[slot]
-            payload, refs = encode_args(kwargs, addresses, self._keep)
-            return Task(slot, fp, call, payload, describe_call(name, kwargs), refs)
+            payload, refs = encode_args(kwargs, addresses, keep)
+            return Task(slot, fp, call, payload, describe_call(name, kwargs), refs, memoize)
 
         with self.lock:  # a future cancelled from now on cancels its task in the batch
             todo = [s for s in todo if self.results[s] is MISSING]
             if todo:
                 self.batch = cloud._submit((make_task(s) for s in todo), len(todo))
-
-    def _keep(self, address: bytes, name: str, value: Any) -> bool:
-        """Hand a large argument to the backend once per run (see :func:`~.run.encode_args`).
-
-        On the backend's thread, which may still make a task after a Ctrl-C ended the run."""
-        with self._guard:
-            if self._over:
-                raise PythagorasError(f"{self.fn.name}: these calls were cancelled")
-            if address in self._kept:  # 40 calls sharing one DataFrame: handled once
-                return True
-            if address in self._unkept:
-                return False
-            try:
-                self.cloud._keep_argument(address, name, value, self._written)
-            except StoreFullError:
-                self._unkept.add(address)
-                return False
-            self._kept.add(address)
-            return True
 
     # ------------------------------------------------------------------ outcomes
 
@@ -242,7 +233,7 @@ class CallRun:
             else:
                 resolved.append((tid, rebuild_exception(outcome, describe_call(name, unique[tid][1])),
                                  True))
-        if records:
+        if records and self.memoize:
             try:
                 self.cloud._store_results(records)  # stored before anyone sees the result
             except StoreFullError as exc:  # the results are returned all the same
@@ -335,10 +326,8 @@ class CallRun:
                 batch.cancel()
             self.cloud._leases.release_all(batch)
         self.bar.close()
-        with self._guard:
-            self._over = True  # a task made from now on holds nothing
-        if self._written:  # the calls are over: their arguments' transient copies are not needed
-            self.cloud._release_values(self._written)
+        if self._own_arguments:  # the calls are over: their arguments' copies are not needed
+            self.arguments.release()
         if self.unstored:
             warn_not_stored(self.fn.name, self.unstored, self.why_unstored)
 
@@ -406,6 +395,61 @@ class CallRun:
             self.close()
 
 
+class Arguments:
+    """The large arguments handed to a backend for the runs of one scope (one run, or every
+    run of a joblib ``Parallel`` call): each is hashed once, kept once where the workers read it
+    (sent once to each peer), and let go of when the scope ends."""
+
+    def __init__(self, cloud: Backend):
+        self.cloud = cloud
+        self.memo: dict = {}  # object id -> (object, value address): hashed once
+        self._written: list[bytes] = []  # transient copies held for the scope
+        self._kept: set[bytes] = set()  # handed to the backend
+        self._unkept: set[bytes] = set()  # the store had no room for them: sent with each call
+        self._guard = threading.Lock()
+        self._over = False  # once over, no copy is held for the scope
+
+    def keep(self, address: bytes, name: str, value: Any) -> bool:
+        """Hand a large argument to the backend once (see :func:`~.run.encode_args`).
+
+        On the backend's thread, which may still make a task after a Ctrl-C ended the run."""
+        with self._guard:
+            if self._over:
+                raise PythagorasError("these calls were cancelled")
+            if address in self._kept:  # 40 calls sharing one DataFrame: handled once
+                return True
+            if address in self._unkept:
+                return False
+            try:
+                self.cloud._keep_argument(address, name, value, self._written)
+            except StoreFullError:
+                self._unkept.add(address)
+                return False
+            self._kept.add(address)
+            return True
+
+    def release(self) -> None:
+        """The scope is over: a task made from now on holds nothing; the copies are dropped."""
+        with self._guard:
+            self._over = True
+            written, self._written = self._written, []
+        self.memo.clear()
+        if written:
+            self.cloud._release_values(written)
+
+
+def large_addresses(kwargs: dict, memo: dict) -> dict[str, bytes]:
+    """The value addresses of the arguments large enough to travel by address."""
+    out = {}
+    for name, value in kwargs.items():
+        if approx_nbytes(value) >= INLINE_VALUE_LIMIT:
+            hit = memo.get(id(value))
+            if hit is None:
+                hit = memo[id(value)] = (value, value_address(value))
+            out[name] = hit[1]
+    return out
+
+
 def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptions: bool,
               progress: bool | None, timeout: float | None = None) -> list:
     """Run calls of ``fn`` through ``cloud``'s backend; see ``PureFunction.sync_parallel``."""
@@ -413,11 +457,15 @@ def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptio
         return_exceptions=return_exceptions, timeout=timeout)
 
 
-def submit_calls(cloud: Backend, fn: Any, calls: Iterable[dict]) -> list:
-    """Start calls of ``fn`` and return a future per call, in input order (``async_parallel``)."""
+def submit_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, memoize: bool = True,
+                 arguments: Arguments | None = None) -> list:
+    """Start calls of ``fn`` and return a future per call, in input order (``async_parallel``).
+
+    ``memoize=False``: every call runs, none is stored (joblib tasks); ``arguments``: the scope
+    that holds large arguments across runs (by default, this run)."""
     from .futures import collector
 
-    run = CallRun(cloud, fn, calls, futures=True)
+    run = CallRun(cloud, fn, calls, futures=True, memoize=memoize, arguments=arguments)
     if run.own:
         collector().adopt(run, launched=False)
     return run.futures

@@ -352,8 +352,9 @@ class SwarmDispatcher(Replies):
         rid = self.connections.new_id()
         peer.inflight[rid] = (batch, task)
         self.stragglers.placed(rid)
+        extra = {} if task.keep else {"keep": False}
         peer.send(wire.build("run", rid, [task.payload], fp=task.fp, call=task.call,
-                             label=task.label, refs=[r.hex() for r in task.refs]))
+                             label=task.label, refs=[r.hex() for r in task.refs], **extra))
 
     # ------------------------------------------------------------------ cancel and close
 
