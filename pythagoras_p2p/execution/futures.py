@@ -137,6 +137,8 @@ class Collector:
                 self._queued.discard(run)
             try:
                 self._serve(run, launch)
+            except Exception as exc:  # making a task failed (an argument that cannot be sent)
+                run.fail(exc)
             except BaseException:  # noqa: BLE001 - a failed turn must not end the thread
                 log.exception("the futures of %s could not be served", run.fn.name)
                 run.abandon()

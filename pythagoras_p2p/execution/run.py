@@ -84,8 +84,13 @@ def encode_args(kwargs: dict, addresses: dict,
             shipped[name] = value
     try:
         return pickle.dumps(shipped, protocol=5), tuple(refs)
-    except Exception as exc:  # hashing pickled it already; this is a last guard
-        raise SerializationError(f"the arguments cannot be pickled ({exc})") from None
+    except Exception:  # a local function or a lambda (a joblib task's): cloudpickle takes it
+        import cloudpickle
+
+        try:
+            return cloudpickle.dumps(shipped, protocol=5), tuple(refs)
+        except Exception as exc:
+            raise SerializationError(f"the arguments cannot be pickled ({exc})") from None
 
 
 def decode_args(payload: bytes, store: Store) -> dict:

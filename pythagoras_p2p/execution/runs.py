@@ -49,7 +49,7 @@ class CallRun:
 
     def __init__(self, cloud: Backend, fn: Any, calls: Iterable[dict], *, futures: bool,
                  progress: bool | None = False, memoize: bool = True,
-                 arguments: Arguments | None = None):
+                 arguments: Arguments | None = None, unaddressed: frozenset = frozenset()):
         self.cloud = cloud
         self.fn = fn
         self.store: Store = cloud.store
@@ -64,7 +64,13 @@ class CallRun:
         if memoize:
             index: dict[bytes, int] = {}
             for kwargs in calls:
-                call, addresses = call_address(fp, kwargs, memo)
+                if unaddressed:  # passed to the call, not part of its address (see joblib)
+                    call, addresses = call_address(
+                        fp, {k: v for k, v in kwargs.items() if k not in unaddressed}, memo)
+                    addresses.update(large_addresses(
+                        {k: v for k, v in kwargs.items() if k in unaddressed}, memo))
+                else:
+                    call, addresses = call_address(fp, kwargs, memo)
                 slot = index.get(call)
                 if slot is None:
                     slot = index[call] = len(unique)
@@ -331,6 +337,12 @@ class CallRun:
         if self.unstored:
             warn_not_stored(self.fn.name, self.unstored, self.why_unstored)
 
+    def fail(self, exc: BaseException) -> None:
+        """The run cannot go on (a task could not be made): its open calls fail with ``exc``."""
+        for slot in self.own:
+            self._resolve(slot, exc, error=True)
+        self.close()
+
     def abandon(self) -> None:
         """The process exits: cancel everything still running for this run, everywhere."""
         with self.lock:
@@ -458,14 +470,16 @@ def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptio
 
 
 def submit_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, memoize: bool = True,
-                 arguments: Arguments | None = None) -> list:
+                 arguments: Arguments | None = None, unaddressed: frozenset = frozenset()) -> list:
     """Start calls of ``fn`` and return a future per call, in input order (``async_parallel``).
 
     ``memoize=False``: every call runs, none is stored (joblib tasks); ``arguments``: the scope
-    that holds large arguments across runs (by default, this run)."""
+    that holds large arguments across runs (by default, this run); ``unaddressed``: names of
+    arguments passed to each call but left out of its address (what cannot change its result)."""
     from .futures import collector
 
-    run = CallRun(cloud, fn, calls, futures=True, memoize=memoize, arguments=arguments)
+    run = CallRun(cloud, fn, calls, futures=True, memoize=memoize, arguments=arguments,
+                  unaddressed=unaddressed)
     if run.own:
         collector().adopt(run, launched=False)
     return run.futures

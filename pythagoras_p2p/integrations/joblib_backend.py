@@ -172,7 +172,7 @@ def _make_backend_class() -> type:
             if arguments is None:  # submit without configure: one scope per batch
                 arguments = self._arguments = Arguments(self.cloud)
             futures = submit_calls(self.cloud, self._function(), calls, memoize=self.memoize,
-                                   arguments=arguments)
+                                   arguments=arguments, unaddressed=_unaddressed(calls))
             batch = _gather(futures)
             with self._lock:
                 self._pending.add(batch)
@@ -206,6 +206,25 @@ def _make_backend_class() -> type:
             return SequentialBackend(nesting_level=(self.nesting_level or 0) + 1), None
 
     return PythagorasBackend
+
+
+#: Arguments scikit-learn (1.9 and later) passes to each task for its fit callbacks: a context
+#: with a fresh UUID and start time, and the search object holding it. With no callback set on
+#: the estimator they do nothing, and would make every task's address new each time.
+_SKLEARN_CALLBACK_ARGUMENTS = frozenset({_KEYWORD + "callback_ctx", _KEYWORD + "caller"})
+
+
+def _unaddressed(calls: list[dict]) -> frozenset:
+    """The arguments of these tasks left out of their addresses: scikit-learn's callback
+    arguments when no callback is set (then they cannot change a result); else none."""
+    for call in calls:
+        module = getattr(getattr(call["function"], "function", call["function"]), "__module__", "")
+        if not str(module).startswith("sklearn."):
+            return frozenset()
+        context = call.get(_KEYWORD + "callback_ctx")
+        if context is not None and getattr(context, "_callbacks", None):
+            return frozenset()
+    return _SKLEARN_CALLBACK_ARGUMENTS
 
 
 class _Batch(Future):
