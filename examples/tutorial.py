@@ -49,6 +49,10 @@ cell(9, very_slow_function.sync_remote(important_parameter=12345))  # runs in a 
 cell(10, very_slow_function.sync_remote(important_parameter=12345))  # answered from the store
 cell(11, very_slow_function.sync_remote(important_parameter=55))
 
+# The asynchronous form: a concurrent.futures.Future at once, its result when it is done.
+future = very_slow_function.async_remote(important_parameter=56)
+cell("11a", future.result())
+
 # Cloud-based parallelization
 results = []
 for i in range(10):
@@ -61,5 +65,9 @@ cell(14, very_slow_function.sync_parallel(kw_args(important_parameter=i) for i i
 cell(15, very_slow_function.sync_parallel(kw_args(important_parameter=i) for i in range(200, 210)))
 
 cell("*", another_slow_function.sync_parallel(kw_args(best_ever_parameter=i) for i in range(5)))
+
+# async_parallel: a future per call, in input order (stored calls are futures already done).
+futures = very_slow_function.async_parallel(kw_args(important_parameter=i) for i in range(300, 305))
+cell("15a", [f.result() for f in futures])
 
 print(f"done in {time.perf_counter() - started:.2f} s; results are stored in {my_cloud.home}")

@@ -178,23 +178,26 @@ _state: dict[str, Any] = {"collector": None, "callbacks": None}
 _lock = threading.Lock()
 
 
-def collector() -> Collector:
-    """The process's collector (started at the first asynchronous run)."""
-    found = _state["collector"]
+def _once(key: str, make):
+    """The process's one ``key`` object, made by ``make()`` the first time it is asked for."""
+    found = _state[key]
     if found is None:
         with _lock:
-            found = _state["collector"]
+            found = _state[key]
             if found is None:
-                found = _state["collector"] = Collector()
-                atexit.register(found.close)  # before the pools and connections close
+                found = _state[key] = make()
     return found
+
+
+def collector() -> Collector:
+    """The process's collector (started at the first asynchronous run)."""
+    def make() -> Collector:
+        made = Collector()
+        atexit.register(made.close)  # registered after the pools and connections: runs first
+        return made
+
+    return _once("collector", make)
 
 
 def _callbacks() -> _Callbacks:
-    found = _state["callbacks"]
-    if found is None:
-        with _lock:
-            found = _state["callbacks"]
-            if found is None:
-                found = _state["callbacks"] = _Callbacks()
-    return found
+    return _once("callbacks", _Callbacks)

@@ -315,6 +315,9 @@ class CallRun:
         for run, their_slot in leaders:
             run.unwant(their_slot)
         if dropped and batch is not None:
+            if not any(self.results[s] is MISSING for s in self.own):
+                self.close()  # nothing of the batch is wanted: it is cancelled whole
+                return
             batch.cancel_tasks(dropped)  # one request for them all
             self.cloud._leases.release([self.unique[s][0] for s in dropped], batch)
             if batch.finished:
