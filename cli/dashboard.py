@@ -18,7 +18,7 @@ __all__ = ["render", "show"]
 _COLUMNS = (  # heading, justification: short, so the swarm fits an 80-column terminal
     ("node", "left"), ("address", "left"), ("busy", "right"), ("load", "right"),
     ("done", "right"), ("entries", "right"), ("cache", "right"), ("hits", "right"),
-    ("seen", "right"),
+    ("seen", "right"), ("held", "left"),
 )
 
 
@@ -27,7 +27,8 @@ def render(status: dict) -> Table:
     node = status["node"]
     table = Table(title=f"swarm {node.get('swarm', '?')} (tag {node.get('tag', '?')})",
                   caption="* this node · busy: workers running calls/all · done: calls run · "
-                          "hits: share of lookups answered from the cache",
+                          "hits: share of lookups answered from the cache · held: resources "
+                          "running calls hold/all",
                   box=None, pad_edge=False, collapse_padding=True, header_style="bold underline")
     for heading, justify in _COLUMNS:
         # Only a long address folds onto a second line: every other cell stays whole.
@@ -41,10 +42,22 @@ def render(status: dict) -> Table:
             f"{peer['workers_busy']}/{peer['workers_total']}", f"{peer['load']:.2f}",
             _count(peer["tasks_done"]), _count(peer["cache_entries"]),
             human_bytes(peer["cache_bytes"]), "-" if hit is None else f"{hit:.0%}",
-            f"{peer['last_seen_s']:.1f}s",
+            f"{peer['last_seen_s']:.1f}s", _resources(peer),
         )
         table.add_row(*(Text(str(cell)) for cell in cells))  # text, never markup: "[::1]:7575"
     return table
+
+
+def _resources(peer: dict) -> str:
+    """``gpus 1/1 license 0/2``: the GPUs and custom resources a node has, and what running
+    calls hold of them and of its memory (``status --json`` has them all)."""
+    from pythagoras_p2p.resources import describe
+
+    have, used = peer.get("resources") or {}, peer.get("resources_in_use") or {}
+    shown = [name for name, amount in sorted(have.items())
+             if name != "cpus" and (used.get(name) or (amount and name != "memory"))]
+    return " ".join(f"{name} {describe(name, used.get(name, 0))}/{describe(name, have[name])}"
+                    for name in shown) or "-"
 
 
 def _count(n: int) -> str:

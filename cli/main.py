@@ -115,10 +115,15 @@ def token(ctx: click.Context) -> None:
                    "[$PYTHAGORAS_PEERS].")
 @click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds running calls may take to finish when stopping.")
+@click.option("--resources", envvar="PYTHAGORAS_RESOURCES", default="",
+              help="What else this machine offers calls, name=amount comma-separated, e.g. "
+                   "gpu=1,license=2; may also set cpus, memory (8G) or gpus "
+                   "[$PYTHAGORAS_RESOURCES].")
 @click.option("--detach", is_flag=True, help="Run in the background (log: HOME/node.log).")
 @click.pass_context
 def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns: bool,
-          mdns_interface: str | None, peers: tuple[str, ...], grace: float, detach: bool) -> None:
+          mdns_interface: str | None, peers: tuple[str, ...], grace: float, resources: str,
+          detach: bool) -> None:
     """Run this machine's node (in the foreground unless --detach)."""
     from pythagoras_p2p.clouds.connection import parse_peers
     from pythagoras_p2p.defaults import worker_count
@@ -136,8 +141,15 @@ def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns
         except ConfigurationError:
             _fail(f"--peer/PYTHAGORAS_PEERS {item!r} is not host[:port] (port 1-65535); repeat "
                   f"--peer or separate peers with commas", 2)
+    from pythagoras_p2p.resources import parse_spec
+
+    try:
+        custom = parse_spec(resources)
+    except ConfigurationError as exc:
+        _fail(f"{exc}", 2)
     if detach:
         argv = ["--home", str(home), "start", "--bind", bind, "--port", str(port), "--grace", str(grace)]
+        argv += ["--resources", resources] if resources else []
         argv += ["--workers", str(workers)] if workers else []
         argv += ["--no-mdns"] if no_mdns else []
         argv += ["--mdns-interface", mdns_interface] if mdns_interface else []
@@ -147,7 +159,8 @@ def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns
                    f"log: {home / 'node.log'}; stop it with `pythagoras-node stop`")
         return
     config = NodeConfig(home=home, bind=bind, port=port, workers=workers or worker_count(),
-                        mdns=not no_mdns, mdns_interface=mdns_interface, grace=grace, peers=named)
+                        mdns=not no_mdns, mdns_interface=mdns_interface, grace=grace, peers=named,
+                        resources=custom)
     sys.exit(run_node(config))
 
 

@@ -66,6 +66,7 @@ class Handlers(Values):
         self.counts = Counters()
         self.log_once = LogOnce(log, _LOG_ONCE)
         self.incompatible: OrderedDict[bytes, str] = OrderedDict()  # routing id → its Python
+        self._checked_requires: dict[tuple, list] = {}  # a function's requires= → what is missing
         self._ops = {
             "probe": self.on_probe, "hello": self.on_hello, "ping": self.on_ping,
             "status": self.on_status, "lookup": self.on_lookup, "has": self.on_has,
@@ -122,6 +123,7 @@ class Handlers(Values):
             return
         self.send(ident, wire.build(
             "ok", msg.id, node=self.node.node_id, workers=self.node.config.workers,
+            resources=self.node.resources,
             python=wire.PYTHON_VERSION, protocol=wire.PROTOCOL_VERSION, tag=self.node.key.tag,
             **self.requirements_answer(msg.fields.get("requires")),
         ))
@@ -146,6 +148,7 @@ class Handlers(Values):
             "ok", msg.id, node=self.node.node_id, busy=me["workers_busy"],
             workers=me["workers_total"], load=me["load"], tasks_done=me["tasks_done"],
             cache_entries=me["cache_entries"], cache_bytes=me["cache_bytes"], hit_rate=me["hit_rate"],
+            resources=me["resources"], in_use=me["resources_in_use"],
         ))
 
     def on_status(self, ident: bytes, msg: wire.Message) -> None:
@@ -234,6 +237,9 @@ class Handlers(Values):
         if len(msg.bodies) != 1:
             self.error(ident, msg.id, wire.ERR_MALFORMED, "run: expected one body frame with the arguments")
             return
+        needs, requires = self.placement(ident, msg)
+        if needs is None:
+            return
         if fp not in self.functions:  # functions are never removed from a store
             if not self.store.has_function(fp):
                 self.error(ident, msg.id, wire.ERR_NEED_FUNCTION, fp.hex())
@@ -248,9 +254,41 @@ class Handlers(Values):
             self.error(ident, msg.id, wire.ERR_NEED_VALUES, ",".join(missing))
             return
         self.counts.misses += 1
-        task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200])
+        task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200], (), keep,
+                    needs, requires)
         self.running.add(call, self.node.submit(task), ident, msg.id,
                          tuple(bytes.fromhex(r) for r in refs), keep)
+
+    def placement(self, ident: bytes, msg: wire.Message) -> tuple:
+        """The resources and requirements a ``run`` asks for, checked against this node:
+        ``(needs, requires)``, or ``(None, None)`` once the request was answered with an error."""
+        from pythagoras_p2p.errors import ConfigurationError
+        from pythagoras_p2p.resources import from_wire, lacking
+
+        try:
+            needs = from_wire(msg.fields.get("needs", {}))
+        except ConfigurationError as exc:
+            self.error(ident, msg.id, wire.ERR_MALFORMED, f"run: {exc}")
+            return None, None
+        short = lacking(needs, self.node.resources)
+        if short:
+            self.error(ident, msg.id, wire.ERR_RESOURCES,
+                       f"node {self.node.node_id} could never give it: {'; '.join(short)}")
+            return None, None
+        requires = msg.fields.get("requires", [])
+        if requires:
+            key = tuple(map(str, requires)) if isinstance(requires, list) else (repr(requires),)
+            missing = self._checked_requires.get(key)
+            if missing is None:  # looked up once per set of specifiers (installs need a restart)
+                missing = self.requirements_answer(requires).get("missing", [])
+                if len(self._checked_requires) < _LOG_ONCE:
+                    self._checked_requires[key] = missing
+            if missing:
+                self.error(ident, msg.id, wire.ERR_REQUIREMENTS,
+                           f"node {self.node.node_id} does not satisfy requires=: {'; '.join(missing)}")
+                return None, None
+            requires = tuple(requires)
+        return needs, tuple(requires)
 
     def finish(self, call: bytes, outcome: Ok | Failed | Crashed) -> None:
         """A task ended (called on the node's thread): journal, then answer every waiter."""

@@ -37,6 +37,7 @@ from pythagoras_p2p.net.security import (
     curve_server,
 )
 from pythagoras_p2p.net.sockets import endpoint, waiting_messages
+from pythagoras_p2p.resources import Ledger, machine_resources, summary
 from pythagoras_p2p.store.core import open_store
 from pythagoras_p2p.store.journal import Journal
 
@@ -61,6 +62,7 @@ class NodeConfig:
     mdns_interface: str | None = None
     grace: float = 30.0  # seconds running calls may take to finish at shutdown
     peers: list = field(default_factory=list)  # (host, port) of peers named rather than found
+    resources: dict = field(default_factory=dict)  # custom resources (--resources), by name
 
 
 class Node:
@@ -96,8 +98,11 @@ class Node:
                     if exc.errno == zmq.EADDRINUSE else "check --bind and --port")
             raise SecurityError(f"cannot listen on {config.bind}:{config.port} ({exc}); {hint}") from None
         # The pool has no thread of its own: this loop drives its pipes too (no thread hops).
+        # What calls may ask of this machine, and what the running ones hold.
+        self.resources = machine_resources(config.workers, config.resources)
+        self.ledger = Ledger(self.resources)
         self.pool = WorkerPool(self.home, config.workers, label=f"node-{self.node_id}",
-                               own_thread=False)
+                               own_thread=False, ledger=self.ledger)
         self._mail = Mailbox()  # what the pool finished, and the pipe that wakes the loop
         self._awake_until = 0.0  # see pump
         self.poller = zmq.Poller()
@@ -153,7 +158,8 @@ class Node:
             log.warning("no network interface to announce on; mDNS is off")
             return
         advert = Advert(self.node_id, tuple(addresses), self.config.port, self.key.tag,
-                        wire.PROTOCOL_VERSION, wire.PYTHON_VERSION, self.config.workers)
+                        wire.PROTOCOL_VERSION, wire.PYTHON_VERSION, self.config.workers,
+                        summary(self.resources))
         self.peering.start_browsing(interfaces)
         self.announcement = Announcement(advert, interfaces)
 

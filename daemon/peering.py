@@ -20,7 +20,8 @@ __all__ = ["Peering"]
 
 log = logging.getLogger(__name__)
 
-_FACTS = ("busy", "workers", "load", "tasks_done", "cache_entries", "cache_bytes", "hit_rate")
+_FACTS = ("busy", "workers", "load", "tasks_done", "cache_entries", "cache_bytes", "hit_rate",
+          "resources", "in_use")
 
 
 class Peering:
@@ -131,6 +132,8 @@ class Peering:
                 "load": facts.get("load") or 0.0, "tasks_done": facts.get("tasks_done") or 0,
                 "cache_entries": facts.get("cache_entries") or 0,
                 "cache_bytes": facts.get("cache_bytes") or 0, "hit_rate": facts.get("hit_rate"),
+                "resources": facts.get("resources") or {},
+                "resources_in_use": facts.get("in_use") or {},
                 "last_seen_s": round(now - peer.last_heard, 2),
             })
         return rows

@@ -70,6 +70,8 @@ def load_facts(node: Any, handlers: Any) -> dict:
     return {
         "workers_busy": min(len(handlers.running), node.config.workers),
         "workers_total": node.config.workers,
+        "resources": node.resources,
+        "resources_in_use": node.ledger.in_use(min(len(handlers.running), node.config.workers)),
         "load": round(os.getloadavg()[0], 2),
         "tasks_done": counts.tasks_done,
         "cache_entries": entries,

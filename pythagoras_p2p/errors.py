@@ -14,6 +14,7 @@ __all__ = [
     "SerializationError",
     "ConfigurationError",
     "RequirementsError",
+    "ResourcesError",
     "StoreError",
     "StoreFullError",
     "WorkerCrashedError",
@@ -45,6 +46,10 @@ class ConfigurationError(PythagorasError, ValueError):
 
 class RequirementsError(PythagorasError):
     """No machine that could run a call satisfies the cloud's ``requires=``."""
+
+
+class ResourcesError(RequirementsError):
+    """No machine could ever give a call the resources it asks for (``resources=``)."""
 
 
 class StoreError(PythagorasError):

@@ -87,10 +87,13 @@ def _check_pure(func: Any) -> None:
 class PureFunction:
     """A memoized pure function bound to a cloud. Create it with ``@cloud.add_pure_function``."""
 
-    def __init__(self, func: types.FunctionType, cloud: Any, fp: bytes | None = None):
+    def __init__(self, func: types.FunctionType, cloud: Any, fp: bytes | None = None, *,
+                 needs: tuple = (), requires: tuple = ()):
         if isinstance(func, PureFunction):
             func = func.__pythagoras_function__
         _check_pure(func)
+        self.needs = needs  # resources a call holds where it runs (placement only)
+        self.requires = requires  # requirement specifiers beyond the cloud's
         functools.update_wrapper(self, func)
         self.__pythagoras_function__ = func
         self.cloud = cloud
@@ -270,7 +273,8 @@ class PureFunction:
         return _bound_calls(self, iterator, method)
 
     def __reduce__(self):
-        return _rebuild_pure_function, (self.__pythagoras_function__, self.fingerprint)
+        return _rebuild_pure_function, (self.__pythagoras_function__, self.fingerprint,
+                                        self.needs, self.requires)
 
     def __repr__(self) -> str:
         return f"<pure function {self.name} of {self.cloud!r}>"
@@ -292,10 +296,11 @@ def _bound_calls(fn: PureFunction, calls: Iterable[Any], method: str):
         yield fn.bind((), dict(item))
 
 
-def _rebuild_pure_function(func: types.FunctionType, fp: bytes | None) -> PureFunction:
+def _rebuild_pure_function(func: types.FunctionType, fp: bytes | None, needs: tuple = (),
+                           requires: tuple = ()) -> PureFunction:
     from .execution.context import process_cloud
 
-    return PureFunction(func, process_cloud(), fp)
+    return PureFunction(func, process_cloud(), fp, needs=needs, requires=requires)
 
 
 

@@ -14,13 +14,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..defaults import home_dir
-from ..errors import ConfigurationError, StoreFullError
+from ..errors import ConfigurationError, ResourcesError, StoreFullError
 from ..execution.context import in_worker
 from ..execution.runs import run_calls, submit_calls
 from ..function import PureFunction
 from ..identity.encoding import value_address
 from ..identity.fingerprint import Identity
 from ..requirements import parse_requirements
+from ..resources import custom_resources, lacking, machine_resources, parse_needs
 from ..store.core import MISSING, Store, open_store, warn_not_stored
 from ..store.leases import leases_of
 from ..store.packing import pack_parts
@@ -64,11 +65,30 @@ class PCloud:
         self._inflight: dict[bytes, tuple] = {}
         self._inflight_lock = threading.Lock()
 
-    def add_pure_function(self, func: Any) -> PureFunction:
-        """Decorator: make ``func`` a memoized pure function of this cloud."""
-        fn = PureFunction(func, self)
+    def add_pure_function(self, func: Any = None, *, resources: Any = None,
+                          requires: Any = None) -> Any:
+        """Decorator: make ``func`` a memoized pure function of this cloud.
+
+        Bare (``@cloud.add_pure_function``) or with options:
+        ``@cloud.add_pure_function(resources={"gpus": 1, "memory": "8G"}, requires="torch>=2")``.
+        ``resources``: what a call holds where it runs — it runs only on a machine whose free
+        resources cover it (placement only: never part of a call's address). ``requires``:
+        requirement specifiers a machine must satisfy to run its calls, beyond the cloud's.
+        """
+        needs = parse_needs(resources)
+        extra = parse_requirements(requires)
+        if func is None:
+            return lambda f: self._add(f, needs, extra)
+        return self._add(func, needs, extra)
+
+    def _add(self, func: Any, needs: tuple, requires: tuple) -> PureFunction:
+        self._check_function(needs, requires)
+        fn = PureFunction(func, self, needs=needs, requires=requires)
         self.functions.append(fn)
         return fn
+
+    def _check_function(self, needs: tuple, requires: tuple) -> None:
+        """A backend refuses at decoration what it can never run (see LocalCloud)."""
 
     # ------------------------------------------------------------------ backend interface
 
@@ -87,6 +107,13 @@ class PCloud:
         ``sys.exit(3)`` would. (Run in a worker, the same call fails with a
         :class:`~pythagoras_p2p.errors.RemoteError` instead: see ``rebuild_exception``.)
         """
+        if fn.needs:
+            lacking = self._lacking_here(fn.needs)
+            if lacking:
+                raise ResourcesError(
+                    f"{fn.name} asks for more than this machine has ({'; '.join(lacking)}), so "
+                    f"its calls cannot run here: run them where a node has it, with "
+                    f"{fn.name}.sync_remote(...) or sync_parallel(...)")
         owner = object()
         found = self._leases.claim(call, owner, lambda: self.store.get_result(call), MISSING,
                                    wait=not in_worker())
@@ -96,6 +123,16 @@ class PCloud:
             return self._compute_and_store(fn, fp, call, kwargs)
         finally:
             self._leases.release([call], owner)
+
+    def _lacking_here(self, needs: tuple) -> list[str]:
+        """What of ``needs`` this machine could never give a call run in this process."""
+        return lacking(needs, self._machine(1))
+
+    def _machine(self, workers: int) -> dict[str, float]:
+        found = self.__dict__.get("_machine_cache")
+        if found is None or found["cpus"] != workers:
+            found = self.__dict__["_machine_cache"] = machine_resources(workers, custom_resources())
+        return found
 
     def _compute_and_store(self, fn: PureFunction, fp: bytes, call: bytes, kwargs: dict) -> Any:
         started = time.time()

@@ -34,7 +34,7 @@ from .._version import __version__
 from ..defaults import DASK_MAX_ATTEMPTS as MAX_ATTEMPTS
 from ..defaults import DASK_MIN_WINDOW, DASK_POLL_EVERY, DASK_WINDOW_PER_THREAD
 from ..defaults import DASK_WORKERS_TTL as WORKERS_TTL
-from ..errors import ConfigurationError, RequirementsError
+from ..errors import ConfigurationError, RequirementsError, ResourcesError
 from ..execution.outcomes import UNREACHABLE, Crashed, Failed, Ok, Outcome, Refused, failure_outcome
 from ..execution.run import Task
 from ..identity.calls import approx_nbytes
@@ -72,7 +72,8 @@ class DaskCloud(PCloud):
         self._scattered_bytes = 0
         self._pending: dict[bytes, Any] = {}  # large arguments of tasks being made, by address
         self._function_futures: dict[bytes, Any] = {}
-        self._checked: dict[str, list[str]] = {}  # worker address -> why it cannot take calls
+        # requirements -> worker address -> why it cannot take calls (empty: it can)
+        self._checked: dict[tuple, dict[str, list[str]]] = {}
         self._dask_lock = threading.RLock()
         # Calls that failed here: the scheduler may still hold the failed task under its key
         # until our release reaches it, and would answer a retry from it. They get fresh keys.
@@ -99,14 +100,18 @@ class DaskCloud(PCloud):
 
     # ------------------------------------------------------------------ cluster state
 
-    def _eligible_workers(self) -> list[str] | None:
-        """Workers that may take calls; None when any worker may (no requirement to check).
+    def _eligible_workers(self, extra: tuple = ()) -> list[str] | None:
+        """Workers that may take calls (of a function whose own requires= are ``extra``);
+        None when any worker may (no requirement to check).
 
-        Every worker is probed once (its packages, Python and pythagoras_p2p versions).
+        Every worker is probed once per set of requirements (its packages, Python and
+        pythagoras_p2p versions).
         """
+        requires = tuple(dict.fromkeys(self.requires + tuple(extra)))
         with self._dask_lock:
+            checked = self._checked.setdefault(requires, {})
             workers = set(self._workers())
-            if not workers and self.requires:
+            if not workers and requires:
                 try:
                     self.client.wait_for_workers(1, timeout=self.connect_timeout)
                 except Exception:
@@ -115,11 +120,11 @@ class DaskCloud(PCloud):
                         f"{self.connect_timeout:g} s; start workers (`dask worker ADDRESS`)"
                     ) from None
                 workers = set(self._workers(fresh=True))
-            new = sorted(workers - self._checked.keys())
+            new = sorted(workers - checked.keys())
             if new:
-                self._checked.update(self._probe(new))
+                checked.update(self._probe(new, requires))
             # a worker that left or was restarting while asked is asked again next time
-            reasons = {w: self._checked.get(w, ["did not answer the probe (leaving or starting)"])
+            reasons = {w: checked.get(w, ["did not answer the probe (leaving or starting)"])
                        for w in workers}
             eligible = sorted(w for w, why in reasons.items() if not why)
             if reasons and not eligible:
@@ -128,9 +133,24 @@ class DaskCloud(PCloud):
                     f"no Dask worker can run these calls ({detail}). Install what is missing on the "
                     f"workers (the same pythagoras_p2p release and Python {PYTHON_VERSION}), or change requires="
                 )
-            if not self.requires and len(eligible) == len(workers):
+            if not requires and len(eligible) == len(workers):
                 return None
             return eligible
+
+    def _dask_resources(self, task: Task, eligible: list[str] | None) -> dict[str, float]:
+        """A task's resources as Dask's ``resources=``; ResourcesError at once if no worker of
+        the cluster declares them (Dask would wait for one forever)."""
+        needs = dict(task.needs)
+        workers = self._workers(fresh=True)
+        if not any(all(info.get("resources", {}).get(n, 0) >= a for n, a in needs.items())
+                   for address, info in workers.items() if eligible is None or address in eligible):
+            declared = "; ".join(f"{address}: {info.get('resources') or 'none'}"
+                                 for address, info in sorted(workers.items())[:6])
+            raise ResourcesError(
+                f"no Dask worker declares the resources {task.label} asks for ({needs}); the "
+                f"workers declare: {declared}. Start workers with `dask worker --resources "
+                f"\"gpus=1\"` (Dask's names are ours: gpus, memory, or your own)")
+        return needs
 
     def _workers(self, fresh: bool = False) -> dict:
         """The scheduler's workers (address -> info), asked at most once a second."""
@@ -140,9 +160,9 @@ class DaskCloud(PCloud):
             self._workers_at = now
         return self._workers_info
 
-    def _probe(self, workers: list[str]) -> dict[str, list[str]]:
+    def _probe(self, workers: list[str], requires: tuple) -> dict[str, list[str]]:
         try:
-            found = self.client.run(probe_worker, self.requires, workers=workers, on_error="return")
+            found = self.client.run(probe_worker, requires, workers=workers, on_error="return")
         except (ImportError, AttributeError) as exc:
             raise ConfigurationError(
                 f"the Dask workers cannot import pythagoras_p2p ({exc}); install pythagoras_p2p "
@@ -236,7 +256,7 @@ class _DaskBatch:
         self.client = cloud.client
         self.source = iter(tasks)
         self.remaining = count
-        self.workers = cloud._eligible_workers()
+        self.workers: Any = _UNKNOWN  # eligible workers, known once the first task is made
         workers = cloud._workers()
         threads = sum(w.get("nthreads", 1) for w in workers.values()) or 1
         self.window = max(DASK_MIN_WINDOW, DASK_WINDOW_PER_THREAD * threads)
@@ -271,7 +291,11 @@ class _DaskBatch:
             values = [cloud._value_futures(t.refs) for t in tasks]
             cloud._trim_scattered()
         keys = [self._key(t) for t in tasks]
+        if self.workers is _UNKNOWN:
+            self.workers = cloud._eligible_workers(tasks[0].requires)
         restrict = {} if self.workers is None else {"workers": self.workers, "allow_other_workers": False}
+        if tasks[0].needs:  # Dask's worker resources: only workers declaring them take the task
+            restrict["resources"] = cloud._dask_resources(tasks[0], self.workers)
         futures = self.client.map(run_task, [function] * len(tasks), tasks, values, key=keys,
                                   **restrict)
         for future, task in zip(futures, tasks, strict=True):
@@ -380,6 +404,9 @@ class _DaskBatch:
         self.inflight.clear()
         if pending:
             self.client.cancel(pending)
+
+
+_UNKNOWN = object()
 
 
 def _failed(future: Any, task: Task) -> Outcome:

@@ -15,6 +15,7 @@ from ..execution.outcomes import failure_outcome
 from ..execution.run import Task, decode_args, execute
 from ..function import load_function
 from ..requirements import missing_requirements
+from ..resources import Ledger
 from .base import PCloud
 from .choice import register_backend
 
@@ -56,6 +57,18 @@ class LocalCloud(PCloud):
     def worker_slots(self) -> int:
         return 1 if in_worker() else self.workers
 
+    def machine_resources(self) -> dict[str, float]:
+        """What this machine offers calls: its workers, RAM, GPUs, and ``PYTHAGORAS_RESOURCES``."""
+        return self._machine(self.workers)
+
+    def _check_function(self, needs: tuple, requires: tuple) -> None:
+        missing = missing_requirements(requires)
+        if missing:
+            raise RequirementsError(
+                f"this machine does not satisfy the function's requires=: {'; '.join(missing)}. "
+                f"Install them (pip install ...) or change requires="
+            )
+
     def _submit(self, tasks: Iterable[Task], count: int):
         if in_worker():
             return _InlineBatch(self, tasks, count)
@@ -64,7 +77,8 @@ class LocalCloud(PCloud):
                 from ..execution.pool import WorkerPool
 
                 self._pool = WorkerPool(self.home, self.workers, label=socket.gethostname(),
-                                        leases=self._leases, store=self.store)
+                                        leases=self._leases, store=self.store,
+                                        ledger=Ledger(self.machine_resources()))
                 _POOLS.add(self._pool)
             pool = self._pool
         return pool.submit(tasks, count)

@@ -28,6 +28,7 @@ class Feeding:
     _aside: list  # heap of (due, n, delay, batch, task): leased by another process
     _order: Any  # a counter that breaks ties in the heap
     _leases: Any  # the home's leases, or None (a node's pool leases nothing)
+    _ledger: Any  # the machine's resources, or None (nothing asks for any)
     _store: Any
 
     def _claim(self, entries: list, delay: float = FIRST_DELAY) -> list:
@@ -67,8 +68,12 @@ class Feeding:
         while queue and not entries:
             while queue and len(entries) < size:
                 entry = queue.popleft()
-                if entry[0].wanted(entry[1]):
-                    entries.append(entry)
+                if not entry[0].wanted(entry[1]):
+                    continue
+                if entry[1].needs and self._ledger is not None:
+                    self._set_aside_needy(*entry)  # sent alone when its resources are free
+                    continue
+                entries.append(entry)
             if entries and self._leases is not None:
                 entries = self._claim(entries)
         return entries
@@ -77,3 +82,5 @@ class Feeding:
         """Queue the tasks set aside again (to fail them with the others)."""
         self._queue.extend((entry[3], entry[4]) for entry in self._aside)
         self._aside.clear()
+        self._queue.extend(self._needy)
+        self._needy.clear()

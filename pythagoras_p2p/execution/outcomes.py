@@ -32,13 +32,15 @@ from ..errors import PythagorasError, RemoteError, WorkerCrashedError
 
 __all__ = [
     "Ok", "Failed", "Stored", "Crashed", "Refused", "Outcome",
-    "REQUIREMENTS", "UNREACHABLE", "REMOTE", "CLOSED",
+    "REQUIREMENTS", "RESOURCES", "UNREACHABLE", "REMOTE", "CLOSED",
     "failure_outcome", "rebuild_exception", "RemoteTraceback",
 ]
 
 #: Codes of a :class:`Refused` outcome (they never travel on the wire): no peer satisfies
 #: ``requires=`` (raises :class:`~pythagoras_p2p.errors.RequirementsError`) ...
 REQUIREMENTS = "requirements"
+#: ... no machine could ever give it the resources it asks for (raises ``ResourcesError``) ...
+RESOURCES = "resources"
 #: ... no peer could take the call (raises :class:`~pythagoras_p2p.net.rpc.NodeUnreachable`) ...
 UNREACHABLE = "unreachable"
 #: ... a node refused the call or one of its values, or answered it with a malformed reply ...
@@ -127,10 +129,10 @@ def _type_name(cls: type) -> str:
 
 
 def _refusals() -> dict:
-    from ..errors import RequirementsError
+    from ..errors import RequirementsError, ResourcesError
     from ..net.rpc import NodeUnreachable
 
-    return {REQUIREMENTS: RequirementsError, UNREACHABLE: NodeUnreachable}
+    return {REQUIREMENTS: RequirementsError, RESOURCES: ResourcesError, UNREACHABLE: NodeUnreachable}
 
 
 class RemoteTraceback(Exception):

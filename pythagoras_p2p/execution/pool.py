@@ -41,11 +41,12 @@ from ..defaults import POOL_FAST_TASK as _FAST_TASK
 from ..defaults import POOL_MAX_CHUNK as _MAX_CHUNK
 from ..defaults import POOL_SPIN as _SPIN
 from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
+from ..resources import Ledger
 from ..store.leases import WATCH_EVERY
 from .batch import Batch, print_output, refill
 from .feeding import Feeding
 from .mailbox import Mailbox
-from .outcomes import Crashed, Ok, Outcome
+from .outcomes import RESOURCES, Crashed, Ok, Outcome, Refused
 from .run import Task
 from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, spawn
 
@@ -58,7 +59,7 @@ class WorkerPool(Feeding):
     """A fixed number of supervised worker processes serving tasks from many batches."""
 
     def __init__(self, home: Path, size: int, *, label: str = "local", own_thread: bool = True,
-                 leases=None, store=None):
+                 leases=None, store=None, ledger: Ledger | None = None):
         worker_memory_limit()  # a malformed limit is the caller's error now, not every worker's
         self.home = Path(home)
         self.size = size
@@ -70,6 +71,9 @@ class WorkerPool(Feeding):
         self._leases = leases  # None: this pool's owner does not lease calls (a node)
         self._store = store
         self._aside: list = []  # heap of (due, n, delay, batch, task) leased elsewhere
+        self._ledger = ledger  # this machine's resources, and what running calls hold
+        self._needy: deque = deque()  # (batch, task) asking for resources not free yet
+        self._held: dict[int, tuple] = {}  # seq -> (needs, gpus) of a task running
         self._order = itertools.count()
         # (batch, tid) -> how many workers the task killed; keyed by the batch itself, not by
         # id(batch), which a later batch may reuse (and so inherit another call's crashes)
@@ -246,15 +250,29 @@ class WorkerPool(Feeding):
         self._refill()
         if self._aside:
             self._recheck_aside()
+        if self._needy:
+            self._feed_needy()
+        self._feed_plain()
+        if self._needy:  # tasks asking for resources met while feeding the others
+            self._feed_needy()
+
+    def _feed_plain(self) -> None:
         queue = self._queue
         if not queue:
             return
         fast = self._mean < _FAST_TASK
+        # cpus held beyond one per busy worker (calls asking for several): idle workers kept idle
+        extra = int(self._ledger.used.get("cpus", 0)) if self._ledger is not None else 0
+        busy = sum(1 for w in self._workers if w.inflight) if extra else 0
         for worker in sorted(self._workers, key=lambda w: len(w.inflight)):  # idle ones first
             if not queue:
                 return
             if worker.killed:
                 continue
+            if extra and not worker.inflight:
+                if busy + extra >= len(self._workers):
+                    continue
+                busy += 1
             chunk = 1
             if fast:
                 chunk = max(1, min(_MAX_CHUNK, len(queue) // (2 * self.size) or 1))
@@ -262,14 +280,58 @@ class WorkerPool(Feeding):
             if len(worker.inflight) + chunk > limit and worker.inflight:
                 continue
             tasks = []
+            hide = "" if self._ledger is not None and self._ledger.has_gpus else None
             for batch, task in self._next_chunk(chunk):
                 self._seq += 1
                 worker.inflight[self._seq] = (batch, task)
-                tasks.append((self._seq, task.fp, task.call, task.payload, task.label))
+                tasks.append((self._seq, task.fp, task.call, task.payload, task.label, hide))
             if tasks:
                 self._send(worker, ("run", tasks))
                 if self._mean < _SPIN_TASK:
                     self._spin_until = time.monotonic() + _SPIN
+
+    def _feed_needy(self) -> None:
+        """Send tasks that ask for resources to idle workers, each alone, as their resources
+        come free (in order, but one that does not fit yet does not hold back the others)."""
+        idle = [w for w in self._workers if not w.inflight and not w.killed]
+        busy = len(self._workers) - len(idle)
+        waiting = deque()
+        while self._needy and idle:
+            batch, task = self._needy.popleft()
+            if not batch.wanted(task):
+                continue
+            gpus = self._ledger.take(task.needs, busy)
+            if gpus is None:
+                waiting.append((batch, task))
+                continue
+            if self._leases is not None and not self._claim([(batch, task)]):
+                self._ledger.give(task.needs, gpus)  # stored meanwhile, or leased elsewhere
+                continue
+            worker = idle.pop()
+            busy += 1
+            self._seq += 1
+            worker.inflight[self._seq] = (batch, task)
+            self._held[self._seq] = (task.needs, gpus)
+            cuda = ",".join(map(str, gpus)) if self._ledger.has_gpus else None
+            self._send(worker, ("run", [(self._seq, task.fp, task.call, task.payload, task.label,
+                                         cuda)]))
+        self._needy.extendleft(reversed(waiting))
+
+    def _set_aside_needy(self, batch: Batch, task: Task) -> None:
+        """A task asking for resources: it waits for them, or fails at once if this machine
+        could never give them."""
+        lacking = self._ledger.could_ever(task.needs)
+        if lacking:
+            batch.deliver(task.tid, Refused(RESOURCES, (
+                f"{task.label} asks for more than {self.label} has ({'; '.join(lacking)}); run "
+                f"it where such a machine's node serves, or ask for less (resources=)")))
+        else:
+            self._needy.append((batch, task))
+
+    def _let_go(self, seq: int) -> None:
+        held = self._held.pop(seq, None)
+        if held is not None:
+            self._ledger.give(*held)
 
     def _read(self, worker: WorkerProcess) -> None:
         try:
@@ -286,6 +348,8 @@ class WorkerPool(Feeding):
             if kind == "done":
                 for seq, outcome in message[1]:
                     entry = worker.inflight.pop(seq, None)
+                    if self._held:
+                        self._let_go(seq)
                     if entry is None:
                         continue
                     if type(outcome) is Ok:
@@ -324,6 +388,8 @@ class WorkerPool(Feeding):
             self._failed_starts += 1
         requeue = []
         for seq, (batch, task) in worker.inflight.items():
+            if self._held:
+                self._let_go(seq)
             if not batch.wanted(task):
                 continue
             if seq == running and not worker.killed:
@@ -362,6 +428,7 @@ class WorkerPool(Feeding):
             return b is batch and (tids is None or task.tid in tids)
 
         self._queue = deque(item for item in self._queue if not gone(*item))
+        self._needy = deque(item for item in self._needy if not gone(*item))
         self._aside = [entry for entry in self._aside if not gone(entry[3], entry[4])]
         heapq.heapify(self._aside)
         if tids is None:

@@ -36,6 +36,8 @@ class Task(NamedTuple):
     label: str
     refs: tuple = ()  # addresses of the large arguments the payload refers to
     keep: bool = True  # False: a call not memoized (a joblib task): its result is not stored
+    needs: tuple = ()  # resources it holds while it runs: sorted (name, amount) pairs
+    requires: tuple = ()  # requirement specifiers of its function, beyond its cloud's
 
 
 class ArgRef(NamedTuple):

@@ -124,10 +124,8 @@ class CallRun:
         if len(found) < len(calls):  # some may be on their way into the store
             found.update(self.cloud._pending_results([c for c in calls if c not in found]))
         if found:
-            for slot, (call, _, _) in enumerate(self.unique):
-                value = found.get(call, MISSING)
-                if value is not MISSING:
-                    self._resolve(slot, value)
+            self._resolve_many([(slot, found[call], False)
+                                for slot, (call, _, _) in enumerate(self.unique) if call in found])
         self.bar.advance(len(self.unique) - self.open)
 
     def _join_inflight(self) -> None:
@@ -192,11 +190,13 @@ class CallRun:
                 self._resolve(slot, exc, error=True)
             return
         fp, name, keep, memoize = self.fp, self.fn.name, self.arguments.keep, self.memoize
+        needs, requires = self.fn.needs, self.fn.requires
 
         def make_task(slot: int) -> Task:
             call, kwargs, addresses = unique[slot]
             payload, refs = encode_args(kwargs, addresses, keep)
-            return Task(slot, fp, call, payload, describe_call(name, kwargs), refs, memoize)
+            return Task(slot, fp, call, payload, describe_call(name, kwargs), refs, memoize,
+                        needs, requires)
 
         with self.lock:  # a future cancelled from now on cancels its task in the batch
             todo = [s for s in todo if self.results[s] is MISSING]
@@ -245,37 +245,51 @@ class CallRun:
             except StoreFullError as exc:  # the results are returned all the same
                 self.unstored, self.why_unstored = self.unstored + len(records), exc
         self.cloud._leases.release([unique[tid][0] for tid, _ in outcomes], batch)  # committed
-        for slot, value, error in resolved:
-            self._resolve(slot, value, error=error)
+        self._resolve_many(resolved)
         self.bar.advance(len(outcomes))
         if batch.finished:
             self.close()
 
     def _resolve(self, slot: int, value: Any, *, error: bool = False) -> None:
         """``slot`` has its result (or its exception): tell its futures and followers."""
+        self._resolve_many([(slot, value, error)])
+
+    def _resolve_many(self, resolved: list) -> None:
+        """Each ``(slot, value, error)``: the slot has its result; one lock round for them all."""
+        results, slot_futures, followers = self.results, self.slot_futures, self.followers
+        told = []  # (futures, followers, value, error) to tell once the lock is let go
+        settled = []
         with self.lock:
-            if self.results[slot] is not MISSING:
-                return
-            self.results[slot] = value
-            if error:
-                self.errors.add(slot)
-            self.open -= 1
-            futures = self.slot_futures.pop(slot, ()) if self.slot_futures is not None else ()
-            followers = self.followers.pop(slot, ())
+            for slot, value, error in resolved:
+                if results[slot] is not MISSING:
+                    continue
+                results[slot] = value
+                if error:
+                    self.errors.add(slot)
+                settled.append(slot)
+                futures = slot_futures.pop(slot, ()) if slot_futures else ()
+                joined = followers.pop(slot, ()) if followers else ()
+                if futures or joined:
+                    told.append((futures, joined, value, error))
+            self.open -= len(settled)
             if not self.open:
                 self.all_done.set()
-        self._leave_inflight(slot)
-        for future in futures:
-            future._settle(value, error)
-        for run, their_slot in followers:
-            run._resolve(their_slot, value, error=error)
+        self._leave_inflight(settled)
+        for futures, joined, value, error in told:
+            for future in futures:
+                future._settle(value, error)
+            for run, their_slot in joined:
+                run._resolve(their_slot, value, error=error)
 
-    def _leave_inflight(self, slot: int) -> None:
-        call = self.unique[slot][0]
-        inflight = self.cloud._inflight
-        if inflight.get(call, (None,))[0] is self:
-            with self.cloud._inflight_lock:
-                if inflight.get(call, (None,))[0] is self:
+    def _leave_inflight(self, slots: list[int]) -> None:
+        """These slots are no longer this run's to execute: later runs do not join them."""
+        if not slots or not self.memoize:
+            return
+        unique, inflight, nobody = self.unique, self.cloud._inflight, (None,)
+        with self.cloud._inflight_lock:
+            for slot in slots:
+                call = unique[slot][0]
+                if inflight.get(call, nobody)[0] is self:
                     del inflight[call]
 
     # ------------------------------------------------------------------ letting go
@@ -309,9 +323,7 @@ class CallRun:
             batch = self.batch
             if not self.open:
                 self.all_done.set()
-        for slot in slots:
-            if self.results[slot] is _CANCELLED:
-                self._leave_inflight(slot)
+        self._leave_inflight([slot for slot in slots if self.results[slot] is _CANCELLED])
         for run, their_slot in leaders:
             run.unwant(their_slot)
         if dropped and batch is not None:

@@ -140,7 +140,9 @@ def main(argv: list[str]) -> int:
             break
         done: list = []
         last = time.monotonic()
-        for seq, fp, call, payload, label in message[1]:
+        for seq, fp, call, payload, label, cuda in message[1]:
+            if cuda is not None:  # on a machine with GPUs: only those given to this call
+                os.environ["CUDA_VISIBLE_DEVICES"] = cuda
             SLOT.pack_into(slot, 0, seq)
             sys.stdout.task = seq
             try:

@@ -32,10 +32,14 @@ class Advert:
     protocol: int
     python: str
     workers: int
+    resources: str = ""  # a summary (``cpus=2,gpus=1,memory=16G``): never a secret
 
     def properties(self) -> dict[str, str]:
-        return {"id": self.node_id, "tag": self.tag, "proto": str(self.protocol),
-                "py": self.python, "slots": str(self.workers)}
+        found = {"id": self.node_id, "tag": self.tag, "proto": str(self.protocol),
+                 "py": self.python, "slots": str(self.workers)}
+        if self.resources:
+            found["res"] = self.resources[:200]
+        return found
 
 
 def local_addresses() -> list[str]:

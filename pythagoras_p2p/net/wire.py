@@ -80,6 +80,8 @@ ERR_BUSY = "busy"  # too many uploads at once, or the value is being checked: re
 ERR_STORE = "store"  # the node cannot keep the value (its store is full or failing)
 ERR_TAMPERED = "tampered"  # an uploaded value does not match its address
 ERR_LOST = "lost"  # never sent: what a client answers itself for a request to a peer it lost
+ERR_RESOURCES = "resources"  # the node could never give the call the resources it asks for
+ERR_REQUIREMENTS = "requirements"  # the node does not satisfy the function's requires=
 
 # The ``status`` of a ``result`` reply (see :mod:`.outcomes_wire`).
 STATUS_OK = "ok"

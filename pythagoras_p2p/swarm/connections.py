@@ -165,6 +165,11 @@ class Connections:
             return
         peer.node_id = str(msg.fields.get("node"))
         peer.workers = max(1, int(msg.fields.get("workers", 1)))
+        resources = msg.fields.get("resources")
+        peer.resources = ({str(k): float(v) for k, v in resources.items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                          if isinstance(resources, dict) else {"cpus": float(peer.workers)})
+        peer.lacks.clear()  # asked again: the node may have been restarted with more installed
         if any(p is not peer and p.node_id == peer.node_id and p.state in ("ready", "unsuitable")
                for p in self.peers.values()):
             peer.close()  # the same node under a second address: one connection is enough

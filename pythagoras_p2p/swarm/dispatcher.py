@@ -28,7 +28,7 @@ from ..defaults import SWARM_SPIN_RTT as _SPIN_RTT
 from ..defaults import SWARM_TICK as _TICK
 from ..execution.batch import Batch, refill
 from ..execution.mailbox import Mailbox
-from ..execution.outcomes import CLOSED, REQUIREMENTS, UNREACHABLE, Refused
+from ..execution.outcomes import CLOSED, REQUIREMENTS, RESOURCES, UNREACHABLE, Refused
 from ..net import wire
 from ..net.security import SwarmKey
 from ..net.sockets import waiting_messages
@@ -43,6 +43,8 @@ from .stragglers import Stragglers
 __all__ = ["SwarmDispatcher"]
 
 log = logging.getLogger(__name__)
+
+_FAILED = object()  # what _choose says of a task it failed
 
 
 class SwarmDispatcher(Replies):
@@ -68,6 +70,7 @@ class SwarmDispatcher(Replies):
         self._queue: deque = deque()  # (batch, task)
         self._sources: deque = deque()  # batches whose tasks are made only as peers need them
         self._waiting_since: float | None = None
+        self._unable: dict = {}  # (batch, tid) -> since when no ready peer could run it
         self._mail = Mailbox()  # requests from callers' threads, and the wake-up pipe
         self._poller = zmq.Poller()
         self._poller.register(self._mail.fileno(), zmq.POLLIN)
@@ -273,19 +276,69 @@ class SwarmDispatcher(Replies):
                 self._copy_stragglers()
             return
         ready = [p for p in self.peers.values() if p.ready]
+        waiting: list = []  # tasks that ask for what no free peer has now
         while queue and ready:
-            peer = max(ready, key=self._free_slots)
-            if self._free_slots(peer) <= 0:
-                break
-            batch, task = queue.popleft()
-            if batch.wanted(task):
-                self._place(peer, batch, task)
+            batch, task = queue[0]
+            if not batch.wanted(task):
+                queue.popleft()
+                continue
+            if task.needs or task.requires:
+                peer = self._choose(ready, batch, task)
+                if peer is None or peer is _FAILED:
+                    queue.popleft()
+                    if peer is None:
+                        waiting.append((batch, task))
+                    continue
+            else:
+                peer = max(ready, key=self._free_slots)
+                if self._free_slots(peer) <= 0:
+                    break
+            queue.popleft()
+            self._place(peer, batch, task)
+        queue.extendleft(reversed(waiting))
         if not queue:
             self._waiting_since = None
         elif ready:
             self._waiting_since = None
         else:
             self._no_peer_can_run()
+
+    def _choose(self, ready: list, batch: Batch, task: Any):
+        """The peer to run a task that asks for resources or packages: of the ready peers
+        that have them, one with a free slot and room for them now; None while it must wait.
+        A task that no peer of the swarm could ever run fails once every peer has answered
+        (or after ``connect_timeout``), naming what it asks and what each node has: then
+        :data:`_FAILED`."""
+        able = [p for p in ready if p.can_ever_run(task)]
+        if able:
+            self._unable.pop((batch, task.tid), None)
+            fit = [p for p in able if self._free_slots(p) > 0 and p.fits_now(task)]
+            return max(fit, key=self._free_slots) if fit else None
+        now = time.monotonic()
+        since = self._unable.setdefault((batch, task.tid), now)
+        settling = any(p.state in ("new", "connecting") for p in self.peers.values())
+        if settling and now - since < self.connect_timeout:
+            return None
+        del self._unable[(batch, task.tid)]
+        batch.deliver(task.tid, self._cannot_run(task))
+        return _FAILED
+
+    def _cannot_run(self, task: Any) -> Refused:
+        from ..resources import lacking, summary
+
+        if task.needs and not any(not lacking(task.needs, p.resources)
+                                  for p in self.peers.values() if p.ready):
+            asked = ", ".join(f"{n}={a:g}" for n, a in task.needs)
+            have = "; ".join(f"{p.address}: {summary(p.resources) or 'nothing declared'}"
+                             for p in self.peers.values() if p.ready) or "no node answered"
+            return Refused(RESOURCES, f"no node of the swarm could ever give {task.label} what "
+                                      f"it asks for ({asked}); the nodes have: {have}. Start a "
+                                      f"node that has it (`pythagoras-node start --resources "
+                                      f"...`), or ask for less (resources=)")
+        why = "; ".join(f"{p.address}: {p.lacks.get(task.requires, 'not asked')}"
+                        for p in self.peers.values() if p.ready)
+        return Refused(REQUIREMENTS, f"no node of the swarm satisfies the requires= of "
+                                     f"{task.label} ({', '.join(task.requires)}): {why}")
 
     def _copy_stragglers(self) -> None:
         ready = [p for p in self.peers.values() if p.ready]
@@ -353,6 +406,10 @@ class SwarmDispatcher(Replies):
         peer.inflight[rid] = (batch, task)
         self.stragglers.placed(rid)
         extra = {} if task.keep else {"keep": False}
+        if task.needs:
+            extra["needs"] = dict(task.needs)
+        if task.requires:
+            extra["requires"] = list(task.requires)
         peer.send(wire.build("run", rid, [task.payload], fp=task.fp, call=task.call,
                              label=task.label, refs=[r.hex() for r in task.refs], **extra))
 

@@ -46,6 +46,23 @@ class Peer:
     tasks_done: int = 0
     load: float = 0.0
     on_ready: list = field(default_factory=list)  # callbacks(ok) run when the hello is answered
+    resources: dict = field(default_factory=dict)  # what the node has (cpus, memory, gpus, ...)
+    lacks: dict = field(default_factory=dict)  # a function's requires= → what the node misses
+
+    def can_ever_run(self, task: Any) -> bool:
+        """Whether this node has what ``task`` asks for (resources, its function's requires=)."""
+        from ..resources import lacking
+
+        return not lacking(task.needs, self.resources) and task.requires not in self.lacks
+
+    def fits_now(self, task: Any) -> bool:
+        """Whether the calls this client has running there leave room for ``task``'s needs."""
+        held: dict = {}
+        for _, running in self.inflight.values():
+            for name, amount in running.needs:
+                held[name] = held.get(name, 0.0) + amount
+        return all(held.get(name, 0.0) + amount <= self.resources.get(name, 0.0) + 1e-9
+                   for name, amount in task.needs)
 
     def first_time(self, problem: str) -> bool:
         """Whether ``problem`` is news about this peer (it then counts as said until the peer

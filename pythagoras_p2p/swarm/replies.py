@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ..execution.batch import print_output
-from ..execution.outcomes import REMOTE, Ok, Refused
+from ..execution.outcomes import REMOTE, RESOURCES, Ok, Refused
 from ..net import wire
 from ..net.outcomes_wire import outcome_from_reply
 from .peers import Peer
@@ -99,6 +99,12 @@ class Replies:
             elif code in (wire.ERR_PYTHON, wire.ERR_PROTOCOL):
                 self._incompatible(peer, msg.fields["message"])
                 self._queue.appendleft((batch, task))
+            elif code == wire.ERR_REQUIREMENTS and task.requires:
+                peer.lacks[task.requires] = msg.fields["message"]  # placed elsewhere, or failed
+                self._queue.appendleft((batch, task))
+            elif code == wire.ERR_RESOURCES:
+                batch.deliver(task.tid, Refused(RESOURCES, f"{task.label}: node {peer.address}: "
+                                                           f"{msg.fields['message']}"))
             else:
                 batch.deliver(task.tid, Refused(REMOTE, f"node {peer.address}: {msg.fields['message']}"))
             return

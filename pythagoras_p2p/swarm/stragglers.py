@@ -58,7 +58,9 @@ class Stragglers:
                         or task.tid in self._twins.get(batch, ())):
                     continue
                 targets = [p for p in free if p is not peer and free_slots(p) > 0
-                           and all(r in p.values for r in task.refs)]
+                           and all(r in p.values for r in task.refs)
+                           and (not (task.needs or task.requires)
+                                or (p.can_ever_run(task) and p.fits_now(task)))]
                 if targets and (oldest is None or age > oldest[0]):
                     oldest = (age, batch, task, max(targets, key=free_slots), peer)
         if oldest is None:

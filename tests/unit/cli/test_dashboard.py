@@ -28,9 +28,22 @@ def test_the_swarm_fits_80_columns_with_every_figure_whole():
     assert all(len(line) <= 80 for line in lines)
     rows = [line for line in lines if "7575" in line]
     assert rows[0].split()[:2] == ["c15d0853d70c*", "192.168.1.23:7575"]  # this node first
-    assert rows[0].split()[2:] == ["3/16", "2.50", "1.2M", "23.5k", "12.0", "GiB", "93%", "0.4s"]
+    assert rows[0].split()[2:] == ["3/16", "2.50", "1.2M", "23.5k", "12.0", "GiB", "93%", "0.4s",
+                                   "-"]
     assert rows[1].split()[:2] == ["a0b1c2d3e4f5", "10.0.0.7:7575"]
-    assert rows[1].split()[4] == "987" and rows[1].split()[-2] == "-"
+    assert rows[1].split()[4] == "987" and rows[1].split()[-3] == "-"
+
+
+def test_held_shows_gpus_custom_resources_and_memory_in_use():
+    gpu = _entry("c15d0853d70c", "10.0.0.1:7575", self=True,
+                 resources={"cpus": 16, "gpus": 1, "memory": 64 * 2**30, "license": 2},
+                 resources_in_use={"cpus": 3, "gpus": 1, "memory": 8 * 2**30})
+    laptop = _entry("a0b1c2d3e4f5", "10.0.0.7:7575",
+                    resources={"cpus": 4, "gpus": 0, "memory": 16 * 2**30}, resources_in_use={})
+    text = "\n".join(_shown({"node": gpu, "peers": [gpu, laptop]}, width=140))
+    assert "gpus 1/1 license 0/2 memory 8G/64G" in text
+    laptop_row = next(line for line in text.splitlines() if "10.0.0.7" in line)
+    assert laptop_row.split()[-1] == "-"  # no GPU, nothing custom, no memory held
 
 
 def test_an_ipv6_address_is_shown_as_text_not_read_as_markup():
