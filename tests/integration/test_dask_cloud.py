@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import wait_for
@@ -230,3 +231,52 @@ def test_an_interrupt_cancels_the_calls_still_queued_on_the_cluster(dask_cloud, 
     wait_for(lambda: not [k for k in scheduler_keys(dask_cloud) if ".nap-" in k],
              timeout=30, message="the scheduler to forget the cancelled calls")
     assert runs(path) < 10  # those running when it came finish (Dask cannot stop a thread)
+
+
+def test_a_function_requires_is_checked_on_the_workers(dask_cloud):
+    @dask_cloud.add_pure_function(requires="surely-not-installed-pkg")
+    def needs_pkg(*, x):
+        return x
+
+    with pytest.raises(RequirementsError, match="surely-not-installed-pkg.*not installed"):
+        needs_pkg.sync_remote(x=1)
+
+    @dask_cloud.add_pure_function(requires="pytest")
+    def has_pkg(*, x):
+        return x + 1
+
+    assert has_pkg.sync_remote(x=1) == 2
+
+
+def test_resources_become_dask_worker_resources(dask_cloud, home):
+    from pythagoras_p2p import ResourcesError
+
+    @dask_cloud.add_pure_function(resources={"gpus": 1})
+    def on_gpu(*, x):
+        return x
+
+    t0 = time.monotonic()
+    with pytest.raises(ResourcesError, match=r"no Dask worker declares.*gpus"):
+        on_gpu.sync_remote(x=1)  # this cluster declares none: at once, not a task that waits
+    assert time.monotonic() - t0 < 30
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                  host="127.0.0.1", dashboard_address=None,
+                                  resources={"gpus": 1}) as gpu_cluster:
+        cloud = DaskCloud(scheduler=gpu_cluster.scheduler_address, home=home)
+        try:
+            there = cloud.add_pure_function(resources={"gpus": 1})(_slow_identity)
+            futures = there.async_parallel(kw_args(x=i) for i in range(2))
+            spans = [f.result(120) for f in futures]
+            assert [s[0] for s in spans] == [0, 1]
+            (_, a0, a1), (_, b0, b1) = spans
+            assert a1 <= b0 or b1 <= a0  # one GPU: never two calls at once, on 2 threads
+        finally:
+            cloud.close()
+
+
+def _slow_identity(*, x):
+    import time
+
+    start = time.time()
+    time.sleep(0.5)
+    return [x, start, time.time()]

@@ -101,6 +101,33 @@ def test_calls_run_only_where_requires_holds(lan):
     print(f"\nrequires=: RequirementsError after {out['seconds']:.2f} s: {error}")
 
 
+def test_a_functions_own_requires_joins_its_clouds(lan):
+    client = Client(lan.hosts[0], """
+        @cloud.add_pure_function(requires="fakepkg>=1")
+        def picky(*, x, pause=0.05):
+            import os, time
+            time.sleep(pause)
+            return [x, os.environ["PYTHAGORAS_HOME"]]
+
+        @cloud.add_pure_function(requires="fakepkg>=2")
+        def pickier(*, x):
+            return x
+
+        results = picky.sync_parallel(kw_args(x=i) for i in range(8))
+        plain = where.sync_parallel(kw_args(x=50 + i, pause=0.2) for i in range(9))
+        t = time.monotonic()
+        try:
+            pickier.sync_remote(x=1)
+        except RequirementsError as exc:
+            emit(results=results, plain=plain, error=str(exc), seconds=time.monotonic() - t)
+    """)
+    out = client.result()
+    satisfying = str(lan.hosts[2].home)
+    assert out["results"] == [[i, satisfying] for i in range(8)]  # only where fakepkg is
+    assert {r[1] for r in out["plain"]} == {str(h.home) for h in lan.hosts}  # the cloud's: all
+    assert "fakepkg>=2" in out["error"] and out["seconds"] < 10
+
+
 def test_what_a_call_prints_reaches_the_caller_marked_with_its_host(lan):
     client = Client(lan.hosts[0], """
         @cloud.add_pure_function
