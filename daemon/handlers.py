@@ -262,11 +262,14 @@ class Handlers(Values):
     def placement(self, ident: bytes, msg: wire.Message) -> tuple:
         """The resources and requirements a ``run`` asks for, checked against this node:
         ``(needs, requires)``, or ``(None, None)`` once the request was answered with an error."""
+        asked = msg.fields.get("needs")
+        if asked is None and not msg.fields.get("requires"):
+            return (), ()  # a call that asks for nothing: the common case, at no cost
         from pythagoras_p2p.errors import ConfigurationError
         from pythagoras_p2p.resources import from_wire, lacking
 
         try:
-            needs = from_wire(msg.fields.get("needs", {}))
+            needs = from_wire(asked if asked is not None else {})
         except ConfigurationError as exc:
             self.error(ident, msg.id, wire.ERR_MALFORMED, f"run: {exc}")
             return None, None

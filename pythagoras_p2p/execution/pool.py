@@ -73,7 +73,7 @@ class WorkerPool(Feeding):
         self._aside: list = []  # heap of (due, n, delay, batch, task) leased elsewhere
         self._ledger = ledger  # this machine's resources, and what running calls hold
         self._needy: deque = deque()  # (batch, task) asking for resources not free yet
-        self._held: dict[int, tuple] = {}  # seq -> (needs, gpus) of a task running
+        self._held: dict[int, list] = {}  # seq -> [needs, gpus, tasks left] of its hold
         self._order = itertools.count()
         # (batch, tid) -> how many workers the task killed; keyed by the batch itself, not by
         # id(batch), which a later batch may reuse (and so inherit another call's crashes)
@@ -291,11 +291,16 @@ class WorkerPool(Feeding):
                     self._spin_until = time.monotonic() + _SPIN
 
     def _feed_needy(self) -> None:
-        """Send tasks that ask for resources to idle workers, each alone, as their resources
-        come free (in order, but one that does not fit yet does not hold back the others)."""
+        """Send tasks that ask for resources to idle workers as their resources come free (in
+        order, but one that does not fit yet does not hold back the others).
+
+        A worker runs its tasks one after another, so while calls are fast it gets a chunk of
+        tasks asking for the same resources under one hold, kept until the last of them ends.
+        """
         idle = [w for w in self._workers if not w.inflight and not w.killed]
         busy = len(self._workers) - len(idle)
         waiting = deque()
+        fast = self._mean < _FAST_TASK
         while self._needy and idle:
             batch, task = self._needy.popleft()
             if not batch.wanted(task):
@@ -304,17 +309,30 @@ class WorkerPool(Feeding):
             if gpus is None:
                 waiting.append((batch, task))
                 continue
-            if self._leases is not None and not self._claim([(batch, task)]):
-                self._ledger.give(task.needs, gpus)  # stored meanwhile, or leased elsewhere
+            chunk = [(batch, task)]
+            if fast:  # more of the same needs, to run one by one under this hold
+                size = max(1, min(_MAX_CHUNK, len(self._needy) // (2 * self.size) or 1))
+                while self._needy and len(chunk) < size and self._needy[0][1].needs == task.needs:
+                    chunk.append(self._needy.popleft())
+            if self._leases is not None:
+                chunk = self._claim(chunk)  # stored meanwhile, or leased elsewhere: not sent
+            if not chunk:
+                self._ledger.give(task.needs, gpus)
                 continue
             worker = idle.pop()
             busy += 1
-            self._seq += 1
-            worker.inflight[self._seq] = (batch, task)
-            self._held[self._seq] = (task.needs, gpus)
+            hold = [task.needs, gpus, len(chunk)]
             cuda = ",".join(map(str, gpus)) if self._ledger.has_gpus else None
-            self._send(worker, ("run", [(self._seq, task.fp, task.call, task.payload, task.label,
-                                         cuda)]))
+            tasks = []
+            for item in chunk:
+                self._seq += 1
+                worker.inflight[self._seq] = item
+                self._held[self._seq] = hold
+                tasks.append((self._seq, item[1].fp, item[1].call, item[1].payload, item[1].label,
+                              cuda))
+            self._send(worker, ("run", tasks))
+            if self._mean < _SPIN_TASK:
+                self._spin_until = time.monotonic() + _SPIN
         self._needy.extendleft(reversed(waiting))
 
     def _set_aside_needy(self, batch: Batch, task: Task) -> None:
@@ -329,9 +347,12 @@ class WorkerPool(Feeding):
             self._needy.append((batch, task))
 
     def _let_go(self, seq: int) -> None:
-        held = self._held.pop(seq, None)
-        if held is not None:
-            self._ledger.give(*held)
+        """The task ``seq`` ended: its hold is let go with the last task under it."""
+        hold = self._held.pop(seq, None)
+        if hold is not None:
+            hold[2] -= 1
+            if not hold[2]:
+                self._ledger.give(hold[0], hold[1])
 
     def _read(self, worker: WorkerProcess) -> None:
         try:

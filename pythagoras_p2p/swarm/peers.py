@@ -18,6 +18,7 @@ from ..defaults import PING_EVERY, RETRY_EVERY, SILENT_AFTER
 from ..net.rpc import client_socket
 from ..net.security import SwarmKey
 from ..net.sockets import endpoint
+from ..resources import lacking
 
 __all__ = ["Peer", "PING_EVERY", "SILENT_AFTER", "RETRY_EVERY"]
 
@@ -51,8 +52,6 @@ class Peer:
 
     def can_ever_run(self, task: Any) -> bool:
         """Whether this node has what ``task`` asks for (resources, its function's requires=)."""
-        from ..resources import lacking
-
         return not lacking(task.needs, self.resources) and task.requires not in self.lacks
 
     def fits_now(self, task: Any) -> bool:

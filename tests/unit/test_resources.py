@@ -142,3 +142,12 @@ def test_decoration_checks_resources_and_requires(tmp_path):
             cloud.add_pure_function(resources={"gpus": 2})(plain).address(x=1)
     finally:
         cloud.close()
+
+
+def test_the_mdns_record_carries_a_summary_of_the_resources():
+    from pythagoras_p2p.net.mdns import Advert
+
+    advert = Advert("n1", ("10.0.0.1",), 7575, "tag", 1, "3.11", 2,
+                    summary({"cpus": 2, "gpus": 1, "memory": float(16 << 30), "license": 2}))
+    assert advert.properties()["res"] == "cpus=2,gpus=1,license=2,memory=16G"
+    assert "res" not in Advert("n1", ("10.0.0.1",), 7575, "tag", 1, "3.11", 2).properties()
