@@ -341,8 +341,9 @@ class WorkerPool(Feeding):
         lacking = self._ledger.could_ever(task.needs)
         if lacking:
             batch.deliver(task.tid, Refused(RESOURCES, (
-                f"{task.label} asks for more than {self.label} has ({'; '.join(lacking)}); run "
-                f"it where such a machine's node serves, or ask for less (resources=)")))
+                f"{task.label} asks for more than {self.label} has ({'; '.join(lacking)}): run "
+                f"it on a swarm where a node has it (`pythagoras-node start` on that machine), "
+                f"or ask for less (resources=)")))
         else:
             self._needy.append((batch, task))
 

@@ -25,7 +25,6 @@ for more with ``parallel_config(inner_max_num_threads=...)``.
 
 from __future__ import annotations
 
-import sys
 import threading
 from concurrent.futures import Future
 from typing import Any
@@ -46,7 +45,10 @@ def joblib_task(*, function, threads=None, **arguments):
     import contextlib
 
     with contextlib.ExitStack() as stack:
-        joblib = sys.modules.get("joblib")  # imported by whatever made the task, if it uses it
+        try:  # a task may use joblib itself (scikit-learn does): then it runs sequentially
+            import joblib
+        except ImportError:  # not installed where the task runs: nothing to configure
+            joblib = None
         if joblib is not None:
             stack.enter_context(joblib.parallel_config(backend="sequential"))
         if threads is not None:

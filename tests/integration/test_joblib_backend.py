@@ -176,3 +176,28 @@ def test_a_process_that_exits_with_futures_pending_leaves_no_call_running(tmp_pa
     wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
                              for p in pids),
              timeout=20, message="the workers running the pending calls to end")
+
+
+def test_a_package_missing_where_a_task_ran_is_named_with_the_machine():
+    from pythagoras_p2p.integrations.joblib_backend import _clear
+
+    missing = ModuleNotFoundError("No module named 'xgboost'", name="xgboost")
+    missing.add_note("raised by joblib_task(...) on laptop-3/node-ab12:w1; remote traceback above")
+    clear = _clear(missing)
+    assert isinstance(clear, ModuleNotFoundError) and clear.name == "xgboost"
+    assert "'xgboost'" in str(clear) and "laptop-3/node-ab12:w1" in str(clear)
+    assert "requires=" in str(clear) and clear.__cause__ is missing
+    other = KeyError("x")
+    assert _clear(other) is other
+
+
+def test_inside_a_task_joblib_runs_sequentially(cloud):
+    def inner_backend():
+        import joblib
+
+        backend, _ = joblib.parallel.get_active_backend()
+        return type(backend).__name__
+
+    with joblib.parallel_config(backend="pythagoras-test", n_jobs=2):
+        assert joblib.Parallel()(joblib.delayed(inner_backend)() for _ in range(2)) == [
+            "SequentialBackend"] * 2
