@@ -248,6 +248,7 @@ def test_a_function_requires_is_checked_on_the_workers(dask_cloud):
     assert has_pkg.sync_remote(x=1) == 2
 
 
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")  # the second cluster's own
 def test_resources_become_dask_worker_resources(dask_cloud, home):
     from pythagoras_p2p import ResourcesError
 
