@@ -281,19 +281,29 @@ class PureFunction:
 
 
 def _bound_calls(fn: PureFunction, calls: Iterable[Any], method: str):
+    bind, params, exact = fn.bind, fn._params, not fn._defaults and not fn._var_kw
     for position, item in enumerate(calls):
-        if not isinstance(item, Mapping):
+        kind = type(item)
+        if kind is KwArgs:  # made by kw_args(**kw): its keys are strings
+            kwargs = dict(item)
+        elif kind is dict or isinstance(item, Mapping):
+            kwargs = dict(item)
+            if not all(type(k) is str for k in kwargs):
+                bad = [k for k in kwargs if not isinstance(k, str)]
+                if bad:
+                    raise PureFunctionError(
+                        f"{fn.name}.{method}(): item {position} has non-string keys {bad!r}; "
+                        f"argument names are strings"
+                    )
+        else:
             raise PureFunctionError(
-                f"{fn.name}.{method}(): item {position} is a {type(item).__name__}, not the "
+                f"{fn.name}.{method}(): item {position} is a {kind.__name__}, not the "
                 f"arguments of a call; pass kw_args(name=value, ...) or a dict for each call"
             )
-        bad = [k for k in item if not isinstance(k, str)]
-        if bad:
-            raise PureFunctionError(
-                f"{fn.name}.{method}(): item {position} has non-string keys {bad!r}; "
-                f"argument names are strings"
-            )
-        yield fn.bind((), dict(item))
+        if exact and len(kwargs) == len(params) and params.issuperset(kwargs):
+            yield kwargs  # every parameter given, none unknown: bound as it is
+        else:
+            yield bind((), kwargs)
 
 
 def _rebuild_pure_function(func: types.FunctionType, fp: bytes | None, needs: tuple = (),

@@ -109,6 +109,7 @@ class CallRun:
         self.bar = ProgressBar(fn.name, n, 0, enabled=progress)
         self.unstored, self.why_unstored = 0, None  # results returned but not kept, and why
         self._closed = False
+        self._dropped = False  # some slot was given up (cancelled): its place is not a result
         if memoize:
             self._answer_stored()
             self._join_inflight()
@@ -123,9 +124,10 @@ class CallRun:
         found = self.store.get_results(calls)
         if len(found) < len(calls):  # some may be on their way into the store
             found.update(self.cloud._pending_results([c for c in calls if c not in found]))
-        if found:
+        if found:  # (not registered in flight yet: nothing to leave)
             self._resolve_many([(slot, found[call], False)
-                                for slot, (call, _, _) in enumerate(self.unique) if call in found])
+                                for slot, (call, _, _) in enumerate(self.unique) if call in found],
+                               registered=False)
         self.bar.advance(len(self.unique) - self.open)
 
     def _join_inflight(self) -> None:
@@ -254,7 +256,7 @@ class CallRun:
         """``slot`` has its result (or its exception): tell its futures and followers."""
         self._resolve_many([(slot, value, error)])
 
-    def _resolve_many(self, resolved: list) -> None:
+    def _resolve_many(self, resolved: list, registered: bool = True) -> None:
         """Each ``(slot, value, error)``: the slot has its result; one lock round for them all."""
         results, slot_futures, followers = self.results, self.slot_futures, self.followers
         told = []  # (futures, followers, value, error) to tell once the lock is let go
@@ -274,7 +276,8 @@ class CallRun:
             self.open -= len(settled)
             if not self.open:
                 self.all_done.set()
-        self._leave_inflight(settled)
+        if registered:
+            self._leave_inflight(settled)
         for futures, joined, value, error in told:
             for future in futures:
                 future._settle(value, error)
@@ -313,6 +316,7 @@ class CallRun:
                 if self.wants[slot] > 0:
                     continue
                 self.results[slot] = _CANCELLED
+                self._dropped = True
                 self.open -= 1
                 self.followers.pop(slot, None)
                 leader = self.leaders.pop(slot, None)
@@ -393,9 +397,11 @@ class CallRun:
             raise
         if expired:
             self._leave()
+        results, errors = self.results, self.errors
+        if not (expired or errors or self.open or self._dropped):  # all returned: in input order
+            return [results[slot] for slot in self.positions]
         out = []
         first_error = late = None
-        results, errors = self.results, self.errors
         for slot in self.positions:
             value = results[slot]
             if value is MISSING or value is _CANCELLED:  # given up at the timeout

@@ -20,6 +20,14 @@ __all__ = ["call_address", "approx_nbytes"]
 
 _CALL_VERSION = b"pythagoras-call-2\0"
 
+# The value addresses of small immutable scalars, by exact type and value: the arguments of most
+# calls, hashed once per process instead of once per call. Floats are left out: 0.0 == -0.0 as
+# dict keys, but their addresses differ. Kept up to _SCALARS_KEPT entries, then started afresh.
+_SCALAR_TYPES = frozenset({int, bool, str, bytes})
+_SCALAR_LEN = 256
+_SCALARS_KEPT = 1 << 16
+_SCALARS: dict = {}
+
 
 def call_address(
     fp: Address, kwargs: dict[str, Any], memo: dict[int, tuple[Any, Address]] | None = None
@@ -33,8 +41,24 @@ def call_address(
     out = bytearray(_CALL_VERSION)
     out += fp
     addresses = {}
+    scalars = _SCALARS
     for name in sorted(kwargs):
         value = kwargs[name]
+        kind = type(value)
+        if kind in _SCALAR_TYPES and (len(value) <= _SCALAR_LEN if kind is str or kind is bytes
+                                      else value.bit_length() <= 64):
+            key = (kind, value)  # the exact type: 1, True and "1" each have their own
+            address = scalars.get(key)
+            if address is None:
+                address = value_address(value)
+                if len(scalars) >= _SCALARS_KEPT:
+                    scalars.clear()
+                scalars[key] = address
+            addresses[name] = address
+            out += name.encode()
+            out += b"\0"
+            out += address
+            continue
         try:
             if memo is not None and approx_nbytes(value) >= _MEMO_FROM:
                 hit = memo.get(id(value))
