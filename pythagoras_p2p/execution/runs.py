@@ -67,8 +67,8 @@ class CallRun:
                 if unaddressed:  # passed to the call, not part of its address (see joblib)
                     call, addresses = call_address(
                         fp, {k: v for k, v in kwargs.items() if k not in unaddressed}, memo)
-                    addresses.update(large_addresses(
-                        {k: v for k, v in kwargs.items() if k in unaddressed}, memo))
+                    addresses = {**addresses, **large_addresses(
+                        {k: v for k, v in kwargs.items() if k in unaddressed}, memo)}
                 else:
                     call, addresses = call_address(fp, kwargs, memo)
                 slot = index.get(call)

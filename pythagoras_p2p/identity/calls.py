@@ -8,6 +8,8 @@ so ``f(x=1)`` and ``f(x=1, y=<default>)`` are one call.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from blake3 import blake3
@@ -27,12 +29,14 @@ _SCALAR_TYPES = frozenset({int, bool, str, bytes})
 _SCALAR_LEN = 256
 _SCALARS_KEPT = 1 << 16
 _SCALARS: dict = {}
+_NONE: Mapping = MappingProxyType({})  # no argument that may travel by address
 
 
 def call_address(
     fp: Address, kwargs: dict[str, Any], memo: dict[int, tuple[Any, Address]] | None = None
-) -> tuple[Address, dict[str, Address]]:
-    """The address of one call, and the value address of each argument.
+) -> tuple[Address, Mapping[str, Address]]:
+    """The address of one call, and the value address of each argument that may travel by
+    address (every one but small scalars: a call keeps this mapping while it runs).
 
     It hashes the function's fingerprint with the sorted argument names and their values'
     addresses, so the order in which arguments are given does not matter. ``memo`` (object id →
@@ -40,7 +44,7 @@ def call_address(
     """
     out = bytearray(_CALL_VERSION)
     out += fp
-    addresses = {}
+    addresses = None
     scalars = _SCALARS
     for name in sorted(kwargs):
         value = kwargs[name]
@@ -54,7 +58,6 @@ def call_address(
                 if len(scalars) >= _SCALARS_KEPT:
                     scalars.clear()
                 scalars[key] = address
-            addresses[name] = address
             out += name.encode()
             out += b"\0"
             out += address
@@ -69,11 +72,13 @@ def call_address(
                 address = value_address(value)
         except SerializationError as exc:
             raise SerializationError(f"argument {name!r}: {exc}") from None
+        if addresses is None:
+            addresses = {}
         addresses[name] = address
         out += name.encode()
         out += b"\0"
         out += address
-    return blake3(out).digest(), addresses
+    return blake3(out).digest(), _NONE if addresses is None else addresses
 
 
 def approx_nbytes(value: Any) -> int:
