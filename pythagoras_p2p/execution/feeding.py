@@ -1,4 +1,5 @@
-"""Which queued tasks a worker pool sends next: leases taken, stored results answered, tasks set aside.
+"""Which queued tasks a worker pool sends next: leases taken, stored results answered, tasks set
+aside, and tasks that ask for resources sent as they come free.
 
 A part of :class:`~.pool.WorkerPool` (its base class). A pool given the leases of its home takes
 each call's lease as it sends the task to a worker (one store read for a chunk of them); a task
@@ -12,10 +13,15 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import deque
 from typing import Any
 
+from ..defaults import POOL_FAST_TASK as _FAST_TASK
+from ..defaults import POOL_MAX_CHUNK as _MAX_CHUNK
+from ..defaults import POOL_SPIN as _SPIN
+from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
 from ..store.leases import FIRST_DELAY, MAX_DELAY
-from .outcomes import Stored
+from .outcomes import RESOURCES, Refused, Stored
 
 __all__ = ["Feeding"]
 
@@ -29,6 +35,14 @@ class Feeding:
     _order: Any  # a counter that breaks ties in the heap
     _leases: Any  # the home's leases, or None (a node's pool leases nothing)
     _ledger: Any  # the machine's resources, or None (nothing asks for any)
+    _needy: Any  # deque of (batch, task) asking for resources not free yet
+    _held: dict  # seq -> [needs, gpus, tasks left] of the hold it runs under
+    _workers: list
+    _mean: float  # running mean task duration
+    _seq: int
+    _spin_until: float
+    size: int
+    label: str
     _store: Any
 
     def _claim(self, entries: list, delay: float = FIRST_DELAY) -> list:
@@ -84,3 +98,70 @@ class Feeding:
         self._aside.clear()
         self._queue.extend(self._needy)
         self._needy.clear()
+
+    # ------------------------------------------------------------------ calls asking for resources
+
+    def _feed_needy(self) -> None:
+        """Send tasks that ask for resources to idle workers as their resources come free (in
+        order, but one that does not fit yet does not hold back the others).
+
+        A worker runs its tasks one after another, so while calls are fast it gets a chunk of
+        tasks asking for the same resources under one hold, kept until the last of them ends.
+        """
+        idle = [w for w in self._workers if not w.inflight and not w.killed]
+        busy = len(self._workers) - len(idle)
+        waiting = deque()
+        fast = self._mean < _FAST_TASK
+        while self._needy and idle:
+            batch, task = self._needy.popleft()
+            if not batch.wanted(task):
+                continue
+            gpus = self._ledger.take(task.needs, busy)
+            if gpus is None:
+                waiting.append((batch, task))
+                continue
+            chunk = [(batch, task)]
+            if fast:  # more of the same needs, to run one by one under this hold
+                size = max(1, min(_MAX_CHUNK, len(self._needy) // (2 * self.size) or 1))
+                while self._needy and len(chunk) < size and self._needy[0][1].needs == task.needs:
+                    chunk.append(self._needy.popleft())
+            if self._leases is not None:
+                chunk = self._claim(chunk)  # stored meanwhile, or leased elsewhere: not sent
+            if not chunk:
+                self._ledger.give(task.needs, gpus)
+                continue
+            worker = idle.pop()
+            busy += 1
+            hold = [task.needs, gpus, len(chunk)]
+            cuda = ",".join(map(str, gpus)) if self._ledger.has_gpus else None
+            tasks = []
+            for item in chunk:
+                self._seq += 1
+                worker.inflight[self._seq] = item
+                self._held[self._seq] = hold
+                tasks.append((self._seq, item[1].fp, item[1].call, item[1].payload, item[1].label,
+                              cuda))
+            self._send(worker, ("run", tasks))
+            if self._mean < _SPIN_TASK:
+                self._spin_until = time.monotonic() + _SPIN
+        self._needy.extendleft(reversed(waiting))
+
+    def _set_aside_needy(self, batch: Any, task: Any) -> None:
+        """A task asking for resources: it waits for them, or fails at once if this machine
+        could never give them."""
+        lacking = self._ledger.could_ever(task.needs)
+        if lacking:
+            batch.deliver(task.tid, Refused(RESOURCES, (
+                f"{task.label} asks for more than {self.label} has ({'; '.join(lacking)}): run "
+                f"it on a swarm where a node has it (`pythagoras-node start` on that machine), "
+                f"or ask for less (resources=)")))
+        else:
+            self._needy.append((batch, task))
+
+    def _let_go(self, seq: int) -> None:
+        """The task ``seq`` ended: its hold is let go with the last task under it."""
+        hold = self._held.pop(seq, None)
+        if hold is not None:
+            hold[2] -= 1
+            if not hold[2]:
+                self._ledger.give(hold[0], hold[1])

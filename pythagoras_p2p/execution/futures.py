@@ -22,10 +22,10 @@ import logging
 import threading
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .runs import CallRun
+# The runs served here are .runs.CallRun objects (not imported: runs imports this module).
+CallRun = Any
 
 __all__ = ["CallFuture", "Collector", "collector"]
 

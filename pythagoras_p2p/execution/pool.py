@@ -46,7 +46,7 @@ from ..store.leases import WATCH_EVERY
 from .batch import Batch, print_output, refill
 from .feeding import Feeding
 from .mailbox import Mailbox
-from .outcomes import RESOURCES, Crashed, Ok, Outcome, Refused
+from .outcomes import Crashed, Ok, Outcome
 from .run import Task
 from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, spawn
 
@@ -289,71 +289,6 @@ class WorkerPool(Feeding):
                 self._send(worker, ("run", tasks))
                 if self._mean < _SPIN_TASK:
                     self._spin_until = time.monotonic() + _SPIN
-
-    def _feed_needy(self) -> None:
-        """Send tasks that ask for resources to idle workers as their resources come free (in
-        order, but one that does not fit yet does not hold back the others).
-
-        A worker runs its tasks one after another, so while calls are fast it gets a chunk of
-        tasks asking for the same resources under one hold, kept until the last of them ends.
-        """
-        idle = [w for w in self._workers if not w.inflight and not w.killed]
-        busy = len(self._workers) - len(idle)
-        waiting = deque()
-        fast = self._mean < _FAST_TASK
-        while self._needy and idle:
-            batch, task = self._needy.popleft()
-            if not batch.wanted(task):
-                continue
-            gpus = self._ledger.take(task.needs, busy)
-            if gpus is None:
-                waiting.append((batch, task))
-                continue
-            chunk = [(batch, task)]
-            if fast:  # more of the same needs, to run one by one under this hold
-                size = max(1, min(_MAX_CHUNK, len(self._needy) // (2 * self.size) or 1))
-                while self._needy and len(chunk) < size and self._needy[0][1].needs == task.needs:
-                    chunk.append(self._needy.popleft())
-            if self._leases is not None:
-                chunk = self._claim(chunk)  # stored meanwhile, or leased elsewhere: not sent
-            if not chunk:
-                self._ledger.give(task.needs, gpus)
-                continue
-            worker = idle.pop()
-            busy += 1
-            hold = [task.needs, gpus, len(chunk)]
-            cuda = ",".join(map(str, gpus)) if self._ledger.has_gpus else None
-            tasks = []
-            for item in chunk:
-                self._seq += 1
-                worker.inflight[self._seq] = item
-                self._held[self._seq] = hold
-                tasks.append((self._seq, item[1].fp, item[1].call, item[1].payload, item[1].label,
-                              cuda))
-            self._send(worker, ("run", tasks))
-            if self._mean < _SPIN_TASK:
-                self._spin_until = time.monotonic() + _SPIN
-        self._needy.extendleft(reversed(waiting))
-
-    def _set_aside_needy(self, batch: Batch, task: Task) -> None:
-        """A task asking for resources: it waits for them, or fails at once if this machine
-        could never give them."""
-        lacking = self._ledger.could_ever(task.needs)
-        if lacking:
-            batch.deliver(task.tid, Refused(RESOURCES, (
-                f"{task.label} asks for more than {self.label} has ({'; '.join(lacking)}): run "
-                f"it on a swarm where a node has it (`pythagoras-node start` on that machine), "
-                f"or ask for less (resources=)")))
-        else:
-            self._needy.append((batch, task))
-
-    def _let_go(self, seq: int) -> None:
-        """The task ``seq`` ended: its hold is let go with the last task under it."""
-        hold = self._held.pop(seq, None)
-        if hold is not None:
-            hold[2] -= 1
-            if not hold[2]:
-                self._ledger.give(hold[0], hold[1])
 
     def _read(self, worker: WorkerProcess) -> None:
         try:

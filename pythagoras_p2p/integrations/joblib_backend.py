@@ -112,7 +112,8 @@ def _backend_class() -> type:
 def _make_backend_class() -> type:
     from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase, SequentialBackend
 
-    from ..execution.runs import Arguments, submit_calls
+    from ..execution.arguments import Arguments
+    from ..execution.runs import submit_calls
     from ..function import PureFunction
 
     class PythagorasBackend(AutoBatchingMixin, ParallelBackendBase):
