@@ -22,6 +22,7 @@ is checked on every worker, and calls go only to workers that satisfy it.
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 import time
 from collections import OrderedDict
@@ -80,8 +81,12 @@ class DaskCloud(PCloud):
     # ------------------------------------------------------------------ backend interface
 
     def _keep_argument(self, address: bytes, name: str, value: Any, written: list) -> None:
-        """A large argument waits here until its task is submitted: then it is scattered."""
-        self._pending.setdefault(address, value)
+        """A large argument waits here until its task is submitted: then it is scattered. It
+        waits as a copy taken now: the caller may change the object in place once an
+        ``async_*`` call returned, and the task must run with the value of its address."""
+        with self._dask_lock:
+            if address not in self._pending and address not in self._scattered:
+                self._pending[address] = pickle.loads(pickle.dumps(value, protocol=5))
 
     def worker_slots(self) -> int:
         """The threads of the Dask workers that may take calls."""

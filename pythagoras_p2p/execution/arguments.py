@@ -1,7 +1,9 @@
-"""The large arguments of runs of calls: hashed once, kept once where workers read them.
+"""The large arguments of runs of calls: kept once where workers read them.
 
 A run keeps an :class:`Arguments` of its own; a joblib ``Parallel`` call shares one across the
 runs of its batches, so ``X`` and ``y`` are kept (and sent to each peer) once for the whole call.
+Copies are kept by content address, so an argument changed in place between two runs is a new
+copy, never the old one under its old address; each run hashes its arguments itself.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..defaults import INLINE_VALUE_LIMIT
 from ..errors import PythagorasError, StoreFullError
-from ..identity.calls import approx_nbytes
-from ..identity.encoding import value_address
+from ..identity.calls import approx_nbytes, memo_address
 
 if TYPE_CHECKING:
     from .interfaces import Backend
@@ -22,12 +23,11 @@ __all__ = ["Arguments", "large_addresses"]
 
 class Arguments:
     """The large arguments handed to a backend for the runs of one scope (one run, or every
-    run of a joblib ``Parallel`` call): each is hashed once, kept once where the workers read it
-    (sent once to each peer), and let go of when the scope ends."""
+    run of a joblib ``Parallel`` call): each is kept once where the workers read it (sent once
+    to each peer), and let go of when the scope ends."""
 
     def __init__(self, cloud: Backend):
         self.cloud = cloud
-        self.memo: dict = {}  # object id -> (object, value address): hashed once
         self._written: list[bytes] = []  # transient copies held for the scope
         self._kept: set[bytes] = set()  # handed to the backend
         self._unkept: set[bytes] = set()  # the store had no room for them: sent with each call
@@ -58,18 +58,11 @@ class Arguments:
         with self._guard:
             self._over = True
             written, self._written = self._written, []
-        self.memo.clear()
         if written:
             self.cloud._release_values(written)
 
 
 def large_addresses(kwargs: dict, memo: dict) -> dict[str, bytes]:
     """The value addresses of the arguments large enough to travel by address."""
-    out = {}
-    for name, value in kwargs.items():
-        if approx_nbytes(value) >= INLINE_VALUE_LIMIT:
-            hit = memo.get(id(value))
-            if hit is None:
-                hit = memo[id(value)] = (value, value_address(value))
-            out[name] = hit[1]
-    return out
+    return {name: memo_address(value, memo) for name, value in kwargs.items()
+            if approx_nbytes(value) >= INLINE_VALUE_LIMIT}

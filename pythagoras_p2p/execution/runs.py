@@ -57,7 +57,7 @@ class CallRun:
         self.arguments = arguments = Arguments(cloud) if arguments is None else arguments
         self.identity = fn.identity()  # calls run with the values their addresses are made from
         fp = self.fp = self.identity.fp
-        memo = arguments.memo
+        memo: dict = {}  # large arguments hashed once in this run (never longer: see memo_address)
         unique: list[tuple[bytes, dict, dict]] = []
         positions: list[int] = []
         if memoize:
@@ -114,6 +114,21 @@ class CallRun:
             self._join_inflight()
         else:
             self.own = list(range(n))
+        self._payloads: dict[int, tuple] | None = None
+        if futures and self.own:
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        """Pickle the arguments of this run's own calls now, on the caller's thread (large ones
+        kept by the backend now too): the caller may change an argument in place once
+        ``async_*`` returned, and a call must run with the values its address was made from."""
+        unique, keep = self.unique, self.arguments.keep
+        try:
+            self._payloads = {slot: encode_args(unique[slot][1], unique[slot][2], keep)
+                              for slot in self.own}
+        except BaseException:
+            self.abandon()  # nothing registered for these calls stays behind
+            raise
 
     # ------------------------------------------------------------------ before anything runs
 
@@ -193,9 +208,14 @@ class CallRun:
         fp, name, keep, memoize = self.fp, self.fn.name, self.arguments.keep, self.memoize
         needs, requires = self.fn.needs, self.fn.requires
 
+        payloads = self._payloads
+
         def make_task(slot: int) -> Task:
             call, kwargs, addresses = unique[slot]
-            payload, refs = encode_args(kwargs, addresses, keep)
+            if payloads is not None:  # made when async_* was called
+                payload, refs = payloads.pop(slot)
+            else:
+                payload, refs = encode_args(kwargs, addresses, keep)
             return Task(slot, fp, call, payload, describe_call(name, kwargs), refs, memoize,
                         needs, requires)
 

@@ -18,7 +18,7 @@ from ..defaults import HASH_MEMO_FROM as _MEMO_FROM
 from ..errors import SerializationError
 from .encoding import Address, value_address
 
-__all__ = ["call_address", "approx_nbytes"]
+__all__ = ["call_address", "memo_address", "approx_nbytes"]
 
 _CALL_VERSION = b"pythagoras-call-2\0"
 
@@ -64,10 +64,7 @@ def call_address(
             continue
         try:
             if memo is not None and approx_nbytes(value) >= _MEMO_FROM:
-                hit = memo.get(id(value))
-                if hit is None:
-                    hit = memo[id(value)] = (value, value_address(value))
-                address = hit[1]
+                address = memo_address(value, memo)
             else:
                 address = value_address(value)
         except SerializationError as exc:
@@ -79,6 +76,16 @@ def call_address(
         out += b"\0"
         out += address
     return blake3(out).digest(), _NONE if addresses is None else addresses
+
+
+def memo_address(value: Any, memo: dict[int, tuple[Any, Address]]) -> Address:
+    """The value address of a large ``value``, hashed once per ``memo`` (object id → (object,
+    address); the object is held, so its id is not reused while the memo lives). A memo must
+    live no longer than one run's hashing: an object changed in place keeps its id."""
+    hit = memo.get(id(value))
+    if hit is None:
+        hit = memo[id(value)] = (value, value_address(value))
+    return hit[1]
 
 
 def approx_nbytes(value: Any) -> int:

@@ -307,6 +307,26 @@ class Contract:
         for x in (100, 101, 102):
             assert record.lookup(path=path, x=x, delay=long) is None
 
+    def test_an_argument_changed_once_async_returned_does_not_change_the_call(self, cloud):
+        import numpy as np
+
+        @cloud.add_pure_function
+        def total(*, a, pause):
+            import time
+
+            time.sleep(pause)
+            return float(a.sum())
+
+        small, big = np.zeros(10), np.zeros(1 << 18)  # big: 2 MiB, travels by address
+        futures = [total.async_remote(a=small, pause=0.5), total.async_remote(a=big, pause=0.5)]
+        small += 1  # changed in place while the calls wait or run
+        big += 1
+        assert [f.result(timeout=60) for f in futures] == [0.0, 0.0]
+        # what was stored under the zeros' addresses is the zeros' result
+        assert total(a=np.zeros(10), pause=0.5) == 0.0
+        assert total(a=np.zeros(1 << 18), pause=0.5) == 0.0
+        assert total.sync_remote(a=small, pause=0) == 10.0
+
     def test_a_done_future_cannot_be_cancelled(self, record, tmp_path):
         future = record.async_remote(path=str(tmp_path / "runs"), x=9, delay=0)
         assert future.result(timeout=60) == 81
