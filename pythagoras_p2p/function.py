@@ -281,7 +281,7 @@ class PureFunction:
 
 
 def _bound_calls(fn: PureFunction, calls: Iterable[Any], method: str):
-    bind, params, exact = fn.bind, fn._params, not fn._defaults and not fn._var_kw
+    bind = fn.bind
     for position, item in enumerate(calls):
         kind = type(item)
         if kind is KwArgs:  # made by kw_args(**kw): its keys are strings
@@ -300,10 +300,7 @@ def _bound_calls(fn: PureFunction, calls: Iterable[Any], method: str):
                 f"{fn.name}.{method}(): item {position} is a {kind.__name__}, not the "
                 f"arguments of a call; pass kw_args(name=value, ...) or a dict for each call"
             )
-        if exact and len(kwargs) == len(params) and params.issuperset(kwargs):
-            yield kwargs  # every parameter given, none unknown: bound as it is
-        else:
-            yield bind((), kwargs)
+        yield bind((), kwargs)
 
 
 def _rebuild_pure_function(func: types.FunctionType, fp: bytes | None, needs: tuple = (),

@@ -22,7 +22,7 @@ from .defaults import parse_size
 from .errors import ConfigurationError
 
 __all__ = ["Needs", "parse_needs", "parse_spec", "custom_resources", "machine_resources",
-           "detect_gpus", "Ledger", "lacking", "describe", "summary", "to_wire", "from_wire"]
+           "detect_gpus", "Ledger", "lacking", "describe", "summary", "from_wire"]
 
 #: What a call asks for: sorted ``(name, amount)`` pairs, none of them zero (hashable, cheap).
 Needs = tuple
@@ -146,10 +146,6 @@ def describe(name: str, amount: float) -> str:
 def summary(resources: Mapping[str, float]) -> str:
     """``cpus=2,gpus=1,memory=16G,license=2``: what a node has, for people and mDNS."""
     return ",".join(f"{name}={describe(name, amount)}" for name, amount in sorted(resources.items()))
-
-
-def to_wire(needs: Needs) -> dict[str, float]:
-    return dict(needs)
 
 
 def from_wire(value: Any) -> Needs:

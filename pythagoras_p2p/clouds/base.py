@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..defaults import home_dir
+from ..defaults import home_dir, worker_count
 from ..errors import ConfigurationError, ResourcesError, StoreFullError
 from ..execution.context import in_worker
 from ..execution.runs import run_calls, submit_calls
@@ -64,6 +64,7 @@ class PCloud:
         # an identical call started meanwhile joins that execution instead of starting another.
         self._inflight: dict[bytes, tuple] = {}
         self._inflight_lock = threading.Lock()
+        self._machine: dict[str, float] | None = None  # see machine_resources
 
     def add_pure_function(self, func: Any = None, *, resources: Any = None,
                           requires: Any = None) -> Any:
@@ -125,14 +126,19 @@ class PCloud:
             self._leases.release([call], owner)
 
     def _lacking_here(self, needs: tuple) -> list[str]:
-        """What of ``needs`` this machine could never give a call run in this process."""
-        return lacking(needs, self._machine(1))
+        """What of ``needs`` this machine could never give a call."""
+        return lacking(needs, self.machine_resources())
 
-    def _machine(self, workers: int) -> dict[str, float]:
-        found = self.__dict__.get("_machine_cache")
-        if found is None or found["cpus"] != workers:
-            found = self.__dict__["_machine_cache"] = machine_resources(workers, custom_resources())
-        return found
+    def machine_resources(self) -> dict[str, float]:
+        """What this machine offers the calls this cloud runs on it: its worker slots, RAM,
+        GPUs and ``PYTHAGORAS_RESOURCES`` (found once)."""
+        if self._machine is None:
+            self._machine = machine_resources(self._local_workers(), custom_resources())
+        return self._machine
+
+    def _local_workers(self) -> int:
+        """Worker slots of this machine for this cloud's calls (its cores, by default)."""
+        return worker_count()
 
     def _compute_and_store(self, fn: PureFunction, fp: bytes, call: bytes, kwargs: dict) -> Any:
         started = time.time()

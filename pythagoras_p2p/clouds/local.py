@@ -15,7 +15,7 @@ from ..execution.outcomes import failure_outcome
 from ..execution.run import Task, decode_args, execute
 from ..function import load_function
 from ..requirements import missing_requirements
-from ..resources import Ledger
+from ..resources import Ledger, custom_resources
 from .base import PCloud
 from .choice import register_backend
 
@@ -53,13 +53,13 @@ class LocalCloud(PCloud):
             raise ConfigurationError(f"workers={workers!r}; give a whole number of at least 1")
         self.workers = workers
         self._pool = None
+        custom_resources()  # a malformed PYTHAGORAS_RESOURCES is an error now, not at a call
 
     def worker_slots(self) -> int:
         return 1 if in_worker() else self.workers
 
-    def machine_resources(self) -> dict[str, float]:
-        """What this machine offers calls: its workers, RAM, GPUs, and ``PYTHAGORAS_RESOURCES``."""
-        return self._machine(self.workers)
+    def _local_workers(self) -> int:
+        return self.workers
 
     def _check_function(self, needs: tuple, requires: tuple) -> None:
         missing = missing_requirements(requires)

@@ -109,7 +109,6 @@ class Collector:
         self._queued: set = set()
         self._runs: set = set()  # runs still waiting for outcomes
         self._cond = threading.Condition()
-        self._closed = False
         self.thread = threading.Thread(target=self._loop, name="pythagoras-futures", daemon=True)
         self.thread.start()
 

@@ -261,6 +261,7 @@ class WorkerPool(Feeding):
         if not queue:
             return
         fast = self._mean < _FAST_TASK
+        hide = "" if self._ledger is not None and self._ledger.has_gpus else None  # no GPU asked
         # cpus held beyond one per busy worker (calls asking for several): idle workers kept idle
         extra = int(self._ledger.used.get("cpus", 0)) if self._ledger is not None else 0
         busy = sum(1 for w in self._workers if w.inflight) if extra else 0
@@ -280,7 +281,6 @@ class WorkerPool(Feeding):
             if len(worker.inflight) + chunk > limit and worker.inflight:
                 continue
             tasks = []
-            hide = "" if self._ledger is not None and self._ledger.has_gpus else None
             for batch, task in self._next_chunk(chunk):
                 self._seq += 1
                 worker.inflight[self._seq] = (batch, task)

@@ -178,8 +178,7 @@ class CallRun:
         try:
             self._launch()
         except BaseException as exc:
-            for slot in self.own:
-                self._resolve(slot, exc, error=True)
+            self._fail_open(exc)
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -192,18 +191,15 @@ class CallRun:
         if todo and self.memoize:  # stored elsewhere (on a peer)? one lookup before anything runs
             found = cloud._lookup_elsewhere([unique[s][0] for s in todo], before_running=True)
             if found:
-                for slot in todo:
-                    value = found.get(unique[slot][0], MISSING)
-                    if value is not MISSING:
-                        self._resolve(slot, value)
-                        self.bar.advance(1)
+                self._resolve_many([(s, found[unique[s][0]], False) for s in todo
+                                    if unique[s][0] in found])
+                self.bar.advance(sum(unique[s][0] in found for s in todo))
         if not any(self.results[s] is MISSING for s in todo):
             return
         try:
             cloud._register_function(self.fn, self.identity)
         except StoreFullError as exc:  # no worker can load the function: each call fails so
-            for slot in todo:
-                self._resolve(slot, exc, error=True)
+            self._fail_open(exc)
             return
         fp, name, keep, memoize = self.fp, self.fn.name, self.arguments.keep, self.memoize
         needs, requires = self.fn.needs, self.fn.requires
@@ -377,9 +373,12 @@ class CallRun:
 
     def fail(self, exc: BaseException) -> None:
         """The run cannot go on (a task could not be made): its open calls fail with ``exc``."""
-        for slot in self.own:
-            self._resolve(slot, exc, error=True)
+        self._fail_open(exc)
         self.close()
+
+    def _fail_open(self, exc: BaseException) -> None:
+        """Each of this run's own calls still open fails with ``exc``."""
+        self._resolve_many([(slot, exc, True) for slot in self.own])
 
     def abandon(self) -> None:
         """The process exits: cancel everything still running for this run, everywhere."""

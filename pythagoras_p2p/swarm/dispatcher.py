@@ -326,8 +326,8 @@ class SwarmDispatcher(Replies):
     def _cannot_run(self, task: Any) -> Refused:
         from ..resources import lacking, summary
 
-        if task.needs and not any(not lacking(task.needs, p.resources)
-                                  for p in self.peers.values() if p.ready):
+        if task.needs and all(lacking(task.needs, p.resources)
+                              for p in self.peers.values() if p.ready):
             asked = ", ".join(f"{n}={a:g}" for n, a in task.needs)
             have = "; ".join(f"{p.address}: {summary(p.resources) or 'nothing declared'}"
                              for p in self.peers.values() if p.ready) or "no node answered"
@@ -424,6 +424,8 @@ class SwarmDispatcher(Replies):
         self._queue = deque(item for item in self._queue if not gone(*item))
         if tids is None:
             self._sources = deque(b for b in self._sources if b is not batch)
+        for key in [k for k in self._unable if k[0] is batch and (tids is None or k[1] in tids)]:
+            del self._unable[key]  # no longer waiting for a peer that could run it
         self.exchange.cancel(gone)
         for peer in self.peers.values():
             ended = [rid for rid, bt in peer.inflight.items() if gone(*bt)]

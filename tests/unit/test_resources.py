@@ -151,3 +151,9 @@ def test_the_mdns_record_carries_a_summary_of_the_resources():
                     summary({"cpus": 2, "gpus": 1, "memory": float(16 << 30), "license": 2}))
     assert advert.properties()["res"] == "cpus=2,gpus=1,license=2,memory=16G"
     assert "res" not in Advert("n1", ("10.0.0.1",), 7575, "tag", 1, "3.11", 2).properties()
+
+
+def test_a_malformed_resources_variable_is_an_error_when_the_cloud_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHAGORAS_RESOURCES", "gpu=-1")
+    with pytest.raises(ConfigurationError, match="PYTHAGORAS_RESOURCES 'gpu=-1'"):
+        LocalCloud(home=tmp_path / "home", workers=1)
