@@ -7,7 +7,7 @@
 
 Each joblib task ``func(*args, **kwargs)`` becomes one call of the pure function
 :func:`joblib_task`, with each positional argument an argument of its own (``"0"``, ``"1"``,
-...) and each keyword one under ``"k:<name>"``: so ``X`` and ``y`` are hashed once and, being
+...) and each keyword one under ``"k:<name>"``: so ``X`` and ``y`` are hashed once per batch and, being
 large, travel by their value address — kept once for the whole ``Parallel`` call and sent once
 to each peer — while the small ones (the estimator, the fold's indices) travel with the task.
 The batches joblib makes (sized by :class:`joblib._parallel_backends.AutoBatchingMixin`, as its
