@@ -119,11 +119,14 @@ def token(ctx: click.Context) -> None:
               help="What else this machine offers calls, name=amount comma-separated, e.g. "
                    "gpu=1,license=2; may also set cpus, memory (8G) or gpus "
                    "[$PYTHAGORAS_RESOURCES].")
+@click.option("--replicas", envvar="PYTHAGORAS_REPLICAS", type=click.IntRange(1, 16), default=3,
+              show_default=True, help="Nodes that keep each result (its homes); every node of a "
+              "swarm should use the same number [$PYTHAGORAS_REPLICAS].")
 @click.option("--detach", is_flag=True, help="Run in the background (log: HOME/node.log).")
 @click.pass_context
 def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns: bool,
           mdns_interface: str | None, peers: tuple[str, ...], grace: float, resources: str,
-          detach: bool) -> None:
+          replicas: int, detach: bool) -> None:
     """Run this machine's node (in the foreground unless --detach)."""
     from pythagoras_p2p.clouds.connection import parse_peers
     from pythagoras_p2p.defaults import worker_count
@@ -150,6 +153,7 @@ def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns
     if detach:
         argv = ["--home", str(home), "start", "--bind", bind, "--port", str(port), "--grace", str(grace)]
         argv += ["--resources", resources] if resources else []
+        argv += ["--replicas", str(replicas)]
         argv += ["--workers", str(workers)] if workers else []
         argv += ["--no-mdns"] if no_mdns else []
         argv += ["--mdns-interface", mdns_interface] if mdns_interface else []
@@ -160,16 +164,17 @@ def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns
         return
     config = NodeConfig(home=home, bind=bind, port=port, workers=workers or worker_count(),
                         mdns=not no_mdns, mdns_interface=mdns_interface, grace=grace, peers=named,
-                        resources=custom)
+                        resources=custom, replicas=replicas)
     sys.exit(run_node(config))
 
 
 @cli.command()
 @click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="Seconds to wait for the node to exit.")
+              help="Seconds to wait for the node to exit (its hand-over of results included).")
 @click.pass_context
 def stop(ctx: click.Context, timeout: float) -> None:
-    """Stop the node of this home (it finishes running calls first)."""
+    """Stop the node of this home: it finishes running calls, then hands the results that
+    would fall under their number of copies over to the other nodes."""
     from ..daemon.runtime import stop_node
 
     info = stop_node(ctx.obj["home"], timeout)

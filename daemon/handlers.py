@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
 
 from pythagoras_p2p.defaults import NODE_LOG_ONCE as _LOG_ONCE
+from pythagoras_p2p.defaults import SILENT_AFTER
 from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
@@ -22,6 +24,7 @@ from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
 from pythagoras_p2p.store.journal import encode_meta
 
 from .logonce import LogOnce
+from .receiving import Copies
 from .running import RunningCalls
 from .state import Counters, load_facts, status_entry
 from .uploads import Upload, Values
@@ -50,7 +53,7 @@ class NodeSide(Protocol):
     def completed_verification(self, upload: Any, ok: bool, reason: str) -> None: ...
 
 
-class Handlers(Values):
+class Handlers(Values, Copies):
     def __init__(self, node: NodeSide):
         self.node = node
         self.store = node.store
@@ -67,12 +70,18 @@ class Handlers(Values):
         self.log_once = LogOnce(log, _LOG_ONCE)
         self.incompatible: OrderedDict[bytes, str] = OrderedDict()  # routing id → its Python
         self._checked_requires: dict[tuple, list] = {}  # a function's requires= → what is missing
+        # When each connection was last heard: one silent for longer than clients wait (this
+        # node was stopped, or the link cut) is *stale* — its sender has placed its calls
+        # elsewhere, so the calls that arrive on it late are refused, not run a second time.
+        self.heard: OrderedDict[bytes, float] = OrderedDict()
+        self.stale: set[bytes] = set()
         self._ops = {
             "probe": self.on_probe, "hello": self.on_hello, "ping": self.on_ping,
             "status": self.on_status, "lookup": self.on_lookup, "has": self.on_has,
             "put": self.on_put, "get": self.on_get, "function": self.on_function,
             "run": self.on_run, "cancel": self.on_cancel, "peers": self.on_peers,
             "release": self.on_release, "forget": self.on_forget,
+            "sync": self.on_sync, "offer": self.on_offer, "replicate": self.on_replicate,
         }
 
     # ------------------------------------------------------------------ plumbing
@@ -87,6 +96,17 @@ class Handlers(Values):
         if len(frames) < 2:
             return  # a ROUTER always prefixes the routing id; nothing to answer
         ident = frames[0].bytes
+        now = time.monotonic()
+        heard = self.heard.get(ident)
+        if heard is not None and now - heard > SILENT_AFTER:
+            self.stale.add(ident)  # its sender gave this node up (and reconnects if it lives)
+            if len(self.stale) > _LOG_ONCE:
+                self.stale.pop()
+        self.heard[ident] = now
+        if len(self.heard) > _LOG_ONCE:
+            self.heard.popitem(last=False)
+        else:
+            self.heard.move_to_end(ident)
         try:
             msg = wire.parse([frames[1].bytes, *[f.buffer for f in frames[2:]]])
         except wire.WireError as exc:
@@ -125,6 +145,7 @@ class Handlers(Values):
             "ok", msg.id, node=self.node.node_id, workers=self.node.config.workers,
             resources=self.node.resources,
             python=wire.PYTHON_VERSION, protocol=wire.PROTOCOL_VERSION, tag=self.node.key.tag,
+            replicas=self.node.config.replicas,
             **self.requirements_answer(msg.fields.get("requires")),
         ))
 
@@ -149,6 +170,7 @@ class Handlers(Values):
             workers=me["workers_total"], load=me["load"], tasks_done=me["tasks_done"],
             cache_entries=me["cache_entries"], cache_bytes=me["cache_bytes"], hit_rate=me["hit_rate"],
             resources=me["resources"], in_use=me["resources_in_use"],
+            stopping=self.node.stopping, replication=me["replication"],
         ))
 
     def on_status(self, ident: bytes, msg: wire.Message) -> None:
@@ -210,9 +232,16 @@ class Handlers(Values):
             if entry.blob is not None:
                 bodies.append(entry.blob)
         self.counts.hits += len(found)
-        self.send(ident, wire.build("ok", msg.id, bodies, found=found))
+        self.counts.lookups += 1
+        self.send(ident, wire.build("ok", msg.id, bodies, found=found,
+                                    settled=self.node.repair.settled()))
 
     def on_run(self, ident: bytes, msg: wire.Message) -> None:
+        if ident in self.stale:
+            self.error(ident, msg.id, wire.ERR_STALE,
+                       f"node {self.node.node_id} did not hear this connection for more than "
+                       f"{SILENT_AFTER:g} s; connect again")
+            return
         if ident in self.incompatible:
             self.error(ident, msg.id, wire.ERR_PYTHON,
                        f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION}, this client "
@@ -299,18 +328,24 @@ class Handlers(Values):
         if running is None:
             return
         self.counts.tasks_done += 1
+        kept = False
         if type(outcome) is Ok and running.keep:
             address, blob, meta = outcome.address, outcome.blob, outcome.meta
             meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
             try:
                 self.node.journal.append([(call, address, blob, meta)], [meta_raw])
+                kept = True
             except Exception as exc:  # the disk is full, or the store refused a write
                 self.log_once("journal", "cannot keep results (%s); calls are answered, but their "
                               "results are not kept until it is fixed (`pythagoras-node cache gc` "
                               "makes room)", exc)
             outcome = Ok(address, blob, wire.RawJSON(meta_raw))
         bodies, fields = outcome_to_wire(outcome)
-        self.running.answer(call, running, bodies, fields)
+        answer = lambda: self.running.answer(call, running, bodies, fields)  # noqa: E731
+        # Acknowledged only once a second member holds it too (when there is one).
+        if kept and self.node.copies.hold(call, address, blob, meta_raw, answer):
+            return
+        answer()
 
     def forward_output(self, call: bytes, where: str, text: str) -> None:
         """What a running call printed (called on the node's thread)."""

@@ -43,6 +43,8 @@ from pythagoras_p2p.store.journal import Journal
 
 from .handlers import Handlers
 from .peering import Peering
+from .repair import Repairer
+from .replication import SecondCopies, Traffic
 from .state import CacheFacts
 
 __all__ = ["Node", "NodeConfig"]
@@ -63,6 +65,8 @@ class NodeConfig:
     grace: float = 30.0  # seconds running calls may take to finish at shutdown
     peers: list = field(default_factory=list)  # (host, port) of peers named rather than found
     resources: dict = field(default_factory=dict)  # custom resources (--resources), by name
+    replicas: int = 3  # homes of each result (--replicas)
+    repair_rate: float = 64 << 20  # bytes per second the background copies may send, at most
 
 
 class Node:
@@ -103,6 +107,11 @@ class Node:
         self.ledger = Ledger(self.resources)
         self.pool = WorkerPool(self.home, config.workers, label=f"node-{self.node_id}",
                                own_thread=False, ledger=self.ledger)
+        # One process that checks received values against their addresses (never this one,
+        # which unpickles nothing from the network; never the call workers, which may be busy
+        # for an hour while a caller waits for its result's second copy).
+        self.checker = WorkerPool(self.home, 1, label=f"node-{self.node_id}-check",
+                                  own_thread=False)
         self._mail = Mailbox()  # what the pool finished, and the pipe that wakes the loop
         self._awake_until = 0.0  # see pump
         self.poller = zmq.Poller()
@@ -110,8 +119,12 @@ class Node:
         self.poller.register(self.authenticator.socket, zmq.POLLIN)
         self.poller.register(self._mail.fileno(), zmq.POLLIN)
         self.poller.register(self.pool.fileno(), zmq.POLLIN)
+        self.poller.register(self.checker.fileno(), zmq.POLLIN)
         self.handlers = Handlers(self)
         self.peering = Peering(self, config.peers)
+        self.traffic = Traffic()
+        self.repair = Repairer(self, config.replicas, self.traffic, config.repair_rate)
+        self.copies = SecondCopies(self, config.replicas, self.traffic, self.repair.poke)
         self.announcement: Announcement | None = None
         self._check_security()
 
@@ -176,6 +189,10 @@ class Node:
         """Called by the pool when a worker has checked a received value."""
         self._mail.put(("verified", upload, (ok, reason)), wake=False)
 
+    def later(self, fn) -> None:
+        """Run ``fn()`` on this node's thread after the current step (for pool callbacks)."""
+        self._mail.put(("call", None, fn), wake=False)
+
     def task_output(self, call: bytes, where: str, text: str) -> None:
         self._mail.put(("out", call, (where, text)), wake=False)
 
@@ -199,11 +216,12 @@ class Node:
             self.authenticator.handle()
         if self._mail.fileno() in events:
             self._mail.drain()
-        if self.pool is not None and self.pool.fileno() in events:
-            try:
-                self.pool.step()
-            except Exception as exc:  # e.g. no descriptor left to start a worker: try again later
-                self.handlers.log_once(f"pool:{type(exc).__name__}", "worker pool: %r", exc)
+        for pool in (self.pool, self.checker):
+            if pool is not None and pool.fileno() in events:
+                try:
+                    pool.step()
+                except Exception as exc:  # e.g. no descriptor left to start a worker: later
+                    self.handlers.log_once(f"pool:{type(exc).__name__}", "worker pool: %r", exc)
         if self.peering is not None:
             for sock in events:
                 if self.peering.owns(sock):
@@ -213,6 +231,8 @@ class Node:
             for frames in waiting_messages(self.router, copy=False):
                 self.handlers.handle(frames)
         self._mail.serve(self._finish)
+        if self.copies is not None:
+            self.copies.flush()
 
     def _finish(self, item: tuple) -> bool:
         """Pass on what the pool finished: a task's outcome, its output, a checked upload."""
@@ -224,6 +244,8 @@ class Node:
                     self._awake_until = time.monotonic() + NEXT_REQUEST_SOON
             elif kind == "out":
                 self.handlers.forward_output(call, *payload)
+            elif kind == "call":
+                payload()
             else:
                 self.handlers.verified(call, *payload)
         except Exception as exc:  # a bug must not take the node down; say it once
@@ -252,7 +274,33 @@ class Node:
         while self.handlers.running and time.monotonic() < deadline:
             self.pump(0.1)
         self.handlers.abandon_running()
+        self.copies.release_all()
+        self.hand_over(time.monotonic() + self._handover_time())
         self.pump(0)
+
+    def _handover_time(self) -> float:
+        """Seconds the hand-over may take: what ``pythagoras-node stop --timeout`` left for it,
+        else (a SIGTERM from elsewhere) the grace period, at least 5 s."""
+        path = self.home / "handover.timeout"
+        try:
+            given = float(path.read_text())
+            path.unlink()
+            return given
+        except (OSError, ValueError):
+            return max(5.0, self.config.grace)
+
+    def hand_over(self, deadline: float) -> None:
+        """Copy to the other members what would fall under ``R`` copies without this node,
+        serving meanwhile (they fetch large values from it), until done or ``deadline``."""
+        if not self.peering.alive():
+            return
+        self.repair.hand_over()
+        while not self.repair.left.is_set():
+            if time.monotonic() > deadline:
+                log.warning("stopping: the hand-over did not finish within the grace period "
+                            "(%s); the other members repair the rest", self.repair.facts.handover)
+                return
+            self.pump(0.1)
 
     def housekeeping(self) -> None:
         """Once a second: free what killed clients left (reader slots, partial uploads)."""
@@ -285,7 +333,10 @@ class Node:
 
     def close(self) -> None:
         """Release everything: announcement, workers, journal, sockets."""
-        for name in ("announcement", "peering", "pool", "journal", "router", "authenticator"):
+        if getattr(self, "repair", None) is not None:
+            self.repair.close()
+        for name in ("announcement", "peering", "pool", "checker", "journal", "router",
+                     "authenticator"):
             part = getattr(self, name, None)  # a node that failed to start lacks the later ones
             if part is not None:
                 part.close()  # the router has linger 0: it drops what it still holds

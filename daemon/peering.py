@@ -8,8 +8,10 @@ left out of ``status`` and of the peer list clients ask for, however long mDNS k
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pythagoras_p2p.net import wire
@@ -21,7 +23,7 @@ __all__ = ["Peering"]
 log = logging.getLogger(__name__)
 
 _FACTS = ("busy", "workers", "load", "tasks_done", "cache_entries", "cache_bytes", "hit_rate",
-          "resources", "in_use")
+          "resources", "in_use", "stopping", "replication")
 
 
 class Peering:
@@ -35,6 +37,10 @@ class Peering:
         self.browser = None
         self._sockets: dict[Any, Peer] = {}
         self._last_tick = 0.0
+        self._ids = itertools.count(2)  # 1 is every ping's
+        self._asked: dict[int, tuple[Peer, Callable]] = {}  # request id → (peer, callback)
+        self.members_seen: tuple[str, ...] = ()  # the member ids at the last tick
+        self.members_changed = time.monotonic()  # when they last changed
         for address in self.static:
             self._add(*address)
 
@@ -74,6 +80,38 @@ class Peering:
                     self._drop(peer)
                 elif now - peer.last_sent >= PING_EVERY:
                     peer.send(wire.build("ping", 1))
+        members = tuple(self.members())
+        if members != self.members_seen:
+            self.members_seen, self.members_changed = members, now
+        self.node.repair.see(members, self.member_addresses())
+
+    def ask(self, peer: Peer, op: str, callback: Callable, bodies: list | tuple = (),
+            **fields: Any) -> int:
+        """Send a request to ``peer``; ``callback(peer, reply)`` runs with its reply, or with
+        None if the peer is dropped first."""
+        rid = next(self._ids)
+        self._asked[rid] = (peer, callback)
+        peer.send(wire.build(op, rid, bodies, **fields))
+        return rid
+
+    def forget_request(self, rid: int) -> None:
+        """Its reply, if it ever comes, is ignored."""
+        self._asked.pop(rid, None)
+
+    def member_addresses(self) -> dict[str, tuple[str, int]]:
+        """Where each live peer listens, by node id."""
+        return {p.node_id: (p.host, p.port) for p in self.alive()}
+
+    def by_id(self, node_id: str) -> Peer | None:
+        """The live peer with that node id, if any."""
+        return next((p for p in self.alive() if p.node_id == node_id), None)
+
+    def members(self) -> list[str]:
+        """The ids of the nodes that hold the swarm's results: this node (unless it stops)
+        and every live peer that does not."""
+        ids = [] if self.node.stopping else [self.node.node_id]
+        ids += [p.node_id for p in self.alive() if not self.facts.get(id(p), {}).get("stopping")]
+        return sorted(set(ids))
 
     def _connect(self, peer: Peer) -> None:
         self._unregister(peer)
@@ -92,6 +130,9 @@ class Peering:
         peer.close()
         peer.state = "dead"
         self.facts.pop(id(peer), None)
+        for rid in [rid for rid, (p, _) in self._asked.items() if p is peer]:
+            _, callback = self._asked.pop(rid)
+            callback(peer, None)
 
     def owns(self, sock: Any) -> bool:
         return sock in self._sockets
@@ -106,7 +147,11 @@ class Peering:
                 msg = wire.parse(frames)
             except wire.WireError:
                 continue
-            if msg.op != "ok":
+            asked = self._asked.pop(msg.id, None) if msg.id > 1 else None
+            if asked is not None:
+                asked[1](peer, msg)
+                continue
+            if msg.op != "ok" or msg.id != 1:
                 continue
             if msg.fields.get("node") == self.node.node_id:
                 self._drop(peer)  # it is this very node

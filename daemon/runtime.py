@@ -22,7 +22,9 @@ from pythagoras_p2p.net.security import SecurityError, load_key
 
 from .node import Node, NodeConfig
 
-__all__ = ["run_node", "start_detached", "stop_node", "NodeError"]
+__all__ = ["run_node", "start_detached", "stop_node", "NodeError", "HANDOVER_FILE"]
+
+HANDOVER_FILE = "handover.timeout"
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,12 @@ def stop_node(home: Path, timeout: float = 60.0) -> dict:
     if info is None:
         raise NodeError(f"no node is running for {home} (nothing to stop)")
     pid = info["pid"]
+    # How long the node may take to hand its results over: what is left of ``timeout`` once
+    # its running calls are done (it reads this when it gets to the hand-over).
+    try:
+        (Path(home) / HANDOVER_FILE).write_text(f"{max(1.0, timeout - 2.0):.3f}")
+    except OSError:
+        pass
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

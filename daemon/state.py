@@ -26,6 +26,7 @@ class Counters:
     rejected: int = 0  # messages refused: malformed, or replies sent as requests
     values_received: int = 0  # values uploaded by others, verified and stored
     value_bytes_received: int = 0  # bytes of every value chunk that arrived (kept or not)
+    lookups: int = 0  # lookup requests answered
 
 
 class CacheFacts:
@@ -77,6 +78,8 @@ def load_facts(node: Any, handlers: Any) -> dict:
         "cache_entries": entries,
         "cache_bytes": size,
         "hit_rate": round(counts.hits / asked, 4) if asked else None,
+        "replication": {"replicas": node.config.replicas, **node.repair.facts.as_dict(),
+                        **node.traffic.as_dict(), "settled": node.repair.settled()},
     }
 
 
@@ -91,6 +94,8 @@ def status_entry(node: Any, handlers: Any) -> dict:
         "values_received": handlers.counts.values_received,
         "value_bytes_received": handlers.counts.value_bytes_received,
         "messages_rejected": handlers.counts.rejected,
+        "lookups": handlers.counts.lookups,
+        "stopping": node.stopping,
         "uptime_s": round(time.time() - node.started, 1),
         "python": PYTHON_VERSION,
         "swarm": node.key.name,

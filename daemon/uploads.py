@@ -33,6 +33,7 @@ class Upload:
     waiter: tuple | None = None
     touched: float = field(default_factory=time.monotonic)
     key: tuple = ()  # (sender, address)
+    after: list = field(default_factory=list)  # callbacks(ok) once it is checked
 
     def discard(self) -> None:
         """Close and remove its file (what is left of it)."""
@@ -113,13 +114,22 @@ class Values:
         os.close(upload.fd)
         upload.fd = -1
         upload.waiter = (ident, msg.id)
-        self.node.pool.verify(address, upload.path,
-                              lambda ok, reason: self.node.completed_verification(upload, ok, reason))
+        self.node.checker.verify(address, upload.path,
+                                 lambda ok, reason: self.node.completed_verification(upload, ok, reason))
 
     def verified(self, upload: Upload, ok: bool, reason: str) -> None:
         if self.uploads.get(upload.key) is not upload:  # dropped meanwhile (its sender left)
             upload.discard()
+            for then in upload.after:
+                then(False)
             return
+        try:
+            self._keep_upload(upload, ok, reason)
+        finally:
+            for then in upload.after:  # copies of results waiting for their large value
+                then(ok and self.store.has_value(upload.key[1]))
+
+    def _keep_upload(self, upload: Upload, ok: bool, reason: str) -> None:
         del self.uploads[upload.key]
         ident, request_id = upload.waiter
         address = upload.key[1]
@@ -150,3 +160,6 @@ class Values:
         upload = self.uploads.pop(key, None)
         if upload is not None:
             upload.discard()
+            for then in upload.after:
+                then(False)
+            upload.after.clear()

@@ -48,7 +48,7 @@ from .feeding import Feeding
 from .mailbox import Mailbox
 from .outcomes import Crashed, Ok, Outcome
 from .run import Task
-from .worker_process import HEADER, VERIFY, WorkerProcess, signal_description, spawn
+from .worker_process import HEADER, VERIFY, VERIFY_MANY, WorkerProcess, signal_description, spawn
 
 __all__ = ["WorkerPool"]
 
@@ -114,6 +114,22 @@ class WorkerPool(Feeding):
             callback(ok, "" if ok else outcome.message)
 
         task = Task(0, VERIFY, address, path.encode(), f"verify {address.hex()[:16]}")
+        return self.submit([task], 1, on_outcome=done)
+
+    def verify_many(self, values: list[tuple[bytes, bytes]], callback) -> Batch:
+        """Have a worker check that each ``(address, packed)`` has that content address.
+
+        ``callback(bad)`` runs on the pool's thread with the set of addresses that do not match
+        (all of them if the check itself failed).
+        """
+        def done(tid: int, outcome: Outcome) -> None:
+            if type(outcome) is Ok:
+                callback({bytes.fromhex(h) for h in outcome.meta.get("bad", ())})
+            else:
+                callback({address for address, _ in values})
+
+        payload = b"".join(b"".join((a, len(p).to_bytes(8, "little"), p)) for a, p in values)
+        task = Task(0, VERIFY_MANY, b"\0" * 32, payload, f"verify {len(values)} value(s)")
         return self.submit([task], 1, on_outcome=done)
 
     def _request(self, request: tuple) -> None:

@@ -22,11 +22,13 @@ if TYPE_CHECKING:
     from .batch import Batch
     from .run import Task
 
-__all__ = ["VERIFY", "HEADER", "SLOT", "send_frame", "FrameReader", "WorkerProcess", "spawn",
+__all__ = ["VERIFY", "VERIFY_MANY", "HEADER", "SLOT", "send_frame", "FrameReader", "WorkerProcess", "spawn",
            "signal_description"]
 
 #: The fingerprint that asks a worker to verify a received value instead of running a call.
 VERIFY = b"\0" * 32
+#: ... and the one that asks it to verify many small values at once (replicas from peers).
+VERIFY_MANY = b"\0" * 31 + b"\1"
 
 #: The length prefix of a frame.
 HEADER = struct.Struct("<Q")

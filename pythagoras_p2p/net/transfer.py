@@ -17,7 +17,11 @@ from ..store.core import Store
 from ..store.packing import unpack
 from . import wire
 
-__all__ = ["value_view", "value_chunk", "upload_frames", "verify_file", "Download"]
+__all__ = ["value_view", "value_chunk", "upload_frames", "verify_file", "Download", "Lost"]
+
+
+class Lost(str):
+    """Why a download failed when the reason is its peer's loss: the value may be elsewhere."""
 
 
 def _stored(store: Store, address: bytes) -> bytes | str | None:
@@ -131,7 +135,7 @@ class Download:
         for waiter in self.waiters:
             waiter(result)
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, *, lost: bool = False) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -140,4 +144,4 @@ class Download:
         except OSError:
             pass
         for waiter in self.waiters:
-            waiter(reason)
+            waiter(Lost(reason) if lost else reason)

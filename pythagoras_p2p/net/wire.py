@@ -59,6 +59,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "release": {"addresses": _HEXES},
     "peers": {},
     "forget": {"function": str},
+    "sync": {"node": str},
+    "offer": {},
+    "replicate": {},
     # replies
     "ok": {},
     "error": {"code": str, "message": str},
@@ -82,6 +85,8 @@ ERR_TAMPERED = "tampered"  # an uploaded value does not match its address
 ERR_LOST = "lost"  # never sent: what a client answers itself for a request to a peer it lost
 ERR_RESOURCES = "resources"  # the node could never give the call the resources it asks for
 ERR_REQUIREMENTS = "requirements"  # the node does not satisfy the function's requires=
+ERR_STALE = "stale"  # sent on a connection the node had not heard for so long that its sender
+# must have given up on it (the node was stopped, or the link was cut): run it elsewhere
 
 # The ``status`` of a ``result`` reply (see :mod:`.outcomes_wire`).
 STATUS_OK = "ok"

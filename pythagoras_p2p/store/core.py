@@ -141,6 +141,30 @@ class Store(StoreEnvironment):
             return None
         return found
 
+    def result_calls(self) -> list[Address]:
+        """Every call with a stored result (one read transaction over the keys)."""
+        return self._read(lambda txn: list(txn.cursor(db=self._results).iternext(values=False)))
+
+    def lacking(self, calls: Iterable[Address]) -> list[Address]:
+        """Those of ``calls`` with no stored result (one read transaction)."""
+        return self._read(lambda txn: [c for c in calls if txn.get(c, db=self._results) is None])
+
+    def copy_entry(self, call: Address) -> tuple[Address, Address, bytes | None, bytes] | None:
+        """What a copy of a stored result carries to another node: (call, value address, packed
+        value checked, or None when it lives in a file, metadata JSON); None if it is gone."""
+        found = self.result_entry(call)
+        if found is None:
+            return None
+        address, record = found
+        blob = None
+        if record[:1] == INLINE:
+            view = self.packed(address, record)
+            if view is None:
+                return None
+            blob = bytes(view)
+        meta = self._read(lambda txn: txn.get(call, db=self._meta)) or b"{}"
+        return call, address, blob, bytes(meta)
+
     def value_record(self, address: Address) -> bytes | None:
         """The raw record of a stored value (see :meth:`inline_blob`), or None.
 

@@ -165,6 +165,8 @@ class Connections:
             return
         peer.node_id = str(msg.fields.get("node"))
         peer.workers = max(1, int(msg.fields.get("workers", 1)))
+        replicas = msg.fields.get("replicas")
+        peer.replicas = replicas if type(replicas) is int and 1 <= replicas <= 16 else 1
         resources = msg.fields.get("resources")
         peer.resources = ({str(k): float(v) for k, v in resources.items()
                            if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -20,6 +20,7 @@ from ..net import wire
 from ..net.transfer import Download, upload_frames
 from ..store.core import Store
 from .connections import Connections
+from .homes import by_home
 from .peers import Peer
 
 __all__ = ["ValueExchange"]
@@ -118,21 +119,54 @@ class ValueExchange:
     # ------------------------------------------------------------------ lookups and downloads
 
     def lookup(self, calls: list[bytes], found: dict, callback) -> None:
-        """Ask every peer at once (those still connecting once they answer their hello); fill
-        ``found`` with {call: (address, blob|None, meta, peer)} and call ``callback()`` when every
-        call is found or every peer has answered."""
-        asked = [p for p in self.connections.peers.values()
+        """Fill ``found`` with {call: (address, blob|None, meta, peer)} and call ``callback()``
+        when every call is found or the peers asked have answered.
+
+        With every peer ready, each call is asked of its homes only (:mod:`.homes`): at most
+        ``R`` requests, whatever the size of the swarm. Every peer is asked — those still
+        connecting once they answer their hello — when some are not ready yet, and for the
+        calls not found when a home did not answer or says its copies are not settled (the
+        members changed lately)."""
+        peers = [p for p in self.connections.peers.values()
                  if p.state in ("ready", "unsuitable", "new", "connecting")]
+        if not peers:
+            callback()
+            return
+        ready = [p for p in peers if p.state in ("ready", "unsuitable") and p.node_id]
+        replicas = max((p.replicas for p in ready), default=1)
+        if len(ready) == len(peers) and replicas < len(ready):
+            by_id = {p.node_id: p for p in ready}
+            grouped = by_home(calls, list(by_id), replicas)
+
+            def then(trusted: bool) -> None:
+                rest = [c for c in calls if c not in found]
+                if trusted or not rest:
+                    callback()
+                else:  # a home did not answer, or its copies may not be in place yet
+                    self._ask_all(rest, peers, found, callback)
+
+            self._ask_all(calls, [by_id[n] for n in grouped], found, then,
+                          per_peer={by_id[n]: c for n, c in grouped.items()})
+            return
+        self._ask_all(calls, peers, found, lambda trusted: callback())
+
+    def _ask_all(self, calls: list[bytes], asked: list, found: dict, callback,
+                 per_peer: dict | None = None) -> None:
+        """Ask each of ``asked`` for ``calls`` (or its part of ``per_peer``); then
+        ``callback(trusted)``: whether every one answered and said its copies are settled."""
         waiting = {id(p) for p in asked}
         wanted = len(set(calls))
+        trusted = [True]
         if not asked:
-            callback()
+            callback(False)
             return
 
         def on_reply(peer: Peer, msg: wire.Message) -> None:
             if id(peer) not in waiting:
                 return
             waiting.discard(id(peer))
+            if msg.op != "ok" or msg.fields.get("settled") is not True:
+                trusted[0] = False
             if msg.op == "ok":
                 bodies = iter(msg.bodies)
                 for item in msg.fields.get("found", []):
@@ -142,9 +176,9 @@ class ValueExchange:
                         continue
                     blob = None if item.get("large") else bytes(next(bodies, b""))
                     found.setdefault(call, (address, blob, item.get("meta") or {}, peer))
-            if not waiting or len(found) >= wanted:
+            if not waiting or sum(c in found for c in set(calls)) >= wanted:
                 waiting.clear()  # later answers are ignored
-                callback()
+                callback(trusted[0])
 
         def ask_when_ready(peer: Peer, ok: bool) -> None:
             if ok:
@@ -154,7 +188,8 @@ class ValueExchange:
 
         for peer in asked:
             if peer.state in ("ready", "unsuitable"):
-                self.connections.ask(peer, "lookup", on_reply, calls=calls)
+                self.connections.ask(peer, "lookup", on_reply,
+                                     calls=per_peer[peer] if per_peer else calls)
             else:
                 peer.on_ready.append(lambda ok, peer=peer: ask_when_ready(peer, ok))
 
@@ -210,7 +245,7 @@ class ValueExchange:
         for key in [k for k in self._asked if k[0] is peer]:
             del self._asked[key]
         for key in [k for k in self._downloads if k[0] is peer]:
-            self._downloads.pop(key).fail(f"peer {peer.address} was lost ({why})")
+            self._downloads.pop(key).fail(f"peer {peer.address} was lost ({why})", lost=True)
 
     def cancel(self, gone) -> None:
         """Parked tasks for which ``gone(batch, task)`` is true are dropped."""

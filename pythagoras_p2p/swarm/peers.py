@@ -49,6 +49,7 @@ class Peer:
     on_ready: list = field(default_factory=list)  # callbacks(ok) run when the hello is answered
     resources: dict = field(default_factory=dict)  # what the node has (cpus, memory, gpus, ...)
     lacks: dict = field(default_factory=dict)  # a function's requires= → what the node misses
+    replicas: int = 1  # how many homes the node gives each result (its --replicas)
 
     def can_ever_run(self, task: Any) -> bool:
         """Whether this node has what ``task`` asks for (resources, its function's requires=)."""

@@ -18,6 +18,7 @@ from ..execution.batch import print_output
 from ..execution.outcomes import REMOTE, RESOURCES, Ok, Refused
 from ..net import wire
 from ..net.outcomes_wire import outcome_from_reply
+from ..net.transfer import Lost
 from .peers import Peer
 
 __all__ = ["Replies"]
@@ -90,6 +91,11 @@ class Replies:
             elif code == wire.ERR_NEED_VALUES:
                 peer.values.difference_update(bytes.fromhex(h) for h in msg.fields["message"].split(","))
                 self._queue.appendleft((batch, task))
+            elif code == wire.ERR_STALE:
+                # Sent on a connection the node gave up on (it was stopped, or its link cut):
+                # a new connection, and the call goes wherever it fits now.
+                self._lost(peer, msg.fields["message"])
+                self._queue.appendleft((batch, task))
             elif code == wire.ERR_STOPPING:
                 # The node is shutting down: it finishes the calls it runs (their results still
                 # come here) and takes no new one, so only this call goes elsewhere.
@@ -118,10 +124,23 @@ class Replies:
         if type(outcome) is Ok:
             self.stragglers.observe(batch, outcome.meta.get("duration"))
             if outcome.blob is None:  # a large value: it stays on the peer until fetched
-                self.exchange.fetch(peer, outcome.address, lambda ok: batch.deliver(
-                    task.tid, outcome if ok is True else Refused(REMOTE, ok)))
+                self.exchange.fetch(peer, outcome.address,
+                                    lambda ok: self._fetched(batch, task, outcome, ok))
                 return
         batch.deliver(task.tid, outcome)
+
+
+    def _fetched(self, batch: Any, task: Any, outcome: Ok, ok: Any) -> None:
+        """The large value of a result arrived (``ok`` is True) or did not: when its peer was
+        lost (it stopped or died meanwhile), the call goes back to the queue — another node
+        holds a copy, or computes it — rather than fail."""
+        if ok is True:
+            batch.deliver(task.tid, outcome)
+        elif isinstance(ok, Lost):
+            if batch.wanted(task):
+                self._queue.appendleft((batch, task))
+        else:
+            batch.deliver(task.tid, Refused(REMOTE, ok))
 
 
 def _version_of(frames: list) -> str:

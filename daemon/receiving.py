@@ -1,0 +1,193 @@
+"""Copies of results arriving from other members: ``sync``, ``offer`` and ``replicate``.
+
+A part of :class:`~.handlers.Handlers` (its base class, beside :class:`~.uploads.Values`).
+A copy is kept only once it is proven: each small value is checked against its address by the
+node's checker process (never unpickled here), a large one arrived as ``put`` chunks checked the
+same way; then the results of one message are journaled in one append, as durable as a result
+computed here. A copy that does not match is refused and logged; when the store has no room for
+them, the copies are refused with a log line and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pythagoras_p2p.defaults import STORE_HEADROOM, store_cap
+from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.wire import _is_address
+from pythagoras_p2p.store.journal import encode_meta
+from pythagoras_p2p.swarm.homes import RANGES, check_digests
+
+from .replication import BATCH
+
+__all__ = ["Copies"]
+
+log = logging.getLogger(__name__)
+
+_MAX_OFFER = 65536
+_MAX_META = 64 * 1024
+
+
+class _Arrival:
+    """The copies of one ``replicate`` message, until each is checked."""
+
+    def __init__(self, ident: bytes, request_id: int, waiting: int):
+        self.ident, self.request_id, self.waiting = ident, request_id, waiting
+        self.small: list = []  # (call, address, packed, meta JSON) proven
+        self.large: list = []
+        self.refused: list[str] = []
+
+
+class Copies:
+    """Serving ``sync``, ``offer`` and ``replicate``, for :class:`~.handlers.Handlers`."""
+
+    node: Any
+    store: Any
+    uploads: dict
+    counts: Any
+
+    def on_sync(self, ident: bytes, msg: wire.Message) -> None:
+        """Which ranges differ between the asker's digests and this node's, for the calls
+        of which both are homes (all of them when the two see different members)."""
+        digests = check_digests(msg.fields.get("digests"))
+        members = msg.fields.get("members")
+        sender = msg.fields.get("node")
+        if digests is None or not isinstance(members, list) or not isinstance(sender, str):
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "sync: node, members and digests expected")
+            return
+        mine = self.node.repair.pair_digests(sender, members)
+        differ = list(range(RANGES)) if mine is None else mine.differing(digests)
+        self.send(ident, wire.build("ok", msg.id, differ=differ))
+
+    def on_offer(self, ident: bytes, msg: wire.Message) -> None:
+        """The offered calls this node holds no result of (body: raw 32-byte addresses)."""
+        raw = bytes(msg.bodies[0]) if len(msg.bodies) == 1 else b""
+        if len(msg.bodies) != 1 or len(raw) % 32 or len(raw) > 32 * _MAX_OFFER:
+            self.error(ident, msg.id, wire.ERR_MALFORMED,
+                       f"offer: one body of at most {_MAX_OFFER} 32-byte addresses expected")
+            return
+        calls = [raw[i: i + 32] for i in range(0, len(raw), 32)]
+        journal = self.node.journal
+        lacking = [c for c in self.store.lacking(calls) if journal.pending(c) is None]
+        self.send(ident, wire.build("ok", msg.id, [b"".join(lacking)]))
+
+    def on_replicate(self, ident: bytes, msg: wire.Message) -> None:
+        entries = _entries(msg)
+        if isinstance(entries, str):
+            self.counts.rejected += 1
+            self.error(ident, msg.id, wire.ERR_MALFORMED, f"replicate: {entries}")
+            return
+        fresh = [e for e in entries if self.entry(e[0]) is None]
+        incoming = sum(len(e[2]) for e in fresh if e[2] is not None)
+        if fresh and not self._room_for(incoming):
+            self.node.traffic.refused += len(fresh)
+            self.log_once("replicas:full", "refusing copies of results from other members: the "
+                          "store is at its cap (PYTHAGORAS_STORE_MAX_SIZE); `pythagoras-node cache "
+                          "gc` makes room")
+            self.error(ident, msg.id, wire.ERR_STORE,
+                       f"node {self.node.node_id} has no room for copies (its store is full)")
+            return
+        arrival = _Arrival(ident, msg.id, 0)
+        small = [e for e in fresh if e[2] is not None]
+        for entry in fresh:
+            if entry[2] is not None:
+                continue
+            address = entry[1]
+            if self.store.has_value(address):
+                arrival.large.append(entry)
+                continue
+            upload = self.uploads.get((ident, address))
+            if upload is None:
+                arrival.refused.append(entry[0].hex())
+                continue
+            arrival.waiting += 1
+            upload.after.append(lambda ok, entry=entry: self._large_checked(arrival, entry, ok))
+        if small:
+            arrival.waiting += 1
+            self.node.checker.verify_many(
+                [(e[1], e[2]) for e in small],
+                lambda bad: self.node.later(lambda: self._small_checked(arrival, small, bad)))
+        self._settle(arrival)
+
+    def _small_checked(self, arrival: _Arrival, small: list, bad: set) -> None:
+        for entry in small:
+            if entry[1] in bad:
+                arrival.refused.append(entry[0].hex())
+                self.log_once(f"replica-bad:{entry[1].hex()[:16]}", "refused a copy of result %s: "
+                              "its bytes do not have the address %s", entry[0].hex()[:16],
+                              entry[1].hex()[:16])
+            else:
+                arrival.small.append(entry)
+        arrival.waiting -= 1
+        self._settle(arrival)
+
+    def _large_checked(self, arrival: _Arrival, entry: tuple, ok: bool) -> None:
+        (arrival.large if ok else arrival.refused).append(entry if ok else entry[0].hex())
+        arrival.waiting -= 1
+        self._settle(arrival)
+
+    def _settle(self, arrival: _Arrival) -> None:
+        """Keep what was proven, once everything of the message is checked; answer."""
+        if arrival.waiting:
+            return
+        stored = 0
+        try:
+            if arrival.small:
+                records = [(c, a, b, json.loads(m)) for c, a, b, m in arrival.small]
+                self.node.journal.append(records, [m for _, _, _, m in arrival.small])
+                stored += len(records)
+            if arrival.large:
+                self.store.put_results([(c, a, None, json.loads(m)) for c, a, _, m in arrival.large])
+                stored += len(arrival.large)
+        except Exception as exc:  # the disk is full, or the store refused a write
+            self.node.traffic.refused += len(arrival.small) + len(arrival.large)
+            self.log_once("replicas:store", "cannot keep copies of results: %s", exc)
+            self.error(arrival.ident, arrival.request_id, wire.ERR_STORE,
+                       f"node {self.node.node_id} cannot keep copies: {exc}")
+            return
+        self.node.traffic.copies_received += stored
+        self.node.traffic.bytes_received += sum(len(e[2]) for e in arrival.small)
+        self.node.traffic.refused += len(arrival.refused)
+        if stored:
+            self.node.repair.poke()
+        self.send(arrival.ident, wire.build("ok", arrival.request_id, stored=stored,
+                                            refused=arrival.refused))
+
+    def _room_for(self, incoming: int) -> bool:
+        """Whether copies of ``incoming`` bytes fit under the store's cap."""
+        _, size = self.node.cache_facts.value
+        return size + incoming <= store_cap() - STORE_HEADROOM
+
+
+def _entries(msg: wire.Message) -> list | str:
+    """The (call, address, packed|None, meta JSON) of a ``replicate`` message, or why not."""
+    if not msg.bodies:
+        return "a body with the list of results expected"
+    try:
+        head = json.loads(bytes(msg.bodies[0]))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return "the list of results is not JSON"
+    if not isinstance(head, list) or len(head) > 2 * BATCH:
+        return f"the list of results must be a list of at most {2 * BATCH}"
+    blobs = iter(msg.bodies[1:])
+    entries = []
+    for item in head:
+        if not (isinstance(item, dict) and _is_address(item.get("call"))
+                and _is_address(item.get("address")) and isinstance(item.get("large"), bool)
+                and isinstance(item.get("meta"), dict)):
+            return "each result needs call, address, large and meta"
+        meta = encode_meta(item["meta"])
+        if len(meta) > _MAX_META:
+            return "a result's meta is too large"
+        blob = None
+        if not item["large"]:
+            blob = next(blobs, None)
+            if blob is None:
+                return "fewer value bodies than small results"
+            blob = bytes(blob)
+        entries.append((bytes.fromhex(item["call"]), bytes.fromhex(item["address"]), blob, meta))
+    if next(blobs, None) is not None:
+        return "more value bodies than small results"
+    return entries

@@ -1,0 +1,167 @@
+"""The second copy: a result is acknowledged only once another node holds it too.
+
+When a call ends here and its result is journaled, the node sends the result to one other
+member — its first home other than this node — and answers the caller when that member says
+the copy is journaled there as well. Results that end in the same turn of the loop travel to
+each member in one ``replicate`` message, journaled there in one append: a group commit on both
+machines, never one message per result. A large value goes ahead as ``put`` chunks (checked by
+the receiver against its address before it is kept). The other homes get their copies from the
+background repair (:mod:`.repair`), which this wakes.
+
+A member that does not answer within :data:`ACK_TIMEOUT` seconds, or is lost, does not hold up
+the caller: the result is answered with the one copy it has, said once in the log, and the
+repair makes the copies later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.transfer import upload_frames
+from pythagoras_p2p.swarm.homes import homes
+
+__all__ = ["SecondCopies", "Traffic", "ACK_TIMEOUT", "entry_frames"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a caller waits at most for the second copy of its result.
+ACK_TIMEOUT = 3.0
+#: Most results in one ``replicate`` message (a body frame each, under the frame cap).
+BATCH = 512
+
+
+@dataclass
+class Traffic:
+    """What this node sent and received of the swarm's copies (``status`` shows it)."""
+
+    copies_sent: int = 0
+    copies_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    refused: int = 0  # copies refused: damaged, or no room for them
+    late_acks: int = 0  # results answered before their second copy was confirmed
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def entry_frames(entries: list[tuple[bytes, bytes, bytes | None, bytes]]) -> list:
+    """The bodies of a ``replicate`` message: a JSON list of the results, then the packed
+    value of each small one, in order. ``entries``: (call, address, packed or None, meta JSON)."""
+    head = [{"call": c.hex(), "address": a.hex(), "large": b is None, "meta": json.loads(m)}
+            for c, a, b, m in entries]
+    return [json.dumps(head, separators=(",", ":")).encode(),
+            *[b for _, _, b, _ in entries if b is not None]]
+
+
+@dataclass
+class _Outgoing:
+    entries: list = field(default_factory=list)  # (call, address, packed|None, meta JSON)
+    then: list = field(default_factory=list)  # callbacks once confirmed (or given up)
+
+
+class SecondCopies:
+    """The node loop's side of replication; see the module docstring."""
+
+    def __init__(self, node: Any, replicas: int, traffic: Traffic, poke_repair: Callable[[], None]):
+        self.node = node
+        self.replicas = replicas
+        self.traffic = traffic
+        self._poke = poke_repair
+        self._outgoing: dict[str, _Outgoing] = {}  # member id → what goes to it this turn
+        self._waiting: dict[int, tuple[float, str, list]] = {}  # request id → (sent, member, then)
+
+    def hold(self, call: bytes, address: bytes, blob: bytes | None, meta_raw: bytes,
+             then: Callable[[], None]) -> bool:
+        """Copy a journaled result to a second member, and run ``then`` once it is there;
+        False (and ``then`` is not kept) when no other member can take a copy."""
+        self._poke()
+        if self.replicas < 2:
+            return False
+        me = self.node.node_id
+        members = self.node.peering.members()
+        target = next((h for h in homes(call, members, self.replicas) if h != me), None)
+        if target is None:
+            return False
+        out = self._outgoing.setdefault(target, _Outgoing())
+        out.entries.append((call, address, blob, meta_raw))
+        out.then.append(then)
+        return True
+
+    def flush(self) -> None:
+        """Send what this turn of the loop gathered (called once per turn)."""
+        if self._waiting:
+            self._expire()
+        if not self._outgoing:
+            return
+        outgoing, self._outgoing = self._outgoing, {}
+        for member, out in outgoing.items():
+            peer = self.node.peering.by_id(member)
+            if peer is None:  # lost since: answer, the repair copies later
+                self._give_up(out.then, f"member {member} was lost")
+                continue
+            for start in range(0, len(out.entries), BATCH):
+                self.send(peer, out.entries[start: start + BATCH], out.then[start: start + BATCH])
+
+    def send(self, peer: Any, entries: list, then: list | None = None,
+             callback: Callable | None = None) -> int:
+        """One ``replicate`` message to ``peer`` (large values first, as chunks); ``then``:
+        callbacks once it is confirmed or given up; ``callback(peer, reply)``: the reply."""
+        for _, address, blob, _ in entries:
+            if blob is None:
+                for offset, total, chunk in upload_frames(self.node.store, address) or ():
+                    peer.send(wire.build("put", 0, [chunk], address=address, offset=offset,
+                                         total=total))
+                    self.traffic.bytes_sent += len(chunk)
+        bodies = entry_frames(entries)
+        self.traffic.copies_sent += len(entries)
+        self.traffic.bytes_sent += sum(len(b) for b in bodies)
+        box: dict = {}
+        rid = box["rid"] = self.node.peering.ask(
+            peer, "replicate", lambda p, msg: self._confirmed(box["rid"], p, msg, callback),
+            bodies)
+        if then is not None:
+            self._waiting[rid] = (time.monotonic(), peer.node_id, then)
+        return rid
+
+    def _confirmed(self, rid: int, peer: Any, msg: Any, callback: Callable | None) -> None:
+        if callback is not None:
+            callback(peer, msg)
+        waiting = self._waiting.pop(rid, None)
+        if waiting is None:  # given up already (or nobody waits)
+            return
+        if msg is None or msg.op != "ok":
+            why = "it was lost" if msg is None else msg.fields.get("message", msg.op)
+            self._give_up(waiting[2], f"member {peer.node_id} did not keep the copy: {why}")
+            return
+        for answer in waiting[2]:
+            answer()
+
+    def _give_up(self, then: list, why: str) -> None:
+        self.traffic.late_acks += len(then)
+        self.node.handlers.log_once(f"second-copy:{why[:40]}", "%d result(s) answered with one "
+                                    "copy (%s); the repair copies them", len(then), why)
+        for answer in then:
+            answer()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for rid, (sent, member, then) in list(self._waiting.items()):
+            if now - sent > ACK_TIMEOUT:
+                del self._waiting[rid]
+                self.node.peering.forget_request(rid)
+                self._give_up(then, f"member {member} did not confirm within {ACK_TIMEOUT:g} s")
+
+    def release_all(self) -> None:
+        """The node stops: answer whoever still waits for a second copy."""
+        for _, _, then in self._waiting.values():
+            for answer in then:
+                answer()
+        self._waiting.clear()
+        self.flush()
