@@ -112,8 +112,8 @@ class Copies:
         self._settle(arrival)
 
     def _small_checked(self, arrival: _Arrival, small: list, bad: set) -> None:
-        for entry in small:
-            if entry[1] in bad:
+        for i, entry in enumerate(small):
+            if i in bad:
                 arrival.refused.append(entry[0].hex())
                 self.log_once(f"replica-bad:{entry[1].hex()[:16]}", "refused a copy of result %s: "
                               "its bytes do not have the address %s", entry[0].hex()[:16],

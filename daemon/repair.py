@@ -45,7 +45,8 @@ EVERY = 5.0
 OFFER = 16384
 #: Most bytes of values in one ``replicate`` message.
 BATCH_BYTES = 8 << 20
-#: Seconds to wait for a member's answer before the round goes on without it.
+#: Seconds to wait for a member's answer before the round goes on without it (sooner when
+#: the member leaves the view: it stopped, or fell silent).
 ANSWER_WITHIN = 10.0
 
 
@@ -96,6 +97,7 @@ class Repairer:
         self._leaving = threading.Event()
         self.left = threading.Event()  # the hand-over round is over
         self._ids = 0
+        self._member = ""  # the member being asked
         self._thread = threading.Thread(target=self._run, name="pythagoras-repair", daemon=True)
         self._thread.start()
 
@@ -221,6 +223,7 @@ class Repairer:
         """One member: compare, offer, copy. (copies sent, copies it lacked)."""
         sock = self._socket(where)
         me = self.node.node_id
+        self._member = member
         reply = self._ask(sock, "sync", node=me, members=list(members), digests=digests.to_wire())
         differ = set(reply.fields.get("differ") or [])
         offer = []
@@ -292,10 +295,13 @@ class Repairer:
         deadline = time.monotonic() + ANSWER_WITHIN
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or self._stop.is_set() or not sock.poll(int(min(left, 0.5) * 1000)):
+            if left <= 0 or self._stop.is_set() or not sock.poll(int(min(left, 0.2) * 1000)):
                 if left <= 0 or self._stop.is_set():
                     self._drop(sock)
                     raise _Unanswered(f"no answer to {op} within {ANSWER_WITHIN:g} s")
+                if self._member not in self.view.members:
+                    self._drop(sock)
+                    raise _Unanswered(f"it left while asked for {op}")
                 continue
             try:
                 reply = wire.parse(sock.recv_multipart())

@@ -119,14 +119,14 @@ class WorkerPool(Feeding):
     def verify_many(self, values: list[tuple[bytes, bytes]], callback) -> Batch:
         """Have a worker check that each ``(address, packed)`` has that content address.
 
-        ``callback(bad)`` runs on the pool's thread with the set of addresses that do not match
-        (all of them if the check itself failed).
+        ``callback(bad)`` runs on the pool's thread with the set of the positions in ``values``
+        of those that do not match (all of them if the check itself failed).
         """
         def done(tid: int, outcome: Outcome) -> None:
             if type(outcome) is Ok:
-                callback({bytes.fromhex(h) for h in outcome.meta.get("bad", ())})
+                callback(set(outcome.meta.get("bad", ())))
             else:
-                callback({address for address, _ in values})
+                callback(set(range(len(values))))
 
         payload = b"".join(b"".join((a, len(p).to_bytes(8, "little"), p)) for a, p in values)
         task = Task(0, VERIFY_MANY, b"\0" * 32, payload, f"verify {len(values)} value(s)")

@@ -93,13 +93,14 @@ def _verify(address: bytes, path: str, where: str):
 
 def _verify_many(payload: bytes):
     """Check values framed as (address, 8-byte length, packed bytes)...; the meta of the Ok
-    outcome lists the addresses whose bytes do not have them (``bad``)."""
+    outcome lists the positions of those whose bytes do not have their address (``bad``)."""
     from ..identity.encoding import value_address
     from ..store.packing import unpack
     from .outcomes import Ok
 
-    bad, view, offset = [], memoryview(payload), 0
+    bad, view, offset, i = [], memoryview(payload), 0, -1
     while offset + 40 <= len(view):
+        i += 1
         address = bytes(view[offset: offset + 32])
         size = int.from_bytes(view[offset + 32: offset + 40], "little")
         packed = view[offset + 40: offset + 40 + size]
@@ -109,7 +110,7 @@ def _verify_many(payload: bytes):
         except Exception:  # what does not decode does not match
             good = False
         if not good:
-            bad.append(address.hex())
+            bad.append(i)
     return Ok(b"", None, {"duration": 0.0, "bad": bad})
 
 
