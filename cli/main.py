@@ -373,9 +373,13 @@ def cache_verify(ctx: click.Context, repair: bool) -> None:
 @click.option("--max-size", help="Drop the oldest results until the store fits, e.g. 10G.")
 @click.option("--older-than", type=float, help="Drop results stored more than this many days ago.")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--force", is_flag=True, help="Drop results even where no other node of the swarm "
+              "holds a copy (the swarm's last copies).")
 @click.pass_context
-def cache_gc(ctx: click.Context, max_size: str | None, older_than: float | None, dry_run: bool) -> None:
-    """Remove unreferenced values and stale files; optionally old results too."""
+def cache_gc(ctx: click.Context, max_size: str | None, older_than: float | None, dry_run: bool,
+             force: bool) -> None:
+    """Remove unreferenced values and stale files; optionally old results too (never the
+    swarm's last copy of a result, unless --force)."""
     from pythagoras_p2p.store.maintenance import gc, human_bytes
 
     max_bytes = None
@@ -387,10 +391,52 @@ def cache_gc(ctx: click.Context, max_size: str | None, older_than: float | None,
     if older_than is not None and older_than < 0:
         _fail("--older-than takes a number of days of 0 or more", 2)
     report = gc(_store(ctx), max_bytes=max_bytes,
-                older_than=None if older_than is None else older_than * 86400, dry_run=dry_run)
+                older_than=None if older_than is None else older_than * 86400, dry_run=dry_run,
+                keep=None if force else lambda calls: _last_copies(ctx.obj["home"], calls))
     verb = "would remove" if dry_run else "removed"
+    if report.last_copies_kept:
+        click.echo(f"kept {report.last_copies_kept:,} results that no other node of the swarm "
+                   f"holds (their last copies); `cache gc --force` drops them too", err=True)
     click.echo(f"{verb} {report.results_removed:,} results, {report.values_removed:,} values and "
                f"{report.files_removed:,} stray files, {human_bytes(report.bytes_freed)}")
+
+
+def _last_copies(home: Path, calls: list[bytes]) -> set[bytes]:
+    """Those of ``calls`` that no other node of this home's swarm holds: all of them when the
+    swarm cannot be asked (this machine's node is not running); none when the home is in no
+    swarm."""
+    from pythagoras_p2p.net.nodefile import local_node_address
+    from pythagoras_p2p.net.rpc import NodeUnreachable, request
+    from pythagoras_p2p.net.security import load_key
+    from pythagoras_p2p.net.sockets import endpoint
+    from pythagoras_p2p.net.wire import WireError
+
+    key = load_key(home)
+    if key is None:
+        return set()
+    node = local_node_address(home)
+    if node is None:
+        click.echo("this machine's node is not running, so the swarm cannot be asked which "
+                   "results it still holds elsewhere", err=True)
+        return set(calls)
+    try:
+        peers = request(endpoint(*node), key, "peers", timeout=5).fields.get("peers", [])
+    except (NodeUnreachable, WireError) as exc:
+        click.echo(f"cannot ask the swarm which results it holds elsewhere ({exc})", err=True)
+        return set(calls)
+    last = set(calls)
+    for peer in peers:
+        for start in range(0, len(calls), 16384):
+            chunk = calls[start: start + 16384]
+            try:
+                reply = request(endpoint(peer["host"], peer["port"]), key, "offer", timeout=10,
+                                bodies=[b"".join(chunk)])
+            except (NodeUnreachable, WireError, KeyError, TypeError):
+                continue
+            raw = bytes(reply.bodies[0]) if reply.bodies else b""
+            lacking = {raw[i: i + 32] for i in range(0, len(raw), 32)}
+            last -= {c for c in chunk if c not in lacking}
+    return last
 
 
 def main() -> None:

@@ -107,11 +107,7 @@ class Node:
         self.ledger = Ledger(self.resources)
         self.pool = WorkerPool(self.home, config.workers, label=f"node-{self.node_id}",
                                own_thread=False, ledger=self.ledger)
-        # One process that checks received values against their addresses (never this one,
-        # which unpickles nothing from the network; never the call workers, which may be busy
-        # for an hour while a caller waits for its result's second copy).
-        self.checker = WorkerPool(self.home, 1, label=f"node-{self.node_id}-check",
-                                  own_thread=False)
+        self._checker: WorkerPool | None = None  # see checker
         self._mail = Mailbox()  # what the pool finished, and the pipe that wakes the loop
         self._awake_until = 0.0  # see pump
         self.poller = zmq.Poller()
@@ -119,7 +115,6 @@ class Node:
         self.poller.register(self.authenticator.socket, zmq.POLLIN)
         self.poller.register(self._mail.fileno(), zmq.POLLIN)
         self.poller.register(self.pool.fileno(), zmq.POLLIN)
-        self.poller.register(self.checker.fileno(), zmq.POLLIN)
         self.handlers = Handlers(self)
         self.peering = Peering(self, config.peers)
         self.traffic = Traffic()
@@ -176,6 +171,17 @@ class Node:
         self.peering.start_browsing(interfaces)
         self.announcement = Announcement(advert, interfaces)
 
+    @property
+    def checker(self) -> WorkerPool:
+        """The process that checks received values against their addresses, started when
+        first needed: never this one, which unpickles nothing from the network, and never a
+        call worker, which may be busy for an hour while a caller waits for a second copy."""
+        if self._checker is None:
+            self._checker = WorkerPool(self.home, 1, label=f"node-{self.node_id}-check",
+                                       own_thread=False)
+            self.poller.register(self._checker.fileno(), zmq.POLLIN)
+        return self._checker
+
     # ------------------------------------------------------------------ the loop
 
     def wake(self) -> None:
@@ -216,7 +222,7 @@ class Node:
             self.authenticator.handle()
         if self._mail.fileno() in events:
             self._mail.drain()
-        for pool in (self.pool, self.checker):
+        for pool in (self.pool, self._checker):
             if pool is not None and pool.fileno() in events:
                 try:
                     pool.step()
@@ -335,7 +341,7 @@ class Node:
         """Release everything: announcement, workers, journal, sockets."""
         if getattr(self, "repair", None) is not None:
             self.repair.close()
-        for name in ("announcement", "peering", "pool", "checker", "journal", "router",
+        for name in ("announcement", "peering", "pool", "_checker", "journal", "router",
                      "authenticator"):
             part = getattr(self, name, None)  # a node that failed to start lacks the later ones
             if part is not None:

@@ -8,6 +8,7 @@ ordinary writes leave free, so it can always run on a full store.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from ..defaults import STALE_FILE_AGE as _STALE_TMP
@@ -169,10 +170,11 @@ class GcReport:
     files_removed: int = 0
     bytes_freed: int = 0
     dry_run: bool = False
+    last_copies_kept: int = 0  # results kept because no other node holds them (see ``keep``)
 
 
 def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None = None,
-       dry_run: bool = False) -> GcReport:
+       dry_run: bool = False, keep: Callable[[list[bytes]], set[bytes]] | None = None) -> GcReport:
     """Free space: drop results whose value is absent or unreadable (of an earlier store
     format), results older than ``older_than`` seconds, then the oldest results until the store
     holds at most ``max_bytes``, then every value no result refers to, and stale files.
@@ -181,6 +183,9 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     by, a file with no record is removed only once it is old (a writer records it after
     writing it), and the deleting transaction keeps whatever changed since the snapshot (a
     value rewritten, or named by a result stored meanwhile).
+
+    ``keep(calls)``: of the results it would drop as old or for size, those that must stay
+    (the swarm's last copies, when this store is a node's).
     """
     report = GcReport(dry_run=dry_run)
     files = list(blob_files(store.blobs))  # before the snapshot: a later file is never judged by it
@@ -208,6 +213,13 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
         if refs[address] == 0:
             del refs[address]
             unreferenced += sizes.get(address, 0)
+    if keep is not None and drop:
+        kept = keep([call for call, _ in drop])
+        for call, address in drop:
+            if call in kept:
+                refs[address] = refs.get(address, 0) + 1
+        drop = [(call, address) for call, address in drop if call not in kept]
+        report.last_copies_kept = len(kept)
     garbage = [a for a in values if a not in refs and not _in_use(store, a, values[a], now)]
     stale = [p for p, a in files if (a is None and now - _changed(p) > _STALE_TMP)
              or (a is not None and a not in values and now - _changed(p, linked=True) > _STALE_TMP)]

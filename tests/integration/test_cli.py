@@ -340,6 +340,19 @@ def test_cache_stats_verify_and_gc(tmp_path):
     no_traceback(bad)
 
 
+def test_cache_gc_keeps_what_may_be_the_swarms_last_copies_unless_forced(tmp_path):
+    home = tmp_path / "home"
+    _store_with_results(home)
+    assert cli(home, "init").returncode == 0  # a member of a swarm, whose node is not running
+    kept = cli(home, "cache", "gc", "--max-size", "1")
+    assert kept.returncode == 0, kept.stderr
+    assert "last copies" in kept.stderr and "--force" in kept.stderr
+    assert json.loads(cli(home, "cache", "stats", "--json").stdout)["results"] == 4
+    forced = cli(home, "cache", "gc", "--max-size", "1", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(cli(home, "cache", "stats", "--json").stdout)["results"] < 4
+
+
 def test_cache_verify_finds_and_repairs_a_damaged_value(tmp_path):
     home = tmp_path / "home"
     _store_with_results(home)
