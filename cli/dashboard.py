@@ -25,10 +25,11 @@ _COLUMNS = (  # heading, justification: short, so the swarm fits an 80-column te
 def render(status: dict) -> Table:
     """The swarm as one table: this node first (marked ``*``), then its peers by id."""
     node = status["node"]
+    notes = [_copies(peer) for peer in sorted(status["peers"], key=lambda p: p["id"])]
     table = Table(title=f"swarm {node.get('swarm', '?')} (tag {node.get('tag', '?')})",
                   caption="* this node · busy: workers running calls/all · done: calls run · "
                           "hits: share of lookups answered from the cache · held: resources "
-                          "running calls hold/all",
+                          "running calls hold/all" + "".join(f"\n{n}" for n in notes if n),
                   box=None, pad_edge=False, collapse_padding=True, header_style="bold underline")
     for heading, justify in _COLUMNS:
         # Only a long address folds onto a second line: every other cell stays whole.
@@ -58,6 +59,18 @@ def _resources(peer: dict) -> str:
              if name != "cpus" and (used.get(name) or (amount and name != "memory"))]
     return " ".join(f"{name} {describe(name, used.get(name, 0))}/{describe(name, have[name])}"
                     for name in shown) or "-"
+
+
+def _copies(peer: dict) -> str:
+    """A line on a node whose results are not all on their homes yet, or that hands them
+    over as it stops; empty when all is well."""
+    replication = peer.get("replication") or {}
+    if peer.get("stopping"):
+        return f"{peer['id']}: stopping; hand-over {replication.get('handover') or 'waiting'}"
+    under = replication.get("under_replicated") or 0
+    if under:
+        return f"{peer['id']}: {under:,} copies of results not yet on their homes (repairing)"
+    return ""
 
 
 def _count(n: int) -> str:

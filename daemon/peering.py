@@ -179,6 +179,8 @@ class Peering:
                 "cache_bytes": facts.get("cache_bytes") or 0, "hit_rate": facts.get("hit_rate"),
                 "resources": facts.get("resources") or {},
                 "resources_in_use": facts.get("in_use") or {},
+                "replication": facts.get("replication") or {},
+                "stopping": bool(facts.get("stopping")),
                 "last_seen_s": round(now - peer.last_heard, 2),
             })
         return rows
