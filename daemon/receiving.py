@@ -38,6 +38,7 @@ class _Arrival:
         self.small: list = []  # (call, address, packed, meta JSON) proven
         self.large: list = []
         self.refused: list[str] = []
+        self.had = 0  # copies it held already
 
 
 class Copies:
@@ -90,6 +91,7 @@ class Copies:
                        f"node {self.node.node_id} has no room for copies (its store is full)")
             return
         arrival = _Arrival(ident, msg.id, 0)
+        arrival.had = len(entries) - len(fresh)
         small = [e for e in fresh if e[2] is not None]
         for entry in fresh:
             if entry[2] is not None:
@@ -153,7 +155,7 @@ class Copies:
         if stored:
             self.node.repair.poke()
         self.send(arrival.ident, wire.build("ok", arrival.request_id, stored=stored,
-                                            refused=arrival.refused))
+                                            held=stored + arrival.had, refused=arrival.refused))
 
     def _room_for(self, incoming: int) -> bool:
         """Whether copies of ``incoming`` bytes fit under the store's cap."""

@@ -67,6 +67,7 @@ class Facts:
     homed: int = 0  # of which this node is a home
     under: int = 0  # copies a home lacked, not yet delivered
     round_s: float = 0.0
+    scan_s: float = 0.0  # of which reading the store and computing homes and digests
     rounds: int = 0
     settled_at: float = -1.0  # start of the last round that reached every member
     handover: str = ""
@@ -138,18 +139,20 @@ class Repairer:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
-        last = 0.0
+        last, seen = 0.0, None
         while not self._stop.is_set():
-            pause = max(1.0, 10 * self.facts.round_s)  # a big store does not spin the processor
-            self._wake.wait(EVERY if time.monotonic() - last >= pause else pause)
+            # A big store does not spin the processor: rounds start at most every ten times
+            # what scanning it took; a change of members starts one at once.
+            pause = min(30.0, max(1.0, 10 * self.facts.scan_s))
+            self._wake.wait(EVERY)
             self._wake.clear()
             if self._stop.is_set():
                 break
             wait = pause - (time.monotonic() - last)
-            if wait > 0 and not self._leaving.is_set():
+            if wait > 0 and self.view is seen and not self._leaving.is_set():
                 if self._stop.wait(wait):
                     break
-            last = time.monotonic()
+            last, seen = time.monotonic(), self.view
             leaving = self._leaving.is_set()
             try:
                 self._round(leaving)
@@ -190,6 +193,7 @@ class Repairer:
                 spread.append(call)
         self.digests = (members, digests)
         self.facts.held, self.facts.homed = len(calls), homed
+        self.facts.scan_s = time.monotonic() - started
         if leaving:
             log.info("handing over %d result(s) to %d member(s) before stopping", len(spread),
                      len(others))
@@ -277,7 +281,7 @@ class Repairer:
             rest = size / self.rate - (time.monotonic() - started)
             if rest > 0:
                 time.sleep(rest)
-        return int(reply.fields.get("stored", 0))
+        return int(reply.fields.get("held", reply.fields.get("stored", 0)))
 
     # ------------------------------------------------------------------ requests
 

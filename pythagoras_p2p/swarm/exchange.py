@@ -143,7 +143,7 @@ class ValueExchange:
                 if trusted or not rest:
                     callback()
                 else:  # a home did not answer, or its copies may not be in place yet
-                    self._ask_all(rest, peers, found, callback)
+                    self._ask_all(rest, peers, found, lambda trusted: callback())
 
             self._ask_all(calls, [by_id[n] for n in grouped], found, then,
                           per_peer={by_id[n]: c for n, c in grouped.items()})
