@@ -248,9 +248,9 @@ class Handlers(Values, Copies):
                        f"said Python {self.incompatible[ident]}: it takes no calls from it")
             return
         call, fp = msg.hex("call"), msg.hex("fp")
-        keep = msg.fields.get("keep", True)
-        if not isinstance(keep, bool):
-            self.error(ident, msg.id, wire.ERR_MALFORMED, "run: keep must be true or false")
+        keep, copied = msg.fields.get("keep", True), msg.fields.get("copied", False)
+        if not isinstance(keep, bool) or not isinstance(copied, bool):
+            self.error(ident, msg.id, wire.ERR_MALFORMED, "run: keep and copied must be true or false")
             return
         entry = self.entry(call) if keep else None  # a call not memoized is never a hit
         if entry is not None:
@@ -258,7 +258,7 @@ class Handlers(Values, Copies):
             bodies, fields = outcome_to_wire(entry)
             self.send(ident, wire.build("result", msg.id, bodies, call=call, **fields))
             return
-        if self.running.join(call, ident, msg.id):  # the same call is already running here
+        if self.running.join(call, ident, msg.id, copied):  # the same call already runs here
             return
         if self.node.stopping:
             self.error(ident, msg.id, wire.ERR_STOPPING, f"node {self.node.node_id} is shutting down")
@@ -286,7 +286,7 @@ class Handlers(Values, Copies):
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200], (), keep,
                     needs, requires)
         self.running.add(call, self.node.submit(task), ident, msg.id,
-                         tuple(bytes.fromhex(r) for r in refs), keep)
+                         tuple(bytes.fromhex(r) for r in refs), keep, copied)
 
     def placement(self, ident: bytes, msg: wire.Message) -> tuple:
         """The resources and requirements a ``run`` asks for, checked against this node:
@@ -342,8 +342,11 @@ class Handlers(Values, Copies):
             outcome = Ok(address, blob, wire.RawJSON(meta_raw))
         bodies, fields = outcome_to_wire(outcome)
         answer = lambda: self.running.answer(call, running, bodies, fields)  # noqa: E731
-        # Acknowledged only once a second member holds it too (when there is one).
-        if kept and self.node.copies.hold(call, address, blob, meta_raw, answer):
+        # Acknowledged only once a second machine holds it too (when there is one): the caller's,
+        # when it said it keeps a copy, else another member.
+        if kept and running.copied:
+            self.node.repair.poke()
+        elif kept and self.node.copies.hold(call, address, blob, meta_raw, answer):
             return
         answer()
 

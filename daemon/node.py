@@ -39,7 +39,7 @@ from pythagoras_p2p.net.security import (
 from pythagoras_p2p.net.sockets import endpoint, waiting_messages
 from pythagoras_p2p.resources import Ledger, machine_resources, summary
 from pythagoras_p2p.store.core import open_store
-from pythagoras_p2p.store.journal import Journal
+from pythagoras_p2p.store.journal import Journal, replay_client_logs
 
 from .handlers import Handlers
 from .peering import Peering
@@ -122,6 +122,7 @@ class Node:
         self.copies = SecondCopies(self, config.replicas, self.traffic, self.repair.poke)
         self.announcement: Announcement | None = None
         self._check_security()
+        self.handlers.check_unchecked()  # copies a previous run acknowledged, not yet checked
 
     # ------------------------------------------------------------------ start-up
 
@@ -316,6 +317,18 @@ class Node:
         self._swept = now
         self.clear_dead_readers()
         self.handlers.drop_abandoned_uploads()
+        self.replay_client_logs()
+
+    def replay_client_logs(self) -> None:
+        """Store the results that clients of this home journaled and did not live to store."""
+        try:
+            count = replay_client_logs(self.store)
+        except Exception as exc:  # a store error: try again at the next sweep
+            self.handlers.log_once(f"client-logs:{type(exc).__name__}", "cannot replay the "
+                                   "journals of clients that died: %r", exc)
+            return
+        if count:
+            log.info("stored %d result(s) journaled by clients of this home that died", count)
 
     def clear_dead_readers(self) -> None:
         """Free the store's reader slots held by processes that died mid-read (killed clients).

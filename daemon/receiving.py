@@ -1,23 +1,32 @@
 """Copies of results arriving from other members: ``sync``, ``offer`` and ``replicate``.
 
 A part of :class:`~.handlers.Handlers` (its base class, beside :class:`~.uploads.Values`).
-A copy is kept only once it is proven: each small value is checked against its address by the
-node's checker process (never unpickled here), a large one arrived as ``put`` chunks checked the
-same way; then the results of one message are journaled in one append, as durable as a result
-computed here. A copy that does not match is refused and logged; when the store has no room for
-them, the copies are refused with a log line and nothing is written.
+A copy enters the store only once it is proven: each small value is checked against its
+address by the node's checker process (never unpickled here), a large one arrived as ``put``
+chunks checked the same way; then the results of one message are journaled in one append.
+
+The small copies of a message are acknowledged before they are checked — a caller waits for
+its result's second copy, and the check is a process hop — but not before they are as durable
+as a journaled result: written with one ``write()`` to a file of ``HOME/unchecked``, removed
+once they are checked and journaled (a node that restarts checks what it finds there first).
+Until then they are not in the store: no lookup or call is answered from them. A copy that does
+not match its address is refused and logged; when the store has no room for them, the copies
+are refused with a log line and nothing is written.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from pythagoras_p2p.defaults import STORE_HEADROOM, store_cap
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.wire import _is_address
-from pythagoras_p2p.store.journal import encode_meta
+from pythagoras_p2p.store.journal import encode_meta, read_records, write_records
 from pythagoras_p2p.swarm.homes import RANGES, check_digests
 
 from .replication import BATCH
@@ -28,13 +37,15 @@ log = logging.getLogger(__name__)
 
 _MAX_OFFER = 65536
 _MAX_META = 64 * 1024
+_unchecked_names = itertools.count()
 
 
 class _Arrival:
     """The copies of one ``replicate`` message, until each is checked."""
 
-    def __init__(self, ident: bytes, request_id: int, waiting: int):
+    def __init__(self, ident: bytes | None, request_id: int, waiting: int):
         self.ident, self.request_id, self.waiting = ident, request_id, waiting
+        self.unchecked: Path | None = None  # the file that keeps the small copies meanwhile
         self.small: list = []  # (call, address, packed, meta JSON) proven
         self.large: list = []
         self.refused: list[str] = []
@@ -107,11 +118,46 @@ class Copies:
             arrival.waiting += 1
             upload.after.append(lambda ok, entry=entry: self._large_checked(arrival, entry, ok))
         if small:
-            arrival.waiting += 1
-            self.node.checker.verify_many(
-                [(e[1], e[2]) for e in small],
-                lambda bad: self.node.later(lambda: self._small_checked(arrival, small, bad)))
-        self._settle(arrival)
+            try:
+                arrival.unchecked = self._keep_unchecked(small)
+            except OSError as exc:  # the disk is full: no part of them is kept
+                self.node.traffic.refused += len(fresh)
+                self.log_once("replicas:unchecked", "cannot keep copies of results: %s", exc)
+                self.error(ident, msg.id, wire.ERR_STORE,
+                           f"node {self.node.node_id} cannot keep copies: {exc}")
+                return
+            if not arrival.waiting:  # durable now: acknowledged, checked next
+                self.send(ident, wire.build("ok", msg.id, stored=len(small),
+                                            held=len(small) + arrival.had, refused=arrival.refused))
+                arrival.ident = None
+            self._check(arrival, small)
+        else:
+            self._settle(arrival)
+
+    def _keep_unchecked(self, small: list) -> Path:
+        folder = self.node.home / "unchecked"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{os.getpid()}-{next(_unchecked_names)}.copies"
+        write_records(path, [(c, a, b, {}) for c, a, b, _ in small], [m for *_, m in small])
+        return path
+
+    def _check(self, arrival: _Arrival, small: list) -> None:
+        arrival.waiting += 1
+        self.node.checker.verify_many(
+            [(e[1], e[2]) for e in small],
+            lambda bad: self.node.later(lambda: self._small_checked(arrival, small, bad)))
+
+    def check_unchecked(self) -> None:
+        """At start: the copies a previous run acknowledged but had not checked yet."""
+        folder = self.node.home / "unchecked"
+        for path in sorted(folder.glob("*.copies")) if folder.is_dir() else ():
+            small = [(c, a, b, encode_meta(m)) for c, a, b, m in read_records(path) if b is not None]
+            arrival = _Arrival(None, 0, 0)
+            arrival.unchecked = path
+            if small:
+                self._check(arrival, small)
+            else:
+                path.unlink(missing_ok=True)
 
     def _small_checked(self, arrival: _Arrival, small: list, bad: set) -> None:
         for i, entry in enumerate(small):
@@ -146,14 +192,20 @@ class Copies:
         except Exception as exc:  # the disk is full, or the store refused a write
             self.node.traffic.refused += len(arrival.small) + len(arrival.large)
             self.log_once("replicas:store", "cannot keep copies of results: %s", exc)
-            self.error(arrival.ident, arrival.request_id, wire.ERR_STORE,
-                       f"node {self.node.node_id} cannot keep copies: {exc}")
+            if arrival.ident is not None:
+                self.error(arrival.ident, arrival.request_id, wire.ERR_STORE,
+                           f"node {self.node.node_id} cannot keep copies: {exc}")
             return
+        finally:
+            if arrival.unchecked is not None:  # journaled, refused, or cannot be kept
+                arrival.unchecked.unlink(missing_ok=True)
         self.node.traffic.copies_received += stored
         self.node.traffic.bytes_received += sum(len(e[2]) for e in arrival.small)
         self.node.traffic.refused += len(arrival.refused)
         if stored:
             self.node.repair.poke()
+        if arrival.ident is None:  # acknowledged already (or found at start)
+            return
         self.send(arrival.ident, wire.build("ok", arrival.request_id, stored=stored,
                                             held=stored + arrival.had, refused=arrival.refused))
 

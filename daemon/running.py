@@ -26,6 +26,7 @@ class Running:
     waiters: list = field(default_factory=list)  # (routing id, request id)
     refs: tuple = ()  # addresses of the large arguments it reads
     keep: bool = True  # False: a call not memoized (its result is answered, never stored)
+    copied: bool = False  # every waiter keeps a copy on another machine (see replication)
 
 
 class RunningCalls:
@@ -41,18 +42,19 @@ class RunningCalls:
     def __len__(self) -> int:
         return len(self._calls)
 
-    def join(self, call: bytes, ident: bytes, request_id: int) -> bool:
+    def join(self, call: bytes, ident: bytes, request_id: int, copied: bool = False) -> bool:
         """Whether ``call`` runs here already; if so, the request waits for that run."""
         running = self._calls.get(call)
         if running is None:
             return False
         running.waiters.append((ident, request_id))
+        running.copied = running.copied and copied
         return True
 
     def add(self, call: bytes, batch: Any, ident: bytes, request_id: int, refs: tuple,
-            keep: bool = True) -> None:
+            keep: bool = True, copied: bool = False) -> None:
         """``call`` was handed to the worker pool as ``batch``, for one waiter."""
-        self._calls[call] = Running(batch, [(ident, request_id)], refs, keep)
+        self._calls[call] = Running(batch, [(ident, request_id)], refs, keep, copied)
 
     def pop(self, call: bytes) -> Running | None:
         """The ended ``call`` (None if nobody waits for it any more); it runs no longer."""

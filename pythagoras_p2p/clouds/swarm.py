@@ -59,12 +59,18 @@ class SwarmCloud(PCloud):
                 f"no peers to connect to: name them (connection='host:port,...'), start this "
                 f"machine's node with `pythagoras-node start` (home {self.home}), or allow mDNS"
             )
+        from ..net.nodefile import read_node_file
         from ..swarm.dispatcher import SwarmDispatcher
 
-        self._writer = WriteBehind(self.store)
+        # When this machine's node is a member, this client keeps the second copy of each
+        # result another node computes (journaled here before it is returned), and that node
+        # answers without waiting for a copy of its own on another member.
+        own_node = (read_node_file(self.home) or {}).get("id")
+        self._writer = WriteBehind(self.store, durable=own_node is not None)
         self._dispatcher = SwarmDispatcher(
             key, self.store, named or local, requires=self.requires,
             connect_timeout=connect_timeout, ask_for_peers=bool(local), browser=browser,
+            keeps_copies_for_all_but=own_node,
         )
 
     def _submit(self, tasks: Iterable, count: int):

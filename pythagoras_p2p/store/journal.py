@@ -28,7 +28,8 @@ from ..defaults import JOURNAL_GATHER as GATHER
 from ..defaults import JOURNAL_SEGMENT_BYTES as _SEGMENT_BYTES
 from .core import ResultRecord, Store
 
-__all__ = ["Journal", "WriteBehind", "encode_meta"]
+__all__ = ["Journal", "WriteBehind", "ClientLog", "replay_client_logs", "encode_meta",
+           "write_records", "read_records"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,24 @@ def _decode_segment(data: bytes) -> tuple[list[ResultRecord], bool]:
         records.append((body[:32], body[32:64], blob, meta))
         offset += _HEAD.size + size
     return records, True
+
+
+def write_records(path: Path, records: list[ResultRecord], metas: list[bytes]) -> None:
+    """Write ``records`` to a new file with one ``write()``, as the journal appends them (in
+    the kernel before this returns: a ``kill -9`` loses nothing)."""
+    data = b"".join(_encode(r, m) for r, m in zip(records, metas, strict=True))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def read_records(path: Path) -> list[ResultRecord]:
+    """The complete records of a file :func:`write_records` wrote (a torn tail is dropped)."""
+    return _decode_segment(path.read_bytes())[0]
 
 
 class Journal:
@@ -213,15 +232,80 @@ class Journal:
                 path.unlink()
 
 
+class ClientLog:
+    """A swarm client's own journal of the results it copies (``HOME/journal/clients``).
+
+    A result computed by another node is acknowledged once it is on two machines: when this
+    machine's node is a member, the client keeps the second copy itself — each group of results
+    appended here with one ``write()`` before the caller sees them, written to the store in the
+    background, and the log emptied once they are. The client holds an exclusive lock on its
+    file while it lives; the node of the home replays the files whose clients died
+    (:func:`replay_client_logs`).
+    """
+
+    def __init__(self, store: Store):
+        import fcntl
+
+        folder = Path(store.home) / "journal" / "clients"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{os.getpid()}-{os.urandom(4).hex()}.log"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def append(self, records: list[ResultRecord]) -> None:
+        data = b"".join(_encode(r) for r in records)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def reset(self) -> None:
+        """Everything appended is in the store: start the log afresh."""
+        os.ftruncate(self._fd, 0)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = -1
+
+
+def replay_client_logs(store: Store) -> int:
+    """Store what clients of this home that died left in their logs; return how many results."""
+    import fcntl
+
+    folder = Path(store.home) / "journal" / "clients"
+    count = 0
+    for path in folder.glob("*.log") if folder.is_dir() else ():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its client lives
+            records = read_records(path)
+            if records:
+                store.put_results(records)
+                count += len(records)
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return count
+
+
 class WriteBehind:
     """Stores copies of results in the background, everything queued together in one transaction.
 
     For results another machine has already made durable: the caller need not wait for this
     machine's fsync. :meth:`close` (also run at interpreter exit) writes what is queued.
+    ``durable``: also append them to a :class:`ClientLog` before :meth:`put` returns.
     """
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, *, durable: bool = False):
         self.store = store
+        self._log = ClientLog(store) if durable else None
         self._cond = threading.Condition()
         self._queue: list[ResultRecord] = []
         self._writing: list[ResultRecord] = []
@@ -233,6 +317,11 @@ class WriteBehind:
 
     def put(self, records: list[ResultRecord]) -> None:
         with self._cond:
+            if self._log is not None:
+                try:
+                    self._log.append(records)
+                except OSError as exc:  # the node that computed them keeps its copy
+                    log.warning("could not journal %d result(s) here: %s", len(records), exc)
             self._queue.extend(records)
             if len(self._queue) == len(records):
                 self._cond.notify()
@@ -249,13 +338,20 @@ class WriteBehind:
                 batch, self._queue = self._queue, []
                 self._busy = True
                 self._writing = batch
+            written = False
             try:
                 self.store.put_results(batch)
+                written = True
             except Exception as exc:  # a local copy only: the result stays where it was computed
                 log.warning("could not copy %d result(s) into the local store: %s", len(batch), exc)
             with self._cond:
                 self._busy = False
                 self._writing = []
+                if self._log is not None and written and not self._queue:
+                    try:
+                        self._log.reset()
+                    except OSError:
+                        pass
                 self._cond.notify_all()
 
     def pending(self, calls: list[bytes]) -> dict[bytes, ResultRecord]:
@@ -275,6 +371,8 @@ class WriteBehind:
             self._cond.notify_all()
         self._thread.join(30)
         _WRITERS.discard(self)
+        if self._log is not None and not self._thread.is_alive() and not self._queue:
+            self._log.close()
 
 
 _WRITERS: weakref.WeakSet = weakref.WeakSet()

@@ -52,11 +52,14 @@ class SwarmDispatcher(Replies):
 
     def __init__(self, key: SwarmKey, store: Store, peers: list[tuple[str, int]], *,
                  requires: tuple[str, ...] = (), connect_timeout: float = 5.0,
-                 ask_for_peers: bool = False, browser: Any = None):
+                 ask_for_peers: bool = False, browser: Any = None,
+                 keeps_copies_for_all_but: str | None = None):
         import zmq
 
         self.key = key
         self.store = store
+        # The id of this machine's node: results of the others are copied here (see SwarmCloud).
+        self.own_node = keeps_copies_for_all_but
         self.requires = list(requires)
         self.connect_timeout = connect_timeout
         self.context = zmq.Context()
@@ -406,6 +409,8 @@ class SwarmDispatcher(Replies):
         peer.inflight[rid] = (batch, task)
         self.stragglers.placed(rid)
         extra = {} if task.keep else {"keep": False}
+        if task.keep and self.own_node and peer.node_id != self.own_node:
+            extra["copied"] = True  # this client journals it on its machine: no need to wait
         if task.needs:
             extra["needs"] = dict(task.needs)
         if task.requires:
