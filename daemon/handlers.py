@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pythagoras_p2p.defaults import NODE_LOG_ONCE as _LOG_ONCE
-from pythagoras_p2p.defaults import SILENT_AFTER
+from pythagoras_p2p.defaults import PING_EVERY, SILENT_AFTER
 from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
@@ -32,6 +32,11 @@ from .uploads import Upload, Values
 __all__ = ["Handlers"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds of silence on a connection after which its client has given this node up, or is
+#: about to: clients ping every PING_EVERY and give a node up after SILENT_AFTER without an
+#: answer, counted from its last answer, which may precede this node's last read by a ping.
+STALE_AFTER = max(PING_EVERY, SILENT_AFTER - 2 * PING_EVERY)
 
 
 class NodeSide(Protocol):
@@ -98,7 +103,7 @@ class Handlers(Values, Copies):
         ident = frames[0].bytes
         now = time.monotonic()
         heard = self.heard.get(ident)
-        if heard is not None and now - heard > SILENT_AFTER:
+        if heard is not None and now - heard > STALE_AFTER:
             self.stale.add(ident)  # its sender gave this node up (and reconnects if it lives)
             if len(self.stale) > _LOG_ONCE:
                 self.stale.pop()
@@ -240,7 +245,7 @@ class Handlers(Values, Copies):
         if ident in self.stale:
             self.error(ident, msg.id, wire.ERR_STALE,
                        f"node {self.node.node_id} did not hear this connection for more than "
-                       f"{SILENT_AFTER:g} s; connect again")
+                       f"{STALE_AFTER:g} s; connect again")
             return
         if ident in self.incompatible:
             self.error(ident, msg.id, wire.ERR_PYTHON,
@@ -356,6 +361,22 @@ class Handlers(Values, Copies):
 
     def on_cancel(self, ident: bytes, msg: wire.Message) -> None:
         self.running.cancel(msg.hexes("calls"), ident)
+
+    def drop_forsaken(self) -> None:
+        """Drop the calls whose callers all gave this node up: not heard for longer than a
+        client waits (they ping every second), or heard again only after such a silence. So a
+        node back from SIGSTOP, or from a cut link, does not run calls already placed
+        elsewhere."""
+        now = time.monotonic()
+
+        def gone(ident: bytes) -> bool:
+            return ident in self.stale or now - self.heard.get(ident, now) > STALE_AFTER
+
+        dropped = self.running.forsake(gone, f"node {self.node.node_id} dropped the call: this "
+                                              f"connection was silent for more than {STALE_AFTER:g} s")
+        if dropped:
+            self.counts.forsaken += dropped
+            log.info("dropped %d call(s) whose callers had given this node up", dropped)
 
     def abandon_running(self) -> None:
         """The node stops: the calls still running are answered ``stopping`` and cancelled."""

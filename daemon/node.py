@@ -41,7 +41,7 @@ from pythagoras_p2p.resources import Ledger, machine_resources, summary
 from pythagoras_p2p.store.core import open_store
 from pythagoras_p2p.store.journal import Journal, replay_client_logs
 
-from .handlers import Handlers
+from .handlers import STALE_AFTER, Handlers
 from .peering import Peering
 from .repair import Repairer
 from .replication import SecondCopies, Traffic
@@ -205,6 +205,7 @@ class Node:
 
     def pump(self, timeout: float) -> None:
         """Serve whatever is ready, waiting at most ``timeout`` seconds for something to be."""
+        polled = time.monotonic()
         if self._mail.requests:
             events = dict(self.poller.poll(0))
         elif self._expecting_soon():
@@ -219,6 +220,10 @@ class Node:
                 events = dict(self.poller.poll(int(timeout * 1000)))
         else:
             events = dict(self.poller.poll(int(timeout * 1000)))
+        if time.monotonic() - polled > STALE_AFTER:
+            # This process was frozen (SIGSTOP, a suspended machine): before anything that
+            # arrived meanwhile is read, drop the calls whose callers have given it up.
+            self.handlers.drop_forsaken()
         if self.authenticator.socket in events:
             self.authenticator.handle()
         if self._mail.fileno() in events:
@@ -317,6 +322,7 @@ class Node:
         self._swept = now
         self.clear_dead_readers()
         self.handlers.drop_abandoned_uploads()
+        self.handlers.drop_forsaken()
         self.replay_client_logs()
 
     def replay_client_logs(self) -> None:

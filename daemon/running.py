@@ -90,6 +90,20 @@ class RunningCalls:
                 running.batch.cancel()
                 del self._calls[call]
 
+    def forsake(self, gone: Callable[[bytes], bool], message: str) -> int:
+        """Cancel the calls whose every waiter is ``gone(ident)``; each is told ``stale`` (a
+        waiter that is in fact still there runs the call elsewhere). How many were dropped."""
+        dropped = 0
+        for call, running in list(self._calls.items()):
+            if running.waiters and all(gone(ident) for ident, _ in running.waiters):
+                for ident, request_id in running.waiters:
+                    self._send(ident, wire.build("error", request_id, code=wire.ERR_STALE,
+                                                 message=message))
+                running.batch.cancel()
+                del self._calls[call]
+                dropped += 1
+        return dropped
+
     def abandon(self, node_id: str) -> None:
         """The node stops: every waiter is told, every run cancelled."""
         for call, running in list(self._calls.items()):

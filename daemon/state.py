@@ -27,6 +27,7 @@ class Counters:
     values_received: int = 0  # values uploaded by others, verified and stored
     value_bytes_received: int = 0  # bytes of every value chunk that arrived (kept or not)
     lookups: int = 0  # lookup requests answered
+    forsaken: int = 0  # calls dropped because every caller had given this node up
 
 
 class CacheFacts:
@@ -95,6 +96,7 @@ def status_entry(node: Any, handlers: Any) -> dict:
         "value_bytes_received": handlers.counts.value_bytes_received,
         "messages_rejected": handlers.counts.rejected,
         "lookups": handlers.counts.lookups,
+        "calls_forsaken": handlers.counts.forsaken,
         "stopping": node.stopping,
         "uptime_s": round(time.time() - node.started, 1),
         "python": PYTHON_VERSION,

@@ -155,6 +155,55 @@ def test_a_frozen_host_has_its_calls_reassigned_and_its_late_results_change_noth
                    stores_verified=len(lan.hosts))
 
 
+def test_a_host_frozen_longer_than_clients_wait_drops_the_calls_they_placed_elsewhere(
+        lan_factory, tmp_path):
+    lan = lan_factory(3)
+    whole_swarm_known(lan)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    client = _run_in_background(lan, marks)
+    victim = lan.hosts[1]
+    wait_for(lambda: _started_on(marks, victim, 3), 30, message="the victim to start a third call")
+    frozen = victim.signal_tree(signal.SIGSTOP)
+    try:
+        out = client.result()  # the client gave the host up and ran everything elsewhere
+        # frozen past the 5 s after which clients give a node up (the scenario, not a wait)
+        wait_for(lambda: time.time() - frozen > 6.0, 10, interval=0.1, message="6 s frozen")
+    finally:
+        resumed = victim.signal_tree(signal.SIGCONT)
+    _check_results(out["results"], {str(h.home) for h in lan.hosts})
+    # What it was running when frozen is dropped as it wakes, not run to the end.
+    wait_for(lambda: victim.status()["node"]["calls_forsaken"] >= 1, 15, interval=0.1,
+             message="the resumed host to drop the calls placed elsewhere")
+    assert victim.status()["node"]["workers_busy"] == 0
+    assert not [m for m in read_marks(marks) if m["home"] == str(victim.home) and m["t"] > resumed]
+
+
+def test_a_graceful_stop_during_a_batch_fails_no_call(lan_factory, tmp_path):
+    lan = lan_factory(3)
+    whole_swarm_known(lan)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    client = Client(lan.hosts[0], f"""
+        @cloud.add_pure_function
+        def big(*, x, marks):
+            import os, time, uuid
+            import numpy as np
+            with open(os.path.join(marks, f"{{x}}.{{uuid.uuid4().hex}}"), "w") as f:
+                f.write(os.environ["PYTHAGORAS_HOME"])
+            time.sleep(0.2)
+            return np.full(100_000, x, dtype=np.float64)  # 800 kB: fetched in chunks
+        out = big.sync_parallel(kw_args(x=i, marks={str(marks)!r}) for i in range(30))
+        emit(ok=all(float(a[0]) == i and len(a) == 100_000 for i, a in enumerate(out)))
+    """)
+    victim = lan.hosts[1]
+    wait_for(lambda: any(p.read_text() == str(victim.home) for p in marks.iterdir()), 30,
+             interval=0.02, message="the victim to take a call")
+    stopped = victim.cli("stop", "--timeout", "60", timeout=90)
+    assert stopped.returncode == 0, stopped.stderr
+    assert client.result()["ok"] is True  # every call answered, none failed
+
+
 def test_a_host_cut_off_has_its_calls_reassigned_and_rejoins(lan_factory, tmp_path):
     lan = lan_factory(3)
     whole_swarm_known(lan)
