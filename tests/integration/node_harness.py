@@ -213,14 +213,14 @@ class RunningNode:
 
 
 def spawn_node(home: Path, port: int, *, workers: int = 2, extra: tuple = (),
-               log_path: Path | None = None) -> subprocess.Popen:
+               log_path: Path | None = None, env: dict | None = None) -> subprocess.Popen:
     """Start ``pythagoras-node start`` on 127.0.0.1:port without waiting for it."""
     log_path = log_path or home.parent / f"{home.name}.node.log"
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", "127.0.0.1",
              "--port", str(port), "--no-mdns", "--workers", str(workers), *extra],
-            env=node_env(home), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            env={**node_env(home), **(env or {})}, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             cwd=home.parent,
         )
 
@@ -244,7 +244,7 @@ def start_node(tmp_path):
     started: list[RunningNode] = []
 
     def start(name: str = "node", *, workers: int = 2, key_from: Path | None = None,
-              extra: tuple = ()) -> RunningNode:
+              extra: tuple = (), env: dict | None = None) -> RunningNode:
         home = tmp_path / name
         home.mkdir(parents=True, exist_ok=True)
         if key_from is not None:
@@ -253,7 +253,7 @@ def start_node(tmp_path):
             make_key(home)
         port = free_port()
         proc = spawn_node(home, port, workers=workers, extra=extra,
-                          log_path=tmp_path / f"{name}.log")
+                          log_path=tmp_path / f"{name}.log", env=env)
         node = RunningNode(home, port, proc, tmp_path / f"{name}.log", load_key(home))
         started.append(node)
         wait_serving(node)
