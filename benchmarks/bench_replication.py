@@ -10,9 +10,10 @@ host, as a child process of this script (``--part NAME``). Measured:
    nodes served per lookup (the sum of their ``lookups`` counters). Beside it, in the same
    client, the same lookups asked of every node (the design before homes: the anchor).
 2. **The second copy**: the round trip of ``sync_remote`` of a fresh trivial call from a client
-   on host 0 to host 1's node (which then copies the result to another member before it
-   answers), on a 3-host LAN with ``--replicas 3``, beside a 3-host LAN with ``--replicas 1``
-   (no copy), one after the other in the same run.
+   on host 0 to host 1's node, on a 3-host LAN with ``--replicas 3``, beside a 3-host LAN with
+   ``--replicas 1`` (no copy), one after the other in the same run; twice: a client of host 0's
+   home (its node runs: the client keeps the second copy) and a client of a home with no node
+   (host 1's node copies the result to another member before it answers).
 3. **Repair**: 4 hosts, R = 3, 10,000 trivial results stored from host 0 and on their homes;
    ``kill -9`` of host 3's node; the time until the three survivors hold three copies of every
    result again (the sum of the results each is a home of, as their status reports it), from
@@ -108,7 +109,12 @@ def part_lookups(params: dict) -> dict:
 def part_roundtrip(params: dict) -> dict:
     from pythagoras_p2p import PCloud
 
-    cloud = PCloud(connection=f"{params['target']}:7575")
+    home = None
+    if not params["own_node"]:  # a client whose machine runs no node: the node copies
+        home = Path(os.environ["PYTHAGORAS_HOME"]) / "client-without-node"
+        home.mkdir(exist_ok=True)
+        shutil.copy(Path(os.environ["PYTHAGORAS_HOME"]) / "swarm.key", home / "swarm.key")
+    cloud = PCloud(connection=f"{params['target']}:7575", home=home)
 
     @cloud.add_pure_function
     def trivial(*, x: int, salt: str) -> int:
@@ -270,14 +276,17 @@ def main() -> int:
     for replicas in (3, 1):
         lan = lan_of(root / f"rt{replicas}", 3, replicas)
         try:
-            trips[replicas] = run_part(lan.hosts[0], "roundtrip", {
-                "target": lan.hosts[1].ip, "samples": 10 * samples})["median"]
+            for own in (True, False):
+                trips[replicas, own] = run_part(lan.hosts[0], "roundtrip", {
+                    "target": lan.hosts[1].ip, "samples": 10 * samples, "own_node": own})["median"]
         finally:
             lan.close()
-    rows.append(Row("sync_remote round trip with the second copy (R=3)", f"{trips[3] * 1e6:.0f} µs",
-                    f"R=1 (no copy): {trips[1] * 1e6:.0f} µs",
-                    f"+{(trips[3] - trips[1]) * 1e6:.0f} µs ({trips[3] / trips[1]:.2f}×)",
-                    "reported", True))
+    for own, who in ((True, "the caller's machine keeps it"), (False, "another node keeps it")):
+        with_copy, without = trips[3, own], trips[1, own]
+        rows.append(Row(f"sync_remote round trip, second copy: {who}", f"{with_copy * 1e6:.0f} µs",
+                        f"R=1 (no copy): {without * 1e6:.0f} µs",
+                        f"{(with_copy - without) * 1e6:+.0f} µs ({with_copy / without:.2f}×)",
+                        "reported", True))
     count = 2000 if args.quick else 10_000
     lan = lan_of(root / "restore", 4, 3)
     try:
