@@ -27,7 +27,9 @@ __all__ = [
     "ERR_LOST", "STATUS_OK", "STATUS_ERR", "STATUS_CRASH",
 ]
 
-PROTOCOL_VERSION = 1
+#: 2: results are replicated between nodes (sync, offer, replicate; a run's ``copied``). A node
+#: of another version is never a member: its pings do not parse, so it is sent no copies.
+PROTOCOL_VERSION = 2
 PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 # MAX_MESSAGE and CHUNK are part of the protocol, not tunables (and not in defaults.py): each

@@ -163,14 +163,16 @@ def test_a_number_too_long_to_convert():
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_numbers_in_integer_fields(constant):
-    raw = b'{"v":1,"op":"get","id":1,"address":"' + ADDRESS.encode() + b'","offset":' + constant.encode() + b"}"
+    raw = (b'{"v":%d,"op":"get","id":1,"address":"' % PROTOCOL_VERSION + ADDRESS.encode()
+           + b'","offset":' + constant.encode() + b"}")
     rejects([raw], "offset")
 
 
 # --------------------------------------------------------------------------- version, op, id
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, -1, PROTOCOL_VERSION + 1, "1", [1], {"v": 1}, 10**30])
+@pytest.mark.parametrize("version", [None, 0, PROTOCOL_VERSION - 1, -1, PROTOCOL_VERSION + 1, "1",
+                                     [1], {"v": 1}, 10**30, str(PROTOCOL_VERSION), True])
 def test_a_wrong_protocol_version(version):
     header = valid_header("ping")
     if version is None:
