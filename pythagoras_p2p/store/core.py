@@ -28,6 +28,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,7 +42,7 @@ from ..identity.encoding import Address
 from . import blobs
 from .env import StoreEnvironment, full_message, shared
 from .holds import Holds
-from .packing import unpack
+from .packing import INBAND, unpack
 from .records import (
     INLINE,
     SUM,
@@ -61,6 +62,8 @@ __all__ = ["MISSING", "Store", "open_store", "ResultRecord", "warn_not_stored"]
 
 log = logging.getLogger(__name__)
 
+_INLINE_BYTE = INLINE[0]
+_INBAND_BYTE = INBAND[0]
 _HOLDS_LOCK = threading.Lock()  # Store.holds is made once per store and process
 
 
@@ -100,23 +103,36 @@ class Store(StoreEnvironment):
 
     def get_result(self, call: Address) -> Any:
         """The stored result of a call, or :data:`MISSING`. One read transaction, no lock."""
-        found = self._read(lambda txn: _result_record(txn, call, self._results, self._values))
+        found = self._read_result(call)
         if found is None:
             return MISSING
-        return self._decode(*found)
+        return self._decode_live(*found)
+
+    def _decode_live(self, address: Address, record: bytes) -> Any:
+        """The value of a raw record just read, or :data:`MISSING` (absent, or damaged)."""
+        if record[0] == _INLINE_BYTE:  # the hit of a small result: checked here, with no call more
+            view = memoryview(record)[1 + SUM:]
+            if blake3(view).digest(SUM) == record[1:1 + SUM]:
+                return pickle.loads(view[1:]) if view[0] == _INBAND_BYTE else unpack(view)
+        record = live(record)
+        return MISSING if record is None else self._decode(address, record)
 
     def get_results(self, calls: Iterable[Address]) -> dict[Address, Any]:
         """Stored results of many calls in one read transaction; misses are left out."""
         def lookup(txn):
             found = {}
+            get, results, values = txn.get, self._results, self._values
             for call in calls:
-                entry = _result_record(txn, call, self._results, self._values)
-                if entry is not None:
-                    found[call] = entry
+                address = get(call, db=results)
+                if address is not None:
+                    record = get(address, db=values)
+                    if record is not None:
+                        found[call] = (address, record)
             return found
 
-        values = {call: self._decode(*entry) for call, entry in self._read(lookup).items()}
-        return {call: value for call, value in values.items() if value is not MISSING}
+        decode = self._decode_live
+        found = {call: decode(*entry) for call, entry in self._read(lookup).items()}
+        return {call: value for call, value in found.items() if value is not MISSING}
 
     def has_value(self, address: Address) -> bool:
         return self.value_record(address) is not None

@@ -59,24 +59,33 @@ class _Gate:
     process runs, which two threads reading in turn may never leave it.
     """
 
-    __slots__ = ("_cond", "_active", "_closed", "_exclusive")
+    __slots__ = ("_cond", "_inside", "_closed", "_exclusive")
+
+    # A transaction that starts takes no lock while the gate is open (the hit path starts one per
+    # call): it appends to ``_inside`` — one item per running transaction; ``list.append`` and
+    # ``list.pop`` are atomic — and only then looks at ``_closed``. Whoever closes the gate sets
+    # ``_closed`` and only then counts ``_inside``. So either the newcomer sees the gate closed
+    # (and steps back to wait), or the closer counts it (and waits for it to leave).
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._active = 0
+        self._inside: list = []
         self._closed = 0
         self._exclusive = threading.Lock()
 
     def enter(self) -> None:
-        with self._cond:
-            while self._closed:
-                self._cond.wait()
-            self._active += 1
+        self._inside.append(None)
+        if self._closed:
+            self.leave()
+            with self._cond:
+                while self._closed:
+                    self._cond.wait()
+                self._inside.append(None)
 
     def leave(self) -> None:
-        with self._cond:
-            self._active -= 1
-            if self._closed:
+        self._inside.pop()
+        if self._closed:
+            with self._cond:
                 self._cond.notify_all()
 
     def close(self) -> None:
@@ -95,8 +104,8 @@ class _Gate:
         self._exclusive.acquire()
         self.close()
         with self._cond:
-            while self._active:
-                self._cond.wait()
+            while self._inside:
+                self._cond.wait(0.01)  # a leaver that saw the gate open notifies no one
 
     def release(self) -> None:
         self.open()
@@ -268,6 +277,31 @@ class StoreEnvironment:
                 )
 
     # ------------------------------------------------------------------ transactions
+
+    def _read_result(self, call: bytes) -> tuple[bytes, bytes] | None:
+        """``(value address, raw value record)`` of a stored result, or None: the hit path's
+        read, without a closure per call. The database handles are read inside the gate: a
+        fork or a resize reopens the environment, and with it the handles."""
+        gate = self._gate
+        gate.enter()
+        try:
+            with self._env.begin() as txn:
+                address = txn.get(call, db=self._results)
+                if address is None:
+                    return None
+                record = txn.get(address, db=self._values)
+                return None if record is None else (address, record)
+        except (lmdb.MapResizedError, lmdb.ReadersFullError):
+            pass
+        finally:
+            gate.leave()
+
+        def read(txn):
+            address = txn.get(call, db=self._results)
+            record = None if address is None else txn.get(address, db=self._values)
+            return None if record is None else (address, record)
+
+        return self._read(read)  # the map grew, or the reader table was full: the careful way
 
     def _read(self, fn):
         gate = self._gate

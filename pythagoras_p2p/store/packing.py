@@ -14,12 +14,13 @@ from typing import Any
 
 from ..errors import SerializationError
 
-__all__ = ["pack", "pack_parts", "unpack"]
+__all__ = ["pack", "pack_parts", "unpack", "INBAND"]
 
 _PICKLE_PROTOCOL = 5
 _pack_Q = struct.Struct("<Q").pack
 
 _MAGIC_INBAND = b"P"
+INBAND = _MAGIC_INBAND  # the first byte of a value packed with no out-of-band buffer
 _MAGIC_OOB = b"Q"
 _ALIGN = 64
 
