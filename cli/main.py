@@ -382,6 +382,8 @@ def cache_gc(ctx: click.Context, max_size: str | None, older_than: float | None,
     swarm's last copy of a result, unless --force)."""
     from pythagoras_p2p.store.maintenance import gc, human_bytes
 
+    from .copies import last_copies
+
     max_bytes = None
     if max_size is not None:
         try:
@@ -392,51 +394,13 @@ def cache_gc(ctx: click.Context, max_size: str | None, older_than: float | None,
         _fail("--older-than takes a number of days of 0 or more", 2)
     report = gc(_store(ctx), max_bytes=max_bytes,
                 older_than=None if older_than is None else older_than * 86400, dry_run=dry_run,
-                keep=None if force else lambda calls: _last_copies(ctx.obj["home"], calls))
+                keep=None if force else lambda calls: last_copies(ctx.obj["home"], calls))
     verb = "would remove" if dry_run else "removed"
     if report.last_copies_kept:
         click.echo(f"kept {report.last_copies_kept:,} results that no other node of the swarm "
                    f"holds (their last copies); `cache gc --force` drops them too", err=True)
     click.echo(f"{verb} {report.results_removed:,} results, {report.values_removed:,} values and "
                f"{report.files_removed:,} stray files, {human_bytes(report.bytes_freed)}")
-
-
-def _last_copies(home: Path, calls: list[bytes]) -> set[bytes]:
-    """Those of ``calls`` that no other node of this home's swarm holds: all of them when the
-    swarm cannot be asked (this machine's node is not running); none when the home is in no
-    swarm."""
-    from pythagoras_p2p.net.nodefile import local_node_address
-    from pythagoras_p2p.net.rpc import NodeUnreachable, request
-    from pythagoras_p2p.net.security import load_key
-    from pythagoras_p2p.net.sockets import endpoint
-    from pythagoras_p2p.net.wire import WireError
-
-    key = load_key(home)
-    if key is None:
-        return set()
-    node = local_node_address(home)
-    if node is None:
-        click.echo("this machine's node is not running, so the swarm cannot be asked which "
-                   "results it still holds elsewhere", err=True)
-        return set(calls)
-    try:
-        peers = request(endpoint(*node), key, "peers", timeout=5).fields.get("peers", [])
-    except (NodeUnreachable, WireError) as exc:
-        click.echo(f"cannot ask the swarm which results it holds elsewhere ({exc})", err=True)
-        return set(calls)
-    last = set(calls)
-    for peer in peers:
-        for start in range(0, len(calls), 16384):
-            chunk = calls[start: start + 16384]
-            try:
-                reply = request(endpoint(peer["host"], peer["port"]), key, "offer", timeout=10,
-                                bodies=[b"".join(chunk)])
-            except (NodeUnreachable, WireError, KeyError, TypeError):
-                continue
-            raw = bytes(reply.bodies[0]) if reply.bodies else b""
-            lacking = {raw[i: i + 32] for i in range(0, len(raw), 32)}
-            last -= {c for c in chunk if c not in lacking}
-    return last
 
 
 def main() -> None:

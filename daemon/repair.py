@@ -31,6 +31,7 @@ from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.rpc import client_socket
 from pythagoras_p2p.net.sockets import endpoint
 from pythagoras_p2p.net.transfer import upload_frames
+from pythagoras_p2p.store.listing import copy_entry
 from pythagoras_p2p.swarm.homes import RangeDigests, homes
 
 from .replication import BATCH, Traffic, entry_frames
@@ -256,7 +257,7 @@ class Repairer:
         kept = 0
         batch, size = [], 0
         for i, call in enumerate(want):
-            entry = store.copy_entry(call)
+            entry = copy_entry(store, call)
             if entry is not None:
                 batch.append(entry)
                 size += len(entry[2]) if entry[2] is not None else 0

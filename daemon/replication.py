@@ -56,7 +56,7 @@ def entry_frames(entries: list[tuple[bytes, bytes, bytes | None, bytes]]) -> lis
     value of each small one, in order. ``entries``: (call, address, packed or None, meta JSON)."""
     head = [{"call": c.hex(), "address": a.hex(), "large": b is None, "meta": json.loads(m)}
             for c, a, b, m in entries]
-    return [json.dumps(head, separators=(",", ":")).encode(),
+    return [wire.compact_json(head).encode(),
             *[b for _, _, b, _ in entries if b is not None]]
 
 

@@ -19,6 +19,9 @@ from typing import Any
 
 from ..errors import PythagorasError
 
+#: ``json.dumps(obj, separators=(",", ":"))``, without making an encoder per call
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
 __all__ = [
     "PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_MESSAGE", "CHUNK", "WireError", "Message", "RawJSON",
     "build", "parse", "probe_request", "probe_reply", "SCHEMAS",
@@ -135,7 +138,7 @@ def build(op: str, request_id: int = 0, bodies: list | tuple = (), **fields: Any
         elif isinstance(value, (list, tuple)) and value and isinstance(value[0], bytes):
             value = [v.hex() for v in value]
         header[name] = value
-    data = json.dumps(header, separators=(",", ":")).encode()
+    data = compact_json(header).encode()
     if raw:
         data = b"".join([data[:-1], *raw, b"}"])
     return [data, *bodies]

@@ -49,6 +49,7 @@ from .records import (
     TRANSIENT,
     Damaged,
     checksum,
+    encode_meta,
     file_record,
     inline_record,
     inline_value,
@@ -164,22 +165,6 @@ class Store(StoreEnvironment):
     def lacking(self, calls: Iterable[Address]) -> list[Address]:
         """Those of ``calls`` with no stored result (one read transaction)."""
         return self._read(lambda txn: [c for c in calls if txn.get(c, db=self._results) is None])
-
-    def copy_entry(self, call: Address) -> tuple[Address, Address, bytes | None, bytes] | None:
-        """What a copy of a stored result carries to another node: (call, value address, packed
-        value checked, or None when it lives in a file, metadata JSON); None if it is gone."""
-        found = self.result_entry(call)
-        if found is None:
-            return None
-        address, record = found
-        blob = None
-        if record[:1] == INLINE:
-            view = self.packed(address, record)
-            if view is None:
-                return None
-            blob = bytes(view)
-        meta = self._read(lambda txn: txn.get(call, db=self._meta)) or b"{}"
-        return call, address, blob, bytes(meta)
 
     def value_record(self, address: Address) -> bytes | None:
         """The raw record of a stored value (see :meth:`inline_blob`), or None.
@@ -310,7 +295,7 @@ class Store(StoreEnvironment):
                 if value_record is not None:
                     _put_value_record(txn, self._values, address, value_record)
                 txn.put(call, address, db=self._results)
-                txn.put(call, json.dumps(meta, separators=(",", ":")).encode(), db=self._meta)
+                txn.put(call, encode_meta(meta), db=self._meta)
 
         self._write(write)
 

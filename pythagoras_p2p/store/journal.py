@@ -27,6 +27,7 @@ from blake3 import blake3
 from ..defaults import JOURNAL_GATHER as GATHER
 from ..defaults import JOURNAL_SEGMENT_BYTES as _SEGMENT_BYTES
 from .core import ResultRecord, Store
+from .records import encode_meta
 
 __all__ = ["Journal", "WriteBehind", "ClientLog", "replay_client_logs", "encode_meta",
            "write_records", "read_records"]
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 
 _MAGIC = b"PJ1\0"
 _HEAD = struct.Struct("<4sI16s")  # magic, body length, checksum
-
-
-def encode_meta(meta: dict) -> bytes:
-    return json.dumps(meta, separators=(",", ":")).encode()
 
 
 def _encode(record: ResultRecord, meta_raw: bytes | None = None) -> bytes:

@@ -11,9 +11,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from .core import Store
-from .records import is_inline, live
+from .records import encode_meta, is_inline, live
 
-__all__ = ["StoredCall", "FunctionEntry", "stored_call", "listing", "forget", "forget_function"]
+__all__ = ["StoredCall", "FunctionEntry", "stored_call", "listing", "forget", "forget_function",
+           "copy_entry"]
 
 UNKNOWN = "(unknown)"  # results stored without metadata (by an earlier release)
 
@@ -111,3 +112,21 @@ def forget_function(store: Store, name: str) -> int:
     snap = store.snapshot(meta=True)
     return forget(store, [call for call, _ in snap.results
                           if snap.meta.get(call, {}).get("function") == name])
+
+
+def copy_entry(store: Store, call: bytes) -> tuple[bytes, bytes, bytes | None, bytes] | None:
+    """What a copy of a stored result carries to another node: (call, value address, packed
+    value, checked — None when it lives in a file, sent in chunks — metadata JSON); None if it
+    is gone."""
+    found = store.result_entry(call)
+    if found is None:
+        return None
+    address, record = found
+    blob = None
+    if is_inline(record):
+        view = store.packed(address, record)
+        if view is None:
+            return None
+        blob = bytes(view)
+    meta = store.get_meta(call)
+    return call, address, blob, encode_meta(meta if meta is not None else {})

@@ -16,6 +16,7 @@ records is :mod:`.core`.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -23,6 +24,7 @@ import time
 from blake3 import blake3
 
 __all__ = [
+    "encode_meta",
     "INLINE", "FILE", "TRANSIENT", "SUM", "Damaged", "checksum", "sum_matches", "stored_sum",
     "inline_record", "file_record", "inline_value", "is_inline", "is_transient", "live",
     "replaces", "result_meta",
@@ -131,3 +133,11 @@ def result_meta(function_name: str, fp: bytes, started: float, duration: float, 
     }
     meta.update(extra)
     return meta
+
+
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per call
+
+
+def encode_meta(meta: dict) -> bytes:
+    """A result's metadata as stored (compact JSON)."""
+    return _compact_json(meta).encode()

@@ -58,8 +58,7 @@ class SwarmDispatcher(Replies):
 
         self.key = key
         self.store = store
-        # The id of this machine's node: results of the others are copied here (see SwarmCloud).
-        self.own_node = keeps_copies_for_all_but
+        self.own_node = keeps_copies_for_all_but  # results of the other nodes are journaled here
         self.requires = list(requires)
         self.connect_timeout = connect_timeout
         self.context = zmq.Context()

@@ -65,13 +65,15 @@ def test_each_outcome_that_travels_comes_back_the_same(outcome):
     assert _over_the_wire(outcome) == outcome
 
 
-def test_the_wire_form_is_the_one_of_protocol_1():
-    """The header and bodies each kind of result had before outcomes were types."""
+def test_the_wire_form_of_results_is_unchanged_since_protocol_1():
+    """The header and bodies each kind of result had before outcomes were types (protocol 2
+    added operations between nodes; a result reads as it did, under its version number)."""
     def header(frames):
         return json.loads(frames[0])
 
     frames = _frames(Ok(ADDRESS, b"v", {"duration": 0.5}))
-    assert frames[0] == (b'{"v":1,"op":"result","id":7,"call":"' + CALL.hex().encode()
+    assert frames[0] == (b'{"v":%d,"op":"result","id":7,"call":"' % wire.PROTOCOL_VERSION
+                         + CALL.hex().encode()
                          + b'","status":"ok","address":"' + ADDRESS.hex().encode()
                          + b'","large":false,"meta":{"duration":0.5}}')
     assert frames[1:] == [b"v"]
@@ -79,11 +81,11 @@ def test_the_wire_form_is_the_one_of_protocol_1():
     assert header(frames)["large"] is True and header(frames)["meta"] == {"duration": 0.5}
     assert frames[1:] == []
     frames = _frames(Failed(None, "ValueError", "m" * 3000, "tb", "h/w0"))
-    assert header(frames) == {"v": 1, "op": "result", "id": 7, "call": CALL.hex(), "status": "err",
+    assert header(frames) == {"v": wire.PROTOCOL_VERSION, "op": "result", "id": 7, "call": CALL.hex(), "status": "err",
                               "type": "ValueError", "message": "m" * 2000, "where": "h/w0"}
     assert frames[1:] == [b"", b"tb"]
     frames = _frames(Crashed("boom"))
-    assert header(frames) == {"v": 1, "op": "result", "id": 7, "call": CALL.hex(),
+    assert header(frames) == {"v": wire.PROTOCOL_VERSION, "op": "result", "id": 7, "call": CALL.hex(),
                               "status": "crash", "message": "boom"}
     assert frames[1:] == []
 
