@@ -205,7 +205,7 @@ def bench_parallel(cfg: Config) -> list[Row]:
             (kw_args(x=i) for i in range(base, base + n)), progress=False))
         # the same calls again: every one a stored result, answered in bulk
         rerun = rate(lambda base: fn.sync_parallel(
-            (kw_args(x=i) for i in range(base, base + n)), progress=False), 1)
+            (kw_args(x=i) for i in range(base, base + n)), progress=False), max(reps, 5))
     with temp_dir("bench-joblib-rerun-") as location:
         cached = joblib.Memory(location=location, verbose=0).cache(trivial_anchor)
         hits = min(n, 2000)  # joblib.Memory is ~100× slower per hit: a sample is enough
