@@ -267,9 +267,12 @@ class Node:
 
     def _expecting_soon(self) -> bool:
         """Whether something is due within moments: the outcome of a fast call running in a
-        worker, or the next request of a client calling in a loop (one just got its answer)."""
-        return self.pool is not None and (self.pool.expecting_soon()
-                                          or time.monotonic() < self._awake_until)
+        worker, or the next request of a client calling in a loop (one just got its answer).
+        Only while at most one call runs here: a caller waiting for one call at a time is
+        what the wait without sleeping speeds up; with many calls in flight, outcomes arrive
+        back to back and the processor the loop would spin on is the workers'."""
+        return (self.pool is not None and len(self.handlers.running) <= 1
+                and (self.pool.expecting_soon() or time.monotonic() < self._awake_until))
 
     def serve(self) -> None:
         """Serve until :meth:`stop`; then finish running calls for up to ``grace`` seconds."""

@@ -42,6 +42,11 @@ from .stragglers import Stragglers
 
 __all__ = ["SwarmDispatcher"]
 
+#: Seconds of work a peer's worker is given at once when calls are short (see ``_observe``).
+QUEUED_WORK = 0.05
+#: Most calls in flight per worker of a peer.
+MAX_DEPTH = 64
+
 log = logging.getLogger(__name__)
 
 _FAILED = object()  # what _choose says of a task it failed
@@ -69,6 +74,8 @@ class SwarmDispatcher(Replies):
         self.exchange = ValueExchange(store, self.connections, place=self._place)
         self.stragglers = Stragglers()
         self._rtt: float | None = None  # running mean of recent fast round trips (see _poll)
+        self._mean = 1.0  # running mean of calls' durations on their workers: assumed slow
+        self._depth = 1  # calls in flight per worker of a peer (see _observe)
         self._queue: deque = deque()  # (batch, task)
         self._sources: deque = deque()  # batches whose tasks are made only as peers need them
         self._waiting_since: float | None = None
@@ -265,7 +272,16 @@ class SwarmDispatcher(Replies):
 
     def _refill(self) -> None:
         refill(self._queue, self._sources,
-               max(64, 2 * sum(p.workers for p in self.peers.values() if p.ready)))
+               max(64, 2 * self._depth * sum(p.workers for p in self.peers.values() if p.ready)))
+
+    def _observe(self, duration: Any) -> None:
+        """A call took ``duration`` seconds on its worker: how many calls each worker of a peer
+        is given at once follows (:data:`QUEUED_WORK` of work queued per worker, at most
+        :data:`MAX_DEPTH` calls; one at a time for calls that are not short)."""
+        if not isinstance(duration, (int, float)) or duration < 0:
+            return
+        mean = self._mean = 0.9 * self._mean + 0.1 * float(duration)
+        self._depth = max(1, min(MAX_DEPTH, int(QUEUED_WORK / max(mean, 1e-6))))
 
     def _place_tasks(self) -> None:
         self._refill()
@@ -358,7 +374,7 @@ class SwarmDispatcher(Replies):
     def _free_slots(self, peer: Peer) -> int:
         """Slots of ``peer`` not yet promised: a task parked there, waiting for its arguments
         to arrive, holds a slot as surely as a running one (else every task parks on one peer)."""
-        return peer.free_slots(False) - self.exchange.parked_on(peer)
+        return peer.free_slots(self._depth) - self.exchange.parked_on(peer)
 
     def _no_peer_can_run(self) -> None:
         now = time.monotonic()

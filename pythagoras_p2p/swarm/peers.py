@@ -79,9 +79,10 @@ class Peer:
     def ready(self) -> bool:
         return self.state == "ready"
 
-    def free_slots(self, prefetch: bool) -> int:
-        limit = self.workers * (2 if prefetch else 1)
-        return max(0, limit - len(self.inflight))
+    def free_slots(self, depth: int = 1) -> int:
+        """Calls it may take now: ``depth`` per worker (more than one when calls are short, so
+        that its workers never wait for a round trip), less those in flight."""
+        return max(0, self.workers * depth - len(self.inflight))
 
     def connect(self, context: Any, key: SwarmKey, monitor: bool = False) -> None:
         """A new connection; ``monitor``: also a socket that reports the connection closing or
