@@ -56,21 +56,25 @@ def _status(address: str, key) -> dict:
     return request(address, key, "status", timeout=10).fields["node"]
 
 
-def part_lookups(params: dict) -> dict:
-    from pythagoras_p2p import PCloud, kw_args
+def _connected(nodes: list) -> tuple:
+    """A cloud of this host's home, once every node answers, and a trivial pure function."""
+    from pythagoras_p2p import PCloud
 
-    key, nodes = _nodes(params)
     cloud = PCloud()
 
     @cloud.add_pure_function
     def trivial(*, x: int, salt: str) -> int:
         return x
 
-    deadline = time.monotonic() + 60
-    while len(cloud.ready_peers()) < len(nodes):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(cloud.ready_peers())} of {len(nodes)} nodes ready")
-        time.sleep(0.05)
+    wait_until(lambda: len(cloud.ready_peers()) >= len(nodes), 60, "every node to be ready")
+    return cloud, trivial
+
+
+def part_lookups(params: dict) -> dict:
+    from pythagoras_p2p import kw_args
+
+    key, nodes = _nodes(params)
+    cloud, trivial = _connected(nodes)
     salt = os.urandom(8).hex()
     trivial.sync_parallel(kw_args(x=i, salt=salt) for i in range(params["stored"]))
     stored = [trivial.address(x=i, salt=salt) for i in range(params["stored"])]
@@ -133,20 +137,10 @@ def part_roundtrip(params: dict) -> dict:
 
 
 def part_store(params: dict) -> dict:
-    from pythagoras_p2p import PCloud, kw_args
+    from pythagoras_p2p import kw_args
 
     key, nodes = _nodes(params)
-    cloud = PCloud()
-
-    @cloud.add_pure_function
-    def trivial(*, x: int, salt: str) -> int:
-        return x
-
-    deadline = time.monotonic() + 60
-    while len(cloud.ready_peers()) < len(nodes):
-        if time.monotonic() > deadline:
-            raise RuntimeError("not every node is ready")
-        time.sleep(0.05)
+    cloud, trivial = _connected(nodes)
     salt = os.urandom(8).hex()
     t0 = time.perf_counter()
     trivial.sync_parallel(kw_args(x=i, salt=salt) for i in range(params["count"]))
