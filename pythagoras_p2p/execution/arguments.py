@@ -8,17 +8,19 @@ copy, never the old one under its old address; each run hashes its arguments its
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..defaults import INLINE_VALUE_LIMIT
 from ..errors import PythagorasError, StoreFullError
-from ..identity.calls import approx_nbytes, memo_address
+from ..identity.calls import approx_nbytes, call_address, memo_address
 
 if TYPE_CHECKING:
     from .interfaces import Backend
 
-__all__ = ["Arguments", "large_addresses"]
+__all__ = ["Arguments", "large_addresses", "distinct_calls"]
 
 
 class Arguments:
@@ -66,3 +68,38 @@ def large_addresses(kwargs: dict, memo: dict) -> dict[str, bytes]:
     """The value addresses of the arguments large enough to travel by address."""
     return {name: memo_address(value, memo) for name, value in kwargs.items()
             if approx_nbytes(value) >= INLINE_VALUE_LIMIT}
+
+
+def distinct_calls(fp: bytes, calls: Iterable[dict], memoize: bool,
+                   unaddressed: frozenset) -> tuple[list[tuple[bytes, dict, Any]], list[int]]:
+    """The distinct calls of a run — ``(call address, kwargs, addresses of the arguments that
+    may travel by address)`` — and, for each input position, the index of its call.
+
+    A large argument shared by many calls is hashed once (a memo that lives no longer than this
+    hashing: see ``memo_address``). ``unaddressed``: names passed to each call but left out of
+    its address (see the joblib backend). Not memoized: each call its own, under a random
+    address — run every time, never stored.
+    """
+    memo: dict = {}
+    unique: list = []
+    positions: list[int] = []
+    if not memoize:
+        for kwargs in calls:
+            positions.append(len(unique))
+            unique.append((os.urandom(32), kwargs, large_addresses(kwargs, memo)))
+        return unique, positions
+    index: dict[bytes, int] = {}
+    for kwargs in calls:
+        if unaddressed:
+            call, addresses = call_address(
+                fp, {k: v for k, v in kwargs.items() if k not in unaddressed}, memo)
+            addresses = {**addresses, **large_addresses(
+                {k: v for k, v in kwargs.items() if k in unaddressed}, memo)}
+        else:
+            call, addresses = call_address(fp, kwargs, memo)
+        slot = index.get(call)
+        if slot is None:
+            slot = index[call] = len(unique)
+            unique.append((call, kwargs, addresses))
+        positions.append(slot)
+    return unique, positions

@@ -20,17 +20,15 @@ its worker or peer, its result never stored — when the last of them lets go.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PythagorasError, StoreFullError
-from ..identity.calls import call_address
 from ..store.core import MISSING, Store, warn_not_stored
 from ..store.packing import unpack
-from .arguments import Arguments, large_addresses
+from .arguments import Arguments, distinct_calls
 from .outcomes import Ok, Stored, rebuild_exception
 from .progress import ProgressBar
 from .run import Task, describe_call, encode_args
@@ -57,31 +55,8 @@ class CallRun:
         self.arguments = arguments = Arguments(cloud) if arguments is None else arguments
         self.identity = fn.identity()  # calls run with the values their addresses are made from
         fp = self.fp = self.identity.fp
-        memo: dict = {}  # large arguments hashed once in this run (never longer: see memo_address)
-        unique: list[tuple[bytes, dict, dict]] = []
-        positions: list[int] = []
-        if memoize:
-            index: dict[bytes, int] = {}
-            for kwargs in calls:
-                if unaddressed:  # passed to the call, not part of its address (see joblib)
-                    call, addresses = call_address(
-                        fp, {k: v for k, v in kwargs.items() if k not in unaddressed}, memo)
-                    addresses = {**addresses, **large_addresses(
-                        {k: v for k, v in kwargs.items() if k in unaddressed}, memo)}
-                else:
-                    call, addresses = call_address(fp, kwargs, memo)
-                slot = index.get(call)
-                if slot is None:
-                    slot = index[call] = len(unique)
-                    unique.append((call, kwargs, addresses))
-                positions.append(slot)
-        else:  # each call its own, under a random address: run every time, never stored
-            for kwargs in calls:
-                positions.append(len(unique))
-                unique.append((os.urandom(32), kwargs, large_addresses(kwargs, memo)))
-        self.unique = unique
-        self.positions = positions
-        n = len(unique)
+        self.unique, self.positions = distinct_calls(fp, calls, memoize, unaddressed)
+        n = len(self.unique)
         self.results: list[Any] = [MISSING] * n
         self.errors: set[int] = set()  # slots whose result is an exception to raise
         self.lock = threading.RLock()
@@ -98,7 +73,7 @@ class CallRun:
             from .futures import CallFuture
 
             self.wants = [0] * n
-            self.futures = [CallFuture(self, slot) for slot in positions]
+            self.futures = [CallFuture(self, slot) for slot in self.positions]
             self.slot_futures = {}
             for future in self.futures:
                 self.slot_futures.setdefault(future.slot, []).append(future)
