@@ -39,8 +39,6 @@ class Peering:
         self._last_tick = 0.0
         self._ids = itertools.count(2)  # 1 is every ping's
         self._asked: dict[int, tuple[Peer, Callable]] = {}  # request id → (peer, callback)
-        self.members_seen: tuple[str, ...] = ()  # the member ids at the last tick
-        self.members_changed = time.monotonic()  # when they last changed
         for address in self.static:
             self._add(*address)
 
@@ -80,10 +78,7 @@ class Peering:
                     self._drop(peer)
                 elif now - peer.last_sent >= PING_EVERY:
                     peer.send(wire.build("ping", 1))
-        members = tuple(self.members())
-        if members != self.members_seen:
-            self.members_seen, self.members_changed = members, now
-        self.node.repair.see(members, self.member_addresses())
+        self.node.repair.see(tuple(self.members()), self.member_addresses())
 
     def ask(self, peer: Peer, op: str, callback: Callable, bodies: list | tuple = (),
             **fields: Any) -> int:

@@ -70,7 +70,7 @@ class SwarmCloud(PCloud):
         self._dispatcher = SwarmDispatcher(
             key, self.store, named or local, requires=self.requires,
             connect_timeout=connect_timeout, ask_for_peers=bool(local), browser=browser,
-            keeps_copies_for_all_but=own_node,
+            own_node=own_node,
         )
 
     def _submit(self, tasks: Iterable, count: int):

@@ -2,8 +2,8 @@
 
 Callers queue requests (a batch of tasks, a lookup, a cancel); the loop owns the sockets, and
 the thread that waits for a batch's outcomes runs it meanwhile (:mod:`.driver`; a background
-thread runs it while nobody waits). A task goes to the ready peer with the most free
-worker slots, so a peer that finishes gets more and slow and fast machines balance themselves.
+thread while nobody waits). A task goes to the ready peer with the most free worker slots
+(several per worker while calls are short: ``Stragglers.depth``), so slow and fast balance.
 Before a task is sent, its function is sent if the peer may lack it (pipelined on the same
 connection, which keeps order), and its large arguments reach the peer first (the dispatcher's
 :class:`~.exchange.ValueExchange`, which also looks up and downloads results of large values).
@@ -42,11 +42,6 @@ from .stragglers import Stragglers
 
 __all__ = ["SwarmDispatcher"]
 
-#: Seconds of work a peer's worker is given at once when calls are short (see ``_observe``).
-QUEUED_WORK = 0.05
-#: Most calls in flight per worker of a peer.
-MAX_DEPTH = 64
-
 log = logging.getLogger(__name__)
 
 _FAILED = object()  # what _choose says of a task it failed
@@ -57,13 +52,12 @@ class SwarmDispatcher(Replies):
 
     def __init__(self, key: SwarmKey, store: Store, peers: list[tuple[str, int]], *,
                  requires: tuple[str, ...] = (), connect_timeout: float = 5.0,
-                 ask_for_peers: bool = False, browser: Any = None,
-                 keeps_copies_for_all_but: str | None = None):
+                 ask_for_peers: bool = False, browser: Any = None, own_node: str | None = None):
         import zmq
 
         self.key = key
         self.store = store
-        self.own_node = keeps_copies_for_all_but  # results of the other nodes are journaled here
+        self.own_node = own_node  # this machine's: results of the others are journaled here
         self.requires = list(requires)
         self.connect_timeout = connect_timeout
         self.context = zmq.Context()
@@ -74,8 +68,6 @@ class SwarmDispatcher(Replies):
         self.exchange = ValueExchange(store, self.connections, place=self._place)
         self.stragglers = Stragglers()
         self._rtt: float | None = None  # running mean of recent fast round trips (see _poll)
-        self._mean = 1.0  # running mean of calls' durations on their workers: assumed slow
-        self._depth = 1  # calls in flight per worker of a peer (see _observe)
         self._queue: deque = deque()  # (batch, task)
         self._sources: deque = deque()  # batches whose tasks are made only as peers need them
         self._waiting_since: float | None = None
@@ -271,17 +263,8 @@ class SwarmDispatcher(Replies):
     # ------------------------------------------------------------------ placing tasks
 
     def _refill(self) -> None:
-        refill(self._queue, self._sources,
-               max(64, 2 * self._depth * sum(p.workers for p in self.peers.values() if p.ready)))
-
-    def _observe(self, duration: Any) -> None:
-        """A call took ``duration`` seconds on its worker: how many calls each worker of a peer
-        is given at once follows (:data:`QUEUED_WORK` of work queued per worker, at most
-        :data:`MAX_DEPTH` calls; one at a time for calls that are not short)."""
-        if not isinstance(duration, (int, float)) or duration < 0:
-            return
-        mean = self._mean = 0.9 * self._mean + 0.1 * float(duration)
-        self._depth = max(1, min(MAX_DEPTH, int(QUEUED_WORK / max(mean, 1e-6))))
+        slots = self.stragglers.depth * sum(p.workers for p in self.peers.values() if p.ready)
+        refill(self._queue, self._sources, max(64, 2 * slots))
 
     def _place_tasks(self) -> None:
         self._refill()
@@ -374,7 +357,7 @@ class SwarmDispatcher(Replies):
     def _free_slots(self, peer: Peer) -> int:
         """Slots of ``peer`` not yet promised: a task parked there, waiting for its arguments
         to arrive, holds a slot as surely as a running one (else every task parks on one peer)."""
-        return peer.free_slots(self._depth) - self.exchange.parked_on(peer)
+        return peer.free_slots(self.stragglers.depth) - self.exchange.parked_on(peer)
 
     def _no_peer_can_run(self) -> None:
         now = time.monotonic()
@@ -417,14 +400,13 @@ class SwarmDispatcher(Replies):
         if self.exchange.park(peer, batch, task):
             return
         if task.fp not in peer.functions:
-            record = self.store.get_function(task.fp)
-            peer.send(wire.build("function", 0, [record], fp=task.fp))
+            peer.send(wire.build("function", 0, [self.store.get_function(task.fp)], fp=task.fp))
             peer.functions.add(task.fp)
         rid = self.connections.new_id()
         peer.inflight[rid] = (batch, task)
         self.stragglers.placed(rid)
         extra = {} if task.keep else {"keep": False}
-        if task.keep and self.own_node and peer.node_id != self.own_node:
+        if task.keep and self.own_node not in (None, peer.node_id):
             extra["copied"] = True  # this client journals it on its machine: no need to wait
         if task.needs:
             extra["needs"] = dict(task.needs)

@@ -155,7 +155,7 @@ class ValueExchange:
         """Ask each of ``asked`` for ``calls`` (or its part of ``per_peer``); then
         ``callback(trusted)``: whether every one answered and said its copies are settled."""
         waiting = {id(p) for p in asked}
-        wanted = len(set(calls))
+        wanted = set(calls)
         trusted = [True]
         if not asked:
             callback(False)
@@ -176,7 +176,7 @@ class ValueExchange:
                         continue
                     blob = None if item.get("large") else bytes(next(bodies, b""))
                     found.setdefault(call, (address, blob, item.get("meta") or {}, peer))
-            if not waiting or sum(c in found for c in set(calls)) >= wanted:
+            if not waiting or wanted.issubset(found):
                 waiting.clear()  # later answers are ignored
                 callback(trusted[0])
 

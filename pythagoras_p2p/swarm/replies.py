@@ -123,7 +123,6 @@ class Replies:
             return
         if type(outcome) is Ok:
             self.stragglers.observe(batch, outcome.meta.get("duration"))
-            self._observe(outcome.meta.get("duration"))
             if outcome.blob is None:  # a large value: it stays on the peer until fetched
                 self.exchange.fetch(peer, outcome.address,
                                     lambda ok: self._fetched(batch, task, outcome, ok))

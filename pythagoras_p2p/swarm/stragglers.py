@@ -23,6 +23,10 @@ from ..defaults import STRAGGLER_SLOWER_THAN as SLOWER_THAN
 __all__ = ["Stragglers", "SLOWER_THAN", "AT_LEAST"]
 
 _KEEP = 64  # durations kept per batch for the median
+#: Seconds of work each worker of a peer is given at once when calls are short (see ``depth``).
+QUEUED_WORK = 0.05
+#: Most calls in flight per worker of a peer.
+MAX_DEPTH = 64
 
 
 class Stragglers:
@@ -31,6 +35,10 @@ class Stragglers:
 
     def __init__(self) -> None:
         self.placed_at: dict[int, float] = {}  # request id -> when it was sent
+        self._mean = 1.0  # running mean of all calls' durations: assumed slow until seen
+        #: Calls in flight per worker of a peer: one at a time while calls are long (or not yet
+        #: seen), as many as make QUEUED_WORK seconds of work while they are short.
+        self.depth = 1
         self._durations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._twins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # batch -> {tid: peers}
         self._settled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # batch -> {tid}
@@ -39,8 +47,10 @@ class Stragglers:
         self.placed_at[rid] = time.monotonic()
 
     def observe(self, batch: Any, duration: Any) -> None:
-        if isinstance(duration, (int, float)):
+        if isinstance(duration, (int, float)) and duration >= 0:
             self._durations.setdefault(batch, deque(maxlen=_KEEP)).append(float(duration))
+            self._mean = 0.9 * self._mean + 0.1 * float(duration)
+            self.depth = max(1, min(MAX_DEPTH, int(QUEUED_WORK / max(self._mean, 1e-6))))
 
     def candidate(self, peers: list, free: list, free_slots) -> tuple | None:
         """(batch, task, target peer) of the oldest straggler worth a copy, or None."""
