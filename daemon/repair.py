@@ -68,7 +68,7 @@ class Facts:
     homed: int = 0  # of which this node is a home
     under: int = 0  # copies a home lacked, not yet delivered
     round_s: float = 0.0
-    scan_s: float = 0.0  # of which reading the store and computing homes and digests
+    work_s: float = 0.0  # of which this node worked (the rest: waiting for members' answers)
     rounds: int = 0
     settled_at: float = -1.0  # start of the last round that reached every member
     handover: str = ""
@@ -100,6 +100,7 @@ class Repairer:
         self.left = threading.Event()  # the hand-over round is over
         self._ids = 0
         self._member = ""  # the member being asked
+        self._waited = 0.0  # seconds of this round spent waiting for answers
         self._thread = threading.Thread(target=self._run, name="pythagoras-repair", daemon=True)
         self._thread.start()
 
@@ -143,8 +144,8 @@ class Repairer:
         last, seen = 0.0, None
         while not self._stop.is_set():
             # A big store does not spin the processor: rounds start at most every ten times
-            # what scanning it took; a change of members starts one at once.
-            pause = min(30.0, max(1.0, 10 * self.facts.scan_s))
+            # the work the last one took; a change of members starts one at once.
+            pause = min(30.0, max(1.0, 10 * self.facts.work_s))
             self._wake.wait(EVERY)
             self._wake.clear()
             if self._stop.is_set():
@@ -168,6 +169,7 @@ class Repairer:
 
     def _round(self, leaving: bool) -> None:
         started = time.monotonic()
+        self._waited = 0.0
         view = self.view
         me = self.node.node_id
         members = tuple(m for m in view.members if not (leaving and m == me))
@@ -194,7 +196,6 @@ class Repairer:
                 spread.append(call)
         self.digests = (members, digests)
         self.facts.held, self.facts.homed = len(calls), homed
-        self.facts.scan_s = time.monotonic() - started
         if leaving:
             log.info("handing over %d result(s) to %d member(s) before stopping", len(spread),
                      len(others))
@@ -216,6 +217,7 @@ class Repairer:
             self._confirmed.update(spread)
         self.facts.under = under
         self.facts.round_s = time.monotonic() - started
+        self.facts.work_s = self.facts.round_s - self._waited
         self.facts.rounds += 1
         if confirmed_round and view is self.view:
             self.facts.settled_at = started
@@ -282,6 +284,7 @@ class Repairer:
             rest = size / self.rate - (time.monotonic() - started)
             if rest > 0:
                 time.sleep(rest)
+                self._waited += rest
         return int(reply.fields.get("held", reply.fields.get("stored", 0)))
 
     # ------------------------------------------------------------------ requests
@@ -297,7 +300,14 @@ class Repairer:
         self._ids += 1
         rid = self._ids
         sock.send_multipart(wire.build(op, rid, list(bodies), **fields), copy=False)
-        deadline = time.monotonic() + ANSWER_WITHIN
+        asked = time.monotonic()
+        deadline = asked + ANSWER_WITHIN
+        try:
+            return self._answer(sock, op, rid, deadline)
+        finally:
+            self._waited += time.monotonic() - asked
+
+    def _answer(self, sock: Any, op: str, rid: int, deadline: float) -> wire.Message:
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or self._stop.is_set() or not sock.poll(int(min(left, 0.2) * 1000)):
