@@ -41,6 +41,7 @@ __all__ = [
     "STALE_FILE_AGE",
     "JOURNAL_GATHER",
     "JOURNAL_SEGMENT_BYTES",
+    "RUN_WINDOW",
     "POOL_MAX_CHUNK",
     "POOL_FAST_TASK",
     "POOL_SPIN",
@@ -202,6 +203,9 @@ STALE_FILE_AGE = _env_seconds("PYTHAGORAS_STALE_FILE_AGE", 3600.0)
 JOURNAL_GATHER = _env_seconds("PYTHAGORAS_JOURNAL_GATHER", 0.02)
 #: Bytes of one journal segment before the next is started.
 JOURNAL_SEGMENT_BYTES = _env_int("PYTHAGORAS_JOURNAL_SEGMENT_BYTES", 32 * 1024 * 1024, size=True)
+#: Calls of one ``sync_parallel`` hashed, looked up and launched together: the run holds two
+#: such windows in flight, so its memory does not grow with the number of calls.
+RUN_WINDOW = _env_int("PYTHAGORAS_RUN_WINDOW", 4096)
 #: Most tasks the worker pool sends to one worker at once.
 POOL_MAX_CHUNK = _env_int("PYTHAGORAS_POOL_MAX_CHUNK", 64)
 #: Below this mean duration (seconds), calls are sent to workers in chunks and prefetched.

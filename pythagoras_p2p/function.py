@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from concurrent.futures import Future
 from typing import Any
 
@@ -235,6 +235,7 @@ class PureFunction:
         return self.cloud._run(
             self, self._calls_of(calls, "sync_parallel"), return_exceptions=return_exceptions,
             progress=progress, timeout=timeout,
+            total=len(calls) if isinstance(calls, Sized) else None,
         )
 
     def async_remote(self, *args: Any, **kwargs: Any) -> Future:

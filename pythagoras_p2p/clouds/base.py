@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ..defaults import home_dir, worker_count
 from ..errors import ConfigurationError, ResourcesError, StoreFullError
 from ..execution.context import in_worker
-from ..execution.runs import run_calls, submit_calls
+from ..execution.runs import submit_calls
+from ..execution.windows import run_calls
 from ..function import PureFunction
 from ..identity.encoding import value_address
 from ..identity.fingerprint import Identity
@@ -163,9 +164,10 @@ class PCloud:
             self._registered.add(fp)
 
     def _run(self, fn: PureFunction, calls: Iterable[dict], *, return_exceptions: bool,
-             progress: bool | None, timeout: float | None = None) -> list:
+             progress: bool | None, timeout: float | None = None,
+             total: int | None = None) -> list:
         return run_calls(self, fn, calls, return_exceptions=return_exceptions, progress=progress,
-                         timeout=timeout)
+                         timeout=timeout, total=total)
 
     def _start(self, fn: PureFunction, calls: Iterable[dict]) -> list:
         """Start calls of ``fn``; a future per call, in input order (see ``async_parallel``)."""

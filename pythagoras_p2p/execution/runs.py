@@ -36,7 +36,7 @@ from .run import Task, describe_call, encode_args
 if TYPE_CHECKING:
     from .interfaces import Backend
 
-__all__ = ["CallRun", "run_calls", "submit_calls"]
+__all__ = ["CallRun", "submit_calls"]
 
 _CANCELLED = object()  # a slot nobody wants any more: its outcome is dropped, never stored
 
@@ -46,7 +46,8 @@ class CallRun:
 
     def __init__(self, cloud: Backend, fn: Any, calls: Iterable[dict], *, futures: bool,
                  progress: bool | None = False, memoize: bool = True,
-                 arguments: Arguments | None = None, unaddressed: frozenset = frozenset()):
+                 arguments: Arguments | None = None, unaddressed: frozenset = frozenset(),
+                 bar: ProgressBar | None = None):
         self.cloud = cloud
         self.fn = fn
         self.store: Store = cloud.store
@@ -80,7 +81,8 @@ class CallRun:
                 self.wants[future.slot] += 1
         else:
             self.wants = [1] * n
-        self.bar = ProgressBar(fn.name, n, 0, enabled=progress)
+        self._own_bar = bar is None  # else the bar of many runs (see windows.run_calls)
+        self.bar = ProgressBar(fn.name, n, 0, enabled=progress) if bar is None else bar
         self.unstored, self.why_unstored = 0, None  # results returned but not kept, and why
         self._closed = False
         self._dropped = False  # some slot was given up (cancelled): its place is not a result
@@ -340,7 +342,8 @@ class CallRun:
             if not batch.finished:
                 batch.cancel()
             self.cloud._leases.release_all(batch)
-        self.bar.close()
+        if self._own_bar:
+            self.bar.close()
         if self._own_arguments:  # the calls are over: their arguments' copies are not needed
             self.arguments.release()
         if self.unstored:
@@ -367,11 +370,21 @@ class CallRun:
 
     def wait(self, *, return_exceptions: bool, timeout: float | None) -> list:
         """Launch and pump on this thread until every call has ended; the results in input
-        order, with ``sync_parallel``'s rules for exceptions, timeouts and Ctrl-C."""
+        order, with ``sync_parallel``'s rules for exceptions, timeouts and Ctrl-C (see
+        :func:`~.windows.run_calls` for many calls)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.launch()
+        self.finish(deadline)
+        out, late, first_error = self.ordered(timeout)
+        if not return_exceptions and (late or first_error) is not None:
+            raise late or first_error
+        return out
+
+    def finish(self, deadline: float | None) -> bool:
+        """Pump on this thread until every call has ended, or until ``deadline`` (a monotonic
+        time) passed: the calls still open are then let go of. Whether it passed."""
         expired = False
         try:
-            self.launch()
             with self.pumping:
                 while self.running:
                     if deadline is None:
@@ -390,9 +403,20 @@ class CallRun:
             raise
         if expired:
             self._leave()
+        return expired
+
+    def expire(self) -> None:
+        """The deadline passed before this run was launched: only stored calls are answered."""
+        self.unwant_all()
+        self.close()
+
+    def ordered(self, timeout: float | None) -> tuple[list, TimeoutError | None, Any]:
+        """The results in input order, with a ``TimeoutError`` in the place of each call given
+        up at the deadline; that error (or None); and the first exception in input order (or
+        None). ``sync_parallel`` without ``return_exceptions`` raises the one, else the other."""
         results, errors = self.results, self.errors
-        if not (expired or errors or self.open or self._dropped):  # all returned: in input order
-            return [results[slot] for slot in self.positions]
+        if not (errors or self.open or self._dropped):  # all returned
+            return [results[slot] for slot in self.positions], None, None
         out = []
         first_error = late = None
         for slot in self.positions:
@@ -405,9 +429,7 @@ class CallRun:
             elif first_error is None and slot in errors:
                 first_error = value
             out.append(value)
-        if not return_exceptions and (late or first_error) is not None:
-            raise late or first_error
-        return out
+        return out, late, first_error
 
     def _leave(self) -> None:
         """The sync caller stops waiting: let go of its calls; one still wanted by another run
@@ -419,13 +441,6 @@ class CallRun:
             collector().adopt(self, launched=True)
         else:
             self.close()
-
-
-def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptions: bool,
-              progress: bool | None, timeout: float | None = None) -> list:
-    """Run calls of ``fn`` through ``cloud``'s backend; see ``PureFunction.sync_parallel``."""
-    return CallRun(cloud, fn, calls, futures=False, progress=progress).wait(
-        return_exceptions=return_exceptions, timeout=timeout)
 
 
 def submit_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, memoize: bool = True,

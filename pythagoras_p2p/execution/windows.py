@@ -1,0 +1,85 @@
+"""Many calls of one function as a stream of windows: the driver of ``sync_parallel``.
+
+A generator of a million calls is never held whole. It is consumed :data:`RUN_WINDOW` calls at
+a time, each window a :class:`~.runs.CallRun` of its own: the next window is hashed, looked up
+and launched while the one before still runs, so workers and peers never wait for the caller,
+and a window's bookkeeping goes as soon as its results are taken. The caller's memory thus
+grows with the results it returns, not with a cost per call in flight.
+
+What a run promises holds across windows: identical calls in different windows run once (a
+later window joins the earlier one's call in flight, or finds its result stored); a large
+argument shared by every call is kept (and sent to each peer) once for the whole stream; one
+progress bar, one deadline; without ``return_exceptions``, the first failure in input order is
+raised once every call has ended.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+from itertools import chain, islice
+from typing import TYPE_CHECKING, Any
+
+from ..defaults import RUN_WINDOW
+from .arguments import Arguments
+from .progress import ProgressBar
+from .runs import CallRun
+
+if TYPE_CHECKING:
+    from .interfaces import Backend
+
+__all__ = ["run_calls"]
+
+_AHEAD = 2  # windows launched at once: the one whose outcomes are taken, and the next
+
+
+def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptions: bool,
+              progress: bool | None, timeout: float | None = None,
+              total: int | None = None) -> list:
+    """Run calls of ``fn`` through ``cloud``'s backend; see ``PureFunction.sync_parallel``.
+    ``total``: how many calls there are, when known (for the progress bar)."""
+    source = iter(calls)
+    window = list(islice(source, RUN_WINDOW))
+    after = list(islice(source, 1))
+    if not after:  # one window: one run
+        return CallRun(cloud, fn, window, futures=False, progress=progress).wait(
+            return_exceptions=return_exceptions, timeout=timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    source = chain(after, source)
+    arguments = Arguments(cloud)
+    bar = ProgressBar(fn.name, total, enabled=progress)
+    out: list = []
+    late = first_error = None
+    ahead: deque[CallRun] = deque()
+    run = None
+    try:
+        while window or ahead:
+            while window and len(ahead) < _AHEAD:
+                run = CallRun(cloud, fn, window, futures=False, arguments=arguments, bar=bar)
+                window = None  # the run holds the calls now
+                ahead.append(run)
+                if deadline is not None and time.monotonic() >= deadline:
+                    run.expire()
+                else:
+                    run.launch()
+                window = list(islice(source, RUN_WINDOW))
+            run = ahead.popleft()
+            run.finish(deadline)  # (lets go of its calls itself if it raises)
+            results, run_late, run_error = run.ordered(timeout)
+            bar.advance(len(run.positions) - len(run.unique))  # repeated calls count too
+            out += results
+            late = late or run_late
+            first_error = first_error or run_error
+    except BaseException:
+        for other in ahead:
+            other._leave()
+        if not any(r.running for r in (run, *ahead) if r is not None):  # else a call another run wants goes on
+            arguments.release()
+        raise
+    finally:
+        bar.close()
+    arguments.release()
+    if not return_exceptions and (late or first_error) is not None:
+        raise late or first_error
+    return out
