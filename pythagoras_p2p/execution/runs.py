@@ -74,6 +74,7 @@ class CallRun:
             from .futures import CallFuture
 
             self.wants = [0] * n
+            self.condition = threading.Condition()  # shared by its futures (see CallFuture)
             self.futures = [CallFuture(self, slot) for slot in self.positions]
             self.slot_futures = {}
             for future in self.futures:

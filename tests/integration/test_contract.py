@@ -251,6 +251,17 @@ class Contract:
         assert not pending and len(finished) == 9
         assert runs(path) == 9  # the second time, eight were hits
 
+    def test_waiting_on_one_future_outlasts_its_siblings_settling(self, record, tmp_path):
+        # the futures of one run share one condition: a sibling's result wakes every waiter
+        path = str(tmp_path / "runs")
+        futures = record.async_parallel([kw_args(path=path, x=x, delay=1.5 if x == 0 else 0)
+                                         for x in range(4)])
+        with pytest.raises(concurrent.futures.TimeoutError):
+            futures[0].result(timeout=0.2)  # the siblings settle meanwhile: still not done
+        assert futures[0].result(timeout=60) == 0
+        assert futures[0].exception(timeout=0) is None
+        assert [f.result(timeout=60) for f in futures[1:]] == [1, 4, 9]
+
     def test_identical_calls_in_flight_share_one_execution(self, record, tmp_path):
         path = str(tmp_path / "runs")
         first = record.async_remote(path=path, x=4, delay=1)
