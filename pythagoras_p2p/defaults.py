@@ -42,6 +42,7 @@ __all__ = [
     "JOURNAL_GATHER",
     "JOURNAL_SEGMENT_BYTES",
     "RUN_WINDOW",
+    "RESULT_GATHER",
     "POOL_MAX_CHUNK",
     "POOL_FAST_TASK",
     "POOL_SPIN",
@@ -206,6 +207,9 @@ JOURNAL_SEGMENT_BYTES = _env_int("PYTHAGORAS_JOURNAL_SEGMENT_BYTES", 32 * 1024 *
 #: Calls of one ``sync_parallel`` hashed, looked up and launched together: the run holds two
 #: such windows in flight, so its memory does not grow with the number of calls.
 RUN_WINDOW = _env_int("PYTHAGORAS_RUN_WINDOW", 4096)
+#: Seconds a run gathers the results arriving from its workers into one commit: each commit
+#: syncs the store to disk, which costs as much as storing a few hundred results.
+RESULT_GATHER = _env_seconds("PYTHAGORAS_RESULT_GATHER", 0.01)
 #: Most tasks the worker pool sends to one worker at once.
 POOL_MAX_CHUNK = _env_int("PYTHAGORAS_POOL_MAX_CHUNK", 64)
 #: Below this mean duration (seconds), calls are sent to workers in chunks and prefetched.

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..defaults import RESULT_GATHER
 from ..errors import PythagorasError, StoreFullError
 from ..store.core import MISSING, Store, warn_not_stored
 from ..store.packing import unpack
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CallRun", "submit_calls"]
 
+_GATHER_MOST = 4096  # results stored in one commit, at most
 _CANCELLED = object()  # a slot nobody wants any more: its outcome is dropped, never stored
 
 
@@ -113,13 +115,15 @@ class CallRun:
     def _answer_stored(self) -> None:
         """Answer every stored call from one read transaction."""
         calls = [u[0] for u in self.unique]
-        found = self.store.get_results(calls)
-        if len(found) < len(calls):  # some may be on their way into the store
-            found.update(self.cloud._pending_results([c for c in calls if c not in found]))
-        if found:  # (not registered in flight yet: nothing to leave)
-            self._resolve_many([(slot, found[call], False)
-                                for slot, (call, _, _) in enumerate(self.unique) if call in found],
-                               registered=False)
+        found = self.store.results_of(calls)
+        missed = [call for call, value in zip(calls, found, strict=True) if value is MISSING]
+        pending = self.cloud._pending_results(missed) if missed else None  # on their way in
+        if pending:
+            found = [pending.get(call, MISSING) if value is MISSING else value
+                     for call, value in zip(calls, found, strict=True)]
+        if len(missed) < len(calls) or pending:  # (not registered in flight yet: nothing to leave)
+            self._resolve_many([(slot, value, False) for slot, value in enumerate(found)
+                                if value is not MISSING], registered=False)
         self.bar.advance(len(self.unique) - self.open)
 
     def _join_inflight(self) -> None:
@@ -212,6 +216,14 @@ class CallRun:
         outcomes = batch.next_outcomes(timeout)
         if not outcomes:
             return
+        if self.memoize and not batch.finished:  # more on their way: gather one group commit
+            until = time.monotonic() + RESULT_GATHER
+            while not batch.finished and len(outcomes) < _GATHER_MOST:
+                left = until - time.monotonic()
+                more = batch.next_outcomes(left) if left > 0 else None
+                if not more:
+                    break
+                outcomes += more
         unique, store, name = self.unique, self.store, self.fn.name
         records = []
         resolved = []

@@ -120,20 +120,24 @@ class Store(StoreEnvironment):
 
     def get_results(self, calls: Iterable[Address]) -> dict[Address, Any]:
         """Stored results of many calls in one read transaction; misses are left out."""
+        calls = list(calls)
+        return {call: value for call, value in zip(calls, self.results_of(calls), strict=True)
+                if value is not MISSING}
+
+    def results_of(self, calls: list[Address]) -> list[Any]:
+        """The stored result of each call, in order (:data:`MISSING` for a miss), from one read
+        transaction: the bulk hits of a rerun, with no object made per call but its value."""
         def lookup(txn):
-            found = {}
             get, results, values = txn.get, self._results, self._values
+            records = []
             for call in calls:
                 address = get(call, db=results)
-                if address is not None:
-                    record = get(address, db=values)
-                    if record is not None:
-                        found[call] = (address, record)
-            return found
+                records.append(None if address is None else (address, get(address, db=values)))
+            return records
 
-        decode = self._decode_live
-        found = {call: decode(*entry) for call, entry in self._read(lookup).items()}
-        return {call: value for call, value in found.items() if value is not MISSING}
+        decode, missing = self._decode_live, MISSING
+        return [missing if entry is None or entry[1] is None else decode(*entry)
+                for entry in self._read(lookup)]
 
     def has_value(self, address: Address) -> bool:
         return self.value_record(address) is not None
