@@ -44,6 +44,7 @@ __all__ = [
     "RUN_WINDOW",
     "RESULT_GATHER",
     "POOL_MAX_CHUNK",
+    "POOL_BATCH_SECONDS",
     "POOL_FAST_TASK",
     "POOL_SPIN",
     "POOL_SPIN_TASK",
@@ -212,6 +213,8 @@ RUN_WINDOW = _env_int("PYTHAGORAS_RUN_WINDOW", 4096)
 RESULT_GATHER = _env_seconds("PYTHAGORAS_RESULT_GATHER", 0.01)
 #: Most tasks the worker pool sends to one worker at once.
 POOL_MAX_CHUNK = _env_int("PYTHAGORAS_POOL_MAX_CHUNK", 64)
+#: Seconds of work (at the mean duration of calls) the worker pool sends one worker at once.
+POOL_BATCH_SECONDS = _env_seconds("PYTHAGORAS_POOL_BATCH_SECONDS", 0.05)
 #: Below this mean duration (seconds), calls are sent to workers in chunks and prefetched.
 POOL_FAST_TASK = _env_seconds("PYTHAGORAS_POOL_FAST_TASK", 0.02)
 #: The pool's owner polls without sleeping this long after sending fast tasks (seconds).

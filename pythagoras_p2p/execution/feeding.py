@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ..defaults import POOL_BATCH_SECONDS as _BATCH_SECONDS
 from ..defaults import POOL_FAST_TASK as _FAST_TASK
 from ..defaults import POOL_MAX_CHUNK as _MAX_CHUNK
 from ..defaults import POOL_SPIN as _SPIN
@@ -23,7 +24,16 @@ from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
 from ..store.leases import FIRST_DELAY, MAX_DELAY
 from .outcomes import RESOURCES, Refused, Stored
 
-__all__ = ["Feeding"]
+__all__ = ["Feeding", "chunk_size"]
+
+
+def chunk_size(mean: float, queued: int, workers: int) -> int:
+    """How many fast tasks to send one worker in one message: as many as take about
+    :data:`POOL_BATCH_SECONDS` at the running mean duration (as joblib's auto batching sizes its
+    batches), at most :data:`POOL_MAX_CHUNK`, and no more than an even share of half the queue:
+    the last tasks of a run are split among the workers, so none is left holding the tail."""
+    by_time = int(_BATCH_SECONDS / mean) if mean > 0 else _MAX_CHUNK
+    return max(1, min(_MAX_CHUNK, by_time, queued // (2 * workers)))
 
 
 class Feeding:
@@ -122,7 +132,7 @@ class Feeding:
                 continue
             chunk = [(batch, task)]
             if fast:  # more of the same needs, to run one by one under this hold
-                size = max(1, min(_MAX_CHUNK, len(self._needy) // (2 * self.size) or 1))
+                size = chunk_size(self._mean, len(self._needy), self.size)
                 while self._needy and len(chunk) < size and self._needy[0][1].needs == task.needs:
                     chunk.append(self._needy.popleft())
             if self._leases is not None:

@@ -14,8 +14,9 @@ computing: it looks again after 1 ms, then twice as long each time up to 64 ms, 
 tasks run, and delivers a :class:`~.outcomes.Stored` outcome once the result is there, or sends the task when the
 lease comes free without a result (its holder failed or died). See :mod:`pythagoras_p2p.store.leases`.
 
-Batches adapt to the work: one task at a time while calls are slow, up to 64 per message with
-a second batch prefetched while they are fast, so trivial calls are not bound by pipe round trips.
+Batches adapt to the work: one task at a time while calls are slow; while they are fast, as
+many per message as take ~50 ms (up to 64), with a second batch prefetched, so trivial calls are
+not bound by pipe round trips and the last tasks are still split among the workers.
 One worker process and the frames on its pipes are :mod:`pythagoras_p2p.execution.worker_process`; batches
 of tasks are :mod:`pythagoras_p2p.execution.batch`.
 """
@@ -44,7 +45,7 @@ from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
 from ..resources import Ledger
 from ..store.leases import WATCH_EVERY
 from .batch import Batch, print_output, refill
-from .feeding import Feeding
+from .feeding import Feeding, chunk_size
 from .mailbox import Mailbox
 from .outcomes import Crashed, Ok, Outcome
 from .run import Task
@@ -292,7 +293,7 @@ class WorkerPool(Feeding):
                 busy += 1
             chunk = 1
             if fast:
-                chunk = max(1, min(_MAX_CHUNK, len(queue) // (2 * self.size) or 1))
+                chunk = chunk_size(self._mean, len(queue), self.size)
             limit = 2 * chunk if fast else 1
             if len(worker.inflight) + chunk > limit and worker.inflight:
                 continue
