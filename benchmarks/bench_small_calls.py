@@ -6,7 +6,14 @@
    node of its own), every result journaled on the node and copied into the client's store;
 3. anchors: ``joblib.Parallel(n_jobs=2)`` auto-batched, ``ProcessPoolExecutor(2).map`` with
    ``chunksize`` 1 and 64, and Dask ``client.map`` on a 2-worker ``LocalCluster`` (stores
-   nothing). Every pool is warmed first; fresh arguments each repetition; medians.
+   nothing). Every pool is warmed first; fresh arguments each repetition; medians;
+4. a rerun of 20,000 stored calls through ``sync_parallel`` (bulk hits), and the memo hit of
+   one call beside a ``joblib.Memory`` hit;
+5. the caller's memory for 200,000 trivial calls from a generator (``sync_parallel``, and
+   ``async_parallel`` with its 200,000 futures), and for a million (``sync_parallel``, unless
+   ``--quick``), each in a fresh process: the peak of its own (anonymous) memory, sampled every
+   5 ms, and its peak resident size, which also counts the pages of the store's memory-mapped
+   file it touched (the page cache of that file, shared and reclaimable, not the caller's).
 
     python benchmarks/bench_small_calls.py [--quick]
 """
@@ -87,6 +94,78 @@ def ours_node(n: int, repeats: int) -> float:
     return found
 
 
+def hits(n: int, repeats: int) -> tuple[float, float, float]:
+    """Hits per second of a rerun of ``n`` stored calls; µs of one memo hit, ours and
+    joblib.Memory's."""
+    import joblib
+
+    from pythagoras_p2p import LocalCloud, kw_args
+
+    with tempfile.TemporaryDirectory() as home:
+        cloud = LocalCloud(home=home, workers=2)
+        fn = cloud.add_pure_function(trivial)
+        fn.sync_parallel(kw_args(x=i) for i in range(n))
+        rerun = rate(lambda base: fn.sync_parallel(kw_args(x=i) for i in range(n)), n,
+                     max(repeats, 7))
+        fn(x=1)
+        ours = median(_per_call(lambda: fn(x=1)) for _ in range(repeats))
+        cloud.close()
+        memory = joblib.Memory(location=os.path.join(home, "joblib"), verbose=0)
+        cached = memory.cache(trivial_anchor)
+        cached(1)
+        theirs = median(_per_call(lambda: cached(1)) for _ in range(repeats))
+    return rerun, ours, theirs
+
+
+def _per_call(call, calls: int = 2000) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
+def memory_child(n: int, mode: str) -> None:
+    """In a fresh process: run ``n`` trivial calls; print peak anonymous and resident MiB."""
+    import threading
+
+    from pythagoras_p2p import LocalCloud, kw_args
+
+    def status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], status("RssAnon"))
+
+    with tempfile.TemporaryDirectory() as home:
+        cloud = LocalCloud(home=home, workers=2)
+        fn = cloud.add_pure_function(trivial)
+        fn.sync_parallel(kw_args(x=-i - 1) for i in range(64))
+        threading.Thread(target=sample, daemon=True).start()
+        if mode == "async":
+            futures = fn.async_parallel(kw_args(x=i) for i in range(n))
+            out = [f.result() for f in futures]
+        else:
+            out = fn.sync_parallel(kw_args(x=i) for i in range(n))
+        peak[0] = max(peak[0], status("RssAnon"))
+        done.set()
+        assert out == list(range(n))
+        cloud.close()
+    print(peak[0] / 1024, status("VmHWM") / 1024)
+
+
+def memory(n: int, mode: str) -> tuple[float, float]:
+    """(peak anonymous MiB, peak resident MiB) of a fresh process running ``n`` calls."""
+    here = os.path.abspath(__file__)
+    out = subprocess.run([sys.executable, here, "--memory-child", str(n), mode], check=True,
+                         capture_output=True, text=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
 def anchors(n: int, repeats: int) -> dict[str, float]:
     import joblib
 
@@ -118,11 +197,19 @@ def anchors(n: int, repeats: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls and repetitions")
+    parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        memory_child(int(args.memory_child[0]), args.memory_child[1])
+        return 0
     repeats = 3 if args.quick else 5
     big, small = (4000, 2000) if args.quick else (20_000, 5_000)
     embedded = ours_embedded(big, repeats)
     node = ours_node(small, repeats)
+    rerun, hit, joblib_hit = hits(20_000, repeats)
+    sync_anon, sync_rss = memory(200_000, "sync")
+    async_anon, async_rss = memory(200_000, "async")
+    million = None if args.quick else memory(1_000_000, "sync")
     theirs = anchors(big, repeats)
     joblib_rate = theirs["joblib.Parallel(n_jobs=2)"]
     listed = "; ".join(f"{k} {v:,.0f}/s" for k, v in theirs.items())
@@ -132,7 +219,24 @@ def main() -> int:
         Row(f"{small:,} trivial calls through one loopback node", f"{node:,.0f}/s",
             f"joblib {joblib_rate:,.0f}/s", f"{node / joblib_rate:.2f}× joblib", "≥ 0.3× joblib",
             node >= 0.3 * joblib_rate),
+        Row("rerun of 20,000 stored calls (sync_parallel)", f"{rerun:,.0f}/s", "", "",
+            "≥ 200,000/s", rerun >= 200_000),
+        Row("memo hit of one call", f"{hit:.2f} µs", f"joblib.Memory {joblib_hit:.1f} µs",
+            f"{joblib_hit / hit:.0f}× faster", "≤ 5 µs", hit <= 5),
+        Row("caller's memory, 200,000 calls (sync_parallel)",
+            f"{sync_anon:.0f} MiB own, {sync_rss:.0f} MiB resident", "", "", "≤ 150 MiB",
+            sync_anon <= 150),
+        Row("caller's memory, 200,000 futures (async_parallel)",
+            f"{async_anon:.0f} MiB own, {async_rss:.0f} MiB resident", "", "", "≤ 150 MiB",
+            async_anon <= 150),
     ]
+    if million is not None:
+        grown = million[0] - sync_anon
+        results = 1_000_000 * (8 + 28) / 2**20 - 200_000 * (8 + 28) / 2**20  # list + ints
+        rows.append(Row("caller's memory, 1,000,000 calls (sync_parallel)",
+                        f"{million[0]:.0f} MiB own, {million[1]:.0f} MiB resident",
+                        f"+{grown:.0f} MiB over 200,000; results +{results:.0f} MiB", "",
+                        "grows by the results", grown <= results + 16))
     print_table(rows)
     return 0
 
