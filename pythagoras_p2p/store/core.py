@@ -127,12 +127,13 @@ class Store(StoreEnvironment):
     def results_of(self, calls: list[Address]) -> list[Any]:
         """The stored result of each call, in order (:data:`MISSING` for a miss), from one read
         transaction: the bulk hits of a rerun, with no object made per call but its value."""
-        def lookup(txn):
-            get, results, values = txn.get, self._results, self._values
+        def lookup(txn):  # in key order, one call into LMDB per table (see _put_value_records)
+            addresses = dict(txn.cursor(db=self._results).getmulti(sorted(calls)))
+            found = dict(txn.cursor(db=self._values).getmulti(sorted(set(addresses.values()))))
             records = []
             for call in calls:
-                address = get(call, db=results)
-                records.append(None if address is None else (address, get(address, db=values)))
+                address = addresses.get(call)
+                records.append(None if address is None else (address, found.get(address)))
             return records
 
         decode, missing = self._decode_live, MISSING
@@ -286,20 +287,25 @@ class Store(StoreEnvironment):
         Each record is ``(call, value_address, packed_value_or_None, meta)``; large packed values
         are written to their file (and synced) before the transaction that names them commits.
         """
-        rows = []
+        calls, values, metas = [], [], []
         for call, address, blob, meta in records:
             if blob is None:  # stored already; a transient copy (an argument) is kept for good
                 value_record = self._durable_record(address)
             else:
                 value_record = self._value_record(address, blob)
-            rows.append((call, address, value_record, meta))
+            if value_record is not None:
+                values.append((address, value_record))
+            calls.append((call, address))
+            metas.append((call, encode_meta(meta)))
+        values.sort()  # neighbours in the tree: one cursor walks them in order
+        calls.sort()
+        metas.sort()
 
         def write(txn):
-            for call, address, value_record, meta in rows:
-                if value_record is not None:
-                    _put_value_record(txn, self._values, address, value_record)
-                txn.put(call, address, db=self._results)
-                txn.put(call, encode_meta(meta), db=self._meta)
+            if values:
+                _put_value_records(txn, self._values, values)
+            txn.cursor(db=self._results).putmulti(calls)
+            txn.cursor(db=self._meta).putmulti(metas)
 
         self._write(write)
 
@@ -432,6 +438,21 @@ def _put_value_record(txn, db, address: Address, record: bytes) -> None:
         existing = txn.get(address, db=db)
         if existing is not None and replaces(existing, record):
             txn.put(address, record, db=db)
+
+
+def _put_value_records(txn, db, records: list[tuple[Address, bytes]]) -> None:
+    """:func:`_put_value_record` for many ``(address, record)``, with one call into LMDB to
+    look for those already there and one to write the rest: LMDB lets go of Python's lock in
+    every call, and a thread waits for it again behind any other busy thread of the process."""
+    cursor = txn.cursor(db=db)
+    existing = dict(cursor.getmulti([address for address, _ in records]))
+    chosen: dict[Address, bytes] = {}
+    for address, record in records:
+        old = chosen.get(address, existing.get(address))
+        if old is None or replaces(old, record):
+            chosen[address] = record
+    if chosen:
+        cursor.putmulti(list(chosen.items()))
 
 
 def warn_not_stored(function_name: str, count: int, exc: StoreFullError) -> None:

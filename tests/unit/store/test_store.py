@@ -90,6 +90,17 @@ def test_results_values_and_meta_round_trip(store):
     assert store.get_value(value_address("never stored")) is MISSING
 
 
+def test_many_results_of_one_value_in_one_commit_and_in_order_lookups(store):
+    shared = "the same value"
+    records = [(call_for(n), value_address(shared), pack(shared), {"n": n}) for n in range(50)]
+    store.put_results(records)
+    store.put_results(records[:10])  # again: nothing changes
+    calls = [call_for(n) for n in (49, 3, 10_000, 3)]
+    assert store.results_of(calls) == [shared, shared, MISSING, shared]
+    assert [store.get_meta(call_for(n))["n"] for n in range(50)] == list(range(50))
+    assert store.get_value(value_address(shared)) == shared
+
+
 def test_none_is_a_value_distinct_from_missing(store):
     call = call_for(-1)
     assert store.get_result(call) is MISSING
