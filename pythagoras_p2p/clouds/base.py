@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..defaults import home_dir, worker_count
 from ..errors import ConfigurationError, ResourcesError, StoreFullError
 from ..execution.context import in_worker
-from ..execution.runs import submit_calls
-from ..execution.windows import run_calls
+from ..execution.windows import run_calls, submit_calls
 from ..function import PureFunction
 from ..identity.encoding import value_address
 from ..identity.fingerprint import Identity

@@ -33,17 +33,18 @@ from .arguments import Arguments, distinct_calls
 from .outcomes import Ok, Stored, rebuild_exception
 from .progress import ProgressBar
 from .run import Task, describe_call, encode_args
+from .waiting import CANCELLED as _CANCELLED
+from .waiting import Waiting
 
 if TYPE_CHECKING:
     from .interfaces import Backend
 
-__all__ = ["CallRun", "submit_calls"]
+__all__ = ["CallRun"]
 
 _GATHER_MOST = 4096  # results stored in one commit, at most
-_CANCELLED = object()  # a slot nobody wants any more: its outcome is dropped, never stored
 
 
-class CallRun:
+class CallRun(Waiting):
     """The calls of one ``sync_parallel``/``async_parallel`` (or ``*_remote``) of ``fn``."""
 
     def __init__(self, cloud: Backend, fn: Any, calls: Iterable[dict], *, futures: bool,
@@ -88,6 +89,7 @@ class CallRun:
         self.bar = ProgressBar(fn.name, n, 0, enabled=progress) if bar is None else bar
         self.unstored, self.why_unstored = 0, None  # results returned but not kept, and why
         self._closed = False
+        self.then: CallRun | None = None  # launched once this run closes (async windows)
         self._dropped = False  # some slot was given up (cancelled): its place is not a result
         if memoize:
             self._answer_stored()
@@ -361,6 +363,11 @@ class CallRun:
             self.arguments.release()
         if self.unstored:
             warn_not_stored(self.fn.name, self.unstored, self.why_unstored)
+        then, self.then = self.then, None
+        if then is not None:
+            from .futures import collector
+
+            collector().adopt(then, launched=False)
 
     def fail(self, exc: BaseException) -> None:
         """The run cannot go on (a task could not be made): its open calls fail with ``exc``."""
@@ -373,100 +380,11 @@ class CallRun:
 
     def abandon(self) -> None:
         """The process exits: cancel everything still running for this run, everywhere."""
+        then, self.then = self.then, None  # and the windows after it are never launched
+        if then is not None:
+            then.abandon()
         with self.lock:
             for slot in range(len(self.unique)):
                 self.wants[slot] = 1
         self.unwant_all()
         self.close()
-
-    # ------------------------------------------------------------------ waiting (sync)
-
-    def wait(self, *, return_exceptions: bool, timeout: float | None) -> list:
-        """Launch and pump on this thread until every call has ended; the results in input
-        order, with ``sync_parallel``'s rules for exceptions, timeouts and Ctrl-C (see
-        :func:`~.windows.run_calls` for many calls)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self.launch()
-        self.finish(deadline)
-        out, late, first_error = self.ordered(timeout)
-        if not return_exceptions and (late or first_error) is not None:
-            raise late or first_error
-        return out
-
-    def finish(self, deadline: float | None) -> bool:
-        """Pump on this thread until every call has ended, or until ``deadline`` (a monotonic
-        time) passed: the calls still open are then let go of. Whether it passed."""
-        expired = False
-        try:
-            with self.pumping:
-                while self.running:
-                    if deadline is None:
-                        self.pump(None)
-                        continue
-                    left = deadline - time.monotonic()
-                    self.pump(max(0.0, left))
-                    if left <= 0 and self.running:
-                        expired = True
-                        break
-            if not expired and self.open:  # joined calls of other runs
-                expired = not self.all_done.wait(
-                    None if deadline is None else max(0.0, deadline - time.monotonic()))
-        except BaseException:
-            self._leave()
-            raise
-        if expired:
-            self._leave()
-        return expired
-
-    def expire(self) -> None:
-        """The deadline passed before this run was launched: only stored calls are answered."""
-        self.unwant_all()
-        self.close()
-
-    def ordered(self, timeout: float | None) -> tuple[list, TimeoutError | None, Any]:
-        """The results in input order, with a ``TimeoutError`` in the place of each call given
-        up at the deadline; that error (or None); and the first exception in input order (or
-        None). ``sync_parallel`` without ``return_exceptions`` raises the one, else the other."""
-        results, errors = self.results, self.errors
-        if not (errors or self.open or self._dropped):  # all returned
-            return [results[slot] for slot in self.positions], None, None
-        out = []
-        first_error = late = None
-        for slot in self.positions:
-            value = results[slot]
-            if value is MISSING or value is _CANCELLED:  # given up at the timeout
-                if late is None:
-                    late = TimeoutError(f"{self.fn.name}: calls still running after "
-                                        f"timeout={timeout} s were cancelled")
-                value = late
-            elif first_error is None and slot in errors:
-                first_error = value
-            out.append(value)
-        return out, late, first_error
-
-    def _leave(self) -> None:
-        """The sync caller stops waiting: let go of its calls; one still wanted by another run
-        goes on, driven by the collector."""
-        self.unwant_all()
-        if self.running:
-            from .futures import collector
-
-            collector().adopt(self, launched=True)
-        else:
-            self.close()
-
-
-def submit_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, memoize: bool = True,
-                 arguments: Arguments | None = None, unaddressed: frozenset = frozenset()) -> list:
-    """Start calls of ``fn`` and return a future per call, in input order (``async_parallel``).
-
-    ``memoize=False``: every call runs, none is stored (joblib tasks); ``arguments``: the scope
-    that holds large arguments across runs (by default, this run); ``unaddressed``: names of
-    arguments passed to each call but left out of its address (what cannot change its result)."""
-    from .futures import collector
-
-    run = CallRun(cloud, fn, calls, futures=True, memoize=memoize, arguments=arguments,
-                  unaddressed=unaddressed)
-    if run.own:
-        collector().adopt(run, launched=False)
-    return run.futures

@@ -11,6 +11,11 @@ later window joins the earlier one's call in flight, or finds its result stored)
 argument shared by every call is kept (and sent to each peer) once for the whole stream; one
 progress bar, one deadline; without ``return_exceptions``, the first failure in input order is
 raised once every call has ended.
+
+``async_parallel`` returns a future per call, so it takes its input whole; its windows are
+launched two at a time all the same (each one as the one two before it closes), so the workers
+never run far ahead of the thread that stores their results, and the outcomes waiting to be
+stored stay a window's worth.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from .runs import CallRun
 if TYPE_CHECKING:
     from .interfaces import Backend
 
-__all__ = ["run_calls"]
+__all__ = ["run_calls", "submit_calls"]
 
 _AHEAD = 2  # windows launched at once: the one whose outcomes are taken, and the next
 
@@ -83,3 +88,28 @@ def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptio
     if not return_exceptions and (late or first_error) is not None:
         raise late or first_error
     return out
+
+
+def submit_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, memoize: bool = True,
+                 arguments: Arguments | None = None, unaddressed: frozenset = frozenset()) -> list:
+    """Start calls of ``fn`` and return a future per call, in input order (``async_parallel``).
+
+    ``memoize=False``: every call runs, none is stored (joblib tasks); ``arguments``: the scope
+    that holds large arguments across runs (by default, each window's own); ``unaddressed``:
+    names of arguments passed to each call but left out of its address (what cannot change its
+    result)."""
+    from .futures import collector
+
+    source = iter(calls)
+    runs = []
+    while window := list(islice(source, RUN_WINDOW)):
+        runs.append(CallRun(cloud, fn, window, futures=True, memoize=memoize,
+                            arguments=arguments, unaddressed=unaddressed))
+    started = [run for run in runs if run.own]
+    for before, after in zip(started, started[_AHEAD:], strict=False):
+        before.then = after
+    for run in started[:_AHEAD]:
+        collector().adopt(run, launched=False)
+    if len(runs) == 1:
+        return runs[0].futures
+    return [future for run in runs for future in run.futures]

@@ -113,7 +113,7 @@ def _make_backend_class() -> type:
     from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase, SequentialBackend
 
     from ..execution.arguments import Arguments
-    from ..execution.runs import submit_calls
+    from ..execution.windows import submit_calls
     from ..function import PureFunction
 
     class PythagorasBackend(AutoBatchingMixin, ParallelBackendBase):

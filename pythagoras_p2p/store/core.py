@@ -54,10 +54,10 @@ from .records import (
     inline_record,
     inline_value,
     live,
-    replaces,
     stored_sum,
     sum_matches,
 )
+from .rows import lookup_results, put_value_record, put_value_records, result_record
 
 __all__ = ["MISSING", "Store", "open_store", "ResultRecord", "warn_not_stored"]
 
@@ -127,18 +127,10 @@ class Store(StoreEnvironment):
     def results_of(self, calls: list[Address]) -> list[Any]:
         """The stored result of each call, in order (:data:`MISSING` for a miss), from one read
         transaction: the bulk hits of a rerun, with no object made per call but its value."""
-        def lookup(txn):  # in key order, one call into LMDB per table (see _put_value_records)
-            addresses = dict(txn.cursor(db=self._results).getmulti(sorted(calls)))
-            found = dict(txn.cursor(db=self._values).getmulti(sorted(set(addresses.values()))))
-            records = []
-            for call in calls:
-                address = addresses.get(call)
-                records.append(None if address is None else (address, found.get(address)))
-            return records
-
         decode, missing = self._decode_live, MISSING
         return [missing if entry is None or entry[1] is None else decode(*entry)
-                for entry in self._read(lookup)]
+                for entry in self._read(lambda txn: lookup_results(
+                    txn, calls, self._results, self._values))]
 
     def has_value(self, address: Address) -> bool:
         return self.value_record(address) is not None
@@ -158,7 +150,7 @@ class Store(StoreEnvironment):
     def result_entry(self, call: Address) -> tuple[Address, bytes] | None:
         """(value address, raw value record) of a stored result, without decoding it. An inline
         value is checked (a large one is checked by whoever receives its file)."""
-        found = self._read(lambda txn: _result_record(txn, call, self._results, self._values))
+        found = self._read(lambda txn: result_record(txn, call, self._results, self._values))
         if found is None or (found[1][:1] == INLINE and self.packed(*found) is None):
             return None
         return found
@@ -253,7 +245,7 @@ class Store(StoreEnvironment):
         except OSError as exc:
             raise self._write_error(target, exc) from None
         record = file_record(address, sum_, durable)
-        self._write(lambda txn: _put_value_record(txn, self._values, address, record))
+        self._write(lambda txn: put_value_record(txn, self._values, address, record))
 
     def get_meta(self, call: Address) -> dict | None:
         raw = self._read(lambda txn: txn.get(call, db=self._meta))
@@ -303,7 +295,7 @@ class Store(StoreEnvironment):
 
         def write(txn):
             if values:
-                _put_value_records(txn, self._values, values)
+                put_value_records(txn, self._values, values)
             txn.cursor(db=self._results).putmulti(calls)
             txn.cursor(db=self._meta).putmulti(metas)
 
@@ -318,7 +310,7 @@ class Store(StoreEnvironment):
         """
         record = self._value_record(address, blob, durable)
         if record is not None:
-            self._write(lambda txn: _put_value_record(txn, self._values, address, record))
+            self._write(lambda txn: put_value_record(txn, self._values, address, record))
 
     def put_function(self, fp: Address, record: bytes) -> None:
         self._write(lambda txn: txn.put(fp, record, db=self._functions, overwrite=False))
@@ -420,39 +412,6 @@ class Store(StoreEnvironment):
                 self.blob_path(address, transient=True).unlink(missing_ok=True)
         return len(dropped)
 
-
-
-def _result_record(txn, call: Address, results_db, values_db) -> tuple[Address, bytes] | None:
-    """(value address, value record) of a stored result, or None."""
-    address = txn.get(call, db=results_db)
-    if address is None:
-        return None
-    record = live(txn.get(address, db=values_db))
-    return None if record is None else (address, record)
-
-
-def _put_value_record(txn, db, address: Address, record: bytes) -> None:
-    """Keep an existing record, unless it is transient and ``record`` is not, or it is a
-    transient record of an earlier boot (which counts as absent)."""
-    if not txn.put(address, record, db=db, overwrite=False):
-        existing = txn.get(address, db=db)
-        if existing is not None and replaces(existing, record):
-            txn.put(address, record, db=db)
-
-
-def _put_value_records(txn, db, records: list[tuple[Address, bytes]]) -> None:
-    """:func:`_put_value_record` for many ``(address, record)``, with one call into LMDB to
-    look for those already there and one to write the rest: LMDB lets go of Python's lock in
-    every call, and a thread waits for it again behind any other busy thread of the process."""
-    cursor = txn.cursor(db=db)
-    existing = dict(cursor.getmulti([address for address, _ in records]))
-    chosen: dict[Address, bytes] = {}
-    for address, record in records:
-        old = chosen.get(address, existing.get(address))
-        if old is None or replaces(old, record):
-            chosen[address] = record
-    if chosen:
-        cursor.putmulti(list(chosen.items()))
 
 
 def warn_not_stored(function_name: str, count: int, exc: StoreFullError) -> None:

@@ -105,3 +105,23 @@ def test_a_timeout_gives_up_every_window_still_open_and_answers_stored_calls(clo
     assert out[20:] == [-1, -3]  # in the last window, after the deadline: found stored
     with pytest.raises(TimeoutError):
         slow.sync_parallel((kw_args(x=i) for i in range(20)), timeout=0.5)
+
+
+def test_async_windows_give_futures_in_input_order_and_run_each_call_once(cloud, log):
+    @cloud.add_pure_function
+    def square(*, x, log, pause):
+        import time
+        import uuid
+
+        with open(os.path.join(log, f"{x}.{uuid.uuid4().hex}"), "w"):
+            pass
+        time.sleep(pause)
+        return x * x
+
+    xs = [i % 11 for i in range(60)]
+    futures = square.async_parallel(kw_args(x=x, log=log, pause=0.01) for x in xs)
+    assert len(futures) == 60
+    assert futures[-1].cancel()  # its window is not launched yet: it never runs for it
+    assert [f.result(timeout=60) for f in futures[:-1]] == [x * x for x in xs[:-1]]
+    assert futures[-1].cancelled()
+    assert all(runs(log, x) == 1 for x in range(11))  # xs[-1] also ran earlier, once
