@@ -63,7 +63,8 @@ class Handlers(Values, Copies):
         self.node = node
         self.store = node.store
         # send is looked up at each message: a node's tests replace it on the instance
-        self.running = RunningCalls(lambda ident, frames: self.send(ident, frames))
+        self.running = RunningCalls(lambda ident, frames: self.send(ident, frames), self.reply)
+        self._replies: dict[bytes, list] = {}  # results to send at the end of this turn
         self.functions: set[bytes] = set()  # fingerprints known to be in the store
         self.uploads: dict[tuple[bytes, bytes], Upload] = {}
         self._upload_ids = itertools.count()
@@ -94,6 +95,19 @@ class Handlers(Values, Copies):
     def send(self, ident: bytes, frames: list) -> None:
         self.node.router.send_multipart([ident, *frames], copy=False)
 
+    def reply(self, ident: bytes, frames: list) -> None:
+        """Send a call's result with the others of this turn of the node's loop (:meth:`flush`)."""
+        self._replies.setdefault(ident, []).append(frames)
+
+    def flush(self) -> None:
+        """Send the results of this turn: to each client, as few ``many`` messages as hold them
+        (a client running many short calls gets one message per turn, not one per call)."""
+        if self._replies:
+            replies, self._replies = self._replies, {}
+            for ident, queued in replies.items():
+                for frames in wire.bundle(queued):
+                    self.send(ident, frames)
+
     def error(self, ident: bytes, request_id: int, code: str, message: str) -> None:
         self.send(ident, wire.build("error", request_id, code=code, message=message))
 
@@ -114,15 +128,21 @@ class Handlers(Values, Copies):
             self.heard.move_to_end(ident)
         try:
             msg = wire.parse([frames[1].bytes, *[f.buffer for f in frames[2:]]])
+            messages = [msg] if msg.op != "many" else [wire.parse(m) for m in wire.unbundle(msg)]
         except wire.WireError as exc:
             self.counts.rejected += 1
             self.log_once(f"wire:{exc.code}:{str(exc)[:60]}", "rejected a message: %s", exc)
             self.error(ident, 0, exc.code, str(exc))
             return
+        for msg in messages:
+            self._serve(ident, msg)
+
+    def _serve(self, ident: bytes, msg: wire.Message) -> None:
         handler = self._ops.get(msg.op)
         if handler is None:  # a reply's op (ok, error, result, output) sent as a request
             self.counts.rejected += 1
-            self.error(ident, msg.id, wire.ERR_MALFORMED, f"{msg.op!r} is a reply, not a request")
+            what = "cannot carry another" if msg.op == "many" else "is a reply, not a request"
+            self.error(ident, msg.id, wire.ERR_MALFORMED, f"{msg.op!r} {what}")
             return
         try:
             handler(ident, msg)
@@ -261,7 +281,7 @@ class Handlers(Values, Copies):
         if entry is not None:
             self.counts.hits += 1
             bodies, fields = outcome_to_wire(entry)
-            self.send(ident, wire.build("result", msg.id, bodies, call=call, **fields))
+            self.reply(ident, wire.build("result", msg.id, bodies, call=call, **fields))
             return
         if self.running.join(call, ident, msg.id, copied):  # the same call already runs here
             return

@@ -245,6 +245,7 @@ class Node:
         self._mail.serve(self._finish)
         if self.copies is not None:
             self.copies.flush()
+        self.handlers.flush()
 
     def _finish(self, item: tuple) -> bool:
         """Pass on what the pool finished: a task's outcome, its output, a checked upload."""

@@ -32,11 +32,13 @@ class Running:
 class RunningCalls:
     """The calls running here, by call address, and their waiters.
 
-    ``send(ident, frames)`` sends one message to a client (the handlers' ``send``).
+    ``send(ident, frames)`` sends one message to a client (the handlers' ``send``);
+    ``reply(ident, frames)`` sends a call's result with the others of this turn (``reply``).
     """
 
-    def __init__(self, send: Callable[[bytes, list], None]):
+    def __init__(self, send: Callable[[bytes, list], None], reply: Callable[[bytes, list], None]):
         self._send = send
+        self._reply = reply
         self._calls: dict[bytes, Running] = {}
 
     def __len__(self) -> int:
@@ -67,7 +69,7 @@ class RunningCalls:
     def answer(self, call: bytes, running: Running, bodies: list, fields: dict) -> None:
         """Send every waiter of an ended call its ``result``."""
         for ident, request_id in running.waiters:
-            self._send(ident, wire.build("result", request_id, bodies, call=call, **fields))
+            self._reply(ident, wire.build("result", request_id, bodies, call=call, **fields))
 
     def forward_output(self, call: bytes, where: str, text: str) -> None:
         """What a running call printed, to each of its waiters, in pieces a header has room for."""

@@ -24,7 +24,7 @@ compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 __all__ = [
     "PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_MESSAGE", "CHUNK", "WireError", "Message", "RawJSON",
-    "build", "parse", "probe_request", "probe_reply", "SCHEMAS",
+    "build", "parse", "bundle", "unbundle", "probe_request", "probe_reply", "SCHEMAS",
     "ERR_MALFORMED", "ERR_PROTOCOL", "ERR_PYTHON", "ERR_INTERNAL", "ERR_STOPPING",
     "ERR_NEED_FUNCTION", "ERR_NEED_VALUES", "ERR_MISSING", "ERR_BUSY", "ERR_STORE", "ERR_TAMPERED",
     "ERR_LOST", "STATUS_OK", "STATUS_ERR", "STATUS_CRASH",
@@ -32,7 +32,9 @@ __all__ = [
 
 #: 2: results are replicated between nodes (sync, offer, replicate; a run's ``copied``). A node
 #: of another version is never a member: its pings do not parse, so it is sent no copies.
-PROTOCOL_VERSION = 2
+#: 3: ``many`` carries several messages at once (the runs of one placement, the results of one
+#: turn of a node's loop).
+PROTOCOL_VERSION = 3
 PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 # MAX_MESSAGE and CHUNK are part of the protocol, not tunables (and not in defaults.py): each
@@ -67,6 +69,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "sync": {"node": str},
     "offer": {},
     "replicate": {},
+    "many": {"counts": list},  # requests or replies: see bundle()
     # replies
     "ok": {},
     "error": {"code": str, "message": str},
@@ -142,6 +145,40 @@ def build(op: str, request_id: int = 0, bodies: list | tuple = (), **fields: Any
     if raw:
         data = b"".join([data[:-1], *raw, b"}"])
     return [data, *bodies]
+
+
+def bundle(messages: list[list]) -> list[list]:
+    """Messages (each the frames :func:`build` made) to send to one peer, as few messages:
+    ``many`` messages, each carrying as many of them as its frames allow, in order. One
+    message goes as it is."""
+    if len(messages) <= 1:
+        return messages
+    out, group, frames = [], [], 0
+    for message in messages:
+        if group and frames + len(message) > _MAX_FRAMES - 1:
+            out.append(_many(group))
+            group, frames = [], 0
+        group.append(message)
+        frames += len(message)
+    out.append(_many(group) if len(group) > 1 else group[0])
+    return out
+
+
+def _many(group: list[list]) -> list:
+    return [*build("many", 0, counts=[len(m) for m in group]), *(f for m in group for f in m)]
+
+
+def unbundle(msg: Message) -> list[list]:
+    """The frames of each message a ``many`` carries (each one for :func:`parse`)."""
+    counts = msg.fields["counts"]
+    if (not counts or not all(type(c) is int and c >= 1 for c in counts)
+            or sum(counts) != len(msg.bodies)):
+        raise WireError("many: counts must be positive integers that add up to its frames")
+    out, start = [], 0
+    for count in counts:
+        out.append(msg.bodies[start:start + count])
+        start += count
+    return out
 
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")

@@ -3,15 +3,14 @@
 Callers queue requests (a batch of tasks, a lookup, a cancel); the loop owns the sockets, and
 the thread that waits for a batch's outcomes runs it meanwhile (:mod:`.driver`; a background
 thread while nobody waits). A task goes to the ready peer with the most free worker slots
-(several per worker while calls are short: ``Stragglers.depth``), so slow and fast balance.
-Before a task is sent, its function is sent if the peer may lack it (pipelined on the same
-connection, which keeps order), and its large arguments reach the peer first (the dispatcher's
-:class:`~.exchange.ValueExchange`, which also looks up and downloads results of large values).
-
-Peers are found, greeted and watched by the dispatcher's :class:`~.connections.Connections`.
-A peer that stops answering, or whose connection closes or is refused, is lost, and its calls
-go back to the queue for the others; calls that no peer can take for ``connect_timeout``
-seconds fail with a message naming the peers tried and why each was unusable.
+(several per worker while calls are short: ``Stragglers.depth``), so slow and fast balance; the
+runs placed in one turn go to each peer as one ``many`` message. A task's function is sent
+first if the peer may lack it (on the same connection, which keeps order), and its large
+arguments reach the peer before it (:class:`~.exchange.ValueExchange`, which also looks up and
+downloads results of large values). Peers are found, greeted and watched by
+:class:`~.connections.Connections`. A peer that stops answering, or whose connection closes or
+is refused, is lost, and its calls go back to the queue for the others; calls that no peer can
+take for ``connect_timeout`` seconds fail with a message naming the peers tried and why.
 """
 
 from __future__ import annotations
@@ -170,6 +169,8 @@ class SwarmDispatcher(Replies):
                     poller.register(sock, zmq.POLLIN)
                     registered[sock] = peer
         self._place_tasks()
+        for peer in self.peers.values():  # the runs placed: one message to each peer
+            peer.flush()
         if ready is not None and ready():
             timeout = 0
         for sock, _ in self._poll(timeout, waiting=ready is not None):
@@ -186,17 +187,18 @@ class SwarmDispatcher(Replies):
                 self._on_message(peer, frames)
                 if peer.sock is not sock:  # the message lost the peer: its socket is closed
                     break
+        for peer in self.peers.values():  # calls placed again while replies were read
+            peer.flush()
         return False
 
     def _poll(self, timeout: float, *, waiting: bool) -> list:
         """The sockets with something to read, waiting up to ``timeout`` seconds.
 
-        A caller that waits for its only call in flight, to a peer that has lately answered
-        within :data:`_SPIN_RTT`, polls without sleeping until about twice that round trip has
-        passed (yielding the processor to any other runnable thread between polls): a thread
-        that sleeps is woken by the scheduler tens of microseconds after its reply arrived, on
-        a small or virtual machine as long as the rest of a fast call's round trip. Never while
-        nothing, or more than one call, is in flight, so batches and idle clients never spin.
+        A caller waiting for its only call in flight, to a peer that lately answered within
+        :data:`_SPIN_RTT`, polls without sleeping for about twice that round trip (yielding to
+        other runnable threads): a sleeping thread wakes tens of microseconds after its reply,
+        on a small machine as long as the rest of a fast round trip. Never with nothing, or
+        more than one call, in flight: batches and idle clients never spin.
         """
         if timeout and waiting and self._rtt is not None and self._rtt < _SPIN_RTT:
             busy = [p.inflight for p in self.peers.values() if p.inflight]
@@ -408,12 +410,10 @@ class SwarmDispatcher(Replies):
         extra = {} if task.keep else {"keep": False}
         if task.keep and self.own_node not in (None, peer.node_id):
             extra["copied"] = True  # this client journals it on its machine: no need to wait
-        if task.needs:
-            extra["needs"] = dict(task.needs)
-        if task.requires:
-            extra["requires"] = list(task.requires)
-        peer.send(wire.build("run", rid, [task.payload], fp=task.fp, call=task.call,
-                             label=task.label, refs=[r.hex() for r in task.refs], **extra))
+        extra.update({"needs": dict(task.needs)} if task.needs else {},
+                     **({"requires": list(task.requires)} if task.requires else {}))
+        peer.queue(wire.build("run", rid, [task.payload], fp=task.fp, call=task.call,
+                              label=task.label, refs=[r.hex() for r in task.refs], **extra))
 
     # ------------------------------------------------------------------ cancel and close
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..defaults import PING_EVERY, RETRY_EVERY, SILENT_AFTER
+from ..net import wire
 from ..net.rpc import client_socket
 from ..net.security import SwarmKey
 from ..net.sockets import endpoint
@@ -42,6 +43,7 @@ class Peer:
     last_sent: float = 0.0
     connect_started: float = 0.0
     inflight: dict = field(default_factory=dict)  # request id → (batch, task)
+    outbox: list = field(default_factory=list)  # messages queued for one message (see queue)
     functions: set = field(default_factory=set)  # fingerprints the node has
     values: set = field(default_factory=set)  # addresses the node has
     tasks_done: int = 0
@@ -105,8 +107,24 @@ class Peer:
         self.values.clear()
 
     def send(self, frames: list) -> None:
+        if self.outbox:  # what was queued goes first
+            self.flush()
         self.sock.send_multipart(frames, copy=False)
         self.last_sent = time.monotonic()
+
+    def queue(self, frames: list) -> None:
+        """Send ``frames`` with the others queued until :meth:`flush` (the runs of a placement)."""
+        self.outbox.append(frames)
+
+    def flush(self) -> None:
+        """Send what was queued: as few ``many`` messages as hold it."""
+        if not self.outbox:
+            return
+        queued, self.outbox = self.outbox, []
+        if self.sock is not None:
+            for frames in wire.bundle(queued):
+                self.sock.send_multipart(frames, copy=False)
+            self.last_sent = time.monotonic()
 
     def heard(self) -> None:
         self.last_heard = time.monotonic()
@@ -121,6 +139,7 @@ class Peer:
             callback(ok)
 
     def close(self) -> None:
+        self.outbox.clear()  # its calls are placed again elsewhere
         if self.monitor is not None:
             self.sock.disable_monitor()
             self.monitor.close(0)

@@ -48,6 +48,15 @@ class Replies:
                 return
             log.warning("ignoring a malformed message from %s: %s", peer.address, exc)
             return
+        if msg.op == "many":  # the results of one turn of the node's loop
+            try:
+                carried = wire.unbundle(msg)
+            except wire.WireError as exc:
+                log.warning("ignoring a malformed message from %s: %s", peer.address, exc)
+                return
+            for frames in carried:
+                self._on_message(peer, frames)
+            return
         if msg.op == "output":
             print_output(msg.fields["where"], msg.fields["text"])
             return

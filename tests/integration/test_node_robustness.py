@@ -95,6 +95,20 @@ def test_a_value_the_store_cannot_keep_is_refused_and_the_node_goes_on(inproc, m
     assert _reply(inproc, 4).op == "ok"
 
 
+def test_requests_carried_by_one_many_are_each_served_and_a_bad_bundle_is_refused(inproc):
+    _deliver(inproc, b"c1", wire.bundle([wire.build("probe", 1), wire.build("probe", 2)])[0])
+    assert [_reply(inproc, i).op for i in (1, 2)] == ["ok", "ok"]
+    nested = wire.bundle([wire.build("probe", 3), wire.build("probe", 4)])[0]
+    _deliver(inproc, b"c1", wire.bundle([nested, wire.build("probe", 5)])[0])
+    refused = _reply(inproc, 0)
+    assert refused.op == "error" and "cannot carry another" in refused.fields["message"]
+    assert _reply(inproc, 5).op == "ok"
+    inproc.replies.clear()
+    _deliver(inproc, b"c1", wire.build("many", 0, [b"{}"], counts=[2]))
+    refused = _reply(inproc, 0)
+    assert refused.fields["code"] == wire.ERR_MALFORMED and "counts" in refused.fields["message"]
+
+
 def test_chunks_asked_for_and_never_read_hold_no_descriptors(inproc):
     value = np.arange(100_000, dtype=np.float64)  # in its own file
     address = value_address(value)

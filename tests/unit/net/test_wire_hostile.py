@@ -25,13 +25,15 @@ from pythagoras_p2p.net.wire import (
     Message,
     WireError,
     build,
+    bundle,
     parse,
+    unbundle,
 )
 
 ADDRESS = "ab" * 32
 
 #: A valid value of each field kind (as it travels in the header).
-VALID_FIELD = {"hex": ADDRESS, "hexes": [ADDRESS, "cd" * 32], int: 0, str: "text"}
+VALID_FIELD = {"hex": ADDRESS, "hexes": [ADDRESS, "cd" * 32], int: 0, str: "text", list: [1]}
 
 
 def valid_header(op: str) -> dict:
@@ -77,6 +79,23 @@ def test_every_operation_built_here_parses(op):
     fields = {k: v for k, v in header.items() if k not in ("v", "op", "id")}
     msg = parse(build(op, 7, [b"body"], **fields))
     assert (msg.op, msg.id, msg.bodies) == (op, 7, [b"body"])
+
+
+def test_messages_bundled_come_back_whole_and_in_order():
+    messages = [build("ok", i, [b"x" * i] * (i % 3)) for i in range(700)]  # > one bundle's frames
+    bundles = bundle(messages)
+    assert len(bundles) == 2 and all(len(b) <= _MAX_FRAMES for b in bundles)
+    carried = [m for b in bundles for m in unbundle(parse(b))]
+    assert [(parse(m).id, parse(m).bodies) for m in carried] == [
+        (i, [b"x" * i] * (i % 3)) for i in range(700)]
+    assert bundle(messages[:1]) == messages[:1]  # one message goes as it is
+
+
+@pytest.mark.parametrize("counts", [[], [0, 2], [1, 1, 1], [3], ["1", 1], [True, 1], [-1, 3]])
+def test_a_bundle_whose_counts_do_not_match_its_frames_is_rejected(counts):
+    frames = build("many", 0, [b"{}", b"{}"], counts=counts)
+    with pytest.raises(WireError, match="counts"):
+        unbundle(parse(frames))
 
 
 def test_unknown_header_fields_are_ignored():
@@ -218,6 +237,7 @@ WRONG_VALUES = {
               [[ADDRESS]], ["ab" * 33], [1, 2, 3]],
     int: [-1, -(2**63), "0", "1", 1.0, 0.5, True, False, None, [0], {"n": 0}],
     str: [1, None, True, ["text"], {"t": "text"}, 1.5],
+    list: [1, None, "1", {"c": 1}, 1.5, True],
 }
 
 
