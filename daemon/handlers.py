@@ -65,6 +65,7 @@ class Handlers(Values, Copies):
         # send is looked up at each message: a node's tests replace it on the instance
         self.running = RunningCalls(lambda ident, frames: self.send(ident, frames), self.reply)
         self._replies: dict[bytes, list] = {}  # results to send at the end of this turn
+        self._ended: list = []  # (call, running, outcome) of the tasks that ended this turn
         self.functions: set[bytes] = set()  # fingerprints known to be in the store
         self.uploads: dict[tuple[bytes, bytes], Upload] = {}
         self._upload_ids = itertools.count()
@@ -348,30 +349,47 @@ class Handlers(Values, Copies):
         return needs, tuple(requires)
 
     def finish(self, call: bytes, outcome: Ok | Failed | Crashed) -> None:
-        """A task ended (called on the node's thread): journal, then answer every waiter."""
+        """A task ended (called on the node's thread): journaled and answered with the others
+        that ended in this turn of the node's loop (:meth:`settle`)."""
         running = self.running.pop(call)
         if running is None:
             return
         self.counts.tasks_done += 1
-        kept = False
-        if type(outcome) is Ok and running.keep:
-            address, blob, meta = outcome.address, outcome.blob, outcome.meta
-            meta_raw = encode_meta(meta)  # once: the journal record and the reply share it
+        self._ended.append((call, running, outcome))
+
+    def settle(self) -> None:
+        """Journal the results of the tasks that ended in this turn (one append for them all),
+        then answer every waiter of each."""
+        ended, self._ended = self._ended, []
+        if not ended:
+            return
+        kept = [(call, outcome, encode_meta(outcome.meta)) for call, running, outcome in ended
+                if type(outcome) is Ok and running.keep]
+        journaled = False
+        if kept:
             try:
-                self.node.journal.append([(call, address, blob, meta)], [meta_raw])
-                kept = True
+                self.node.journal.append([(c, o.address, o.blob, o.meta) for c, o, _ in kept],
+                                         [meta_raw for _, _, meta_raw in kept])
+                journaled = True
             except Exception as exc:  # the disk is full, or the store refused a write
                 self.log_once("journal", "cannot keep results (%s); calls are answered, but their "
                               "results are not kept until it is fixed (`pythagoras-node cache gc` "
                               "makes room)", exc)
-            outcome = Ok(address, blob, wire.RawJSON(meta_raw))
+        metas = {call: meta_raw for call, _, meta_raw in kept}
+        for call, running, outcome in ended:
+            meta_raw = metas.get(call)
+            if meta_raw is not None:  # the journal record and the reply share the bytes
+                outcome = Ok(outcome.address, outcome.blob, wire.RawJSON(meta_raw))
+            self._answer(call, running, outcome, journaled and meta_raw is not None, meta_raw)
+
+    def _answer(self, call: bytes, running, outcome, kept: bool, meta_raw: bytes | None) -> None:
         bodies, fields = outcome_to_wire(outcome)
         answer = lambda: self.running.answer(call, running, bodies, fields)  # noqa: E731
         # Acknowledged only once a second machine holds it too (when there is one): the caller's,
         # when it said it keeps a copy, else another member.
         if kept and running.copied:
             self.node.repair.poke()
-        elif kept and self.node.copies.hold(call, address, blob, meta_raw, answer):
+        elif kept and self.node.copies.hold(call, outcome.address, outcome.blob, meta_raw, answer):
             return
         answer()
 

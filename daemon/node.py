@@ -243,6 +243,7 @@ class Node:
             for frames in waiting_messages(self.router, copy=False):
                 self.handlers.handle(frames)
         self._mail.serve(self._finish)
+        self.handlers.settle()
         if self.copies is not None:
             self.copies.flush()
         self.handlers.flush()
