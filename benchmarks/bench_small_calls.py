@@ -4,6 +4,8 @@
    result stored durably);
 2. 5,000 through one node on 127.0.0.1 (``--workers 2 --no-mdns``; the client's home has no
    node of its own), every result journaled on the node and copied into the client's store;
+   and through 3 network-namespace hosts × 2 workers (a client on host 0, through its node:
+   the calls spread over all three; skipped where namespaces cannot be made);
 3. anchors: ``joblib.Parallel(n_jobs=2)`` auto-batched, ``ProcessPoolExecutor(2).map`` with
    ``chunksize`` 1 and 64, and Dask ``client.map`` on a 2-worker ``LocalCluster`` (stores
    nothing). Every pool is warmed first; fresh arguments each repetition; medians;
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -166,6 +169,53 @@ def memory(n: int, mode: str) -> tuple[float, float]:
     return float(out[0]), float(out[1])
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def part_swarm(params: dict) -> dict:
+    """In host 0's namespace: trivial calls per second through its node, spread over 3 hosts."""
+    from pythagoras_p2p import PCloud, kw_args
+
+    cloud = PCloud()
+    wait_until(lambda: len(cloud.ready_peers()) >= 3, 60, "3 nodes")
+    fn = cloud.add_pure_function(trivial)
+    fn.sync_parallel(kw_args(x=-i - 1) for i in range(600))
+    n = params["n"]
+    found = rate(lambda base: fn.sync_parallel(kw_args(x=i) for i in range(base, base + n)),
+                 n, params["repeats"])
+    cloud.close()
+    return {"rate": found}
+
+
+def ours_swarm(n: int, repeats: int) -> float | None:
+    """Calls per second through 3 namespace hosts × 2 workers, or None without namespaces."""
+    sys.path.insert(0, str(REPO / "tests" / "swarm"))
+    from netns import Lan, namespaces_available
+
+    from pythagoras_p2p.net.security import create_key
+
+    reason = namespaces_available()
+    if reason is not None:
+        print(f"(no 3-host row: {reason})")
+        return None
+    with tempfile.TemporaryDirectory() as tmp, Lan(3, Path(tmp) / "lan") as lan:
+        create_key(lan.hosts[0].home, name="bench-small")
+        for host in lan.hosts[1:]:
+            shutil.copy(lan.hosts[0].home / "swarm.key", host.home / "swarm.key")
+        for host in lan.hosts:
+            host.start_node(workers=2)
+        wait_until(lambda: all(h.node_info() for h in lan.hosts), 60, "every node to serve")
+        argv = [sys.executable, str(Path(__file__).resolve()), "--part", "swarm", "--params",
+                json.dumps({"n": n, "repeats": repeats})]
+        proc = lan.hosts[0].popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  cwd=str(lan.hosts[0].home))
+        out, err = proc.communicate(timeout=1800)
+        found = [line for line in out.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not found:
+            raise RuntimeError(f"the 3-host part failed:\n{out}\n{err}")
+        return json.loads(found[-1][len("RESULT "):])["rate"]
+
+
 def anchors(n: int, repeats: int) -> dict[str, float]:
     import joblib
 
@@ -198,7 +248,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls and repetitions")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--part", help=argparse.SUPPRESS)
+    parser.add_argument("--params", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.part:
+        print("RESULT " + json.dumps(part_swarm(json.loads(args.params))), flush=True)
+        return 0
     if args.memory_child:
         memory_child(int(args.memory_child[0]), args.memory_child[1])
         return 0
@@ -206,6 +261,7 @@ def main() -> int:
     big, small = (4000, 2000) if args.quick else (20_000, 5_000)
     embedded = ours_embedded(big, repeats)
     node = ours_node(small, repeats)
+    swarm = ours_swarm(small, repeats)
     rerun, hit, joblib_hit = hits(20_000, repeats)
     sync_anon, sync_rss = memory(200_000, "sync")
     async_anon, async_rss = memory(200_000, "async")
@@ -219,6 +275,10 @@ def main() -> int:
         Row(f"{small:,} trivial calls through one loopback node", f"{node:,.0f}/s",
             f"joblib {joblib_rate:,.0f}/s", f"{node / joblib_rate:.2f}× joblib", "≥ 0.3× joblib",
             node >= 0.3 * joblib_rate),
+        *([] if swarm is None else [Row(
+            f"{small:,} trivial calls over 3 namespace hosts × 2 workers", f"{swarm:,.0f}/s",
+            f"one node {node:,.0f}/s", f"{swarm / node:.2f}× one node", "≥ one node",
+            swarm >= node)]),
         Row("rerun of 20,000 stored calls (sync_parallel)", f"{rerun:,.0f}/s", "", "",
             "≥ 200,000/s", rerun >= 200_000),
         Row("memo hit of one call", f"{hit:.2f} µs", f"joblib.Memory {joblib_hit:.1f} µs",
