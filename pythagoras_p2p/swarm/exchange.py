@@ -23,7 +23,13 @@ from .connections import Connections
 from .homes import by_home
 from .peers import Peer
 
-__all__ = ["ValueExchange"]
+__all__ = ["ValueExchange", "LOOKUP_CHUNK"]
+
+#: Calls asked of a peer in one ``lookup``: its reply carries a metadata record, and a body
+#: frame, per call found, and must stay within a message's header (256 kB) and frame (1,024)
+#: limits, which a window of 4,096 stored calls would pass (the reply would be refused, and the
+#: lookup wait out its timeout).
+LOOKUP_CHUNK = 128
 
 
 class ValueExchange:
@@ -152,19 +158,25 @@ class ValueExchange:
 
     def _ask_all(self, calls: list[bytes], asked: list, found: dict, callback,
                  per_peer: dict | None = None) -> None:
-        """Ask each of ``asked`` for ``calls`` (or its part of ``per_peer``); then
-        ``callback(trusted)``: whether every one answered and said its copies are settled."""
-        waiting = {id(p) for p in asked}
+        """Ask each of ``asked`` for ``calls`` (or its part of ``per_peer``), in requests of at
+        most :data:`LOOKUP_CHUNK` calls (a request and its reply then stay well within a
+        message's header and frame limits); then ``callback(trusted)``: whether every request
+        was answered and each peer said its copies are settled."""
+        requests = [(peer, part[i:i + LOOKUP_CHUNK])
+                    for peer in asked
+                    for part in [per_peer[peer] if per_peer else calls]
+                    for i in range(0, max(len(part), 1), LOOKUP_CHUNK)]
+        waiting = set(range(len(requests)))
         wanted = set(calls)
         trusted = [True]
-        if not asked:
+        if not requests:
             callback(False)
             return
 
-        def on_reply(peer: Peer, msg: wire.Message) -> None:
-            if id(peer) not in waiting:
+        def on_reply(token: int, peer: Peer, msg: wire.Message) -> None:
+            if token not in waiting:
                 return
-            waiting.discard(id(peer))
+            waiting.discard(token)
             if msg.op != "ok" or msg.fields.get("settled") is not True:
                 trusted[0] = False
             if msg.op == "ok":
@@ -180,18 +192,21 @@ class ValueExchange:
                 waiting.clear()  # later answers are ignored
                 callback(trusted[0])
 
-        def ask_when_ready(peer: Peer, ok: bool) -> None:
-            if ok:
-                self.connections.ask(peer, "lookup", on_reply, calls=calls)
-            else:
-                on_reply(peer, wire.Message("error", 0, {}))
+        def ask(token: int, peer: Peer, part: list[bytes]) -> None:
+            self.connections.ask(peer, "lookup", lambda p, m: on_reply(token, p, m), calls=part)
 
-        for peer in asked:
-            if peer.state in ("ready", "unsuitable"):
-                self.connections.ask(peer, "lookup", on_reply,
-                                     calls=per_peer[peer] if per_peer else calls)
+        def ask_when_ready(token: int, peer: Peer, part: list[bytes], ok: bool) -> None:
+            if ok:
+                ask(token, peer, part)
             else:
-                peer.on_ready.append(lambda ok, peer=peer: ask_when_ready(peer, ok))
+                on_reply(token, peer, wire.Message("error", 0, {}))
+
+        for token, (peer, part) in enumerate(requests):
+            if peer.state in ("ready", "unsuitable"):
+                ask(token, peer, part)
+            else:
+                peer.on_ready.append(
+                    lambda ok, t=token, peer=peer, part=part: ask_when_ready(t, peer, part, ok))
 
     @property
     def downloading(self) -> bool:

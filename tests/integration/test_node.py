@@ -201,6 +201,22 @@ def test_a_memo_lookup_asks_the_node_before_computing(node, make_client):
     assert open_store(b.home).get_result(g.address(x=7)) == remote
 
 
+def test_thousands_of_stored_calls_are_found_in_one_lookup(node, make_client):
+    """More calls than one message can name (or answer with their results): asked in parts."""
+    a = make_client(node, "a")
+    f = a.add_pure_function(module_level_square)
+    xs = range(5000)
+    assert f.sync_parallel(kw_args(x=x) for x in xs) == [x * x for x in xs]
+    done = node.status()["tasks_done"]
+    b = make_client(node, "b")
+    assert b.ready_peers(timeout=10), "the node never became ready for client b"
+    g = b.add_pure_function(module_level_square)
+    calls = [g.address(x=x) for x in xs]
+    assert len(b._dispatcher.lookup(calls, timeout=30)) == 5000
+    assert g.sync_parallel(kw_args(x=x) for x in xs) == [x * x for x in xs]
+    assert node.status()["tasks_done"] == done  # every one was found, none ran again
+
+
 def test_a_function_of_a_module_the_node_cannot_import(node, client):
     """This test module is not importable on the node: the function must travel by value."""
     f = client.add_pure_function(module_level_square)
