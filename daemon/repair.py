@@ -31,6 +31,7 @@ from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.rpc import client_socket
 from pythagoras_p2p.net.sockets import endpoint
 from pythagoras_p2p.net.transfer import upload_frames
+from pythagoras_p2p.store.env import ReadersBusyError
 from pythagoras_p2p.store.listing import copy_entry
 from pythagoras_p2p.swarm.homes import RangeDigests, homes
 
@@ -158,6 +159,8 @@ class Repairer:
             leaving = self._leaving.is_set()
             try:
                 self._round(leaving)
+            except ReadersBusyError as exc:  # live processes hold every reader slot for now
+                log.info("repair round postponed: %s", exc)
             except Exception as exc:  # a bug or a store error: say it, try again next round
                 log.warning("repair round failed: %r", exc)
             if leaving:

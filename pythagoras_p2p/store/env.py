@@ -38,8 +38,8 @@ import lmdb
 from ..defaults import MAP_SIZE_INITIAL, MAX_READERS, STORE_HEADROOM, store_cap
 from ..errors import StoreError, StoreFullError
 
-__all__ = ["STORE_FORMAT", "StoreEnvironment", "Usage", "Snapshot", "Upkeep", "shared",
-           "full_message"]
+__all__ = ["STORE_FORMAT", "ReadersBusyError", "StoreEnvironment", "Usage", "Snapshot", "Upkeep",
+           "shared", "full_message"]
 
 STORE_FORMAT = b"2"
 #: Formats this version opens: a store of format 1 (value records without a checksum) is
@@ -49,6 +49,11 @@ _UPGRADABLE = (b"1",)
 # How LMDB reports a disk that filled under a commit: a short write of its pages is EIO (seen
 # on a full tmpfs); the transaction is aborted and the environment stays usable.
 _DISK_FULL = ("No space left on device", "Input/output error", "Disk quota exceeded")
+
+
+class ReadersBusyError(StoreError):
+    """Every reader slot of the store is held by a live process: a read cannot begin now, and
+    will once one of them ends its read (nothing is lost, nothing need be repaired)."""
 
 
 class _Gate:
@@ -314,7 +319,10 @@ class StoreEnvironment:
         except lmdb.ReadersFullError:
             # Processes killed while reading keep their slots until someone clears them.
             if not self._env.reader_check():
-                raise
+                raise ReadersBusyError(
+                    f"every reader slot of the store at {self.path} is held by a running "
+                    f"process (MDB_READERS_FULL, {MAX_READERS} slots): try again once some of "
+                    f"the processes using this home have finished reading") from None
             resized = False
         finally:
             gate.leave()

@@ -359,7 +359,10 @@ def test_hundreds_of_killed_readers_neither_fill_the_table_nor_stop_the_node(
               if f.split() and f.split()[0].isdigit()}
     assert not listed & holding, "slots of dead readers were not freed"
     assert node.status()["tasks_done"] == rounds + 3
-    assert "READERS_FULL" not in node.log(), node.log()
+    # Nothing the node served was refused a reader; only a background repair round that began
+    # while live processes held every slot may have been put off (it runs again later).
+    refusals = [line for line in node.log().splitlines() if "READERS_FULL" in line]
+    assert all("repair round postponed" in line for line in refusals), node.log()
     elapsed = time.monotonic() - started
     print(f"\ndead readers: {killed} processes killed holding read transactions ({slots} slots); "
           f"the table was full ({taken} held by processes then killed, {len(refused)} refused) "

@@ -940,3 +940,19 @@ def test_a_lock_file_that_cannot_be_opened_is_a_clear_error(tmp_path):
     holds = Holds(tmp_path / "no such folder" / "transient.lock")
     with pytest.raises(StoreError, match="writable"):
         holds.hold(b"a" * 32)
+
+
+def test_a_read_with_every_reader_slot_held_by_live_readers_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_env, "MAX_READERS", 4)
+    store = open_store(tmp_path / "home")
+    call = b"c" * 32
+    held = [store._env.begin() for _ in range(4)]  # live readers: nothing to free
+    try:
+        with pytest.raises(store_env.ReadersBusyError, match="reader slot.*running process"):
+            store.results_of([call])
+    finally:
+        for txn in held:
+            txn.abort()
+        held.clear()  # (py-lmdb keeps a transaction's slot until the object goes)
+    assert store.results_of([call]) == [MISSING]  # a slot is free again: reads go on
+    store.close()
