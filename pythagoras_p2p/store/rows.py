@@ -2,8 +2,10 @@
 
 py-lmdb lets go of Python's lock in every call into LMDB and must take it back behind whatever
 other thread of the process runs meanwhile: a ``put`` costs ~2 µs alone and ~300 µs beside one
-busy thread. So the functions that handle many rows make one call per table (``getmulti``,
-``putmulti``, keys in order), whatever the number of rows.
+busy thread. So the functions that write many rows make one call per table (``putmulti``, keys
+in order), whatever the number of rows. Reads are no better in bulk: ``getmulti`` lets go of the
+lock for each key too, and builds a pair per key, so many rows are read with ``get`` one by one
+(~1.8 µs a stored result against ~2.9 µs through ``getmulti``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ __all__ = ["lookup_results", "put_value_record", "put_value_records", "result_re
 
 def lookup_results(txn, calls: list[Address], results_db, values_db) -> list:
     """For each call, in order: None (no result), or (value address, raw value record or None)."""
-    addresses = dict(txn.cursor(db=results_db).getmulti(sorted(calls)))
-    found = dict(txn.cursor(db=values_db).getmulti(sorted(set(addresses.values()))))
+    get = txn.get
     records = []
     for call in calls:
-        address = addresses.get(call)
-        records.append(None if address is None else (address, found.get(address)))
+        address = get(call, None, results_db)
+        records.append(None if address is None else (address, get(address, None, values_db)))
     return records
 
 
