@@ -21,6 +21,7 @@ from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
+from pythagoras_p2p.store.env import ReadersBusyError
 from pythagoras_p2p.store.journal import encode_meta
 
 from .logonce import LogOnce
@@ -147,6 +148,9 @@ class Handlers(Values, Copies):
             return
         try:
             handler(ident, msg)
+        except ReadersBusyError as exc:  # live processes hold every reader slot: not a bug
+            self.log_once("readers-busy", "refused %s for now: %s", msg.op, exc)
+            self.error(ident, msg.id, wire.ERR_BUSY, str(exc))
         except Exception as exc:  # a bug must not take the node down; say it once
             self.log_once(f"bug:{msg.op}:{type(exc).__name__}", "error serving %s: %r", msg.op, exc)
             self.error(ident, msg.id, wire.ERR_INTERNAL, f"{type(exc).__name__}: {exc}")

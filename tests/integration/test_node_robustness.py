@@ -109,6 +109,24 @@ def test_requests_carried_by_one_many_are_each_served_and_a_bad_bundle_is_refuse
     assert refused.fields["code"] == wire.ERR_MALFORMED and "counts" in refused.fields["message"]
 
 
+def test_a_request_that_finds_every_reader_slot_held_is_refused_for_now(inproc, monkeypatch):
+    from pythagoras_p2p.store.env import ReadersBusyError
+
+    def busy(*args, **kwargs):
+        raise ReadersBusyError("every reader slot of the store is held by a running process")
+
+    call = b"\x07" * 32
+    with monkeypatch.context() as patch:
+        patch.setattr(inproc.store, "_read", busy)
+        patch.setattr(inproc.store, "_read_result", busy)
+        _deliver(inproc, b"member", wire.build("lookup", 8, calls=[call]))
+    refused = _reply(inproc, 8)
+    assert refused.op == "error" and refused.fields["code"] == wire.ERR_BUSY
+    assert "reader slot" in refused.fields["message"]
+    _deliver(inproc, b"member", wire.build("lookup", 9, calls=[call]))  # the slots came free
+    assert _reply(inproc, 9).op == "ok" and _reply(inproc, 9).fields["found"] == []
+
+
 def test_chunks_asked_for_and_never_read_hold_no_descriptors(inproc):
     value = np.arange(100_000, dtype=np.float64)  # in its own file
     address = value_address(value)
