@@ -82,7 +82,7 @@ def verify_file(path: str, address: bytes) -> str | None:
                 return "empty value"
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
                 try:
-                    value = unpack(memoryview(view))
+                    value = unpack(memoryview(view), writable=False)
                     actual = value_address(value)
                     del value
                 except Exception as exc:  # said here: its traceback holds views of the map

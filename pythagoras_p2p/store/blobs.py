@@ -3,7 +3,9 @@
 A value larger than :data:`~pythagoras_p2p.defaults.INLINE_VALUE_LIMIT` is the file
 ``blobs/ab/<address>``, written once (temporary name, fdatasync, rename, directory fsync) before
 the transaction that records it commits, and never modified, so a reader can map it for as long
-as it likes. A transient copy (an argument, kept for this boot only) is ``<address>.n`` beside
+as it likes. A reader maps it privately, copy-on-write: the arrays it gets are writable like
+those of a miss, a page is copied only when it is written, and a write never reaches the file
+(nor any other reader). A transient copy (an argument, kept for this boot only) is ``<address>.n`` beside
 it, written without fsync, so that dropping it never touches a durable file. Temporary files
 start with a dot.
 
@@ -13,6 +15,7 @@ a :class:`~pythagoras_p2p.errors.StoreError`); which records name the files is :
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import threading
@@ -23,7 +26,7 @@ from ..errors import StoreError
 from .records import INLINE, TRANSIENT, Damaged, checksum
 
 __all__ = [
-    "blob_path", "record_path", "unlink_files", "map_blob", "write_blob_file", "adopt",
+    "blob_path", "record_path", "unlink_files", "map_blob", "map_private", "write_blob_file", "adopt",
     "write_new_file", "fsync_dir", "blob_files",
 ]
 
@@ -54,11 +57,12 @@ def unlink_files(root: Path, address: bytes, record: bytes) -> None:
 
 
 def map_blob(root: Path, address: bytes, record: bytes) -> memoryview | None:
-    """A large value's file, mapped read-only; None if it is a transient copy dropped
-    meanwhile. Raises :class:`~.records.Damaged` if a durable file is missing or empty."""
+    """A large value's file, mapped privately (see :func:`map_private`); None if it is a
+    transient copy dropped meanwhile. Raises :class:`~.records.Damaged` if a durable file is
+    missing or empty."""
     try:
         with open(record_path(root, address, record), "rb") as f:
-            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            return memoryview(map_private(f.fileno()))
     except FileNotFoundError:
         if record[:1] == TRANSIENT:
             return None
@@ -70,6 +74,18 @@ def map_blob(root: Path, address: bytes, record: bytes) -> memoryview | None:
             f"value {address.hex()[:16]} is recorded but its file cannot be read ({exc}); "
             f"check the permissions of {root}"
         ) from None
+
+
+def map_private(fd: int) -> mmap.mmap:
+    """The whole file ``fd`` mapped copy-on-write (``MAP_PRIVATE``): writable, costing nothing
+    until a page is written, and never writing to the file. Where the kernel refuses to promise
+    that much memory (strict overcommit, a file larger than memory and swap), mapped read-only."""
+    try:
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+    except OSError as exc:
+        if exc.errno != errno.ENOMEM:
+            raise
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
 
 
 def write_blob_file(root: Path, address: bytes, parts: list | None, durable: bool,

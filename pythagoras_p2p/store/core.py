@@ -256,8 +256,8 @@ class Store(StoreEnvironment):
             view = memoryview(record)[1 + SUM:]
             if blake3(view).digest(SUM) == record[1:1 + SUM]:
                 return unpack(view)
-        view = self.packed(address, record)
-        return MISSING if view is None else unpack(view)
+        view = self.packed(address, record)  # mapped copy-on-write: writable, no copy made
+        return MISSING if view is None else unpack(view, writable=not view.readonly)
 
     def blob_path(self, address: Address, *, transient: bool = False) -> Path:
         """The file of a large value: ``blobs/ab/abcd…``, with ``.n`` for a transient copy."""

@@ -99,7 +99,7 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
             view = store.checked_view(address, record)
             if view is None:
                 raise ValueError("its transient file was dropped")
-            found, derivable = checked_address(unpack(view))
+            found, derivable = checked_address(unpack(view, writable=False))
             if found != address:
                 if not derivable:
                     report.unverifiable += 1

@@ -4,6 +4,10 @@ A value's *address* is made elsewhere (:mod:`pythagoras_p2p.identity.encoding`, 
 encoding of its content); its *packed form* is what the store keeps and what travels. A large
 value keeps its buffers after the pickle stream, 64-byte aligned, so that it can be read back
 straight from a memory map without a copy.
+
+A value read back behaves like the value that was stored: its arrays are writable. From a
+private (copy-on-write) map, as the store gives, that costs nothing until a page is written;
+from read-only bytes (a value that arrived in a message), its large buffers are copied.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ def pack_parts(obj: Any, *, what: str = "value", out_of_band_from: int = 256 * 1
 
     When its buffers (numpy arrays, PickleBuffers) add up to ``out_of_band_from`` bytes or more,
     they are laid out after the pickle stream, 64-byte aligned, so that :func:`unpack` on a
-    memory map gives read-only arrays that read the map in place. Smaller values are pickled in
-    band and come back as ordinary, writable objects.
+    memory map gives arrays that read the map in place. Smaller values are pickled in band and
+    come back as ordinary objects.
     """
     buffers: list[pickle.PickleBuffer] = []
     try:
@@ -68,8 +72,12 @@ def pack_parts(obj: Any, *, what: str = "value", out_of_band_from: int = 256 * 1
     return parts
 
 
-def unpack(blob: Any) -> Any:
-    """Rebuild a value packed by :func:`pack`; out-of-band buffers are used in place."""
+def unpack(blob: Any, *, writable: bool = True) -> Any:
+    """Rebuild a value packed by :func:`pack`; out-of-band buffers are used in place.
+
+    A writable ``blob`` (a private map of a store file) gives writable arrays. A read-only one
+    has its buffers copied, so that they are writable too, unless ``writable=False`` (the value
+    is only looked at, or is too large to copy)."""
     view = memoryview(blob)
     magic = bytes(view[:1])
     if magic == _MAGIC_INBAND:
@@ -81,9 +89,11 @@ def unpack(blob: Any) -> Any:
     offset = 13 + 8 * count
     data = view[offset : offset + plen]
     offset += plen
-    buffers = []
+    copy = writable and view.readonly
+    buffers: list = []
     for size in sizes:
         offset += -offset % _ALIGN
-        buffers.append(view[offset : offset + size])
+        buffer = view[offset : offset + size]
+        buffers.append(bytearray(buffer) if copy else buffer)
         offset += size
     return pickle.loads(data, buffers=buffers)

@@ -159,7 +159,7 @@ def test_large_arguments_and_results_travel_through_the_store(cloud):
     a = np.arange(200_000, dtype=np.float64)  # 1.6 MB: passed by its address, not pickled
     out = describe.sync_parallel(kw_args(a=a, k=k) for k in (1, 2, 3))
     for k, (writeable, total, scaled) in zip((1, 2, 3), out, strict=True):
-        assert not writeable  # the worker read the argument in place from the store's file
+        assert writeable  # read in place from the store's file, privately (copy-on-write)
         assert total == float(a.sum())
         assert np.array_equal(scaled, a * k)
     # the argument's transient copy lived while the calls ran; neither record nor file is left

@@ -399,13 +399,17 @@ def test_large_array_out_of_band_and_zero_copy_from_bytes():
     assert blob[:1] == b"Q"  # buffers out of band
     assert len(blob) >= arr.nbytes
     assert len(blob) < arr.nbytes + 4096  # the array is in there once, not twice
-    back = unpack(blob)
+    back = unpack(blob, writable=False)  # only looked at: read in place
     np.testing.assert_array_equal(back, arr)
     assert back.dtype == arr.dtype and back.shape == arr.shape
     assert not back.flags.writeable
     assert np.shares_memory(back, np.frombuffer(blob, dtype=np.uint8))
     with pytest.raises(ValueError):
         back[0, 0] = 1.0
+    copied = unpack(blob)  # by default writable like the value packed: bytes are copied
+    assert copied.flags.writeable
+    assert not np.shares_memory(copied, np.frombuffer(blob, dtype=np.uint8))
+    np.testing.assert_array_equal(copied, arr)
 
 
 def test_large_array_unpacked_from_mmap_reads_the_map(tmp_path):
@@ -414,7 +418,7 @@ def test_large_array_unpacked_from_mmap_reads_the_map(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(pack({"a": arr, "f": fortran, "meta": "x"}))
     with open(path, "rb") as fh:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)  # as the store maps files
     try:
         back = unpack(mm)
         mapped = np.frombuffer(mm, dtype=np.uint8)
@@ -424,7 +428,7 @@ def test_large_array_unpacked_from_mmap_reads_the_map(tmp_path):
         assert back["f"].flags.f_contiguous
         for a in (back["a"], back["f"]):
             assert np.shares_memory(a, mapped)
-            assert not a.flags.writeable
+            assert a.flags.writeable  # a private map: a write stays in this process
             assert a.ctypes.data % 64 == 0  # aligned in the map
         del back, mapped, a
     finally:
@@ -438,7 +442,7 @@ def test_out_of_band_threshold():
     assert blob[:1] == b"Q"
     back = unpack(blob)
     np.testing.assert_array_equal(back, arr)
-    assert not back.flags.writeable
+    assert back.flags.writeable
 
 
 def test_large_dataframe_roundtrip():
