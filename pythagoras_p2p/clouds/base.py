@@ -8,13 +8,14 @@ the memoized call and the ``sync_parallel`` algorithm live in :mod:`..function` 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..defaults import home_dir, worker_count
-from ..errors import ConfigurationError, ResourcesError, StoreFullError
+from ..errors import ConfigurationError, FingerprintError, ResourcesError, StoreFullError
 from ..execution.context import in_worker
 from ..execution.windows import run_calls, submit_calls
 from ..function import PureFunction
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 from .connection import parse_connection
 
 __all__ = ["PCloud"]
+
+log = logging.getLogger(__name__)
 
 class PCloud:
     """A cloud of pure functions. ``PCloud(...)`` itself gives the default backend.
@@ -141,10 +144,19 @@ class PCloud:
         return worker_count()
 
     def _compute_and_store(self, fn: PureFunction, fp: bytes, call: bytes, kwargs: dict) -> Any:
+        """Run the call here and store its result under ``call``, unless what the function
+        reads changed while it ran: it then ran with values other than those ``fp`` (and so
+        ``call``) was computed from, and its result is returned but not stored."""
         started = time.time()
         t0 = time.perf_counter()
         value = fn.__pythagoras_function__(**kwargs)
         duration = time.perf_counter() - t0
+        if not _still(fn, fp):  # another thread rebound or changed a global meanwhile
+            log.warning(
+                "result of %s not stored: a global it reads changed while it ran (another "
+                "thread?), so it may have run with values other than those of its address; "
+                "its next call computes it again", fn.name)
+            return value
         parts = pack_parts(value, what=f"result of {fn.name}")  # large ones are not joined
         meta = result_meta(fn.name, fp, started, duration, worker="caller")
         try:
@@ -219,3 +231,11 @@ class PCloud:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(home={str(self.home)!r})"
+
+
+def _still(fn: PureFunction, fp: bytes) -> bool:
+    """Whether ``fn``'s fingerprint is still ``fp`` (a few identity checks when nothing changed)."""
+    try:
+        return fn.identity().fp == fp
+    except FingerprintError:  # a global now holds what cannot be fingerprinted
+        return False
