@@ -229,7 +229,7 @@ class Node:
         if self._mail.fileno() in events:
             self._mail.drain()
         for pool in (self.pool, self._checker):
-            if pool is not None and pool.fileno() in events:
+            if pool is not None and (pool.fileno() in events or pool.watch_due()):
                 try:
                     pool.step()
                 except Exception as exc:  # e.g. no descriptor left to start a worker: later

@@ -38,6 +38,8 @@ __all__ = [
     "LEASE_JOIN_WAIT",
     "LEASE_FIRST_DELAY",
     "LEASE_MAX_DELAY",
+    "STALLED_AFTER",
+    "STALL_CHECK_EVERY",
     "STALE_FILE_AGE",
     "JOURNAL_GATHER",
     "JOURNAL_SEGMENT_BYTES",
@@ -199,6 +201,12 @@ LEASE_JOIN_WAIT = _env_seconds("PYTHAGORAS_LEASE_JOIN_WAIT", 2.0)
 LEASE_FIRST_DELAY = _env_seconds("PYTHAGORAS_LEASE_FIRST_DELAY", 0.001)
 #: That delay doubles up to this (seconds).
 LEASE_MAX_DELAY = _env_seconds("PYTHAGORAS_LEASE_MAX_DELAY", 0.064)
+#: Seconds a worker or a lease holder must stay stopped (SIGSTOP, a debugger), using no
+#: processor time, before it counts as making no progress: a worker is then killed and replaced
+#: (its calls go to the others), a lease is taken over (see ``pythagoras_p2p.stalls``).
+STALLED_AFTER = _env_seconds("PYTHAGORAS_STALLED_AFTER", 3.0, minimum=0.05)
+#: Seconds between looks at a worker running calls, or at a lease holder waited on for longer.
+STALL_CHECK_EVERY = _env_seconds("PYTHAGORAS_STALL_CHECK_EVERY", 0.5, minimum=0.01)
 #: Seconds after which `cache gc` counts an unfinished blob file as garbage.
 STALE_FILE_AGE = _env_seconds("PYTHAGORAS_STALE_FILE_AGE", 3600.0)
 #: Seconds the journal and the write-behind copier gather results into one commit.

@@ -118,7 +118,7 @@ class Feeding:
         A worker runs its tasks one after another, so while calls are fast it gets a chunk of
         tasks asking for the same resources under one hold, kept until the last of them ends.
         """
-        idle = [w for w in self._workers if not w.inflight and not w.killed]
+        idle = [w for w in self._workers if not w.inflight and w.usable]
         busy = len(self._workers) - len(idle)
         waiting = deque()
         fast = self._mean < _FAST_TASK

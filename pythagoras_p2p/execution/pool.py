@@ -6,7 +6,8 @@ thread per pool owns every pipe: it writes batches of tasks without blocking, re
 printed output, and notices a worker's death by the end of its pipe. Each worker publishes the
 id of the task it is running in a shared 8-byte page, so a crash is charged exactly to the call
 that caused it: that call is retried alone and failed after :data:`MAX_TASK_CRASHES`, the
-others in the worker's queue are resent without blame, and the worker is replaced.
+others in the worker's queue are resent without blame, and the worker is replaced. A worker
+stopped (SIGSTOP) for a few seconds is killed and counts as crashed, see :class:`.WorkerWatch`.
 
 A pool given the leases of its home (the embedded default's) takes each call's lease as it
 sends the task to a worker, and sets aside a task whose call another process of the home is
@@ -49,7 +50,8 @@ from .feeding import Feeding, chunk_size
 from .mailbox import Mailbox
 from .outcomes import Crashed, Ok, Outcome
 from .run import Task
-from .worker_process import HEADER, VERIFY, VERIFY_MANY, WorkerProcess, signal_description, spawn
+from .worker_process import (HEADER, VERIFY, VERIFY_MANY, WorkerProcess, WorkerWatch,
+                             signal_description, spawn)
 
 __all__ = ["WorkerPool"]
 
@@ -85,6 +87,7 @@ class WorkerPool(Feeding):
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._mail.fileno(), selectors.EVENT_READ, None)
         self._workers: list[WorkerProcess] = []
+        self._watch = WorkerWatch()  # finds workers stopped in the middle of calls
         self._next = 0
         self._seq = 0
         self._embedded = not own_thread
@@ -170,6 +173,7 @@ class WorkerPool(Feeding):
         and while its leases are kept to this process, until it looks for others again."""
         if self._leases is not None and self._leases.solo:
             longest = min(longest, WATCH_EVERY)
+        longest = self._watch.wait(self._workers, longest)
         if not self._aside:
             return longest
         return min(longest, max(0.0, self._aside[0][0] - time.monotonic()))
@@ -191,6 +195,10 @@ class WorkerPool(Feeding):
         self._feed_workers()
         if self._leases is not None:
             self._leases.watch()
+        for worker in self._watch.stalled(self._workers):
+            log.warning("worker %s %s: killing it; its calls go to other workers", worker.name,
+                        worker.stalled)
+            worker.proc.kill()  # SIGKILL ends a stopped process too; its pipe then ends
         return False
 
     # An embedded pool has no thread: its owner's loop polls fileno() and calls step().
@@ -203,6 +211,11 @@ class WorkerPool(Feeding):
         """Whether a fast call was sent to a worker within the last ``_SPIN`` seconds and a
         worker still runs something: an outcome is then likely within microseconds."""
         return time.monotonic() < self._spin_until and any(w.inflight for w in self._workers)
+
+    def watch_due(self) -> bool:
+        """Whether an embedded pool's owner should :meth:`step` it even with nothing to read:
+        it is time to look for workers that make no progress."""
+        return self._watch.due(self._workers, time.monotonic())
 
     def calls_are_fast(self) -> bool:
         """Whether calls have lately taken less than ``_SPIN_TASK`` on average."""
@@ -285,7 +298,7 @@ class WorkerPool(Feeding):
         for worker in sorted(self._workers, key=lambda w: len(w.inflight)):  # idle ones first
             if not queue:
                 return
-            if worker.killed:
+            if not worker.usable:
                 continue
             if extra and not worker.inflight:
                 if busy + extra >= len(self._workers):
@@ -356,9 +369,9 @@ class WorkerPool(Feeding):
             worker.proc.kill()
             worker.proc.wait()
         running = worker.running()
-        how = signal_description(worker.proc.returncode)
+        how = worker.stalled or signal_description(worker.proc.returncode)
         self._workers.remove(worker)
-        if not worker.ready and not worker.killed:
+        if not worker.ready and worker.usable:
             self._failed_starts += 1
         requeue = []
         for seq, (batch, task) in worker.inflight.items():
@@ -376,7 +389,8 @@ class WorkerPool(Feeding):
                     batch.deliver(task.tid, Crashed(
                         f"{task.label} killed the worker process running it on {crashes} attempts "
                         f"(last: the worker {how}); it is not retried again. Check the function "
-                        f"for crashes in native code, os._exit() or running out of memory"))
+                        f"for crashes in native code, os._exit(), running out of memory or "
+                        f"what stops its process"))
                     continue
             requeue.append((batch, task))
         self._queue.extendleft(reversed(requeue))

@@ -3,7 +3,9 @@
 A worker is ``python -m pythagoras_p2p.execution.worker_main RFD WFD SLOTFD PARENT``: a fresh interpreter with
 one pipe each way, carrying length-prefixed pickles (:func:`send_frame`, :class:`FrameReader`),
 and a shared 8-byte page in which it publishes the id of the task it is running
-(:meth:`WorkerProcess.running`). :class:`pythagoras_p2p.execution.pool.WorkerPool` supervises them.
+(:meth:`WorkerProcess.running`). :class:`pythagoras_p2p.execution.pool.WorkerPool` supervises them,
+and with a :class:`WorkerWatch` finds those that make no progress (stopped with SIGSTOP: see
+:mod:`pythagoras_p2p.stalls`), to kill and replace them like workers that crashed.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..stalls import StallWatch, check_every
 
 if TYPE_CHECKING:
     from .batch import Batch
     from .run import Task
 
 __all__ = ["VERIFY", "VERIFY_MANY", "HEADER", "SLOT", "send_frame", "FrameReader", "WorkerProcess", "spawn",
-           "signal_description"]
+           "signal_description", "WorkerWatch"]
 
 #: The fingerprint that asks a worker to verify a received value instead of running a call.
 VERIFY = b"\0" * 32
@@ -67,7 +72,7 @@ class WorkerProcess:
     """A running worker: its process, pipe ends, running-task page and the tasks sent to it."""
 
     __slots__ = ("n", "proc", "rfd", "wfd", "slot", "reader", "wbuf", "writing", "inflight", "ready",
-                 "killed")
+                 "killed", "stalled")
 
     def __init__(self, n: int):
         self.n = n
@@ -76,7 +81,8 @@ class WorkerProcess:
         self.writing = False  # whether the selector watches the pipe for room to write
         self.reader = FrameReader()
         self.ready = False
-        self.killed = False
+        self.killed = False  # by its pool, to cancel a call: no call is to blame
+        self.stalled: str | None = None  # why its pool killed it for making no progress
 
     @property
     def name(self) -> str:
@@ -84,6 +90,11 @@ class WorkerProcess:
 
     def running(self) -> int:
         return SLOT.unpack_from(self.slot)[0]
+
+    @property
+    def usable(self) -> bool:
+        """Whether tasks may still be sent to it (not being killed)."""
+        return not (self.killed or self.stalled)
 
 
 def spawn(n: int, home: Path) -> WorkerProcess:
@@ -125,3 +136,47 @@ def signal_description(returncode: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-returncode}"
     return f"exited with status {returncode}"
+
+
+class WorkerWatch:
+    """Which workers running calls make no progress: looked at every
+    :func:`~pythagoras_p2p.stalls.check_every` seconds while any runs something (an idle
+    worker is looked at once it is given a task).
+
+    Its pool kills a stalled worker; the call it was running counts one attempt, as if it had
+    crashed the worker (a call whose process is stopped every time then fails after
+    ``MAX_TASK_CRASHES`` attempts instead of hanging), and its other tasks go to the other
+    workers without blame. Nothing it computed is lost or stored twice: its outcomes written
+    before it stopped are read, the others never arrive."""
+
+    def __init__(self) -> None:
+        self.stalls = StallWatch()
+        self.every = check_every()
+        self.next_look = 0.0
+
+    def due(self, workers: list[WorkerProcess], now: float) -> bool:
+        return now >= self.next_look and any(w.inflight for w in workers)
+
+    def wait(self, workers: list[WorkerProcess], longest: float) -> float:
+        """How long the supervisor may wait for its pipes before it should look again."""
+        if not any(w.inflight for w in workers):
+            return longest
+        return min(longest, max(0.0, self.next_look - time.monotonic()))
+
+    def stalled(self, workers: list[WorkerProcess]) -> list[WorkerProcess]:
+        """The workers found stalled by this look (when one is due); each gets its
+        :attr:`~WorkerProcess.stalled` reason."""
+        now = time.monotonic()
+        if not self.due(workers, now):
+            return []
+        self.next_look = now + self.every
+        busy = [w for w in workers if w.inflight and w.usable]
+        self.stalls.keep_only({w.proc.pid for w in busy})
+        found = []
+        for worker in busy:
+            if self.stalls.stalled(worker.proc.pid, now):
+                worker.stalled = (f"was stopped (SIGSTOP or a debugger) for {self.stalls.after:g} s "
+                                  f"and made no progress")
+                self.stalls.forget(worker.proc.pid)
+                found.append(worker)
+        return found
