@@ -40,19 +40,31 @@ def process_state(pid: int) -> tuple[str, int, int] | None:
 class StallWatch:
     """Looks at processes and says which are stalled; one per waiter, called from one thread."""
 
-    def __init__(self, after: float = STALLED_AFTER):
+    def __init__(self, after: float = STALLED_AFTER, *, fresh: float = 0.0):
         self.after = after
+        self.fresh = fresh  # a verdict younger than this (seconds) is given again without a look
         self._since: dict[int, tuple[float, int, int]] = {}  # pid -> (first seen stopped, ticks, start)
+        self._verdicts: dict[int, tuple[float, bool]] = {}  # pid -> (when, stalled)
 
     def stalled(self, pid: int, now: float | None = None) -> bool:
         """Look at ``pid`` now: True once it has been stopped, without using the processor, at
         every look for :attr:`after` seconds (a process that is gone is not stalled: whatever
         it held, the kernel has let go)."""
+        now = time.monotonic() if now is None else now
+        if self.fresh:
+            verdict = self._verdicts.get(pid)
+            if verdict is not None and now - verdict[0] < self.fresh:
+                return verdict[1]
+        stalled = self._look(pid, now)
+        if self.fresh:
+            self._verdicts[pid] = (now, stalled)
+        return stalled
+
+    def _look(self, pid: int, now: float) -> bool:
         state = process_state(pid)
         if state is None or state[0] not in _STOPPED:
             self._since.pop(pid, None)
             return False
-        now = time.monotonic() if now is None else now
         seen = self._since.get(pid)
         if seen is None or seen[1] != state[1] or seen[2] != state[2]:
             self._since[pid] = (now, state[1], state[2])
@@ -61,11 +73,13 @@ class StallWatch:
 
     def forget(self, pid: int) -> None:
         self._since.pop(pid, None)
+        self._verdicts.pop(pid, None)
 
     def keep_only(self, pids) -> None:
         """Forget every process but ``pids`` (those no longer waited on)."""
-        for pid in [p for p in self._since if p not in pids]:
-            del self._since[pid]
+        for table in (self._since, self._verdicts):
+            for pid in [p for p in table if p not in pids]:
+                del table[pid]
 
 
 def check_every() -> float:

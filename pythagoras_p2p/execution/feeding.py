@@ -5,8 +5,9 @@ A part of :class:`~.pool.WorkerPool` (its base class). A pool given the leases o
 each call's lease as it sends the task to a worker (one store read for a chunk of them); a task
 whose result another process stored meanwhile is answered with a :class:`~.outcomes.Stored`
 outcome, and one whose call another process is computing is set aside and looked at again after
-1 ms, then twice as long each time up to 64 ms, while the other tasks run. See
-:mod:`pythagoras_p2p.store.leases`.
+1 ms, then twice as long each time up to 64 ms, while the other tasks run; one set aside for
+longer than :func:`~pythagoras_p2p.stalls.check_every` takes the lease over if its holder is
+stopped. See :mod:`pythagoras_p2p.store.leases`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..defaults import POOL_FAST_TASK as _FAST_TASK
 from ..defaults import POOL_MAX_CHUNK as _MAX_CHUNK
 from ..defaults import POOL_SPIN as _SPIN
 from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
+from ..stalls import check_every
 from ..store.leases import FIRST_DELAY, MAX_DELAY
 from .outcomes import RESOURCES, Refused, Stored
 
@@ -41,7 +43,7 @@ class Feeding:
 
     # What it uses of the pool:
     _queue: Any  # deque of (batch, task) to send
-    _aside: list  # heap of (due, n, delay, batch, task): leased by another process
+    _aside: list  # heap of (due, n, delay, batch, task, since): leased by another process
     _order: Any  # a counter that breaks ties in the heap
     _leases: Any  # the home's leases, or None (a node's pool leases nothing)
     _ledger: Any  # the machine's resources, or None (nothing asks for any)
@@ -55,14 +57,21 @@ class Feeding:
     label: str
     _store: Any
 
-    def _claim(self, entries: list, delay: float = FIRST_DELAY) -> list:
+    def _claim(self, entries: list, delay: float = FIRST_DELAY, since: float | None = None) -> list:
         """Those of ``entries`` (batch, task) to send now, each one's lease taken for its batch.
 
         A result stored meanwhile is delivered instead (:class:`~.outcomes.Stored`); an entry leased
-        elsewhere is set aside for ``delay``. One read of the store for them all.
+        elsewhere is set aside for ``delay``, or its lease taken over from a stopped holder if it
+        has waited since ``since``. One read of the store for them all.
         """
         taken = self._leases.take_each([(task.call, batch) for batch, task in entries])
         stored = self._store.get_results([task.call for _, task in entries])
+        now = time.monotonic()
+        if since is None:
+            since = now
+        elif now - since >= check_every():
+            taken = [mine or (task.call not in stored and self._leases.take_over(task.call, batch))
+                     for (batch, task), mine in zip(entries, taken, strict=True)]
         send = []
         for (batch, task), mine in zip(entries, taken, strict=True):
             if task.call in stored:
@@ -72,17 +81,17 @@ class Feeding:
             elif mine:
                 send.append((batch, task))
             else:
-                entry = (time.monotonic() + delay, next(self._order), min(2 * delay, MAX_DELAY))
-                heapq.heappush(self._aside, (*entry, batch, task))
+                entry = (now + delay, next(self._order), min(2 * delay, MAX_DELAY))
+                heapq.heappush(self._aside, (*entry, batch, task, since))
         return send
 
     def _recheck_aside(self) -> None:
         """Tasks set aside whose time has come: queued first if their lease came free."""
         now = time.monotonic()
         while self._aside and self._aside[0][0] <= now:
-            _, _, delay, batch, task = heapq.heappop(self._aside)
+            _, _, delay, batch, task, since = heapq.heappop(self._aside)
             if batch.wanted(task):
-                self._queue.extendleft(self._claim([(batch, task)], delay))
+                self._queue.extendleft(self._claim([(batch, task)], delay, since))
 
     def _next_chunk(self, size: int) -> list:
         """Up to ``size`` queued tasks to send to one worker (cancelled ones dropped, leases

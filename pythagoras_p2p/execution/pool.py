@@ -50,8 +50,7 @@ from .feeding import Feeding, chunk_size
 from .mailbox import Mailbox
 from .outcomes import Crashed, Ok, Outcome
 from .run import Task
-from .worker_process import (HEADER, VERIFY, VERIFY_MANY, WorkerProcess, WorkerWatch,
-                             signal_description, spawn)
+from .worker_process import HEADER, VERIFY, VERIFY_MANY, WorkerProcess, WorkerWatch, spawn
 
 __all__ = ["WorkerPool"]
 
@@ -73,7 +72,7 @@ class WorkerPool(Feeding):
         self._sources: deque[Batch] = deque()  # batches with tasks still to pull
         self._leases = leases  # None: this pool's owner does not lease calls (a node)
         self._store = store
-        self._aside: list = []  # heap of (due, n, delay, batch, task) leased elsewhere
+        self._aside: list = []  # heap of (due, n, delay, batch, task, since) leased elsewhere
         self._ledger = ledger  # this machine's resources, and what running calls hold
         self._needy: deque = deque()  # (batch, task) asking for resources not free yet
         self._held: dict[int, list] = {}  # seq -> [needs, gpus, tasks left] of its hold
@@ -369,7 +368,7 @@ class WorkerPool(Feeding):
             worker.proc.kill()
             worker.proc.wait()
         running = worker.running()
-        how = worker.stalled or signal_description(worker.proc.returncode)
+        how = worker.how_it_ended()
         self._workers.remove(worker)
         if not worker.ready and worker.usable:
             self._failed_starts += 1

@@ -91,6 +91,10 @@ class WorkerProcess:
     def running(self) -> int:
         return SLOT.unpack_from(self.slot)[0]
 
+    def how_it_ended(self) -> str:
+        """As in "the worker was killed by SIGKILL" (once its process has been waited for)."""
+        return self.stalled or signal_description(self.proc.returncode)
+
     @property
     def usable(self) -> bool:
         """Whether tasks may still be sent to it (not being killed)."""

@@ -35,6 +35,16 @@ every lease before it takes any. A solo process that holds no lease any more sto
 A newcomer waits at most :data:`JOIN_WAIT` for a solo process that does not answer (one stopped
 with SIGSTOP): it may then compute a call that one is computing too, never a wrong result.
 
+A lease held by a process that makes no progress — stopped with SIGSTOP, a frozen laptop's
+process — is *taken over*: a waiter that has waited for :func:`~pythagoras_p2p.stalls.check_every`
+looks at the holder (found in ``/proc``, see :mod:`.lease_holders`) at that interval, and once the
+holder has been stopped for :data:`~pythagoras_p2p.defaults.STALLED_AFTER` seconds it takes the
+call's byte of ``over.lock`` instead (the stopped holder's lock cannot be taken from it) and
+computes the call. Other waiters then wait for it as for any holder; if it stalls too, the next
+one computes the call without a lease. A holder that runs, however slowly, keeps its lease. The
+stopped holder, if it is continued, finishes its copy of the call: the call ran twice and its
+result is stored again over the first, never a wrong one.
+
 Who takes the lease: the caller's process, never a worker, because the caller commits the
 results its workers send back. A plain call ``f(x=1)`` takes it before running ``f`` here; the
 worker pool of the embedded default takes it as it sends a task to a worker (and sets aside
@@ -58,7 +68,9 @@ from ..defaults import LEASE_FIRST_DELAY as FIRST_DELAY
 from ..defaults import LEASE_JOIN_WAIT as JOIN_WAIT
 from ..defaults import LEASE_MAX_DELAY as MAX_DELAY
 from ..defaults import LEASE_WATCH_EVERY as WATCH_EVERY
+from ..stalls import check_every
 from .holds import LockFile
+from .lease_holders import Holders
 
 __all__ = ["Leases", "leases_of", "FIRST_DELAY", "MAX_DELAY"]
 
@@ -80,6 +92,7 @@ class Leases:
             pass  # opening a lock file then says what is wrong, with the fix
         self.files = [LockFile(self.folder / f"{shard:02x}.lock") for shard in range(SHARDS)]
         self.presence = LockFile(self.folder / "presence.lock")
+        self.over = LockFile(self.folder / "over.lock")  # leases taken over from stalled holders
         self._reset()
 
     def _set(self, key: int, kind: int) -> bool:
@@ -90,6 +103,10 @@ class Leases:
         self._lock = threading.Lock()
         self._owners: dict[int, object] = {}  # key of a call -> who in this process holds it
         self._private: set[int] = set()  # keys taken while solo: not locked in the kernel
+        self._over: dict[int, bool] = {}  # keys taken over: True if locked in over.lock
+        self._looked: dict[int, float] = {}  # key waited for -> when its holder was looked at
+        self._looking = threading.Lock()  # for _holders, never held with _lock
+        self._holders: Holders | None = None
         self._joined = False  # presence marked and the company byte held
         self.solo = False  # the company byte held exclusively: no other process uses leases
         self._watched = 0.0
@@ -149,7 +166,10 @@ class Leases:
 
     def _let_go(self, key: int) -> None:
         del self._owners[key]
-        if key in self._private:
+        if key in self._over:
+            if self._over.pop(key):
+                self.over.set(fcntl.F_UNLCK, key & _OFFSET, wait=False)
+        elif key in self._private:
             self._private.discard(key)
         else:
             self._set(key, fcntl.F_UNLCK)
@@ -193,6 +213,52 @@ class Leases:
         self.presence.set(fcntl.F_RDLCK, _COMPANY, wait=False)
         self.solo = False
 
+    # ------------------------------------------------------------------ stalled holders
+
+    def take_over(self, call: bytes, owner: object) -> bool:
+        """For a waiter that has waited :func:`~pythagoras_p2p.stalls.check_every` or longer:
+        take the lease of ``call`` for ``owner`` if it came free, or if its holder has been
+        stalled (stopped) for :data:`~pythagoras_p2p.defaults.STALLED_AFTER` seconds. The
+        holder is looked at every :func:`~pythagoras_p2p.stalls.check_every` at most."""
+        key = _key(call)
+        with self._lock:
+            if key in self._owners or self.solo:  # held here: this process makes progress
+                return self._take(call, owner)
+            if self._set(key, fcntl.F_WRLCK):
+                self._owners[key] = owner
+                return True
+            now = time.monotonic()
+            if now - self._looked.get(key, float("-inf")) < check_every():
+                return False
+            self._looked[key] = now
+            if len(self._looked) > 4096:  # keys no longer waited for
+                self._looked = {k: t for k, t in self._looked.items() if now - t < 60}
+        offset = key & _OFFSET
+        if not self._stalled((key >> 56) % SHARDS, offset):
+            return False
+        with self._lock:
+            if key in self._owners:
+                return self._owners[key] is owner
+            if self.over.set(fcntl.F_WRLCK, offset, wait=False):
+                self._over[key] = True
+            elif self._stalled(SHARDS, offset):  # the one that took it over is stopped too
+                self._over[key] = False
+            else:
+                return False
+            self._owners[key] = owner
+            self._looked.pop(key, None)
+        log.warning("the process computing call %s makes no progress (it is stopped); "
+                    "computing the call here", call.hex()[:16])
+        return True
+
+    def _stalled(self, file: int, offset: int) -> bool:
+        """Whether the byte ``offset`` of lock file ``file`` (a shard's index, or
+        :data:`SHARDS` for ``over.lock``) is held by processes that are all stalled."""
+        with self._looking:
+            if self._holders is None:
+                self._holders = Holders([f.path for f in self.files] + [self.over.path])
+            return self._holders.stalled(file, offset)
+
     def claim(self, call: bytes, owner: object, find: Callable[[], Any], missing: Any, *,
               wait: bool) -> Any:
         """Take the lease of ``call`` for ``owner``, or the result another process stored.
@@ -203,8 +269,10 @@ class Leases:
         time, up to :data:`MAX_DELAY`.
         """
         delay = FIRST_DELAY
+        stalls_from = time.monotonic() + check_every()
         while True:
-            if self.take(call, owner):
+            if self.take(call, owner) or (wait and time.monotonic() >= stalls_from
+                                          and self.take_over(call, owner)):
                 found = find()  # the holder before us commits its result before letting go
                 if found is not missing:
                     self.release([call], owner)
@@ -217,7 +285,7 @@ class Leases:
 
     def _forget_after_fork(self) -> None:
         """In a forked child: it holds nothing (the parent's leases stay the parent's)."""
-        for file in [*self.files, self.presence]:
+        for file in [*self.files, self.presence, self.over]:
             file.forget_after_fork()
         self._reset()
 

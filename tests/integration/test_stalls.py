@@ -130,3 +130,46 @@ def test_a_worker_running_a_long_call_is_not_replaced(home, marks, procs):
     (marks / "go-0").touch()
     assert finish(caller) == "0 1 4"
     assert runs(marks, 0) == [worker]
+
+
+@pytest.mark.parametrize("mode", ["plain", "parallel"])
+def test_a_call_whose_worker_is_stopped_in_another_process_completes(home, marks, procs, mode):
+    holder = start(procs, home, "parallel", marks, [0], waits=(0,))
+    (worker,) = wait_for(lambda: runs(marks, 0), 60, message="the holder's worker to start x=0")
+    stop(procs, worker)  # its process holds the lease, and keeps running
+    waiter = start(procs, home, mode, marks, [0, 1], waits=(0,))
+    (marks / "go-0").touch()
+    assert finish(waiter) == "0 1"
+    assert finish(holder) == "0"
+    assert len(runs(marks, 0)) == 2  # the stopped worker's attempt, and one more
+
+
+@pytest.mark.parametrize("mode", ["plain", "parallel"])
+def test_a_lease_held_by_a_stopped_process_is_taken_over(home, marks, procs, mode):
+    holder = start(procs, home, "plain", marks, [0], waits=(0,))  # computes x=0 itself
+    (pid,) = wait_for(lambda: runs(marks, 0), 60, message="the holder to start x=0")
+    assert pid == holder.pid
+    stop(procs, pid)
+    waiter = start(procs, home, mode, marks, [0, 1], waits=(0,))
+    (marks / "go-0").touch()
+    assert finish(waiter) == "0 1"
+    assert len(runs(marks, 0)) == 2 and len(runs(marks, 1)) == 1
+    os.kill(pid, signal.SIGCONT)  # continued, the holder finishes its own copy: the same result
+    assert finish(holder) == "0"
+
+
+@pytest.mark.parametrize("mode", ["plain", "parallel"])
+def test_a_lease_held_by_a_slow_process_is_not_taken_over(home, marks, procs, mode):
+    holder = start(procs, home, "plain", marks, [0], waits=(0,))
+    wait_for(lambda: runs(marks, 0), 60, message="the holder to start x=0")
+    waiter = start(procs, home, mode, marks, [1, 0], waits=(0,))
+    wait_for(lambda: runs(marks, 1), 60, message="the waiter to reach x=0")
+    # the waiter waits for the running holder for several times STALLED_AFTER, computing nothing
+    deadline = time.monotonic() + 4 * STALLED_AFTER
+    while time.monotonic() < deadline:
+        assert runs(marks, 0) == [holder.pid] and waiter.poll() is None
+        time.sleep(0.1)
+    (marks / "go-0").touch()
+    assert finish(waiter) == "1 0"
+    assert finish(holder) == "0"
+    assert runs(marks, 0) == [holder.pid]
