@@ -173,3 +173,24 @@ def test_a_lease_held_by_a_slow_process_is_not_taken_over(home, marks, procs, mo
     assert finish(waiter) == "1 0"
     assert finish(holder) == "0"
     assert runs(marks, 0) == [holder.pid]
+
+
+def _waiting():
+    # Defined inside a function so that it travels by value (this module is not on the node).
+    namespace: dict = {}
+    exec(_FUNCTION, namespace)
+    return namespace["wait"]
+
+
+def test_a_node_replaces_a_worker_stopped_mid_call(start_node, make_client, marks, procs):
+    from pythagoras_p2p import kw_args
+
+    node = start_node(env={"PYTHAGORAS_STALLED_AFTER": str(STALLED_AFTER)})
+    f = make_client(node).add_pure_function(_waiting())
+    futures = f.async_parallel(kw_args(x=x, marks=str(marks), waits=(0,)) for x in range(4))
+    (worker,) = wait_for(lambda: runs(marks, 0), 60, message="a worker of the node to start x=0")
+    assert worker in {p.pid for p in psutil.Process(node.pid).children()}
+    stop(procs, worker)
+    (marks / "go-0").touch()
+    assert [fut.result(timeout=120) for fut in futures] == [0, 1, 4, 9]
+    assert gone(worker) and len(runs(marks, 0)) == 2
