@@ -123,7 +123,7 @@ def test_a_worker_running_a_long_call_is_not_replaced(home, marks, procs):
     caller = start(procs, home, "parallel", marks, range(3), waits=(0,))
     (worker,) = wait_for(lambda: runs(marks, 0), 60, message="a worker to start x=0")
     # busy (waiting, not stopped) for several times STALLED_AFTER: it keeps its call
-    deadline = time.monotonic() + 4 * STALLED_AFTER
+    deadline = time.monotonic() + 3 * STALLED_AFTER
     while time.monotonic() < deadline:
         assert not gone(worker)
         time.sleep(0.1)
@@ -165,7 +165,7 @@ def test_a_lease_held_by_a_slow_process_is_not_taken_over(home, marks, procs, mo
     waiter = start(procs, home, mode, marks, [1, 0], waits=(0,))
     wait_for(lambda: runs(marks, 1), 60, message="the waiter to reach x=0")
     # the waiter waits for the running holder for several times STALLED_AFTER, computing nothing
-    deadline = time.monotonic() + 4 * STALLED_AFTER
+    deadline = time.monotonic() + 3 * STALLED_AFTER
     while time.monotonic() < deadline:
         assert runs(marks, 0) == [holder.pid] and waiter.poll() is None
         time.sleep(0.1)
