@@ -159,13 +159,18 @@ class WorkerWatch:
         self.next_look = 0.0
 
     def due(self, workers: list[WorkerProcess], now: float) -> bool:
-        return now >= self.next_look and any(w.inflight for w in workers)
+        if now >= self.next_look:
+            for worker in workers:
+                if worker.inflight:
+                    return True
+        return False
 
     def wait(self, workers: list[WorkerProcess], longest: float) -> float:
         """How long the supervisor may wait for its pipes before it should look again."""
-        if not any(w.inflight for w in workers):
-            return longest
-        return min(longest, max(0.0, self.next_look - time.monotonic()))
+        for worker in workers:
+            if worker.inflight:
+                return min(longest, max(0.0, self.next_look - time.monotonic()))
+        return longest
 
     def stalled(self, workers: list[WorkerProcess]) -> list[WorkerProcess]:
         """The workers found stalled by this look (when one is due); each gets its
