@@ -12,6 +12,7 @@ import mmap
 import os
 from typing import Any
 
+from ..errors import StoreError
 from ..identity.encoding import value_address
 from ..store.core import Store
 from ..store.packing import unpack
@@ -127,8 +128,11 @@ class Download:
         self.fd = -1
         problem = verify_file(self.path, self.address)
         if problem is None:
-            self.store.adopt_file(self.address, self.path)
-            result: Any = True
+            try:
+                self.store.adopt_file(self.address, self.path)  # consumed even when refused
+                result: Any = True
+            except StoreError as exc:  # no room below the cap, or the disk: said to whoever waits
+                result = f"value {self.address.hex()[:16]} cannot be kept here: {exc}"
         else:
             os.unlink(self.path)
             result = f"value {self.address.hex()[:16]} arrived damaged: {problem}"

@@ -39,7 +39,7 @@ from blake3 import blake3
 from ..defaults import INLINE_VALUE_LIMIT, home_dir
 from ..errors import StoreError, StoreFullError
 from ..identity.encoding import Address
-from . import blobs
+from . import blobs, room
 from .env import StoreEnvironment, full_message, shared
 from .holds import Holds
 from .packing import INBAND, unpack
@@ -213,6 +213,7 @@ class Store(StoreEnvironment):
         def delete(txn):
             if txn.get(address, db=self._values) != record:
                 return False
+            room.forget_file(txn, self._info, self.blobs, address, record)
             txn.delete(address, db=self._values)
             return True
 
@@ -229,7 +230,8 @@ class Store(StoreEnvironment):
         consumed either way.
         """
         path = Path(path)
-        if path.stat().st_size <= INLINE_VALUE_LIMIT:
+        size = path.stat().st_size
+        if size <= INLINE_VALUE_LIMIT:
             blob = path.read_bytes()
             path.unlink()
             self.put_value(address, blob)
@@ -241,11 +243,16 @@ class Store(StoreEnvironment):
                 return
         target = self.blob_path(address, transient=not durable)
         try:
+            if self._new_file(address):
+                self.check_room(size)
             sum_ = blobs.adopt(path, target, durable=durable)
         except OSError as exc:
             raise self._write_error(target, exc) from None
+        except StoreFullError:
+            path.unlink(missing_ok=True)
+            raise
         record = file_record(address, sum_, durable)
-        self._write(lambda txn: put_value_record(txn, self._values, address, record))
+        self._write(lambda txn: self._put_value_record(txn, address, record, size))
 
     def get_meta(self, call: Address) -> dict | None:
         raw = self._read(lambda txn: txn.get(call, db=self._meta))
@@ -277,14 +284,20 @@ class Store(StoreEnvironment):
         """Store results, their values and metadata atomically, in one transaction.
 
         Each record is ``(call, value_address, packed_value_or_None, meta)``; large packed values
-        are written to their file (and synced) before the transaction that names them commits.
+        are written to their file (and synced) before the transaction that names them commits,
+        once there is room below the cap for all of them (else :class:`StoreFullError`, and
+        nothing is written).
         """
+        records = list(records)
+        sizes = room.new_files(((a, b) for _, a, b, _ in records), self._new_file)
+        if sizes:  # room for them all, or none is written
+            self.check_room(sum(sizes.values()))
         calls, values, metas = [], [], []
         for call, address, blob, meta in records:
             if blob is None:  # stored already; a transient copy (an argument) is kept for good
                 value_record = self._durable_record(address)
             else:
-                value_record = self._value_record(address, blob)
+                value_record = self._value_record(address, blob, room_checked=True)
             if value_record is not None:
                 values.append((address, value_record))
             calls.append((call, address))
@@ -295,7 +308,9 @@ class Store(StoreEnvironment):
 
         def write(txn):
             if values:
-                put_value_records(txn, self._values, values)
+                fresh = put_value_records(txn, self._values, values)
+                if sizes:
+                    room.count(txn, self._info, sum(sizes.get(a, 0) for a in fresh))
             txn.cursor(db=self._results).putmulti(calls)
             txn.cursor(db=self._meta).putmulti(metas)
 
@@ -310,7 +325,8 @@ class Store(StoreEnvironment):
         """
         record = self._value_record(address, blob, durable)
         if record is not None:
-            self._write(lambda txn: put_value_record(txn, self._values, address, record))
+            size = room.nbytes(blob) if record[:1] != INLINE else 0
+            self._write(lambda txn: self._put_value_record(txn, address, record, size))
 
     def put_function(self, fp: Address, record: bytes) -> None:
         self._write(lambda txn: txn.put(fp, record, db=self._functions, overwrite=False))
@@ -332,7 +348,7 @@ class Store(StoreEnvironment):
         return record is not None and record[:1] == TRANSIENT
 
     def _value_record(self, address: Address, blob: bytes | list | None,
-                      durable: bool = True) -> bytes | None:
+                      durable: bool = True, *, room_checked: bool = False) -> bytes | None:
         if blob is None:
             return None
         parts = blob if isinstance(blob, list) else [blob]
@@ -340,8 +356,19 @@ class Store(StoreEnvironment):
         sum_ = checksum(parts)
         if size <= INLINE_VALUE_LIMIT:
             return inline_record(sum_, parts)
+        if not room_checked and self._new_file(address):
+            self.check_room(size)
         self._write_blob_file(address, parts, durable)
         return file_record(address, sum_, durable)
+
+    def _put_value_record(self, txn, address: Address, record: bytes, size: int) -> None:
+        """Record one value in ``txn``; a file of ``size`` bytes counts if none named it yet."""
+        if put_value_record(txn, self._values, address, record) and size:
+            room.count(txn, self._info, size)
+
+    def _new_file(self, address: Address) -> bool:
+        """Whether storing this large value writes a file (none of it is here yet)."""
+        return not self.blob_path(address).exists() and not self._live_transient(address)
 
     def _write_blob_file(self, address: Address, parts: list | None, durable: bool = True) -> bool:
         """Write a large value's file (see :func:`.blobs.write_blob_file`); returns whether it
@@ -402,6 +429,7 @@ class Store(StoreEnvironment):
             for address in wanted:
                 record = txn.get(address, db=self._values)
                 if record is not None and record[:1] == TRANSIENT:
+                    room.forget_file(txn, self._info, self.blobs, address, record)
                     txn.delete(address, db=self._values)
                     dropped.append(address)
 

@@ -37,6 +37,7 @@ import lmdb
 
 from ..defaults import MAP_SIZE_INITIAL, MAX_READERS, STORE_HEADROOM, store_cap
 from ..errors import StoreError, StoreFullError
+from . import room
 
 __all__ = ["STORE_FORMAT", "ReadersBusyError", "StoreEnvironment", "Usage", "Snapshot", "Upkeep",
            "shared", "full_message"]
@@ -216,7 +217,11 @@ class Upkeep:
 
     def delete_value(self, address: bytes) -> None:
         """Delete a value's record (its files are the caller's to remove after the commit)."""
-        self._txn.delete(address, db=self._env._values)
+        env = self._env
+        record = self._txn.get(address, db=env._values)
+        if record is not None:
+            room.forget_file(self._txn, env._info, env.blobs, address, record)
+            self._txn.delete(address, db=env._values)
 
     def result(self, call: bytes) -> bytes | None:
         """The value address a call's result names now, or None."""
@@ -280,6 +285,8 @@ class StoreEnvironment:
                     f"the store at {self.path} has format {found!r}, this version reads "
                     f"{STORE_FORMAT!r}; use a matching pythagoras_p2p or another PYTHAGORAS_HOME"
                 )
+            if room.file_bytes(txn, self._info) is None:  # written before files were counted
+                room.count_files(txn, self._values, self._info, self.blobs)
 
     # ------------------------------------------------------------------ transactions
 
@@ -367,11 +374,34 @@ class StoreEnvironment:
                 self._gate.resize(lambda: self._env.set_mapsize(0))
 
     def _grow(self, admin: bool) -> None:
-        limit = self.cap if admin else self.cap - STORE_HEADROOM
+        """Double the map, up to the cap less the value files (and, unless ``admin``, less the
+        headroom: ``cache gc`` can always run)."""
+        files = self.file_bytes()
+        limit = self.cap if admin else self.cap - STORE_HEADROOM - files
         size = self._env.info()["map_size"]
         if size >= limit:
-            raise StoreFullError(full_message(self, f"it reached its cap of {self.cap} bytes"))
+            raise StoreFullError(full_message(self, self._cap_reached(files)))
         self._gate.resize(lambda: self._env.set_mapsize(min(limit, size * 2)))
+
+    def file_bytes(self) -> int:
+        """The bytes of the value files under ``blobs/`` (see :mod:`.room`)."""
+        return self._read(lambda txn: room.file_bytes(txn, self._info)) or 0
+
+    def check_room(self, extra: int) -> None:
+        """Raise :class:`StoreFullError` unless a new value file of ``extra`` bytes fits below
+        the cap less the headroom, beside LMDB's pages (up to the last one used) and the files."""
+        def read(txn):
+            pages = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
+            return pages, room.file_bytes(txn, self._info) or 0
+
+        pages, files = self._read(read)
+        if pages + files + extra > self.cap - STORE_HEADROOM:
+            raise StoreFullError(full_message(self, self._cap_reached(files, extra)))
+
+    def _cap_reached(self, files: int, extra: int = 0) -> str:
+        more = f"; a value of {extra} bytes does not fit" if extra else ""
+        return (f"it reached its cap of {self.cap} bytes (value files take {files} bytes, "
+                f"{STORE_HEADROOM} are kept for `cache gc`{more})")
 
     # ------------------------------------------------------------------ upkeep
 

@@ -35,18 +35,20 @@ def result_record(txn, call: Address, results_db, values_db) -> tuple[Address, b
     return None if record is None else (address, record)
 
 
-def put_value_record(txn, db, address: Address, record: bytes) -> None:
+def put_value_record(txn, db, address: Address, record: bytes) -> bool:
     """Keep an existing record, unless it is transient and ``record`` is not, or it is a
-    transient record of an earlier boot (which counts as absent)."""
-    if not txn.put(address, record, db=db, overwrite=False):
-        existing = txn.get(address, db=db)
-        if existing is not None and replaces(existing, record):
-            txn.put(address, record, db=db)
+    transient record of an earlier boot (which counts as absent). True if there was none."""
+    if txn.put(address, record, db=db, overwrite=False):
+        return True
+    existing = txn.get(address, db=db)
+    if existing is not None and replaces(existing, record):
+        txn.put(address, record, db=db)
+    return False
 
 
-def put_value_records(txn, db, records: list[tuple[Address, bytes]]) -> None:
+def put_value_records(txn, db, records: list[tuple[Address, bytes]]) -> list[Address]:
     """:func:`put_value_record` for many ``(address, record)``: one call into LMDB looks for
-    those already there, one writes the rest."""
+    those already there, one writes the rest. Returns the addresses that had no record."""
     cursor = txn.cursor(db=db)
     existing = dict(cursor.getmulti([address for address, _ in records]))
     chosen: dict[Address, bytes] = {}
@@ -56,3 +58,4 @@ def put_value_records(txn, db, records: list[tuple[Address, bytes]]) -> None:
             chosen[address] = record
     if chosen:
         cursor.putmulti(list(chosen.items()))
+    return [address for address in chosen if address not in existing]

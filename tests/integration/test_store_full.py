@@ -201,3 +201,27 @@ def test_a_large_argument_with_no_room_in_the_store_travels_with_its_calls(cappe
     big = np.arange(1 << 16, dtype=np.float64)  # 512 KiB: normally a copy in the store
     out = f.sync_parallel([kw_args(a=big), kw_args(a=big * 2), kw_args(a=big)])
     assert out == [float(big.sum()), float((big * 2).sum()), float(big.sum())]
+
+
+def filled(*, n, k):
+    return np.full(n, k, dtype=np.uint8)
+
+
+def test_results_whose_files_pass_the_cap_are_returned_and_said_not_kept(capped, caplog):
+    f = capped.add_pure_function(filled)
+    n = 3 << 20  # two of them do not fit below the cap of 8 MiB (4 MiB less the headroom)
+    with caplog.at_level(logging.WARNING):
+        assert f(n=n, k=1)[0] == 1
+        assert not not_stored(caplog)
+        second = f(n=n, k=2)  # computed here
+        assert second[0] == 2 and len(second) == n
+        assert len(not_stored(caplog)) == 1
+        out = f.sync_parallel([kw_args(n=n, k=3), kw_args(n=n, k=4)])  # computed in workers
+        assert [int(a[0]) for a in out] == [3, 4] and all(len(a) == n for a in out)
+        assert f.sync_remote(n=n, k=5)[-1] == 5
+    messages = not_stored(caplog)
+    assert len(messages) == 3 and all("value files take" in m for m in messages)
+    assert f.lookup(n=n, k=1) is not None
+    assert all(f.lookup(n=n, k=k) is None for k in (2, 3, 4, 5))
+    assert capped.store.file_bytes() < 4 << 20
+    assert np.array_equal(f(n=n, k=1), np.full(n, 1, dtype=np.uint8))  # kept, intact

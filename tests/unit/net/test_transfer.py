@@ -52,6 +52,25 @@ def test_two_downloads_of_one_value_do_not_share_a_file(store):
     assert not [p for p in store.blobs.iterdir() if p.name.endswith(".download")]
 
 
+def test_a_download_with_no_room_below_the_cap_tells_its_waiters(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHAGORAS_STORE_MAX_SIZE", "8M")  # 4 MiB below the headroom
+    store = open_store(tmp_path / "capped")
+    try:
+        value = np.ones(5 << 17, dtype=np.float64)  # 5 MiB
+        address, data = value_address(value), _packed(value)
+        download = Download(store, address)
+        outcomes = []
+        download.waiters.append(outcomes.append)
+        download.write(0, len(data), data)
+        download.finish()  # raised past the waiters, who then waited for ever
+        (outcome,) = outcomes
+        assert "cannot be kept here" in outcome and "PYTHAGORAS_STORE_MAX_SIZE" in outcome
+        assert not store.has_value(address)
+        assert not [p for p in store.blobs.rglob("*") if p.is_file()]
+    finally:
+        store.close()
+
+
 def test_gc_removes_downloads_a_killed_client_left_behind(store):
     from pythagoras_p2p.store.maintenance import gc
 
