@@ -958,3 +958,25 @@ def test_a_read_with_every_reader_slot_held_by_live_readers_says_so(tmp_path, mo
         held.clear()  # (py-lmdb keeps a transaction's slot until the object goes)
     assert store.results_of([call]) == [MISSING]  # a slot is free again: reads go on
     store.close()
+
+
+def test_a_file_the_kernel_will_not_map_privately_is_read_in_place_read_only(store, monkeypatch):
+    np = pytest.importorskip("numpy")
+    import errno
+    import mmap
+
+    from pythagoras_p2p.store import blobs
+
+    array = np.arange(100_000, dtype=np.float64)
+    store.put_results([(call_for(-9), value_address(array), pack(array), {})])
+    real = mmap.mmap
+
+    def strict_overcommit(fd, length, *, access):  # a private map larger than memory and swap
+        if access == mmap.ACCESS_COPY:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        return real(fd, length, access=access)
+
+    monkeypatch.setattr(blobs.mmap, "mmap", strict_overcommit)
+    back = store.get_result(call_for(-9))
+    assert np.array_equal(back, array)
+    assert not back.flags.writeable and not back.flags.owndata  # in place, not copied
