@@ -19,6 +19,7 @@ from pythagoras_p2p.defaults import NODE_LOG_ONCE as _LOG_ONCE
 from pythagoras_p2p.defaults import PING_EVERY, SILENT_AFTER
 from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.run import Task
+from pythagoras_p2p.identity.inputs import holds
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
 from pythagoras_p2p.store.env import ReadersBusyError
@@ -283,6 +284,8 @@ class Handlers(Values, Copies):
             self.error(ident, msg.id, wire.ERR_MALFORMED, "run: keep and copied must be true or false")
             return
         entry = self.entry(call) if keep else None  # a call not memoized is never a hit
+        if entry is not None and isinstance(entry.meta, dict) and not holds(entry.meta.get("inputs")):
+            entry = None  # it read files or variables that changed here: it runs again
         if entry is not None:
             self.counts.hits += 1
             bodies, fields = outcome_to_wire(entry)

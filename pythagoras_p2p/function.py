@@ -20,6 +20,7 @@ from typing import Any
 from .errors import PureFunctionError, PythagorasError, SerializationError
 from .identity.calls import call_address
 from .identity.fingerprint import Identity, identify
+from .identity.inputs import untracked_fingerprint
 from .store.core import MISSING as _MISSING
 from .store.listing import StoredCall, forget, forget_function, stored_call
 from .store.packing import pack, unpack
@@ -88,12 +89,14 @@ class PureFunction:
     """A memoized pure function bound to a cloud. Create it with ``@cloud.add_pure_function``."""
 
     def __init__(self, func: types.FunctionType, cloud: Any, fp: bytes | None = None, *,
-                 needs: tuple = (), requires: tuple = ()):
+                 needs: tuple = (), requires: tuple = (), track_inputs: bool = True):
         if isinstance(func, PureFunction):
             func = func.__pythagoras_function__
         _check_pure(func)
         self.needs = needs  # resources a call holds where it runs (placement only)
         self.requires = requires  # requirement specifiers beyond the cloud's
+        # False: the files and variables its calls read are not recorded (identity/inputs.py)
+        self.track_inputs = track_inputs
         functools.update_wrapper(self, func)
         self.__pythagoras_function__ = func
         self.cloud = cloud
@@ -117,7 +120,10 @@ class PureFunction:
         """
         identity = self._identity
         if identity is None or not identity.holds():
-            identity = self._identity = identify(self.__pythagoras_function__, self.name)
+            identity = identify(self.__pythagoras_function__, self.name)
+            if not self.track_inputs:  # its results keep no trace: never those of a tracked one
+                identity.fp = untracked_fingerprint(identity.fp)
+            self._identity = identity
         return identity
 
     @property
@@ -182,10 +188,12 @@ class PureFunction:
 
     def lookup(self, **kwargs: Any) -> StoredCall | None:
         """The stored result of this call described (computed where, by which worker, when, in
-        how long, how large), or None when it is not stored here. Nothing is computed."""
+        how long, how large, the files and environment variables it read and which of them
+        changed since — or that they are not tracked), or None when it is not stored here.
+        Nothing is computed."""
         call = self.address(**kwargs)
         self.cloud._settle_results()
-        return stored_call(self.cloud.store, call, self.name)
+        return stored_call(self.cloud.store, call, self.name, self.track_inputs)
 
     def forget(self, **kwargs: Any) -> bool:
         """Delete the stored result of this call from this machine's store; True if there was
@@ -275,7 +283,7 @@ class PureFunction:
 
     def __reduce__(self):
         return _rebuild_pure_function, (self.__pythagoras_function__, self.fingerprint,
-                                        self.needs, self.requires)
+                                        self.needs, self.requires, self.track_inputs)
 
     def __repr__(self) -> str:
         return f"<pure function {self.name} of {self.cloud!r}>"
@@ -305,10 +313,11 @@ def _bound_calls(fn: PureFunction, calls: Iterable[Any], method: str):
 
 
 def _rebuild_pure_function(func: types.FunctionType, fp: bytes | None, needs: tuple = (),
-                           requires: tuple = ()) -> PureFunction:
+                           requires: tuple = (), track_inputs: bool = True) -> PureFunction:
     from .execution.context import process_cloud
 
-    return PureFunction(func, process_cloud(), fp, needs=needs, requires=requires)
+    return PureFunction(func, process_cloud(), fp, needs=needs, requires=requires,
+                        track_inputs=track_inputs)
 
 
 
@@ -340,7 +349,10 @@ def function_record(fn: PureFunction) -> bytes:
     from .identity.usercode import is_user_code
 
     where = collect(func, is_user_code)  # file names and lines, for tracebacks where it runs
-    return pack({"name": fn.name, "source": source, "pickle": pickled, "where": where})
+    fields = {"name": fn.name, "source": source, "pickle": pickled, "where": where}
+    if not fn.track_inputs:  # where it runs, its calls record nothing (identity/inputs.py)
+        fields["track_inputs"] = False
+    return pack(fields)
 
 
 def _user_modules(func: types.FunctionType) -> list[types.ModuleType]:
@@ -383,4 +395,8 @@ def function_from_record(record: bytes) -> types.FunctionType:
     from .identity.usercode import is_user_code
 
     restore(func, fields.get("where"), is_user_code)
+    if fields.get("track_inputs") is False:
+        from .identity.inputs import untracked
+
+        return untracked(func)
     return func

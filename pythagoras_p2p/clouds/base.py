@@ -19,6 +19,7 @@ from ..errors import ConfigurationError, FingerprintError, ResourcesError, Store
 from ..execution.context import in_worker
 from ..execution.windows import run_calls, submit_calls
 from ..function import PureFunction
+from ..identity import inputs
 from ..identity.encoding import value_address
 from ..identity.fingerprint import Identity
 from ..requirements import parse_requirements
@@ -70,7 +71,7 @@ class PCloud:
         self._machine: dict[str, float] | None = None  # see machine_resources
 
     def add_pure_function(self, func: Any = None, *, resources: Any = None,
-                          requires: Any = None) -> Any:
+                          requires: Any = None, track_inputs: bool = True) -> Any:
         """Decorator: make ``func`` a memoized pure function of this cloud.
 
         Bare (``@cloud.add_pure_function``) or with options:
@@ -78,16 +79,25 @@ class PCloud:
         ``resources``: what a call holds where it runs — it runs only on a machine whose free
         resources cover it (placement only: never part of a call's address). ``requires``:
         requirement specifiers a machine must satisfy to run its calls, beyond the cloud's.
+        ``track_inputs=False``: do not record the files and environment variables its calls
+        read (data too large to hash): a stored result is then answered even after they
+        changed — your promise that they do not (``f.lookup()`` says so).
         """
+        if not isinstance(track_inputs, bool):
+            raise ConfigurationError(
+                f"add_pure_function(track_inputs={track_inputs!r}): give True (the default: "
+                f"the files and environment variables a call reads are checked before its "
+                f"result is answered again) or False")
         needs = parse_needs(resources)
         extra = parse_requirements(requires)
         if func is None:
-            return lambda f: self._add(f, needs, extra)
-        return self._add(func, needs, extra)
+            return lambda f: self._add(f, needs, extra, track_inputs)
+        return self._add(func, needs, extra, track_inputs)
 
-    def _add(self, func: Any, needs: tuple, requires: tuple) -> PureFunction:
+    def _add(self, func: Any, needs: tuple, requires: tuple,
+             track_inputs: bool = True) -> PureFunction:
         self._check_function(needs, requires)
-        fn = PureFunction(func, self, needs=needs, requires=requires)
+        fn = PureFunction(func, self, needs=needs, requires=requires, track_inputs=track_inputs)
         self.functions.append(fn)
         return fn
 
@@ -148,8 +158,12 @@ class PCloud:
         reads changed while it ran: it then ran with values other than those ``fp`` (and so
         ``call``) was computed from, and its result is returned but not stored."""
         started = time.time()
+        recording = inputs.start() if fn.track_inputs else None
         t0 = time.perf_counter()
-        value = fn.__pythagoras_function__(**kwargs)
+        try:
+            value = fn.__pythagoras_function__(**kwargs)
+        finally:
+            trace = None if recording is None else inputs.stop(recording)
         duration = time.perf_counter() - t0
         if not _still(fn, fp):  # another thread rebound or changed a global meanwhile
             log.warning(
@@ -159,6 +173,8 @@ class PCloud:
             return value
         parts = pack_parts(value, what=f"result of {fn.name}")  # large ones are not joined
         meta = result_meta(fn.name, fp, started, duration, worker="caller")
+        if trace is not None:  # what it read, checked before its result is answered again
+            meta["inputs"] = trace
         try:
             self.store.put_results([(call, value_address(value), parts, meta)])
         except StoreFullError as exc:

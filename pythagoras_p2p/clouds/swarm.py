@@ -16,6 +16,7 @@ from typing import Any
 
 from ..defaults import LOOKUP_TIMEOUT
 from ..errors import ConfigurationError
+from ..identity.inputs import holds
 from ..net.security import load_key
 from ..store.core import MISSING
 from ..store.journal import WriteBehind
@@ -95,7 +96,8 @@ class SwarmCloud(PCloud):
         self._dispatcher.release(addresses)
 
     def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict[bytes, Any]:
-        """Results of ``calls`` that a peer holds, copied into the local store.
+        """Results of ``calls`` that a peer holds, copied into the local store; those whose
+        recorded inputs (files, environment variables) differ here are left out.
 
         ``before_running``: the calls are about to be sent to a peer, which answers from its
         store anyway; with a single peer the separate lookup would only cost a round trip.
@@ -108,6 +110,8 @@ class SwarmCloud(PCloud):
         values: dict[bytes, Any] = {}
         records = []
         for call, (address, blob, meta, peer) in found.items():
+            if not isinstance(meta, dict) or not holds(meta.get("inputs")):
+                continue  # it read files or variables that differ here: computed again
             if blob is None:
                 ok = self._dispatcher.call("fetch", peer, address, timeout=300)
                 if ok is not True:

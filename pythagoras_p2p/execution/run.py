@@ -3,7 +3,8 @@
 A :class:`Task` is one call with its arguments pickled (large ones passed by address, as
 :class:`ArgRef`). :func:`execute` is what runs one task wherever it runs (a worker process, or
 inline) and returns its outcome (:mod:`.outcomes`, where :func:`~.outcomes.rebuild_exception`
-turns a failure back into the exception the function raised).
+turns a failure back into the exception the function raised), with the trace of the files and
+environment variables the call read in its metadata (:mod:`..identity.inputs`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any, NamedTuple
 
 from ..defaults import INLINE_VALUE_LIMIT
 from ..errors import PythagorasError, SerializationError, StoreFullError
+from ..identity import inputs
 from ..identity.calls import approx_nbytes
 from ..identity.encoding import value_address
+from ..identity.inputs import Untracked
 from ..store.core import MISSING, Store
 from ..store.packing import pack_parts
 from ..store.records import result_meta
@@ -123,6 +126,7 @@ def execute(func: Callable, kwargs: dict, fp: bytes, label: str, store: Store | 
     With no store (a worker of another engine), every result travels back in the outcome.
     """
     started = time.time()
+    recording = None if type(func) is Untracked else inputs.start()
     t0 = time.perf_counter()
     try:
         value = func(**kwargs)
@@ -130,14 +134,19 @@ def execute(func: Callable, kwargs: dict, fp: bytes, label: str, store: Store | 
         # SystemExit and KeyboardInterrupt too: where tasks run, Ctrl-C is ignored, so either
         # one is the function's own, and fails its call rather than the worker (which would
         # count as a crash and be retried).
+        if recording is not None:
+            inputs.stop(recording)
         return failure_outcome(exc, where)
     duration = time.perf_counter() - t0
+    trace = None if recording is None else inputs.stop(recording)
     try:
         parts = pack_parts(value, what=f"result of {label}")
         address = value_address(value)
     except SerializationError as exc:
         return failure_outcome(exc, where)
     meta = result_meta(func.__qualname__, fp, started, duration, worker=where)
+    if trace is not None:  # what it read, checked before its result is answered again
+        meta["inputs"] = trace
     if store is not None and sum(memoryview(p).nbytes for p in parts) > INLINE_VALUE_LIMIT:
         try:
             store.put_value(address, parts)  # written piece by piece: a large result is not copied

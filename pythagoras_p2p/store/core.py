@@ -7,6 +7,9 @@ Layout under ``home/store`` (an LMDB environment) and ``home/blobs`` (large valu
 * ``results``   call address → value address of the result;
 * ``meta``      call address → JSON: function, host, pid, when, how long;
 * ``functions`` fingerprint → packed record of the function (name, source, cloudpickle);
+* ``traced``    call address → the trace of the files and environment variables its result
+  was computed from (:mod:`..identity.inputs`), only for results that read some: a hit is
+  answered only while it holds;
 * ``info``      store format version and counters.
 
 The environment itself (opening it, map growth up to the cap, reader slots, fork safety,
@@ -39,6 +42,7 @@ from blake3 import blake3
 from ..defaults import INLINE_VALUE_LIMIT, home_dir
 from ..errors import StoreError, StoreFullError
 from ..identity.encoding import Address
+from ..identity.inputs import encode_trace, holds_raw
 from . import blobs, room
 from .env import StoreEnvironment, full_message, shared
 from .holds import Holds
@@ -57,7 +61,7 @@ from .records import (
     stored_sum,
     sum_matches,
 )
-from .rows import lookup_results, put_value_record, put_value_records, result_record
+from .rows import lookup_results, put_traces, put_value_record, put_value_records, result_record
 
 __all__ = ["MISSING", "Store", "open_store", "ResultRecord", "warn_not_stored"]
 
@@ -103,11 +107,17 @@ class Store(StoreEnvironment):
     # ------------------------------------------------------------------ reads
 
     def get_result(self, call: Address) -> Any:
-        """The stored result of a call, or :data:`MISSING`. One read transaction, no lock."""
+        """The stored result of a call, or :data:`MISSING`. One read transaction, no lock.
+
+        A result that keeps a trace of the files and environment variables it read counts as
+        missing once one of them changed here (see :mod:`..identity.inputs`)."""
         found = self._read_result(call)
         if found is None:
             return MISSING
-        return self._decode_live(*found)
+        address, record, trace = found
+        if trace is not None and not holds_raw(trace):
+            return MISSING
+        return self._decode_live(address, record)
 
     def _decode_live(self, address: Address, record: bytes) -> Any:
         """The value of a raw record just read, or :data:`MISSING` (absent, or damaged)."""
@@ -128,9 +138,11 @@ class Store(StoreEnvironment):
         """The stored result of each call, in order (:data:`MISSING` for a miss), from one read
         transaction: the bulk hits of a rerun, with no object made per call but its value."""
         decode, missing = self._decode_live, MISSING
-        return [missing if entry is None or entry[1] is None else decode(*entry)
+        return [missing if entry is None or entry[1] is None
+                or (entry[2] is not None and not holds_raw(entry[2]))
+                else decode(entry[0], entry[1])
                 for entry in self._read(lambda txn: lookup_results(
-                    txn, calls, self._results, self._values))]
+                    txn, calls, self._results, self._values, self._traced))]
 
     def has_value(self, address: Address) -> bool:
         return self.value_record(address) is not None
@@ -292,7 +304,7 @@ class Store(StoreEnvironment):
         sizes = room.new_files(((a, b) for _, a, b, _ in records), self._new_file)
         if sizes:  # room for them all, or none is written
             self.check_room(sum(sizes.values()))
-        calls, values, metas = [], [], []
+        calls, values, metas, traces = [], [], [], []
         for call, address, blob, meta in records:
             if blob is None:  # stored already; a transient copy (an argument) is kept for good
                 value_record = self._durable_record(address)
@@ -302,9 +314,13 @@ class Store(StoreEnvironment):
                 values.append((address, value_record))
             calls.append((call, address))
             metas.append((call, encode_meta(meta)))
+            trace = meta.get("inputs") if type(meta) is dict else None
+            if trace:
+                traces.append((call, encode_trace(trace)))
         values.sort()  # neighbours in the tree: one cursor walks them in order
         calls.sort()
         metas.sort()
+        traces.sort()
 
         def write(txn):
             if values:
@@ -313,6 +329,7 @@ class Store(StoreEnvironment):
                     room.count(txn, self._info, sum(sizes.get(a, 0) for a in fresh))
             txn.cursor(db=self._results).putmulti(calls)
             txn.cursor(db=self._meta).putmulti(metas)
+            put_traces(txn, self._traced, calls, traces)
 
         self._write(write)
 

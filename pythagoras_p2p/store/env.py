@@ -4,7 +4,7 @@ It also gives maintenance its reads and writes of whole databases (:meth:`~Store
 :meth:`~StoreEnvironment.snapshot`, :meth:`~StoreEnvironment.maintain`), so that nothing outside
 the store touches a database or a transaction.
 
-:class:`StoreEnvironment` opens ``home/store`` with its five named databases, checks the store
+:class:`StoreEnvironment` opens ``home/store`` with its six named databases, checks the store
 format, and runs every read and write transaction of this process through :class:`_Gate`;
 :class:`pythagoras_p2p.store.core.Store` builds values, results and functions on top of it.
 
@@ -37,6 +37,7 @@ import lmdb
 
 from ..defaults import MAP_SIZE_INITIAL, MAX_READERS, STORE_HEADROOM, store_cap
 from ..errors import StoreError, StoreFullError
+from ..identity.inputs import exclude_root
 from . import room
 
 __all__ = ["STORE_FORMAT", "ReadersBusyError", "StoreEnvironment", "Usage", "Snapshot", "Upkeep",
@@ -186,7 +187,7 @@ class Usage(NamedTuple):
     results: int
     values: int
     functions: int
-    lmdb_bytes: int  # pages in use by the five databases
+    lmdb_bytes: int  # pages in use by the six databases
     map_size: int
 
 
@@ -228,9 +229,10 @@ class Upkeep:
         return self._txn.get(call, db=self._env._results)
 
     def delete_result(self, call: bytes) -> None:
-        """Delete a call's result and its metadata."""
+        """Delete a call's result, its metadata and its trace."""
         self._txn.delete(call, db=self._env._results)
         self._txn.delete(call, db=self._env._meta)
+        self._txn.delete(call, db=self._env._traced)
 
     def named_values(self) -> set[bytes]:
         """The value addresses that some result names now."""
@@ -245,6 +247,7 @@ class StoreEnvironment:
         self.path = home / "store"
         self.blobs = home / "blobs"
         self.cap = store_cap()
+        exclude_root(home)  # what a call reads of the store is not an input of it
         self._gate = _Gate()
         self._open()
 
@@ -276,6 +279,9 @@ class StoreEnvironment:
         self._meta = env.open_db(b"meta")
         self._functions = env.open_db(b"functions")
         self._info = env.open_db(b"info")
+        # call → trace of the run-time inputs its result was computed from (identity/inputs.py),
+        # for those results only that have one; a store made before it gains it, empty.
+        self._traced = env.open_db(b"traced")
         with env.begin(write=True) as txn:
             found = txn.get(b"format", db=self._info)
             if found is None or found in _UPGRADABLE:
@@ -290,10 +296,10 @@ class StoreEnvironment:
 
     # ------------------------------------------------------------------ transactions
 
-    def _read_result(self, call: bytes) -> tuple[bytes, bytes] | None:
-        """``(value address, raw value record)`` of a stored result, or None: the hit path's
-        read, without a closure per call. The database handles are read inside the gate: a
-        fork or a resize reopens the environment, and with it the handles."""
+    def _read_result(self, call: bytes) -> tuple[bytes, bytes, bytes | None] | None:
+        """``(value address, raw value record, trace or None)`` of a stored result, or None:
+        the hit path's read, without a closure per call. The database handles are read inside
+        the gate: a fork or a resize reopens the environment, and with it the handles."""
         gate = self._gate
         gate.enter()
         try:
@@ -302,7 +308,8 @@ class StoreEnvironment:
                 if address is None:
                     return None
                 record = txn.get(address, db=self._values)
-                return None if record is None else (address, record)
+                return None if record is None else (address, record,
+                                                    txn.get(call, db=self._traced))
         except (lmdb.MapResizedError, lmdb.ReadersFullError):
             pass
         finally:
@@ -311,7 +318,7 @@ class StoreEnvironment:
         def read(txn):
             address = txn.get(call, db=self._results)
             record = None if address is None else txn.get(address, db=self._values)
-            return None if record is None else (address, record)
+            return None if record is None else (address, record, txn.get(call, db=self._traced))
 
         return self._read(read)  # the map grew, or the reader table was full: the careful way
 
@@ -408,7 +415,8 @@ class StoreEnvironment:
     def _used_bytes(self, txn) -> int:
         """Bytes of the pages the databases use, seen from ``txn``."""
         used = 0
-        for db in (self._values, self._results, self._meta, self._functions, self._info):
+        for db in (self._values, self._results, self._meta, self._functions, self._info,
+                   self._traced):
             st = txn.stat(db)
             used += (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
         return used

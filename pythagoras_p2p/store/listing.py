@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from ..identity.inputs import changed
 from .core import Store
 from .records import encode_meta, is_inline, live
 
@@ -31,6 +32,12 @@ class StoredCall:
     duration: float | None  # seconds
     stored: float | None
     nbytes: int  # of the stored value
+    # The files ({path: [blake3, size, mtime_ns, ino, dev, ctime_ns] or None when absent}) and
+    # environment variables ({name: value or None}) the call read, checked before each hit
+    # (identity/inputs.py); None when it read none, or when they are not tracked.
+    inputs: dict | None = None
+    inputs_tracked: bool = True  # False: add_pure_function(track_inputs=False), nothing checked
+    inputs_changed: tuple[str, ...] = ()  # what of them changed here: the next call recomputes
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -61,17 +68,22 @@ def _value_size(store: Store, address: bytes, record: bytes | None) -> int:
         return 0
 
 
-def stored_call(store: Store, call: bytes, function: str) -> StoredCall | None:
-    """The stored result of ``call``, described, or None; nothing is read but metadata."""
+def stored_call(store: Store, call: bytes, function: str,
+                tracked: bool = True) -> StoredCall | None:
+    """The stored result of ``call``, described, or None; nothing is read but metadata (and
+    the files and variables it read, to say which changed). ``tracked``: whether the function
+    records its inputs."""
     entry = store.result_entry(call)
     if entry is None:
         return None
     address, record = entry
     meta = store.get_meta(call) or {}
+    trace = meta.get("inputs") or None
     return StoredCall(
         address=call.hex(), function=meta.get("function", function), computed_on=meta.get("host"),
         worker=meta.get("worker"), started=meta.get("started"), duration=meta.get("duration"),
         stored=meta.get("stored"), nbytes=_value_size(store, address, record),
+        inputs=trace, inputs_tracked=tracked, inputs_changed=tuple(changed(trace)),
     )
 
 
