@@ -62,6 +62,7 @@ def _fixed_roots() -> tuple[str, ...]:
               os.path.dirname(os.__file__)}
     found = {os.path.join(os.path.realpath(r), "") for r in roots if r}
     found |= {os.path.join(r, "") for r in roots if r}
+    found.discard(os.sep)  # an interpreter installed at the root leaves the rest to record
     return tuple(sorted(found)) + ("/proc/", "/sys/", "/dev/")
 
 

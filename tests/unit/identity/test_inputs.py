@@ -1,0 +1,158 @@
+"""Recording and checking run-time inputs (identity/inputs.py), and the store's ``traced`` table."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from pythagoras_p2p.identity import inputs
+from pythagoras_p2p.store.core import MISSING, open_store
+from pythagoras_p2p.store.packing import pack_parts
+
+
+def _record(body):
+    rec = inputs.start()
+    try:
+        body()
+    finally:
+        trace = inputs.stop(rec)
+    return trace
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_files_read_and_variables_read_are_recorded(tmp_path, monkeypatch):
+    data = tmp_path / "a.txt"
+    data.write_text("abc")
+    monkeypatch.setenv("TRACE_A", "1")
+    monkeypatch.delenv("TRACE_B", raising=False)
+
+    def body():
+        _read(data)
+        _read(data)  # once is enough
+        os.environ.get("TRACE_A"), os.getenv("TRACE_B"), "TRACE_C" in os.environ
+        os.environ.get("PYTHAGORAS_ANYTHING")  # the library's own settings are not inputs
+
+    trace = _record(body)
+    assert list(trace["files"]) == [str(data)] and trace["files"][str(data)][1] == 3
+    assert trace["env"] == {"TRACE_A": "1", "TRACE_B": None, "TRACE_C": None}
+    assert inputs.holds(trace)
+    monkeypatch.setenv("TRACE_B", "")
+    assert not inputs.holds(trace)
+    assert inputs.changed(trace) == ["environment variable TRACE_B was set"]
+
+
+def test_nothing_is_recorded_without_a_recording_or_on_other_threads(tmp_path):
+    data = tmp_path / "a.txt"
+    data.write_text("abc")
+    assert _record(lambda: None) is None
+    _read(data)  # no recording on this thread: nothing to record into
+    other = threading.Thread(target=_read, args=(data,))
+    assert _record(lambda: (other.start(), other.join())) is None
+
+
+def test_writes_sources_the_interpreter_and_absent_files_are_told_apart(tmp_path):
+    out = tmp_path / "out.txt"
+    gone = tmp_path / "gone.txt"
+
+    def body():
+        with open(out, "w") as f:
+            f.write("x")
+        _read(out)  # its own output
+        _read(os.__file__)  # the standard library
+        _read(inputs.__file__)  # a source under sys.path
+        with open("/proc/self/status") as f:
+            f.read()
+        try:
+            _read(gone)
+        except FileNotFoundError:
+            pass
+
+    trace = _record(body)
+    assert trace == {"files": {str(gone): None}}
+    assert inputs.holds(trace)
+    gone.write_text("now here")
+    assert not inputs.holds(trace) and inputs.changed(trace) == [f"file {gone} appeared"]
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_seen(tmp_path, monkeypatch):
+    data = tmp_path / "a.txt"
+    data.write_text("aaaa")
+    st = os.stat(data)
+    old = st.st_mtime_ns - 10_000_000_000
+    os.utime(data, ns=(old, old))
+    monkeypatch.setattr(inputs, "RACY_NS", 0)  # trust the stat fields as if the file were old
+    trace = _record(lambda: _read(data))
+    assert trace["files"][str(data)][2] == old  # the stat fast path is kept
+    assert inputs.holds(trace)
+    data.write_text("bbbb")  # same size, then the same mtime again: only the ctime differs
+    os.utime(data, ns=(old, old))
+    assert not inputs.holds(trace)
+
+
+def test_same_bytes_written_again_hold_and_racy_stats_are_hashed(tmp_path):
+    data = tmp_path / "a.txt"
+    data.write_text("abc")
+    trace = _record(lambda: _read(data))
+    assert trace["files"][str(data)][2:] == [0, 0, 0, 0]  # just written: hashed when checked
+    data.write_text("abc")
+    assert inputs.holds(trace)
+    data.write_text("abd")
+    assert not inputs.holds(trace)
+
+
+def test_a_malformed_trace_never_holds():
+    assert not inputs.holds({"files": {"/x": "nonsense"}})
+    assert not inputs.holds({"env": 3})
+    assert not inputs.holds_raw(b"{not json")
+
+
+def test_nested_recordings_and_checked_hits_reach_the_caller_s_trace(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("a")
+    b.write_text("b")
+    monkeypatch.setenv("TRACE_A", "1")
+    inner = _record(lambda: _read(a))
+
+    def outer():
+        _record(lambda: _read(b))  # a nested call computed here
+        assert inputs.holds(inner)  # a nested call answered from the store
+
+    trace = _record(outer)
+    assert set(trace["files"]) == {str(a), str(b)}
+
+
+def _put(store, call, value, trace=None):
+    meta = {"function": "f"}
+    if trace is not None:
+        meta["inputs"] = trace
+    from pythagoras_p2p.identity.encoding import value_address
+
+    store.put_results([(call, value_address(value), pack_parts(value, what="v"), meta)])
+
+
+def test_the_store_answers_a_traced_result_only_while_its_trace_holds(home, tmp_path):
+    store = open_store(home)
+    data = tmp_path / "a.txt"
+    data.write_text("abc")
+    trace = _record(lambda: _read(data))
+    calls = [bytes([i]) * 32 for i in range(3)]
+    _put(store, calls[0], "traced", trace)
+    _put(store, calls[1], "plain")
+    assert store.get_result(calls[0]) == "traced"
+    assert store.results_of(calls) == ["traced", "plain", MISSING]
+    data.write_text("abd")
+    assert store.get_result(calls[0]) is MISSING
+    assert store.results_of(calls) == [MISSING, "plain", MISSING]
+    assert store.get_results(calls) == {calls[1]: "plain"}
+    _put(store, calls[0], "again")  # computed again, reading nothing now: its old trace goes
+    assert store.get_result(calls[0]) == "again"
+    assert store._read(lambda txn: txn.get(calls[0], db=store._traced)) is None
+    _put(store, calls[2], "traced", trace)
+    from pythagoras_p2p.store.listing import forget
+
+    assert forget(store, [calls[2]]) == 1  # forgetting a result forgets its trace
+    assert store._read(lambda txn: txn.get(calls[2], db=store._traced)) is None
