@@ -49,6 +49,8 @@ _CACHE_KEPT = 4096
 _ENV_PREFIX_IGNORED = "PYTHAGORAS_"
 _SOURCE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
 _ACCMODE = getattr(os, "O_ACCMODE", 3)
+_S_ISREG = stat_module.S_ISREG
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 _local = threading.local()
 _installed = False
@@ -102,23 +104,29 @@ def _racy(st: os.stat_result) -> bool:
     return st.st_ctime_ns >= time.time_ns() - RACY_NS
 
 
-def _hash_file(path: str, size: int) -> str:
+def _hash_file(path: str, size: int, fd: int | None = None) -> str:
     if size >= _BIG:
         return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
     hasher = blake3()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(1 << 20):
+    own = fd is None
+    if own:
+        fd = os.open(path, _READ_FLAGS)
+    try:
+        while chunk := os.read(fd, max(size + 1, 1 << 16)):
             hasher.update(chunk)
+    finally:
+        if own:
+            os.close(fd)
     return hasher.hexdigest()
 
 
-def _digest(path: str, st: os.stat_result) -> str:
+def _digest(path: str, st: os.stat_result, fd: int | None = None) -> str:
     """The content hash of a regular file, from this process's cache while its stat holds."""
     key = _stat_key(st)
     cached = _digests.get(path)
     if cached is not None and cached[0] == key:
         return cached[1]
-    digest = _hash_file(path, st.st_size)
+    digest = _hash_file(path, st.st_size, fd)
     if not _racy(st):
         if len(_digests) >= _CACHE_KEPT:
             _digests.clear()
@@ -129,19 +137,22 @@ def _digest(path: str, st: os.stat_result) -> str:
 def _file_state(path: str) -> list | None | bool:
     """What a trace keeps of a file: ``[digest, size, mtime_ns, ino, dev, ctime_ns]`` (the
     stat fields 0 when they are not to be trusted), None when it is absent, False when it is not
-    a regular file (a directory, a pipe: not recorded)."""
+    a regular file (a directory, a pipe: not recorded) or cannot be read."""
     try:
-        st = os.stat(path)
+        fd = os.open(path, _READ_FLAGS)  # non-blocking: opening a pipe must not wait
     except FileNotFoundError:
         return None
     except OSError:
-        return False
-    if not stat_module.S_ISREG(st.st_mode):
-        return False
-    try:
-        digest = _digest(path, st)
-    except OSError:
         return False  # unreadable: the call's own open fails as well
+    try:
+        st = os.fstat(fd)
+        if not _S_ISREG(st.st_mode):
+            return False
+        digest = _digest(path, st, fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     if _racy(st):
         return [digest, st.st_size, 0, 0, 0, 0]
     return [digest, *_stat_key(st)]
@@ -154,10 +165,12 @@ def _file_holds(path: str, recorded: list | None) -> bool:
         return recorded is None
     except OSError:
         return False
-    if recorded is None or not stat_module.S_ISREG(st.st_mode):
+    if recorded is None or not _S_ISREG(st.st_mode):
         return False
-    if recorded[2] and tuple(recorded[1:]) == _stat_key(st):
-        return True
+    mtime = recorded[2]
+    if (mtime and mtime == st.st_mtime_ns and recorded[5] == st.st_ctime_ns
+            and recorded[3] == st.st_ino and recorded[1] == st.st_size and recorded[4] == st.st_dev):
+        return True  # the stat fast path: unchanged since it was hashed
     if st.st_size != recorded[1]:
         return False
     try:
