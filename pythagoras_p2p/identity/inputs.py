@@ -18,8 +18,9 @@ machine that asks; otherwise the call is computed again and its new result repla
 Not recorded: files under the interpreter's prefixes and the standard library, Python sources
 and extensions under ``sys.path`` (the fingerprint covers the user's code), ``/proc``, ``/sys``,
 ``/dev``, the store's own home, files the call itself opened for writing first, variables named
-``PYTHAGORAS_*``; reads by threads or processes the call starts, by C code that opens files
-itself (not through Python's ``open``), and directory listings. A function may opt out
+``PYTHAGORAS_*`` and those the worker pool sets (``CUDA_VISIBLE_DEVICES``, thread counts);
+reads by threads or processes the call starts, by C code that opens files itself (not through
+Python's ``open``), and directory listings. A function may opt out
 (``add_pure_function(track_inputs=False)``): nothing is recorded for it.
 
 Stat times are trusted only for a file whose ctime is older than :data:`RACY_NS` when it is
@@ -47,6 +48,12 @@ RACY_NS = 2_000_000_000
 _BIG = 8 << 20  # files from this size on are hashed through a map, on every core
 _CACHE_KEPT = 4096
 _ENV_PREFIX_IGNORED = "PYTHAGORAS_"
+# Set by the worker pool, per worker or per call, where they are not set already: placement
+# (the GPUs a call was given) and thread counts, which never change what a call returns, and
+# would otherwise differ between a worker and the caller that checks the trace.
+_ENV_IGNORED = frozenset({
+    "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS"})
 _SOURCE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
 _ACCMODE = getattr(os, "O_ACCMODE", 3)
 _S_ISREG = stat_module.S_ISREG
@@ -218,7 +225,8 @@ class Recorder:
             self.files[path] = state
 
     def read_env(self, name, value) -> None:
-        if type(name) is str and name not in self.env and not name.startswith(_ENV_PREFIX_IGNORED):
+        if (type(name) is str and name not in self.env and name not in _ENV_IGNORED
+                and not name.startswith(_ENV_PREFIX_IGNORED)):
             self.env[name] = value
 
     def merge(self, trace: dict) -> None:
