@@ -108,6 +108,8 @@ class PureFunction:
         self._params = frozenset(code.co_varnames[: code.co_kwonlyargcount])
         self._defaults = dict(func.__kwdefaults__ or {})
         self._var_kw = bool(code.co_flags & inspect.CO_VARKEYWORDS)
+        # With **kw, the order of the arguments it gathers counts (see identity.calls).
+        self.named: frozenset[str] | None = self._params if self._var_kw else None
 
     # ------------------------------------------------------------------ identity
 
@@ -170,7 +172,7 @@ class PureFunction:
 
     def address(self, **kwargs: Any) -> bytes:
         """The call address of ``self(**kwargs)``: where its result is (or will be) stored."""
-        return call_address(self.fingerprint, self.bind((), kwargs))[0]
+        return call_address(self.fingerprint, self.bind((), kwargs), named=self.named)[0]
 
     # ------------------------------------------------------------------ calls
 
@@ -178,7 +180,7 @@ class PureFunction:
         """Return the stored result of this call, computing and storing it here on a miss."""
         kwargs = self.bind(args, kwargs)
         fp = self.identity().fp
-        call = call_address(fp, kwargs)[0]
+        call = call_address(fp, kwargs, named=self.named)[0]
         value = self.cloud.store.get_result(call)
         if value is not _MISSING:
             return value

@@ -70,14 +70,15 @@ def large_addresses(kwargs: dict, memo: dict) -> dict[str, bytes]:
             if approx_nbytes(value) >= INLINE_VALUE_LIMIT}
 
 
-def distinct_calls(fp: bytes, calls: Iterable[dict], memoize: bool,
-                   unaddressed: frozenset) -> tuple[list[tuple[bytes, dict, Any]], list[int]]:
+def distinct_calls(fp: bytes, calls: Iterable[dict], memoize: bool, unaddressed: frozenset,
+                   named: frozenset | None = None) -> tuple[list[tuple[bytes, dict, Any]], list[int]]:
     """The distinct calls of a run — ``(call address, kwargs, addresses of the arguments that
     may travel by address)`` — and, for each input position, the index of its call.
 
     A large argument shared by many calls is hashed once (a memo that lives no longer than this
     hashing: see ``memo_address``). ``unaddressed``: names passed to each call but left out of
-    its address (see the joblib backend). Not memoized: each call its own, under a random
+    its address (see the joblib backend). ``named``: the function's named parameters when it
+    takes ``**kw`` too (see ``call_address``). Not memoized: each call its own, under a random
     address — run every time, never stored.
     """
     memo: dict = {}
@@ -92,11 +93,11 @@ def distinct_calls(fp: bytes, calls: Iterable[dict], memoize: bool,
     for kwargs in calls:
         if unaddressed:
             call, addresses = call_address(
-                fp, {k: v for k, v in kwargs.items() if k not in unaddressed}, memo)
+                fp, {k: v for k, v in kwargs.items() if k not in unaddressed}, memo, named)
             addresses = {**addresses, **large_addresses(
                 {k: v for k, v in kwargs.items() if k in unaddressed}, memo)}
         else:
-            call, addresses = call_address(fp, kwargs, memo)
+            call, addresses = call_address(fp, kwargs, memo, named)
         slot = index.get(call)
         if slot is None:
             slot = index[call] = len(unique)

@@ -59,7 +59,7 @@ class CallRun(Waiting):
         self.arguments = arguments = Arguments(cloud) if arguments is None else arguments
         self.identity = fn.identity()  # calls run with the values their addresses are made from
         fp = self.fp = self.identity.fp
-        self.unique, self.positions = distinct_calls(fp, calls, memoize, unaddressed)
+        self.unique, self.positions = distinct_calls(fp, calls, memoize, unaddressed, fn.named)
         n = len(self.unique)
         self.results: list[Any] = [MISSING] * n
         self.errors: set[int] = set()  # slots whose result is an exception to raise

@@ -1,8 +1,13 @@
 """Canonical encoding of numpy arrays and scalars and of pandas frames, series and indexes.
 
-Arrays are encoded by dtype, shape and raw bytes (large buffers hashed on their own, never
-pickled); pandas objects column by column with their index and every dtype, so two equal
-DataFrames built differently get one address. The rest of the encoding, and the addresses made
+Arrays are encoded by dtype, shape, memory order and raw bytes (large buffers hashed on their own,
+never pickled); pandas objects column by column with their index and every dtype, so two equal
+DataFrames built differently get one address. The memory order of an array counts (C, Fortran,
+or the strides of any other view): ``ravel("K")``, ``.flags`` and ``.strides`` show it. That of
+the buffers pandas keeps does not: it follows how a frame was built (its blocks), and pandas
+itself changes it in ordinary operations. Arrays, frames and series are mutable: sharing one
+inside a value is numbered (:func:`.encoding.open_shared`); an index is not (pandas' are
+immutable). The rest of the encoding, and the addresses made
 of it, are :mod:`.encoding`; this module registers :func:`encode_array_or_frame` there when the
 package is imported (``identity/__init__``).
 
@@ -14,7 +19,15 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .encoding import BIG_BUFFER, PLAIN_TYPES, encode_into, encode_length, hash_bytes
+from .encoding import (
+    BIG_BUFFER,
+    PLAIN_TYPES,
+    close_shared,
+    encode_into,
+    encode_length,
+    hash_bytes,
+    open_shared,
+)
 
 __all__ = ["encode_array_or_frame"]
 
@@ -30,23 +43,28 @@ def encode_array_or_frame(obj: Any, out: bytearray) -> bool:
         # bytes and dtype string: their pickle, which holds everything, addresses them.
         if np is not None:
             if type(obj) is np.ndarray:
-                _encode_ndarray(obj, out)
+                if open_shared(obj, out):
+                    _encode_ndarray(obj, out, layout=True)
+                    close_shared(obj, out)
                 return True
             if isinstance(obj, np.generic) and obj.dtype.fields is None:
                 out += b"n" + obj.dtype.str.encode() + b"\0" + obj.tobytes()
                 return True
     elif module.startswith("pandas"):
         pd = sys.modules.get("pandas")
-        if pd is not None and _encode_pandas(obj, out, pd):
-            return True
+        if pd is not None:
+            return _encode_pandas(obj, out, pd)
     return False
 
 
-def _encode_ndarray(arr: Any, out: bytearray) -> None:
+def _encode_ndarray(arr: Any, out: bytearray, layout: bool = False) -> None:
+    """An array's dtype, shape and bytes (in C order); with ``layout``, its memory order too."""
     out += b"a" + arr.dtype.str.encode() + b"\0"
     encode_length(arr.ndim, out)
     for dim in arr.shape:
         encode_length(dim, out)
+    if layout:
+        _encode_layout(arr, out)
     if arr.dtype.hasobject:
         encode_into(arr.tolist(), out)
         return
@@ -65,29 +83,49 @@ def _encode_ndarray(arr: Any, out: bytearray) -> None:
         out += data
 
 
+def _encode_layout(arr: Any, out: bytearray) -> None:
+    """C or Fortran order, or else the strides (a view): what ``ravel("K")`` and ``.flags``
+    see. Contiguous arrays need no more: their strides follow from shape and item size."""
+    flags = arr.flags
+    if flags.c_contiguous:
+        out += b"C"
+    elif flags.f_contiguous:
+        out += b"F"
+    else:
+        out += b"K"
+        for stride in arr.strides:
+            encode_into(stride, out)
+
+
 def _encode_pandas(obj: Any, out: bytearray, pd: Any) -> bool:
     """Encode pandas' own frames, series and indexes by content; return False for anything else
     (scalars, bare arrays, subclasses from other modules), which their pickle addresses."""
     kind = type(obj)
-    if kind is pd.DataFrame:
+    if kind is pd.DataFrame or kind is pd.Series:
+        if open_shared(obj, out):  # mutable: sharing one counts
+            _encode_frame_or_series(obj, out, pd)
+            close_shared(obj, out)
+        return True
+    if isinstance(obj, pd.Index) and kind.__module__.partition(".")[0] == "pandas":
+        _encode_index(obj, out, pd)
+        return True
+    return False
+
+
+def _encode_frame_or_series(obj: Any, out: bytearray, pd: Any) -> None:
+    if type(obj) is pd.DataFrame:
         out += b"D"
         _encode_metadata(obj, out)
         _encode_index(obj.columns, out, pd)
         _encode_index(obj.index, out, pd)
         for _, column in obj.items():
             _encode_values(column, out, pd)
-        return True
-    if kind is pd.Series:
-        out += b"R"
-        encode_into(obj.name, out)
-        _encode_metadata(obj, out)
-        _encode_index(obj.index, out, pd)
-        _encode_values(obj, out, pd)
-        return True
-    if isinstance(obj, pd.Index) and kind.__module__.partition(".")[0] == "pandas":
-        _encode_index(obj, out, pd)
-        return True
-    return False
+        return
+    out += b"R"
+    encode_into(obj.name, out)
+    _encode_metadata(obj, out)
+    _encode_index(obj.index, out, pd)
+    _encode_values(obj, out, pd)
 
 
 def _encode_metadata(obj: Any, out: bytearray) -> None:
@@ -99,12 +137,13 @@ def _encode_metadata(obj: Any, out: bytearray) -> None:
 def _encode_index(index: Any, out: bytearray, pd: Any) -> None:
     """An index: level by level, its name and values with their dtype, and its frequency."""
     if isinstance(index, pd.MultiIndex):
-        # Level values, not levels and codes: equal indexes may keep different unused level
-        # values (a slice keeps them all).
+        # Levels and codes, not only the values: a level value no row uses any more (a slice
+        # keeps them all) shows in ``.levels``, ``groupby`` and ``unstack``.
         out += b"M"
         encode_length(index.nlevels, out)
-        for i in range(index.nlevels):
-            _encode_index(index.get_level_values(i), out, pd)
+        for level, codes in zip(index.levels, index.codes, strict=True):
+            _encode_index(level, out, pd)  # with its name
+            _encode_ndarray(codes.astype("int64", copy=False), out)
         return
     # The class is not encoded: pandas picks it from the dtype, except that a RangeIndex and the
     # int64 Index of its values share an address. A function could tell them apart, but pandas

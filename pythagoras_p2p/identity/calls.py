@@ -1,9 +1,16 @@
 """Call addresses: a function's fingerprint with its arguments' value addresses.
 
 The address of one call hashes the fingerprint of its function (:mod:`.fingerprint`) with the
-sorted argument names and the value address of each argument (:mod:`.encoding`), so the order
-in which arguments are given does not matter; defaults are bound before (``PureFunction.bind``),
-so ``f(x=1)`` and ``f(x=1, y=<default>)`` are one call.
+argument names and the value address of each argument (:mod:`.encoding`). The function's named
+parameters are hashed in sorted order: the order they are given in is not observable. The
+arguments a ``**kw`` parameter gathers are hashed after them, in the order given: the function
+sees it (iterating ``kw``), and gets them in that order wherever it runs (``bind`` keeps it, and
+so does the pickle a worker's arguments travel in). Defaults are bound before
+(``PureFunction.bind``), so ``f(x=1)`` and ``f(x=1, y=<default>)`` are one call.
+
+Each argument's address is its own, so a value shared by two arguments (``f(a=row, b=row)``)
+counts as two equal ones: large arguments travel to workers one by one, by address, and arrive
+apart anyway.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from .encoding import Address, value_address
 
 __all__ = ["call_address", "memo_address", "approx_nbytes"]
 
-_CALL_VERSION = b"pythagoras-call-2\0"
+_CALL_VERSION = b"pythagoras-call-3\0"
 
 # The value addresses of small immutable scalars, by exact type and value: the arguments of most
 # calls, hashed once per process instead of once per call. Floats are left out: 0.0 == -0.0 as
@@ -33,20 +40,28 @@ _NONE: Mapping = MappingProxyType({})  # no argument that may travel by address
 
 
 def call_address(
-    fp: Address, kwargs: dict[str, Any], memo: dict[int, tuple[Any, Address]] | None = None
+    fp: Address, kwargs: dict[str, Any], memo: dict[int, tuple[Any, Address]] | None = None,
+    named: frozenset[str] | None = None,
 ) -> tuple[Address, Mapping[str, Address]]:
     """The address of one call, and the value address of each argument that may travel by
     address (every one but small scalars: a call keeps this mapping while it runs).
 
-    It hashes the function's fingerprint with the sorted argument names and their values'
-    addresses, so the order in which arguments are given does not matter. ``memo`` (object id →
+    It hashes the function's fingerprint with the argument names and their values' addresses:
+    the names in ``named`` (the function's named parameters; None: all of them) sorted, then
+    the others (which its ``**kw`` gathers) in the order of ``kwargs``. ``memo`` (object id →
     (object, address)) lets many calls that share a large argument hash it once.
     """
     out = bytearray(_CALL_VERSION)
     out += fp
     addresses = None
     scalars = _SCALARS
-    for name in sorted(kwargs):
+    if named is None or named.issuperset(kwargs):
+        names: list[str] = sorted(kwargs)
+    else:
+        # Which names are named is the function's (its fingerprint's): no mark is needed.
+        names = sorted(name for name in kwargs if name in named)
+        names.extend(name for name in kwargs if name not in named)
+    for name in names:
         value = kwargs[name]
         kind = type(value)
         if kind in _SCALAR_TYPES and (len(value) <= _SCALAR_LEN if kind is str or kind is bytes

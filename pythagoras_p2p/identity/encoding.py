@@ -1,13 +1,34 @@
 """Canonical encoding of values and their content addresses.
 
-The **address** of a value is blake3 over a canonical, versioned byte encoding that depends on
-content only. Dicts and sets are encoded in a sorted order, numpy arrays by dtype, shape and raw
-bytes, pandas objects column by column with every dtype (so two equal DataFrames built
-differently get one address, and two a function could tell apart never do). Large buffers are
-hashed on their own, with threads, straight from memory: never by pickling them first. Anything
-else is encoded by its pickle, with the sets inside it (whose pickled order follows a process's
-string hashes) replaced by their sorted encodings, and the user's own classes and functions by
-their content. How a value is *packed* for storage is :mod:`pythagoras_p2p.store.packing`.
+The **address** of a value is blake3 over a canonical, versioned byte encoding of what a function
+given the value can observe, and of nothing else (so equal values built differently share it):
+
+* **Order where the user sets it.** Lists and tuples in order; dicts in insertion order (a
+  function that iterates one sees it). Sets and frozensets by the sorted encodings of their
+  items: a set's iteration order is observable too, but it follows the items' hashes (a string's
+  differs from one process to the next), not anything the caller chose, so equal sets share one
+  address in every process.
+* **Aliasing.** ``[row, row]`` is not ``[row, copy(row)]``: appending to the first item of one
+  changes its second. Every *mutable* object met (list, dict, set, bytearray, numpy array,
+  DataFrame, Series, and any object encoded by its pickle but the immutable kinds below) is
+  numbered in the order first met; meeting it again writes a back reference to that number. An
+  object met again while it is still being encoded (a value that holds itself) has no address: a
+  clear error. Immutable values (None, bools, numbers, strings, bytes, tuples, frozensets, ranges,
+  dates, decimals, paths, enum members...) are not numbered: sharing one cannot change what a
+  function computes (only ``is`` tells), and counting it would split equal values built
+  differently. The items of a set are numbered apart from the rest (their encodings are sorted, so
+  the order they are met in is the hash order again); inside an object encoded by its pickle,
+  pickle's own memo writes the sharing, but sharing across that boundary is not seen.
+* numpy arrays by dtype, shape, memory order (C, Fortran, or the strides of any other view:
+  ``ravel("K")``, ``.flags`` and ``.strides`` tell them apart) and raw bytes; pandas objects
+  column by column with every dtype (:mod:`.arrays`). Large buffers are hashed on their own, with
+  threads, straight from memory: never by pickling them first.
+* Enum members by their class (its code, if it is the user's) and their name and value.
+* Anything else by its pickle, with the sets inside it (whose pickled order follows a process's
+  string hashes) replaced by their sorted encodings, and the user's own classes and functions by
+  their content.
+
+How a value is *packed* for storage is :mod:`pythagoras_p2p.store.packing`.
 
 numpy arrays and pandas objects are encoded by :mod:`.arrays`, which registers itself here
 (:func:`register_foreign_encoder`) when the package is imported; numpy and pandas are never
@@ -16,18 +37,24 @@ imported for it, only recognised if the user already uses them.
 
 from __future__ import annotations
 
-import io
+import datetime
+import decimal
+import enum
+import fractions
+import pathlib
 import pickle
 import struct
 import sys
 import threading
 import types
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from blake3 import blake3
 
 from ..errors import SerializationError
+from .pickled import pickle_for_address, register_code_token, token_of
 
 __all__ = [
     "ENCODING_VERSION",
@@ -39,16 +66,17 @@ __all__ = [
     "register_foreign_encoder",
     "encode_into",
     "encode_length",
+    "open_shared",
+    "close_shared",
     "BIG_BUFFER",
     "PLAIN_TYPES",
 ]
 
 #: Bumped whenever the encoding changes; it is hashed into every address.
-ENCODING_VERSION = b"pythagoras-enc-2\0"
+ENCODING_VERSION = b"pythagoras-enc-3\0"
 
 Address = bytes  # 32 bytes of blake3
 
-_PICKLE_PROTOCOL = 5
 BIG_BUFFER = 1 << 16  # buffers at least this big are hashed separately (and with threads)
 _THREADS_FROM = 8 << 20  # blake3 uses every core for buffers at least this big
 _pack_q = struct.Struct("<q").pack
@@ -66,49 +94,17 @@ def hash_bytes(data: Any) -> Address:
 
 def value_address(obj: Any) -> Address:
     """The 32-byte content address of ``obj``: equal content, equal address, in any process."""
-    out = bytearray(ENCODING_VERSION)
+    out = _Out(ENCODING_VERSION)
     try:
-        encode_into(obj, out)
+        _encode(obj, out)
     except RecursionError:
-        # Caught here rather than guarded in every container's encoder, which would cost the
-        # common case: the walk to tell a cycle from mere depth runs only when one happened.
-        raise _too_deep(obj) from None
+        # A value that holds itself is caught where it happens (see open_shared): running out of
+        # stack means depth only.
+        raise SerializationError(
+            f"the value is nested too deeply to be hashed (deeper than Python's recursion limit "
+            f"of {sys.getrecursionlimit()} allows); pass a flatter structure"
+        ) from None
     return blake3(out).digest()
-
-
-def _too_deep(obj: Any) -> SerializationError:
-    """The error for a value whose encoding ran out of stack: it holds itself, or is too deep."""
-    if _contains_itself(obj):
-        return SerializationError(
-            "the value contains itself (a list, tuple, dict or set in it holds itself, directly "
-            "or through others), so it has no content address; pass a structure without cycles"
-        )
-    return SerializationError(
-        f"the value is nested too deeply to be hashed (deeper than Python's recursion limit of "
-        f"{sys.getrecursionlimit()} allows); pass a flatter structure"
-    )
-
-
-def _contains_itself(obj: Any) -> bool:
-    """Whether a list, tuple, dict or set in ``obj`` holds itself; walked without recursion."""
-    containers = (list, tuple, dict, set, frozenset)
-    path: set[int] = set()  # the containers from obj down to the one being looked at
-    done: set[int] = set()
-    stack = [(obj, False)]
-    while stack:
-        item, leaving = stack.pop()
-        if leaving:
-            path.discard(id(item))
-            done.add(id(item))
-        elif type(item) in containers and id(item) not in done:
-            if id(item) in path:
-                return True
-            path.add(id(item))
-            stack.append((item, True))
-            # dict keys are hashable, so they cannot lead back to a mutable container
-            children = item.values() if type(item) is dict else item
-            stack.extend((child, False) for child in children)
-    return False
 
 
 def checked_address(obj: Any) -> tuple[Address, bool]:
@@ -126,15 +122,76 @@ _PICKLED = threading.local()  # how many parts checked_address had to encode by 
 # --------------------------------------------------------------------------- canonical encoding
 
 
+class _Out(bytearray):
+    """The bytes of one encoding, with the mutable objects met so far (see :func:`open_shared`)."""
+
+    __slots__ = ("seen", "held")
+
+    def __init__(self, data: bytes = b""):
+        super().__init__(data)
+        self.seen: dict[int, int] = {}  # id -> number; ~number while it is being encoded
+        self.held: list = []  # the objects numbered: their ids are not reused meanwhile
+
+
 def encode_into(obj: Any, out: bytearray) -> None:
-    """Append the canonical encoding of ``obj`` to ``out`` (what :func:`value_address` hashes)."""
+    """Append the canonical encoding of ``obj`` to ``out`` (what :func:`value_address` hashes).
+
+    Given a buffer of its own (not one this module passed to an encoder), ``obj``'s aliasing is
+    numbered apart from what else the buffer holds."""
+    if type(out) is _Out:
+        _encode(obj, out)
+        return
+    atom = _ATOM_ENCODERS.get(type(obj))
+    if atom is not None:
+        atom(obj, out)
+        return
+    buf = _Out()
+    _encode(obj, buf)
+    out += buf
+
+
+def _encode(obj: Any, out: _Out) -> None:
     encoder = _ENCODERS.get(type(obj))
     if encoder is not None:
         encoder(obj, out)
         return
     if _encode_foreign is not None and _encode_foreign(obj, out):
         return
-    _encode_by_pickle(obj, out)
+    if isinstance(obj, enum.Enum):
+        _enc_enum(obj, out)
+        return
+    if isinstance(obj, _IMMUTABLE):
+        _encode_by_pickle(obj, out)
+    elif open_shared(obj, out):
+        _encode_by_pickle(obj, out)
+        close_shared(obj, out)
+
+
+def open_shared(obj: Any, out: bytearray) -> bool:
+    """Start encoding the mutable ``obj``: True, or False when this encoding met it before and a
+    back reference to it was written instead. Pair a True with :func:`close_shared`."""
+    if type(out) is not _Out:  # a caller's own buffer: no sharing to speak of
+        return True
+    seen = out.seen
+    number = seen.get(id(obj))
+    if number is None:
+        seen[id(obj)] = ~len(out.held)
+        out.held.append(obj)
+        return True
+    if number < 0:
+        raise SerializationError(
+            "the value contains itself (a list, tuple, dict or set in it holds itself, directly "
+            "or through others), so it has no content address; pass a structure without cycles"
+        )
+    out += b"@"
+    encode_length(number, out)
+    return False
+
+
+def close_shared(obj: Any, out: bytearray) -> None:
+    """``obj`` (opened by :func:`open_shared`) is encoded: meeting it again is sharing, not a cycle."""
+    if type(out) is _Out:
+        out.seen[id(obj)] = ~out.seen[id(obj)]
 
 
 def encode_length(n: int, out: bytearray) -> None:
@@ -185,52 +242,77 @@ def _enc_bytes(obj: bytes | bytearray, out: bytearray, tag: bytes = b"b") -> Non
         out += obj
 
 
-def _enc_bytearray(obj: bytearray, out: bytearray) -> None:
-    _enc_bytes(obj, out, b"B")
+def _enc_bytearray(obj: bytearray, out: _Out) -> None:
+    if open_shared(obj, out):
+        _enc_bytes(obj, out, b"B")
+        close_shared(obj, out)
 
 
-def _enc_sequence(tag: bytes):
-    def encode(obj: list | tuple, out: bytearray) -> None:
-        out += tag
-        encode_length(len(obj), out)
-        for item in obj:
-            encode_into(item, out)
+def _enc_tuple(obj: tuple, out: _Out) -> None:
+    out += b"u"
+    encode_length(len(obj), out)
+    for item in obj:
+        _encode(item, out)
 
-    return encode
+
+def _enc_list(obj: list, out: _Out) -> None:
+    if not open_shared(obj, out):
+        return
+    out += b"l"
+    encode_length(len(obj), out)
+    for item in obj:
+        _encode(item, out)
+    close_shared(obj, out)
+
+
+def _enc_dict(obj: dict, out: _Out) -> None:
+    """Items in insertion order: iterating a dict shows it."""
+    if not open_shared(obj, out):
+        return
+    out += b"d"
+    encode_length(len(obj), out)
+    for key, value in obj.items():
+        _encode(key, out)
+        _encode(value, out)
+    close_shared(obj, out)
 
 
 def _sorted_encodings(items) -> list[bytes]:
+    """Each item encoded on its own (its sharing numbered apart), sorted."""
     encoded = []
     for item in items:
-        buf = bytearray()
-        encode_into(item, buf)
+        buf = _Out()
+        _encode(item, buf)
         encoded.append(bytes(buf))
     encoded.sort()
     return encoded
 
 
-def _enc_dict(obj: dict, out: bytearray) -> None:
-    out += b"d"
+def _enc_set(obj: set, out: _Out) -> None:
+    if open_shared(obj, out):
+        _enc_frozenset(obj, out, b"S")
+        close_shared(obj, out)
+
+
+def _enc_frozenset(obj: set | frozenset, out: _Out, tag: bytes = b"Z") -> None:
+    out += tag
     encode_length(len(obj), out)
-    pairs = []
-    for key, value in obj.items():
-        kbuf = bytearray()
-        encode_into(key, kbuf)
-        pairs.append((bytes(kbuf), value))
-    pairs.sort(key=lambda kv: kv[0])
-    for kbuf, value in pairs:
-        out += kbuf
-        encode_into(value, out)
+    for item in _sorted_encodings(obj):
+        out += item
 
 
-def _enc_set(tag: bytes):
-    def encode(obj: set | frozenset, out: bytearray) -> None:
-        out += tag
-        encode_length(len(obj), out)
-        for item in _sorted_encodings(obj):
-            out += item
-
-    return encode
+def _enc_enum(member: enum.Enum, out: _Out) -> None:
+    """A member by its class, name and value. Not by its pickle: that names the class, whose
+    token (the user's code) walks the members, whose pickles name the class again."""
+    cls = type(member)
+    token = token_of(cls)
+    out += b"E"
+    if token is None:
+        _enc_str(f"{cls.__module__}.{cls.__qualname__}", out)
+    else:
+        out += b"#" + token
+    _encode(member._name_, out)
+    _encode(member._value_, out)
 
 
 _encode_foreign: Callable[[Any, bytearray], bool] | None = None
@@ -244,84 +326,11 @@ def register_foreign_encoder(encode: Callable[[Any, bytearray], bool]) -> None:
     _encode_foreign = encode
 
 
-_code_token: Callable[[Any], bytes | None] | None = None
-
-
-def register_code_token(token: Callable[[Any], bytes | None]) -> None:
-    """Say how a function or class of the user's own code is addressed (identity.code_token):
-    by its content, where pickle would write only its name."""
-    global _code_token
-    _code_token = token
-
-
-def _code_ref(module: str, qualname: str, token: bytes) -> None:
-    """Stands for user code in the pickle of an address; such a pickle is never loaded."""
-    raise SerializationError("a pickle made for an address cannot be loaded")
-
-
-class _AddressPickler(pickle.Pickler):
-    """A pickler for addresses only: a class or function of the user's own code is written with
-    its content, so an object's address changes when its class's code does."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if _code_token is not None and isinstance(obj, (type, types.FunctionType)):
-            token = _code_token(obj)
-            if token is not None:
-                return _code_ref, (obj.__module__, obj.__qualname__, token)
-        return NotImplemented
-
-
-class _SetsSorted(_AddressPickler):
-    """Also every set and frozenset inside the value is written as its items' canonical
-    encodings, sorted, so the bytes do not depend on the process's hash seed."""
-
-    def persistent_id(self, obj: Any) -> Any:
-        kind = type(obj)
-        if kind is set or kind is frozenset:
-            return (kind.__name__, tuple(_sorted_encodings(obj)))
-        return None
-
-
-class _Cycle(BaseException):
-    """An object reached again through a set of its own: no canonical order exists. (Not an
-    Exception, so the encoders between here and the outermost attempt let it through.)"""
-
-
-_SORTING = threading.local()  # ids of the objects whose sets are being sorted, outermost first
-
-
-def _pickle_for_address(obj: Any, buffers: list) -> bytes:
-    stream = io.BytesIO()
-    _AddressPickler(stream, protocol=_PICKLE_PROTOCOL, buffer_callback=buffers.append).dump(obj)
-    data = stream.getvalue()
-    # A set inside always leaves its opcode (the byte may also be data: then the slower way is
-    # taken for nothing); without one, pickle's bytes are the same in every process.
-    if pickle.EMPTY_SET not in data and pickle.FROZENSET not in data:
-        return data
-    active = _SORTING.__dict__.setdefault("ids", [])
-    if id(obj) in active:
-        raise _Cycle
-    outermost = not active
-    active.append(id(obj))
-    sorted_buffers: list = []
-    stream = io.BytesIO()
-    try:
-        _SetsSorted(stream, protocol=_PICKLE_PROTOCOL, buffer_callback=sorted_buffers.append).dump(obj)
-    except _Cycle:
-        if not outermost:
-            raise
-        return data  # objects that hold each other through sets: pickle's own order
-    finally:
-        active.pop()
-    buffers[:] = sorted_buffers
-    return stream.getvalue()
-
-
 def _encode_by_pickle(obj: Any, out: bytearray) -> None:
     _PICKLED.count = getattr(_PICKLED, "count", 0) + 1
     buffers: list[pickle.PickleBuffer] = []
     try:
-        data = _pickle_for_address(obj, buffers)
+        data = pickle_for_address(obj, buffers, _sorted_encodings)
     except Exception as exc:
         raise SerializationError(
             f"a value of type {type(obj).__qualname__} cannot be hashed because it cannot be "
@@ -336,7 +345,7 @@ def _encode_by_pickle(obj: Any, out: bytearray) -> None:
         out += b"#" + hash_bytes(raw)
 
 
-_ENCODERS = {
+_ATOM_ENCODERS = {
     type(None): _enc_none,
     bool: _enc_bool,
     int: _enc_int,
@@ -344,13 +353,25 @@ _ENCODERS = {
     complex: _enc_complex,
     str: _enc_str,
     bytes: _enc_bytes,
+}
+
+_ENCODERS = {
+    **_ATOM_ENCODERS,
     bytearray: _enc_bytearray,
-    list: _enc_sequence(b"l"),
-    tuple: _enc_sequence(b"u"),
+    list: _enc_list,
+    tuple: _enc_tuple,
     dict: _enc_dict,
-    set: _enc_set(b"S"),
-    frozenset: _enc_set(b"Z"),
+    set: _enc_set,
+    frozenset: _enc_frozenset,
 }
 
 #: Types encoded above without a pickle (an extension dtype's parameters of these types are too).
 PLAIN_TYPES = frozenset(_ENCODERS)
+
+# Encoded by their pickle but immutable (their subclasses too: pandas' Timestamp, a time zone):
+# sharing one is not numbered (see the module's docstring). Functions and classes stand for code.
+_IMMUTABLE = (
+    tuple, frozenset, str, bytes, int, float, complex, range, slice, type, types.FunctionType,
+    types.BuiltinFunctionType, datetime.date, datetime.time, datetime.timedelta, datetime.tzinfo,
+    decimal.Decimal, fractions.Fraction, uuid.UUID, pathlib.PurePath,
+)

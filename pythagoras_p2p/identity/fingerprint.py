@@ -32,6 +32,7 @@ from __future__ import annotations
 import builtins
 import datetime
 import decimal
+import enum
 import fractions
 import importlib
 import importlib.util
@@ -242,6 +243,13 @@ class _Walker:
             self.module(value, out)
         elif isinstance(value, type):
             self.klass(value, out)
+        elif isinstance(value, enum.Enum):
+            # A member by its class and name, not by its value address: that is made of the
+            # class's token, whose walk meets the members again (it would not end).
+            out += b"e"
+            self.klass(kind, out)
+            encode_into(value._name_, out)
+            self.value(name, value._value_, out)
         elif kind is tuple or kind is list:
             out += b"l" if kind is list else b"u"
             encode_length(len(value), out)

@@ -3,6 +3,7 @@ its address; a change a function could observe (dtype, label, one cell) changes 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pandas as pd
@@ -169,8 +170,31 @@ _VALUES = st.recursive(
 
 @FAST
 @given(st.dictionaries(st.text(max_size=4) | st.integers(), _VALUES, max_size=6))
-def test_dict_order_does_not_matter(mapping):
-    assert addr(mapping) == addr(dict(reversed(list(mapping.items()))))
+def test_a_dict_in_the_same_order_built_another_way_keeps_its_address(mapping):
+    assert addr(mapping) == addr(copy.deepcopy(mapping)) == addr(dict(list(mapping.items())))
+
+
+@FAST
+@given(st.dictionaries(st.text(max_size=4) | st.integers(), _VALUES, min_size=2, max_size=6))
+def test_a_dict_in_another_order_is_another_value(mapping):
+    # iterating it shows the order
+    assert addr(mapping) != addr(dict(reversed(list(mapping.items()))))
+
+
+_MUTABLE = st.lists(_VALUES, max_size=3) | st.dictionaries(st.text(max_size=3), _VALUES, max_size=3)
+
+
+@FAST
+@given(_MUTABLE, st.lists(_VALUES, max_size=3))
+def test_one_object_twice_is_not_two_equal_objects(item, others):
+    # appending to the first item of [row, row] changes its second: a function can tell
+    shared = [item, *others, item]
+    copied = [item, *others, copy.deepcopy(item)]
+    assert shared == copied
+    assert addr(shared) != addr(copied)
+    assert addr(shared) == addr(copy.deepcopy(shared))  # deepcopy keeps the sharing
+    assert addr(copied) == addr(copy.deepcopy(copied))
+    assert addr({"a": item, "b": item}) != addr({"a": item, "b": copy.deepcopy(item)})
 
 
 @FAST

@@ -12,7 +12,7 @@ FP = bytes(range(32))
 
 
 def expected(kwargs: dict) -> bytes:
-    out = bytearray(b"pythagoras-call-2\0") + FP
+    out = bytearray(b"pythagoras-call-3\0") + FP
     for name in sorted(kwargs):
         out += name.encode() + b"\0" + value_address(kwargs[name])
     return blake3(out).digest()

