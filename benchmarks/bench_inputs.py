@@ -88,7 +88,7 @@ def bench_files(calls: int, blocks: int) -> dict:
     from statistics import median
 
     from pythagoras_p2p import LocalCloud
-    from pythagoras_p2p.identity import inputs
+    from pythagoras_p2p.identity import inputs, traces
 
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         paths = []
@@ -139,14 +139,14 @@ def bench_files(calls: int, blocks: int) -> dict:
             os.environ.get("BENCH_INPUTS_MODE")
 
         def recorded(_):
-            inputs._digests.clear()  # as a worker sees them the first time: each one hashed
+            traces._digests.clear()  # as a worker sees them the first time: each one hashed
             rec = inputs.start()
             read_all(_)
             inputs.stop(rec)
 
         raw = inputs.encode_trace(trace)
         reads = per_call_us(read_all)
-        record = per_call_us(recorded) - per_call_us(lambda _: inputs._digests.clear())
+        record = per_call_us(recorded) - per_call_us(lambda _: traces._digests.clear())
         check = per_call_us(lambda _: inputs.holds_raw(raw))
         stats = per_call_us(lambda _: [os.stat(p) for p in paths])
     return {"miss_tracked": miss_tracked, "miss_untracked": miss_untracked,

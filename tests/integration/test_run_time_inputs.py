@@ -200,3 +200,30 @@ def test_a_node_s_stored_result_is_answered_only_while_its_inputs_hold(node, mak
     assert c.add_pure_function(read_text)(path=str(data)) == ["two", os.getpid()]  # not the node's
     second = f.sync_remote(path=str(data))  # a's copy and the node's are both out of date
     assert second[0] == "two" and second[1] not in (os.getpid(),)
+
+
+def sizes_in(*, folder):
+    return sorted((name, os.path.getsize(os.path.join(folder, name)))
+                  for name in os.listdir(folder))
+
+
+def test_a_file_added_to_a_listed_folder_is_computed_again(home, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a").write_text("1")
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "from pythagoras_p2p import LocalCloud, kw_args\n"
+        "from test_run_time_inputs import sizes_in\n"
+        f"with LocalCloud(home={str(home)!r}, workers=1) as cloud:\n"
+        "    f = cloud.add_pure_function(sizes_in)\n"
+        f"    print(f.sync_parallel([kw_args(folder={str(folder)!r})])[0])\n"
+    )
+
+    def run():
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, check=True).stdout.strip()
+
+    assert run() == "[('a', 1)]"
+    (folder / "b").write_text("22")
+    assert run() == "[('a', 1), ('b', 2)]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from pythagoras_p2p.identity import inputs
+from pythagoras_p2p.identity import inputs, traces
 from pythagoras_p2p.store.core import MISSING, open_store
 from pythagoras_p2p.store.packing import pack_parts
 
@@ -84,7 +84,7 @@ def test_a_rewrite_that_keeps_size_and_mtime_is_seen(tmp_path, monkeypatch):
     st = os.stat(data)
     old = st.st_mtime_ns - 10_000_000_000
     os.utime(data, ns=(old, old))
-    monkeypatch.setattr(inputs, "RACY_NS", 0)  # trust the stat fields as if the file were old
+    monkeypatch.setattr(traces, "RACY_NS", 0)  # trust the stat fields as if the file were old
     trace = _record(lambda: _read(data))
     assert trace["files"][str(data)][2] == old  # the stat fast path is kept
     assert inputs.holds(trace)
@@ -156,3 +156,34 @@ def test_the_store_answers_a_traced_result_only_while_its_trace_holds(home, tmp_
 
     assert forget(store, [calls[2]]) == 1  # forgetting a result forgets its trace
     assert store._read(lambda txn: txn.get(calls[2], db=store._traced)) is None
+
+
+def test_listed_directories_are_recorded_but_not_those_the_call_made(tmp_path):
+    import glob
+    import importlib
+    import tempfile
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.csv").write_text("1")
+
+    def body():
+        sorted(glob.glob(str(folder / "*.csv")))
+        importlib.invalidate_caches()  # the import system lists sys.path entries again
+        try:
+            importlib.import_module("no_such_module_anywhere")
+        except ImportError:
+            pass
+        with tempfile.TemporaryDirectory(dir=tmp_path) as scratch:  # made by the call
+            os.listdir(scratch)
+
+    trace = _record(body)
+    assert list(trace) == ["dirs"] and list(trace["dirs"]) == [str(folder)]
+    assert inputs.holds(trace)
+    (folder / "a.csv").write_text("2")  # a file's content is not its directory's
+    assert inputs.holds(trace)
+    (folder / "b.csv").write_text("3")
+    assert not inputs.holds(trace)
+    assert inputs.changed(trace) == [f"directory {folder} changed"]
+    (folder / "b.csv").unlink()
+    assert inputs.holds(trace)  # the same names again
