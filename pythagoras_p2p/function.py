@@ -20,6 +20,7 @@ from typing import Any
 from .errors import PureFunctionError, PythagorasError, SerializationError
 from .identity.calls import call_address
 from .identity.fingerprint import Identity, identify
+from .identity.impure import warn_impure
 from .identity.inputs import untracked_fingerprint
 from .store.core import MISSING as _MISSING
 from .store.listing import StoredCall, forget, forget_function, stored_call
@@ -122,6 +123,8 @@ class PureFunction:
         """
         identity = self._identity
         if identity is None or not identity.holds():
+            if identity is None:  # the first call, here: said once if it reads the clock
+                warn_impure(self.__pythagoras_function__, self.name)
             identity = identify(self.__pythagoras_function__, self.name)
             if not self.track_inputs:  # its results keep no trace: never those of a tracked one
                 identity.fp = untracked_fingerprint(identity.fp)
