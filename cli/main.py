@@ -267,14 +267,18 @@ def cache_stats(ctx: click.Context, as_json: bool) -> None:
 
 @cache.command("ls")
 @click.argument("name", required=False)
+@click.option("--versions", is_flag=True,
+              help="One row per stored version (fingerprint) of each function.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
 @click.pass_context
-def cache_ls(ctx: click.Context, name: str | None, as_json: bool) -> None:
-    """Stored results per function (or of the function NAME): how many, their size, last stored."""
-    from pythagoras_p2p.store.listing import listing
+def cache_ls(ctx: click.Context, name: str | None, versions: bool, as_json: bool) -> None:
+    """Stored results per function (or of the function NAME): how many, their size, last stored.
+    With --versions, per version of each function (a version is a fingerprint: the function's
+    code and everything it reaches), with when its results were first and last stored."""
+    from pythagoras_p2p.store.listing import listing, stored_versions
     from pythagoras_p2p.store.maintenance import human_bytes
 
-    entries = listing(_store(ctx), name)
+    entries = stored_versions(_store(ctx), name) if versions else listing(_store(ctx), name)
     if as_json:
         click.echo(json.dumps([e.as_dict() for e in entries], indent=2))
         return
@@ -284,13 +288,20 @@ def cache_ls(ctx: click.Context, name: str | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+    columns = [("function", "left")] + ([("version", "left")] if versions else []) + [
+        ("results", "right"), ("size", "right")] + (
+        [("first stored", "left")] if versions else []) + [("last stored", "left")]
     table = Table(title=f"results stored in {ctx.obj['home']}")
-    for heading, justify in (("function", "left"), ("results", "right"), ("size", "right"),
-                             ("last stored", "left")):
+    for heading, justify in columns:
         table.add_column(heading, justify=justify)
     for e in entries:
-        last = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_stored)) if e.last_stored else "-"
-        table.add_row(e.function, f"{e.results:,}", human_bytes(e.nbytes), last)
+        row = [e.function] + ([e.fingerprint[:16]] if versions else []) + [
+            f"{e.results:,}", human_bytes(e.nbytes)] + (
+            [when(e.first_stored)] if versions else []) + [when(e.last_stored)]
+        table.add_row(*row)
     Console().print(table)
 
 

@@ -15,7 +15,7 @@ import inspect
 import types
 from collections.abc import Iterable, Mapping, Sized
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import PureFunctionError, PythagorasError, SerializationError
 from .identity.calls import call_address
@@ -25,6 +25,9 @@ from .identity.inputs import untracked_fingerprint
 from .store.core import MISSING as _MISSING
 from .store.listing import StoredCall, forget, forget_function, stored_call
 from .store.packing import pack, unpack
+
+if TYPE_CHECKING:
+    from .explain import Explanation
 
 __all__ = ["PureFunction", "KwArgs", "kw_args", "function_record", "load_function",
            "function_from_record"]
@@ -199,6 +202,16 @@ class PureFunction:
         call = self.address(**kwargs)
         self.cloud._settle_results()
         return stored_call(self.cloud.store, call, self.name, self.track_inputs)
+
+    def explain(self, **kwargs: Any) -> Explanation:
+        """Why this call is or is not a hit: what differs from the nearest stored call of this
+        function (its code, a helper, a global, a package's version, an argument, a file or an
+        environment variable it read) — or that it was never computed. Nothing is computed;
+        ``print(f.explain(x=1))`` reads well, and the :class:`~.explain.Explanation` holds the
+        parts (``verdict``, ``differences``, ``nearest``)."""
+        from .explain import explain
+
+        return explain(self, kwargs)
 
     def forget(self, **kwargs: Any) -> bool:
         """Delete the stored result of this call from this machine's store; True if there was

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..defaults import RESULT_GATHER
 from ..errors import PythagorasError, StoreFullError
+from ..identity.calls import argument_digests
 from ..store.core import MISSING, Store, warn_not_stored
 from ..store.packing import unpack
 from .arguments import Arguments, distinct_calls
@@ -241,7 +242,9 @@ class CallRun(Waiting):
                         f"{describe_call(name, unique[tid][1])}: its result was lost before it "
                         f"could be read; call it again"), True))
                     continue
-                records.append((unique[tid][0], outcome.address, outcome.blob, outcome.meta))
+                call, kwargs, addresses = unique[tid]
+                meta = {**outcome.meta, "args": argument_digests(kwargs, addresses)}
+                records.append((call, outcome.address, outcome.blob, meta))
                 resolved.append((tid, value, False))
             elif kind is Stored:  # by another process of this home
                 resolved.append((tid, outcome.value, False))

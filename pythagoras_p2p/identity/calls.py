@@ -118,3 +118,23 @@ def approx_nbytes(value: Any) -> int:
             except Exception:
                 return 0
     return 0
+
+
+def argument_digests(kwargs: Mapping[str, Any], addresses: Mapping[str, Address]) -> dict[str, str]:
+    """A short digest (8 bytes, hex) of each argument's value address, in the order given: kept
+    in a result's metadata so ``explain`` can say which argument differs from a stored call.
+    Not an address: nothing is looked up by it. ``addresses`` are those ``call_address`` made
+    (the large arguments'); the rest are hashed here (small scalars come from its cache)."""
+    digests = {}
+    for name, value in kwargs.items():
+        address = addresses.get(name)
+        if address is None:
+            kind = type(value)
+            address = _SCALARS.get((kind, value)) if kind in _SCALAR_TYPES else None
+            if address is None:
+                try:
+                    address = value_address(value)
+                except SerializationError:
+                    continue
+        digests[name] = address[:8].hex()
+    return digests

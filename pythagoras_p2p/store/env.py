@@ -439,6 +439,10 @@ class StoreEnvironment:
 
         return self._read(read)
 
+    def function_records(self) -> list[tuple[bytes, bytes]]:
+        """Every (key, record) of the functions table, from one read transaction."""
+        return self._read(lambda txn: list(txn.cursor(db=self._functions)))
+
     def maintain(self, fn: Callable[[Upkeep], Any]) -> Any:
         """Run ``fn(upkeep)`` in one write transaction that may use the headroom kept for
         ``cache gc`` (so it runs on a full store), and return what it returns."""

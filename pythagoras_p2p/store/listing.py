@@ -8,14 +8,14 @@ reclaimed by ``cache gc`` once no result names them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..identity.inputs import changed
 from .core import Store
 from .records import encode_meta, is_inline, live
 
-__all__ = ["StoredCall", "FunctionEntry", "stored_call", "listing", "forget", "forget_function",
-           "copy_entry"]
+__all__ = ["StoredCall", "FunctionEntry", "Version", "stored_call", "listing", "stored_versions",
+           "forget", "forget_function", "copy_entry"]
 
 UNKNOWN = "(unknown)"  # results stored without metadata (by an earlier release)
 
@@ -102,6 +102,71 @@ def listing(store: Store, name: str | None = None) -> list[FunctionEntry]:
         if stored is not None and (entry.last_stored is None or stored > entry.last_stored):
             entry.last_stored = stored
     return sorted(entries.values(), key=lambda e: e.function)
+
+
+@dataclass
+class Version:
+    """One version (fingerprint) of a function in a store: how many results, how large, when
+    they were stored; ``manifest`` (label -> digest of each part of the fingerprint, from the
+    function's record; None for a record made before manifests) and ``calls`` ((call, metadata)
+    of each result) are for ``explain``."""
+
+    function: str
+    fingerprint: str  # hex
+    results: int = 0
+    nbytes: int = 0
+    first_stored: float | None = None
+    last_stored: float | None = None
+    manifest: dict | None = field(default=None, repr=False)
+    calls: list = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict:
+        return {"function": self.function, "fingerprint": self.fingerprint,
+                "results": self.results, "nbytes": self.nbytes,
+                "first_stored": self.first_stored, "last_stored": self.last_stored}
+
+
+def stored_versions(store: Store, name: str | None = None) -> list[Version]:
+    """The stored versions of every function (or of ``name``), oldest first per function."""
+    snap = store.snapshot(meta=True)
+    manifests = _manifests(store)
+    versions: dict[tuple[str, str], Version] = {}
+    for call, address in snap.results:
+        meta = snap.meta.get(call, {})
+        function = meta.get("function", UNKNOWN)
+        if name is not None and function != name:
+            continue
+        fp = meta.get("fingerprint") or UNKNOWN
+        version = versions.get((function, fp))
+        if version is None:
+            version = versions[function, fp] = Version(function, fp, manifest=manifests.get(fp))
+        version.results += 1
+        version.nbytes += _value_size(store, address, snap.values.get(address))
+        version.calls.append((call, meta))
+        stored = meta.get("stored")
+        if isinstance(stored, (int, float)):
+            if version.first_stored is None or stored < version.first_stored:
+                version.first_stored = stored
+            if version.last_stored is None or stored > version.last_stored:
+                version.last_stored = stored
+    return sorted(versions.values(), key=lambda v: (v.function, v.first_stored or 0.0))
+
+
+def _manifests(store: Store) -> dict[str, dict]:
+    """fingerprint (hex) -> the manifest its function record carries (records without one, or
+    that cannot be read, are left out: ``explain`` then says it cannot compare parts)."""
+    from .packing import unpack
+
+    found = {}
+    for key, record in store.function_records():
+        try:
+            fields = unpack(record)
+            fp, manifest = fields.get("fp", key), fields.get("manifest")
+        except Exception:  # a damaged record: cache verify reports it
+            continue
+        if isinstance(manifest, dict) and isinstance(fp, bytes):
+            found[fp.hex()] = manifest
+    return found
 
 
 def forget(store: Store, calls: Iterable[bytes]) -> int:

@@ -149,8 +149,9 @@ _HEADS_KEPT = 1024
 
 def encode_meta(meta: dict) -> bytes:
     """A result's metadata as stored (compact JSON)."""
-    if tuple(meta) == _RESULT_KEYS:
-        function, fp, host, pid, started, duration, stored, worker = meta.values()
+    keys = tuple(meta)
+    if keys[:8] == _RESULT_KEYS:
+        function, fp, host, pid, started, duration, stored, worker = (meta[k] for k in _RESULT_KEYS)
         if (type(started) is float and type(duration) is float and type(stored) is float
                 and type(worker) is str and math.isfinite(started + duration + stored)):
             key = (function, fp, host, pid)
@@ -160,6 +161,8 @@ def encode_meta(meta: dict) -> bytes:
                     _HEADS.clear()
                 head = _HEADS[key] = _compact_json(dict(zip(_RESULT_KEYS[:4], key,
                                                             strict=True)))[:-1]
+            tail = "," + _compact_json({k: meta[k] for k in keys[8:]})[1:-1] if len(keys) > 8 \
+                else ""  # what follows the fixed keys (the argument digests, ...)
             return (f'{head},"started":{started!r},"duration":{duration!r},"stored":{stored!r},'
-                    f'"worker":{_json_string(worker)}}}').encode()
+                    f'"worker":{_json_string(worker)}{tail}}}').encode()
     return _compact_json(meta).encode()

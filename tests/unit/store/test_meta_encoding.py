@@ -27,3 +27,13 @@ def test_the_fast_encoding_is_the_json_of_the_dict(seed):
 ])
 def test_other_metadata_is_encoded_whole(meta):
     assert encode_meta(meta) == _compact_json(meta).encode()
+
+
+@pytest.mark.parametrize("extra", [
+    {"args": {"x": "00ff00ff00ff00ff", "ü": "0102030405060708"}},
+    {"inputs": {"env": {"HOME": None}}, "args": {}},
+])
+def test_keys_after_the_fixed_ones_keep_the_fast_encoding_exact(extra):
+    meta = {**result_meta("f", b"1" * 32, 1.5, 0.25, worker="w"), **extra}
+    assert encode_meta(meta) == _compact_json(meta).encode()
+    assert json.loads(encode_meta(meta)) == meta
