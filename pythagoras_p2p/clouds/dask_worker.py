@@ -8,6 +8,7 @@ with every backend) and imports nothing of Dask's client side.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import sys
 import threading
@@ -42,7 +43,11 @@ def run_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
                 from ..function import function_from_record
 
                 func = _LOADED[task.fp] = function_from_record(record)
-            by_address = dict(zip(task.refs, values, strict=True))  # what Dask passed in
+            # What Dask passed in is one object per worker, shared by every call given it: each
+            # call gets its own copy, as a call elsewhere gets its own unpickled one, so a call
+            # that changes an argument in place changes nothing another call sees.
+            by_address = {ref: copy.deepcopy(value)
+                          for ref, value in zip(task.refs, values, strict=True)}
             kwargs = resolve_args(task.payload, lambda address: by_address.get(address, MISSING))
         except Exception as exc:
             return failure_outcome(exc, where), out.getvalue()

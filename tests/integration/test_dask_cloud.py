@@ -153,6 +153,18 @@ def test_a_large_argument_is_scattered_once_under_its_address(dask_cloud):
     assert sent == []
 
 
+def test_a_call_that_changes_a_scattered_argument_changes_nothing_the_next_call_sees(dask_cloud):
+    @dask_cloud.add_pure_function
+    def bump_then_sum(*, data, k):
+        data += 1  # in place: the scattered copy on the worker must not keep it
+        return float(data.sum()) + k
+
+    data = np.zeros(100_000)  # large enough to travel by address (scattered once)
+    got = bump_then_sum.sync_parallel(kw_args(data=data, k=k) for k in range(6))
+    assert got == [100_000.0 + k for k in range(6)]
+    assert not data.any()  # the caller's own array is untouched too
+
+
 def test_what_a_call_prints_reaches_the_caller_marked_with_its_worker(dask_cloud, capfd):
     @dask_cloud.add_pure_function
     def chatty(*, x):
