@@ -105,7 +105,7 @@ class Explanation:
 
 def explain(fn: PureFunction, kwargs: Mapping[str, Any]) -> Explanation:
     """Why ``fn(**kwargs)`` is or is not a hit in this machine's store; nothing is computed."""
-    from .store.inputs import changed_inputs
+    from .identity.inputs import changed
 
     kwargs = fn.bind((), dict(kwargs))
     identity = fn.identity()
@@ -117,10 +117,10 @@ def explain(fn: PureFunction, kwargs: Mapping[str, Any]) -> Explanation:
     base = {"function": fn.name, "call": call.hex(), "versions": len(versions), "results": results}
     meta = store.get_meta(call) if store.result_entry(call) is not None else None
     if meta is not None:
-        changed = tuple(changed_inputs(meta.get("inputs")))
-        if not changed:
+        inputs = tuple(_input_difference(text) for text in changed(meta.get("inputs")))
+        if not inputs:
             return Explanation(verdict=HIT, **base)
-        return Explanation(verdict=INPUTS_CHANGED, differences=changed, nearest=call.hex(),
+        return Explanation(verdict=INPUTS_CHANGED, differences=inputs, nearest=call.hex(),
                            nearest_stored=_when(meta), same_version=True, **base)
     if not versions:
         return Explanation(verdict=NEVER, **base)
@@ -147,6 +147,19 @@ def _when(meta: Mapping[str, Any]) -> _dt.datetime | None:
     if not isinstance(stored, (int, float)):
         return None
     return _dt.datetime.fromtimestamp(stored, _dt.UTC)
+
+
+_CHANGES = ("changed", "appeared", "is gone", "was set", "was unset")
+
+
+def _input_difference(text: str) -> Difference:
+    """A recorded input that no longer holds, as ``identity.inputs.changed`` says it."""
+    for change in _CHANGES:
+        if text.endswith(" " + change):
+            name = text[: -len(change) - 1]
+            kind = "environment" if name.startswith("environment") else name.split(" ", 1)[0]
+            return Difference(kind, name, change)
+    return Difference("other", text, "changed")
 
 
 _KINDS = ("code", "helper", "global", "module", "package", "default", "closure", "class",
