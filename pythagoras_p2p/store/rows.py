@@ -18,9 +18,16 @@ __all__ = ["lookup_results", "put_traces", "put_value_record", "put_value_record
 
 def lookup_results(txn, calls: list[Address], results_db, values_db, traced_db) -> list:
     """For each call, in order: None (no result), or (value address, raw value record or None,
-    trace or None)."""
+    trace or None). Many calls of a store where no result has a trace are read without looking
+    for one (one look at the table's size instead of a ``get`` per call)."""
     get = txn.get
     records = []
+    if len(calls) > 16 and not txn.stat(traced_db)["entries"]:
+        for call in calls:
+            address = get(call, None, results_db)
+            records.append(None if address is None else
+                           (address, get(address, None, values_db), None))
+        return records
     for call in calls:
         address = get(call, None, results_db)
         records.append(None if address is None else

@@ -187,3 +187,17 @@ def test_listed_directories_are_recorded_but_not_those_the_call_made(tmp_path):
     assert inputs.changed(trace) == [f"directory {folder} changed"]
     (folder / "b.csv").unlink()
     assert inputs.holds(trace)  # the same names again
+
+
+def test_bulk_reads_check_traces_once_any_result_has_one(home, tmp_path):
+    store = open_store(home)
+    data = tmp_path / "a.txt"
+    data.write_text("abc")
+    calls = [bytes([i]) * 32 for i in range(40)]
+    for i, call in enumerate(calls[:30]):
+        _put(store, call, i)
+    assert store.results_of(calls) == [*range(30), *[MISSING] * 10]  # no trace anywhere
+    _put(store, calls[30], "traced", _record(lambda: _read(data)))
+    assert store.results_of(calls)[29:32] == [29, "traced", MISSING]
+    data.write_text("abd")
+    assert store.results_of(calls)[29:32] == [29, MISSING, MISSING]
