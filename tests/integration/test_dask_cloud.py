@@ -293,3 +293,19 @@ def _slow_identity(*, x):
     start = time.time()
     time.sleep(0.5)
     return [x, start, time.time()]
+
+
+def read_on_worker(*, path):
+    with open(path) as f:
+        return [f.read(), os.getpid()]
+
+
+def test_a_file_read_on_a_dask_worker_is_checked_before_a_hit(dask_cloud, tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("one")
+    f = dask_cloud.add_pure_function(read_on_worker)
+    first = f.sync_remote(path=str(data))
+    assert first[0] == "one" and f.lookup(path=str(data)).inputs["files"][str(data)]
+    assert f.sync_remote(path=str(data)) == first and f(path=str(data)) == first
+    data.write_text("two")
+    assert f.sync_remote(path=str(data))[0] == "two"
