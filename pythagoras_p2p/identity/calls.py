@@ -8,9 +8,10 @@ sees it (iterating ``kw``), and gets them in that order wherever it runs (``bind
 so does the pickle a worker's arguments travel in). Defaults are bound before
 (``PureFunction.bind``), so ``f(x=1)`` and ``f(x=1, y=<default>)`` are one call.
 
-Each argument's address is its own, so a value shared by two arguments (``f(a=row, b=row)``)
-counts as two equal ones: large arguments travel to workers one by one, by address, and arrive
-apart anyway.
+Each argument's address is its own; one mutable object in two arguments (``f(a=row, b=row)``,
+or ``f(a=[row], b={"k": row})``) is then written after them, as a pair of (argument, number in
+that argument's encoding): the arguments of a call travel to a worker in one pickle, which keeps
+such sharing, and the function can see it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from blake3 import blake3
 
 from ..defaults import HASH_MEMO_FROM as _MEMO_FROM
 from ..errors import SerializationError
-from .encoding import Address, value_address
+from .encoding import Address, shared_address, value_address
 
 __all__ = ["call_address", "memo_address", "approx_nbytes"]
 
@@ -40,7 +41,7 @@ _NONE: Mapping = MappingProxyType({})  # no argument that may travel by address
 
 
 def call_address(
-    fp: Address, kwargs: dict[str, Any], memo: dict[int, tuple[Any, Address]] | None = None,
+    fp: Address, kwargs: dict[str, Any], memo: dict[int, tuple[Any, Address, list]] | None = None,
     named: frozenset[str] | None = None,
 ) -> tuple[Address, Mapping[str, Address]]:
     """The address of one call, and the value address of each argument that may travel by
@@ -54,6 +55,7 @@ def call_address(
     out = bytearray(_CALL_VERSION)
     out += fp
     addresses = None
+    holding = None  # (name, the mutable objects its encoding numbered) of each argument holding any
     scalars = _SCALARS
     if named is None or named.issuperset(kwargs):
         names: list[str] = sorted(kwargs)
@@ -79,9 +81,9 @@ def call_address(
             continue
         try:
             if memo is not None and approx_nbytes(value) >= _MEMO_FROM:
-                address = memo_address(value, memo)
+                _, address, held = _memo_entry(value, memo)
             else:
-                address = value_address(value)
+                address, held = shared_address(value)
         except SerializationError as exc:
             raise SerializationError(f"argument {name!r}: {exc}") from None
         if addresses is None:
@@ -90,17 +92,39 @@ def call_address(
         out += name.encode()
         out += b"\0"
         out += address
+        if held:
+            if holding is None:
+                holding = []
+            holding.append((name, held))
+    if holding is not None and len(holding) > 1:
+        _encode_sharing(holding, out)
     return blake3(out).digest(), _NONE if addresses is None else addresses
 
 
-def memo_address(value: Any, memo: dict[int, tuple[Any, Address]]) -> Address:
+def _encode_sharing(holding: list[tuple[str, list]], out: bytearray) -> None:
+    """Each mutable object met in two arguments: where it is again, and where it was first."""
+    first: dict[int, tuple[str, int]] = {}
+    for name, held in holding:
+        for number, obj in enumerate(held):
+            where = first.setdefault(id(obj), (name, number))
+            if where[0] != name:
+                out += b"=" + name.encode() + b"\0" + number.to_bytes(8, "little")
+                out += where[0].encode() + b"\0" + where[1].to_bytes(8, "little")
+
+
+def memo_address(value: Any, memo: dict[int, tuple[Any, Address, list]]) -> Address:
     """The value address of a large ``value``, hashed once per ``memo`` (object id → (object,
-    address); the object is held, so its id is not reused while the memo lives). A memo must
-    live no longer than one run's hashing: an object changed in place keeps its id."""
+    address, the mutable objects it holds); the object is held, so its id is not reused while the
+    memo lives). A memo must live no longer than one run's hashing: an object changed in place
+    keeps its id."""
+    return _memo_entry(value, memo)[1]
+
+
+def _memo_entry(value: Any, memo: dict[int, tuple[Any, Address, list]]) -> tuple[Any, Address, list]:
     hit = memo.get(id(value))
     if hit is None:
-        hit = memo[id(value)] = (value, value_address(value))
-    return hit[1]
+        hit = memo[id(value)] = (value, *shared_address(value))
+    return hit
 
 
 def approx_nbytes(value: Any) -> int:

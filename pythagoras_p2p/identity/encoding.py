@@ -60,6 +60,7 @@ __all__ = [
     "ENCODING_VERSION",
     "Address",
     "value_address",
+    "shared_address",
     "hash_bytes",
     "checked_address",
     "register_code_token",
@@ -94,6 +95,12 @@ def hash_bytes(data: Any) -> Address:
 
 def value_address(obj: Any) -> Address:
     """The 32-byte content address of ``obj``: equal content, equal address, in any process."""
+    return shared_address(obj)[0]
+
+
+def shared_address(obj: Any) -> tuple[Address, list]:
+    """``obj``'s address, and the mutable objects its encoding numbered (see :func:`open_shared`),
+    in order: what a call compares to see one object in two of its arguments."""
     out = _Out(ENCODING_VERSION)
     try:
         _encode(obj, out)
@@ -104,7 +111,7 @@ def value_address(obj: Any) -> Address:
             f"the value is nested too deeply to be hashed (deeper than Python's recursion limit "
             f"of {sys.getrecursionlimit()} allows); pass a flatter structure"
         ) from None
-    return blake3(out).digest()
+    return blake3(out).digest(), out.held
 
 
 def checked_address(obj: Any) -> tuple[Address, bool]:

@@ -45,6 +45,10 @@ def aliased(*, rows):
     return rows[0] is rows[1]
 
 @cloud.add_pure_function
+def one_object(*, a, b):
+    return a is b["k"]
+
+@cloud.add_pure_function
 def ravelled(*, a):
     return a.ravel("K").tolist()
 
@@ -64,6 +68,8 @@ pairs = {
                  (gathered, dict(x=0, b=2, a=1))],
     "keys": [(keys, dict(d={"a": 1, "b": 2})), (keys, dict(d={"b": 2, "a": 1}))],
     "aliased": [(aliased, dict(rows=[row, row])), (aliased, dict(rows=[row, copy.copy(row)]))],
+    "one_object": [(one_object, dict(a=row, b={"k": row})),
+                   (one_object, dict(a=row, b={"k": copy.copy(row)}))],
     "ravelled": [(ravelled, dict(a=c_order)), (ravelled, dict(a=np.asfortranarray(c_order)))],
     "levels": [(levels, dict(index=full[:2])), (levels, dict(index=full[:2].remove_unused_levels()))],
     "color": [(color, dict(c=Color.RED)), (color, dict(c=Color.GREEN)), (color, dict(c=Color.RED))],
@@ -78,6 +84,7 @@ EXPECTED = {
     "gathered": [["a", "b"], ["b", "a"], ["b", "a"]],
     "keys": [["a", "b"], ["b", "a"]],
     "aliased": [True, False],
+    "one_object": [True, False],
     "ravelled": [[0, 1, 2, 3, 4, 5], [0, 3, 1, 4, 2, 5]],
     "levels": [[["a", "b"], [1, 2]], [["a"], [1, 2]]],
     "color": ["RED", "GREEN", "RED"],
@@ -114,6 +121,26 @@ def test_a_function_with_kw_binds_defaults_without_reordering(cloud):
     assert fn.address(a=1, b=2) == fn.address(x=0, a=1, b=2) == fn.address(a=1, x=0, b=2)
     assert fn.address(a=1, b=2) != fn.address(b=2, a=1)
     assert list(fn.bind((), {"b": 2, "a": 1})) == ["x", "b", "a"]
+
+
+def test_one_object_in_two_arguments_counts():
+    row = [1, 2]
+    shared = call_address(FP, {"a": row, "b": {"k": [row]}})[0]
+    assert shared == call_address(FP, {"b": {"k": [row]}, "a": row})[0]
+    assert shared != call_address(FP, {"a": row, "b": {"k": [[1, 2]]}})[0]
+    assert (call_address(FP, {"a": [1, 2], "b": {"k": [[1, 2]]}})[0]
+            == call_address(FP, {"a": row, "b": {"k": [[1, 2]]}})[0])
+    # which objects are shared counts, not only that some are
+    x, y = [1], [1]
+    assert (call_address(FP, {"a": [x, y], "b": [x]})[0]
+            != call_address(FP, {"a": [x, y], "b": [y]})[0])
+    # a large argument hashed once per run (memo) shares the same way
+    array = np.arange(20_000)  # 160 KB: hashed once per run
+    memo: dict = {}
+    assert (call_address(FP, {"a": array, "b": [array]}, memo)[0]
+            == call_address(FP, {"a": array, "b": [array]})[0]
+            != call_address(FP, {"a": array, "b": [array.copy()]}, memo)[0])
+    assert id(array) in memo
 
 
 # --------------------------------------------------------------------------- enum members
