@@ -61,8 +61,9 @@ def call_address(
         names: list[str] = sorted(kwargs)
     else:
         # Which names are named is the function's (its fingerprint's): no mark is needed.
-        names = sorted(name for name in kwargs if name in named)
-        names.extend(name for name in kwargs if name not in named)
+        names = [name for name in kwargs if name in named]
+        names.sort()
+        names += [name for name in kwargs if name not in named]
     for name in names:
         value = kwargs[name]
         kind = type(value)

@@ -263,25 +263,34 @@ def _enc_tuple(obj: tuple, out: _Out) -> None:
 
 
 def _enc_list(obj: list, out: _Out) -> None:
-    if not open_shared(obj, out):
+    # open_shared and close_shared inlined: lists and dicts are most of what is encoded
+    seen, key = out.seen, id(obj)
+    if key in seen:
+        open_shared(obj, out)  # a back reference, or the error of a value holding itself
         return
+    seen[key] = ~len(out.held)
+    out.held.append(obj)
     out += b"l"
     encode_length(len(obj), out)
     for item in obj:
         _encode(item, out)
-    close_shared(obj, out)
+    seen[key] = ~seen[key]
 
 
 def _enc_dict(obj: dict, out: _Out) -> None:
     """Items in insertion order: iterating a dict shows it."""
-    if not open_shared(obj, out):
+    seen, key = out.seen, id(obj)
+    if key in seen:
+        open_shared(obj, out)
         return
+    seen[key] = ~len(out.held)
+    out.held.append(obj)
     out += b"d"
     encode_length(len(obj), out)
-    for key, value in obj.items():
-        _encode(key, out)
+    for k, value in obj.items():
+        _encode(k, out)
         _encode(value, out)
-    close_shared(obj, out)
+    seen[key] = ~seen[key]
 
 
 def _sorted_encodings(items) -> list[bytes]:
