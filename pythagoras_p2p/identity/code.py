@@ -17,7 +17,8 @@ import types
 
 from .encoding import encode_into, encode_length
 
-__all__ = ["encode_code", "code_objects", "global_names", "all_names", "imports"]
+__all__ = ["encode_code", "code_objects", "global_names", "all_names", "imports", "chains",
+           "local_imports"]
 
 # Flags that change what a code object does; the rest (e.g. CO_NESTED) depend on where it was defined.
 _CO_MASK = (
@@ -148,3 +149,70 @@ def imports(code: types.CodeType):
                 if isinstance(level, int):
                     yield ins.argval, level, tuple(fromlist or ())
             previous = [*previous[-1:], ins]
+
+
+_ROOTS = {
+    **{dis.opmap[n]: "global" for n in ("LOAD_GLOBAL", "LOAD_NAME") if n in dis.opmap},
+    **{dis.opmap[n]: "deref" for n in ("LOAD_DEREF", "LOAD_CLASSDEREF") if n in dis.opmap},
+    **{dis.opmap[n]: "fast" for n in ("LOAD_FAST", "LOAD_FAST_CHECK") if n in dis.opmap},
+}
+_ATTRS = frozenset(dis.opmap[n] for n in ("LOAD_ATTR", "LOAD_METHOD") if n in dis.opmap)
+_LOAD_CONST = dis.opmap["LOAD_CONST"]
+_STORES = frozenset(
+    dis.opmap[n] for n in ("STORE_FAST", "STORE_NAME", "STORE_DEREF", "STORE_GLOBAL") if n in dis.opmap
+)
+_IMPORT_FROM = dis.opmap["IMPORT_FROM"]
+
+
+def _instructions(code: types.CodeType) -> list:
+    return [ins for ins in dis.get_instructions(code) if ins.opcode not in _SKIP]
+
+
+def chains(code: types.CodeType):
+    """``(kind, names, args)`` for every name the code loads followed by the attributes it reads of
+    it: ``np.random.rand(3)`` gives ``("global", ("np", "random", "rand"), (("const", 3),))``.
+    ``kind`` is ``global``, ``deref`` (a closure cell) or ``fast`` (a local); ``args`` holds the
+    simple expressions that follow (what a call is given when the chain is called): a constant
+    ``("const", value)`` or a name ``(kind, name)``, as many as there are, at most two."""
+    for c in code_objects(code):
+        ins = _instructions(c)
+        for i, first in enumerate(ins):
+            kind = _ROOTS.get(first.opcode)
+            if kind is None:
+                continue
+            names = [first.argval]
+            j = i + 1
+            while j < len(ins) and ins[j].opcode in _ATTRS:
+                names.append(ins[j].argval)
+                j += 1
+            args = []
+            while j < len(ins) and len(args) < 2:
+                op = ins[j].opcode
+                if op == _LOAD_CONST:
+                    args.append(("const", ins[j].argval))
+                elif op in _ROOTS:
+                    args.append((_ROOTS[op], ins[j].argval))
+                    while j + 1 < len(ins) and ins[j + 1].opcode in _ATTRS:
+                        j += 1
+                else:
+                    break
+                j += 1
+            yield kind, tuple(names), tuple(args)
+
+
+def local_imports(code: types.CodeType) -> dict[str, str]:
+    """The local names that imports inside the body bind, with what they import:
+    ``import time as t`` gives ``{"t": "time"}``, ``from os import path`` ``{"path": "os.path"}``
+    (the dotted name may be an attribute rather than a module)."""
+    found: dict[str, str] = {}
+    for c in code_objects(code):
+        ins = _instructions(c)
+        for i, one in enumerate(ins[:-1]):
+            after = ins[i + 1]
+            if one.opcode == _IMPORT_NAME and after.opcode in _STORES:
+                top = one.argval.split(".", 1)[0]  # `import a.b` binds `a`
+                found[after.argval] = top if after.argval == top else one.argval
+            elif one.opcode == _IMPORT_FROM and after.opcode in _STORES:
+                head = next((p.argval for p in reversed(ins[:i]) if p.opcode == _IMPORT_NAME), "")
+                found[after.argval] = f"{head}.{one.argval}" if head else one.argval
+    return found

@@ -1,0 +1,652 @@
+"""The walk behind a fingerprint: from a function to everything it reaches, as bytes and checks.
+
+What each kind of value contributes (see :mod:`.fingerprint` for why):
+
+* a function of the user's code: its normalized code, the globals and imports it names, its
+  defaults, closure cells and attributes (``scale.factor = 3``: its ``__dict__``), recursively;
+  a function is the user's by the module it was *defined* in (its globals), not by the
+  ``__module__`` that ``functools.wraps`` copies;
+* wrappers, followed to what they wrap: ``functools.wraps`` chains and ``lru_cache`` / ``cache``
+  (``__wrapped__``), ``partial`` (function, arguments, keywords), ``singledispatch`` (every
+  implementation of its registry, checked for new registrations), ``cached_property``,
+  ``property``, ``staticmethod`` and ``classmethod`` (the functions they hold);
+* a bound method (``predict = model.predict``, ``get = CONFIG.get``, ``fmt = "{}".format``):
+  its function and the object it is bound to, by value;
+* a class of the user's code: its bases, its metaclass and every attribute of its own, with a
+  check on the whole class dict (an attribute added later that shadows an inherited one is seen);
+* a module of the user's code: the attributes the code names (and, for those it names that the
+  module lacks, that they stay absent: ``getattr(mod, "X", 1)``); the whole module (every
+  global, by content or value, and a check on the whole dict) when the module has a PEP 562
+  ``__getattr__`` or the walk is *coarse* (below);
+* installed code (standard library, packages): by name and version; a dict: item by item in
+  insertion order (a function that iterates it sees the order); anything else by value address,
+  except synchronisation primitives and other handles that have none (a lock made lazily, an
+  open file): they stand by their type, and the name holding them is still checked.
+
+A lookup the walk cannot resolve statically (``globals()``, ``vars()``, ``eval``, ``exec``,
+``getattr`` with a computed name on anything but ``self``/``cls``) makes the walk *coarse*: it
+starts again and covers every user module it reaches whole. A computed import
+(``importlib.import_module(name)``, ``__import__(name)``, ``sys.modules[...]``) could reach
+any module at all and is refused with the fix. The walk reads attributes statically (an object's
+``__getattr__`` is never called) and ends on cycles: an object already on the path is written as
+a back reference to its position.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime
+import decimal
+import fractions
+import functools
+import importlib
+import importlib.util
+import io
+import pathlib
+import queue
+import socket
+import sys
+import threading
+import types
+import uuid
+from typing import Any
+
+from blake3 import blake3
+
+from ..errors import FingerprintError, SerializationError
+from .code import all_names, chains, encode_code, global_names, imports, local_imports
+from .encoding import encode_into, encode_length, value_address
+from .impurity import impure_construct
+from .usercode import installed_name, is_user_code
+
+__all__ = ["Walker", "Dynamic", "ABSENT", "ATOMS", "WALKING", "snapshot"]
+
+# Values that cannot change without a new identity: an identity test is all their check needs.
+ATOMS = (type(None), bool, int, float, complex, str, bytes)
+# Immutable too, but addressed through their pickle (exact types: a subclass may add state).
+_FROZEN = frozenset({
+    range, slice, datetime.date, datetime.datetime, datetime.time, datetime.timedelta,
+    datetime.timezone, decimal.Decimal, fractions.Fraction, uuid.UUID,
+    pathlib.PurePosixPath, pathlib.PosixPath, pathlib.PureWindowsPath,
+})
+# Objects without a value (no address can be made of them): a handle stands by its type.
+_OPAQUE = (
+    type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Event,
+    threading.Semaphore, threading.Barrier, threading.local, threading.Thread, queue.Queue,
+    queue.SimpleQueue, io.IOBase, socket.socket,
+)
+_BOUND = (types.BuiltinFunctionType, types.MethodWrapperType)
+_UNBOUND = (types.MethodDescriptorType, types.WrapperDescriptorType,
+            types.ClassMethodDescriptorType, types.GetSetDescriptorType,
+            types.MemberDescriptorType)
+# Module globals that are bookkeeping, not behaviour (a coarse walk leaves them out).
+_MODULE_DUNDERS = frozenset({
+    "__name__", "__doc__", "__package__", "__loader__", "__spec__", "__file__", "__cached__",
+    "__builtins__", "__path__", "__annotations__",
+})
+ABSENT = object()
+_SELF_NAMES = ("self", "cls", "mcs", "metacls")
+_DYNAMIC = {"globals": "globals()", "vars": "vars()", "eval": "eval()", "exec": "exec()"}
+_BY_NAME = {"getattr", "hasattr", "vars"}
+
+WALKING = threading.local()  # the objects being walked on this thread, outermost first
+
+
+class Dynamic(BaseException):  # noqa: N818 - a signal to walk again, not an error
+    """A lookup the walk cannot follow exactly was found: walk again, coarsely. (Not an
+    Exception, so a pickle between here and the walk's entry lets it through.)"""
+
+
+def _items(container: Any):
+    """The items of a dict, a dict subclass (without calling its own methods) or a mappingproxy."""
+    return dict.items(container) if isinstance(container, dict) else container.items()
+
+
+def snapshot(container: Any) -> tuple:
+    """What an items check compares: the items of a dict (or a class's dict) or a list."""
+    if isinstance(container, list):
+        return tuple(list.__iter__(container))
+    return tuple(_items(container))
+
+
+def _plain_user_class(kind: type) -> bool:
+    """A user class whose objects keep all their state where the walk can read it: their
+    ``__dict__`` (and the items of a dict or list they extend). Not one that extends a type with
+    hidden state (an array, a frame) or uses ``__slots__``: those go by value address."""
+    if not is_user_code(kind.__module__):
+        return False
+    mro = kind.__mro__
+    enum = any(c.__module__ == "enum" for c in mro)
+    for c in mro:
+        if "__slots__" in c.__dict__ and c.__module__ != "enum":
+            return False
+        if c in (object, dict, list) or c.__module__ == "enum" or is_user_code(c.__module__):
+            continue
+        if enum and c in (int, str, float):
+            continue
+        return False
+    return True
+
+
+def _pure_function_type() -> type:
+    from ..function import PureFunction
+
+    return PureFunction
+
+
+def _instance_dict(value: Any) -> dict | None:
+    """An object's own ``__dict__``, read without calling any ``__getattr__`` of it."""
+    try:
+        found = object.__getattribute__(value, "__dict__")
+    except (AttributeError, TypeError):
+        return None
+    return found if type(found) is dict else None
+
+
+def _label_of(key: Any) -> str:
+    return repr(key) if type(key) in ATOMS else f"<{type(key).__name__}>"
+
+
+class Walker:
+    """One depth-first walk from a root function or class, gathering bytes and checks."""
+
+    def __init__(self, owner: str, *, ignore: frozenset = frozenset(), coarse: bool = False,
+                 components: bool = False):
+        self.owner = owner
+        self.ignore = ignore  # globals the user declared not to be inputs (ignore_globals)
+        self.coarse = coarse
+        self.same: list = []  # (mapping, key, value): the key still holds that very object
+        self.attrs: list = []  # (object, attribute, value): likewise for attributes
+        self.items: list = []  # (container, snapshot): no item replaced, added or removed
+        self.absent: list = []  # (mapping, names): none of them appeared
+        self.values: list = []  # (value, address): a value that can change in place
+        self.impure: dict[str, None] = {}
+        self.components: dict[str, bytes] | None = {} if components else None
+        self.depth = 0
+        self.names: frozenset = frozenset()  # attribute names the function being walked uses
+        self.modules: set = set()  # user modules walked, with the names
+        self.out = bytearray()  # what the walk wrote (set by its entry point)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _enter(self, obj: Any, out: bytearray) -> bool:
+        """Mark ``obj`` as being walked; False (and a back reference written) if it already is."""
+        path = WALKING.__dict__.setdefault("path", [])
+        for depth, seen in enumerate(path):
+            if seen is obj:
+                out += b"<" + str(depth).encode() + b">"
+                return False
+        path.append(obj)
+        return True
+
+    def _part(self, label: str, out: bytearray, start: int) -> None:
+        """Record what the root function's part ``label`` wrote since ``start`` (for explain)."""
+        if self.components is None or self.depth != 1:
+            return
+        if label in self.components:
+            n = 2
+            while f"{label} #{n}" in self.components:
+                n += 1
+            label = f"{label} #{n}"
+        self.components[label] = blake3(bytes(out[start:])).digest(length=16)
+
+    def _check_items(self, container: Any) -> None:
+        self.items.append((container, snapshot(container)))
+
+    # ------------------------------------------------------------------ functions
+
+    def function(self, func: types.FunctionType, out: bytearray) -> None:
+        if not self._enter(func, out):
+            return
+        names = self.names
+        self.depth += 1
+        try:
+            out += b"F"
+            code = func.__code__
+            self.attrs.append((func, "__code__", code))
+            self.names = frozenset(all_names(code))
+            start = len(out)
+            encode_code(code, out)
+            self._part(f"code of {func.__qualname__}", out, start)
+            extra_imports = self.lookups(func)
+            self.globals_of(func, out)
+            self.imports_of(func, out, extra_imports)
+            for attr in ("__defaults__", "__kwdefaults__"):
+                default = getattr(func, attr)
+                self.attrs.append((func, attr, default))
+                start = len(out)
+                out += b"D"
+                self.value(attr, default, out)
+                if default is not None:
+                    self._part("defaults" if attr == "__defaults__" else "keyword defaults", out, start)
+            if func.__closure__:
+                out += b"C"
+                for name, cell in zip(code.co_freevars, func.__closure__, strict=True):
+                    contents = _cell(cell)
+                    self.attrs.append((cell, "cell_contents", contents))
+                    start = len(out)
+                    self.value(name, None if contents is ABSENT else contents, out)
+                    self._part(f"closure {name}", out, start)
+            scope = func.__dict__  # attributes set on the function count
+            self.attrs.append((func, "__dict__", scope))
+            self._check_items(scope)
+            if scope:
+                out += b"A"
+                for key, value in scope.items():
+                    start = len(out)
+                    encode_into(key, out)
+                    self.value(f"{func.__qualname__}.{key}", value, out)
+                    self._part(f"attribute {func.__qualname__}.{key}", out, start)
+        finally:
+            self.names = names
+            self.depth -= 1
+            WALKING.path.pop()
+
+    def lookups(self, func: types.FunctionType) -> list[tuple[str, int, tuple]]:
+        """Look at how the code reaches names: dynamic lookups make the walk coarse (or are
+        refused), clocks and global random generators are noted, and constant-name imports
+        (``importlib.import_module("m")``) are returned to be walked like import statements."""
+        scope = func.__globals__
+        code = func.__code__
+        first = code.co_varnames[0] if code.co_argcount + code.co_kwonlyargcount else None
+        aliases = local_imports(code)
+        found = []
+        for kind, path, args in chains(code):
+            root = path[0]
+            target = self._resolve(kind, root, scope, aliases)
+            construct = impure_construct(target, path[1:]) if target is not ABSENT else None
+            if construct is not None:
+                self.impure[construct] = None
+            if kind == "global" and root in _DYNAMIC and target is getattr(builtins, root):
+                if root == "vars" and args[:1] and args[0][1] in _SELF_NAMES + (first,):
+                    continue
+                if not self.coarse:
+                    raise Dynamic(_DYNAMIC[root])
+            if kind == "global" and root in ("getattr", "hasattr") and target is getattr(builtins, root):
+                if len(args) >= 2 and args[1][0] == "const" and type(args[1][1]) is str:
+                    continue
+                if args[:1] and args[0][0] == "fast" and args[0][1] in _SELF_NAMES:
+                    continue
+                if not self.coarse:
+                    raise Dynamic(f"{root}() with a computed name")
+            is_import_module = (
+                (target is importlib and path[1:2] == ("import_module",))
+                or (target is importlib.import_module and len(path) == 1)
+                or (root == "__import__" and kind == "global" and target is builtins.__import__)
+            )
+            if is_import_module:
+                if args[:1] and args[0][0] == "const" and type(args[0][1]) is str:
+                    found.append((args[0][1], 0, ()))
+                    continue
+                self._refuse(f"{'.'.join(path)}() with a computed module name")
+            if target is sys and path[1:2] == ("modules",):
+                self._refuse("sys.modules[...]")
+        return found
+
+    def _resolve(self, kind: str, name: str, scope: dict, aliases: dict) -> Any:
+        if kind == "global":
+            found = scope.get(name, ABSENT)
+            if found is ABSENT:
+                found = getattr(builtins, name, ABSENT)
+            return found
+        if kind == "fast" and name in aliases:
+            dotted = aliases[name]
+            module = sys.modules.get(dotted)
+            if module is None and "." in dotted:
+                head, _, attr = dotted.rpartition(".")
+                module = getattr(sys.modules.get(head), "__dict__", {}).get(attr)
+            return ABSENT if module is None else module
+        return ABSENT
+
+    def _refuse(self, construct: str) -> None:
+        raise FingerprintError(
+            f"pure function {self.owner!r} reaches code through {construct}, which no fingerprint "
+            f"can follow (it may import any module at call time); import the modules it uses "
+            f"with `import` statements (or importlib.import_module with a constant name)"
+        )
+
+    def globals_of(self, func: types.FunctionType, out: bytearray) -> None:
+        scope = func.__globals__
+        builtin_scope = scope.get("__builtins__", builtins)
+        if isinstance(builtin_scope, types.ModuleType):
+            builtin_scope = builtin_scope.__dict__
+        out += b"G"
+        if self.coarse and is_user_code(scope.get("__name__")):
+            self.whole_scope(scope, out)
+        for name in sorted(global_names(func.__code__)):
+            start = len(out)
+            if name in self.ignore:  # the user's promise: not an input
+                out += b"i"
+                encode_into(name, out)
+                continue
+            value = scope.get(name, ABSENT)
+            self.same.append((scope, name, value))  # also: a builtin is not shadowed later
+            if value is not ABSENT:
+                self.reference(name, value, out)
+                self._part(self._label(name, value), out, start)
+            elif name in builtin_scope:
+                out += b"b"
+                encode_into(name, out)
+            # else: a global not defined yet (the call fails then) or one the function defines
+
+    def _label(self, name: str, value: Any) -> str:
+        """How a global reads in ``explain``: what it is, and under which name when it differs."""
+        kind = type(value)
+        if isinstance(value, _pure_function_type()):
+            what, short = f"pure function {value.name}", value.__name__
+        elif kind is types.FunctionType and is_user_code(value.__globals__.get("__name__")):
+            module = value.__globals__.get("__name__")
+            what, short = f"helper {module}.{value.__qualname__}", value.__name__
+        elif kind is types.ModuleType:
+            module = value.__dict__.get("__name__", name)
+            what = f"module {module}" if is_user_code(module) else f"package {module.split('.')[0]}"
+            short = module.rsplit(".", 1)[-1]
+        elif isinstance(value, type):
+            what, short = f"class {value.__module__}.{value.__qualname__}", value.__name__
+        else:
+            return f"global {name}"
+        return what if short == name else f"{what} (as {name})"
+
+    def imports_of(self, func: types.FunctionType, out: bytearray, extra: list) -> None:
+        """Modules the body imports: resolved now, as the call would, and walked like globals."""
+        found = sorted(set(imports(func.__code__)) | set(extra))
+        if not found:
+            return
+        out += b"I"
+        package = func.__globals__.get("__package__") or func.__globals__.get("__name__")
+        for name, level, fromlist in found:
+            start = len(out)
+            try:
+                absolute = importlib.util.resolve_name("." * level + name, package) if level else name
+                module = importlib.import_module(absolute)
+                if not fromlist:  # `import a.b` binds the top package; the chain starts there
+                    module = sys.modules[absolute.split(".", 1)[0]]
+                for item in fromlist:  # `from pkg import sub` may import a submodule
+                    if item != "*" and item not in module.__dict__:
+                        importlib.import_module(f"{module.__name__}.{item}")
+            except Exception:  # the call will fail the same way: its name stands for it
+                out += b"?"
+                encode_into((name, level), out)
+                continue
+            self.module(module, out)
+            self._part(self._label(module.__name__, module), out, start)
+
+    def reference(self, name: str, value: Any, out: bytearray) -> None:
+        encode_into(name, out)
+        self.value(name, value, out)
+
+    # ------------------------------------------------------------------ values
+
+    def value(self, name: str, value: Any, out: bytearray) -> None:
+        """Encode what ``value`` contributes, and note how to check that it has not changed."""
+        kind = type(value)
+        if kind in ATOMS:
+            out += b"="
+            encode_into(value, out)
+        elif isinstance(value, _pure_function_type()):  # through its code
+            out += b"P"
+            self.function(value.__pythagoras_function__, out)
+        elif kind is types.FunctionType:
+            self.any_function(name, value, out)
+        elif kind is types.ModuleType:
+            self.module(value, out)
+        elif isinstance(value, type):
+            self.klass(value, out)
+        elif kind is tuple or kind is list:
+            out += b"l" if kind is list else b"u"
+            encode_length(len(value), out)
+            for item in value:
+                self.value(name, item, out)
+            if kind is list:
+                self._check_items(value)
+        elif kind is dict or kind is types.MappingProxyType:
+            self.mapping(name, value, out)
+        elif kind is types.MethodType:  # `predict = model.predict`: the object counts too
+            out += b"B"
+            self.value(name, value.__func__, out)
+            self.value(f"{name}.__self__", value.__self__, out)
+        elif isinstance(value, _BOUND):
+            owner = value.__self__
+            out += b"q"
+            encode_into(f"{type(owner).__qualname__}.{value.__name__}", out)
+            if owner is not None and not isinstance(owner, types.ModuleType):
+                out += b"B"  # `get = CONFIG.get`, `fmt = "{}".format`: bound to a value
+                self.value(f"{name}.__self__", owner, out)
+            else:
+                encode_into(installed_name(value.__module__ or getattr(owner, "__name__", None),
+                                           value.__qualname__), out)
+        elif isinstance(value, _UNBOUND):
+            out += b"q"
+            self.value(name, value.__objclass__, out)
+            encode_into(value.__name__, out)
+        elif kind is functools.partial:
+            out += b"p"
+            self.value(name, value.func, out)
+            self.value(name, value.args, out)
+            self.value(name, value.keywords, out)
+            self.value(name, _instance_dict(value) or {}, out)
+        elif kind is staticmethod or kind is classmethod:
+            out += b"s" if kind is staticmethod else b"c"
+            self.value(name, value.__func__, out)
+        elif kind is property:
+            out += b"y"
+            for part in (value.fget, value.fset, value.fdel):
+                self.value(name, part, out)
+        elif kind is functools.cached_property:
+            out += b"Y"
+            self.value(name, value.func, out)
+        else:
+            self.other(name, value, out)
+
+    def any_function(self, name: str, func: types.FunctionType, out: bytearray) -> None:
+        """A function of the user's code by content; one of installed code by name, following
+        what it wraps (a decorator's wrapper) and its registry (``singledispatch``)."""
+        defined_in = func.__globals__.get("__name__")
+        if is_user_code(defined_in):
+            self.function(func, out)
+            return
+        out += b"q"
+        encode_into(installed_name(defined_in, func.__code__.co_qualname
+                                   if hasattr(func.__code__, "co_qualname") else func.__name__), out)
+        scope = func.__dict__
+        wrapped = scope.get("__wrapped__", ABSENT)
+        if wrapped is ABSENT:
+            return
+        self.attrs.append((func, "__dict__", scope))
+        self._check_items(scope)
+        out += b"w"
+        self.value(name, wrapped, out)
+        registry = scope.get("registry")
+        if isinstance(registry, types.MappingProxyType):  # functools.singledispatch
+            out += b"R"
+            self.mapping(name, registry, out)
+        if func.__closure__:  # a decorator's parameters: `@retry(times=3)`
+            for cell in func.__closure__:
+                contents = _cell(cell)
+                self.attrs.append((cell, "cell_contents", contents))
+                if contents is wrapped or contents is ABSENT:
+                    continue
+                try:
+                    self.value(name, contents, out)
+                except FingerprintError:
+                    out += b"!"
+                    encode_into(type(contents).__qualname__, out)
+
+    def other(self, name: str, value: Any, out: bytearray) -> None:
+        kind = type(value)
+        scope = _instance_dict(value)
+        if _plain_user_class(kind):
+            self.instance(name, value, scope, out)
+            return
+        if scope is not None and "__wrapped__" in scope and not is_user_code(kind.__module__):
+            out += b"w"  # functools.lru_cache / cache, and other installed wrappers
+            encode_into(installed_name(kind.__module__, kind.__qualname__), out)
+            self.value(name, scope["__wrapped__"], out)
+            return
+        if callable(value) and not is_user_code(kind.__module__) and scope is None:
+            qualname = _static_str(value, "__qualname__") or _static_str(value, "__name__")
+            if qualname:  # an installed callable (a ufunc, a compiled function): by name
+                out += b"q"
+                encode_into(installed_name(_static_str(value, "__module__") or kind.__module__,
+                                           qualname), out)
+                return
+        try:
+            address = value_address(value)
+        except SerializationError as exc:
+            if isinstance(value, _OPAQUE):  # a handle has no value: its type stands for it
+                out += b"o"
+                encode_into(f"{kind.__module__}.{kind.__qualname__}", out)
+                return
+            raise FingerprintError(
+                f"pure function {self.owner!r} uses {name!r} (a {kind.__qualname__}), "
+                f"which cannot be fingerprinted ({exc}); import or create it inside the "
+                f"function body, or pass it as an argument"
+            ) from None
+        out += b"v" + address
+        if kind not in _FROZEN and not (kind is frozenset and all(type(i) in ATOMS for i in value)):
+            self.values.append((value, address))  # it may change in place: hashed again
+
+    def instance(self, name: str, value: Any, scope: dict | None, out: bytearray) -> None:
+        """An object of a user class whose state is all in its ``__dict__`` (and its items, for a
+        dict or list subclass): its class by content and its state item by item, walked like a
+        global's, so an object that holds itself (or its class that holds it) ends in a back
+        reference rather than an address that depends on where the walk started."""
+        if not self._enter(value, out):
+            return
+        try:
+            out += b"O"
+            self.klass(type(value), out)
+            if isinstance(value, dict):
+                self.mapping(name, value, out)
+            elif isinstance(value, list):
+                out += b"l"
+                encode_length(len(value), out)
+                for item in list.__iter__(value):
+                    self.value(name, item, out)
+                self._check_items(value)
+            self.mapping(name, scope if scope is not None else {}, out)
+        finally:
+            WALKING.path.pop()
+
+    def mapping(self, name: str, value: dict, out: bytearray) -> None:
+        """A dict item by item, in insertion order: a function that iterates it sees the order."""
+        out += b"d"
+        encode_length(len(value), out)
+        for key, item in _items(value):
+            encode_into(key, out)
+            self.value(f"{name}[{_label_of(key)}]", item, out)
+        self._check_items(value)
+
+    # ------------------------------------------------------------------ modules and classes
+
+    def module(self, module: types.ModuleType, out: bytearray) -> None:
+        """An installed module by name and version; one of the user's by what the code uses of
+        it (all of it when it has a ``__getattr__`` or the walk is coarse)."""
+        scope = module.__dict__
+        name = scope.get("__name__", "?")
+        if not is_user_code(name):
+            out += b"m"
+            encode_into(installed_name(name), out)
+            return
+        out += b"M"
+        encode_into(name, out)
+        if self.coarse or "__getattr__" in scope:
+            self.whole_scope(scope, out)
+            return
+        key = (id(module), self.names)
+        if key in self.modules:  # walked already for these names (modules import each other)
+            out += b"<>"
+            return
+        self.modules.add(key)
+        used = self.names.intersection(scope)
+        missing = self.names.difference(scope).difference(self.ignore)
+        if missing:  # `getattr(mod, "X", 1)`: X must stay absent
+            self.absent.append((scope, frozenset(missing)))
+        for attr in sorted(used):
+            if attr in self.ignore:
+                continue
+            value = scope[attr]
+            self.same.append((scope, attr, value))
+            try:
+                self.reference(attr, value, out)
+            except FingerprintError:
+                # The names are those the code uses anywhere (``df.values`` names ``values`` of
+                # every module too): an object no address can be made of stands by its type,
+                # and is still checked for being rebound.
+                out += b"!"
+                encode_into(type(value).__qualname__, out)
+        out += b"."
+
+    def whole_scope(self, scope: dict, out: bytearray) -> None:
+        """Every global of a user module, and a check that none is rebound, added or removed."""
+        key = (id(scope), None)
+        if key in self.modules:
+            out += b"<>"
+            return
+        self.modules.add(key)
+        self._check_items(scope)
+        out += b"W"
+        for attr in sorted(k for k in scope if type(k) is str):
+            if attr in _MODULE_DUNDERS or attr in self.ignore:
+                continue
+            value = scope[attr]
+            try:
+                self.reference(attr, value, out)
+            except FingerprintError:  # not used by name: its type stands for it (and is checked)
+                out += b"!"
+                encode_into(type(value).__qualname__, out)
+        out += b"."
+
+    def klass(self, cls: type, out: bytearray) -> None:
+        if not is_user_code(cls.__module__):
+            out += b"c"
+            encode_into(installed_name(cls.__module__, cls.__qualname__), out)
+            return
+        if not self._enter(cls, out):
+            return
+        try:
+            out += b"L"
+            encode_into(cls.__qualname__, out)
+            for base in cls.__bases__:
+                self.klass(base, out)
+            meta = type(cls)
+            if meta is not type:
+                out += b"T"
+                self.klass(meta, out)
+            scope = cls.__dict__
+            self._check_items(scope)  # also an attribute added later, shadowing an inherited one
+            for attr in sorted(scope):
+                value = scope[attr]
+                if attr.startswith("__") and attr.endswith("__") and not isinstance(
+                        value, (types.FunctionType, staticmethod, classmethod, property)):
+                    continue
+                encode_into(attr, out)
+                try:
+                    self.value(attr, value, out)
+                except FingerprintError:  # a descriptor or similar: its type stands for it
+                    encode_into(type(value).__qualname__, out)
+        finally:
+            WALKING.path.pop()
+
+
+def _cell(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty closure cell
+        return ABSENT
+
+
+def _static_str(value: Any, attr: str) -> str | None:
+    """A string attribute found without running any of the object's own code."""
+    import inspect
+
+    try:
+        found = inspect.getattr_static(value, attr)
+    except AttributeError:
+        return None
+    if isinstance(found, (types.GetSetDescriptorType, types.MemberDescriptorType)):
+        try:
+            found = found.__get__(value, type(value))
+        except Exception:
+            return None
+    return found if isinstance(found, str) else None
