@@ -93,7 +93,8 @@ class PureFunction:
     """A memoized pure function bound to a cloud. Create it with ``@cloud.add_pure_function``."""
 
     def __init__(self, func: types.FunctionType, cloud: Any, fp: bytes | None = None, *,
-                 needs: tuple = (), requires: tuple = (), track_inputs: bool = True):
+                 needs: tuple = (), requires: tuple = (), track_inputs: bool = True,
+                 ignore_globals: tuple = ()):
         if isinstance(func, PureFunction):
             func = func.__pythagoras_function__
         _check_pure(func)
@@ -101,6 +102,7 @@ class PureFunction:
         self.requires = requires  # requirement specifiers beyond the cloud's
         # False: the files and variables its calls read are not recorded (identity/inputs.py)
         self.track_inputs = track_inputs
+        self.ignore_globals = tuple(ignore_globals)  # globals that are not inputs (the user's word)
         functools.update_wrapper(self, func)
         self.__pythagoras_function__ = func
         self.cloud = cloud
@@ -128,7 +130,8 @@ class PureFunction:
         if identity is None or not identity.holds():
             if identity is None:  # the first call, here: said once if it reads the clock
                 warn_impure(self.__pythagoras_function__, self.name)
-            identity = identify(self.__pythagoras_function__, self.name)
+            identity = identify(self.__pythagoras_function__, self.name,
+                                self.ignore_globals)
             if not self.track_inputs:  # its results keep no trace: never those of a tracked one
                 identity.fp = untracked_fingerprint(identity.fp)
             self._identity = identity

@@ -21,7 +21,7 @@ from ..execution.windows import run_calls, submit_calls
 from ..function import PureFunction
 from ..identity import inputs
 from ..identity.encoding import value_address
-from ..identity.fingerprint import Identity
+from ..identity.fingerprint import Identity, parse_ignore_globals
 from ..requirements import parse_requirements
 from ..resources import custom_resources, lacking, machine_resources, parse_needs
 from ..store.core import MISSING, Store, open_store, warn_not_stored
@@ -71,7 +71,8 @@ class PCloud:
         self._machine: dict[str, float] | None = None  # see machine_resources
 
     def add_pure_function(self, func: Any = None, *, resources: Any = None,
-                          requires: Any = None, track_inputs: bool = True) -> Any:
+                          requires: Any = None, track_inputs: bool = True,
+                          ignore_globals: Any = ()) -> Any:
         """Decorator: make ``func`` a memoized pure function of this cloud.
 
         Bare (``@cloud.add_pure_function``) or with options:
@@ -82,6 +83,9 @@ class PCloud:
         ``track_inputs=False``: do not record the files and environment variables its calls
         read (data too large to hash): a stored result is then answered even after they
         changed — your promise that they do not (``f.lookup()`` says so).
+        ``ignore_globals``: names of globals (of the function or of any helper it reaches) that
+        are not inputs, e.g. a module-level memo dict: ``ignore_globals=("_memo",)``. They are
+        neither fingerprinted nor checked: the user promises that results do not depend on them.
         """
         if not isinstance(track_inputs, bool):
             raise ConfigurationError(
@@ -90,14 +94,16 @@ class PCloud:
                 f"result is answered again) or False")
         needs = parse_needs(resources)
         extra = parse_requirements(requires)
+        ignore = parse_ignore_globals(ignore_globals)
         if func is None:
-            return lambda f: self._add(f, needs, extra, track_inputs)
-        return self._add(func, needs, extra, track_inputs)
+            return lambda f: self._add(f, needs, extra, track_inputs, ignore)
+        return self._add(func, needs, extra, track_inputs, ignore)
 
     def _add(self, func: Any, needs: tuple, requires: tuple,
-             track_inputs: bool = True) -> PureFunction:
+             track_inputs: bool = True, ignore: tuple = ()) -> PureFunction:
         self._check_function(needs, requires)
-        fn = PureFunction(func, self, needs=needs, requires=requires, track_inputs=track_inputs)
+        fn = PureFunction(func, self, needs=needs, requires=requires, track_inputs=track_inputs,
+                          ignore_globals=ignore)
         self.functions.append(fn)
         return fn
 

@@ -44,12 +44,13 @@ from typing import Any
 
 from blake3 import blake3
 
-from ..errors import ImpurityWarning, SerializationError
+from ..errors import ImpurityWarning, PureFunctionError, SerializationError
 from .encoding import Address, register_code_token, value_address
 from .usercode import is_user_code
 from .walk import ABSENT, WALKING, Dynamic, Walker
 
-__all__ = ["Identity", "identify", "fingerprint", "code_token", "is_user_code"]
+__all__ = ["Identity", "identify", "fingerprint", "code_token", "is_user_code",
+           "parse_ignore_globals"]
 
 _FINGERPRINT_VERSION = b"pythagoras-fn-3\0" + f"py{sys.version_info[0]}.{sys.version_info[1]}".encode()
 
@@ -58,20 +59,23 @@ class Identity:
     """A fingerprint and the checks that say whether what it was made from is still as it was.
 
     ``same`` holds (mapping, key, value): the name must still be bound to that very object;
-    ``attrs`` (object, attribute, value) the same for function attributes and closure cells;
+    ``funcs`` (function, code, defaults, keyword defaults, ``__dict__``, was it empty) that no
+    function walked got new code, defaults or attributes; ``attrs`` (object, attribute, value) the same for function attributes and closure cells;
     ``items`` (list or dict, snapshot) that no item was replaced, added or removed; ``absent``
     (mapping, names) that none of the names appeared; ``values`` (value, address) that a value
     which can change in place still has the address it had. ``components`` and ``impure``: see
     the module's docstring; neither is read on a hit.
     """
 
-    __slots__ = ("fp", "same", "attrs", "items", "absent", "values", "components", "impure",
+    __slots__ = ("fp", "same", "funcs", "attrs", "items", "absent", "values", "components", "impure",
                  "record", "__weakref__")
 
     def __init__(self, fp: Address, same=(), attrs=(), items=(), values=(), absent=(),
-                 components: dict[str, bytes] | None = None, impure: tuple[str, ...] = ()):
+                 components: dict[str, bytes] | None = None, impure: tuple[str, ...] = (),
+                 funcs=()):
         self.fp = fp
         self.same = tuple(same)
+        self.funcs = tuple(funcs)
         self.attrs = tuple(attrs)
         self.items = tuple(items)
         self.absent = tuple(absent)
@@ -84,6 +88,11 @@ class Identity:
         """True while every global, attribute, item and value the fingerprint read is unchanged."""
         for scope, key, value in self.same:
             if scope.get(key, ABSENT) is not value:
+                return False
+        for func, code, defaults, kwdefaults, scope, empty in self.funcs:
+            if (func.__code__ is not code or func.__defaults__ is not defaults
+                    or func.__kwdefaults__ is not kwdefaults or func.__dict__ is not scope
+                    or (empty and scope)):
                 return False
         for obj, attr, value in self.attrs:
             if _attr(obj, attr) is not value:
@@ -145,7 +154,8 @@ def _walk(root: Any, owner: str, head: bytes, ignore: frozenset, components: boo
 
 def _identity(walker: Walker) -> Identity:
     return Identity(blake3(walker.out).digest(), walker.same, walker.attrs, walker.items,
-                    walker.values, walker.absent, walker.components, tuple(walker.impure))
+                    walker.values, walker.absent, walker.components, tuple(walker.impure),
+                    walker.funcs)
 
 
 _warned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -178,6 +188,21 @@ def _warn_impure(func: types.FunctionType, name: str, constructs: tuple[str, ...
         f"first call is answered to every later call with the same arguments; pass the time or "
         f"a seed as an argument (e.g. random.Random(seed), numpy.random.default_rng(seed))"
     ), stacklevel=4)
+
+
+def parse_ignore_globals(names: Any) -> tuple[str, ...]:
+    """``add_pure_function(ignore_globals=...)`` checked: a tuple or list of global names."""
+    if isinstance(names, str) or not isinstance(names, (tuple, list)):
+        raise PureFunctionError(
+            f"ignore_globals={names!r}: give a tuple or list of global names, e.g. "
+            f"ignore_globals=(\"_memo\",)"
+        )
+    bad = [n for n in names if not isinstance(n, str) or not n.isidentifier()]
+    if bad:
+        raise PureFunctionError(
+            f"ignore_globals: {bad!r} are not global names (identifiers such as \"_memo\")"
+        )
+    return tuple(sorted(set(names)))
 
 
 def fingerprint(func: types.FunctionType, name: str | None = None) -> Address:

@@ -157,6 +157,9 @@ class Walker:
         self.coarse = coarse
         self.same: list = []  # (mapping, key, value): the key still holds that very object
         self.attrs: list = []  # (object, attribute, value): likewise for attributes
+        # (function, code, defaults, kwdefaults, __dict__, whether it was empty) of every user
+        # function walked: none of them replaced, no attribute set on a function that had none
+        self.funcs: list = []
         self.items: list = []  # (container, snapshot): no item replaced, added or removed
         self.absent: list = []  # (mapping, names): none of them appeared
         self.values: list = []  # (value, address): a value that can change in place
@@ -203,7 +206,8 @@ class Walker:
         try:
             out += b"F"
             code = func.__code__
-            self.attrs.append((func, "__code__", code))
+            scope = func.__dict__  # attributes set on the function count
+            self.funcs.append((func, code, func.__defaults__, func.__kwdefaults__, scope, not scope))
             self.names = frozenset(all_names(code))
             start = len(out)
             encode_code(code, out)
@@ -213,7 +217,6 @@ class Walker:
             self.imports_of(func, out, extra_imports)
             for attr in ("__defaults__", "__kwdefaults__"):
                 default = getattr(func, attr)
-                self.attrs.append((func, attr, default))
                 start = len(out)
                 out += b"D"
                 self.value(attr, default, out)
@@ -227,10 +230,8 @@ class Walker:
                     start = len(out)
                     self.value(name, None if contents is ABSENT else contents, out)
                     self._part(f"closure {name}", out, start)
-            scope = func.__dict__  # attributes set on the function count
-            self.attrs.append((func, "__dict__", scope))
-            self._check_items(scope)
             if scope:
+                self._check_items(scope)
                 out += b"A"
                 for key, value in scope.items():
                     start = len(out)
