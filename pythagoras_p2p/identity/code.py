@@ -162,6 +162,10 @@ _STORES = frozenset(
     dis.opmap[n] for n in ("STORE_FAST", "STORE_NAME", "STORE_DEREF", "STORE_GLOBAL") if n in dis.opmap
 )
 _IMPORT_FROM = dis.opmap["IMPORT_FROM"]
+_CALLS = frozenset(
+    dis.opmap[n] for n in ("PRECALL", "CALL", "CALL_FUNCTION", "CALL_METHOD", "CALL_FUNCTION_KW")
+    if n in dis.opmap
+)
 
 
 def _instructions(code: types.CodeType) -> list:
@@ -173,7 +177,8 @@ def chains(code: types.CodeType):
     it: ``np.random.rand(3)`` gives ``("global", ("np", "random", "rand"), (("const", 3),))``.
     ``kind`` is ``global``, ``deref`` (a closure cell) or ``fast`` (a local); ``args`` holds the
     simple expressions that follow (what a call is given when the chain is called): a constant
-    ``("const", value)`` or a name ``(kind, name)``, as many as there are, at most two."""
+    ``("const", value)`` or a name ``(kind, name)``: all of them when every argument of the call
+    is that simple, none otherwise."""
     for c in code_objects(code):
         ins = _instructions(c)
         for i, first in enumerate(ins):
@@ -186,7 +191,7 @@ def chains(code: types.CodeType):
                 names.append(ins[j].argval)
                 j += 1
             args = []
-            while j < len(ins) and len(args) < 2:
+            while j < len(ins) and len(args) < 4:
                 op = ins[j].opcode
                 if op == _LOAD_CONST:
                     args.append(("const", ins[j].argval))
@@ -197,6 +202,9 @@ def chains(code: types.CodeType):
                 else:
                     break
                 j += 1
+            # Simple only if the call follows them: in `getattr(m, "AB"[i])`, "AB" is not the name.
+            if not (j < len(ins) and ins[j].opcode in _CALLS):
+                args = []
             yield kind, tuple(names), tuple(args)
 
 

@@ -293,6 +293,11 @@ class Walker:
         if kind == "fast" and name in aliases:
             dotted = aliases[name]
             module = sys.modules.get(dotted)
+            if module is None and "." not in dotted:
+                try:  # the call imports it anyway
+                    module = importlib.import_module(dotted)
+                except Exception:
+                    return ABSENT
             if module is None and "." in dotted:
                 head, _, attr = dotted.rpartition(".")
                 module = getattr(sys.modules.get(head), "__dict__", {}).get(attr)
