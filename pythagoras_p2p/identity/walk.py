@@ -35,116 +35,42 @@ a back reference to its position.
 from __future__ import annotations
 
 import builtins
-import datetime
-import decimal
-import fractions
 import functools
 import importlib
 import importlib.util
-import io
-import pathlib
-import queue
-import socket
 import sys
 import threading
 import types
-import uuid
 from typing import Any
 
 from blake3 import blake3
 
 from ..errors import FingerprintError, SerializationError
-from .code import all_names, chains, encode_code, global_names, imports, local_imports
+from .code import all_names, encode_code, global_names, imports
 from .encoding import encode_into, encode_length, value_address
-from .impurity import impure_construct
+from .kinds import (
+    ABSENT,
+    ATOMS,
+    BOUND,
+    FROZEN,
+    MODULE_DUNDERS,
+    OPAQUE,
+    UNBOUND,
+    cell_contents,
+    instance_dict,
+    items,
+    label_of,
+    plain_user_class,
+    pure_function_type,
+    snapshot,
+    static_str,
+)
+from .lookups import Dynamic, scan
 from .usercode import installed_name, is_user_code
 
-__all__ = ["Walker", "Dynamic", "ABSENT", "ATOMS", "WALKING", "snapshot"]
-
-# Values that cannot change without a new identity: an identity test is all their check needs.
-ATOMS = (type(None), bool, int, float, complex, str, bytes)
-# Immutable too, but addressed through their pickle (exact types: a subclass may add state).
-_FROZEN = frozenset({
-    range, slice, datetime.date, datetime.datetime, datetime.time, datetime.timedelta,
-    datetime.timezone, decimal.Decimal, fractions.Fraction, uuid.UUID,
-    pathlib.PurePosixPath, pathlib.PosixPath, pathlib.PureWindowsPath,
-})
-# Objects without a value (no address can be made of them): a handle stands by its type.
-_OPAQUE = (
-    type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Event,
-    threading.Semaphore, threading.Barrier, threading.local, threading.Thread, queue.Queue,
-    queue.SimpleQueue, io.IOBase, socket.socket,
-)
-_BOUND = (types.BuiltinFunctionType, types.MethodWrapperType)
-_UNBOUND = (types.MethodDescriptorType, types.WrapperDescriptorType,
-            types.ClassMethodDescriptorType, types.GetSetDescriptorType,
-            types.MemberDescriptorType)
-# Module globals that are bookkeeping, not behaviour (a coarse walk leaves them out).
-_MODULE_DUNDERS = frozenset({
-    "__name__", "__doc__", "__package__", "__loader__", "__spec__", "__file__", "__cached__",
-    "__builtins__", "__path__", "__annotations__",
-})
-ABSENT = object()
-_SELF_NAMES = ("self", "cls", "mcs", "metacls")
-_DYNAMIC = {"globals": "globals()", "vars": "vars()", "eval": "eval()", "exec": "exec()"}
-_BY_NAME = {"getattr", "hasattr", "vars"}
+__all__ = ["Walker", "Dynamic", "ABSENT", "WALKING"]
 
 WALKING = threading.local()  # the objects being walked on this thread, outermost first
-
-
-class Dynamic(BaseException):  # noqa: N818 - a signal to walk again, not an error
-    """A lookup the walk cannot follow exactly was found: walk again, coarsely. (Not an
-    Exception, so a pickle between here and the walk's entry lets it through.)"""
-
-
-def _items(container: Any):
-    """The items of a dict, a dict subclass (without calling its own methods) or a mappingproxy."""
-    return dict.items(container) if isinstance(container, dict) else container.items()
-
-
-def snapshot(container: Any) -> tuple:
-    """What an items check compares: the items of a dict (or a class's dict) or a list."""
-    if isinstance(container, list):
-        return tuple(list.__iter__(container))
-    return tuple(_items(container))
-
-
-def _plain_user_class(kind: type) -> bool:
-    """A user class whose objects keep all their state where the walk can read it: their
-    ``__dict__`` (and the items of a dict or list they extend). Not one that extends a type with
-    hidden state (an array, a frame) or uses ``__slots__``: those go by value address."""
-    if not is_user_code(kind.__module__):
-        return False
-    mro = kind.__mro__
-    enum = any(c.__module__ == "enum" for c in mro)
-    for c in mro:
-        if "__slots__" in c.__dict__ and c.__module__ != "enum":
-            return False
-        if c in (object, dict, list) or c.__module__ == "enum" or is_user_code(c.__module__):
-            continue
-        if enum and c in (int, str, float):
-            continue
-        return False
-    return True
-
-
-def _pure_function_type() -> type:
-    from ..function import PureFunction
-
-    return PureFunction
-
-
-def _instance_dict(value: Any) -> dict | None:
-    """An object's own ``__dict__``, read without calling any ``__getattr__`` of it."""
-    try:
-        found = object.__getattribute__(value, "__dict__")
-    except (AttributeError, TypeError):
-        return None
-    return found if type(found) is dict else None
-
-
-def _label_of(key: Any) -> str:
-    return repr(key) if type(key) in ATOMS else f"<{type(key).__name__}>"
 
 
 class Walker:
@@ -166,6 +92,7 @@ class Walker:
         self.impure: dict[str, None] = {}
         self.components: dict[str, bytes] | None = {} if components else None
         self.depth = 0
+        self.whole = 0  # > 0 while walking a whole module: its functions may never be called
         self.names: frozenset = frozenset()  # attribute names the function being walked uses
         self.modules: set = set()  # user modules walked, with the names
         self.out = bytearray()  # what the walk wrote (set by its entry point)
@@ -193,7 +120,7 @@ class Walker:
             label = f"{label} #{n}"
         self.components[label] = blake3(bytes(out[start:])).digest(length=16)
 
-    def _check_items(self, container: Any) -> None:
+    def _checkitems(self, container: Any) -> None:
         self.items.append((container, snapshot(container)))
 
     # ------------------------------------------------------------------ functions
@@ -212,7 +139,9 @@ class Walker:
             start = len(out)
             encode_code(code, out)
             self._part(f"code of {func.__qualname__}", out, start)
-            extra_imports = self.lookups(func)
+            impure, extra_imports = scan(func, self.owner, self.coarse)
+            if not self.whole:  # a function of a whole module may never be called
+                self.impure.update(dict.fromkeys(impure))
             self.globals_of(func, out)
             self.imports_of(func, out, extra_imports)
             for attr in ("__defaults__", "__kwdefaults__"):
@@ -225,13 +154,13 @@ class Walker:
             if func.__closure__:
                 out += b"C"
                 for name, cell in zip(code.co_freevars, func.__closure__, strict=True):
-                    contents = _cell(cell)
+                    contents = cell_contents(cell)
                     self.attrs.append((cell, "cell_contents", contents))
                     start = len(out)
                     self.value(name, None if contents is ABSENT else contents, out)
                     self._part(f"closure {name}", out, start)
             if scope:
-                self._check_items(scope)
+                self._checkitems(scope)
                 out += b"A"
                 for key, value in scope.items():
                     start = len(out)
@@ -242,74 +171,6 @@ class Walker:
             self.names = names
             self.depth -= 1
             WALKING.path.pop()
-
-    def lookups(self, func: types.FunctionType) -> list[tuple[str, int, tuple]]:
-        """Look at how the code reaches names: dynamic lookups make the walk coarse (or are
-        refused), clocks and global random generators are noted, and constant-name imports
-        (``importlib.import_module("m")``) are returned to be walked like import statements."""
-        scope = func.__globals__
-        code = func.__code__
-        first = code.co_varnames[0] if code.co_argcount + code.co_kwonlyargcount else None
-        aliases = local_imports(code)
-        found = []
-        for kind, path, args in chains(code):
-            root = path[0]
-            target = self._resolve(kind, root, scope, aliases)
-            construct = impure_construct(target, path[1:]) if target is not ABSENT else None
-            if construct is not None:
-                self.impure[construct] = None
-            if kind == "global" and root in _DYNAMIC and target is getattr(builtins, root):
-                if root == "vars" and args[:1] and args[0][1] in _SELF_NAMES + (first,):
-                    continue
-                if not self.coarse:
-                    raise Dynamic(_DYNAMIC[root])
-            if kind == "global" and root in ("getattr", "hasattr") and target is getattr(builtins, root):
-                if len(args) >= 2 and args[1][0] == "const" and type(args[1][1]) is str:
-                    continue
-                if args[:1] and args[0][0] == "fast" and args[0][1] in _SELF_NAMES:
-                    continue
-                if not self.coarse:
-                    raise Dynamic(f"{root}() with a computed name")
-            is_import_module = (
-                (target is importlib and path[1:2] == ("import_module",))
-                or (target is importlib.import_module and len(path) == 1)
-                or (root == "__import__" and kind == "global" and target is builtins.__import__)
-            )
-            if is_import_module:
-                if args[:1] and args[0][0] == "const" and type(args[0][1]) is str:
-                    found.append((args[0][1], 0, ()))
-                    continue
-                self._refuse(f"{'.'.join(path)}() with a computed module name")
-            if target is sys and path[1:2] == ("modules",):
-                self._refuse("sys.modules[...]")
-        return found
-
-    def _resolve(self, kind: str, name: str, scope: dict, aliases: dict) -> Any:
-        if kind == "global":
-            found = scope.get(name, ABSENT)
-            if found is ABSENT:
-                found = getattr(builtins, name, ABSENT)
-            return found
-        if kind == "fast" and name in aliases:
-            dotted = aliases[name]
-            module = sys.modules.get(dotted)
-            if module is None and "." not in dotted:
-                try:  # the call imports it anyway
-                    module = importlib.import_module(dotted)
-                except Exception:
-                    return ABSENT
-            if module is None and "." in dotted:
-                head, _, attr = dotted.rpartition(".")
-                module = getattr(sys.modules.get(head), "__dict__", {}).get(attr)
-            return ABSENT if module is None else module
-        return ABSENT
-
-    def _refuse(self, construct: str) -> None:
-        raise FingerprintError(
-            f"pure function {self.owner!r} reaches code through {construct}, which no fingerprint "
-            f"can follow (it may import any module at call time); import the modules it uses "
-            f"with `import` statements (or importlib.import_module with a constant name)"
-        )
 
     def globals_of(self, func: types.FunctionType, out: bytearray) -> None:
         scope = func.__globals__
@@ -338,7 +199,7 @@ class Walker:
     def _label(self, name: str, value: Any) -> str:
         """How a global reads in ``explain``: what it is, and under which name when it differs."""
         kind = type(value)
-        if isinstance(value, _pure_function_type()):
+        if isinstance(value, pure_function_type()):
             what, short = f"pure function {value.name}", value.__name__
         elif kind is types.FunctionType and is_user_code(value.__globals__.get("__name__")):
             module = value.__globals__.get("__name__")
@@ -389,7 +250,7 @@ class Walker:
         if kind in ATOMS:
             out += b"="
             encode_into(value, out)
-        elif isinstance(value, _pure_function_type()):  # through its code
+        elif isinstance(value, pure_function_type()):  # through its code
             out += b"P"
             self.function(value.__pythagoras_function__, out)
         elif kind is types.FunctionType:
@@ -404,14 +265,14 @@ class Walker:
             for item in value:
                 self.value(name, item, out)
             if kind is list:
-                self._check_items(value)
+                self._checkitems(value)
         elif kind is dict or kind is types.MappingProxyType:
             self.mapping(name, value, out)
         elif kind is types.MethodType:  # `predict = model.predict`: the object counts too
             out += b"B"
             self.value(name, value.__func__, out)
             self.value(f"{name}.__self__", value.__self__, out)
-        elif isinstance(value, _BOUND):
+        elif isinstance(value, BOUND):
             owner = value.__self__
             out += b"q"
             encode_into(f"{type(owner).__qualname__}.{value.__name__}", out)
@@ -421,7 +282,7 @@ class Walker:
             else:
                 encode_into(installed_name(value.__module__ or getattr(owner, "__name__", None),
                                            value.__qualname__), out)
-        elif isinstance(value, _UNBOUND):
+        elif isinstance(value, UNBOUND):
             out += b"q"
             self.value(name, value.__objclass__, out)
             encode_into(value.__name__, out)
@@ -430,7 +291,7 @@ class Walker:
             self.value(name, value.func, out)
             self.value(name, value.args, out)
             self.value(name, value.keywords, out)
-            self.value(name, _instance_dict(value) or {}, out)
+            self.value(name, instance_dict(value) or {}, out)
         elif kind is staticmethod or kind is classmethod:
             out += b"s" if kind is staticmethod else b"c"
             self.value(name, value.__func__, out)
@@ -459,7 +320,7 @@ class Walker:
         if wrapped is ABSENT:
             return
         self.attrs.append((func, "__dict__", scope))
-        self._check_items(scope)
+        self._checkitems(scope)
         out += b"w"
         self.value(name, wrapped, out)
         registry = scope.get("registry")
@@ -468,7 +329,7 @@ class Walker:
             self.mapping(name, registry, out)
         if func.__closure__:  # a decorator's parameters: `@retry(times=3)`
             for cell in func.__closure__:
-                contents = _cell(cell)
+                contents = cell_contents(cell)
                 self.attrs.append((cell, "cell_contents", contents))
                 if contents is wrapped or contents is ABSENT:
                     continue
@@ -480,8 +341,8 @@ class Walker:
 
     def other(self, name: str, value: Any, out: bytearray) -> None:
         kind = type(value)
-        scope = _instance_dict(value)
-        if _plain_user_class(kind):
+        scope = instance_dict(value)
+        if plain_user_class(kind):
             self.instance(name, value, scope, out)
             return
         if scope is not None and "__wrapped__" in scope and not is_user_code(kind.__module__):
@@ -490,16 +351,16 @@ class Walker:
             self.value(name, scope["__wrapped__"], out)
             return
         if callable(value) and not is_user_code(kind.__module__) and scope is None:
-            qualname = _static_str(value, "__qualname__") or _static_str(value, "__name__")
+            qualname = static_str(value, "__qualname__") or static_str(value, "__name__")
             if qualname:  # an installed callable (a ufunc, a compiled function): by name
                 out += b"q"
-                encode_into(installed_name(_static_str(value, "__module__") or kind.__module__,
+                encode_into(installed_name(static_str(value, "__module__") or kind.__module__,
                                            qualname), out)
                 return
         try:
             address = value_address(value)
         except SerializationError as exc:
-            if isinstance(value, _OPAQUE):  # a handle has no value: its type stands for it
+            if isinstance(value, OPAQUE):  # a handle has no value: its type stands for it
                 out += b"o"
                 encode_into(f"{kind.__module__}.{kind.__qualname__}", out)
                 return
@@ -509,7 +370,7 @@ class Walker:
                 f"function body, or pass it as an argument"
             ) from None
         out += b"v" + address
-        if kind not in _FROZEN and not (kind is frozenset and all(type(i) in ATOMS for i in value)):
+        if kind not in FROZEN and not (kind is frozenset and all(type(i) in ATOMS for i in value)):
             self.values.append((value, address))  # it may change in place: hashed again
 
     def instance(self, name: str, value: Any, scope: dict | None, out: bytearray) -> None:
@@ -529,7 +390,7 @@ class Walker:
                 encode_length(len(value), out)
                 for item in list.__iter__(value):
                     self.value(name, item, out)
-                self._check_items(value)
+                self._checkitems(value)
             self.mapping(name, scope if scope is not None else {}, out)
         finally:
             WALKING.path.pop()
@@ -538,10 +399,10 @@ class Walker:
         """A dict item by item, in insertion order: a function that iterates it sees the order."""
         out += b"d"
         encode_length(len(value), out)
-        for key, item in _items(value):
+        for key, item in items(value):
             encode_into(key, out)
-            self.value(f"{name}[{_label_of(key)}]", item, out)
-        self._check_items(value)
+            self.value(f"{name}[{label_of(key)}]", item, out)
+        self._checkitems(value)
 
     # ------------------------------------------------------------------ modules and classes
 
@@ -590,17 +451,21 @@ class Walker:
             out += b"<>"
             return
         self.modules.add(key)
-        self._check_items(scope)
+        self._checkitems(scope)
         out += b"W"
-        for attr in sorted(k for k in scope if type(k) is str):
-            if attr in _MODULE_DUNDERS or attr in self.ignore:
-                continue
-            value = scope[attr]
-            try:
-                self.reference(attr, value, out)
-            except FingerprintError:  # not used by name: its type stands for it (and is checked)
-                out += b"!"
-                encode_into(type(value).__qualname__, out)
+        self.whole += 1
+        try:
+            for attr in sorted(k for k in scope if type(k) is str):
+                if attr in MODULE_DUNDERS or attr in self.ignore:
+                    continue
+                value = scope[attr]
+                try:
+                    self.reference(attr, value, out)
+                except FingerprintError:  # not used by name: its type stands for it (checked)
+                    out += b"!"
+                    encode_into(type(value).__qualname__, out)
+        finally:
+            self.whole -= 1
         out += b"."
 
     def klass(self, cls: type, out: bytearray) -> None:
@@ -620,7 +485,7 @@ class Walker:
                 out += b"T"
                 self.klass(meta, out)
             scope = cls.__dict__
-            self._check_items(scope)  # also an attribute added later, shadowing an inherited one
+            self._checkitems(scope)  # also an attribute added later, shadowing an inherited one
             for attr in sorted(scope):
                 value = scope[attr]
                 if attr.startswith("__") and attr.endswith("__") and not isinstance(
@@ -633,26 +498,3 @@ class Walker:
                     encode_into(type(value).__qualname__, out)
         finally:
             WALKING.path.pop()
-
-
-def _cell(cell: types.CellType) -> Any:
-    try:
-        return cell.cell_contents
-    except ValueError:  # an empty closure cell
-        return ABSENT
-
-
-def _static_str(value: Any, attr: str) -> str | None:
-    """A string attribute found without running any of the object's own code."""
-    import inspect
-
-    try:
-        found = inspect.getattr_static(value, attr)
-    except AttributeError:
-        return None
-    if isinstance(found, (types.GetSetDescriptorType, types.MemberDescriptorType)):
-        try:
-            found = found.__get__(value, type(value))
-        except Exception:
-            return None
-    return found if isinstance(found, str) else None
