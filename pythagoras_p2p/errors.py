@@ -21,8 +21,6 @@ __all__ = [
     "RemoteError",
     "NodeUnreachable",
     "SecurityError",
-    "PythagorasWarning",
-    "ImpurityWarning",
 ]
 
 
@@ -85,11 +83,3 @@ class NodeUnreachable(PythagorasError, ConnectionError):
 class SecurityError(PythagorasError):
     """The swarm key is missing or unreadable, or the node cannot enforce membership."""
 
-
-class PythagorasWarning(UserWarning):
-    """Base class of every warning pythagoras_p2p gives."""
-
-
-class ImpurityWarning(PythagorasWarning):
-    """A pure function reads something that is not an input: the clock, or an unseeded global
-    random generator. Its first result is memoized and answered to every later call."""

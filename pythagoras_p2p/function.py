@@ -147,7 +147,7 @@ class PureFunction:
         ``identity`` was computed from (see :func:`function_record`)."""
         record = identity.record
         if record is None:
-            record = function_record(self)
+            record = function_record(self, identity)
             if not identity.holds():  # a global changed in the meantime (another thread)
                 raise PythagorasError(
                     f"the globals of {self.name} changed while its calls were being sent; "
@@ -342,8 +342,9 @@ def _rebuild_pure_function(func: types.FunctionType, fp: bytes | None, needs: tu
 
 
 
-def function_record(fn: PureFunction) -> bytes:
-    """What the store keeps of a function: its name, its source if any, and its cloudpickle."""
+def function_record(fn: PureFunction, identity: Identity | None = None) -> bytes:
+    """What the store keeps of a function: its name, its source if any, and its cloudpickle;
+    with ``identity``, its manifest too (a digest per part of the fingerprint, for explain)."""
     import cloudpickle
 
     func = fn.__pythagoras_function__
@@ -373,6 +374,8 @@ def function_record(fn: PureFunction) -> bytes:
     fields = {"name": fn.name, "source": source, "pickle": pickled, "where": where}
     if not fn.track_inputs:  # where it runs, its calls record nothing (identity/inputs.py)
         fields["track_inputs"] = False
+    if identity is not None and identity.components:
+        fields["manifest"] = identity.manifest()
     return pack(fields)
 
 

@@ -28,9 +28,7 @@ values it did not run with.
 
 An identity also carries ``components`` (label -> 16-byte digest of the bytes each top-level part
 of the root function wrote: its code, each global, helper, package, closure cell, default and
-attribute), computed in the same walk for ``explain`` and stored as :meth:`Identity.manifest`,
-and ``impure``: the clock and global-random-generator reads found on the way, warned about once
-per function (:class:`~pythagoras_p2p.errors.ImpurityWarning`).
+attribute), computed in the same walk for ``explain`` and stored as :meth:`Identity.manifest`.
 """
 
 from __future__ import annotations
@@ -38,13 +36,12 @@ from __future__ import annotations
 import sys
 import threading
 import types
-import warnings
 import weakref
 from typing import Any
 
 from blake3 import blake3
 
-from ..errors import ImpurityWarning, PureFunctionError, SerializationError
+from ..errors import PureFunctionError, SerializationError
 from .encoding import Address, register_code_token, value_address
 from .usercode import is_user_code
 from .walk import ABSENT, WALKING, Dynamic, Walker
@@ -63,16 +60,15 @@ class Identity:
     function walked got new code, defaults or attributes; ``attrs`` (object, attribute, value) the same for function attributes and closure cells;
     ``items`` (list or dict, snapshot) that no item was replaced, added or removed; ``absent``
     (mapping, names) that none of the names appeared; ``values`` (value, address) that a value
-    which can change in place still has the address it had. ``components`` and ``impure``: see
-    the module's docstring; neither is read on a hit.
+    which can change in place still has the address it had. ``components``: see the module's
+    docstring; never read on a hit.
     """
 
-    __slots__ = ("fp", "same", "funcs", "attrs", "items", "absent", "values", "components", "impure",
+    __slots__ = ("fp", "same", "funcs", "attrs", "items", "absent", "values", "components",
                  "record", "__weakref__")
 
     def __init__(self, fp: Address, same=(), attrs=(), items=(), values=(), absent=(),
-                 components: dict[str, bytes] | None = None, impure: tuple[str, ...] = (),
-                 funcs=()):
+                 components: dict[str, bytes] | None = None, funcs=()):
         self.fp = fp
         self.same = tuple(same)
         self.funcs = tuple(funcs)
@@ -81,7 +77,6 @@ class Identity:
         self.absent = tuple(absent)
         self.values = tuple(values)
         self.components = components or {}
-        self.impure = tuple(impure)
         self.record: bytes | None = None  # the function as workers get it (see function.py)
 
     def holds(self) -> bool:
@@ -154,11 +149,7 @@ def _walk(root: Any, owner: str, head: bytes, ignore: frozenset, components: boo
 
 def _identity(walker: Walker) -> Identity:
     return Identity(blake3(walker.out).digest(), walker.same, walker.attrs, walker.items,
-                    walker.values, walker.absent, walker.components, tuple(walker.impure),
-                    walker.funcs)
-
-
-_warned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+                    walker.values, walker.absent, walker.components, walker.funcs)
 
 
 def identify(func: types.FunctionType, name: str | None = None,
@@ -167,27 +158,7 @@ def identify(func: types.FunctionType, name: str | None = None,
     true. ``ignore_globals``: names of globals that are not inputs (not walked, not checked)."""
     ignore = frozenset(ignore_globals)
     head = _FINGERPRINT_VERSION + (repr(sorted(ignore)).encode() if ignore else b"")
-    identity = _identity(_walk(func, name or func.__name__, head, ignore, components=True))
-    if identity.impure:
-        _warn_impure(func, name or func.__qualname__, identity.impure)
-    return identity
-
-
-def _warn_impure(func: types.FunctionType, name: str, constructs: tuple[str, ...]) -> None:
-    """Warn once per function and construct, at the fingerprint of its first call."""
-    try:
-        seen = _warned.setdefault(func, set())
-    except TypeError:
-        seen = set()
-    new = [c for c in constructs if c not in seen]
-    if not new:
-        return
-    seen.update(new)
-    warnings.warn(ImpurityWarning(
-        f"pure function {name!r} reads {', '.join(new)}: it is not pure, and the result of its "
-        f"first call is answered to every later call with the same arguments; pass the time or "
-        f"a seed as an argument (e.g. random.Random(seed), numpy.random.default_rng(seed))"
-    ), stacklevel=4)
+    return _identity(_walk(func, name or func.__name__, head, ignore, components=True))
 
 
 def parse_ignore_globals(names: Any) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Lookups the walk cannot follow by name, and reads that make a function impure.
+"""Lookups the walk cannot follow by name.
 
 The walk follows names. Code can also reach things by a name it computes: ``globals()[n]``,
 ``vars(mod)[n]``, ``getattr(mod, n)``, ``eval``/``exec``. :func:`scan` finds them in the
@@ -8,8 +8,7 @@ it reaches whole. ``getattr(self, n)`` and ``vars(self)`` stay exact (the object
 its class is walked whole), and so does ``getattr(mod, "K")`` (a constant name is a name). A
 computed import (``importlib.import_module(n)``, ``__import__(n)``, ``sys.modules[...]``) may
 reach any module at all: it is refused with the fix; with a constant name it is walked like an
-``import`` statement. The same pass notes reads of the clock and of global random generators
-(:mod:`.impurity`).
+``import`` statement.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from typing import Any
 
 from ..errors import FingerprintError
 from .code import chains, local_imports
-from .impurity import impure_construct
 from .kinds import ABSENT
 
 __all__ = ["scan", "Dynamic"]
@@ -36,22 +34,18 @@ class Dynamic(BaseException):  # noqa: N818 - a signal to walk again, not an err
     Exception, so a pickle between here and the walk's entry lets it through.)"""
 
 
-def scan(func: types.FunctionType, owner: str, coarse: bool) -> tuple[list[str], list[tuple[str, int, tuple]]]:
+def scan(func: types.FunctionType, owner: str, coarse: bool) -> list[tuple[str, int, tuple]]:
     """How the code reaches names: raises :class:`Dynamic` for a lookup no walk follows
     exactly (unless the walk is coarse already) and refuses a computed import; returns the
-    impure reads it makes and the imports with a constant name, to be walked like ``import``."""
+    imports with a constant name, to be walked like ``import`` statements."""
     scope = func.__globals__
     code = func.__code__
     first = code.co_varnames[0] if code.co_argcount + code.co_kwonlyargcount else None
     aliases = local_imports(code)
     found: list = []
-    impure: list[str] = []
     for kind, path, args in chains(code):
         root = path[0]
         target = _resolve(kind, root, scope, aliases)
-        construct = impure_construct(target, path[1:]) if target is not ABSENT else None
-        if construct is not None:
-            impure.append(construct)
         if kind == "global" and root in _DYNAMIC and target is getattr(builtins, root):
             if root == "vars" and args[:1] and args[0][1] in _SELF_NAMES + (first,):
                 continue
@@ -76,7 +70,7 @@ def scan(func: types.FunctionType, owner: str, coarse: bool) -> tuple[list[str],
             _refuse(owner, f"{'.'.join(path)}() with a computed module name")
         if target is sys and path[1:2] == ("modules",):
             _refuse(owner, "sys.modules[...]")
-    return impure, found
+    return found
 
 
 def _resolve(kind: str, name: str, scope: dict, aliases: dict) -> Any:

@@ -35,6 +35,7 @@ a back reference to its position.
 from __future__ import annotations
 
 import builtins
+import enum
 import functools
 import importlib
 import importlib.util
@@ -89,10 +90,8 @@ class Walker:
         self.items: list = []  # (container, snapshot): no item replaced, added or removed
         self.absent: list = []  # (mapping, names): none of them appeared
         self.values: list = []  # (value, address): a value that can change in place
-        self.impure: dict[str, None] = {}
         self.components: dict[str, bytes] | None = {} if components else None
         self.depth = 0
-        self.whole = 0  # > 0 while walking a whole module: its functions may never be called
         self.names: frozenset = frozenset()  # attribute names the function being walked uses
         self.modules: set = set()  # user modules walked, with the names
         self.out = bytearray()  # what the walk wrote (set by its entry point)
@@ -139,9 +138,7 @@ class Walker:
             start = len(out)
             encode_code(code, out)
             self._part(f"code of {func.__qualname__}", out, start)
-            impure, extra_imports = scan(func, self.owner, self.coarse)
-            if not self.whole:  # a function of a whole module may never be called
-                self.impure.update(dict.fromkeys(impure))
+            extra_imports = scan(func, self.owner, self.coarse)
             self.globals_of(func, out)
             self.imports_of(func, out, extra_imports)
             for attr in ("__defaults__", "__kwdefaults__"):
@@ -150,7 +147,8 @@ class Walker:
                 out += b"D"
                 self.value(attr, default, out)
                 if default is not None:
-                    self._part("defaults" if attr == "__defaults__" else "keyword defaults", out, start)
+                    self._part("default values" if attr == "__defaults__" else "default keyword values",
+                               out, start)
             if func.__closure__:
                 out += b"C"
                 for name, cell in zip(code.co_freevars, func.__closure__, strict=True):
@@ -200,7 +198,7 @@ class Walker:
         """How a global reads in ``explain``: what it is, and under which name when it differs."""
         kind = type(value)
         if isinstance(value, pure_function_type()):
-            what, short = f"pure function {value.name}", value.__name__
+            what, short = f"helper {value.name} (a pure function)", value.__name__
         elif kind is types.FunctionType and is_user_code(value.__globals__.get("__name__")):
             module = value.__globals__.get("__name__")
             what, short = f"helper {module}.{value.__qualname__}", value.__name__
@@ -268,6 +266,12 @@ class Walker:
                 self._checkitems(value)
         elif kind is dict or kind is types.MappingProxyType:
             self.mapping(name, value, out)
+        elif isinstance(value, enum.Enum):  # a member by its class, name and value
+            out += b"e"
+            self.klass(kind, out)
+            state = instance_dict(value) or {}
+            encode_into(state.get("_name_"), out)
+            self.value(name, state.get("_value_"), out)
         elif kind is types.MethodType:  # `predict = model.predict`: the object counts too
             out += b"B"
             self.value(name, value.__func__, out)
@@ -453,19 +457,15 @@ class Walker:
         self.modules.add(key)
         self._checkitems(scope)
         out += b"W"
-        self.whole += 1
-        try:
-            for attr in sorted(k for k in scope if type(k) is str):
-                if attr in MODULE_DUNDERS or attr in self.ignore:
-                    continue
-                value = scope[attr]
-                try:
-                    self.reference(attr, value, out)
-                except FingerprintError:  # not used by name: its type stands for it (checked)
-                    out += b"!"
-                    encode_into(type(value).__qualname__, out)
-        finally:
-            self.whole -= 1
+        for attr in sorted(k for k in scope if type(k) is str):
+            if attr in MODULE_DUNDERS or attr in self.ignore:
+                continue
+            value = scope[attr]
+            try:
+                self.reference(attr, value, out)
+            except FingerprintError:  # not used by name: its type stands for it (and is checked)
+                out += b"!"
+                encode_into(type(value).__qualname__, out)
         out += b"."
 
     def klass(self, cls: type, out: bytearray) -> None:

@@ -1,18 +1,17 @@
 """The walk cannot be fooled: bound methods, wrappers, dynamic lookups, function and metaclass
 attributes, shadowing, dict order — each change is seen by a new fingerprint *and* by the checks
 of the old one (what a hit runs); the walk never calls a user object's ``__getattr__`` and never
-loops; impure reads are warned about; ``ignore_globals`` and the components for ``explain``."""
+loops; ``ignore_globals`` and the components for ``explain``."""
 
 from __future__ import annotations
 
 import sys
 import textwrap
 import types
-import warnings
 
 import pytest
 
-from pythagoras_p2p.errors import FingerprintError, ImpurityWarning, PureFunctionError
+from pythagoras_p2p.errors import FingerprintError, PureFunctionError
 from pythagoras_p2p.identity.fingerprint import fingerprint, identify
 
 
@@ -345,46 +344,6 @@ def test_the_insertion_order_of_a_global_dict_counts():
     """, lambda m: (m.D.clear(), m.D.update({"b": 2, "a": 1})))
 
 
-# --------------------------------------------------------------------------- impurity
-
-
-@pytest.mark.parametrize("body,construct", [
-    ("import time\n    return time.time()", "time.time()"),
-    ("import time as t\n    return t.perf_counter()", "time.perf_counter()"),
-    ("from datetime import datetime\n    return datetime.now()", "datetime.now()"),
-    ("import datetime\n    return datetime.date.today()", "datetime.date.today()"),
-    ("import random\n    return random.randint(0, 9)", "random.randint()"),
-    ("import numpy as np\n    return np.random.rand()", "numpy.random.rand()"),
-])
-def test_reading_the_clock_or_a_global_generator_warns_once(cloud, body, construct):
-    module = _module(f"def f(*, x):\n    {body}\n")
-    f = cloud.add_pure_function(module.f)
-    with pytest.warns(ImpurityWarning, match=rf"'f' reads {construct.replace('(', '[(]').replace(')', '[)]')}"):
-        f(x=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        f(x=2)  # once per function
-
-
-def test_global_functions_of_the_clock_and_generator_warn_too():
-    for source in ("from time import time\ndef f(*, x):\n    return time()\n",
-                   "from random import choice\ndef f(*, x):\n    return choice(x)\n"):
-        with pytest.warns(ImpurityWarning):
-            identify(_module(source).f)
-
-
-def test_seeded_generators_do_not_warn():
-    source = """
-        import random
-        import numpy as np
-        def f(*, x):
-            return random.Random(x).random() + np.random.default_rng(x).random()
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        identify(_module(source).f)
-
-
 # --------------------------------------------------------------------------- ignore_globals
 
 
@@ -428,7 +387,7 @@ def test_components_name_each_part_and_change_with_it_alone(project_lib):
     before = identify(module.f)
     labels = set(before.components)
     assert {"code of f", "global CONFIG", "helper __main__.scale", "package numpy (as np)",
-            "module mylib_parts", "keyword defaults"} <= labels, labels
+            "module mylib_parts", "default keyword values"} <= labels, labels
     manifest = before.manifest()
     assert all(len(bytes.fromhex(h)) == 16 for h in manifest.values())
     module.CONFIG["k"] = 2
