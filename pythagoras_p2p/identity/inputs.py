@@ -23,8 +23,9 @@ Not recorded: what lies under the interpreter's prefixes and the standard librar
 sources and extensions under ``sys.path`` (the fingerprint covers the user's code) and the
 import system's listings, ``/proc``, ``/sys``, ``/dev``, the store's own home, files and
 directories the call itself made or opened for writing first, variables named ``PYTHAGORAS_*``
-and those the worker pool sets (``CUDA_VISIBLE_DEVICES``, thread counts); reads by threads or
-processes the call starts, and by C code that opens files itself (not through Python's
+and those the worker pool sets (``CUDA_VISIBLE_DEVICES``, thread counts); reads by threads
+made before the call (a pool kept from an earlier call: threads the call starts record into its
+trace), by processes it starts, and by C code that opens files itself (not through Python's
 ``open``). A function may opt out (``add_pure_function(track_inputs=False)``): nothing is
 recorded for it.
 """
@@ -36,6 +37,7 @@ import os
 import sys
 import sysconfig
 import threading
+import weakref
 
 from blake3 import blake3
 
@@ -110,7 +112,7 @@ class Recorder:
     """The inputs one call read so far (see the module docstring); one per running call and
     thread, nested calls merging theirs into their caller's."""
 
-    __slots__ = ("files", "dirs", "env", "written", "parent", "busy")
+    __slots__ = ("files", "dirs", "env", "written", "parent")
 
     def __init__(self, parent: Recorder | None):
         self.files: dict[str, list | None] = {}
@@ -118,11 +120,10 @@ class Recorder:
         self.env: dict[str, str | None] = {}
         self.written: set[str] = set()  # made or opened for writing by the call: its own output
         self.parent = parent
-        self.busy = False  # hashing or listing: the opens it makes are its own
 
     def _path(self, path) -> str | None:
         """The absolute path of an event's argument, or None when it is not to be recorded."""
-        if type(path) is int or self.busy:
+        if type(path) is int or getattr(_local, "busy", False):  # its own hashing or listing
             return None
         if path is None:
             path = "."
@@ -156,11 +157,11 @@ class Recorder:
             self.written.add(path)
 
     def _keep(self, kept: dict, path: str, state_of) -> None:
-        self.busy = True
+        _local.busy = True
         try:
             state = state_of(path)
         finally:
-            self.busy = False
+            _local.busy = False
         if state is not False:
             kept[path] = state
 
@@ -182,23 +183,47 @@ class Recorder:
         return trace or None
 
 
+# Threads started while a call records (a ThreadPoolExecutor inside it) → that recording: what
+# they read counts for the call. A thread made before the call (a pool kept from an earlier
+# call) records nothing.
+_inherited: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ORIGINAL_THREAD_INIT = threading.Thread.__init__
+
+
+def _thread_init(self, *args, **kwargs):
+    _ORIGINAL_THREAD_INIT(self, *args, **kwargs)
+    rec = getattr(_local, "rec", None)
+    if rec is not None:
+        _inherited[self] = rec
+
+
+def _recorder() -> Recorder | None:
+    """The recording of the call this thread runs (or was started by), if any."""
+    rec = getattr(_local, "rec", None)
+    if rec is None and _inherited:
+        rec = _inherited.get(threading.current_thread())
+    return rec
+
+
 def _audit(event: str, args: tuple) -> None:
     if event == "open":
-        rec = getattr(_local, "rec", None)
+        rec = _recorder()
         if rec is not None:
             rec.opened(args[0], args[2])
     elif event in _LISTINGS:
-        rec = getattr(_local, "rec", None)
+        rec = _recorder()
         if rec is not None and sys._getframe(1).f_code is not _IMPORT_LISTING:
             rec.listed(args[0])
     elif event == "os.mkdir":
-        rec = getattr(_local, "rec", None)
+        rec = _recorder()
         if rec is not None:
             rec.made(args[0])
 
 
 def _recording_getitem(self, key, _original=os._Environ.__getitem__):
     rec = getattr(_local, "rec", None)
+    if rec is None and _inherited:
+        rec = _inherited.get(threading.current_thread())
     if rec is None or self is not os.environ:
         return _original(self, key)
     try:
@@ -218,6 +243,7 @@ def _install() -> None:
         if not _installed:
             sys.addaudithook(_audit)
             os._Environ.__getitem__ = _recording_getitem  # get, in, getenv go through it
+            threading.Thread.__init__ = _thread_init
             _installed = True
 
 

@@ -201,3 +201,20 @@ def test_bulk_reads_check_traces_once_any_result_has_one(home, tmp_path):
     assert store.results_of(calls)[29:32] == [29, "traced", MISSING]
     data.write_text("abd")
     assert store.results_of(calls)[29:32] == [29, MISSING, MISSING]
+
+
+def test_threads_a_call_starts_record_into_its_trace(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [tmp_path / f"{i}.txt" for i in range(4)]
+    for path in paths:
+        path.write_text(str(path))
+    monkeypatch.setenv("TRACE_T", "t")
+
+    def body():
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(_read, paths))
+            pool.submit(os.environ.get, "TRACE_T").result()
+
+    trace = _record(body)
+    assert set(trace["files"]) == {str(p) for p in paths} and trace["env"] == {"TRACE_T": "t"}
