@@ -358,16 +358,19 @@ def _forget_on_peers(home: Path, name: str) -> dict:
 
 
 @cache.command("verify")
-@click.option("--repair", is_flag=True, help="Delete bad values and the results naming them.")
+@click.option("--repair", is_flag=True, help="Delete bad values, the results naming them, and "
+              "bad function records.")
 @click.pass_context
 def cache_verify(ctx: click.Context, repair: bool) -> None:
-    """Check that every stored value matches its address; exit 1 if any does not."""
+    """Check that every stored value matches its address and every function record its key;
+    exit 1 if any does not."""
     from pythagoras_p2p.store.maintenance import verify
 
     report = verify(_store(ctx), repair=repair)
     for problem in report.problems:
         click.echo(f"problem: {problem}", err=True)
-    click.echo(f"checked {report.values_checked:,} values and {report.results_checked:,} results: "
+    click.echo(f"checked {report.values_checked:,} values, {report.results_checked:,} results "
+               f"and {report.functions_checked:,} function records: "
                f"{len(report.problems)} problem(s)"
                + (f", {report.repaired} entries repaired" if repair else ""))
     if report.unverifiable:

@@ -23,6 +23,7 @@ from pythagoras_p2p.identity.inputs import holds
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
 from pythagoras_p2p.store.env import ReadersBusyError
+from pythagoras_p2p.store.functions import record_matches
 from pythagoras_p2p.store.journal import encode_meta
 
 from .logonce import LogOnce
@@ -68,7 +69,6 @@ class Handlers(Values, Copies):
         self.running = RunningCalls(lambda ident, frames: self.send(ident, frames), self.reply)
         self._replies: dict[bytes, list] = {}  # results to send at the end of this turn
         self._ended: list = []  # (call, running, outcome) of the tasks that ended this turn
-        self.functions: set[bytes] = set()  # fingerprints known to be in the store
         self.uploads: dict[tuple[bytes, bytes], Upload] = {}
         self._upload_ids = itertools.count()
         self.incoming = node.home / "incoming"
@@ -236,7 +236,13 @@ class Handlers(Values, Copies):
         if len(msg.bodies) != 1 or not len(msg.bodies[0]):
             self.error(ident, msg.id, wire.ERR_MALFORMED, "function: expected one body frame with the record")
             return
-        self.store.put_function(msg.hex("fp"), bytes(msg.bodies[0]))
+        key, record = msg.hex("fp"), bytes(msg.bodies[0])  # fp: the key of the record
+        if not record_matches(key, record):
+            self.error(ident, msg.id, wire.ERR_TAMPERED,
+                       f"function: the record sent under {key.hex()[:16]} does not hash to that "
+                       f"key (damaged, or a client of another version); it was not stored")
+            return
+        self.store.put_function(key, record)
         self.send(ident, wire.build("ok", msg.id))
 
     # ------------------------------------------------------------------ results
@@ -302,11 +308,11 @@ class Handlers(Values, Copies):
         needs, requires = self.placement(ident, msg)
         if needs is None:
             return
-        if fp not in self.functions:  # functions are never removed from a store
-            if not self.store.has_function(fp):
-                self.error(ident, msg.id, wire.ERR_NEED_FUNCTION, fp.hex())
-                return
-            self.functions.add(fp)
+        # fp: the key of the function's record. Asked every time (one read): a record found
+        # damaged where it was loaded is removed, and the client then sends it again.
+        if not self.store.has_function(fp):
+            self.error(ident, msg.id, wire.ERR_NEED_FUNCTION, fp.hex())
+            return
         refs = msg.fields.get("refs", [])
         if not isinstance(refs, list) or not all(map(wire._is_address, refs)):
             self.error(ident, msg.id, wire.ERR_MALFORMED, "run: refs must be a list of addresses")

@@ -17,14 +17,19 @@ from collections.abc import Iterable, Mapping, Sized
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from .errors import PureFunctionError, PythagorasError, SerializationError
+from .errors import PureFunctionError, PythagorasError
+from .execution.functions import (
+    FunctionRecord,
+    function_from_record,
+    function_record,
+    load_function,
+)
 from .identity.calls import call_address
 from .identity.fingerprint import Identity, identify
 from .identity.impure import warn_impure
 from .identity.inputs import untracked_fingerprint
 from .store.core import MISSING as _MISSING
 from .store.listing import StoredCall, forget, forget_function, stored_call
-from .store.packing import pack, unpack
 
 if TYPE_CHECKING:
     from .explain import Explanation
@@ -142,9 +147,10 @@ class PureFunction:
         """The function's fingerprint, for the values its globals hold now."""
         return self.identity().fp
 
-    def record(self, identity: Identity) -> bytes:
-        """The function as the store keeps it for workers, pickled with the very values that
-        ``identity`` was computed from (see :func:`function_record`)."""
+    def record(self, identity: Identity) -> FunctionRecord:
+        """The function as workers get it (its record key and bytes), pickled with the very
+        values that ``identity`` was computed from: made once per identity (see
+        :func:`function_record`)."""
         record = identity.record
         if record is None:
             record = function_record(self, identity)
@@ -339,88 +345,3 @@ def _rebuild_pure_function(func: types.FunctionType, fp: bytes | None, needs: tu
 
     return PureFunction(func, process_cloud(), fp, needs=needs, requires=requires,
                         track_inputs=track_inputs)
-
-
-
-def function_record(fn: PureFunction, identity: Identity | None = None) -> bytes:
-    """What the store keeps of a function: its name, its source if any, and its cloudpickle;
-    with ``identity``, its manifest too (a digest per part of the fingerprint, for explain)."""
-    import cloudpickle
-
-    func = fn.__pythagoras_function__
-    try:
-        source = inspect.getsource(func)
-    except (OSError, TypeError):
-        source = None  # python -c, exec(): the code object is all there is
-    # The user's own modules are not installed on peers: pickle them by value, not by name.
-    modules = _user_modules(func)
-    for module in modules:
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        pickled = cloudpickle.dumps(func, protocol=5)
-    except Exception as exc:
-        raise SerializationError(
-            f"{fn.name} cannot be sent to a worker process because it cannot be pickled "
-            f"({type(exc).__name__}: {exc}); create what it uses inside its body or pass it as "
-            f"an argument"
-        ) from None
-    finally:
-        for module in modules:
-            cloudpickle.unregister_pickle_by_value(module)
-    from .execution.sources import collect
-    from .identity.usercode import is_user_code
-
-    where = collect(func, is_user_code)  # file names and lines, for tracebacks where it runs
-    fields = {"name": fn.name, "source": source, "pickle": pickled, "where": where}
-    if not fn.track_inputs:  # where it runs, its calls record nothing (identity/inputs.py)
-        fields["track_inputs"] = False
-    if identity is not None and identity.components:
-        fields["manifest"] = identity.manifest()
-    return pack(fields)
-
-
-def _user_modules(func: types.FunctionType) -> list[types.ModuleType]:
-    """Importable modules of the user's own code that ``func`` reaches (itself and its globals)."""
-    import sys
-
-    from .identity.usercode import is_user_code
-
-    names = {func.__module__}
-    for value in func.__globals__.values():
-        name = getattr(value, "__module__", None) if not isinstance(value, types.ModuleType) else value.__name__
-        if isinstance(name, str):
-            names.add(name)
-    found = []
-    for name in names:
-        module = sys.modules.get(name)
-        if module is not None and name != "__main__" and getattr(module, "__file__", None) \
-                and is_user_code(name):
-            found.append(module)
-    return found
-
-
-def load_function(store: Any, fp: bytes) -> types.FunctionType:
-    """The plain function stored under fingerprint ``fp`` (its wrapper removed)."""
-    record = store.get_function(fp)
-    if record is None:
-        raise PythagorasError(f"function {fp.hex()[:16]} is not in the store of {store.home}")
-    return function_from_record(record)
-
-
-def function_from_record(record: bytes) -> types.FunctionType:
-    """The plain function a record of :func:`function_record` holds, with its file names and
-    source lines back (for tracebacks where it runs)."""
-    import cloudpickle
-
-    fields = unpack(record)
-    obj = cloudpickle.loads(fields["pickle"])
-    func = getattr(obj, "__pythagoras_function__", obj)
-    from .execution.sources import restore
-    from .identity.usercode import is_user_code
-
-    restore(func, fields.get("where"), is_user_code)
-    if fields.get("track_inputs") is False:
-        from .identity.inputs import untracked
-
-        return untracked(func)
-    return func

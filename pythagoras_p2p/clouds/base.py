@@ -62,7 +62,6 @@ class PCloud:
         self.store: Store = open_store(self.home)
         self._leases = leases_of(self.store.path)  # shared by every cloud of this home here
         self.functions: list[PureFunction] = []
-        self._registered: set[bytes] = set()
         self._lock = threading.Lock()
         # Calls being executed for runs of this cloud: call address -> (run, slot), so that
         # an identical call started meanwhile joins that execution instead of starting another.
@@ -187,14 +186,14 @@ class PCloud:
             warn_not_stored(fn.name, 1, exc)
         return value
 
-    def _register_function(self, fn: PureFunction, identity: Identity) -> None:
-        """Put the function into the store once per fingerprint, so workers can load it by
-        fingerprint: pickled with the values that fingerprint was computed from."""
-        fp = identity.fp
-        if fp not in self._registered:
-            if self.store.get_function(fp) is None:
-                self.store.put_function(fp, fn.record(identity))
-            self._registered.add(fp)
+    def _register_function(self, fn: PureFunction, identity: Identity) -> bytes:
+        """Put the function's record into the store, where workers load it by its key, and
+        return the key (the record is made once per identity, with the values its fingerprint
+        was computed from). A record removed meanwhile (found damaged) is stored again."""
+        key, data = fn.record(identity)
+        if not self.store.has_function(key):
+            self.store.put_function(key, data)
+        return key
 
     def _run(self, fn: PureFunction, calls: Iterable[dict], *, return_exceptions: bool,
              progress: bool | None, timeout: float | None = None,

@@ -9,7 +9,8 @@ computed on the cluster is a hit on a laptop and the other way round. Dask only 
 * a large argument (≥ ``INLINE_VALUE_LIMIT``) is scattered once, under the key
   ``pythagoras-value-<value address>``, and tasks refer to it: it is never re-sent per task,
   and stays scattered (up to ``scatter_cache`` bytes, least recently used first) for later calls;
-* a function travels once, scattered as its stored record under ``pythagoras-function-<fp>``.
+* a function travels once, scattered as its stored record under ``pythagoras-function-<key>``
+  (the key of the record: the hash of its bytes, which a worker checks).
 
 The task returns the call's outcome instead of raising, so the exception a function raised
 reaches the caller with its type and remote traceback, as on the other backends; what a call
@@ -31,7 +32,7 @@ from typing import Any
 
 from .._version import __version__
 from ..defaults import DASK_WORKERS_TTL as WORKERS_TTL
-from ..errors import ConfigurationError, RequirementsError, ResourcesError
+from ..errors import ConfigurationError, PythagorasError, RequirementsError, ResourcesError
 from ..execution.run import Task
 from ..identity.calls import approx_nbytes
 from ..net.rpc import NodeUnreachable
@@ -188,13 +189,19 @@ class DaskCloud(PCloud):
             reasons[worker] = why
         return reasons
 
-    def _function_future(self, fp: bytes) -> Any:
-        """The function's stored record on the cluster, on every worker (it is small)."""
-        future = self._function_futures.get(fp)
+    def _function_future(self, record: bytes) -> Any:
+        """The function's stored record (by its key) on the cluster, on every worker (it is
+        small). A record missing from the store (found damaged, and removed) raises."""
+        future = self._function_futures.get(record)
         if future is None:
-            key = f"pythagoras-function-{fp.hex()}"
-            future = self._function_futures[fp] = self.client.scatter(
-                {key: self.store.get_function(fp)}, hash=False, broadcast=True)[key]
+            data = self.store.get_function(record)
+            if data is None:
+                raise PythagorasError(
+                    f"the record of function {record.hex()[:16]} is not in the store at "
+                    f"{self.store.path}; call again (the caller stores it again)")
+            key = f"pythagoras-function-{record.hex()}"
+            future = self._function_futures[record] = self.client.scatter(
+                {key: data}, hash=False, broadcast=True)[key]
         return future
 
     def _value_futures(self, addresses: Iterable[bytes]) -> list:

@@ -1,7 +1,7 @@
 """What runs on a Dask worker for ``DaskCloud``: one call, with what it printed; the worker's facts.
 
 Dask pickles these functions by reference, so this module is imported on the workers: it keeps
-to what a worker needs (the function record reader, ``resolve_args`` and ``execute``, shared
+to what a worker needs (the function record loader, ``resolve_args`` and ``execute``, shared
 with every backend) and imports nothing of Dask's client side.
 """
 
@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from .._version import __version__
+from ..execution.functions import from_record, ran
 from ..execution.outcomes import Outcome, failure_outcome
 from ..execution.run import Task, current_where, execute, resolve_args
 from ..net.wire import PYTHON_VERSION
@@ -22,7 +23,6 @@ from ..store.core import MISSING
 
 __all__ = ["probe_worker", "run_task"]
 
-_LOADED: dict[bytes, Any] = {}
 _install_lock = threading.Lock()
 
 
@@ -38,11 +38,7 @@ def run_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
     where = _where()
     with _captured() as out:
         try:
-            func = _LOADED.get(task.fp)
-            if func is None:
-                from ..function import function_from_record
-
-                func = _LOADED[task.fp] = function_from_record(record)
+            function = from_record(task.fp, record)  # task.fp: the key of the record
             # What Dask passed in is one object per worker, shared by every call given it: each
             # call gets its own copy, as a call elsewhere gets its own unpickled one, so a call
             # that changes an argument in place changes nothing another call sees.
@@ -51,7 +47,8 @@ def run_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
             kwargs = resolve_args(task.payload, lambda address: by_address.get(address, MISSING))
         except Exception as exc:
             return failure_outcome(exc, where), out.getvalue()
-        outcome = execute(func, kwargs, task.fp, task.label, None, where)
+        outcome = execute(function.func, kwargs, function.fingerprint, task.label, None, where)
+        ran()
     return outcome, out.getvalue()
 
 

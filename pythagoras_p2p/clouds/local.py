@@ -11,9 +11,9 @@ from typing import Any
 from ..defaults import worker_count
 from ..errors import ConfigurationError, RequirementsError
 from ..execution.context import in_worker, register_default_cloud
+from ..execution.functions import loaded, ran
 from ..execution.outcomes import failure_outcome
 from ..execution.run import Task, decode_args, execute
-from ..function import load_function
 from ..requirements import missing_requirements
 from ..resources import Ledger, custom_resources
 from .base import PCloud
@@ -108,7 +108,6 @@ class _InlineBatch:
         self.cloud = cloud
         self.tasks = iter(tasks)
         self.remaining = count
-        self.functions: dict[bytes, Any] = {}
         self.dropped: set[int] = set()
         self._taken: set[int] = set()
         self.on_ready = None
@@ -133,10 +132,10 @@ class _InlineBatch:
         store = self.cloud.store
         where = "inline"
         try:
-            func = self.functions.get(task.fp)
-            if func is None:
-                func = self.functions[task.fp] = load_function(store, task.fp)
-            outcome = execute(func, decode_args(task.payload, store), task.fp, task.label, store, where)
+            function = loaded(store, task.fp)  # by the key of its record
+            outcome = execute(function.func, decode_args(task.payload, store),
+                              function.fingerprint, task.label, store, where)
+            ran()
         except Exception as exc:
             outcome = failure_outcome(exc, where)
         if task.tid in self.dropped:  # cancelled while it ran: counted then

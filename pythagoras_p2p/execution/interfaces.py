@@ -40,8 +40,8 @@ class Backend(Protocol):
     store: Store
     _leases: Leases
 
-    def _register_function(self, fn: Any, identity: Identity) -> None:
-        """Make the function loadable by fingerprint wherever its tasks run."""
+    def _register_function(self, fn: Any, identity: Identity) -> bytes:
+        """Make the function loadable wherever its tasks run; returns its record key."""
 
     def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict:
         """Results of ``calls`` held somewhere other than the local store."""

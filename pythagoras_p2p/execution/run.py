@@ -33,7 +33,7 @@ class Task(NamedTuple):
     """One call to run: ``payload`` is the pickled keyword arguments (large ones as :class:`ArgRef`)."""
 
     tid: int
-    fp: bytes
+    fp: bytes  # the key of its function's record (see .functions): the code to run, exactly
     call: bytes
     payload: bytes
     label: str

@@ -182,11 +182,11 @@ class CallRun(Waiting):
         if not any(self.results[s] is MISSING for s in todo):
             return
         try:
-            cloud._register_function(self.fn, self.identity)
+            key = cloud._register_function(self.fn, self.identity)
         except StoreFullError as exc:  # no worker can load the function: each call fails so
             self._fail_open(exc)
             return
-        fp, name, keep, memoize = self.fp, self.fn.name, self.arguments.keep, self.memoize
+        name, keep, memoize = self.fn.name, self.arguments.keep, self.memoize
         needs, requires = self.fn.needs, self.fn.requires
 
         payloads = self._payloads
@@ -197,7 +197,7 @@ class CallRun(Waiting):
                 payload, refs = payloads.pop(slot)
             else:
                 payload, refs = encode_args(kwargs, addresses, keep)
-            return Task(slot, fp, call, payload, describe_call(name, kwargs), refs, memoize,
+            return Task(slot, key, call, payload, describe_call(name, kwargs), refs, memoize,
                         needs, requires)
 
         with self.lock:  # a future cancelled from now on cancels its task in the batch

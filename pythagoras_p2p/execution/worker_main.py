@@ -1,7 +1,8 @@
 """Entry point of a worker process (``python -m pythagoras_p2p.execution.worker_main RFD WFD SLOTFD PARENT``).
 
 A worker is a fresh interpreter: it never imports the user's ``__main__``. It reads batches of
-tasks from its supervisor, loads each function once by fingerprint from the shared store, runs
+tasks from its supervisor, loads each function once by the key of its record from the shared
+store (with the versions of the user's modules the record lists: see :mod:`.functions`), runs
 the call, and writes back outcomes and whatever the call printed. Before each task it writes the
 task's id into a shared 8-byte page, so its supervisor can tell which call killed it.
 Clouds used inside a worker run their calls inline, so nested ``sync_parallel`` never waits on
@@ -143,8 +144,8 @@ def main(argv: list[str]) -> int:
         sys.path[:] = sys_path
         os.chdir(cwd)
         _limit_memory()
-        from ..function import load_function
         from .context import enter_worker
+        from .functions import loaded, ran
         from .outcomes import failure_outcome
         from .run import current_where, decode_args, execute
 
@@ -156,7 +157,6 @@ def main(argv: list[str]) -> int:
     where = current_where(label.split(":", 1)[1])
     sys.stdout = sys.stderr = _Output(channel, where)
     channel.send(("ready", os.getpid()))
-    functions: dict[bytes, object] = {}
     while True:
         message = channel.recv()
         if message is None or message[0] == "stop":
@@ -175,10 +175,10 @@ def main(argv: list[str]) -> int:
                     done.append((seq, outcome))
                     SLOT.pack_into(slot, 0, -1)
                     continue
-                func = functions.get(fp)
-                if func is None:
-                    func = functions[fp] = load_function(store, fp)
-                outcome = execute(func, decode_args(payload, store), fp, label, store, where)
+                function = loaded(store, fp)  # fp: the key of the function's record
+                outcome = execute(function.func, decode_args(payload, store),
+                                  function.fingerprint, label, store, where)
+                ran()
             except Exception as exc:
                 outcome = failure_outcome(exc, where)
             SLOT.pack_into(slot, 0, -1)

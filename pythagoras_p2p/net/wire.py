@@ -34,7 +34,9 @@ __all__ = [
 #: of another version is never a member: its pings do not parse, so it is sent no copies.
 #: 3: ``many`` carries several messages at once (the runs of one placement, the results of one
 #: turn of a node's loop).
-PROTOCOL_VERSION = 3
+#: 4: a function travels and is run under the key of its record (the hash of its bytes, which a
+#: node checks: ``tampered`` when they differ), no longer under its fingerprint.
+PROTOCOL_VERSION = 4
 PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 # MAX_MESSAGE and CHUNK are part of the protocol, not tunables (and not in defaults.py): each
@@ -84,12 +86,12 @@ ERR_PROTOCOL = "protocol"  # the peer speaks another protocol version: never usa
 ERR_PYTHON = "python"  # the client runs another Python version: the node takes no calls from it
 ERR_INTERNAL = "internal"  # the node failed handling the request (a bug)
 ERR_STOPPING = "stopping"  # the node is shutting down and takes no new call
-ERR_NEED_FUNCTION = "need_function"  # send the function first (the message is its fingerprint)
+ERR_NEED_FUNCTION = "need_function"  # send the function first (the message is its record key)
 ERR_NEED_VALUES = "need_values"  # send these argument values first (comma-separated addresses)
 ERR_MISSING = "missing"  # the node does not hold the value asked for
 ERR_BUSY = "busy"  # too many uploads at once, or the value is being checked: retry later
 ERR_STORE = "store"  # the node cannot keep the value (its store is full or failing)
-ERR_TAMPERED = "tampered"  # an uploaded value does not match its address
+ERR_TAMPERED = "tampered"  # an uploaded value (or function record) does not match its address
 ERR_LOST = "lost"  # never sent: what a client answers itself for a request to a peer it lost
 ERR_RESOURCES = "resources"  # the node could never give the call the resources it asks for
 ERR_REQUIREMENTS = "requirements"  # the node does not satisfy the function's requires=

@@ -6,7 +6,8 @@ Layout under ``home/store`` (an LMDB environment) and ``home/blobs`` (large valu
   saying the value lives in ``blobs/``;
 * ``results``   call address → value address of the result;
 * ``meta``      call address → JSON: function, host, pid, when, how long;
-* ``functions`` fingerprint → packed record of the function (name, source, cloudpickle);
+* ``functions`` record key → packed record of the function (name, fingerprint, source,
+  cloudpickle): keyed by the hash of its own bytes, checked when read (:mod:`.functions`);
 * ``traced``    call address → the trace of the files and environment variables its result
   was computed from (:mod:`..identity.inputs`), only for results that read some: a hit is
   answered only while it holds;
@@ -45,6 +46,7 @@ from ..identity.encoding import Address
 from ..identity.inputs import encode_trace, holds_raw
 from . import blobs, room
 from .env import StoreEnvironment, full_message, shared
+from .functions import drop_damaged, record_matches
 from .holds import Holds
 from .packing import INBAND, unpack
 from .records import (
@@ -152,12 +154,18 @@ class Store(StoreEnvironment):
         record = self.value_record(address)
         return MISSING if record is None else self._decode(address, record)
 
-    def has_function(self, fp: Address) -> bool:
-        return self._read(lambda txn: txn.get(fp, db=self._functions) is not None)
+    def has_function(self, key: Address) -> bool:
+        """Whether a record is stored under ``key`` (unchecked: :meth:`get_function` checks)."""
+        return self._read(lambda txn: txn.get(key, db=self._functions) is not None)
 
-    def get_function(self, fp: Address) -> bytes | None:
-        """The packed record of a function by fingerprint, or None."""
-        return self._read(lambda txn: txn.get(fp, db=self._functions))
+    def get_function(self, key: Address) -> bytes | None:
+        """The packed record of a function by its record key, or None. Its bytes are hashed
+        again: a damaged record is removed and raises
+        :class:`~.functions.DamagedRecordError` (it is never loaded)."""
+        record = self._read(lambda txn: txn.get(key, db=self._functions))
+        if record is None or record_matches(key, record):
+            return record
+        raise drop_damaged(self, key, record)
 
     def result_entry(self, call: Address) -> tuple[Address, bytes] | None:
         """(value address, raw value record) of a stored result, without decoding it. An inline
@@ -345,8 +353,9 @@ class Store(StoreEnvironment):
             size = room.nbytes(blob) if record[:1] != INLINE else 0
             self._write(lambda txn: self._put_value_record(txn, address, record, size))
 
-    def put_function(self, fp: Address, record: bytes) -> None:
-        self._write(lambda txn: txn.put(fp, record, db=self._functions, overwrite=False))
+    def put_function(self, key: Address, record: bytes) -> None:
+        """Store a function record under its key (:func:`~.functions.record_key`)."""
+        self._write(lambda txn: txn.put(key, record, db=self._functions))
 
     def _durable_record(self, address: Address) -> bytes | None:
         """The record that makes a value stored here durable, if it is only a transient copy

@@ -16,6 +16,7 @@ from ..identity.encoding import checked_address
 from .blobs import blob_files
 from .core import Store
 from .env import Upkeep
+from .functions import damaged_records, remove_records
 from .packing import unpack
 from .records import is_inline, is_transient, live
 
@@ -67,6 +68,7 @@ class VerifyReport:
 
     results_checked: int = 0
     values_checked: int = 0
+    functions_checked: int = 0
     problems: list[str] = field(default_factory=list)
     repaired: int = 0
     #: values whose address came from their pickle and differs here (see checked_address):
@@ -79,11 +81,12 @@ class VerifyReport:
 
 
 def verify(store: Store, *, repair: bool = False) -> VerifyReport:
-    """Check that every value matches its checksum and decodes to its address, and that every
-    result names a stored value.
+    """Check that every value matches its checksum and decodes to its address, that every
+    result names a stored value, and that every function record hashes to its key.
 
     With ``repair``, bad values and the results that name them are deleted (results are
-    recomputable; a wrong one must never be served), and stale temporary files are removed.
+    recomputable; a wrong one must never be served), bad function records too (a caller stores
+    its record again), and stale temporary files are removed.
     Values and results are read in one transaction, and a repair deletes only what is still as
     it was found: what other processes store meanwhile is left alone.
     """
@@ -116,6 +119,9 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
             dangling.append((call, address))
             if address not in bad_values:
                 report.problems.append(f"result {call.hex()[:16]} names a missing value")
+    report.functions_checked, bad_functions = damaged_records(store)
+    report.problems += [f"function record {key.hex()[:16]}: its bytes do not hash to its key "
+                        f"(damaged, or stored by an earlier version)" for key in bad_functions]
     now = time.time()
     stale = [p for p, a in files if a is None and now - _changed(p) > _STALE_TMP]
     if repair:
@@ -136,7 +142,7 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
             store.unlink_files(address, bad_values[address])
         for path in stale:
             path.unlink(missing_ok=True)
-        report.repaired += len(removed) + len(stale)
+        report.repaired += len(removed) + len(stale) + remove_records(store, bad_functions)
     return report
 
 

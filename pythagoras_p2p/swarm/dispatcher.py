@@ -25,6 +25,7 @@ from typing import Any
 from ..defaults import SWARM_SPIN as _SPIN
 from ..defaults import SWARM_SPIN_RTT as _SPIN_RTT
 from ..defaults import SWARM_TICK as _TICK
+from ..errors import PythagorasError
 from ..execution.batch import Batch, refill
 from ..execution.mailbox import Mailbox
 from ..execution.outcomes import CLOSED, REQUIREMENTS, RESOURCES, UNREACHABLE, Refused
@@ -32,6 +33,7 @@ from ..net import wire
 from ..net.security import SwarmKey
 from ..net.sockets import waiting_messages
 from ..store.core import Store
+from ..store.functions import sendable_record
 from .connections import Connections
 from .driver import Driver
 from .exchange import ValueExchange
@@ -401,8 +403,15 @@ class SwarmDispatcher(Replies):
     def _place(self, peer: Peer, batch: Batch, task: Any) -> None:
         if self.exchange.park(peer, batch, task):
             return
-        if task.fp not in peer.functions:
-            peer.send(wire.build("function", 0, [self.store.get_function(task.fp)], fp=task.fp))
+        if task.fp not in peer.functions:  # task.fp: the key of the function's record
+            try:
+                record = sendable_record(self.store, task.fp, task.label)
+            except PythagorasError as exc:  # gone, or found damaged: nothing else is sent
+                from ..execution.outcomes import failure_outcome
+
+                batch.deliver(task.tid, failure_outcome(exc, "this client"))
+                return
+            peer.send(wire.build("function", 0, [record], fp=task.fp))
             peer.functions.add(task.fp)
         rid = self.connections.new_id()
         peer.inflight[rid] = (batch, task)

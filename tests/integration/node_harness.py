@@ -99,9 +99,9 @@ class Call:
     def __init__(self, path):
         self.path = str(path)
         fn = PureFunction(marker_function(), None)
-        self.fp = fn.fingerprint
+        # A node loads the function by the key of its record (named fp on the wire).
+        self.fp, self.record = function_record(fn)
         self.call = fn.address(path=self.path)
-        self.record = function_record(fn)
         self.payload = pickle.dumps({"path": self.path}, protocol=5)
 
     def function(self, request_id: int = 1) -> list:

@@ -193,6 +193,9 @@ def malformed_messages(call: Call) -> dict:
                                          "offset": 0, "total": 4})], "malformed"),
         "function without a body": ([_header({"v": v, "op": "function", "id": 1,
                                               "fp": "ab" * 32})], "malformed"),
+        # A record is sent under the key of its bytes: another key is refused, never stored.
+        "function under another key": ([_header({"v": v, "op": "function", "id": 1,
+                                                 "fp": "ab" * 32}), call.record], "tampered"),
     }
 
 

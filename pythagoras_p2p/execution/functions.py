@@ -1,0 +1,185 @@
+"""Function records: made once per identity by the caller, loaded by key where calls run.
+
+A record holds what a worker needs to run exactly the caller's function: its cloudpickle (the
+user's modules it reaches by value), its source and the files and lines of its code (for
+tracebacks), the fingerprint its results are stored under, and the user modules the caller had
+loaded, each with the hash of its file (:mod:`.modules`). It is stored, sent and loaded under
+its record key, the hash of its bytes (:mod:`pythagoras_p2p.store.functions`), so a task names
+the very code to run, never "whatever was stored first under this fingerprint".
+
+A process loads a record once (:func:`loaded`) and, before each task of a record other than the
+one it ran last, puts the module versions the record lists in place (:class:`.modules.ModuleVersions`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import threading
+import types
+from typing import Any, NamedTuple
+
+from ..errors import PythagorasError, SerializationError
+from ..store.functions import record_key
+from ..store.packing import pack, unpack
+from .modules import ModuleVersions, caller_modules
+
+__all__ = ["FunctionRecord", "Loaded", "function_record", "function_from_record", "load_record",
+           "load_function", "loaded", "from_record"]
+
+
+class FunctionRecord(NamedTuple):
+    """A function as workers get it: the record's key and its bytes."""
+
+    key: bytes
+    data: bytes
+
+
+class Loaded(NamedTuple):
+    """A function loaded from its record, with what running it needs."""
+
+    func: Any  # the plain function (wrapped when its calls record no inputs: identity/inputs.py)
+    fingerprint: bytes  # its results are stored under this (the record's key is not)
+    modules: dict  # user module name -> hash of its file, as the caller had them
+
+
+def function_record(fn: Any, identity: Any = None) -> FunctionRecord:
+    """The record of pure function ``fn`` made for ``identity`` (default: its own now), with
+    the identity's manifest (a digest per part of the fingerprint, for explain)."""
+    import cloudpickle
+
+    func = fn.__pythagoras_function__
+    if identity is None:
+        identity = fn.identity()
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        source = None  # python -c, exec(): the code object is all there is
+    # The user's own modules are not installed on peers: pickle them by value, not by name.
+    modules = _user_modules(func)
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        pickled = cloudpickle.dumps(func, protocol=5)
+    except Exception as exc:
+        raise SerializationError(
+            f"{fn.name} cannot be sent to a worker process because it cannot be pickled "
+            f"({type(exc).__name__}: {exc}); create what it uses inside its body or pass it as "
+            f"an argument"
+        ) from None
+    finally:
+        for module in modules:
+            cloudpickle.unregister_pickle_by_value(module)
+    from ..identity.usercode import is_user_code
+    from .sources import collect
+
+    where = collect(func, is_user_code)  # file names and lines, for tracebacks where it runs
+    _VERSIONS.caller = True
+    fields = {"name": fn.name, "fp": identity.fp, "source": source, "pickle": pickled,
+              "where": where, "modules": caller_modules()}
+    if not fn.track_inputs:  # where it runs, its calls record nothing (identity/inputs.py)
+        fields["track_inputs"] = False
+    if identity.components:
+        fields["manifest"] = identity.manifest()
+    data = pack(fields)
+    return FunctionRecord(record_key(data), data)
+
+
+def _user_modules(func: types.FunctionType) -> list[types.ModuleType]:
+    """Importable modules of the user's own code that ``func`` reaches (itself and its globals)."""
+    from ..identity.usercode import is_user_code
+
+    names = {func.__module__}
+    for value in func.__globals__.values():
+        name = getattr(value, "__module__", None) if not isinstance(value, types.ModuleType) else value.__name__
+        if isinstance(name, str):
+            names.add(name)
+    found = []
+    for name in names:
+        module = sys.modules.get(name)
+        if module is not None and name != "__main__" and getattr(module, "__file__", None) \
+                and is_user_code(name):
+            found.append(module)
+    return found
+
+
+# ---------------------------------------------------------------------- where calls run
+
+_VERSIONS = ModuleVersions()  # the user modules this process holds
+_LOADED: dict[bytes, Loaded] = {}  # record key -> the function loaded from it
+_LOCK = threading.RLock()
+_current: list = [None]  # the key of the record whose module versions are in place
+
+
+def load_record(record: bytes | memoryview, *, check_files: bool = True) -> Loaded:
+    """The function a record holds, with its file names and source lines back (for tracebacks
+    where it runs), unpickled with the module versions the record lists in place."""
+    import cloudpickle
+
+    fields = unpack(record)
+    modules = fields.get("modules") or {}
+    with _LOCK:
+        _VERSIONS.align(modules, check_files=check_files)
+        obj = cloudpickle.loads(fields["pickle"])
+        _VERSIONS.observe()
+    func = getattr(obj, "__pythagoras_function__", obj)
+    from ..identity.usercode import is_user_code
+    from .sources import restore
+
+    restore(func, fields.get("where"), is_user_code)
+    if fields.get("track_inputs") is False:
+        from ..identity.inputs import untracked
+
+        func = untracked(func)
+    return Loaded(func, fields["fp"], modules)
+
+
+def function_from_record(record: bytes | memoryview) -> Any:
+    """The plain function a record holds (see :func:`load_record`)."""
+    return load_record(record).func
+
+
+def load_function(store: Any, key: bytes) -> Loaded:
+    """The function stored under record key ``key`` (checked: see ``Store.get_function``)."""
+    record = store.get_function(key)
+    if record is None:
+        raise PythagorasError(
+            f"the record of function {key.hex()[:16]} is not in the store at {store.home}; "
+            f"call again (the caller stores it before its calls run)")
+    return load_record(record)
+
+
+def loaded(store: Any, key: bytes) -> Loaded:
+    """The function of record ``key``, ready to run: loaded once per process, its module
+    versions put in place when another record ran last. Call :func:`ran` after the task."""
+    found = _LOADED.get(key)
+    if found is None:
+        found = _LOADED[key] = load_function(store, key)
+    elif _current[0] != key:
+        with _LOCK:
+            _VERSIONS.align(found.modules, check_files=False)
+    _current[0] = key
+    return found
+
+
+def from_record(key: bytes, record: bytes) -> Loaded:
+    """Like :func:`loaded`, for a record handed over with the task (a Dask worker's)."""
+    found = _LOADED.get(key)
+    if found is None:
+        if record_key(record) != key:
+            raise PythagorasError(
+                f"the record of function {key.hex()[:16]} that reached this worker does not "
+                f"hash to its key (damaged on the way); it was not run")
+        found = _LOADED[key] = load_record(record)
+    elif _current[0] != key:
+        with _LOCK:
+            _VERSIONS.align(found.modules, check_files=False)
+    _current[0] = key
+    return found
+
+
+def ran() -> None:
+    """A task just ran: note the user modules it imported (nothing to do when it imported none)."""
+    if len(sys.modules) != _VERSIONS.count:
+        with _LOCK:
+            _VERSIONS.observe()
