@@ -77,7 +77,7 @@ class Identity:
         self.absent = tuple(absent)
         self.values = tuple(values)
         self.components = components or {}
-        self.record: bytes | None = None  # the function as workers get it (see function.py)
+        self.record: Any = None  # the function as workers get it: its record key and bytes
 
     def holds(self) -> bool:
         """True while every global, attribute, item and value the fingerprint read is unchanged."""

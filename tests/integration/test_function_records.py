@@ -11,9 +11,7 @@ module runs the reloaded helper.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
-import textwrap
 
 import pytest
 from helpers import run_python
@@ -21,8 +19,7 @@ from node_harness import copy_key
 
 from pythagoras_p2p import LocalCloud
 from pythagoras_p2p.store.core import open_store
-from pythagoras_p2p.store.functions import DamagedRecordError, record_key
-from pythagoras_p2p.store.maintenance import verify
+from pythagoras_p2p.store.functions import record_key
 
 # A caller whose fingerprint misses every edit of ``f`` (as one missing a dynamic lookup would).
 SCRIPT = """
@@ -94,36 +91,6 @@ def test_a_damaged_record_is_never_loaded_and_the_next_call_stores_it_again(clou
         plus_one.sync_remote(x=2)
     assert not cloud.store.has_function(key)  # dropped when found
     assert plus_one.sync_remote(x=3) == 4  # stored again by the caller
-
-
-def test_the_store_checks_a_record_when_it_is_read(home):
-    store = open_store(home)
-    record = b"a function record"
-    key = record_key(record)
-    store.put_function(key, record)
-    assert store.get_function(key) == record
-    store._write(lambda txn: txn.put(key, b"a function recorc", db=store._functions))
-    with pytest.raises(DamagedRecordError, match="does not hash to its key|damaged"):
-        store.get_function(key)
-    assert store.get_function(key) is None  # removed when found
-
-
-def test_cache_verify_reports_and_removes_damaged_records(home):
-    store = open_store(home)
-    good, bad = b"a good record", b"a record damaged later"
-    store.put_function(record_key(good), good)
-    store.put_function(record_key(bad), bad)
-    store._write(lambda txn: txn.put(record_key(bad), b"a record damaged lateR", db=store._functions))
-    report = verify(store)
-    assert report.functions_checked == 2
-    assert [p for p in report.problems if "function record" in p] == [
-        f"function record {record_key(bad).hex()[:16]}: its bytes do not hash to its key "
-        f"(damaged, or stored by an earlier version)"]
-    report = verify(store, repair=True)
-    assert report.repaired == 1
-    assert store.get_function(record_key(good)) == good
-    assert not store.has_function(record_key(bad))
-    assert verify(store).ok
 
 
 def test_the_cli_verify_counts_function_records(home):
@@ -217,65 +184,3 @@ def test_a_record_names_the_user_modules_it_was_made_with(home, helper_module):
     helper_module(7)
     assert caller_modules()["records_helper"] != before
     assert "pythagoras_p2p.function" not in caller_modules()  # installed by name, not tracked
-
-
-def test_module_versions_put_the_version_a_record_lists_in_place(tmp_path, monkeypatch):
-    """The worker side alone: evict a module held in another version, reinstall a kept one."""
-    from pythagoras_p2p.execution.context import _state
-    from pythagoras_p2p.execution.modules import ModuleVersions, source_hash
-
-    monkeypatch.setitem(_state, "in_worker", True)
-    folder = tmp_path / "src"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    path = folder / "versions_helper.py"
-    path.write_text("VALUE = 1\n")
-    importlib.invalidate_caches()
-    try:
-        import versions_helper
-
-        versions = ModuleVersions()
-        versions.observe()
-        v1 = source_hash(str(path))
-        path.write_text(textwrap.dedent("""\
-            VALUE = 2  # another version
-        """))
-        v2 = source_hash(str(path))
-        versions.align({"versions_helper": v2}, check_files=True)
-        assert "versions_helper" not in sys.modules  # the next import reads the file
-        import versions_helper as again
-
-        assert again.VALUE == 2
-        versions.observe()
-        versions.align({"versions_helper": v1}, check_files=False)
-        assert sys.modules["versions_helper"] is versions_helper  # the one kept of v1
-        assert sys.modules["versions_helper"].VALUE == 1
-    finally:
-        sys.modules.pop("versions_helper", None)
-
-
-def test_a_caller_never_evicts_its_own_modules(tmp_path, monkeypatch):
-    from pythagoras_p2p.execution.modules import ModuleVersions
-
-    folder = tmp_path / "src"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    (folder / "callers_helper.py").write_text("VALUE = 1\n")
-    importlib.invalidate_caches()
-    try:
-        import callers_helper  # noqa: F401
-
-        versions = ModuleVersions()
-        versions.caller = True
-        versions.align({"callers_helper": b"\0" * 16}, check_files=True)
-        assert "callers_helper" in sys.modules
-    finally:
-        sys.modules.pop("callers_helper", None)
-
-
-def test_records_of_an_earlier_version_are_named_by_verify(home):
-    """A store written by an earlier version keeps records under fingerprints: they are never
-    loaded as a record key (they do not hash to it), and verify names them."""
-    store = open_store(home)
-    store.put_function(os.urandom(32), b"an old record under a fingerprint")
-    assert not verify(store).ok
