@@ -66,15 +66,23 @@ def test_a_node_runs_each_callers_own_code_when_the_fingerprint_missed_the_edit(
 
 
 def _damage_on_disk(store, record: bytes) -> None:
-    """Change one byte of ``record`` where LMDB keeps it, in the file (as a bad disk would)."""
+    """Change one byte of ``record``'s pickle where LMDB keeps it, in the file (as a bad disk
+    would; in every copy of those pages the file holds)."""
+    from pythagoras_p2p.store.packing import unpack
+
+    pickled = bytes(unpack(record)["pickle"])
+    piece = pickled[len(pickled) // 2: len(pickled) // 2 + 32]
     path = store.path / "data.mdb"
     data = path.read_bytes()
-    piece = record[len(record) // 2: len(record) // 2 + 64]
-    assert data.count(piece) == 1, "the record's bytes are not in the file once"
-    at = data.index(piece) + 10
+    found, at = [], data.find(piece)
+    while at >= 0:
+        found.append(at)
+        at = data.find(piece, at + 1)
+    assert found, "the record's bytes are not in the file"
     with open(path, "r+b") as fh:
-        fh.seek(at)
-        fh.write(bytes([data[at] ^ 0x01]))
+        for at in found:
+            fh.seek(at + 10)
+            fh.write(bytes([data[at + 10] ^ 0x01]))
 
 
 def test_a_damaged_record_is_never_loaded_and_the_next_call_stores_it_again(cloud):
