@@ -144,8 +144,8 @@ def test_a_global_rebound_while_a_call_is_sent_to_workers_is_never_stored_under_
     before = f.address(x=7)  # for FACTOR = 2
     make_record = function.function_record
 
-    def racing_record(fn):  # the record is pickled; another thread rebinds FACTOR just after
-        record = make_record(fn)
+    def racing_record(fn, *args):  # the record is pickled; another thread rebinds FACTOR just after
+        record = make_record(fn, *args)
         monkeypatch.setattr(sys.modules[__name__], "FACTOR", 3)
         return record
 
