@@ -2,9 +2,9 @@
 
 Arrays are encoded by dtype, shape, memory order and raw bytes (large buffers hashed on their own,
 never pickled); pandas objects column by column with their index and every dtype, so two equal
-DataFrames built differently get one address. The memory order of an array counts (C, Fortran,
-or the strides of any other view): ``ravel("K")``, ``.flags`` and ``.strides`` show it. That of
-the buffers pandas keeps does not: it follows how a frame was built (its blocks), and pandas
+DataFrames built differently get one address. The memory order of an array counts (C or Fortran:
+``ravel("K")``, ``.flags`` and ``.strides`` show it; any other view travels, and is addressed, as
+its C-ordered copy). That of the buffers pandas keeps does not: it follows how a frame was built (its blocks), and pandas
 itself changes it in ordinary operations. Arrays, frames and series are mutable: sharing one
 inside a value is numbered (:func:`.encoding.open_shared`); an index is not (pandas' are
 immutable). The rest of the encoding, and the addresses made
@@ -84,17 +84,12 @@ def _encode_ndarray(arr: Any, out: bytearray, layout: bool = False) -> None:
 
 
 def _encode_layout(arr: Any, out: bytearray) -> None:
-    """C or Fortran order, or else the strides (a view): what ``ravel("K")`` and ``.flags``
-    see. Contiguous arrays need no more: their strides follow from shape and item size."""
+    """Fortran order or C order: what ``ravel("K")``, ``.flags`` and ``.strides`` show, and what
+    an array keeps when it is pickled (to be stored, or sent to a worker). Any other view is
+    pickled as its C-ordered copy, so it is addressed as that copy: a value must keep its
+    address when read back, or the store's checks would take it for damage."""
     flags = arr.flags
-    if flags.c_contiguous:
-        out += b"C"
-    elif flags.f_contiguous:
-        out += b"F"
-    else:
-        out += b"K"
-        for stride in arr.strides:
-            encode_into(stride, out)
+    out += b"F" if flags.f_contiguous and not flags.c_contiguous else b"C"
 
 
 def _encode_pandas(obj: Any, out: bytearray, pd: Any) -> bool:

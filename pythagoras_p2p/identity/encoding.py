@@ -19,8 +19,9 @@ given the value can observe, and of nothing else (so equal values built differen
   differently. The items of a set are numbered apart from the rest (their encodings are sorted, so
   the order they are met in is the hash order again); inside an object encoded by its pickle,
   pickle's own memo writes the sharing, but sharing across that boundary is not seen.
-* numpy arrays by dtype, shape, memory order (C, Fortran, or the strides of any other view:
-  ``ravel("K")``, ``.flags`` and ``.strides`` tell them apart) and raw bytes; pandas objects
+* numpy arrays by dtype, shape, memory order (C or Fortran: ``ravel("K")``, ``.flags`` and
+  ``.strides`` tell them apart; other views as their C-ordered copy, which is what pickle keeps of
+  them) and raw bytes; pandas objects
   column by column with every dtype (:mod:`.arrays`). Large buffers are hashed on their own, with
   threads, straight from memory: never by pickling them first.
 * Enum members by their class (its code, if it is the user's) and their name and value.

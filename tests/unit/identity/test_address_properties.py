@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 
+import numpy as np
 import pandas as pd
 from helpers import run_python
 from hypothesis import assume, given, settings
@@ -211,6 +213,19 @@ def test_int_float_and_bool_differ(number):
 def test_list_and_tuple_differ(items):
     assert addr(items) != addr(tuple(items))
     assert addr(items) == addr(list(tuple(items)))
+
+
+@FAST
+@given(st.integers(2, 5), st.integers(2, 5), st.sampled_from(["<i4", "<f8", "u1", ">i2"]), st.data())
+def test_memory_order_counts_and_survives_the_trip(rows, cols, dtype, data):
+    c = np.arange(rows * cols).astype(dtype).reshape(rows, cols)
+    f = np.asfortranarray(c)
+    assert np.array_equal(c, f) and addr(c) != addr(f)  # ravel("K") tells them apart
+    views = [c, f, c.T]
+    if c.dtype.isnative:  # numpy pickles a byte-swapped view in native order
+        views += [c[:, ::2], f[::-1], f[1:]]
+    view = data.draw(st.sampled_from(views))
+    assert addr(pickle.loads(pickle.dumps(view, protocol=5))) == addr(view)
 
 
 # --------------------------------------------------------------------------- across processes
