@@ -23,8 +23,8 @@ from typing import Any
 from .usercode import is_user_code
 
 __all__ = ["ABSENT", "ATOMS", "FROZEN", "OPAQUE", "BOUND", "UNBOUND", "MODULE_DUNDERS", "items",
-           "snapshot", "plain_user_class", "pure_function_type", "instance_dict", "label_of",
-           "cell_contents", "static_str"]
+           "snapshot", "plain_user_class", "pure_function_of", "instance_dict", "label_of",
+           "cell_contents", "static_str", "global_label"]
 
 # Values that cannot change without a new identity: an identity test is all their check needs.
 ATOMS = (type(None), bool, int, float, complex, str, bytes)
@@ -84,10 +84,14 @@ def plain_user_class(kind: type) -> bool:
     return True
 
 
-def pure_function_type() -> type:
-    from ..function import PureFunction
-
-    return PureFunction
+def pure_function_of(value: Any) -> types.FunctionType | None:
+    """The plain function of a pure function of a cloud (``PureFunction``, told by the attribute
+    its ``__init__`` sets, read statically: no import of ``function.py``, no ``__getattr__``)."""
+    if not type(value).__module__.startswith("pythagoras_p2p."):
+        return None
+    scope = instance_dict(value)
+    inner = scope.get("__pythagoras_function__") if scope is not None else None
+    return inner if isinstance(inner, types.FunctionType) else None
 
 
 def instance_dict(value: Any) -> dict | None:
@@ -122,3 +126,23 @@ def static_str(value: Any, attr: str) -> str | None:
         except Exception:
             return None
     return found if isinstance(found, str) else None
+
+
+def global_label(name: str, value: Any) -> str:
+    """How a global reads in ``explain``: what it is, and under which name when it differs."""
+    kind = type(value)
+    inner = pure_function_of(value)
+    if inner is not None:
+        what, short = f"helper {inner.__qualname__} (a pure function)", inner.__name__
+    elif kind is types.FunctionType and is_user_code(value.__globals__.get("__name__")):
+        module = value.__globals__.get("__name__")
+        what, short = f"helper {module}.{value.__qualname__}", value.__name__
+    elif kind is types.ModuleType:
+        module = value.__dict__.get("__name__", name)
+        what = f"module {module}" if is_user_code(module) else f"package {module.split('.')[0]}"
+        short = module.rsplit(".", 1)[-1]
+    elif isinstance(value, type):
+        what, short = f"class {value.__module__}.{value.__qualname__}", value.__name__
+    else:
+        return f"global {name}"
+    return what if short == name else f"{what} (as {name})"

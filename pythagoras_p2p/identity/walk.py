@@ -58,11 +58,12 @@ from .kinds import (
     OPAQUE,
     UNBOUND,
     cell_contents,
+    global_label,
     instance_dict,
     items,
     label_of,
     plain_user_class,
-    pure_function_type,
+    pure_function_of,
     snapshot,
     static_str,
 )
@@ -188,29 +189,11 @@ class Walker:
             self.same.append((scope, name, value))  # also: a builtin is not shadowed later
             if value is not ABSENT:
                 self.reference(name, value, out)
-                self._part(self._label(name, value), out, start)
+                self._part(global_label(name, value), out, start)
             elif name in builtin_scope:
                 out += b"b"
                 encode_into(name, out)
             # else: a global not defined yet (the call fails then) or one the function defines
-
-    def _label(self, name: str, value: Any) -> str:
-        """How a global reads in ``explain``: what it is, and under which name when it differs."""
-        kind = type(value)
-        if isinstance(value, pure_function_type()):
-            what, short = f"helper {value.name} (a pure function)", value.__name__
-        elif kind is types.FunctionType and is_user_code(value.__globals__.get("__name__")):
-            module = value.__globals__.get("__name__")
-            what, short = f"helper {module}.{value.__qualname__}", value.__name__
-        elif kind is types.ModuleType:
-            module = value.__dict__.get("__name__", name)
-            what = f"module {module}" if is_user_code(module) else f"package {module.split('.')[0]}"
-            short = module.rsplit(".", 1)[-1]
-        elif isinstance(value, type):
-            what, short = f"class {value.__module__}.{value.__qualname__}", value.__name__
-        else:
-            return f"global {name}"
-        return what if short == name else f"{what} (as {name})"
 
     def imports_of(self, func: types.FunctionType, out: bytearray, extra: list) -> None:
         """Modules the body imports: resolved now, as the call would, and walked like globals."""
@@ -234,7 +217,7 @@ class Walker:
                 encode_into((name, level), out)
                 continue
             self.module(module, out)
-            self._part(self._label(module.__name__, module), out, start)
+            self._part(global_label(module.__name__, module), out, start)
 
     def reference(self, name: str, value: Any, out: bytearray) -> None:
         encode_into(name, out)
@@ -248,9 +231,9 @@ class Walker:
         if kind in ATOMS:
             out += b"="
             encode_into(value, out)
-        elif isinstance(value, pure_function_type()):  # through its code
+        elif pure_function_of(value) is not None:  # through its code
             out += b"P"
-            self.function(value.__pythagoras_function__, out)
+            self.function(pure_function_of(value), out)
         elif kind is types.FunctionType:
             self.any_function(name, value, out)
         elif kind is types.ModuleType:
