@@ -6,8 +6,9 @@ every call of a session. A user module it imported once (a helper reached by ref
 edited the file and reloaded it (``importlib.reload``, a notebook's autoreload): the worker would
 run the old helper under the new fingerprint. So:
 
-* a record lists the user modules the caller has loaded, each with the hash of its source file
-  (:func:`caller_modules`; a stat fast path keeps this cheap). A changed helper therefore also
+* a record lists the user modules the caller has loaded, each with the hash of the source file
+  it was loaded from (:func:`caller_modules`: taken when the process first saw that load of the
+  module; a stat fast path keeps this cheap). A changed helper therefore also
   changes the record's key, even if its fingerprint missed the change;
 * a worker knows the hash of the file each user module it holds was loaded from
   (:class:`ModuleVersions`). Before it runs a record other than the one it ran last, it puts the
@@ -77,13 +78,34 @@ def _user_module_file(name: str, module: object) -> str | None:
     return path
 
 
+# module name -> (its __spec__ when it was first seen, the hash of its file then)
+_SEEN: dict[str, tuple[object, bytes]] = {}
+
+
+def loaded_hash(name: str, module: types.ModuleType, path: str,
+                stat: tuple | None = None) -> bytes | None:
+    """The hash of the file ``module`` was loaded from, as far as this process can tell: taken
+    when it first saw this load of the module (an import or ``importlib.reload`` gives the
+    module a new ``__spec__``), so a file edited since without a reload still counts as the
+    version in memory."""
+    spec = getattr(module, "__spec__", None)
+    seen = _SEEN.get(name)
+    if seen is not None and spec is not None and seen[0] is spec:
+        return seen[1]
+    digest = source_hash(path, stat)
+    if digest is not None and spec is not None:
+        _SEEN[name] = (spec, digest)
+    return digest
+
+
 def caller_modules() -> dict[str, bytes]:
-    """The user modules loaded in this process, by name, each with its source file's hash."""
+    """The user modules loaded in this process, by name, each with the hash of the file it was
+    loaded from (see :func:`loaded_hash`)."""
     found = {}
     for name, module in list(sys.modules.items()):
         path = _user_module_file(name, module)
         if path is not None:
-            digest = source_hash(path)
+            digest = loaded_hash(name, module, path)
             if digest is not None:
                 found[name] = digest
     return dict(sorted(found.items()))
@@ -109,7 +131,7 @@ class ModuleVersions:
                 continue
             path = _user_module_file(name, module)
             stat = None if path is None else _stat(path)
-            digest = None if stat is None else source_hash(path, stat)
+            digest = None if stat is None else loaded_hash(name, module, path, stat)
             if digest is None:
                 self.others.add(name)
                 continue
@@ -150,6 +172,9 @@ class ModuleVersions:
     def _install(self, name: str, digest: bytes) -> None:
         module = self.kept[name, digest]
         sys.modules[name] = module
+        spec = getattr(module, "__spec__", None)
+        if spec is not None:  # records made here list the version in memory
+            _SEEN[name] = (spec, digest)
         # No stat: the file may hold another version now, so any check of it evicts this one.
         self.held[name] = (_source_file(module) or "", None, digest)
         parent, _, child = name.rpartition(".")

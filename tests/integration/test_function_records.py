@@ -184,11 +184,13 @@ def test_records_made_with_two_versions_of_a_helper_have_two_keys(home, helper_m
 
 
 def test_a_record_names_the_user_modules_it_was_made_with(home, helper_module):
-    import records_helper  # noqa: F401
+    import records_helper
 
     from pythagoras_p2p.execution.modules import caller_modules
 
     before = caller_modules()["records_helper"]
     helper_module(7)
+    assert caller_modules()["records_helper"] == before  # not reloaded: the old one runs here
+    importlib.reload(records_helper)
     assert caller_modules()["records_helper"] != before
     assert "pythagoras_p2p.function" not in caller_modules()  # installed by name, not tracked
