@@ -98,15 +98,25 @@ def _kept(digest: str, size: int, st: os.stat_result) -> list:
 
 def file_state(path: str) -> list | None | bool:
     """What a trace keeps of a file (see the module docstring): None when it is absent, False
-    when it is not a regular file (a directory, a pipe: not recorded) or cannot be read."""
+    when it is not a regular file (a directory, a pipe: not recorded) or cannot be read. A file
+    this process hashed already, unchanged since, costs one ``stat``."""
     try:
-        fd = os.open(path, _READ_FLAGS)  # non-blocking: opening a pipe must not wait
+        st = os.stat(path)
     except FileNotFoundError:
         return None
     except OSError:
         return False  # unreadable: the call's own open fails as well
+    if not _S_ISREG(st.st_mode):
+        return False
+    cached = _digests.get(path)
+    if cached is not None and cached[0] == _stat_key(st):
+        return _kept(cached[1], st.st_size, st)
     try:
-        st = os.fstat(fd)
+        fd = os.open(path, _READ_FLAGS)  # non-blocking: a file replaced by a pipe must not wait
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)  # the stat of the bytes hashed, should the file have just changed
         if not _S_ISREG(st.st_mode):
             return False
         digest = _cached(path, st, lambda: _hash_file(path, st.st_size, fd))
