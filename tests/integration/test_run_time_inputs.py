@@ -227,3 +227,20 @@ def test_a_file_added_to_a_listed_folder_is_computed_again(home, tmp_path):
     assert run() == "[('a', 1)]"
     (folder / "b").write_text("22")
     assert run() == "[('a', 1), ('b', 2)]"
+
+
+def test_a_caller_depends_on_what_the_calls_it_runs_in_workers_read(cloud, tmp_path):
+    from pythagoras_p2p import kw_args
+
+    data = tmp_path / "data.txt"
+    data.write_text("one")
+    inner = cloud.add_pure_function(read_text)
+
+    def outer(*, path):
+        return inner.sync_parallel([kw_args(path=path)])[0][0]
+
+    g = cloud.add_pure_function(outer)
+    assert g(path=str(data)) == "one"
+    assert str(data) in g.lookup(path=str(data)).inputs["files"]
+    data.write_text("two")
+    assert g(path=str(data)) == "two"
