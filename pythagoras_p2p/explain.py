@@ -109,7 +109,7 @@ def explain(fn: PureFunction, kwargs: Mapping[str, Any]) -> Explanation:
 
     kwargs = fn.bind((), dict(kwargs))
     identity = fn.identity()
-    call, addresses = call_address(identity.fp, kwargs)
+    call, addresses = call_address(identity.fp, kwargs, named=fn.named)
     fn.cloud._settle_results()
     store = fn.cloud.store
     versions = stored_versions(store, fn.name)

@@ -195,11 +195,11 @@ class PureFunction:
         """Return the stored result of this call, computing and storing it here on a miss."""
         kwargs = self.bind(args, kwargs)
         fp = self.identity().fp
-        call = call_address(fp, kwargs, named=self.named)[0]
+        call, addresses = call_address(fp, kwargs, named=self.named)
         value = self.cloud.store.get_result(call)
         if value is not _MISSING:
             return value
-        return self.cloud._compute_here(self, fp, call, kwargs)
+        return self.cloud._compute_here(self, fp, call, kwargs, addresses)
 
     # ------------------------------------------------------------------ stored results
 

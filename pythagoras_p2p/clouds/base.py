@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..defaults import home_dir, worker_count
@@ -20,6 +20,8 @@ from ..execution.context import in_worker
 from ..execution.windows import run_calls, submit_calls
 from ..function import PureFunction
 from ..identity import inputs
+from ..identity.calls import NO_ADDRESSES as _NO_ADDRESSES
+from ..identity.calls import argument_digests
 from ..identity.encoding import value_address
 from ..identity.fingerprint import Identity, parse_ignore_globals
 from ..requirements import parse_requirements
@@ -111,8 +113,10 @@ class PCloud:
 
     # ------------------------------------------------------------------ backend interface
 
-    def _compute_here(self, fn: PureFunction, fp: bytes, call: bytes, kwargs: dict) -> Any:
-        """Run a missed call (of ``fn`` at fingerprint ``fp``) in this process, store its result
+    def _compute_here(self, fn: PureFunction, fp: bytes, call: bytes, kwargs: dict,
+                      addresses: Mapping[str, bytes] = _NO_ADDRESSES) -> Any:
+        """Run a missed call (of ``fn`` at fingerprint ``fp``; ``addresses``: those of its
+        large arguments, from ``call_address``) in this process, store its result
         durably, return it (even when the store is full: it is then only said that the result
         was not kept).
 
@@ -139,7 +143,7 @@ class PCloud:
         if found is not MISSING:
             return found
         try:
-            return self._compute_and_store(fn, fp, call, kwargs)
+            return self._compute_and_store(fn, fp, call, kwargs, addresses)
         finally:
             self._leases.release([call], owner)
 
@@ -158,7 +162,8 @@ class PCloud:
         """Worker slots of this machine for this cloud's calls (its cores, by default)."""
         return worker_count()
 
-    def _compute_and_store(self, fn: PureFunction, fp: bytes, call: bytes, kwargs: dict) -> Any:
+    def _compute_and_store(self, fn: PureFunction, fp: bytes, call: bytes, kwargs: dict,
+                           addresses: Mapping[str, bytes] = _NO_ADDRESSES) -> Any:
         """Run the call here and store its result under ``call``, unless what the function
         reads changed while it ran: it then ran with values other than those ``fp`` (and so
         ``call``) was computed from, and its result is returned but not stored."""
@@ -180,11 +185,26 @@ class PCloud:
         meta = result_meta(fn.name, fp, started, duration, worker="caller")
         if trace is not None:  # what it read, checked before its result is answered again
             meta["inputs"] = trace
+        meta["args"] = argument_digests(kwargs, addresses)  # for explain
         try:
             self.store.put_results([(call, value_address(value), parts, meta)])
         except StoreFullError as exc:
             warn_not_stored(fn.name, 1, exc)
+        else:
+            self._note_version(fn)
         return value
+
+    def _note_version(self, fn: PureFunction) -> None:
+        """Keep the record of the version of ``fn`` a result was just stored for (once per
+        version and process), so ``explain`` can compare versions part by part. Only for
+        that: a function whose record cannot be made still runs and stores here."""
+        identity = fn._identity
+        if identity is None or identity.record is not None:
+            return
+        try:
+            self._register_function(fn, identity)
+        except Exception as exc:  # noqa: BLE001 - only explain's view of versions is lost
+            log.debug("no record of %s kept for explain: %s", fn.name, exc)
 
     def _register_function(self, fn: PureFunction, identity: Identity) -> bytes:
         """Put the function's record into the store, where workers load it by its key, and

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..defaults import LOOKUP_TIMEOUT
 from ..errors import ConfigurationError
+from ..identity.calls import NO_ADDRESSES as _NO_ADDRESSES
 from ..identity.inputs import holds
 from ..net.security import load_key
 from ..store.core import MISSING
@@ -139,11 +140,12 @@ class SwarmCloud(PCloud):
     def _settle_results(self) -> None:
         self._writer.flush()  # copies of results a node made durable, written in the background
 
-    def _compute_here(self, fn: Any, fp: bytes, call: bytes, kwargs: dict) -> Any:
+    def _compute_here(self, fn: Any, fp: bytes, call: bytes, kwargs: dict,
+                      addresses: Mapping[str, bytes] = _NO_ADDRESSES) -> Any:
         found = self._lookup_elsewhere([call])
         if call in found:
             return found[call]
-        return super()._compute_here(fn, fp, call, kwargs)
+        return super()._compute_here(fn, fp, call, kwargs, addresses)
 
     def worker_slots(self) -> int:
         """The worker slots of the peers that answer (waiting up to 5 s for the first)."""

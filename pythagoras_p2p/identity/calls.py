@@ -26,7 +26,7 @@ from ..defaults import HASH_MEMO_FROM as _MEMO_FROM
 from ..errors import SerializationError
 from .encoding import Address, shared_address, value_address
 
-__all__ = ["call_address", "memo_address", "approx_nbytes"]
+__all__ = ["call_address", "memo_address", "approx_nbytes", "argument_digests", "NO_ADDRESSES"]
 
 _CALL_VERSION = b"pythagoras-call-3\0"
 
@@ -37,7 +37,8 @@ _SCALAR_TYPES = frozenset({int, bool, str, bytes})
 _SCALAR_LEN = 256
 _SCALARS_KEPT = 1 << 16
 _SCALARS: dict = {}
-_NONE: Mapping = MappingProxyType({})  # no argument that may travel by address
+NO_ADDRESSES: Mapping = MappingProxyType({})  # no argument that may travel by address
+_NONE = NO_ADDRESSES
 
 
 def call_address(
