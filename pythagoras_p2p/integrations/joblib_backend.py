@@ -148,7 +148,9 @@ def _make_backend_class() -> type:
         def _function(self) -> PureFunction:
             task = self._clouds.get(("task", id(self.cloud)))
             if task is None:
-                task = self._clouds[("task", id(self.cloud))] = PureFunction(joblib_task, self.cloud)
+                # Its results are never stored: what its calls read need not be recorded.
+                task = self._clouds[("task", id(self.cloud))] = PureFunction(
+                    joblib_task, self.cloud, track_inputs=False)
             return task
 
         def effective_n_jobs(self, n_jobs):
