@@ -24,13 +24,10 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .identity.calls import argument_digests, call_address
 from .store.listing import stored_versions
-
-if TYPE_CHECKING:
-    from .function import PureFunction
 
 __all__ = ["Difference", "Explanation", "explain"]
 
@@ -103,7 +100,7 @@ class Explanation:
         printer.text(str(self))
 
 
-def explain(fn: PureFunction, kwargs: Mapping[str, Any]) -> Explanation:
+def explain(fn: Any, kwargs: Mapping[str, Any]) -> Explanation:
     """Why ``fn(**kwargs)`` is or is not a hit in this machine's store; nothing is computed."""
     from .identity.inputs import changed
 
@@ -204,7 +201,7 @@ def _argument_differences(now: Mapping[str, str], stored: Any) -> tuple[Differen
     return tuple(found)
 
 
-def _hints(fn: PureFunction, differences: tuple[Difference, ...]) -> tuple[str, ...]:
+def _hints(fn: Any, differences: tuple[Difference, ...]) -> tuple[str, ...]:
     names = [d.name.split(" ", 1)[1] for d in differences
              if d.kind == "global" and d.change == "changed" and " " in d.name]
     if not names:

@@ -16,19 +16,26 @@ so the call that wanted it fails with that message and the caller stores the rec
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from blake3 import blake3
 
 from ..errors import PythagorasError, StoreError
-
-if TYPE_CHECKING:
-    from .core import Store
+from .env import StoreEnvironment
 
 __all__ = ["RECORD_TAG", "DamagedRecordError", "record_key", "record_matches", "drop_damaged",
            "sendable_record", "damaged_records", "remove_records"]
 
 log = logging.getLogger(__name__)
+
+
+class _Records(Protocol):
+    """What of a store these functions use beyond its environment (the store's own reads)."""
+
+    path: Path
+
+    def get_function(self, key: bytes) -> bytes | None: ...
 
 #: Prefixed to a record before hashing it: a new layout of records gets a new tag (and so keys
 #: that never collide with the old ones).
@@ -51,7 +58,7 @@ def record_matches(key: bytes, record: bytes | memoryview) -> bool:
     return record_key(record) == key
 
 
-def sendable_record(store: Store, key: bytes, label: str) -> bytes:
+def sendable_record(store: _Records, key: bytes, label: str) -> bytes:
     """The record ``key`` names, checked, to send to a peer; raises
     :class:`~pythagoras_p2p.errors.PythagorasError` saying why when there is none."""
     record = store.get_function(key)  # raises DamagedRecordError (a PythagorasError)
@@ -68,7 +75,7 @@ def damaged_message(key: bytes, where: object) -> str:
             f"`pythagoras-node cache verify --repair`")
 
 
-def drop_damaged(store: Store, key: bytes, record: bytes) -> DamagedRecordError:
+def drop_damaged(store: StoreEnvironment, key: bytes, record: bytes) -> DamagedRecordError:
     """Remove a damaged record (unless it was rewritten meanwhile); the error to raise."""
     message = damaged_message(key, store.path)
     log.warning("%s", message)
@@ -80,7 +87,7 @@ def drop_damaged(store: Store, key: bytes, record: bytes) -> DamagedRecordError:
     return DamagedRecordError(message)
 
 
-def damaged_records(store: Store) -> tuple[int, dict[bytes, bytes]]:
+def damaged_records(store: StoreEnvironment) -> tuple[int, dict[bytes, bytes]]:
     """How many function records the store holds, and those whose bytes do not hash to their
     key (damaged, or stored under a fingerprint by an earlier version): key -> record."""
     def read(txn):
@@ -94,7 +101,7 @@ def damaged_records(store: Store) -> tuple[int, dict[bytes, bytes]]:
     return store._read(read)
 
 
-def remove_records(store: Store, found: dict[bytes, bytes]) -> int:
+def remove_records(store: StoreEnvironment, found: dict[bytes, bytes]) -> int:
     """Delete the records ``found`` (key -> record as found), those still as they were found;
     returns how many."""
     def delete(txn):
