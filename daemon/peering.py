@@ -110,7 +110,10 @@ class Peering:
 
     def _connect(self, peer: Peer) -> None:
         self._unregister(peer)
-        peer.connect(self.node.context, self.node.key)
+        why = peer.connect(self.node.context, self.node.key)
+        if why:  # a name that does not resolve (now): tried again later, like a silent peer
+            peer.state, peer.problem = "dead", why
+            return
         self.node.poller.register(peer.sock, 1)  # zmq.POLLIN
         self._sockets[peer.sock] = peer
         peer.send(wire.build("ping", 1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +14,10 @@ __all__ = ["parse_connection", "parse_peers"]
 
 _CONNECTION_KEYS = {"peers", "discovery", "home", "key"}
 _DISCOVERY = ("mdns", "static", "off")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+_EXAMPLE = f"node1, 10.0.0.7:{DEFAULT_PORT}, [::1]:{DEFAULT_PORT}"
+_FORMS = (f"connection= takes None (automatic), 'local', 'host[:port],...' (for example "
+          f"{_EXAMPLE!r}), or a mapping with 'peers', 'discovery', 'home' and 'key'")
 
 
 def parse_connection(connection: Any) -> dict:
@@ -49,10 +55,7 @@ def parse_connection(connection: Any) -> dict:
                     key=connection.get("key"))
         spec["mode"] = "peers" if peers else ("local" if discovery == "off" else "auto")
         return spec
-    raise ConfigurationError(
-        f"connection= takes None, 'local', 'host[:port],...' or a mapping, not a "
-        f"{type(connection).__name__}"
-    )
+    raise ConfigurationError(f"{_FORMS}; not a {type(connection).__name__}")
 
 
 def parse_peers(text: str) -> list[tuple[str, int]]:
@@ -64,16 +67,29 @@ def parse_peers(text: str) -> list[tuple[str, int]]:
             continue
         host, port = item, str(DEFAULT_PORT)
         if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
+            host, bracket, rest = item[1:].partition("]")
             port = rest.removeprefix(":") or port
+            if not bracket or (rest and not rest.startswith(":")):
+                host = ""  # malformed: said below
         elif item.count(":") == 1:
             host, port = item.split(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not _is_host(host) or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigurationError(
                 f"connection= has a malformed peer {item!r}; write host or host:port "
-                f"(port 1-65535, default {DEFAULT_PORT}), separated by commas"
+                f"(a host name or IP address, no scheme such as tcp://; port 1-65535, default "
+                f"{DEFAULT_PORT}), separated by commas, for example {_EXAMPLE!r} (connection= "
+                f"also takes None, 'local' or a mapping)"
             )
         peers.append((host, int(port)))
     if not peers:
         raise ConfigurationError(f"connection={text!r} names no peer; write 'host[:port],...'")
     return peers
+
+
+def _is_host(host: str) -> bool:
+    """Whether ``host`` is an IP address or a host name (letters, digits, ``-``, ``_``, dots)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOST_NAME.fullmatch(host)) and ".." not in host

@@ -128,13 +128,16 @@ class Connections:
         self._discover(now)
         for peer in self.peers.values():
             if peer.state in ("new", "dead") and now - peer.connect_started >= RETRY_EVERY:
-                peer.connect(self.context, self.key, monitor=True)
+                why = peer.connect(self.context, self.key, monitor=True)
+                if why:
+                    self._lost(peer, why)
+                    continue
                 self.ask(peer, "hello", lambda p, m: self._on_hello(p, m),
                          protocol=wire.PROTOCOL_VERSION, python=wire.PYTHON_VERSION,
                          requires=self.requires)
             elif peer.state in ("connecting", "ready", "unsuitable", "draining"):
                 if peer.silent_for(now) > SILENT_AFTER:
-                    self._lost(peer, f"silent for {peer.silent_for(now):.1f} s")
+                    self._lost(peer, _silence(peer, now))
                 elif peer.state != "connecting" and now - max(peer.last_sent, peer.last_heard) > PING_EVERY:
                     self.ask(peer, "ping", self._on_ping)
 
@@ -154,7 +157,7 @@ class Connections:
                 self._lost(peer, "the connection was closed (its node stopped or died, or "
                                  "refused this machine's swarm key)")
             elif event == zmq.EVENT_CONNECT_RETRIED:
-                self._lost(peer, "no node answers at this address (the connection was refused)")
+                self._lost(peer, _failed_connect(peer, time.monotonic()))
 
     def _on_hello(self, peer: Peer, msg: wire.Message) -> None:
         if msg.op == "error":
@@ -192,3 +195,22 @@ class Connections:
         if msg.op == "ok":
             peer.load = float(msg.fields.get("load", 0.0))
             peer.tasks_done = int(msg.fields.get("tasks_done", 0))
+
+
+def _silence(peer: Peer, now: float) -> str:
+    """Why a silent peer is lost: never answered (a host that drops what is sent to it, or
+    something other than a node on that port), or stopped answering."""
+    if peer.state == "connecting":
+        return (f"no answer in {peer.silent_for(now):.0f} s (is the machine up and on this "
+                f"network, port {peer.port} open to this machine, and a node listening there?)")
+    return f"silent for {peer.silent_for(now):.1f} s"
+
+
+def _failed_connect(peer: Peer, now: float) -> str:
+    """A connection that failed: refused at once (the machine is there, no node listens), or
+    after a while (no route to the machine, or it did not answer)."""
+    if now - peer.connect_started < 1.0:
+        return (f"the connection was refused: the machine answers but no node listens on port "
+                f"{peer.port} (is `pythagoras-node start` running there, on that port?)")
+    return (f"no answer: the machine could not be reached (no route, or it is down) within "
+            f"{now - peer.connect_started:.0f} s")

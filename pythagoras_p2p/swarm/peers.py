@@ -10,6 +10,7 @@ end at once, and a node that is not running refuses the connection, so neither w
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,25 +87,36 @@ class Peer:
         that its workers never wait for a round trip), less those in flight."""
         return max(0, self.workers * depth - len(self.inflight))
 
-    def connect(self, context: Any, key: SwarmKey, monitor: bool = False) -> None:
+    def connect(self, context: Any, key: SwarmKey, monitor: bool = False) -> str:
         """A new connection; ``monitor``: also a socket that reports the connection closing or
-        being refused (``zmq.EVENT_DISCONNECTED``, ``zmq.EVENT_CONNECT_RETRIED``)."""
+        being refused (``zmq.EVENT_DISCONNECTED``, ``zmq.EVENT_CONNECT_RETRIED``). Returns ""
+        or, when there is nothing to connect to, why (a host name that does not resolve)."""
         import zmq
 
         self.close()
+        self.connect_started = self.last_sent = time.monotonic()
+        try:  # ZeroMQ would retry a name that does not resolve forever, calling it refused
+            socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            return (f"no such host: {self.host!r} does not resolve ({exc.strerror or exc}); "
+                    f"check the name, or give the machine's IP address")
         sock = client_socket(context, key)
         sock.sndhwm = 0
         sock.rcvhwm = 0
+        self.sock = sock  # before anything that may fail: close() releases it
         if monitor:  # a fresh address each time: a closed monitor's one is released lazily
             self.monitor = sock.get_monitor_socket(
                 zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED,
                 addr=f"inproc://pythagoras-monitor-{next(_monitors)}")
-        sock.connect(endpoint(self.host, self.port))
-        self.sock = sock
+        try:
+            sock.connect(endpoint(self.host, self.port))
+        except zmq.ZMQError as exc:
+            self.close()
+            return f"cannot connect to {self.address}: {exc}"
         self.state = "connecting"
-        self.connect_started = self.last_sent = time.monotonic()
         self.functions.clear()
         self.values.clear()
+        return ""
 
     def send(self, frames: list) -> None:
         if self.outbox:  # what was queued goes first
@@ -141,7 +153,8 @@ class Peer:
     def close(self) -> None:
         self.outbox.clear()  # its calls are placed again elsewhere
         if self.monitor is not None:
-            self.sock.disable_monitor()
+            if self.sock is not None:
+                self.sock.disable_monitor()
             self.monitor.close(0)
             self.monitor = None
         if self.sock is not None:

@@ -1,0 +1,73 @@
+"""Edges a newcomer meets: a malformed ``connection=``, peers that cannot be reached, what
+``f.lookup()`` returns, ``join`` given the whole line ``init`` printed.
+
+Each failure is said plainly where the user is (an error at construction, the call's error),
+never as a traceback printed by a background thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+
+import pytest
+from helpers import run_python
+from node_harness import free_port, make_key
+
+from pythagoras_p2p import ConfigurationError, PCloud, SwarmCloud
+from pythagoras_p2p.clouds.connection import parse_connection
+
+
+@pytest.mark.parametrize("connection", ["tcp://1.2.3.4:7575", "http://node1", "a b",
+                                        "node1:http", "[::1", "node1:99999"])
+def test_malformed_connection_is_refused_when_the_cloud_is_made(home, connection):
+    with pytest.raises(ConfigurationError) as err:
+        PCloud(connection=connection)
+    assert "host:port" in str(err.value) and "'local'" in str(err.value)
+    with pytest.raises(ConfigurationError):
+        SwarmCloud(connection=connection)
+
+
+def test_well_formed_peers_still_parse():
+    peers = parse_connection("node1, 10.0.0.7:7000, [::1]:7575, fe80::1, my_box.local")["peers"]
+    assert peers == [("node1", 7575), ("10.0.0.7", 7000), ("::1", 7575), ("fe80::1", 7575),
+                     ("my_box.local", 7575)]
+
+
+def _call_through(home, connection: str) -> str:
+    """Run one call through ``connection`` in a fresh process; return what it printed."""
+    make_key(home)
+    code = textwrap.dedent(f"""
+        from pythagoras_p2p import SwarmCloud, NodeUnreachable
+        cloud = SwarmCloud(connection={connection!r})
+        @cloud.add_pure_function
+        def double(*, x):
+            return 2 * x
+        try:
+            double.sync_remote(x=1)
+        except NodeUnreachable as exc:
+            print("ERROR:", exc)
+        cloud.close()
+    """)
+    proc = run_python(code, env={"PYTHAGORAS_HOME": str(home)}, timeout=60)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "ERROR:" in proc.stdout, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_a_host_name_that_does_not_resolve_is_said_so(home):
+    out = _call_through(home, "no-such-host.invalid:7575")
+    assert "no such host" in out and "refused" not in out, out
+
+
+def test_a_port_where_nothing_listens_is_refused(home):
+    out = _call_through(home, f"127.0.0.1:{free_port()}")
+    assert "refused" in out and "no node listens" in out, out
+
+
+def test_a_peer_that_never_answers_is_said_so(home):
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        out = _call_through(home, f"127.0.0.1:{silent.getsockname()[1]}")
+    assert "no answer" in out and "refused" not in out, out
