@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
 from ..identity.inputs import changed
 from .core import Store
@@ -20,17 +21,20 @@ __all__ = ["StoredCall", "FunctionEntry", "Version", "stored_call", "listing", "
 UNKNOWN = "(unknown)"  # results stored without metadata (by an earlier release)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class StoredCall:
-    """A stored result: where and when it was computed, how long it took, how large it is."""
+    """A stored result: where and when it was computed, how long it took, how large it is.
+
+    ``started`` and ``stored`` are aware datetimes in UTC (None when the result was stored
+    without them); ``as_dict()`` gives them as ISO 8601 strings, ready for JSON."""
 
     address: str  # the call address, hex
     function: str
     computed_on: str | None  # host
     worker: str | None
-    started: float | None  # seconds since the epoch
+    started: datetime | None  # when the call began, UTC
     duration: float | None  # seconds
-    stored: float | None
+    stored: datetime | None  # when its result was stored, UTC
     nbytes: int  # of the stored value
     # The files ({path: [blake3, size, mtime_ns, ino, dev, ctime_ns] or None when absent}) and
     # environment variables ({name: value or None}) the call read, checked before each hit
@@ -40,7 +44,36 @@ class StoredCall:
     inputs_changed: tuple[str, ...] = ()  # what of them changed here: the next call recomputes
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        for name in ("started", "stored"):
+            if out[name] is not None:
+                out[name] = out[name].isoformat()
+        return out
+
+    def __repr__(self) -> str:
+        from .maintenance import human_bytes
+
+        when = self.started or self.stored
+        parts = [f"computed on {self.computed_on or UNKNOWN}"
+                 + (f" by {self.worker}" if self.worker else "")]
+        if when is not None:
+            parts.append(f"at {when:%Y-%m-%d %H:%M:%S} UTC")
+        if self.duration is not None:
+            parts.append(f"in {self.duration * 1000:.1f} ms" if self.duration < 1
+                         else f"in {self.duration:.2f} s")
+        parts.append(human_bytes(self.nbytes))
+        if not self.inputs_tracked:
+            parts.append("inputs not tracked")
+        elif self.inputs_changed:
+            parts.append(f"changed since: {', '.join(self.inputs_changed)}")
+        return f"<StoredCall {self.function} {self.address[:16]}: {', '.join(parts)}>"
+
+
+def _utc(seconds: object) -> datetime | None:
+    """Seconds since the epoch, as stored in a result's metadata, as an aware UTC datetime."""
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return None
 
 
 @dataclass
@@ -81,8 +114,8 @@ def stored_call(store: Store, call: bytes, function: str,
     trace = meta.get("inputs") or None
     return StoredCall(
         address=call.hex(), function=meta.get("function", function), computed_on=meta.get("host"),
-        worker=meta.get("worker"), started=meta.get("started"), duration=meta.get("duration"),
-        stored=meta.get("stored"), nbytes=_value_size(store, address, record),
+        worker=meta.get("worker"), started=_utc(meta.get("started")),
+        duration=meta.get("duration"), stored=_utc(meta.get("stored")), nbytes=_value_size(store, address, record),
         inputs=trace, inputs_tracked=tracked, inputs_changed=tuple(changed(trace)),
     )
 

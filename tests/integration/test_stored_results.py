@@ -33,8 +33,27 @@ def test_lookup_describes_a_stored_call_without_computing_it(cloud):
         assert info.address == f.address(x=x).hex()
         assert info.computed_on == socket.gethostname() and info.worker
         assert info.duration is not None and info.duration >= 0
-        assert before - 1 <= info.stored <= time.time() + 1 and info.nbytes > 1000
+        assert before - 1 <= info.stored.timestamp() <= time.time() + 1 and info.nbytes > 1000
     assert f.lookup(x=4) is None
+
+
+def test_lookup_gives_utc_datetimes_a_readable_repr_and_json(cloud):
+    import json
+    from datetime import datetime, timezone
+
+    f = cloud.add_pure_function(double)
+    f(x=5)
+    info = f.lookup(x=5)
+    for when in (info.started, info.stored):
+        assert isinstance(when, datetime) and when.utcoffset() is not None
+        assert when.tzinfo == timezone.utc
+        assert abs(when.timestamp() - time.time()) < 600
+    assert info.started <= info.stored
+    text = repr(info)
+    assert "double" in text and f"{info.started:%Y-%m-%d %H:%M:%S} UTC" in text
+    assert socket.gethostname() in text and "e+" not in text and "e-" not in text and "17" not in text.split("UTC")[1]
+    data = json.loads(json.dumps(info.as_dict()))
+    assert datetime.fromisoformat(data["stored"]) == info.stored
 
 
 def test_forget_one_call_and_every_call_of_a_function(cloud, tmp_path):
