@@ -64,15 +64,16 @@ def init(ctx: click.Context, name: str | None, force: bool) -> None:
 
 
 @cli.command()
-@click.argument("token")
+@click.argument("token", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Replace the swarm key this home already has.")
 @click.pass_context
-def join(ctx: click.Context, token: str, force: bool) -> None:
-    """Become a member of a swarm, given the token `pythagoras-node init` printed."""
+def join(ctx: click.Context, token: tuple[str, ...], force: bool) -> None:
+    """Become a member of a swarm, given the token `pythagoras-node init` printed (or the
+    whole line it printed)."""
     from pythagoras_p2p.errors import SecurityError
     from pythagoras_p2p.net.security import install_key, key_from_token, key_path, load_key
 
-    key = key_from_token(token)
+    key = key_from_token(" ".join(token))
     home = ctx.obj["home"]
     try:
         current = load_key(home)

@@ -73,7 +73,8 @@ def key_path(home: Path) -> Path:
     return Path(home) / KEY_FILE
 
 
-_KEY_FIX = ("copy it again from a member, run `pythagoras-node join TOKEN`, or make a new swarm "
+_KEY_FIX = ("copy it again from a member, run `pythagoras-node join --force TOKEN` (it replaces "
+            "the damaged file), or make a new swarm "
             "with `pythagoras-node init --force`")
 
 
@@ -157,7 +158,11 @@ def _token_checksum(text: bytes) -> str:
 
 
 def key_from_token(token: str) -> SwarmKey:
-    token = token.strip()
+    """The key a join token holds; ``token`` may be the whole line ``pythagoras-node init``
+    printed (``pythagoras-node join pyth2-...``): the command words are left out."""
+    words = token.split()
+    tokens = [w for w in words if w.startswith((_TOKEN_PREFIX, _OLD_TOKEN_PREFIX))]
+    token = tokens[-1] if len(tokens) == 1 else token.strip()
     if not token.startswith((_TOKEN_PREFIX, _OLD_TOKEN_PREFIX)):
         raise ConfigurationError(
             f"that is not a join token (it should start with {_TOKEN_PREFIX!r}); copy the whole "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..identity.inputs import changed
 from .core import Store
@@ -72,7 +72,7 @@ class StoredCall:
 def _utc(seconds: object) -> datetime | None:
     """Seconds since the epoch, as stored in a result's metadata, as an aware UTC datetime."""
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        return datetime.fromtimestamp(seconds, tz=UTC)
     return None
 
 

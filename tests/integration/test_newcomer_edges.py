@@ -12,10 +12,11 @@ import textwrap
 
 import pytest
 from helpers import run_python
-from node_harness import free_port, make_key
+from node_harness import cli, free_port, make_key
 
 from pythagoras_p2p import ConfigurationError, PCloud, SwarmCloud
 from pythagoras_p2p.clouds.connection import parse_connection
+from pythagoras_p2p.net.security import load_key
 
 
 @pytest.mark.parametrize("connection", ["tcp://1.2.3.4:7575", "http://node1", "a b",
@@ -71,3 +72,32 @@ def test_a_peer_that_never_answers_is_said_so(home):
         silent.listen(8)
         out = _call_through(home, f"127.0.0.1:{silent.getsockname()[1]}")
     assert "no answer" in out and "refused" not in out, out
+
+
+def _init_line(home) -> str:
+    out = cli(home, "init")
+    assert out.returncode == 0, out.stderr
+    return next(line.strip() for line in out.stdout.splitlines() if "pythagoras-node join " in line)
+
+
+@pytest.mark.parametrize("as_words", [False, True])
+def test_join_takes_the_whole_line_init_printed(tmp_path, as_words):
+    first, second = tmp_path / "first", tmp_path / "second"
+    line = _init_line(first)  # "pythagoras-node join pyth2-..."
+    out = cli(second, "join", *(line.split() if as_words else [line]))
+    assert out.returncode == 0, out.stderr
+    assert load_key(second) == load_key(first)
+
+
+def test_a_damaged_key_says_join_force_and_that_works(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    line = _init_line(first)
+    assert cli(second, "join", line).returncode == 0
+    (second / "swarm.key").write_text("{ damaged")
+    status = cli(second, "token")
+    assert status.returncode != 0 and "join --force TOKEN" in status.stderr, status.stderr
+    assert "Traceback" not in status.stderr
+    assert cli(second, "join", line).returncode != 0  # refused without --force, as it says
+    fixed = cli(second, "join", "--force", line.split()[-1])
+    assert fixed.returncode == 0, fixed.stderr
+    assert load_key(second) == load_key(first)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from datetime import UTC
 
 from node_harness import cli
 
@@ -39,14 +40,14 @@ def test_lookup_describes_a_stored_call_without_computing_it(cloud):
 
 def test_lookup_gives_utc_datetimes_a_readable_repr_and_json(cloud):
     import json
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     f = cloud.add_pure_function(double)
     f(x=5)
     info = f.lookup(x=5)
     for when in (info.started, info.stored):
         assert isinstance(when, datetime) and when.utcoffset() is not None
-        assert when.tzinfo == timezone.utc
+        assert when.tzinfo == UTC
         assert abs(when.timestamp() - time.time()) < 600
     assert info.started <= info.stored
     text = repr(info)
