@@ -201,10 +201,17 @@ def test_a_join_token_carries_the_key(key_home):
     assert key_from_token(f"  {token}\n") == key  # as pasted from a terminal
 
 
-@pytest.mark.parametrize("text", ["", "hello", "pyth9-abcd", "PYTH2-abcd", "join pyth2-abcd"])
+@pytest.mark.parametrize("text", ["", "hello", "pyth9-abcd", "PYTH2-abcd", "join pyth3-abcd"])
 def test_text_that_is_not_a_join_token(text):
     with pytest.raises(ConfigurationError, match="not a join token"):
         key_from_token(text)
+
+
+def test_the_whole_line_init_printed_is_a_token(key_home):
+    key = create_key(key_home, name="lab")
+    assert key_from_token(f"  pythagoras-node join {join_token(key)}\n") == key
+    with pytest.raises(ConfigurationError, match="join token is damaged"):
+        key_from_token("pythagoras-node join pyth2-abcd")
 
 
 def _damaged_tokens(token: str) -> dict[str, str]:
