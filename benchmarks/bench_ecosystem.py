@@ -1,4 +1,4 @@
-"""Futures and scikit-learn on the swarm: the figures of the futures + joblib backend issue.
+"""Futures and scikit-learn on the swarm: the figures of the futures API and the joblib backend.
 
 Measured side by side, in one run:
 

@@ -1,4 +1,4 @@
-"""What identity v2 costs on hits (issue 25): this checkout beside an earlier commit, one run.
+"""What identity v2 costs on hits: this checkout beside an earlier commit, one run.
 
 Identity v2 adds checks to the hit path (a fingerprint that follows bound methods, wrappers and
 function attributes; dict order and aliasing in argument addresses; a recorded input trace per

@@ -1,4 +1,4 @@
-"""The replicated cache (issue 18) on network-namespace hosts of this machine.
+"""The replicated cache on network-namespace hosts of this machine.
 
 Each LAN is made of Linux network namespaces on a private bridge (``tests/swarm/netns.py``),
 one real ``pythagoras-node start --workers 1 --replicas R`` in each; every client runs inside a

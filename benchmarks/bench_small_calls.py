@@ -1,4 +1,4 @@
-"""Many small calls (issue 15): trivial calls per second, ours beside the anchors, one run.
+"""Many small calls: trivial calls per second, ours beside the anchors, one run.
 
 1. 20,000 trivial calls through ``sync_parallel`` on the embedded default (2 workers, every
    result stored durably);

@@ -1,4 +1,4 @@
-"""Where the floor of storing every result is, and what another layout would buy (issue 15).
+"""Where the floor of storing every result is, and what another layout would buy.
 
 The embedded default stores every result durably, and storing is most of what the caller spends
 on a trivial call. This script writes the results of trivial calls in groups of 4,096 (what one

@@ -1,4 +1,4 @@
-"""Swarm benchmarks: the "Performance" items of issue 5, on network-namespace hosts of this machine.
+"""Swarm benchmarks: the swarm's performance targets, on network-namespace hosts of this machine.
 
 One run makes a LAN of three Linux network namespaces on a private bridge (the harness of
 ``tests/swarm/netns.py``), one real ``pythagoras-node start --workers 2`` in each, all holding
@@ -27,7 +27,7 @@ mDNS on their namespace address only). Measured side by side, in the same run:
    host 0 to a tiny receiver on host 1, plus one 100 MiB file write with ``fdatasync`` on host 1.
 5. Trivial calls per second through host 0's node (client on host 0, same home, 2 workers,
    results stored; fresh arguments each repetition) beside a 2-worker Dask ``LocalCluster``
-   (``client.map`` + ``gather``) on the same calls. The issue gives no figure for this one: the
+   (``client.map`` + ``gather``) on the same calls. No figure is set for this one: the
    target used here is "no slower than Dask".
 
 Medians over repetitions. Needs root (network namespaces) and iproute2. Before the LAN is made,
@@ -698,7 +698,7 @@ def make_rows(r: dict, notes: list[str]) -> list[Row]:
                  f"{fmt_list(r['rate_dask']['rates'], '.0f')}")
     rows.append(Row("5. trivial calls/s through one node (2 workers)", f"{ours5:,.0f}/s",
                     f"Dask LocalCluster(2) {dask5:,.0f}/s", f"{ours5 / dask5:.2f}× Dask",
-                    "≥ Dask (issue gives none)", ours5 >= dask5))
+                    "≥ Dask (no target set)", ours5 >= dask5))
     return rows
 
 

@@ -1,10 +1,10 @@
 """Run the reliability suite and write docs/reliability.md from what it measured.
 
-The tests of issue 6 (loopback: tests/integration/test_reliability.py and
+The reliability tests (loopback: tests/integration/test_reliability.py and
 test_node_security.py; network namespaces: tests/swarm/test_faults.py) hand their figures to
 ``report_figures`` (tests/helpers.py), which appends them to the JSON list named by
 ``PYTHAGORAS_RELIABILITY_REPORT``. This script runs them with that variable set, then renders
-one table per scenario (in the order of the issue's table), and the outcome of every test.
+one table per scenario (in the order of ``SCENARIOS``), and the outcome of every test.
 
 The memory test makes 100,000 calls here (``PYTHAGORAS_RELIABILITY_CALLS``; a plain pytest run
 makes 20,000 to stay fast); ``--quick`` keeps 20,000.
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 SUITE = ["tests/integration/test_reliability.py", "tests/integration/test_node_security.py",
          "tests/swarm/test_faults.py"]
 
-#: The rows of issue 6's table, in its order, with the scenario names the tests report under.
+#: The rows of the reliability table, in order, with the scenario names the tests report under.
 SCENARIOS = [
     ("host kill -9 mid-sync_parallel", "every result returned, correct, in order; in-flight "
      "calls rerouted within 5 s"),
@@ -120,7 +120,7 @@ def render(entries: list[dict], outcomes: list[dict], code: int, seconds: float,
         "Produced by `python benchmarks/reliability_report.py`, which runs",
         "`" + " ".join(["pytest", *SUITE]) + "`",
         "with `PYTHAGORAS_RELIABILITY_REPORT` set and writes down what the tests measured. "
-        "Each scenario is a test asserting the exact outcome of its row of issue 6; the figures "
+        "Each scenario is a test asserting the exact outcome of its row of this table; the figures "
         "below are from this run, not estimates.",
         "",
         f"- date: {now:%Y-%m-%d %H:%M %Z}",

@@ -1,6 +1,6 @@
 """pythagoras_p2p: memoized pure functions, run on this machine or across a swarm of peers.
 
-    from . import *
+    from pythagoras_p2p import *
 
     cloud = PCloud(requires=None, connection=None)
 

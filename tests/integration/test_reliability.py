@@ -1,8 +1,9 @@
-"""Reliability on loopback (issue 6): a node killed while it writes results, readers killed in
+"""Reliability on loopback: a node killed while it writes results, readers killed in
 hundreds, tampered values, peers of another version, 100,000 calls, SIGTERM beside a second node.
 
 Every node is a real ``pythagoras-node start --bind 127.0.0.1 --no-mdns`` of its own home on a
-free port (node_harness.py). Each test asserts the exact outcome of its row of the issue's table
+free port (node_harness.py). Each test asserts the exact outcome of its row of the reliability table
+(``SCENARIOS`` in benchmarks/reliability_report.py)
 and hands its measured figures to ``report_figures`` (written to a JSON list when
 ``PYTHAGORAS_RELIABILITY_REPORT`` is set; ``benchmarks/reliability_report.py`` renders them).
 

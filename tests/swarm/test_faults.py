@@ -1,6 +1,6 @@
 """Faults in the middle of ``sync_parallel`` over a swarm: a host killed, frozen or cut off, a call
 that kills its worker or raises, a dead node that mDNS still advertises. Each asserts the exact
-outcome of issue 6's table; the measured times are printed (``pytest -s``) for the reliability
+outcome of its row of the reliability table; the measured times are printed (``pytest -s``) for the reliability
 notes.
 
 Calls leave a mark per started attempt (see ``clients.py``), so a test knows which host ran or
