@@ -118,8 +118,8 @@ def token(ctx: click.Context) -> None:
               help="Seconds running calls may take to finish when stopping.")
 @click.option("--resources", envvar="PYTHAGORAS_RESOURCES", default="",
               help="What else this machine offers calls, name=amount comma-separated, e.g. "
-                   "gpu=1,license=2; may also set cpus, memory (8G) or gpus "
-                   "[$PYTHAGORAS_RESOURCES].")
+                   "license=2,scratch=500; may also set the detected cpus, memory (8G) or gpus "
+                   "(e.g. gpus=0) [$PYTHAGORAS_RESOURCES].")
 @click.option("--replicas", envvar="PYTHAGORAS_REPLICAS", type=click.IntRange(1, 16), default=3,
               show_default=True, help="Nodes that keep each result (its homes); every node of a "
               "swarm should use the same number [$PYTHAGORAS_REPLICAS].")

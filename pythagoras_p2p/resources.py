@@ -2,7 +2,7 @@
 
 A node declares ``cpus`` (its worker slots), ``memory`` (total bytes of RAM), ``gpus`` (NVIDIA
 GPUs found through ``nvidia-ml-py``, 0 without it) and any custom resource given with
-``pythagoras-node start --resources license=2,gpu=1`` (``PYTHAGORAS_RESOURCES``). A pure function
+``pythagoras-node start --resources license=2,scratch=500`` (``PYTHAGORAS_RESOURCES``). A pure function
 asks with ``@cloud.add_pure_function(resources={"gpus": 1, "memory": "8G"})``. Resources decide
 placement only and never enter a call's address.
 
@@ -13,6 +13,7 @@ numbers (whole ones for ``gpus`` and ``cpus``) or, for ``memory``, sizes like ``
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -29,6 +30,10 @@ Needs = tuple
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _WHOLE = ("cpus", "gpus")
+#: Names that are near misses of a standard one: refused, naming it (``gpu=1`` would otherwise
+#: be a custom resource of its own, which no call asking for ``gpus`` would ever use).
+_MEANT = {"gpu": "gpus", "cpu": "cpus", "cores": "cpus", "mem": "memory", "ram": "memory",
+          "GPU": "gpus", "GPUs": "gpus", "CPU": "cpus", "CPUs": "cpus"}
 
 
 def _amount(name: str, value: Any, where: str) -> float:
@@ -57,6 +62,10 @@ def _name(name: Any, where: str) -> str:
         raise ConfigurationError(
             f"{where}: {name!r} is not a resource name; use letters, digits, '_', '.' or '-', "
             f"starting with a letter (e.g. gpus, memory, license)")
+    if name in _MEANT:
+        raise ConfigurationError(
+            f"{where}: {name!r} is not a resource name; did you mean {_MEANT[name]!r}? (the "
+            f"standard ones are cpus, memory and gpus)")
     return name
 
 
@@ -83,13 +92,14 @@ def parse_spec(text: str, where: str = "--resources") -> dict[str, float]:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
             raise ConfigurationError(
-                f"{where} {item!r}: write name=amount, e.g. gpu=1,license=2")
-        found[_name(name, f"{where} {item!r}")] = _amount(name, value, f"{where} {item!r}")
+                f"{where} {item!r}: write name=amount, e.g. gpus=1,license=2")
+        name = _name(name, f"{where} {item!r}")
+        found[name] = _amount(name, value, f"{where} {item!r}")
     return found
 
 
 def custom_resources() -> dict[str, float]:
-    """This machine's resources as ``PYTHAGORAS_RESOURCES`` declares them (``gpu=1,license=2``)."""
+    """This machine's resources as ``PYTHAGORAS_RESOURCES`` declares them (``license=2``)."""
     import os
 
     return parse_spec(os.environ.get("PYTHAGORAS_RESOURCES", ""), "PYTHAGORAS_RESOURCES")
@@ -129,9 +139,20 @@ def machine_resources(workers: int, custom: Mapping[str, float] | None = None) -
 
 
 def lacking(needs: Needs, totals: Mapping[str, float]) -> list[str]:
-    """What of ``needs`` a machine with ``totals`` could never give: ``["gpus: 1 asked, 0 here"]``."""
+    """What of ``needs`` a machine with ``totals`` could never give: ``["gpus: 1 asked, 0 there"]``
+    (naming the closest resource it has when it has none of that name: a misspelling)."""
     return [f"{name}: {describe(name, amount)} asked, {describe(name, totals.get(name, 0))} there"
+            + _closest(name, totals)
             for name, amount in needs if totals.get(name, 0) < amount]
+
+
+def _closest(name: str, totals: Mapping[str, float]) -> str:
+    """`` (did you mean 'license'?)`` when ``name`` is missing and a resource of ``totals`` is
+    spelled like it, else ""."""
+    if name in totals:
+        return ""
+    near = difflib.get_close_matches(name, [n for n in totals if totals[n]], n=1, cutoff=0.6)
+    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 def describe(name: str, amount: float) -> str:

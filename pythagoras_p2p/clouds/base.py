@@ -135,8 +135,7 @@ class PCloud:
             if lacking:
                 raise ResourcesError(
                     f"{fn.name} asks for more than this machine has ({'; '.join(lacking)}), so "
-                    f"its calls cannot run here: run them where a node has it, with "
-                    f"{fn.name}.sync_remote(...) or sync_parallel(...)")
+                    f"its calls cannot run here: {self._elsewhere(fn.name)}")
         owner = object()
         found = self._leases.claim(call, owner, lambda: self.store.get_result(call), MISSING,
                                    wait=not in_worker())
@@ -146,6 +145,12 @@ class PCloud:
             return self._compute_and_store(fn, fp, call, kwargs, addresses)
         finally:
             self._leases.release([call], owner)
+
+    def _elsewhere(self, name: str) -> str:
+        """What to do about a call this machine could never run (a backend whose calls all run
+        here says otherwise)."""
+        return (f"run them where a node has it, with {name}.sync_remote(...) or "
+                f"sync_parallel(...), or ask for less (resources=)")
 
     def _lacking_here(self, needs: tuple) -> list[str]:
         """What of ``needs`` this machine could never give a call."""

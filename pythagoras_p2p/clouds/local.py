@@ -61,6 +61,12 @@ class LocalCloud(PCloud):
     def _local_workers(self) -> int:
         return self.workers
 
+    def _elsewhere(self, name: str) -> str:
+        # sync_remote and sync_parallel run on this machine too: they would fail the same way.
+        return ("this cloud runs every call on this machine. Run them on a swarm where a node "
+                "has it (`pythagoras-node start` on that machine, then PCloud() or SwarmCloud() "
+                "here), or ask for less (resources=)")
+
     def _check_function(self, needs: tuple, requires: tuple) -> None:
         missing = missing_requirements(requires)
         if missing:

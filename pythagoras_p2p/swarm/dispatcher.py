@@ -333,8 +333,8 @@ class SwarmDispatcher(Replies):
 
         if task.needs and all(lacking(task.needs, p.resources)
                               for p in self.peers.values() if p.ready):
-            asked = ", ".join(f"{n}={a:g}" for n, a in task.needs)
-            have = "; ".join(f"{p.address}: {summary(p.resources) or 'nothing declared'}"
+            asked = summary(dict(task.needs))  # the same units as what the nodes have
+            have = "; ".join(f"{p.name}: {summary(p.resources) or 'nothing declared'}"
                              for p in self.peers.values() if p.ready) or "no node answered"
             return Refused(RESOURCES, f"no node of the swarm could ever give {task.label} what "
                                       f"it asks for ({asked}); the nodes have: {have}. Start a "

@@ -79,6 +79,13 @@ class Peer:
         return f"{self.host}:{self.port}"
 
     @property
+    def name(self) -> str:
+        """How people know it: this machine's host name for a node on loopback, else its address."""
+        if self.host in ("127.0.0.1", "::1", "localhost"):
+            return f"{socket.gethostname()} (this machine, port {self.port})"
+        return self.address
+
+    @property
     def ready(self) -> bool:
         return self.state == "ready"
 

@@ -7,6 +7,7 @@ never as a traceback printed by a background thread.
 
 from __future__ import annotations
 
+import re
 import socket
 import textwrap
 
@@ -14,7 +15,7 @@ import pytest
 from helpers import run_python
 from node_harness import cli, free_port, make_key
 
-from pythagoras_p2p import ConfigurationError, PCloud, SwarmCloud
+from pythagoras_p2p import ConfigurationError, PCloud, ResourcesError, SwarmCloud
 from pythagoras_p2p.clouds.connection import parse_connection
 from pythagoras_p2p.net.security import load_key
 
@@ -101,3 +102,21 @@ def test_a_damaged_key_says_join_force_and_that_works(tmp_path):
     fixed = cli(second, "join", "--force", line.split()[-1])
     assert fixed.returncode == 0, fixed.stderr
     assert load_key(second) == load_key(first)
+
+
+def test_a_call_no_node_could_run_prints_memory_alike_and_names_this_machine(start_node,
+                                                                              make_client):
+    node = start_node("resources")
+    client = make_client(node, "asker")
+    huge = client.add_pure_function(resources={"memory": "100T"})(_square)
+    with pytest.raises(ResourcesError) as err:
+        huge.sync_remote(x=2)
+    message = str(err.value)
+    assert "memory=100T" in message, message  # what it asks, in the units of what nodes have
+    assert re.search(r"memory=[\d.]+[KMGT]\b", message.split("the nodes have")[1]), message
+    assert "e+" not in message and socket.gethostname() in message, message
+    assert f"127.0.0.1:{node.port}:" not in message, message
+
+
+def _square(*, x):
+    return x * x

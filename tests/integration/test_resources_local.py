@@ -62,8 +62,11 @@ def test_a_gpu_call_on_a_machine_without_one_fails_at_once(cloud_with):
     t0 = time.monotonic()
     with pytest.raises(ResourcesError, match=r"gpus: 1 asked, 0 there.*node"):
         gpu.sync_remote(x=3)
-    with pytest.raises(ResourcesError, match="gpus: 1 asked, 0 there"):
+    with pytest.raises(ResourcesError, match="gpus: 1 asked, 0 there") as plain:
         gpu(x=3)  # a plain call runs here: the same rule
+    # sync_remote / sync_parallel run on this machine too here: they are not the way out
+    assert "sync_remote" not in str(plain.value) and "sync_parallel" not in str(plain.value)
+    assert "pythagoras-node start" in str(plain.value)
     assert time.monotonic() - t0 < 10
     assert gpu.lookup(x=3) is None
     out = gpu.sync_parallel([kw_args(x=1)], return_exceptions=True)

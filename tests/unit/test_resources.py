@@ -42,15 +42,16 @@ def test_bad_requests_are_clear_errors(bad, message):
 
 
 def test_a_node_declares_custom_resources():
-    assert parse_spec("gpu=1,license=2") == {"gpu": 1.0, "license": 2.0}
-    assert parse_spec(" gpu=1  license=2 ") == {"gpu": 1.0, "license": 2.0}
+    assert parse_spec("gpus=1,license=2") == {"gpus": 1.0, "license": 2.0}
+    assert parse_spec(" gpus=1  license=2 ") == {"gpus": 1.0, "license": 2.0}
     assert parse_spec("memory=16G") == {"memory": float(16 << 30)}
     assert parse_spec("") == {}
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("gpu=-1", "0 or more"), ("=3", "write name=amount"), ("a=b", "not a number"),
+    ("disk=-1", "0 or more"), ("=3", "write name=amount"), ("a=b", "not a number"),
     ("gpu", "write name=amount"), ("gpu=", "write name=amount"),
+    ("gpu=1", "did you mean 'gpus'"), ("mem=8G", "did you mean 'memory'"),
 ])
 def test_bad_declarations_are_clear_errors(bad, message):
     with pytest.raises(ConfigurationError, match=message):
@@ -157,3 +158,14 @@ def test_a_malformed_resources_variable_is_an_error_when_the_cloud_is_made(tmp_p
     monkeypatch.setenv("PYTHAGORAS_RESOURCES", "gpu=-1")
     with pytest.raises(ConfigurationError, match="PYTHAGORAS_RESOURCES 'gpu=-1'"):
         LocalCloud(home=tmp_path / "home", workers=1)
+
+
+def test_gpu_in_a_function_s_resources_says_gpus():
+    with pytest.raises(ConfigurationError, match="did you mean 'gpus'"):
+        parse_needs({"gpu": 1})
+
+
+def test_lacking_names_the_closest_resource_a_machine_has():
+    short = lacking(parse_needs({"licence": 1}), {"cpus": 2.0, "license": 1.0})
+    assert short == ["licence: 1 asked, 0 there (did you mean 'license'?)"]
+    assert lacking(parse_needs({"license": 2}), {"license": 1.0}) == ["license: 2 asked, 1 there"]
