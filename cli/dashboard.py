@@ -17,7 +17,7 @@ __all__ = ["render", "show"]
 
 _COLUMNS = (  # heading, justification: short, so the swarm fits an 80-column terminal
     ("node", "left"), ("address", "left"), ("busy", "right"), ("load", "right"),
-    ("done", "right"), ("entries", "right"), ("cache", "right"), ("hits", "right"),
+    ("done", "right"), ("entries", "right"), ("cache", "right"), ("served", "right"),
     ("seen", "right"), ("held", "left"),
 )
 
@@ -28,8 +28,9 @@ def render(status: dict) -> Table:
     notes = [_copies(peer) for peer in sorted(status["peers"], key=lambda p: p["id"])]
     table = Table(title=f"swarm {node.get('swarm', '?')} (tag {node.get('tag', '?')})",
                   caption="* this node · busy: workers running calls/all · done: calls run · "
-                          "hits: share of lookups answered from the cache · held: resources "
-                          "running calls hold/all" + "".join(f"\n{n}" for n in notes if n),
+                          "served: share of the calls sent to this node that its store "
+                          "answered (a caller's hits in its own store never reach a node) · held: "
+                          "resources running calls hold/all" + "".join(f"\n{n}" for n in notes if n),
                   box=None, pad_edge=False, collapse_padding=True, header_style="bold underline")
     for heading, justify in _COLUMNS:
         # Only a long address folds onto a second line: every other cell stays whole.

@@ -21,7 +21,7 @@ class Counters:
     """What a node's handlers counted since it started."""
 
     tasks_done: int = 0  # calls run here to the end
-    hits: int = 0  # results answered from the store or the journal
+    hits: int = 0  # calls sent here (looked up or run) answered from the store or the journal
     misses: int = 0  # calls handed to the workers
     rejected: int = 0  # messages refused: malformed, or replies sent as requests
     values_received: int = 0  # values uploaded by others, verified and stored

@@ -55,3 +55,15 @@ def test_an_ipv6_address_is_shown_as_text_not_read_as_markup():
 def test_counts_stay_short():
     assert [_count(n) for n in (0, 9_999, 10_000, 12_345, 999_999, 4_560_000, 2_500_000_000)] == [
         "0", "9999", "10.0k", "12.3k", "1000k", "4.6M", "2.5G"]
+
+
+def test_the_hit_column_is_named_for_what_it_counts():
+    """A node counts the calls sent to it; a caller's hits in its own store never reach it, so
+    a column called "hits" read 0% after a fully cached rerun."""
+    me = _entry("c15d0853d70c", "192.168.1.23:7575", self=True)
+    lines = _shown({"node": me, "peers": [me]})
+    heading = next(line for line in lines if line.startswith("node "))
+    assert "served" in heading.split() and "hits" not in heading.split()
+    caption = " ".join(lines)
+    assert "calls sent to this node" in caption and "own store never reach" in " ".join(
+        caption.split())
