@@ -102,11 +102,12 @@ def scaled(*, x):
     return x * K
 [scaled(x=i) for i in range({{n}})]
 """
-    run_python(code.replace("{k}", "1").replace("{n}", "3"))
-    run_python(code.replace("{k}", "2").replace("{n}", "2"))
+    # from outside the checkout: its source folders would shadow the installed package
+    run_python(code.replace("{k}", "1").replace("{n}", "3"), cwd=home.parent)
+    run_python(code.replace("{k}", "2").replace("{n}", "2"), cwd=home.parent)
     out = run_python("import sys; from pythagoras_p2p.cli.main import main; "
                      "sys.argv = ['pythagoras-node', 'cache', 'ls', '--versions', '--json']; main()",
-                     env={"PYTHAGORAS_HOME": str(home)}, check=False)
+                     env={"PYTHAGORAS_HOME": str(home)}, cwd=home.parent, check=False)
     assert out.returncode == 0, out.stderr
     rows = [r for r in json.loads(out.stdout) if r["function"] == "scaled"]
     assert sorted(r["results"] for r in rows) == [2, 3]
