@@ -418,6 +418,11 @@ def cache_gc(ctx: click.Context, max_size: str | None, older_than: float | None,
                f"{report.files_removed:,} stray files, {human_bytes(report.bytes_freed)}")
 
 
+from .doctor import doctor as _doctor  # noqa: E402  (its own module: it checks, this parses)
+
+cli.add_command(_doctor)
+
+
 def main() -> None:
     """Entry point of the ``pythagoras-node`` console script."""
     try:

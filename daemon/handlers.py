@@ -159,7 +159,12 @@ class Handlers(Values, Copies):
     # ------------------------------------------------------------------ small operations
 
     def on_probe(self, ident: bytes, msg: wire.Message) -> None:
-        self.send(ident, wire.build("ok", msg.id, node=self.node.node_id))
+        extra = {}
+        if msg.fields.get("about"):  # `pythagoras-node doctor`: clock, Python, package versions
+            from pythagoras_p2p.net.versions import about
+
+            extra = about(msg.fields.get("packages"))
+        self.send(ident, wire.build("ok", msg.id, node=self.node.node_id, **extra))
 
     def on_hello(self, ident: bytes, msg: wire.Message) -> None:
         python = msg.fields["python"]
