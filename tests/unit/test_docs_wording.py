@@ -31,3 +31,15 @@ def test_no_doc_or_docstring_speaks_of_tracker_issues():
 def test_the_package_docstring_example_imports_the_package():
     assert "from pythagoras_p2p import *" in pythagoras_p2p.__doc__
     assert "from . import" not in pythagoras_p2p.__doc__
+
+
+def test_the_team_guide_is_linked_and_the_readme_first_screen_still_fits():
+    readme = (REPO / "README.md").read_text()
+    assert "](docs/team.md)" in readme
+    guide = (REPO / "docs" / "team.md").read_text()
+    for command in ("join TOKEN", "start --detach", "status", "doctor", "stop", "cache gc",
+                    "init --force"):
+        assert f"pythagoras-node {command}" in guide, command
+    assert "run any code" in guide  # what a member can do, said plainly
+    first_screen = readme.split("\n## ", 1)[0].splitlines()
+    assert len(first_screen) <= 24 and max(map(len, first_screen)) <= 100
