@@ -20,11 +20,12 @@ import socket
 import stat
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
+
+from .findings import Finding
 
 __all__ = ["Finding", "doctor", "run_checks"]
 
@@ -36,20 +37,6 @@ LOW_SPACE = 1 << 30
 LOG_WINDOW = timedelta(hours=1)
 _LOG_TAIL = 4 << 20  # bytes of the log read (its end)
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ (ERROR|CRITICAL) (\S+): (.*)$")
-
-
-@dataclass
-class Finding:
-    """One thing a check found."""
-
-    check: str  # store, key, node, port, mdns, peer, log
-    level: str  # ok, info, warn, fail
-    message: str
-    fix: str = ""  # what to do about it ("" when nothing)
-    details: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def run_checks(home: Path, *, port: int, mdns: bool, peers: tuple[str, ...] = (),

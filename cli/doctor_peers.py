@@ -16,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from .doctor import Finding
+from .findings import Finding
 
 __all__ = ["check_peers", "SKEW", "CONNECT_TIMEOUT"]
 
