@@ -38,6 +38,8 @@ from .connection import parse_connection
 
 __all__ = ["PCloud"]
 
+_COMPUTING = threading.local()  # the calls each thread is computing in _compute_here
+
 log = logging.getLogger(__name__)
 
 class PCloud:
@@ -136,14 +138,21 @@ class PCloud:
                 raise ResourcesError(
                     f"{fn.name} asks for more than this machine has ({'; '.join(lacking)}), so "
                     f"its calls cannot run here: {self._elsewhere(fn.name)}")
+        computing = _COMPUTING.__dict__.setdefault("calls", set())
+        if call in computing:  # the call calls itself with the same arguments, on this thread:
+            # waiting for its own lease would never end; run on, as plain Python would, to
+            # its RecursionError (nothing is stored on the way)
+            return fn.__pythagoras_function__(**kwargs)
         owner = object()
         found = self._leases.claim(call, owner, lambda: self.store.get_result(call), MISSING,
                                    wait=not in_worker())
         if found is not MISSING:
             return found
+        computing.add(call)
         try:
             return self._compute_and_store(fn, fp, call, kwargs, addresses)
         finally:
+            computing.discard(call)
             self._leases.release([call], owner)
 
     def _elsewhere(self, name: str) -> str:

@@ -314,3 +314,25 @@ def test_sync_parallel_fails_that_call_only_and_does_not_retry_it(cloud, how, ki
     with pytest.raises(RemoteError):
         f.sync_parallel([kw_args(how="c"), kw_args(how=how)])
     assert f.sync_parallel([kw_args(how="c")]) == ["c"]
+
+
+@pytest.mark.timeout(60)
+def test_a_call_that_calls_itself_with_the_same_arguments_raises_recursion_error(cloud):
+    """It waited for its own lease for ever; plain Python raises RecursionError."""
+    @cloud.add_pure_function
+    def loop(*, x):
+        return loop(x=x)
+
+    @cloud.add_pure_function
+    def ping(*, x):
+        return pong(x=x)
+
+    @cloud.add_pure_function
+    def pong(*, x):
+        return ping(x=x)
+
+    with pytest.raises(RecursionError):
+        loop(x=1)
+    with pytest.raises(RecursionError):
+        ping(x=1)
+    assert loop.lookup(x=1) is None and ping.lookup(x=1) is None
