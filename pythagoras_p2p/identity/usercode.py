@@ -70,11 +70,11 @@ def is_user_code(module_name: str | None) -> bool:
     if not module_name or module_name == "__main__":
         return True
     top = module_name.split(".", 1)[0]
-    if top in _BY_NAME_PACKAGES or top in _STDLIB_NAMES:
+    if top in _BY_NAME_PACKAGES or module_name in sys.builtin_module_names:
         return False
     module = sys.modules.get(module_name)
-    if module is None:
-        return True  # made by exec() under an invented name: nothing to import it by
+    if module is None:  # made by exec() under an invented name: nothing to import it by
+        return top not in _STDLIB_NAMES
     known = _answers.get(module_name)
     if known is not None and known[0] is module:
         return known[1]
@@ -99,8 +99,10 @@ def _files_of(module: object) -> list[str]:
 
 def _is_users(module: object, top: str) -> bool:
     files = [os.path.realpath(f) for f in _files_of(module)]
-    if not files:
-        return True  # built by code at run time (types.ModuleType): the user's unless known
+    if not files:  # built by code at run time (types.ModuleType), or a frozen module
+        return top not in _STDLIB_NAMES
+    # By its files, not its name: a module of the user's named like one of the standard
+    # library (``nt``, ``winreg`` on Linux; or one shadowing it) is the user's.
     if all(f.startswith(_SITE_ROOTS) for f in files):
         return False
     if all(f.startswith(_STDLIB_ROOTS) for f in files):

@@ -398,3 +398,28 @@ def test_components_name_each_part_and_change_with_it_alone(project_lib):
 @pytest.fixture
 def project_lib(monkeypatch):
     monkeypatch.setitem(sys.modules, "mylib_parts", _user_module("mylib_parts", "K = 1\n"))
+
+
+def test_a_module_of_the_users_named_like_one_of_the_standard_library_is_the_users(
+        tmp_path, monkeypatch):
+    """``nt`` is the standard library's name of Windows' ``os`` backend: a user's ``nt.py``
+    was taken for it and named by version, so an edit of its classes was never seen."""
+    import importlib
+
+    from pythagoras_p2p.identity.usercode import is_user_code
+
+    (tmp_path / "nt.py").write_text("class P:\n    def s(self):\n        return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "nt", raising=False)
+    module = importlib.import_module("nt")
+    try:
+        assert is_user_code("nt")
+        scope = {"P": module.P}
+        exec("def f(*, x):\n    return P().s() + x\n", scope)
+        before = fingerprint(scope["f"])
+        exec("def s(self):\n    return 10\n", vars(module))
+        module.P.s = module.s
+        assert fingerprint(scope["f"]) != before
+    finally:
+        sys.modules.pop("nt", None)
+    assert not is_user_code("os") and not is_user_code("collections") and not is_user_code("abc")
