@@ -214,10 +214,11 @@ class Handlers(Values, Copies):
         self.send(ident, wire.build("ok", msg.id, node=me, peers=[me, *self.node.peering.status_entries()]))
 
     def on_peers(self, ident: bytes, msg: wire.Message) -> None:
-        """The live peers of this node (clients of this machine use them instead of mDNS)."""
+        """The live peers of this node (clients use them to learn the swarm), and whether it
+        is settled: until then the list may be partial, and a client asks again."""
         peers = [{"id": p.node_id, "host": p.host, "port": p.port}
                  for p in self.node.peering.alive()]
-        self.send(ident, wire.build("ok", msg.id, peers=peers))
+        self.send(ident, wire.build("ok", msg.id, peers=peers, settled=self.node.repair.settled()))
 
     def on_has(self, ident: bytes, msg: wire.Message) -> None:
         have = [a for a in msg.hexes("addresses") if self.store.has_value(a)]

@@ -35,18 +35,21 @@ class Peering:
         self.facts: dict[int, dict] = {}  # id(peer) → latest ping answer
         self.static = list(static)
         self.browser = None
+        self.browsing_since: float | None = None  # monotonic time mDNS browsing began
         self._sockets: dict[Any, Peer] = {}
         self._last_tick = 0.0
         self._ids = itertools.count(2)  # 1 is every ping's
         self._asked: dict[int, tuple[Peer, Callable]] = {}  # request id → (peer, callback)
         for address in self.static:
             self._add(*address)
+        self._unmet = set(self.peers)
 
     def start_browsing(self, interfaces: list[str] | None) -> None:
         from pythagoras_p2p.net.mdns import Browser
 
         try:
             self.browser = Browser(self.node.key.tag, interfaces, own_id=self.node.node_id)
+            self.browsing_since = time.monotonic()
         except Exception as exc:
             log.error("mDNS browsing failed (%s); only named peers are known", exc)
 
@@ -79,6 +82,19 @@ class Peering:
                 elif now - peer.last_sent >= PING_EVERY:
                     peer.send(wire.build("ping", 1))
         self.node.repair.see(tuple(self.members()), self.member_addresses())
+
+    def discovered(self) -> bool:
+        """Whether this node has had time to find the swarm: mDNS browsed for
+        :data:`~pythagoras_p2p.defaults.MDNS_WAIT` seconds (when it browses), and every named
+        peer answered or failed once. Until then its list of members may be partial, so
+        lookups are not told it is settled (clients ask the others too)."""
+        from pythagoras_p2p.defaults import MDNS_WAIT
+
+        if self.browsing_since is not None and time.monotonic() - self.browsing_since < MDNS_WAIT:
+            return False
+        if self._unmet:  # named peers that have not yet answered (or failed) once
+            self._unmet = {a for a in self._unmet if self.peers[a].state in ("new", "connecting")}
+        return not self._unmet
 
     def ask(self, peer: Peer, op: str, callback: Callable, bodies: list | tuple = (),
             **fields: Any) -> int:

@@ -117,9 +117,11 @@ class Repairer:
             self._wake.set()
 
     def settled(self) -> bool:
-        """Whether a round that began after the last change of members has reached them all:
-        then a result is on its homes, or on its way (a lookup may trust them)."""
-        return self.facts.settled_at >= self.view.changed
+        """Whether this node has had time to find the members (:meth:`Peering.discovered`)
+        and a round that began after the last change of members has reached them all: then a
+        result is on its homes, or on its way (a lookup may trust them). A node that has just
+        started is not settled: what it knows of the swarm, and what it holds, may be partial."""
+        return self.node.peering.discovered() and self.facts.settled_at >= self.view.changed
 
     def pair_digests(self, member: str, members: list) -> RangeDigests | None:
         """This node's digests of the calls it shares with ``member``, if computed for the

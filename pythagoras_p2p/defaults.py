@@ -32,6 +32,7 @@ __all__ = [
     "STRAGGLER_AT_LEAST",
     "MDNS_WAIT",
     "LOOKUP_TIMEOUT",
+    "SWARM_LEARN_WAIT",
     "DASK_WORKERS_TTL",
     "DASK_MAX_ATTEMPTS",
     "LEASE_WATCH_EVERY",
@@ -189,6 +190,9 @@ STRAGGLER_AT_LEAST = _env_seconds("PYTHAGORAS_STRAGGLER_AT_LEAST", 1.0)
 MDNS_WAIT = _env_seconds("PYTHAGORAS_MDNS_WAIT", 2.0)
 #: Seconds a memo lookup waits for peers before computing here.
 LOOKUP_TIMEOUT = _env_seconds("PYTHAGORAS_LOOKUP_TIMEOUT", 2.0)
+#: Seconds from a swarm client's start during which its lookups wait to know the swarm (every
+#: peer it can learn of answered once, a settled node listed its peers) before trusting a miss.
+SWARM_LEARN_WAIT = _env_seconds("PYTHAGORAS_SWARM_LEARN_WAIT", 10.0)
 #: Seconds DaskCloud reuses the list of workers before asking the scheduler again.
 DASK_WORKERS_TTL = _env_seconds("PYTHAGORAS_DASK_WORKERS_TTL", 1.0)
 #: Times DaskCloud sends a task again after the cluster lost it or its inputs.

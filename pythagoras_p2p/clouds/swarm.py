@@ -71,8 +71,8 @@ class SwarmCloud(PCloud):
         self._writer = WriteBehind(self.store, durable=own_node is not None)
         self._dispatcher = SwarmDispatcher(
             key, self.store, named or local, requires=self.requires,
-            connect_timeout=connect_timeout, ask_for_peers=bool(local), browser=browser,
-            own_node=own_node,
+            connect_timeout=connect_timeout, ask_for_peers=True, browser=browser,
+            own_node=own_node, learned_lookup_only=bool(named),
         )
 
     def _submit(self, tasks: Iterable, count: int):
@@ -101,9 +101,10 @@ class SwarmCloud(PCloud):
         recorded inputs (files, environment variables) differ here are left out.
 
         ``before_running``: the calls are about to be sent to a peer, which answers from its
-        store anyway; with a single peer the separate lookup would only cost a round trip.
+        store anyway; with a single peer (once the swarm is known: a node that has just started
+        may not know the others yet) the separate lookup would only cost a round trip.
         """
-        if before_running and len(self._dispatcher.peers) == 1:
+        if before_running and len(self._dispatcher.peers) == 1 and self._dispatcher.knows_swarm:
             return {}
         found = self._dispatcher.lookup(calls, timeout=LOOKUP_TIMEOUT)
         if not found:

@@ -5,6 +5,9 @@ It finds more peers (from this machine's node, when asked to, and from an mDNS b
 to each with a ``hello`` (the node checks protocol, Python and ``requires=``), pings idle ones,
 and numbers requests so that each reply reaches the callback that waits for it.
 
+Before a lookup may conclude that a result is stored nowhere, the client must know the swarm:
+:meth:`Connections.known` (see *The swarm client* in docs/architecture.md for the bound).
+
 A peer that stops answering is lost after :data:`peers.SILENT_AFTER` seconds, one whose
 connection closes (its node died) or is refused (no node runs there) at once; what losing it
 means for its calls is the owner's ``lost`` callback.
@@ -18,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..defaults import DISCOVER_EVERY
+from ..defaults import DISCOVER_EVERY, MDNS_WAIT, SWARM_LEARN_WAIT
 from ..net import wire
 from ..net.security import SwarmKey
 from .peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
@@ -33,7 +36,7 @@ class Connections:
 
     def __init__(self, context: Any, key: SwarmKey, peers: dict[tuple[str, int], Peer],
                  requires: list[str], *, lost: Callable[[Peer, str], None],
-                 ask_for_peers: bool = False, browser: Any = None):
+                 ask_for_peers: bool = False, browser: Any = None, learned_lookup_only: bool = False):
         self.context = context
         self.key = key
         self.peers = peers
@@ -44,6 +47,14 @@ class Connections:
         self.ask_for_peers = ask_for_peers
         self.browser = browser
         self._last_discovery = 0.0
+        # Learning the swarm: peers named or found are asked for the peers they know until a
+        # settled node answered (its list is then whole); those learned from named peers only
+        # answer lookups (``learned_lookup_only``: calls go only where the caller said).
+        self.learned_lookup_only = learned_lookup_only
+        self.started = time.monotonic()
+        self.learn_by = self.started + SWARM_LEARN_WAIT
+        self._told = False  # a settled node sent its list of peers
+        self._known = False
         self._ids = itertools.count(1)
         self._pending: dict[int, Any] = {}  # request id → (peer, callback) for non-run replies
 
@@ -89,8 +100,9 @@ class Connections:
 
     @property
     def may_find_more(self) -> bool:
-        """Whether peers not known yet may still appear (asked of the first peer, or browsed)."""
-        return self.browser is not None or self.ask_for_peers
+        """Whether peers that may run calls, not known yet, may still appear (asked of the
+        first peer, or browsed)."""
+        return self.browser is not None or (self.ask_for_peers and not self.learned_lookup_only)
 
     def close(self) -> None:
         """Stop looking for peers and close every connection."""
@@ -99,6 +111,31 @@ class Connections:
         for peer in self.peers.values():
             peer.close()
 
+    def known(self) -> bool:
+        """Whether this client knows the swarm well enough to trust a lookup that finds
+        nothing: every peer known has answered its hello (or failed) once, mDNS (when it
+        browses) has listened for :data:`MDNS_WAIT` seconds, and, if any peer answers, one
+        that is settled has sent its list of peers. Once true, it stays true."""
+        if self._known:
+            return True
+        if self.browser is not None and time.monotonic() - self.started < MDNS_WAIT:
+            return False
+        if not all(p.met for p in self.peers.values()):
+            return False
+        answering = any(p.state in ("ready", "unsuitable") for p in self.peers.values())
+        self._known = self._told or not answering
+        return self._known
+
+    @property
+    def is_known(self) -> bool:
+        """What :meth:`known` last found (read from any thread)."""
+        return self._known
+
+    @property
+    def learning_left(self) -> float:
+        """Seconds a lookup may still wait for :meth:`known` (0 once known or too late)."""
+        return 0.0 if self._known else max(0.0, self.learn_by - time.monotonic())
+
     def _discover(self, now: float) -> None:
         if now - self._last_discovery < DISCOVER_EVERY:
             return
@@ -106,9 +143,13 @@ class Connections:
         if self.browser is not None:
             for address in self.browser.reachable():
                 self.peers.setdefault(address, Peer(*address))
-        if self.ask_for_peers:
+        answering = [p for p in self.peers.values() if p.state in ("ready", "unsuitable")]
+        if not self._told:  # still learning: any node may know members this client does not
+            for peer in answering:
+                self.ask(peer, "peers", self._on_peers)
+        elif self.ask_for_peers:
             first = next(iter(self.peers.values()))
-            if first.ready or first.state == "unsuitable":
+            if first.state in ("ready", "unsuitable"):
                 self.ask(first, "peers", self._on_peers)
 
     def _on_peers(self, peer: Peer, msg: wire.Message) -> None:
@@ -119,13 +160,17 @@ class Connections:
                 host, port = str(item["host"]), int(item["port"])
             except (KeyError, TypeError, ValueError):
                 continue
-            if item.get("id") != peer.node_id:
-                self.peers.setdefault((host, port), Peer(host, port))
+            if item.get("id") != peer.node_id and (host, port) not in self.peers:
+                self.peers[(host, port)] = Peer(host, port, lookup_only=self.learned_lookup_only)
+        if msg.fields.get("settled", True) is not False:  # a node of an earlier release: trusted
+            self._told = True
 
     def tend(self) -> None:
         """Look for new peers, (re)connect those not connected, ping idle ones, drop silent ones."""
         now = time.monotonic()
         self._discover(now)
+        if not self._known:
+            self.known()
         for peer in self.peers.values():
             if peer.state in ("new", "dead") and now - peer.connect_started >= RETRY_EVERY:
                 why = peer.connect(self.context, self.key, monitor=True)
@@ -187,6 +232,8 @@ class Connections:
         else:
             peer.state, peer.problem = "ready", ""
             peer.said = ""  # back: its next outage is news
+        if not self._told:  # learning the swarm: the peers it knows, without waiting a tick
+            self.ask(peer, "peers", self._on_peers)
         peer.settle(True)
         log.debug("peer %s (%s) is %s with %d workers", peer.address, peer.node_id, peer.state,
                   peer.workers)

@@ -53,7 +53,8 @@ class SwarmDispatcher(Replies):
 
     def __init__(self, key: SwarmKey, store: Store, peers: list[tuple[str, int]], *,
                  requires: tuple[str, ...] = (), connect_timeout: float = 5.0,
-                 ask_for_peers: bool = False, browser: Any = None, own_node: str | None = None):
+                 ask_for_peers: bool = False, browser: Any = None, own_node: str | None = None,
+                 learned_lookup_only: bool = False):
         import zmq
 
         self.key = key
@@ -65,7 +66,7 @@ class SwarmDispatcher(Replies):
         self.peers: dict[tuple[str, int], Peer] = {p: Peer(*p) for p in peers}
         self.connections = Connections(self.context, key, self.peers, self.requires,
                                        lost=self._lost, ask_for_peers=ask_for_peers,
-                                       browser=browser)
+                                       browser=browser, learned_lookup_only=learned_lookup_only)
         self.exchange = ValueExchange(store, self.connections, place=self._place)
         self.stragglers = Stragglers()
         self._rtt: float | None = None  # running mean of recent fast round trips (see _poll)
@@ -109,7 +110,7 @@ class SwarmDispatcher(Replies):
 
     def _awaiting(self) -> bool:
         """Whether replies are due that no caller waits for in a batch (lookups, downloads)."""
-        return self.connections.awaiting or self.exchange.downloading
+        return self.connections.awaiting or self.exchange.downloading or self.exchange.holding
 
     def drive_until(self, done) -> None:
         """Run the I/O loop on the calling thread until ``done()`` (see :mod:`.driver`)."""
@@ -133,13 +134,20 @@ class SwarmDispatcher(Replies):
         """Results of ``calls`` held by peers: ``{call: (address, blob|None, meta, peer)}``.
 
         Answers once every call is found or every peer has answered; at the timeout, with what
-        was found by then (a slow or frozen peer delays a lookup, it never voids it).
+        was found by then (a slow or frozen peer delays a lookup, it never voids it). While the
+        client does not know the swarm yet, the timeout runs from when it does (or stops
+        waiting for it: see :meth:`.exchange.ValueExchange.lookup`).
         """
         found: dict = {}
         done = threading.Event()
         self._request(("lookup", calls, found, lambda: done.set()))
-        done.wait(timeout)
+        done.wait(timeout + self.connections.learning_left)
         return dict(found)  # a copy made under the GIL: the I/O loop may still add to it
+
+    @property
+    def knows_swarm(self) -> bool:
+        """Whether this client has learned the swarm (:meth:`.connections.Connections.known`)."""
+        return self.connections.is_known
 
     def release(self, addresses: list[bytes]) -> None:
         """Tell the peers that hold these arguments that this client is done with them."""
@@ -160,6 +168,7 @@ class SwarmDispatcher(Replies):
         if self._serve_requests():
             return True
         self.connections.tend()
+        self.exchange.resume_held()
         poller, registered = self._poller, self._registered
         for sock in [s for s in registered if s is not registered[s].sock
                      and s is not registered[s].monitor]:
@@ -243,7 +252,7 @@ class SwarmDispatcher(Replies):
 
     def _lost(self, peer: Peer, why: str) -> None:
         """A peer is gone: its calls go back to the queue for the others."""
-        if peer.state == "ready" or peer.inflight:
+        if peer.ready or peer.inflight:
             log.warning("lost peer %s (%s); %d running call(s) go elsewhere", peer.address, why,
                         len(peer.inflight))
         requeue = [bt for bt in peer.inflight.values() if bt[0].wanted(bt[1])

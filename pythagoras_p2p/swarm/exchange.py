@@ -11,9 +11,11 @@ to release them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..defaults import SWARM_LEARN_WAIT
 from ..execution.batch import Batch
 from ..execution.outcomes import REMOTE, Refused
 from ..net import wire
@@ -24,6 +26,8 @@ from .homes import by_home
 from .peers import Peer
 
 __all__ = ["ValueExchange", "LOOKUP_CHUNK"]
+
+log = logging.getLogger(__name__)
 
 #: Calls asked of a peer in one ``lookup``: its reply carries a metadata record, and a body
 #: frame, per call found, and must stay within a message's header (256 kB) and frame (1,024)
@@ -43,6 +47,8 @@ class ValueExchange:
         self._parked: dict[Peer, list] = {}  # tasks waiting for their arguments to reach a peer
         self._asked: dict[tuple, int] = {}  # (peer, address) → request id of a has/put in flight
         self._downloads: dict[tuple, Download] = {}
+        self._held: list = []  # lookups waiting for the client to know the swarm
+        self._said_unknown = False
 
     # ------------------------------------------------------------------ arguments of tasks
 
@@ -128,11 +134,46 @@ class ValueExchange:
         """Fill ``found`` with {call: (address, blob|None, meta, peer)} and call ``callback()``
         when every call is found or the peers asked have answered.
 
+        Held until the client knows the swarm (:meth:`Connections.known`), for at most
+        :data:`~pythagoras_p2p.defaults.SWARM_LEARN_WAIT` seconds from its start: a miss
+        from the few peers known at first would have the call computed again. After that, it
+        goes on with the peers that answered, said once in the log.
+
         With every peer ready, each call is asked of its homes only (:mod:`.homes`): at most
         ``R`` requests, whatever the size of the swarm. Every peer is asked — those still
         connecting once they answer their hello — when some are not ready yet, and for the
         calls not found when a home did not answer or says its copies are not settled (the
         members changed lately)."""
+        if not self.connections.known() and self.connections.learning_left > 0:
+            self._held.append((calls, found, callback))
+            return
+        self._lookup(calls, found, callback)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def resume_held(self) -> None:
+        """Run the held lookups once the swarm is known, or once waiting for it is over."""
+        if not self._held:
+            return
+        known = self.connections.known()
+        if not known and self.connections.learning_left > 0:
+            return
+        if not known and not self._said_unknown:
+            self._said_unknown = True
+            unmet = [p.address for p in self.connections.peers.values() if not p.met]
+            log.warning("the swarm is not fully known after %g s (%s): lookups ask the %d node(s) "
+                        "that answered, and calls they do not hold are computed, even if another "
+                        "node holds their results", SWARM_LEARN_WAIT,
+                        f"no answer yet from {', '.join(unmet)}" if unmet
+                        else "no settled node listed its peers",
+                        sum(p.state in ("ready", "unsuitable") for p in self.connections.peers.values()))
+        held, self._held = self._held, []
+        for calls, found, callback in held:
+            self._lookup(calls, found, callback)
+
+    def _lookup(self, calls: list[bytes], found: dict, callback) -> None:
         peers = [p for p in self.connections.peers.values()
                  if p.state in ("ready", "unsuitable", "new", "connecting")]
         if not peers:
@@ -268,6 +309,10 @@ class ValueExchange:
             self._parked[peer] = [bt for bt in parked if not gone(*bt)]
 
     def close(self) -> None:
-        """Every download still running fails: the cloud was closed."""
+        """Held lookups end (with nothing found); every download still running fails: the
+        cloud was closed."""
+        held, self._held = self._held, []
+        for _, _, callback in held:
+            callback()
         for download in self._downloads.values():
             download.fail("the cloud was closed")

@@ -53,6 +53,8 @@ class Peer:
     resources: dict = field(default_factory=dict)  # what the node has (cpus, memory, gpus, ...)
     lacks: dict = field(default_factory=dict)  # a function's requires= → what the node misses
     replicas: int = 1  # how many homes the node gives each result (its --replicas)
+    met: bool = False  # its hello was answered, or it was lost, at least once
+    lookup_only: bool = False  # learned from a named peer: asked for results, never sent calls
 
     def can_ever_run(self, task: Any) -> bool:
         """Whether this node has what ``task`` asks for (resources, its function's requires=)."""
@@ -87,7 +89,8 @@ class Peer:
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready"
+        """Whether calls may be sent to it now."""
+        return self.state == "ready" and not self.lookup_only
 
     def free_slots(self, depth: int = 1) -> int:
         """Calls it may take now: ``depth`` per worker (more than one when calls are short, so
@@ -153,6 +156,7 @@ class Peer:
 
     def settle(self, ok: bool) -> None:
         """Run the callbacks waiting for this peer's hello (``ok``: it can answer requests)."""
+        self.met = True
         callbacks, self.on_ready = self.on_ready, []
         for callback in callbacks:
             callback(ok)
