@@ -8,9 +8,11 @@ machines, never one message per result. A large value goes ahead as ``put`` chun
 the receiver against its address before it is kept). The other homes get their copies from the
 background repair (:mod:`.repair`), which this wakes.
 
-A member that does not answer within :data:`ACK_TIMEOUT` seconds, or is lost, does not hold up
-the caller: the result is answered with the one copy it has, said once in the log, and the
-repair makes the copies later.
+A member that does not confirm within :data:`ACK_TIMEOUT` seconds, or is lost, or refuses the
+copy, is replaced: the copy goes to the next live member (by the call's rendezvous order) that
+was not tried yet, with :data:`ACK_TIMEOUT` seconds again, :data:`ATTEMPTS` members in all. Only
+when none of them confirms is the result answered with the one copy it has: counted
+(``late_acks`` in ``status``), said once in the log, and copied later by the repair.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.transfer import upload_frames
 from pythagoras_p2p.swarm.homes import homes
 
-__all__ = ["SecondCopies", "Traffic", "ACK_TIMEOUT", "entry_frames"]
+__all__ = ["SecondCopies", "Traffic", "ACK_TIMEOUT", "ATTEMPTS", "entry_frames"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds a caller waits at most for the second copy of its result.
+#: Seconds a member has to confirm a second copy before another member is tried.
 ACK_TIMEOUT = 3.0
+#: Members tried for the second copy of a result before it is answered with one copy: a
+#: caller waits at most ATTEMPTS × ACK_TIMEOUT seconds for it.
+ATTEMPTS = 2
 #: Most results in one ``replicate`` message (a body frame each, under the frame cap).
 BATCH = 512
 
@@ -45,7 +50,8 @@ class Traffic:
     bytes_sent: int = 0
     bytes_received: int = 0
     refused: int = 0  # copies refused: damaged, or no room for them
-    late_acks: int = 0  # results answered before their second copy was confirmed
+    late_acks: int = 0  # results answered with one copy: no member confirmed a second in time
+    copies_retried: int = 0  # second copies sent to another member after the first failed
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -64,6 +70,7 @@ def entry_frames(entries: list[tuple[bytes, bytes, bytes | None, bytes]]) -> lis
 class _Outgoing:
     entries: list = field(default_factory=list)  # (call, address, packed|None, meta JSON)
     then: list = field(default_factory=list)  # callbacks once confirmed (or given up)
+    tried: list = field(default_factory=list)  # per entry: the members tried before this one
 
 
 class SecondCopies:
@@ -84,14 +91,21 @@ class SecondCopies:
         self._poke()
         if self.replicas < 2:
             return False
+        return self._queue((call, address, blob, meta_raw), then, ())
+
+    def _queue(self, entry: tuple, then: Callable[[], None], tried: tuple) -> bool:
+        """Send ``entry`` this turn to its first home other than this node and ``tried`` (or,
+        when every home was tried, the next live member by rendezvous order); False if none."""
         me = self.node.node_id
-        members = self.node.peering.members()
-        target = next((h for h in homes(call, members, self.replicas) if h != me), None)
+        members = [m for m in self.node.peering.members() if m != me and m not in tried]
+        ranked = homes(entry[0], members, len(members)) if members else []
+        target = ranked[0] if ranked else None
         if target is None:
             return False
         out = self._outgoing.setdefault(target, _Outgoing())
-        out.entries.append((call, address, blob, meta_raw))
+        out.entries.append(entry)
         out.then.append(then)
+        out.tried.append(tried)
         return True
 
     def flush(self) -> None:
@@ -103,16 +117,18 @@ class SecondCopies:
         outgoing, self._outgoing = self._outgoing, {}
         for member, out in outgoing.items():
             peer = self.node.peering.by_id(member)
-            if peer is None:  # lost since: answer, the repair copies later
-                self._give_up(out.then, f"member {member} was lost")
+            if peer is None:  # lost since: another member, or answered with one copy
+                self._retry(member, out.entries, out.then, out.tried, f"member {member} was lost")
                 continue
             for start in range(0, len(out.entries), BATCH):
-                self.send(peer, out.entries[start: start + BATCH], out.then[start: start + BATCH])
+                end = start + BATCH
+                self.send(peer, out.entries[start:end], out.then[start:end], out.tried[start:end])
 
-    def send(self, peer: Any, entries: list, then: list | None = None,
+    def send(self, peer: Any, entries: list, then: list | None = None, tried: list | None = None,
              callback: Callable | None = None) -> int:
         """One ``replicate`` message to ``peer`` (large values first, as chunks); ``then``:
-        callbacks once it is confirmed or given up; ``callback(peer, reply)``: the reply."""
+        callbacks once it is confirmed or given up (``tried``: the members each entry was sent
+        to before); ``callback(peer, reply)``: the reply."""
         for _, address, blob, _ in entries:
             if blob is None:
                 for offset, total, chunk in upload_frames(self.node.store, address) or ():
@@ -127,7 +143,8 @@ class SecondCopies:
             peer, "replicate", lambda p, msg: self._confirmed(box["rid"], p, msg, callback),
             bodies)
         if then is not None:
-            self._waiting[rid] = (time.monotonic(), peer.node_id, then)
+            self._waiting[rid] = (time.monotonic(), peer.node_id, then, entries,
+                                  tried if tried is not None else [()] * len(entries))
         return rid
 
     def _confirmed(self, rid: int, peer: Any, msg: Any, callback: Callable | None) -> None:
@@ -136,12 +153,26 @@ class SecondCopies:
         waiting = self._waiting.pop(rid, None)
         if waiting is None:  # given up already (or nobody waits)
             return
+        _, member, then, entries, tried = waiting
         if msg is None or msg.op != "ok":
             why = "it was lost" if msg is None else msg.fields.get("message", msg.op)
-            self._give_up(waiting[2], f"member {peer.node_id} did not keep the copy: {why}")
+            self._retry(member, entries, then, tried, f"member {member} did not keep the copy: {why}")
             return
-        for answer in waiting[2]:
+        for answer in then:
             answer()
+
+    def _retry(self, member: str, entries: list, then: list, tried: list, why: str) -> None:
+        """``member`` did not confirm these copies: each goes to another member not tried yet
+        (sent with this turn's, or the next turn's, flush), or is answered with one copy."""
+        alone: list = []
+        for entry, answer, before in zip(entries, then, tried, strict=True):
+            before = (*before, member)
+            if len(before) < ATTEMPTS and self._queue(entry, answer, before):
+                self.traffic.copies_retried += 1
+            else:
+                alone.append(answer)
+        if alone:
+            self._give_up(alone, why)
 
     def _give_up(self, then: list, why: str) -> None:
         self.traffic.late_acks += len(then)
@@ -152,16 +183,20 @@ class SecondCopies:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for rid, (sent, member, then) in list(self._waiting.items()):
+        for rid, (sent, member, then, entries, tried) in list(self._waiting.items()):
             if now - sent > ACK_TIMEOUT:
                 del self._waiting[rid]
                 self.node.peering.forget_request(rid)
-                self._give_up(then, f"member {member} did not confirm within {ACK_TIMEOUT:g} s")
+                self._retry(member, entries, then, tried,
+                            f"member {member} did not confirm within {ACK_TIMEOUT:g} s")
 
     def release_all(self) -> None:
         """The node stops: answer whoever still waits for a second copy."""
-        for _, _, then in self._waiting.values():
-            for answer in then:
+        for waiting in self._waiting.values():
+            for answer in waiting[2]:
                 answer()
         self._waiting.clear()
-        self.flush()
+        for out in self._outgoing.values():  # retries not sent yet
+            for answer in out.then:
+                answer()
+        self._outgoing.clear()

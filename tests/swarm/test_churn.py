@@ -12,6 +12,7 @@ again: every execution leaves a marker file.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -119,3 +120,34 @@ def test_a_just_started_node_is_not_settled_and_its_client_finds_the_results(lan
     _ask_again(h1, computed, ASKED)  # as soon as it serves: it knows no other node yet
     out, _ = probe.communicate(timeout=30)
     assert json.loads(out.strip().splitlines()[-1]) == {"settled": False}
+
+
+def test_a_frozen_member_does_not_leave_a_result_with_one_copy(lan, computed):
+    """The node that runs a call sends its second copy to another member before it answers: a
+    member that does not confirm (frozen) is replaced by the next one, and no result is
+    answered with one copy (README: "Results outlive the machine that computed them")."""
+    h2, h3, h4 = lan.hosts[2], lan.hosts[3], lan.hosts[4]
+    home = lan.root / "laptop2"  # no node here: the node that runs a call makes the second copy
+    home.mkdir()
+    (home / "swarm.key").write_bytes((h3.home / "swarm.key").read_bytes())
+    (home / "swarm.key").chmod(0o600)
+    go = lan.root / "go-frozen"
+    client = Client(h3, textwrap.dedent(f"""
+        cloud._lookup_elsewhere([bytes(32)])  # returns once the swarm is known
+        emit(ready=True)
+        wait_file({str(go)!r})
+        results = where.sync_parallel(kw_args(x=i) for i in range(5000, 5040))
+        emit(results=[r[0] for r in results])
+    """), cloud=f"cloud = PCloud(connection={h2.ip + ':7575'!r})",
+        env={"PYTHAGORAS_HOME": str(home), "PYTHAGORAS_LOOKUP_TIMEOUT": "0.3"})
+    client.wait_emit("ready")
+    before = h2.status()["node"]["replication"]
+    h4.signal_tree(signal.SIGSTOP)
+    try:
+        go.touch()
+        assert client.result(timeout=60)["results"] == [i * i for i in range(5000, 5040)]
+        after = h2.status()["node"]["replication"]
+    finally:
+        h4.signal_tree(signal.SIGCONT)
+    assert after["copies_retried"] > before["copies_retried"]  # some went to h4 first
+    assert after["late_acks"] == before["late_acks"]
