@@ -63,15 +63,19 @@ def _resources(peer: dict) -> str:
 
 
 def _copies(peer: dict) -> str:
-    """A line on a node whose results are not all on their homes yet, or that hands them
-    over as it stops; empty when all is well."""
+    """A line on a node whose results are not all on their homes yet, that answered some
+    with one copy, or that hands them over as it stops; empty when all is well."""
     replication = peer.get("replication") or {}
     if peer.get("stopping"):
         return f"{peer['id']}: stopping; hand-over {replication.get('handover') or 'waiting'}"
+    said = []
     under = replication.get("under_replicated") or 0
     if under:
-        return f"{peer['id']}: {under:,} copies of results not yet on their homes (repairing)"
-    return ""
+        said.append(f"{under:,} copies of results not yet on their homes (repairing)")
+    alone = replication.get("late_acks") or 0
+    if alone:  # no second member confirmed a copy in time: the repair made it afterwards
+        said.append(f"{alone:,} result(s) answered with one copy since it started")
+    return f"{peer['id']}: " + "; ".join(said) if said else ""
 
 
 def _count(n: int) -> str:

@@ -67,3 +67,13 @@ def test_the_hit_column_is_named_for_what_it_counts():
     caption = " ".join(lines)
     assert "calls sent to this node" in caption and "own store never reach" in " ".join(
         caption.split())
+
+
+def test_results_answered_with_one_copy_are_counted_under_the_table():
+    me = _entry("c15d0853d70c", "10.0.0.1:7575", self=True,
+                replication={"late_acks": 12, "under_replicated": 3})
+    peer = _entry("a0b1c2d3e4f5", "10.0.0.7:7575", replication={"late_acks": 0})
+    text = " ".join(" ".join(_shown({"node": me, "peers": [me, peer]}, width=200)).split())
+    assert ("c15d0853d70c: 3 copies of results not yet on their homes (repairing); 12 result(s) "
+            "answered with one copy since it started") in text
+    assert "a0b1c2d3e4f5:" not in text
