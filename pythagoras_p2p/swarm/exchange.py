@@ -134,7 +134,8 @@ class ValueExchange:
         """Fill ``found`` with {call: (address, blob|None, meta, peer)} and call ``callback()``
         when every call is found or the peers asked have answered.
 
-        Held until the client knows the swarm (:meth:`Connections.known`), for at most
+        While the client does not know the swarm yet (:meth:`Connections.known`), the calls
+        the peers known so far do not hold are held, and asked again once it does, for at most
         :data:`~pythagoras_p2p.defaults.SWARM_LEARN_WAIT` seconds from its start: a miss
         from the few peers known at first would have the call computed again. After that, it
         goes on with the peers that answered, said once in the log.
@@ -144,10 +145,20 @@ class ValueExchange:
         connecting once they answer their hello — when some are not ready yet, and for the
         calls not found when a home did not answer or says its copies are not settled (the
         members changed lately)."""
-        if not self.connections.known() and self.connections.learning_left > 0:
-            self._held.append((calls, found, callback))
+        if self.connections.known() or self.connections.learning_left <= 0:
+            if not self.connections.is_known:
+                self._say_unknown()
+            self._lookup(calls, found, callback)
             return
-        self._lookup(calls, found, callback)
+
+        def then() -> None:  # what the peers known so far hold; the rest waits for the others
+            rest = [c for c in calls if c not in found]
+            if rest:
+                self._held.append((rest, found, callback))
+            else:
+                callback()
+
+        self._lookup(calls, found, then)
 
     @property
     def holding(self) -> bool:
@@ -160,18 +171,25 @@ class ValueExchange:
         known = self.connections.known()
         if not known and self.connections.learning_left > 0:
             return
-        if not known and not self._said_unknown:
-            self._said_unknown = True
-            unmet = [p.address for p in self.connections.peers.values() if not p.met]
-            log.warning("the swarm is not fully known after %g s (%s): lookups ask the %d node(s) "
-                        "that answered, and calls they do not hold are computed, even if another "
-                        "node holds their results", SWARM_LEARN_WAIT,
-                        f"no answer yet from {', '.join(unmet)}" if unmet
-                        else "no settled node listed its peers",
-                        sum(p.state in ("ready", "unsuitable") for p in self.connections.peers.values()))
+        if not known:
+            self._say_unknown()
         held, self._held = self._held, []
         for calls, found, callback in held:
             self._lookup(calls, found, callback)
+
+    def _say_unknown(self) -> None:
+        """Once: lookups go on although the swarm is not known (see :meth:`lookup`)."""
+        if self._said_unknown:
+            return
+        self._said_unknown = True
+        peers = self.connections.peers.values()
+        unmet = [p.address for p in peers if not p.met]
+        log.warning("the swarm is not fully known after %g s (%s): lookups ask the %d node(s) "
+                    "that answered, and calls they do not hold are computed, even if another "
+                    "node holds their results", SWARM_LEARN_WAIT,
+                    f"no answer yet from {', '.join(unmet)}" if unmet
+                    else "no settled node listed its peers",
+                    sum(p.state in ("ready", "unsuitable") for p in peers))
 
     def _lookup(self, calls: list[bytes], found: dict, callback) -> None:
         peers = [p for p in self.connections.peers.values()
