@@ -140,10 +140,11 @@ def _encode_index(index: Any, out: bytearray, pd: Any) -> None:
             _encode_index(level, out, pd)  # with its name
             _encode_ndarray(codes.astype("int64", copy=False), out)
         return
-    # The class is not encoded: pandas picks it from the dtype, except that a RangeIndex and the
-    # int64 Index of its values share an address. A function could tell them apart, but pandas
-    # itself turns one into the other in ordinary operations (concat, reset_index, read_csv).
-    out += b"X"
+    # The class is not encoded, pandas picks it from the dtype; except a RangeIndex, which a
+    # function can tell from the int64 Index of its values (its type, ``repr``, ``step``), so it
+    # counts, though pandas itself turns one into the other in ordinary operations (a
+    # needless recompute costs less than a wrong hit).
+    out += b"R" if isinstance(index, pd.RangeIndex) else b"X"
     encode_into(index.name, out)
     _encode_values(index, out, pd)
     encode_into(_frequency(index), out)

@@ -191,13 +191,15 @@ def test_column_and_index_names_and_their_types():
     assert distinct(series, series.rename(1), series.rename("1"), series.rename(1.0))
 
 
-def test_range_index_and_equal_int64_index_share_an_address():
-    # pandas turns one into the other in ordinary operations (concat, reset_index, read_csv):
-    # same dtype, same values, one address.
+def test_a_range_index_and_the_equal_int64_index_have_addresses_of_their_own():
+    # A function can tell them apart (type(x.index), repr, .step): it counts, although pandas
+    # turns one into the other in ordinary operations (concat, reset_index, read_csv).
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0]})
     materialized = frame.set_axis(pd.Index([0, 1, 2], dtype="int64"))
     assert type(frame.index) is not type(materialized.index)
-    assert same(frame, materialized)
+    assert distinct(frame, materialized)
+    assert distinct(pd.Series([1, 2]), pd.Series([1, 2], index=pd.Index([0, 1])))
+    assert same(frame, pd.DataFrame({"a": [1.0, 2.0, 3.0]}, index=pd.RangeIndex(3)))
     assert distinct(frame, frame.set_axis(pd.Index([0, 1, 2], dtype="int32")))
 
 
