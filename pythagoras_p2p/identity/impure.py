@@ -21,10 +21,13 @@ import builtins
 import datetime
 import dis
 import inspect
+import os
 import random
+import secrets
 import sys
 import time
 import types
+import uuid
 import warnings
 
 __all__ = ["ImpureCallWarning", "impure_constructs", "warn_impure"]
@@ -34,11 +37,20 @@ class ImpureCallWarning(UserWarning):
     """A pure function reads the clock or an unseeded global random generator."""
 
 
-_CLOCKS = {time.time: "time.time()", time.time_ns: "time.time_ns()"}
+_CLOCKS = {time.time: "time.time()", time.time_ns: "time.time_ns()",
+           uuid.uuid1: "uuid.uuid1()", uuid.uuid4: "uuid.uuid4()", os.urandom: "os.urandom()",
+           secrets.token_bytes: "secrets.token_bytes()", secrets.token_hex: "secrets.token_hex()",
+           secrets.token_urlsafe: "secrets.token_urlsafe()", secrets.choice: "secrets.choice()",
+           secrets.randbelow: "secrets.randbelow()", secrets.randbits: "secrets.randbits()"}
+# Generators made without a seed: random on every run (``default_rng(seed)`` is fine).
+_UNSEEDED_WHEN_CALLED_BARE = ("default_rng", "Random", "RandomState", "Generator")
 _CLOCK_METHODS = {"now": datetime.datetime, "utcnow": datetime.datetime,
                   "today": datetime.date}  # datetime.datetime is a date too
 _SEEDS = ("seed",)
 _LOADS = ("LOAD_GLOBAL", "LOAD_NAME")
+_LOCAL_LOADS = ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLASSDEREF")
+_LOCAL_STORES = ("STORE_FAST", "STORE_DEREF", "STORE_NAME", "STORE_GLOBAL")
+_CALLS = ("PRECALL", "CALL", "CALL_FUNCTION", "CALL_METHOD")
 _ATTRS = ("LOAD_ATTR", "LOAD_METHOD")
 _ABSENT = object()
 
@@ -83,31 +95,63 @@ def _describe(obj, path: list[str], generators: tuple) -> str | None:
     return None
 
 
-def _resolve_chains(code: types.CodeType, scope: dict):
-    """Each (object, dotted path) the code reaches as ``global.attr.attr...``, resolved
-    statically; nested code objects too."""
+def _imported(name: str, fromlist: tuple) -> object:
+    """What ``import name`` (or ``from name import ...``) inside a body binds, if loaded."""
+    module = sys.modules.get(name, _ABSENT)
+    if module is _ABSENT or fromlist:
+        return module
+    return sys.modules.get(name.split(".", 1)[0], _ABSENT)  # `import a.b` binds `a`
+
+
+def _resolve_chains(code: types.CodeType, scope: dict, local: dict | None = None):
+    """Each (object, dotted path, parent, called bare) the code reaches as
+    ``name.attr.attr...`` — a global, or a name an ``import`` in the body bound — resolved
+    statically; nested code objects too. ``called bare``: the chain is called with no
+    argument right after (``default_rng()``)."""
+    local = {} if local is None else dict(local)
+    instructions = [i for i in dis.get_instructions(code) if i.opname != "CACHE"]
     chain: list = []
-    for ins in dis.get_instructions(code):
-        if ins.opname in _LOADS:
+    current: object = _ABSENT
+    pending: object = _ABSENT  # what the last IMPORT_NAME / IMPORT_FROM left on the stack
+    for n, ins in enumerate(instructions):
+        after = instructions[n + 1] if n + 1 < len(instructions) else None
+        bare = after is not None and after.opname in _CALLS and not after.arg
+        if ins.opname == "IMPORT_NAME":
+            fromlist = instructions[n - 1].argval if n else None
+            pending = _imported(ins.argval, tuple(fromlist or ()))
+            chain, current = [], _ABSENT
+            continue
+        if ins.opname == "IMPORT_FROM":
+            pending = _static_attr(pending, ins.argval) if pending is not _ABSENT else _ABSENT
+            continue
+        if ins.opname in _LOCAL_STORES and pending is not _ABSENT:
+            local[ins.argval] = pending
+            if not (after is not None and after.opname == "IMPORT_FROM"):
+                pending = _ABSENT
+            continue
+        if ins.opname in _LOADS or (ins.opname in _LOCAL_LOADS and ins.argval in local):
             chain = [ins.argval]
-            obj = scope.get(ins.argval, _ABSENT)
-            if obj is _ABSENT:
-                obj = getattr(builtins, ins.argval, _ABSENT)
+            if ins.opname in _LOCAL_LOADS:
+                obj = local[ins.argval]
+            else:
+                obj = scope.get(ins.argval, _ABSENT)
+                if obj is _ABSENT:
+                    obj = getattr(builtins, ins.argval, _ABSENT)
             current = obj
             if current is not _ABSENT:
-                yield current, list(chain), None
+                yield current, list(chain), None, bare
             continue
         if ins.opname in _ATTRS and chain and current is not _ABSENT:
             parent = current
             current = _static_attr(parent, ins.argval)
             chain.append(ins.argval)
             if current is not _ABSENT:
-                yield current, list(chain), parent
+                yield current, list(chain), parent, bare
             continue
         chain, current = [], _ABSENT
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            yield from _resolve_chains(const, scope)
+            yield from _resolve_chains(const, scope, local)
 
 
 def impure_constructs(func: types.FunctionType) -> list[str]:
@@ -119,18 +163,26 @@ def impure_constructs(func: types.FunctionType) -> list[str]:
     except Exception:  # never a reason for a call to fail
         return found
     generators = _global_generators()  # after the walk: it may have imported numpy.random
-    for obj, path, parent in reached:
+    for obj, path, parent, bare in reached:
         if path[-1] in _SEEDS:
             seeded.add(".".join(path[:-1]))
         text = None
         clock_class = _CLOCK_METHODS.get(path[-1])
         if clock_class is not None and isinstance(parent, type) and issubclass(parent, clock_class):
             text = f"{'.'.join(path)}()"
+        elif bare and path[-1] in _UNSEEDED_WHEN_CALLED_BARE and _of_random(obj):
+            text = f"{'.'.join(path)}() (a generator made without a seed)"
         elif parent is not None or len(path) == 1:
             text = _describe(obj, path, generators)
         if text is not None and text not in found:
             found.append(text)
     return [t for t in found if not any(t.startswith(s + ".") and s for s in seeded)]
+
+
+def _of_random(obj: object) -> bool:
+    """Whether ``obj`` is a generator class or factory of ``random`` or ``numpy.random``."""
+    module = getattr(obj, "__module__", None) or ""
+    return module == "random" or module.startswith("numpy.random")
 
 
 def warn_impure(func: types.FunctionType, name: str) -> None:

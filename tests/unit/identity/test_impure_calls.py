@@ -55,3 +55,26 @@ def test_a_pure_function_that_reads_the_clock_is_warned_about_once(cloud):
         warnings.simplefilter("error")
         f(x=2)  # once per function
         cloud.add_pure_function(honest)(x=1)
+
+
+def imports_its_clock(*, x):
+    import time as clock
+    from time import time as now
+    return clock.time() + now() + x
+
+
+def unseeded_generators(*, x):
+    import uuid
+    return np.random.default_rng().random(), random.Random().random(), uuid.uuid4(), x
+
+
+def seeded_generators(*, x):
+    return np.random.default_rng(x).random(), random.Random(x).random()
+
+
+def test_clocks_imported_in_the_body_and_generators_made_without_a_seed_are_named():
+    assert impure_constructs(imports_its_clock) == ["time.time()"]  # both, named once
+    found = impure_constructs(unseeded_generators)
+    assert any("default_rng()" in f for f in found) and any("Random()" in f for f in found)
+    assert "uuid.uuid4()" in found
+    assert impure_constructs(seeded_generators) == []
