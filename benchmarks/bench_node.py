@@ -50,7 +50,7 @@ def start_node(home: Path, port: int) -> tuple[subprocess.Popen, float]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", "127.0.0.1",
-         "--port", str(port), "--no-mdns", "--workers", "2"],
+         "--port", str(port), "--no-mdns", "--workers", "2", "--dedicated"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
     while not (home / "node.json").exists():
         if proc.poll() is not None or time.perf_counter() - t0 > 30:

@@ -80,7 +80,8 @@ def ours_node(n: int, repeats: int) -> float:
     port = 17000 + os.getpid() % 1000
     env = {**os.environ, "PYTHAGORAS_HOME": str(home)}
     node = subprocess.Popen([sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind",
-                             "127.0.0.1", "--port", str(port), "--no-mdns", "--workers", "2"],
+                             "127.0.0.1", "--port", str(port), "--no-mdns", "--workers", "2",
+                             "--dedicated"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: (home / "node.json").exists(), 60, "the node to serve")

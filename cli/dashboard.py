@@ -66,6 +66,10 @@ def _copies(peer: dict) -> str:
     """A line on a node whose results are not all on their homes yet, that answered some
     with one copy, or that hands them over as it stops; empty when all is well."""
     replication = peer.get("replication") or {}
+    if peer.get("paused"):
+        since = peer.get("paused_since")
+        when = f" since {time.strftime('%H:%M', time.localtime(since))}" if since else ""
+        return f"{peer['id']}: paused{when}: {peer['paused']} (serves lookups and copies)"
     if peer.get("stopping"):
         return f"{peer['id']}: stopping; hand-over {replication.get('handover') or 'waiting'}"
     said = []

@@ -17,6 +17,8 @@ from pythagoras_p2p import __version__
 from pythagoras_p2p.defaults import home_dir, parse_size
 from pythagoras_p2p.errors import PythagorasError
 
+from .owner import owner_argv, owner_config, owner_options, pause, resume
+
 __all__ = ["main", "cli"]
 
 
@@ -123,11 +125,12 @@ def token(ctx: click.Context) -> None:
 @click.option("--replicas", envvar="PYTHAGORAS_REPLICAS", type=click.IntRange(1, 16), default=3,
               show_default=True, help="Nodes that keep each result (its homes); every node of a "
               "swarm should use the same number [$PYTHAGORAS_REPLICAS].")
+@owner_options
 @click.option("--detach", is_flag=True, help="Run in the background (log: HOME/node.log).")
 @click.pass_context
 def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns: bool,
           mdns_interface: str | None, peers: tuple[str, ...], grace: float, resources: str,
-          replicas: int, detach: bool) -> None:
+          replicas: int, detach: bool, **owner) -> None:
     """Run this machine's node (in the foreground unless --detach)."""
     from pythagoras_p2p.clouds.connection import parse_peers
     from pythagoras_p2p.defaults import worker_count
@@ -151,6 +154,7 @@ def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns
         custom = parse_spec(resources)
     except ConfigurationError as exc:
         _fail(f"{exc}", 2)
+    owner = owner_config(**owner)
     if detach:
         argv = ["--home", str(home), "start", "--bind", bind, "--port", str(port), "--grace", str(grace)]
         argv += ["--resources", resources] if resources else []
@@ -159,13 +163,14 @@ def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns
         argv += ["--no-mdns"] if no_mdns else []
         argv += ["--mdns-interface", mdns_interface] if mdns_interface else []
         argv += [a for p in peers for a in ("--peer", p)]
+        argv += owner_argv(owner)
         info = start_detached(argv, home)
         click.echo(f"node {info['id']} serving on {bind}:{port} (pid {info['pid']}); "
                    f"log: {home / 'node.log'}; stop it with `pythagoras-node stop`")
         return
     config = NodeConfig(home=home, bind=bind, port=port, workers=workers or worker_count(),
                         mdns=not no_mdns, mdns_interface=mdns_interface, grace=grace, peers=named,
-                        resources=custom, replicas=replicas)
+                        resources=custom, replicas=replicas, owner=owner)
     sys.exit(run_node(config))
 
 
@@ -421,6 +426,8 @@ def cache_gc(ctx: click.Context, max_size: str | None, older_than: float | None,
 from .doctor import doctor as _doctor  # noqa: E402  (its own module: it checks, this parses)
 
 cli.add_command(_doctor)
+cli.add_command(pause)
+cli.add_command(resume)
 
 
 def main() -> None:

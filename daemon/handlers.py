@@ -207,6 +207,7 @@ class Handlers(Values, Copies):
             cache_entries=me["cache_entries"], cache_bytes=me["cache_bytes"], hit_rate=me["hit_rate"],
             resources=me["resources"], in_use=me["resources_in_use"],
             stopping=self.node.stopping, replication=me["replication"],
+            paused=me["paused"], paused_since=me["paused_since"],
         ))
 
     def on_status(self, ident: bytes, msg: wire.Message) -> None:
@@ -292,8 +293,10 @@ class Handlers(Values, Copies):
             return
         call, fp = msg.hex("call"), msg.hex("fp")
         keep, copied = msg.fields.get("keep", True), msg.fields.get("copied", False)
-        if not isinstance(keep, bool) or not isinstance(copied, bool):
-            self.error(ident, msg.id, wire.ERR_MALFORMED, "run: keep and copied must be true or false")
+        speculative = msg.fields.get("speculative", False)
+        if not all(isinstance(flag, bool) for flag in (keep, copied, speculative)):
+            self.error(ident, msg.id, wire.ERR_MALFORMED,
+                       "run: keep, copied and speculative must be true or false")
             return
         entry = self.entry(call) if keep else None  # a call not memoized is never a hit
         if entry is not None and isinstance(entry.meta, dict) and not holds(entry.meta.get("inputs")):
@@ -314,6 +317,11 @@ class Handlers(Values, Copies):
         needs, requires = self.placement(ident, msg)
         if needs is None:
             return
+        refused = self.node.admission.refusal(needs, speculative)
+        if refused:  # the owner comes first: the caller places it elsewhere
+            code = wire.ERR_BUSY if speculative and not self.node.admission.policy.paused else wire.ERR_PAUSED
+            self.error(ident, msg.id, code, refused)
+            return
         # fp: the key of the function's record. Asked every time (one read): a record found
         # damaged where it was loaded is removed, and the client then sends it again.
         if not self.store.has_function(fp):
@@ -330,7 +338,7 @@ class Handlers(Values, Copies):
         self.counts.misses += 1
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200], (), keep,
                     needs, requires)
-        self.running.add(call, self.node.submit(task), ident, msg.id,
+        self.running.add(call, self.node.admission.enqueue(ident, task, speculative), ident, msg.id,
                          tuple(bytes.fromhex(r) for r in refs), keep, copied)
 
     def placement(self, ident: bytes, msg: wire.Message) -> tuple:

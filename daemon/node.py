@@ -42,6 +42,8 @@ from pythagoras_p2p.store.core import open_store
 from pythagoras_p2p.store.journal import Journal, replay_client_logs
 
 from .handlers import STALE_AFTER, Handlers
+from .owner.admission import Admission
+from .owner.policy import OwnerConfig
 from .peering import Peering
 from .repair import Repairer
 from .replication import SecondCopies, Traffic
@@ -67,6 +69,7 @@ class NodeConfig:
     resources: dict = field(default_factory=dict)  # custom resources (--resources), by name
     replicas: int = 3  # homes of each result (--replicas)
     repair_rate: float = 64 << 20  # bytes per second the background copies may send, at most
+    owner: OwnerConfig = field(default_factory=OwnerConfig)  # how it yields to its machine's owner
 
 
 class Node:
@@ -106,7 +109,8 @@ class Node:
         self.resources = machine_resources(config.workers, config.resources)
         self.ledger = Ledger(self.resources)
         self.pool = WorkerPool(self.home, config.workers, label=f"node-{self.node_id}",
-                               own_thread=False, ledger=self.ledger)
+                               own_thread=False, ledger=self.ledger,
+                               low_priority=config.owner.low_priority)
         self._checker: WorkerPool | None = None  # see checker
         self._mail = Mailbox()  # what the pool finished, and the pipe that wakes the loop
         self._awake_until = 0.0  # see pump
@@ -116,6 +120,7 @@ class Node:
         self.poller.register(self._mail.fileno(), zmq.POLLIN)
         self.poller.register(self.pool.fileno(), zmq.POLLIN)
         self.handlers = Handlers(self)
+        self.admission = Admission(self)  # which calls start, when: the owner first, then in turn
         self.peering = Peering(self, config.peers)
         self.traffic = Traffic()
         self.repair = Repairer(self, config.replicas, self.traffic, config.repair_rate)
@@ -243,6 +248,7 @@ class Node:
             for frames in waiting_messages(self.router, copy=False):
                 self.handlers.handle(frames)
         self._mail.serve(self._finish)
+        self.admission.start()
         self.handlers.settle()
         if self.copies is not None:
             self.copies.flush()
@@ -253,6 +259,7 @@ class Node:
         kind, call, payload = item
         try:
             if kind == "done":
+                self.admission.ended(call, payload)
                 self.handlers.finish(call, payload)
                 if self.pool.calls_are_fast():
                     self._awake_until = time.monotonic() + NEXT_REQUEST_SOON
@@ -325,6 +332,7 @@ class Node:
         if now - self._swept < HOUSEKEEPING_EVERY:
             return
         self._swept = now
+        self.admission.look()
         self.clear_dead_readers()
         self.handlers.drop_abandoned_uploads()
         self.handlers.drop_forsaken()
@@ -376,6 +384,11 @@ class Node:
         self.context.term()
 
     # ------------------------------------------------------------------ work
+
+    def own_pids(self) -> list[int]:
+        """This node's processes: itself and its workers (the owner's load is the rest)."""
+        pools = (self.pool, self._checker)
+        return [os.getpid(), *(pid for pool in pools if pool is not None for pid in pool.pids())]
 
     def submit(self, task: Task):
         call = task.call

@@ -23,7 +23,7 @@ __all__ = ["Peering"]
 log = logging.getLogger(__name__)
 
 _FACTS = ("busy", "workers", "load", "tasks_done", "cache_entries", "cache_bytes", "hit_rate",
-          "resources", "in_use", "stopping", "replication")
+          "resources", "in_use", "stopping", "replication", "paused", "paused_since")
 
 
 class Peering:
@@ -195,6 +195,7 @@ class Peering:
                 "resources_in_use": facts.get("in_use") or {},
                 "replication": facts.get("replication") or {},
                 "stopping": bool(facts.get("stopping")),
+                "paused": facts.get("paused"), "paused_since": facts.get("paused_since"),
                 "last_seen_s": round(now - peer.last_heard, 2),
             })
         return rows

@@ -92,6 +92,20 @@ class RunningCalls:
                 running.batch.cancel()
                 del self._calls[call]
 
+    def hand_back(self, calls: list[bytes], code: str, message: str) -> int:
+        """Stop ``calls`` here and tell each waiter ``code`` (it places the call elsewhere);
+        nothing of them is kept. How many there were."""
+        handed = 0
+        for call in calls:
+            running = self._calls.pop(call, None)
+            if running is None:
+                continue
+            for ident, request_id in running.waiters:
+                self._send(ident, wire.build("error", request_id, code=code, message=message))
+            running.batch.cancel()
+            handed += 1
+        return handed
+
     def forsake(self, gone: Callable[[bytes], bool], message: str) -> int:
         """Cancel the calls whose every waiter is ``gone(ident)``; each is told ``stale`` (a
         waiter that is in fact still there runs the call elsewhere). How many were dropped."""

@@ -69,11 +69,14 @@ def load_facts(node: Any, handlers: Any) -> dict:
     counts = handlers.counts
     entries, size = node.cache_facts.get(counts.tasks_done)
     asked = counts.hits + counts.misses
+    policy = node.admission.policy
     return {
-        "workers_busy": min(len(handlers.running), node.config.workers),
+        "workers_busy": min(node.admission.started, node.config.workers),
         "workers_total": node.config.workers,
         "resources": node.resources,
-        "resources_in_use": node.ledger.in_use(min(len(handlers.running), node.config.workers)),
+        "resources_in_use": node.ledger.in_use(min(node.admission.started, node.config.workers)),
+        "paused": policy.reason,  # why it takes no new call now (None: it does)
+        "paused_since": round(policy.since, 1) if policy.paused else None,
         "load": round(os.getloadavg()[0], 2),
         "tasks_done": counts.tasks_done,
         "cache_entries": entries,
@@ -98,6 +101,7 @@ def status_entry(node: Any, handlers: Any) -> dict:
         "lookups": handlers.counts.lookups,
         "calls_forsaken": handlers.counts.forsaken,
         "stopping": node.stopping,
+        **node.admission.facts(),
         "uptime_s": round(time.time() - node.started, 1),
         "python": PYTHON_VERSION,
         "swarm": node.key.name,

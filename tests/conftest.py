@@ -5,9 +5,14 @@ Helpers live in ``helpers.py`` (import them from there: several folders have a c
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The nodes tests start share this machine with the tests' own clients and with each other:
+# none of those is an owner to yield to (tests of yielding set it themselves).
+os.environ.setdefault("PYTHAGORAS_YIELD_TO_OWNER", "0")
 
 
 @pytest.fixture

@@ -61,11 +61,12 @@ class WorkerPool(Feeding):
     """A fixed number of supervised worker processes serving tasks from many batches."""
 
     def __init__(self, home: Path, size: int, *, label: str = "local", own_thread: bool = True,
-                 leases=None, store=None, ledger: Ledger | None = None):
+                 leases=None, store=None, ledger: Ledger | None = None, low_priority: bool = False):
         worker_memory_limit()  # a malformed limit is the caller's error now, not every worker's
         self.home = Path(home)
         self.size = size
         self.label = label
+        self.low_priority = low_priority  # a node's workers yield to the machine's owner
         self.alive = True
         self._queue: deque[tuple[Batch, Task]] = deque()
         self._mail = Mailbox()  # requests from the callers' threads, and the wake-up pipe
@@ -220,6 +221,14 @@ class WorkerPool(Feeding):
         """Whether calls have lately taken less than ``_SPIN_TASK`` on average."""
         return self._mean < _SPIN_TASK
 
+    def calls_are_short(self) -> bool:
+        """Whether calls have lately taken so little that tasks go to workers in batches."""
+        return self._mean < _FAST_TASK
+
+    def pids(self) -> list[int]:
+        """The process ids of the workers."""
+        return [w.proc.pid for w in self._workers]
+
     def step(self) -> None:
         """Do whatever an embedded pool can do now, without waiting."""
         if self.alive and self._step(0):
@@ -241,7 +250,7 @@ class WorkerPool(Feeding):
     def _spawn(self) -> None:
         n = self._next
         self._next += 1
-        worker = spawn(n, self.home)
+        worker = spawn(n, self.home, self.low_priority)
         self._workers.append(worker)
         self._sel.register(worker.rfd, selectors.EVENT_READ, worker)
         init = ("init", list(sys.path), str(self.home), f"{self.label}:{worker.name}", os.getcwd())

@@ -27,7 +27,7 @@ __all__ = [
     "build", "parse", "bundle", "unbundle", "probe_request", "probe_reply", "SCHEMAS",
     "ERR_MALFORMED", "ERR_PROTOCOL", "ERR_PYTHON", "ERR_INTERNAL", "ERR_STOPPING",
     "ERR_NEED_FUNCTION", "ERR_NEED_VALUES", "ERR_MISSING", "ERR_BUSY", "ERR_STORE", "ERR_TAMPERED",
-    "ERR_LOST", "STATUS_OK", "STATUS_ERR", "STATUS_CRASH",
+    "ERR_LOST", "ERR_PAUSED", "STATUS_OK", "STATUS_ERR", "STATUS_CRASH",
 ]
 
 #: 2: results are replicated between nodes (sync, offer, replicate; a run's ``copied``). A node
@@ -97,6 +97,8 @@ ERR_RESOURCES = "resources"  # the node could never give the call the resources 
 ERR_REQUIREMENTS = "requirements"  # the node does not satisfy the function's requires=
 ERR_STALE = "stale"  # sent on a connection the node had not heard for so long that its sender
 # must have given up on it (the node was stopped, or the link was cut): run it elsewhere
+ERR_PAUSED = "paused"  # the node takes no new call for now (its owner comes first): run it
+# elsewhere; a call it ran is handed back with it too (``--preempt``), nothing kept of it
 
 # The ``status`` of a ``result`` reply (see :mod:`.outcomes_wire`).
 STATUS_OK = "ok"

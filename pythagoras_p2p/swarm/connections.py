@@ -180,7 +180,7 @@ class Connections:
                 self.ask(peer, "hello", lambda p, m: self._on_hello(p, m),
                          protocol=wire.PROTOCOL_VERSION, python=wire.PYTHON_VERSION,
                          requires=self.requires)
-            elif peer.state in ("connecting", "ready", "unsuitable", "draining"):
+            elif peer.state in ("connecting", "ready", "unsuitable", "draining", "paused"):
                 if peer.silent_for(now) > SILENT_AFTER:
                     self._lost(peer, _silence(peer, now))
                 elif peer.state != "connecting" and now - max(peer.last_sent, peer.last_heard) > PING_EVERY:
@@ -196,7 +196,7 @@ class Connections:
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
             except zmq.Again:
                 return
-            if peer.state not in ("connecting", "ready", "unsuitable", "draining"):
+            if peer.state not in ("connecting", "ready", "unsuitable", "draining", "paused"):
                 continue
             if event == zmq.EVENT_DISCONNECTED:
                 self._lost(peer, "the connection was closed (its node stopped or died, or "
@@ -242,6 +242,11 @@ class Connections:
         if msg.op == "ok":
             peer.load = float(msg.fields.get("load", 0.0))
             peer.tasks_done = int(msg.fields.get("tasks_done", 0))
+            paused = msg.fields.get("paused")  # its owner comes first: no calls go there meanwhile
+            if paused and peer.state == "ready":
+                peer.state, peer.problem = "paused", str(paused)
+            elif not paused and peer.state == "paused":
+                peer.state, peer.problem = "ready", ""
 
 
 def _silence(peer: Peer, now: float) -> str:

@@ -364,7 +364,7 @@ class SwarmDispatcher(Replies):
             batch, task, target = found
             log.info("%s runs long: a copy goes to %s too (first result wins)", task.label,
                      target.address)
-            self._place(target, batch, task)
+            self._place(target, batch, task, speculative=True)
             free = [p for p in free if self._free_slots(p) > 0]
 
     def _free_slots(self, peer: Peer) -> int:
@@ -378,6 +378,9 @@ class SwarmDispatcher(Replies):
         if (incompatible and len(incompatible) == len(self.peers)
                 and not self.connections.may_find_more):
             pass  # every peer there will ever be refused this client for good: waiting is futile
+        elif any(p.state == "paused" for p in self.peers.values()):
+            self._waiting_since = None  # a paused node takes calls again once its owner allows
+            return
         # No peer known yet (an mDNS browser has not found any) counts as peers connecting.
         elif not self.peers or any(p.state in ("new", "connecting") for p in self.peers.values()):
             if self._waiting_since is None:
@@ -409,7 +412,7 @@ class SwarmDispatcher(Replies):
             batch.deliver(task.tid, outcome)
         self._waiting_since = None
 
-    def _place(self, peer: Peer, batch: Batch, task: Any) -> None:
+    def _place(self, peer: Peer, batch: Batch, task: Any, speculative: bool = False) -> None:
         if self.exchange.park(peer, batch, task):
             return
         if task.fp not in peer.functions:  # task.fp: the key of the function's record
@@ -426,6 +429,8 @@ class SwarmDispatcher(Replies):
         peer.inflight[rid] = (batch, task)
         self.stragglers.placed(rid)
         extra = {} if task.keep else {"keep": False}
+        if speculative:
+            extra["speculative"] = True  # a copy of a straggler: only an idle worker takes it
         if task.keep and self.own_node not in (None, peer.node_id):
             extra["copied"] = True  # this client journals it on its machine: no need to wait
         extra.update({"needs": dict(task.needs)} if task.needs else {},

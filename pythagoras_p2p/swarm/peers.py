@@ -35,7 +35,7 @@ class Peer:
     port: int
     node_id: str | None = None
     workers: int = 0
-    state: str = "new"  # new → connecting → ready (→ draining: stopping); or dead / incompatible
+    state: str = "new"  # new → connecting → ready (⇄ paused; → draining: stopping); or dead / incompatible
     problem: str = ""
     said: str = ""  # the problem last logged about it: one line per outage, not per retry
     sock: Any = None

@@ -111,6 +111,12 @@ class Replies:
                 if peer.state == "ready":
                     peer.state, peer.problem = "draining", msg.fields["message"]
                 self._queue.appendleft((batch, task))
+            elif code == wire.ERR_PAUSED:
+                # The node's owner comes first: it takes no call for now (its pings say when
+                # it does again), and nothing of this one was kept: it goes elsewhere.
+                if peer.state == "ready":
+                    peer.state, peer.problem = "paused", msg.fields["message"]
+                self._queue.appendleft((batch, task))
             elif code in (wire.ERR_PYTHON, wire.ERR_PROTOCOL):
                 self._incompatible(peer, msg.fields["message"])
                 self._queue.appendleft((batch, task))

@@ -6,7 +6,10 @@ for much longer than this batch's calls take (:data:`SLOWER_THAN` × their media
 result (stored once by the caller); the other copy is cancelled on its peer, and its reply, if it
 still comes, is ignored. A slow or overloaded machine then delays a batch by about the time the
 call takes elsewhere, not by its own slowness. Only calls whose large arguments the idle peer
-already holds are copied, so a copy never waits for an upload.
+already holds are copied, so a copy never waits for an upload. A call that asks for resources
+(a GPU, memory) is never copied, each call at most once, and the node takes a copy only on an
+idle worker with nothing queued, never while paused or started with ``--no-speculate``
+(``status`` counts them: ``speculative``, ``speculative_won``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Stragglers:
         self._durations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._twins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # batch -> {tid: peers}
         self._settled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # batch -> {tid}
+        self._copied: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # batch -> {tid}
 
     def placed(self, rid: int) -> None:
         self.placed_at[rid] = time.monotonic()
@@ -64,8 +68,9 @@ class Stragglers:
                     limits[batch] = max(AT_LEAST, SLOWER_THAN * median(seen)) if seen else None
                 limit = limits[batch]
                 age = now - self.placed_at.get(rid, now)
-                if (limit is None or age < limit or not batch.wanted(task)
-                        or task.tid in self._twins.get(batch, ())):
+                if (limit is None or age < limit or not batch.wanted(task) or task.needs
+                        or task.tid in self._twins.get(batch, ())
+                        or task.tid in self._copied.get(batch, ())):
                     continue
                 targets = [p for p in free if p is not peer and free_slots(p) > 0
                            and all(r in p.values for r in task.refs)
@@ -77,6 +82,7 @@ class Stragglers:
             return None
         _, batch, task, target, source = oldest
         self._twins.setdefault(batch, {})[task.tid] = {source, target}
+        self._copied.setdefault(batch, set()).add(task.tid)
         return batch, task, target
 
     def settle(self, peer: Any, batch: Any, task: Any) -> tuple[bool, list]:
