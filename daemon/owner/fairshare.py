@@ -39,7 +39,7 @@ class FairShare:
         self._callers: OrderedDict[bytes, _Caller] = OrderedDict()
         self._ring: deque[bytes] = deque()  # callers with queued calls, in turn order
         self._where: dict[bytes, bytes] = {}  # queued call -> its caller
-        self.mean = 1.0  # any caller's calls, smoothed: the cost of a newcomer's
+        self.mean: float | None = None  # any caller's calls, smoothed: a newcomer's cost
 
     def __len__(self) -> int:
         return len(self._where)
@@ -66,11 +66,12 @@ class FairShare:
         """``(caller, call, task)`` to start now, or None when nothing waits."""
         if not self._ring:
             return None
-        quantum = max(self._callers[i].cost(self.mean) for i in self._ring)
+        default = self.mean if self.mean is not None else 1.0
+        quantum = max(self._callers[i].cost(default) for i in self._ring)
         while self._ring:
             ident = self._ring[0]
             caller = self._callers[ident]
-            cost = caller.cost(self.mean)
+            cost = caller.cost(default)
             if caller.deficit + 1e-9 >= cost:
                 caller.deficit -= cost
                 call, task = caller.queue.popleft()
@@ -112,7 +113,7 @@ class FairShare:
         caller.done += 1
         if isinstance(duration, (int, float)) and duration >= 0:
             caller.mean = duration if caller.mean is None else 0.8 * caller.mean + 0.2 * duration
-            self.mean = 0.9 * self.mean + 0.1 * duration
+            self.mean = duration if self.mean is None else 0.8 * self.mean + 0.2 * duration
 
     def rows(self) -> list[dict]:
         """Per caller serving now: running and queued calls, calls done (``status``)."""
