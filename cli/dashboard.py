@@ -26,6 +26,7 @@ def render(status: dict) -> Table:
     """The swarm as one table: this node first (marked ``*``), then its peers by id."""
     node = status["node"]
     notes = [_copies(peer) for peer in sorted(status["peers"], key=lambda p: p["id"])]
+    notes.append(_owner(node))
     table = Table(title=f"swarm {node.get('swarm', '?')} (tag {node.get('tag', '?')})",
                   caption="* this node · busy: workers running calls/all · done: calls run · "
                           "served: share of the calls sent to this node that its store "
@@ -80,6 +81,24 @@ def _copies(peer: dict) -> str:
     if alone:  # no second member confirmed a copy in time: the repair made it afterwards
         said.append(f"{alone:,} result(s) answered with one copy since it started")
     return f"{peer['id']}: " + "; ".join(said) if said else ""
+
+
+def _owner(node: dict) -> str:
+    """This node's settings for its machine's owner, in one line (``start``'s options)."""
+    owner = node.get("owner")
+    if not owner:
+        return ""
+    parts = [f"workers at {'low' if owner['low_priority'] else 'normal'} priority"]
+    parts.append(f"yields above {owner['owner_busy']:g} cores of its owner's load"
+                 + (" (preempts)" if owner["preempt"] else "") if owner["yield_to_owner"]
+                 else "dedicated")
+    parts.append("pauses on battery" if owner["on_battery"] == "pause" else "runs on battery")
+    if owner["keep_free"]:
+        parts.append(f"keeps {human_bytes(owner['keep_free'])} of memory free")
+    parts.append("speculative copies " + ("on" if owner["speculate"] else "off"))
+    callers = node.get("callers") or []
+    return (f"{node['id']}: {', '.join(parts)}; serving {len(callers)} caller(s)"
+            + ("" if not node.get("paused") else f"; paused: {node['paused']}"))
 
 
 def _count(n: int) -> str:

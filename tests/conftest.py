@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 # The nodes tests start share this machine with the tests' own clients and with each other:
-# none of those is an owner to yield to (tests of yielding set it themselves).
+# none of those is an owner to yield to, and their workers at nice 10 would wait behind every
+# other process of a busy machine, stretching the timings tests measure (tests of yielding and
+# of priority set these themselves).
 os.environ.setdefault("PYTHAGORAS_YIELD_TO_OWNER", "0")
+os.environ.setdefault("PYTHAGORAS_PRIORITY", "normal")
 
 
 @pytest.fixture

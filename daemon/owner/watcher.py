@@ -4,7 +4,8 @@ Once a second the node reads the machine's busy time (``/proc/stat`` through psu
 nice, system and interrupt time of every core) and the processor time of its own processes
 (itself, its workers, its checker); the owner's load is the difference, in cores, smoothed over
 a few seconds (an exponential mean) so a compiler's burst or a window opening does not pause
-the node, and a build or a video call does. Each look reads one small file per process of the
+the node, and a build or a video call does. Processes a call started count as the node's too
+(looked for only while something besides the node is busy: that walks every process). Each look reads one small file per process of the
 node (some ten microseconds each): an idle node spends far less than a thousandth of a core on it.
 
 Tests name the owner's processes instead (``PYTHAGORAS_TEST_OWNER_PIDS``: a file of pids, one
@@ -23,6 +24,9 @@ __all__ = ["OwnerWatch", "SMOOTHING"]
 #: starts now is seen at half its size after one second and three quarters after two.
 SMOOTHING = 0.5
 _TEST_PIDS = "PYTHAGORAS_TEST_OWNER_PIDS"
+#: Cores of load beyond the node's own processes above which their descendants are looked for
+#: too (processes a call started): a walk of every process, so only when something is busy.
+_LOOK_AT_CHILDREN = 0.1
 
 
 def _machine_busy() -> float:
@@ -31,6 +35,19 @@ def _machine_busy() -> float:
 
     t = psutil.cpu_times()
     return sum(getattr(t, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
+
+
+def _descendants(pids: list[int]) -> list[int]:
+    """Processes started by ``pids`` (the node's first: its workers' children included), not
+    ``pids`` themselves."""
+    import psutil
+
+    try:
+        found = psutil.Process(pids[0]).children(recursive=True)
+    except (psutil.Error, IndexError):
+        return []
+    known = set(pids)
+    return [p.pid for p in found if p.pid not in known]
 
 
 class _Times:
@@ -74,6 +91,7 @@ class OwnerWatch:
         self._test_pids = os.environ.get(_TEST_PIDS)
         self._own = _Times(new_counts_whole=True)
         self._owner = _Times(new_counts_whole=False)
+        self._kids = _Times(new_counts_whole=True)
         self._at = time.monotonic()
         self._busy = 0.0 if self._test_pids else _machine_busy()
         self._own.delta(self.own_pids())
@@ -89,8 +107,11 @@ class OwnerWatch:
             used = self._owner.delta(self._named())
         else:
             busy = _machine_busy()
-            used = max(0.0, busy - self._busy - self._own.delta(self.own_pids()))
+            pids = list(self.own_pids())
+            used = max(0.0, busy - self._busy - self._own.delta(pids))
             self._busy = busy
+            if used / elapsed > _LOOK_AT_CHILDREN:  # the calls' own subprocesses are no owner's
+                used = max(0.0, used - self._kids.delta(_descendants(pids)))
         self.last = used / elapsed
         self.load = SMOOTHING * self.last + (1 - SMOOTHING) * self.load
         return self.load

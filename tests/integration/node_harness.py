@@ -43,8 +43,10 @@ def node_env(home: Path) -> dict:
     """The environment of a CLI process for ``home``: no stray PYTHAGORAS_* setting leaks in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHAGORAS_")}
     env["PYTHAGORAS_HOME"] = str(home)
-    # Every process of a test shares this machine: none of them is an owner to yield to.
+    # Every process of a test shares this machine: none of them is an owner to yield to (and
+    # workers at nice 10 would stretch the timings tests measure; see tests/conftest.py).
     env["PYTHAGORAS_YIELD_TO_OWNER"] = "0"
+    env["PYTHAGORAS_PRIORITY"] = "normal"
     return env
 
 

@@ -185,3 +185,16 @@ def test_stragglers_asking_for_resources_are_never_copied_and_others_once():
     assert found is not None and found[1] is plain
     stragglers.running_elsewhere(idle, batch, plain)  # the copy was refused there
     assert stragglers.candidate([slow, idle], [idle], lambda p: 1) is None
+
+
+def test_the_dashboard_has_a_line_on_the_owners_settings():
+    from pythagoras_p2p.cli.dashboard import _copies, _owner
+
+    node = {"id": "n1", "paused": "owner busy (1.0 cores of other programs)",
+            "owner": {**OwnerConfig(yield_to_owner=True, on_battery="pause",
+                                    keep_free=2 << 30).as_dict()},
+            "callers": [{"caller": "ab", "running": 1, "queued": 2, "done": 0}]}
+    line = _owner(node)
+    assert "yields above 0.5 cores" in line and "pauses on battery" in line
+    assert "serving 1 caller(s)" in line and "paused: owner busy" in line
+    assert "paused" in _copies({**node, "paused_since": time.time()})
