@@ -16,13 +16,13 @@ from __future__ import annotations
 import inspect
 import sys
 import threading
-import types
 from typing import Any, NamedTuple
 
 from ..errors import PythagorasError, SerializationError
 from ..store.functions import record_key
 from ..store.packing import pack, unpack
 from .modules import ModuleVersions, caller_modules
+from .shipping import ship
 
 __all__ = ["FunctionRecord", "Loaded", "function_record", "function_from_record", "load_record",
            "load_function", "loaded", "from_record"]
@@ -40,13 +40,14 @@ class Loaded(NamedTuple):
 
     func: Any  # the plain function (wrapped when its calls record no inputs: identity/inputs.py)
     fingerprint: bytes  # its results are stored under this (the record's key is not)
-    modules: dict  # user module name -> hash of its file, as the caller had them
+    modules: dict  # user module name -> hash of its file as the caller had it (or of its
+    # version shipped with the record)
+    unshipped: tuple = ()  # user modules the record could not ship: checked against its files
 
 
 def function_record(fn: Any, identity: Any = None) -> FunctionRecord:
     """The record of pure function ``fn`` made for ``identity`` (default: its own now), with
     the identity's manifest (a digest per part of the fingerprint, for explain)."""
-    import cloudpickle
 
     func = fn.__pythagoras_function__
     if identity is None:
@@ -55,52 +56,33 @@ def function_record(fn: Any, identity: Any = None) -> FunctionRecord:
         source = inspect.getsource(func)
     except (OSError, TypeError):
         source = None  # python -c, exec(): the code object is all there is
-    # The user's own modules are not installed on peers: pickle them by value, not by name.
-    modules = _user_modules(func)
-    for module in modules:
-        cloudpickle.register_pickle_by_value(module)
+    # The user's own modules are not installed on peers, and may differ from their files here:
+    # they travel by value, with the function (see .shipping).
     try:
-        pickled = cloudpickle.dumps(func, protocol=5)
+        shipment = ship(func, getattr(identity, "coarse", False))
     except Exception as exc:
         raise SerializationError(
             f"{fn.name} cannot be sent to a worker process because it cannot be pickled "
             f"({type(exc).__name__}: {exc}); create what it uses inside its body or pass it as "
             f"an argument"
         ) from None
-    finally:
-        for module in modules:
-            cloudpickle.unregister_pickle_by_value(module)
     from ..identity.usercode import is_user_code
     from .sources import collect
 
     where = collect(func, is_user_code)  # file names and lines, for tracebacks where it runs
     _VERSIONS.caller = True
-    fields = {"name": fn.name, "fp": identity.fp, "source": source, "pickle": pickled,
+    fields = {"name": fn.name, "fp": identity.fp, "source": source, "pickle": shipment.pickled,
               "where": where, "modules": caller_modules()}
+    if shipment.shipped:
+        fields["shipped"] = shipment.shipped
+    if shipment.unshipped:
+        fields["unshipped"] = shipment.unshipped
     if not fn.track_inputs:  # where it runs, its calls record nothing (identity/inputs.py)
         fields["track_inputs"] = False
     if identity.components:
         fields["manifest"] = identity.manifest()
     data = pack(fields)
     return FunctionRecord(record_key(data), data)
-
-
-def _user_modules(func: types.FunctionType) -> list[types.ModuleType]:
-    """Importable modules of the user's own code that ``func`` reaches (itself and its globals)."""
-    from ..identity.usercode import is_user_code
-
-    names = {func.__module__}
-    for value in func.__globals__.values():
-        name = getattr(value, "__module__", None) if not isinstance(value, types.ModuleType) else value.__name__
-        if isinstance(name, str):
-            names.add(name)
-    found = []
-    for name in names:
-        module = sys.modules.get(name)
-        if module is not None and name != "__main__" and getattr(module, "__file__", None) \
-                and is_user_code(name):
-            found.append(module)
-    return found
 
 
 # ---------------------------------------------------------------------- where calls run
@@ -117,11 +99,17 @@ def load_record(record: bytes | memoryview, *, check_files: bool = True) -> Load
     import cloudpickle
 
     fields = unpack(record)
-    modules = fields.get("modules") or {}
+    modules = {**(fields.get("modules") or {}), **(fields.get("shipped") or {})}
+    unshipped = tuple(fields.get("unshipped") or ())
     with _LOCK:
         _VERSIONS.align(modules, check_files=check_files)
         obj = cloudpickle.loads(fields["pickle"])
+        if isinstance(obj, tuple):  # (function, the user modules shipped with it)
+            obj, shipped = obj
+            _VERSIONS.keep(shipped, fields.get("shipped") or {})
+            _VERSIONS.align(modules, check_files=False)
         _VERSIONS.observe()
+        _VERSIONS.check(unshipped, modules)
     func = getattr(obj, "__pythagoras_function__", obj)
     from ..identity.usercode import is_user_code
     from .sources import restore
@@ -131,7 +119,7 @@ def load_record(record: bytes | memoryview, *, check_files: bool = True) -> Load
         from ..identity.inputs import untracked
 
         func = untracked(func)
-    return Loaded(func, fields["fp"], modules)
+    return Loaded(func, fields["fp"], modules, unshipped)
 
 
 def function_from_record(record: bytes | memoryview) -> Any:
@@ -158,6 +146,7 @@ def loaded(store: Any, key: bytes) -> Loaded:
     elif _current[0] != key:
         with _LOCK:
             _VERSIONS.align(found.modules, check_files=False)
+            _VERSIONS.check(found.unshipped, found.modules)
     _current[0] = key
     return found
 
@@ -174,6 +163,7 @@ def from_record(key: bytes, record: bytes) -> Loaded:
     elif _current[0] != key:
         with _LOCK:
             _VERSIONS.align(found.modules, check_files=False)
+            _VERSIONS.check(found.unshipped, found.modules)
     _current[0] = key
     return found
 

@@ -23,12 +23,14 @@ source file are tracked; installed packages are named by version in fingerprints
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import types
 
 from blake3 import blake3
 
+from ..errors import PythagorasError
 from ..identity.usercode import is_user_code
 from .context import in_worker
 
@@ -162,6 +164,41 @@ class ModuleVersions:
             if name not in self.held and (name, want) in self.kept:
                 self._install(name, want)
         self.count = len(sys.modules)
+
+    def keep(self, modules: dict[str, types.ModuleType], digests: dict[str, bytes]) -> None:
+        """Keep the modules a record shipped (name -> module) as the versions ``digests`` name,
+        for :meth:`align` to put in place while that record's tasks run."""
+        if self.caller and not in_worker():
+            return
+        for name, module in modules.items():
+            digest = digests.get(name)
+            if digest is not None:
+                self.kept.setdefault((name, digest), module)
+
+    def check(self, names: tuple, wanted: dict[str, bytes]) -> None:
+        """Raise when a module of ``names`` (user modules a record could not ship) is here in
+        another version than ``wanted`` lists (the worker would run other code than the
+        caller's): its file changed since the caller loaded it."""
+        if not names or (self.caller and not in_worker()):
+            return
+        for name in names:
+            want = wanted.get(name)
+            if want is None or name in self.others:
+                continue
+            if name not in sys.modules:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # noqa: S112 - the call fails the same way, saying why
+                    continue
+            self.observe()
+            held = self.held.get(name)
+            if held is not None and held[2] != want:
+                raise PythagorasError(
+                    f"user module {name!r} could not be sent to this worker with the function "
+                    f"(its globals cannot be pickled), and its file here is not the version the "
+                    f"caller has loaded (the file changed since the caller imported it). Reload "
+                    f"it in the caller (importlib.reload({name.rsplit('.', 1)[-1]})) or restart "
+                    f"the caller, so that both run the code in the file")
 
     def _replace(self, name: str, digest: bytes) -> None:
         if (name, digest) in self.kept:

@@ -65,7 +65,7 @@ class Identity:
     """
 
     __slots__ = ("fp", "same", "funcs", "attrs", "items", "absent", "values", "components",
-                 "record", "__weakref__")
+                 "record", "coarse", "__weakref__")
 
     def __init__(self, fp: Address, same=(), attrs=(), items=(), values=(), absent=(),
                  components: dict[str, bytes] | None = None, funcs=()):
@@ -78,6 +78,7 @@ class Identity:
         self.values = tuple(values)
         self.components = components or {}
         self.record: Any = None  # the function as workers get it: its record key and bytes
+        self.coarse = False  # its walk was coarse (dynamic lookups): records ship whole scopes
 
     def holds(self) -> bool:
         """True while every global, attribute, item and value the fingerprint read is unchanged."""
@@ -148,8 +149,10 @@ def _walk(root: Any, owner: str, head: bytes, ignore: frozenset, components: boo
 
 
 def _identity(walker: Walker) -> Identity:
-    return Identity(blake3(walker.out).digest(), walker.same, walker.attrs, walker.items,
-                    walker.values, walker.absent, walker.components, walker.funcs)
+    identity = Identity(blake3(walker.out).digest(), walker.same, walker.attrs, walker.items,
+                        walker.values, walker.absent, walker.components, walker.funcs)
+    identity.coarse = walker.coarse
+    return identity
 
 
 def identify(func: types.FunctionType, name: str | None = None,
