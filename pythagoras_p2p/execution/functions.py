@@ -1,14 +1,16 @@
 """Function records: made once per identity by the caller, loaded by key where calls run.
 
-A record holds what a worker needs to run exactly the caller's function: its cloudpickle (the
-user's modules it reaches by value), its source and the files and lines of its code (for
+A record holds what a worker needs to run exactly the caller's function: its cloudpickle, with
+the user modules it reaches as the caller has them in memory (:mod:`.shipping`), its source and the files and lines of its code (for
 tracebacks), the fingerprint its results are stored under, and the user modules the caller had
 loaded, each with the hash of its file (:mod:`.modules`). It is stored, sent and loaded under
 its record key, the hash of its bytes (:mod:`pythagoras_p2p.store.functions`), so a task names
 the very code to run, never "whatever was stored first under this fingerprint".
 
 A process loads a record once (:func:`loaded`) and, before each task of a record other than the
-one it ran last, puts the module versions the record lists in place (:class:`.modules.ModuleVersions`).
+one it ran last, puts the module versions the record lists in place (:class:`.modules.ModuleVersions`):
+the modules shipped with it, and, for those that could not be shipped, the files the caller
+loaded (checked: a call is refused rather than run with other code).
 """
 
 from __future__ import annotations
