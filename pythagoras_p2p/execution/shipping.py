@@ -136,7 +136,7 @@ def _record_pickler() -> type:
                     return dynamic_subimport, found
                 if is_user_code(obj.__name__) and obj.__name__ != "__main__":
                     return subimport, (obj.__name__,)  # not shipped: imported by name
-            elif kind is types.FunctionType and _is_singledispatch(obj):
+            elif kind is types.FunctionType and _is_singledispatch(obj) and _user_defined(obj):
                 registry = obj.__dict__["registry"]
                 return _singledispatch, (obj.__dict__["__wrapped__"],
                                          [(c, f) for c, f in registry.items() if c is not object])
