@@ -209,9 +209,15 @@ def reached_modules(func: types.FunctionType) -> dict[str, types.ModuleType]:
     return dict(sorted(found.items()))
 
 
+# Not sent: how the caller's process imported a module (its loader may be an import hook's,
+# holding that process's state); a worker gets builtins of its own.
+_LOCAL = ("__builtins__", "__loader__", "__spec__", "__cached__")
+
+
 def _state(scope: dict) -> dict:
     state = dict(scope)
-    state.pop("__builtins__", None)
+    for name in _LOCAL:
+        state.pop(name, None)
     return state
 
 
