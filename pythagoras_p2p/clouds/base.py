@@ -187,7 +187,7 @@ class PCloud:
         try:
             value = fn.__pythagoras_function__(**kwargs)
         finally:
-            trace = None if recording is None else inputs.stop(recording)
+            trace = None if recording is None else inputs.stop(recording, fn)
         duration = time.perf_counter() - t0
         if not _still(fn, fp):  # another thread rebound or changed a global meanwhile
             log.warning(

@@ -138,7 +138,7 @@ def execute(func: Callable, kwargs: dict, fp: bytes, label: str, store: Store | 
             inputs.stop(recording)
         return failure_outcome(exc, where)
     duration = time.perf_counter() - t0
-    trace = None if recording is None else inputs.stop(recording)
+    trace = None if recording is None else inputs.stop(recording, func)
     try:
         parts = pack_parts(value, what=f"result of {label}")
         address = value_address(value)

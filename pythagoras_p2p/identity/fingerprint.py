@@ -43,6 +43,7 @@ from blake3 import blake3
 
 from ..errors import PureFunctionError, SerializationError
 from .encoding import Address, register_code_token, value_address
+from .memos import code_closure
 from .usercode import is_user_code
 from .walk import ABSENT, WALKING, Dynamic, Walker
 
@@ -61,14 +62,17 @@ class Identity:
     ``items`` (list or dict, snapshot) that no item was replaced, added or removed; ``absent``
     (mapping, names) that none of the names appeared; ``values`` (value, address) that a value
     which can change in place still has the address it had. ``components``: see the module's
-    docstring; never read on a hit.
+    docstring; never read on a hit. ``codes``: the code objects of every function walked and
+    the code nested in them, for the inputs read behind a memo (:mod:`.memos`); never read on a
+    hit either.
     """
 
     __slots__ = ("fp", "same", "funcs", "attrs", "items", "absent", "values", "components",
-                 "record", "coarse", "__weakref__")
+                 "codes", "record", "coarse", "__weakref__")
 
     def __init__(self, fp: Address, same=(), attrs=(), items=(), values=(), absent=(),
-                 components: dict[str, bytes] | None = None, funcs=()):
+                 components: dict[str, bytes] | None = None, funcs=(),
+                 codes: frozenset | None = None):
         self.fp = fp
         self.same = tuple(same)
         self.funcs = tuple(funcs)
@@ -77,6 +81,7 @@ class Identity:
         self.absent = tuple(absent)
         self.values = tuple(values)
         self.components = components or {}
+        self.codes = codes  # None: not known (an identity trusted as given)
         self.record: Any = None  # the function as workers get it: its record key and bytes
         self.coarse = False  # its walk was coarse (dynamic lookups): records ship whole scopes
 
@@ -150,7 +155,8 @@ def _walk(root: Any, owner: str, head: bytes, ignore: frozenset, components: boo
 
 def _identity(walker: Walker) -> Identity:
     identity = Identity(blake3(walker.out).digest(), walker.same, walker.attrs, walker.items,
-                        walker.values, walker.absent, walker.components, walker.funcs)
+                        walker.values, walker.absent, walker.components, walker.funcs,
+                        code_closure(entry[1] for entry in walker.funcs))
     identity.coarse = walker.coarse
     return identity
 

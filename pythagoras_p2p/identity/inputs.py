@@ -41,7 +41,9 @@ import weakref
 
 from blake3 import blake3
 
-from .traces import RACY_NS, changed, dir_state, encode_trace, file_state, trace_holds
+from . import traces
+from .memos import add_unseen, codes_of, remember, remembered
+from .traces import RACY_NS, changed, encode_trace, trace_holds
 
 __all__ = ["Recorder", "start", "stop", "holds", "holds_raw", "changed", "note", "exclude_root",
            "encode_trace", "untracked", "untracked_fingerprint", "Untracked", "RACY_NS"]
@@ -85,6 +87,7 @@ def _fixed_roots() -> tuple[str, ...]:
 
 
 _roots: tuple[str, ...] = _fixed_roots()
+_fixed = _roots  # where no code of the user's lies (memos.remember)
 
 
 def exclude_root(path: str | os.PathLike) -> None:
@@ -112,14 +115,20 @@ class Recorder:
     """The inputs one call read so far (see the module docstring); one per running call and
     thread, nested calls merging theirs into their caller's."""
 
-    __slots__ = ("files", "dirs", "env", "written", "parent")
+    __slots__ = ("files", "dirs", "env", "stats", "lstats", "cwd", "written", "parent", "root",
+                 "sites")
 
-    def __init__(self, parent: Recorder | None):
+    def __init__(self, parent: Recorder | None, root=None):
         self.files: dict[str, list | None] = {}
         self.dirs: dict[str, list | None] = {}
         self.env: dict[str, str | None] = {}
+        self.stats: dict[str, list | None] = {}  # os.stat of a path: exists, getsize, is_file
+        self.lstats: dict[str, list | None] = {}  # os.lstat: islink, lexists
+        self.cwd: str | None = None  # the working directory, when a relative path was used
         self.written: set[str] = set()  # made or opened for writing by the call: its own output
         self.parent = parent
+        self.root = root  # the frame that started the recording (see memos.remember)
+        self.sites: set = set()  # the user's code sites that read an input during the call
 
     def _path(self, path) -> str | None:
         """The absolute path of an event's argument, or None when it is not to be recorded."""
@@ -132,55 +141,115 @@ class Recorder:
                 path = os.fsdecode(path)
             except TypeError:
                 return None
+        relative = not os.path.isabs(path)
         path = os.path.abspath(path)
         if path in self.written or path.startswith(_roots) or _is_source(path):
             return None
+        if relative:  # the same name elsewhere is another file
+            self._cwd()
         return path
+
+    def _cwd(self) -> None:
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            return
+        if self.cwd is None:
+            self.cwd = cwd
+        self._remember("cwd", "", cwd)
 
     def opened(self, path, flags) -> None:
         path = self._path(path)
-        if path is None or path in self.files:
+        if path is None:
             return
-        if type(flags) is int and flags & _ACCMODE != os.O_RDONLY:
+        if type(flags) is int and not _reads(flags):
             self.written.add(path)
+            self.stats.pop(path, None)  # checked before the call made it: its own output
+            self.lstats.pop(path, None)
             return
-        self._keep(self.files, path, file_state)
+        self._keep(self.files, "files", path, traces.file_state)
 
     def listed(self, path) -> None:
         path = self._path(path)
-        if path is not None and path not in self.dirs:
-            self._keep(self.dirs, path, dir_state)
+        if path is not None:
+            self._keep(self.dirs, "dirs", path, traces.dir_state)
+
+    def statted(self, path, st, follow: bool) -> None:
+        """The call got ``st`` (None: the path is absent) from ``os.stat`` or ``os.lstat``."""
+        path = self._path(path)
+        if path is None:
+            return
+        kept, kind = (self.stats, "stats") if follow else (self.lstats, "lstats")
+        state = kept.get(path, False)
+        if state is False:
+            state = kept[path] = None if st is None else traces.stat_of(st)
+        self._remember(kind, path, state)
 
     def made(self, path) -> None:
         path = self._path(path)
         if path is not None:
             self.written.add(path)
+            self.stats.pop(path, None)
+            self.lstats.pop(path, None)
 
-    def _keep(self, kept: dict, path: str, state_of) -> None:
-        _local.busy = True
-        try:
-            state = state_of(path)
-        finally:
-            _local.busy = False
-        if state is not False:
+    def _keep(self, kept: dict, kind: str, path: str, state_of) -> None:
+        state = kept.get(path, False)
+        if state is False:
+            _local.busy = True
+            try:
+                state = state_of(path)
+            finally:
+                _local.busy = False
+            if state is False:
+                return
             kept[path] = state
+        self._remember(kind, path, state)
+
+    def _remember(self, kind: str, key: str, state) -> None:
+        remember(self.sites, self.root, kind, key, state, _fixed)
 
     def read_env(self, name, value) -> None:
-        if (type(name) is str and name not in self.env and name not in _ENV_IGNORED
+        if type(name) is bytes:  # os.environb
+            name = os.fsdecode(name)
+            value = None if value is None else os.fsdecode(value)
+        if (type(name) is str and name not in _ENV_IGNORED
                 and not name.startswith(_ENV_PREFIX_IGNORED)):
-            self.env[name] = value
+            self.env.setdefault(name, value)
+            self._remember("env", name, value)
+
+    def add(self, kind: str, key: str, state) -> None:
+        """Add one input read elsewhere (a nested call, a memo), unless this call read it."""
+        if kind == "cwd":
+            if self.cwd is None:
+                self.cwd = state
+        else:
+            getattr(self, kind).setdefault(key, state)
 
     def merge(self, trace: dict) -> None:
         """Add the inputs of a nested call (computed here, or answered from the store)."""
-        for kind, kept in (("files", self.files), ("dirs", self.dirs), ("env", self.env)):
+        for kind in _KINDS:
+            kept = getattr(self, kind)
             for key, state in trace.get(kind, {}).items():
                 kept.setdefault(key, state)
+        if self.cwd is None:
+            self.cwd = trace.get("cwd")
 
     def trace(self) -> dict | None:
         """The trace to keep with the result, or None when the call read nothing recorded."""
-        trace = {kind: kept for kind, kept in
-                 (("files", self.files), ("dirs", self.dirs), ("env", self.env)) if kept}
+        trace = {kind: kept for kind in _KINDS if (kept := getattr(self, kind))}
+        if self.cwd is not None and trace:
+            trace["cwd"] = self.cwd
         return trace or None
+
+
+_KINDS = ("files", "dirs", "env", "stats", "lstats")
+
+
+def _reads(flags: int) -> bool:
+    """Whether an open with these flags may read what the file held: read-only, or read and
+    write without truncating or creating it (``"r+"``)."""
+    mode = flags & _ACCMODE
+    return mode == os.O_RDONLY or (mode == os.O_RDWR and not flags & (os.O_TRUNC | os.O_CREAT))
 
 
 # Threads started while a call records (a ThreadPoolExecutor inside it) → that recording: what
@@ -224,7 +293,7 @@ def _recording_getitem(self, key, _original=os._Environ.__getitem__):
     rec = getattr(_local, "rec", None)
     if rec is None and _inherited:
         rec = _inherited.get(threading.current_thread())
-    if rec is None or self is not os.environ:
+    if rec is None or (self is not os.environ and self is not _ENVIRONB):
         return _original(self, key)
     try:
         value = _original(self, key)
@@ -235,6 +304,43 @@ def _recording_getitem(self, key, _original=os._Environ.__getitem__):
     return value
 
 
+_ENVIRONB = getattr(os, "environb", None)
+_STAT, _LSTAT = traces.STAT, traces.LSTAT  # the originals
+_MISSING = (FileNotFoundError, NotADirectoryError)
+
+
+def _recording_stat(path, *, dir_fd=None, follow_symlinks=True):
+    """``os.stat``, recording the stat a call got (``os.path.exists``, ``getsize``, ``isfile``
+    and ``Path.is_file`` call it through the module's attribute); the import system and the
+    checks in :mod:`.traces` keep the original."""
+    rec = getattr(_local, "rec", None)
+    if rec is None and _inherited:
+        rec = _inherited.get(threading.current_thread())
+    if rec is None or dir_fd is not None:
+        return _STAT(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    return _stat_recorded(rec, _STAT, path, follow_symlinks, follow_symlinks=follow_symlinks)
+
+
+def _recording_lstat(path, *, dir_fd=None):
+    """``os.lstat`` (``os.path.islink``, ``lexists``), recording like :func:`_recording_stat`."""
+    rec = getattr(_local, "rec", None)
+    if rec is None and _inherited:
+        rec = _inherited.get(threading.current_thread())
+    if rec is None or dir_fd is not None:
+        return _LSTAT(path, dir_fd=dir_fd)
+    return _stat_recorded(rec, _LSTAT, path, False)
+
+
+def _stat_recorded(rec: Recorder, original, path, follow: bool, **kwargs):
+    try:
+        st = original(path, **kwargs)
+    except _MISSING:
+        rec.statted(path, None, follow)
+        raise
+    rec.statted(path, st, follow)
+    return st
+
+
 def _install() -> None:
     """Hook file opens and environment reads, once per process, at the first recording: a
     process that never records pays nothing."""
@@ -243,6 +349,10 @@ def _install() -> None:
         if not _installed:
             sys.addaudithook(_audit)
             os._Environ.__getitem__ = _recording_getitem  # get, in, getenv go through it
+            if os.stat is _STAT:
+                os.stat = _recording_stat
+            if os.lstat is _LSTAT:
+                os.lstat = _recording_lstat
             threading.Thread.__init__ = _thread_init
             _installed = True
 
@@ -251,18 +361,26 @@ def start() -> Recorder:
     """Begin recording the inputs of a call run by this thread (end it with :func:`stop`)."""
     if not _installed:
         _install()
-    rec = _local.rec = Recorder(getattr(_local, "rec", None))
+    rec = _local.rec = Recorder(getattr(_local, "rec", None), sys._getframe(1))
     return rec
 
 
-def stop(rec: Recorder) -> dict | None:
+def stop(rec: Recorder, reach=None) -> dict | None:
     """End a recording: its trace (None if the call read nothing), also merged into the
-    recording of the call that made this one, if any."""
+    recording of the call that made this one, if any. ``reach``: the function that ran (a
+    pure function or a plain one), whose code's inputs read behind a memo are added
+    (:mod:`.memos`)."""
     _local.rec = rec.parent
+    if reach is not None and remembered:
+        add_unseen(rec.add, rec.sites, codes_of(reach))
     trace = rec.trace()
-    if trace is not None and rec.parent is not None:
-        rec.parent.merge(trace)
+    parent = rec.parent
+    if parent is not None:
+        if trace is not None:
+            parent.merge(trace)
+        parent.sites |= rec.sites
     return trace
+
 
 
 def note(trace: dict) -> None:

@@ -5,6 +5,11 @@ and checks. A file is kept as ``[blake3 of its content, size, mtime_ns, ino, dev
 a directory as ``[blake3 of its sorted entry names, entries, mtime_ns, ino, dev, ctime_ns]``,
 an absent one as None. A check of an unchanged one is a ``stat``: the content (or the listing)
 is hashed again only when a stat field moved, so the same bytes written again still hold.
+A path whose stat the call asked for (``os.path.exists``, ``getsize``, ``Path.is_file``) is kept
+as ``[file type, size, mtime_ns]`` from the very stat the call got (a directory as its type
+alone: what it holds is its listing, recorded when it is listed), None when it is absent; it
+holds while a new stat gives the same. The working directory, when the call used a relative
+path, is kept as itself.
 
 Stat fields are trusted only for what was older than :data:`RACY_NS` (by its ctime) when it was
 hashed, as git does with its index: a file rewritten within the same clock tick as it was hashed
@@ -21,8 +26,8 @@ import time
 
 from blake3 import blake3
 
-__all__ = ["RACY_NS", "file_state", "dir_state", "trace_holds", "changed", "encode_trace",
-           "getenv_unrecorded"]
+__all__ = ["RACY_NS", "file_state", "dir_state", "stat_state", "stat_of", "trace_holds",
+           "changed", "encode_trace", "getenv_unrecorded", "STAT", "LSTAT"]
 
 #: A file whose ctime is this recent when it is seen may still change within the same tick.
 RACY_NS = 2_000_000_000
@@ -32,6 +37,10 @@ _S_ISREG = stat_module.S_ISREG
 _S_ISDIR = stat_module.S_ISDIR
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _GETITEM = os._Environ.__getitem__  # as it is before inputs.py wraps it
+# os.stat and os.lstat as they are before inputs.py wraps them: the checks here use them
+STAT = os.stat
+LSTAT = os.lstat
+_MISSING_ERRORS = (FileNotFoundError, NotADirectoryError)
 
 
 def getenv_unrecorded(name: str) -> str | None:
@@ -101,7 +110,7 @@ def file_state(path: str) -> list | None | bool:
     when it is not a regular file (a directory, a pipe: not recorded) or cannot be read. A file
     this process hashed already, unchanged since, costs one ``stat``."""
     try:
-        st = os.stat(path)
+        st = STAT(path)
     except FileNotFoundError:
         return None
     except OSError:
@@ -131,7 +140,7 @@ def dir_state(path: str) -> list | None | bool:
     """What a trace keeps of a directory listed: None when it is absent, False when it is not a
     directory or cannot be listed."""
     try:
-        st = os.stat(path)
+        st = STAT(path)
         if not _S_ISDIR(st.st_mode):
             return False
         digest, count = _listing(path)
@@ -142,9 +151,28 @@ def dir_state(path: str) -> list | None | bool:
     return _kept(digest, count, st)
 
 
+def stat_of(st: os.stat_result) -> list:
+    """What a trace keeps of a stat the call got (see the module docstring)."""
+    kind = stat_module.S_IFMT(st.st_mode)
+    if _S_ISDIR(st.st_mode):
+        return [kind, 0, 0]
+    return [kind, st.st_size, st.st_mtime_ns]
+
+
+def stat_state(path: str, follow: bool = True) -> list | None | bool:
+    """A path's stat as a trace keeps it: None when it is absent, False when it cannot be
+    stat'ed (a permission error: not recorded, and never holding)."""
+    try:
+        return stat_of(STAT(path) if follow else LSTAT(path))
+    except _MISSING_ERRORS:
+        return None
+    except (OSError, ValueError):
+        return False
+
+
 def _holds(path: str, recorded: list | None, directory: bool) -> bool:
     try:
-        st = os.stat(path)
+        st = STAT(path)
     except FileNotFoundError:
         return recorded is None
     except OSError:
@@ -176,9 +204,16 @@ def trace_holds(trace: dict) -> bool:
         for path, recorded in trace.get("dirs", {}).items():
             if not _holds(path, recorded, True):
                 return False
+        for kind, follow in (("stats", True), ("lstats", False)):
+            for path, recorded in trace.get(kind, {}).items():
+                if stat_state(path, follow) != recorded:
+                    return False
         for name, value in trace.get("env", {}).items():
             if getenv_unrecorded(name) != value:
                 return False
+        cwd = trace.get("cwd")
+        if cwd is not None and _getcwd() != cwd:
+            return False
     except (AttributeError, TypeError, IndexError, ValueError):
         return False
     return True
@@ -197,6 +232,16 @@ def changed(trace: dict | None) -> list[str]:
                     found.append(f"{what} {path} " + (
                         "appeared" if recorded is None else
                         "changed" if os.path.exists(path) else "is gone"))
+        for kind, follow in (("stats", True), ("lstats", False)):
+            for path, recorded in trace.get(kind, {}).items():
+                now = stat_state(path, follow)
+                if now != recorded:
+                    found.append(f"path {path} " + (
+                        "appeared" if recorded is None else "is gone" if now is None
+                        else "changed (its type, size or modification time)"))
+        cwd = trace.get("cwd")
+        if cwd is not None and _getcwd() != cwd:
+            found.append(f"the working directory is no longer {cwd} (the call used relative paths)")
         for name, value in trace.get("env", {}).items():
             now = getenv_unrecorded(name)
             if now != value:
@@ -205,6 +250,13 @@ def changed(trace: dict | None) -> list[str]:
     except (AttributeError, TypeError, IndexError, ValueError):
         found.append("the recorded inputs are unreadable")
     return found
+
+
+def _getcwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # it was removed
+        return None
 
 
 def encode_trace(trace: dict) -> bytes:
