@@ -39,11 +39,10 @@ import sysconfig
 import threading
 import weakref
 
-from blake3 import blake3
-
 from . import traces
 from .memos import add_unseen, codes_of, remember, remembered
 from .traces import RACY_NS, changed, encode_trace, trace_holds
+from .untracked import Untracked, untracked, untracked_fingerprint
 
 __all__ = ["Recorder", "start", "stop", "holds", "holds_raw", "changed", "note", "exclude_root",
            "encode_trace", "untracked", "untracked_fingerprint", "Untracked", "RACY_NS"]
@@ -206,7 +205,7 @@ class Recorder:
         self._remember(kind, path, state)
 
     def _remember(self, kind: str, key: str, state) -> None:
-        remember(self.sites, self.root, kind, key, state, _fixed)
+        remember(self.sites, self.root, ((kind, key, state),), _fixed)
 
     def read_env(self, name, value) -> None:
         if type(name) is bytes:  # os.environb
@@ -226,13 +225,20 @@ class Recorder:
             getattr(self, kind).setdefault(key, state)
 
     def merge(self, trace: dict) -> None:
-        """Add the inputs of a nested call (computed here, or answered from the store)."""
+        """Add the inputs of a nested call (computed here, or answered from the store),
+        remembered at this call's sites that led to it (a memo may hold its result)."""
+        entries = []
         for kind in _KINDS:
             kept = getattr(self, kind)
             for key, state in trace.get(kind, {}).items():
                 kept.setdefault(key, state)
-        if self.cwd is None:
-            self.cwd = trace.get("cwd")
+                entries.append((kind, key, state))
+        cwd = trace.get("cwd")
+        if cwd is not None:
+            if self.cwd is None:
+                self.cwd = cwd
+            entries.append(("cwd", "", cwd))
+        remember(self.sites, self.root, entries, _fixed)
 
     def trace(self) -> dict | None:
         """The trace to keep with the result, or None when the call read nothing recorded."""
@@ -353,6 +359,10 @@ def _install() -> None:
                 os.stat = _recording_stat
             if os.lstat is _LSTAT:
                 os.lstat = _recording_lstat
+            for supported in (os.supports_dir_fd, os.supports_fd, os.supports_follow_symlinks):
+                for original, wrapper in ((_STAT, _recording_stat), (_LSTAT, _recording_lstat)):
+                    if original in supported:  # shutil.rmtree asks before using dir_fd
+                        supported.add(wrapper)
             threading.Thread.__init__ = _thread_init
             _installed = True
 
@@ -389,31 +399,6 @@ def note(trace: dict) -> None:
     rec = getattr(_local, "rec", None)
     if rec is not None:
         rec.merge(trace)
-
-
-class Untracked:
-    """A function whose calls record nothing (``add_pure_function(track_inputs=False)``), as a
-    worker loads it from the function's record."""
-
-    __slots__ = ("func", "__qualname__")
-
-    def __init__(self, func):
-        self.func = func
-        self.__qualname__ = func.__qualname__
-
-    def __call__(self, **kwargs):
-        return self.func(**kwargs)
-
-
-def untracked(func) -> Untracked:
-    return func if type(func) is Untracked else Untracked(func)
-
-
-def untracked_fingerprint(fp: bytes) -> bytes:
-    """The fingerprint of a function whose inputs are not tracked, made from its own: its
-    results (which keep no trace) are never answered for the tracked function, nor the other
-    way round."""
-    return blake3(b"pythagoras-untracked-1\0" + fp).digest()
 
 
 # ---------------------------------------------------------------------- checking

@@ -43,29 +43,34 @@ def _is_user_code(code: CodeType, roots: tuple[str, ...]) -> bool:
     return found
 
 
-def remember(sites: set, root, kind: str, key: str, state, roots: tuple[str, ...]) -> None:
-    """An input was recorded: remember it at every user site on the stack below ``root`` (the
-    frame that started the recording) and count those sites as seen by the call (``sites``)."""
+def remember(sites: set, root, entries, roots: tuple[str, ...]) -> None:
+    """Inputs were recorded (``entries``: kind, key, state): remember them at every user site on
+    the stack below ``root`` (the frame that started the recording) and count those sites as
+    seen by the call (``sites``)."""
+    if not entries:
+        return
     frame = sys._getframe(1)
     while frame is not None and frame is not root:
         code = frame.f_code
         if _is_user_code(code, roots):
-            site = (code, frame.f_lasti)
-            sites.add(site)
-            remembered.setdefault(code, {}).setdefault(frame.f_lasti, {})[(kind, key)] = state
+            offset = frame.f_lasti
+            sites.add((code, offset))
+            read = remembered.setdefault(code, {}).setdefault(offset, {})
+            for kind, key, state in entries:
+                read[(kind, key)] = state
         frame = frame.f_back
 
 
 def add_unseen(add, sites: set, codes: frozenset | None) -> None:
     """``add(kind, key, state)`` for every input remembered at a site of ``codes`` (every code
     object when they are not known) that ``sites`` did not see."""
-    for code in (remembered if codes is None else codes):
+    for code in (list(remembered) if codes is None else codes):
         by_offset = remembered.get(code)
         if by_offset is None:
             continue
-        for offset, read in by_offset.items():
+        for offset, read in list(by_offset.items()):  # copies: other threads may add
             if (code, offset) not in sites:
-                for (kind, key), state in read.items():
+                for (kind, key), state in list(read.items()):
                     add(kind, key, state)
 
 
@@ -83,10 +88,20 @@ def code_closure(codes) -> frozenset:
     return frozenset(found)
 
 
+def _same_functions(identity) -> bool:
+    """The part of :meth:`Identity.holds` that says which functions a call reaches: no name
+    rebound, no function given new code (identity tests only: no value hashed again)."""
+    from .walk import ABSENT
+
+    return (all(scope.get(key, ABSENT) is value for scope, key, value in identity.same)
+            and all(entry[0].__code__ is entry[1] for entry in identity.funcs))
+
+
 def codes_of(target) -> frozenset | None:
     """The code objects a call of ``target`` reaches: a pure function's own fingerprint walk,
     or (a plain function, as a worker runs it) a walk made here once per function object and
-    made again when it no longer holds. None when it cannot be walked: every site counts."""
+    made again when a name it resolved was rebound. None when it cannot be walked: every site
+    counts."""
     identity = getattr(target, "_identity", None)
     codes = getattr(identity, "codes", None)
     if codes is not None:
@@ -94,7 +109,7 @@ def codes_of(target) -> frozenset | None:
     func = getattr(target, "__pythagoras_function__", getattr(target, "func", target))
     try:
         identity = _walked.get(func)
-        if identity is None or not identity.holds():
+        if identity is None or not _same_functions(identity):
             from .fingerprint import identify
 
             identity = _walked[func] = identify(func)

@@ -119,6 +119,8 @@ def test_a_file_opened_for_reading_and_writing_is_an_input(tmp_path):
 MEMO_MODULE = '''
 import functools
 
+from pythagoras_p2p.identity import inputs
+
 _CACHE = {}
 
 
@@ -146,6 +148,19 @@ def uses_dict(*, path, x):
 def per_path(*, path):
     with open(path) as f:
         return f.read()
+
+
+TRACES = {}
+
+
+@functools.lru_cache
+def load_answered(key):
+    assert inputs.holds(TRACES[key])  # a nested pure function answered from the store
+    return key
+
+
+def uses_answered(*, key, x):
+    return load_answered(key) + str(x)
 '''
 
 
@@ -179,3 +194,13 @@ def test_a_helper_that_reads_each_path_does_not_pile_them_up(memo_module, tmp_pa
     func = memo_module.per_path
     traces = [_record(lambda p=p: func(path=str(p)), func) for p in paths]
     assert [list(t["files"]) for t in traces] == [[str(p)] for p in paths]
+
+
+def test_a_nested_result_answered_behind_a_memo_is_in_every_later_trace(memo_module, tmp_path):
+    data = tmp_path / "d.txt"
+    data.write_text("first")
+    memo_module.TRACES["k"] = _record(lambda: open(data).close())
+    func = memo_module.uses_answered
+    first = _record(lambda: func(key="k", x=1), func)
+    assert list(first["files"]) == [str(data)]
+    assert _record(lambda: func(key="k", x=2), func) == first
