@@ -62,8 +62,8 @@ class Identity:
     ``items`` (list or dict, snapshot) that no item was replaced, added or removed; ``absent``
     (mapping, names) that none of the names appeared; ``values`` (value, address) that a value
     which can change in place still has the address it had. ``components``: see the module's
-    docstring; never read on a hit. ``codes``: the code objects of every function walked and
-    the code nested in them, for the inputs read behind a memo (:mod:`.memos`); never read on a
+    docstring; never read on a hit. ``codes``: the ids of the code objects of every function
+    walked and of the code nested in them, for the inputs read behind a memo (:mod:`.memos`); never read on a
     hit either.
     """
 

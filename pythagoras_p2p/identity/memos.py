@@ -27,20 +27,25 @@ from types import CodeType
 
 __all__ = ["remember", "add_unseen", "code_closure", "codes_of", "remembered"]
 
-# code object → instruction offset → (kind, key) → state: what was read beneath each site
-remembered: dict[CodeType, dict[int, dict[tuple[str, str], object]]] = {}
-_user: dict[CodeType, bool] = {}
+# id of a code object → (the code, kept alive so its id is not reused; instruction offset →
+# (kind, key) → state): what was read beneath each site. Keyed by id: a code object's hash is
+# computed from its whole content at every lookup.
+remembered: dict[int, tuple[CodeType, dict[int, dict[tuple[str, str], object]]]] = {}
+_user: dict[int, tuple[CodeType, bool]] = {}  # id of a code object → (the code, is it the user's)
 _walked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # function → its Identity
+# Frames of .inputs there always are above this function (``Recorder.merge``, ``stop``; or
+# ``_remember``, a recording method, the hook): skipped without looking at them.
+_OWN_FRAMES = 3
 _OWN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 
 def _is_user_code(code: CodeType, roots: tuple[str, ...]) -> bool:
-    found = _user.get(code)
-    if found is None:
+    found = _user.get(id(code))
+    if found is None or found[0] is not code:
         name = code.co_filename
-        found = _user[code] = not (name.startswith(roots) or name.startswith(_OWN)
-                                   or name.startswith("<frozen"))
-    return found
+        found = _user[id(code)] = (code, not (name.startswith(roots) or name.startswith(_OWN)
+                                              or name.startswith("<frozen")))
+    return found[1]
 
 
 def remember(sites: set, root, entries, roots: tuple[str, ...]) -> None:
@@ -49,41 +54,51 @@ def remember(sites: set, root, entries, roots: tuple[str, ...]) -> None:
     seen by the call (``sites``)."""
     if not entries:
         return
-    frame = sys._getframe(1)
+    frame = sys._getframe(_OWN_FRAMES)
     while frame is not None and frame is not root:
         code = frame.f_code
-        if _is_user_code(code, roots):
+        key = id(code)
+        user = _user.get(key)
+        if user is None or user[0] is not code:
+            user = (code, _is_user_code(code, roots))
+        if user[1]:
             offset = frame.f_lasti
-            sites.add((code, offset))
-            read = remembered.setdefault(code, {}).setdefault(offset, {})
-            for kind, key, state in entries:
-                read[(kind, key)] = state
+            sites.add((key, offset))
+            kept = remembered.get(key)
+            if kept is None:
+                kept = remembered[key] = (code, {})
+            read = kept[1].get(offset)
+            if read is None:
+                read = kept[1][offset] = {}
+            for kind, name, state in entries:
+                read[(kind, name)] = state
         frame = frame.f_back
 
 
 def add_unseen(add, sites: set, codes: frozenset | None) -> None:
-    """``add(kind, key, state)`` for every input remembered at a site of ``codes`` (every code
-    object when they are not known) that ``sites`` did not see."""
+    """``add(kind, key, state)`` for every input remembered at a site of ``codes`` (ids of code
+    objects; every code object when they are not known) that ``sites`` did not see."""
     for code in (list(remembered) if codes is None else codes):
-        by_offset = remembered.get(code)
-        if by_offset is None:
+        kept = remembered.get(code)
+        if kept is None:
             continue
-        for offset, read in list(by_offset.items()):  # copies: other threads may add
+        for offset, read in list(kept[1].items()):  # copies: other threads may add
             if (code, offset) not in sites:
                 for (kind, key), state in list(read.items()):
                     add(kind, key, state)
 
 
 def code_closure(codes) -> frozenset:
-    """The code objects and every code nested in them (inner functions, lambdas,
-    comprehensions): what a walk of functions reaches runs their code too."""
-    found: set = set()
+    """The ids of the code objects and of every code nested in them (inner functions, lambdas,
+    comprehensions): what a walk of functions reaches runs their code too. The functions the
+    identity holds keep them alive."""
+    found: set[int] = set()
     todo = list(codes)
     while todo:
         code = todo.pop()
-        if code in found:
+        if id(code) in found:
             continue
-        found.add(code)
+        found.add(id(code))
         todo.extend(c for c in code.co_consts if type(c) is CodeType)
     return frozenset(found)
 
