@@ -4,15 +4,23 @@ A call's address covers its code and its arguments, not what it reads at run tim
 that calls ``pd.read_csv(path)`` or ``os.environ.get("MODE")`` would get its old result after
 the file or the variable changed. So while a call runs, the thread that runs it records:
 
-* every file it opens for reading (the ``open`` audit event of ``open``, ``io.open``,
-  ``os.open``, ``pathlib``): path → blake3 of its content, taken when it is opened, with its
+* every file it opens for reading, or ``"r+"`` (the ``open`` audit event of ``open``,
+  ``io.open``, ``os.open``, ``pathlib``): path → blake3 of its content, taken when it is opened, with its
   stat fields — a check of an unchanged file is then one ``stat``. A file absent when opened is
   recorded as absent (the call may have caught the error);
 * every directory it lists (``os.listdir``, ``os.scandir``: ``glob``, ``os.walk``,
   ``Path.iterdir``): path → blake3 of its sorted entry names, so a file added to a folder the
   call processes is seen;
-* every environment variable it reads through ``os.environ`` (``[]``, ``get``, ``in``,
-  ``os.getenv``): name → value, or absent.
+* every path whose stat it asks for (``os.path.exists``, ``getsize``, ``isfile``,
+  ``Path.is_file``, ``os.stat``: ``os.stat`` and ``os.lstat`` are replaced at the first
+  recording; the import system and the checks keep the originals): path → its file type, size
+  and mtime, or absent;
+* every environment variable it reads through ``os.environ`` or ``os.environb`` (``[]``,
+  ``get``, ``in``, ``os.getenv``): name → value, or absent;
+* the working directory, when a path it named was relative.
+
+Inputs a memo read in an earlier call of the process (``lru_cache``) are added when the call
+stops: :mod:`.memos`.
 
 The states and their checks are :mod:`.traces`. The trace is kept with the result (its
 metadata, key ``inputs``; only results that read something have one), and a hit is answered only
