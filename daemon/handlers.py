@@ -208,6 +208,7 @@ class Handlers(Values, Copies):
             resources=me["resources"], in_use=me["resources_in_use"],
             stopping=self.node.stopping, replication=me["replication"],
             paused=me["paused"], paused_since=me["paused_since"],
+            **{k: v for k, v in self.node.admission.facts().items() if k != "owner"},
         ))
 
     def on_status(self, ident: bytes, msg: wire.Message) -> None:

@@ -23,7 +23,8 @@ __all__ = ["Peering"]
 log = logging.getLogger(__name__)
 
 _FACTS = ("busy", "workers", "load", "tasks_done", "cache_entries", "cache_bytes", "hit_rate",
-          "resources", "in_use", "stopping", "replication", "paused", "paused_since")
+          "resources", "in_use", "stopping", "replication", "paused", "paused_since",
+          "callers", "speculative", "speculative_won")
 
 
 class Peering:
@@ -196,6 +197,8 @@ class Peering:
                 "replication": facts.get("replication") or {},
                 "stopping": bool(facts.get("stopping")),
                 "paused": facts.get("paused"), "paused_since": facts.get("paused_since"),
+                "callers": facts.get("callers") or [], "speculative": facts.get("speculative") or 0,
+                "speculative_won": facts.get("speculative_won") or 0,
                 "last_seen_s": round(now - peer.last_heard, 2),
             })
         return rows
