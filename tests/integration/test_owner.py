@@ -218,3 +218,24 @@ def test_on_battery_the_node_pauses(swarm):
     finally:
         swarm["battery"].write_text("mains")
     wait_for(lambda: _paused(laptop) is None, 5, message="the laptop to resume on mains")
+
+
+def test_calls_wait_while_every_node_is_paused_and_run_once_one_resumes(swarm):
+    laptop, server = swarm["laptop"], swarm["server"]
+    for node in (laptop, server):
+        assert cli(node.home, "pause").returncode == 0
+    try:
+        wait_for(lambda: _paused(laptop) and _paused(server), 5, message="both nodes to pause")
+        kw = [{"x": next(_numbers), "pause": 0.0, "marks": str(swarm["marks"])} for _ in range(3)]
+        out: dict = {}
+        runner = threading.Thread(target=lambda: out.setdefault("r", swarm["fn"].sync_parallel(kw)))
+        runner.start()
+        runner.join(7.0)  # past the client's connect_timeout (5 s): paused is not unreachable
+        assert runner.is_alive() and not _marks(swarm, {k["x"] for k in kw})
+        assert cli(server.home, "resume").returncode == 0
+        runner.join(30)
+        assert set(_check(kw, out["r"])) == {str(server.home)}
+    finally:
+        for node in (laptop, server):
+            cli(node.home, "resume")
+    wait_for(lambda: _paused(laptop) is None, 5, message="the laptop to resume")
