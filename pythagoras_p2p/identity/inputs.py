@@ -29,8 +29,10 @@ again and its new result replaces the old.
 
 Not recorded: what lies under the interpreter's prefixes and the standard library, Python
 sources and extensions under ``sys.path`` (the fingerprint covers the user's code) and the
-import system's listings, ``/proc``, ``/sys``, ``/dev``, the store's own home, files and
-directories the call itself made or opened for writing first, variables named ``PYTHAGORAS_*``
+import system's listings, what this package's own code opens, lists or stats (the first frame
+above the standard library is its own), ``/proc``, ``/sys``, ``/dev``, the store's own home,
+files and directories the call itself made, removed, renamed or opened for writing first (a
+stat of them taken before is dropped), variables named ``PYTHAGORAS_*``
 and those the worker pool sets (``CUDA_VISIBLE_DEVICES``, thread counts); reads by threads
 made before the call (a pool kept from an earlier call: threads the call starts record into its
 trace), by processes it starts, and by C code that opens files itself (not through Python's
@@ -48,7 +50,7 @@ import threading
 import weakref
 
 from . import traces
-from .memos import add_unseen, codes_of, remember, remembered
+from .memos import OWN_CODE, add_unseen, codes_of, remember, remembered
 from .traces import RACY_NS, changed, encode_trace, trace_holds
 from .untracked import Untracked, untracked, untracked_fingerprint
 
@@ -66,6 +68,7 @@ _ENV_IGNORED = frozenset({
 _SOURCE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
 _ACCMODE = getattr(os, "O_ACCMODE", 3)
 _LISTINGS = ("os.listdir", "os.scandir")
+_MAKING = ("os.mkdir", "os.remove", "os.rmdir", "os.rename")
 
 
 def _import_listing_code():
@@ -288,19 +291,36 @@ def _recorder() -> Recorder | None:
     return rec
 
 
+def _by_own_code(frame) -> bool:
+    """Whether the first frame from ``frame`` up that is not the standard library's (nor the
+    import system's) is this package's: its own reads (a module it imports lazily, a path it
+    resolves) are not the call's inputs."""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith(OWN_CODE):
+            return True
+        if not (name.startswith(_fixed) or name.startswith("<frozen")):
+            return False
+        frame = frame.f_back
+    return False
+
+
 def _audit(event: str, args: tuple) -> None:
     if event == "open":
         rec = _recorder()
-        if rec is not None:
+        if rec is not None and not _by_own_code(sys._getframe(1)):
             rec.opened(args[0], args[2])
     elif event in _LISTINGS:
         rec = _recorder()
-        if rec is not None and sys._getframe(1).f_code is not _IMPORT_LISTING:
+        if (rec is not None and sys._getframe(1).f_code is not _IMPORT_LISTING
+                and not _by_own_code(sys._getframe(1))):
             rec.listed(args[0])
-    elif event == "os.mkdir":
+    elif event in _MAKING:  # made, removed, renamed by the call: its own output
         rec = _recorder()
         if rec is not None:
             rec.made(args[0])
+            if event == "os.rename":
+                rec.made(args[1])
 
 
 def _recording_getitem(self, key, _original=os._Environ.__getitem__):
@@ -327,20 +347,16 @@ def _recording_stat(path, *, dir_fd=None, follow_symlinks=True):
     """``os.stat``, recording the stat a call got (``os.path.exists``, ``getsize``, ``isfile``
     and ``Path.is_file`` call it through the module's attribute); the import system and the
     checks in :mod:`.traces` keep the original."""
-    rec = getattr(_local, "rec", None)
-    if rec is None and _inherited:
-        rec = _inherited.get(threading.current_thread())
-    if rec is None or dir_fd is not None:
+    rec = _recorder()
+    if rec is None or dir_fd is not None or _by_own_code(sys._getframe(1)):
         return _STAT(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
     return _stat_recorded(rec, _STAT, path, follow_symlinks, follow_symlinks=follow_symlinks)
 
 
 def _recording_lstat(path, *, dir_fd=None):
     """``os.lstat`` (``os.path.islink``, ``lexists``), recording like :func:`_recording_stat`."""
-    rec = getattr(_local, "rec", None)
-    if rec is None and _inherited:
-        rec = _inherited.get(threading.current_thread())
-    if rec is None or dir_fd is not None:
+    rec = _recorder()
+    if rec is None or dir_fd is not None or _by_own_code(sys._getframe(1)):
         return _LSTAT(path, dir_fd=dir_fd)
     return _stat_recorded(rec, _LSTAT, path, False)
 

@@ -25,7 +25,7 @@ import sys
 import weakref
 from types import CodeType
 
-__all__ = ["remember", "add_unseen", "code_closure", "codes_of", "remembered"]
+__all__ = ["OWN_CODE", "remember", "add_unseen", "code_closure", "codes_of", "remembered"]
 
 # id of a code object → (the code, kept alive so its id is not reused; instruction offset →
 # (kind, key) → state): what was read beneath each site. Keyed by id: a code object's hash is
@@ -36,14 +36,14 @@ _walked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # function →
 # Frames of .inputs there always are above this function (``Recorder.merge``, ``stop``; or
 # ``_remember``, a recording method, the hook): skipped without looking at them.
 _OWN_FRAMES = 3
-_OWN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
+OWN_CODE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 
 def _is_user_code(code: CodeType, roots: tuple[str, ...]) -> bool:
     found = _user.get(id(code))
     if found is None or found[0] is not code:
         name = code.co_filename
-        found = _user[id(code)] = (code, not (name.startswith(roots) or name.startswith(_OWN)
+        found = _user[id(code)] = (code, not (name.startswith(roots) or name.startswith(OWN_CODE)
                                               or name.startswith("<frozen")))
     return found[1]
 

@@ -204,3 +204,25 @@ def test_a_nested_result_answered_behind_a_memo_is_in_every_later_trace(memo_mod
     first = _record(lambda: func(key="k", x=1), func)
     assert list(first["files"]) == [str(data)]
     assert _record(lambda: func(key="k", x=2), func) == first
+
+
+def test_paths_the_call_removes_or_renames_are_its_own_output(tmp_path):
+    out, tmp = tmp_path / "out.h5", tmp_path / "out.tmp"
+    out.write_text("old")
+
+    def body():
+        if os.path.exists(out):  # checked, then replaced: as a C library writing it would
+            os.remove(out)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT)
+        os.close(fd)
+        os.rename(tmp, out)
+        os.path.getsize(out)
+
+    assert _record(body) is None
+
+
+def test_what_the_library_itself_stats_or_opens_is_not_the_call_s(tmp_path):
+    def body():
+        inputs.exclude_root(tmp_path / "a" / "home")  # resolves the path: os.lstat in realpath
+
+    assert _record(body) is None
