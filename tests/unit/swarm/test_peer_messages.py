@@ -16,6 +16,7 @@ def _hello(connections: Connections, peer: Peer, op: str, **fields) -> None:
 def test_a_peer_that_cannot_take_work_is_reported_once_per_outage(caplog):
     connections = Connections.__new__(Connections)  # only the hello bookkeeping is used
     connections.peers = {}
+    connections._told = True  # the swarm is known: no peer is asked for the peers it knows
     peer = Peer("127.0.0.1", 7575)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):  # the client says hello again every few seconds
