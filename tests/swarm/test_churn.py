@@ -5,8 +5,9 @@ part of the results). Host 0 computes 300 calls; then 60 of them are asked again
 with no node that names one peer (``connection=``), from host 1 while its node is dead (the
 client starts at once, finding the swarm on mDNS), and as soon as its restarted node serves (a
 node that has just started does not know the others yet: it answers lookups as not settled,
-and the client learns the swarm from it before it trusts a miss). Each time, no call runs
-again: every execution leaves a marker file.
+and the client learns the swarm from it before it trusts a miss); also from a host whose node
+is up (the control) and from a new client 10 s after its node was killed. Each time, no call
+runs again: every execution leaves a marker file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from clients import WHERE, Client, read_marks, whole_swarm_known
@@ -106,10 +108,19 @@ def test_a_client_with_no_node_naming_one_peer_finds_the_results(lan, computed):
                env={"PYTHAGORAS_HOME": str(home)})
 
 
+def test_a_client_whose_node_is_up_finds_the_results(lan, computed):
+    _ask_again(lan.hosts[4], computed, 3 * ASKED)  # the control
+
+
 def test_a_client_whose_node_was_just_killed_finds_the_results(lan, computed):
     h1 = lan.hosts[1]
     h1.kill_node()
+    killed = time.monotonic()
     _ask_again(h1, computed, 0)  # at once: the client finds the swarm on mDNS
+    # The scenario, not a wait for a result: a new client process 10 s after the kill, when
+    # the dead node's mDNS record is still listed.
+    wait_for(lambda: time.monotonic() - killed >= 10, 30, interval=0.1, message="10 s")
+    _ask_again(h1, computed, 2 * ASKED)
 
 
 def test_a_just_started_node_is_not_settled_and_its_client_finds_the_results(lan, computed):
