@@ -17,7 +17,7 @@ import types
 
 from .encoding import encode_into, encode_length
 
-__all__ = ["encode_code", "code_objects", "global_names", "all_names", "imports", "chains",
+__all__ = ["code_closure", "encode_code", "code_objects", "global_names", "all_names", "imports", "chains",
            "local_imports"]
 
 # Flags that change what a code object does; the rest (e.g. CO_NESTED) depend on where it was defined.
@@ -224,3 +224,18 @@ def local_imports(code: types.CodeType) -> dict[str, str]:
                 head = next((p.argval for p in reversed(ins[:i]) if p.opcode == _IMPORT_NAME), "")
                 found[after.argval] = f"{head}.{one.argval}" if head else one.argval
     return found
+
+
+def code_closure(codes) -> frozenset:
+    """The ids of the code objects and of every code nested in them (inner functions, lambdas,
+    comprehensions): what a walk of functions reaches runs their code too. The functions the
+    identity holds keep them alive."""
+    found: set[int] = set()
+    todo = list(codes)
+    while todo:
+        code = todo.pop()
+        if id(code) in found:
+            continue
+        found.add(id(code))
+        todo.extend(c for c in code.co_consts if type(c) is types.CodeType)
+    return frozenset(found)

@@ -42,8 +42,8 @@ from typing import Any
 from blake3 import blake3
 
 from ..errors import PureFunctionError, SerializationError
+from .code import code_closure
 from .encoding import Address, register_code_token, value_address
-from .memos import code_closure
 from .usercode import is_user_code
 from .walk import ABSENT, WALKING, Dynamic, Walker
 

@@ -25,7 +25,11 @@ import sys
 import weakref
 from types import CodeType
 
+from .code import code_closure
+
 __all__ = ["OWN_CODE", "remember", "add_unseen", "code_closure", "codes_of", "remembered"]
+
+# code_closure lives with the other readings of code objects (.code); it is named here too.
 
 # id of a code object → (the code, kept alive so its id is not reused; instruction offset →
 # (kind, key) → state): what was read beneath each site. Keyed by id: a code object's hash is
@@ -86,21 +90,6 @@ def add_unseen(add, sites: set, codes: frozenset | None) -> None:
             if (code, offset) not in sites:
                 for (kind, key), state in list(read.items()):
                     add(kind, key, state)
-
-
-def code_closure(codes) -> frozenset:
-    """The ids of the code objects and of every code nested in them (inner functions, lambdas,
-    comprehensions): what a walk of functions reaches runs their code too. The functions the
-    identity holds keep them alive."""
-    found: set[int] = set()
-    todo = list(codes)
-    while todo:
-        code = todo.pop()
-        if id(code) in found:
-            continue
-        found.add(id(code))
-        todo.extend(c for c in code.co_consts if type(c) is CodeType)
-    return frozenset(found)
 
 
 def _same_functions(identity) -> bool:
