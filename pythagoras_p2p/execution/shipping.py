@@ -36,7 +36,10 @@ import importlib
 import importlib.util
 import io
 import sys
+import threading
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from blake3 import blake3
@@ -229,11 +232,49 @@ def _pickles(pickler: type, obj: Any, states: dict) -> bool:
     return True
 
 
+# cloudpickle's by-value registry is one set of module names for the whole process: a record
+# made in one thread (async_parallel's) while another thread makes one reaching the same module
+# would otherwise unregister it under the other's feet (its pickle then goes by name, and its
+# own unregister fails). Records are made under one lock, and each name is counted: registered
+# by the first holder, unregistered by the last, never more often than registered. A module the
+# user registered themselves stays registered.
+_BY_VALUE_LOCK = threading.RLock()
+_BY_VALUE_COUNTS: dict[str, int] = {}
+
+
+@contextmanager
+def _by_value(modules: Any) -> Iterator[None]:
+    """``modules`` registered with cloudpickle for pickling by value while the block runs."""
+    import cloudpickle
+
+    with _BY_VALUE_LOCK:
+        held = []
+        try:
+            for module in {m.__name__: m for m in modules}.values():  # a name once (aliases)
+                name = module.__name__
+                if name not in _BY_VALUE_COUNTS:
+                    if name in cloudpickle.list_registry_pickle_by_value():
+                        continue  # registered by the user: theirs to unregister
+                    try:
+                        cloudpickle.register_pickle_by_value(module)
+                    except ValueError:  # not in sys.modules under its own name
+                        continue
+                _BY_VALUE_COUNTS[name] = _BY_VALUE_COUNTS.get(name, 0) + 1
+                held.append(module)
+            yield
+        finally:
+            for module in held:
+                name = module.__name__
+                _BY_VALUE_COUNTS[name] -= 1
+                if _BY_VALUE_COUNTS[name] == 0:
+                    del _BY_VALUE_COUNTS[name]
+                    if name in cloudpickle.list_registry_pickle_by_value():
+                        cloudpickle.unregister_pickle_by_value(module)
+
+
 def ship(func: types.FunctionType, coarse: bool) -> Shipment:
     """Pickle ``func`` with the user modules it reaches (and, when ``coarse``, its whole
     globals); raises what pickling the function itself raises."""
-    import cloudpickle
-
     pickler = _record_pickler()
     modules = reached_modules(func)
     states = {id(m.__dict__): (name, _state(m.__dict__)) for name, m in modules.items()}
@@ -241,9 +282,7 @@ def ship(func: types.FunctionType, coarse: bool) -> Shipment:
     own = coarse and id(scope) not in states
     if own:
         states[id(scope)] = (scope.get("__name__", "__main__"), _state(scope))
-    for module in modules.values():
-        cloudpickle.register_pickle_by_value(module)
-    try:
+    with _by_value(modules.values()):
         root = (func, {name: m for name, m in modules.items()})
         try:
             return _dump(pickler, root, states, modules, [])
@@ -258,9 +297,6 @@ def ship(func: types.FunctionType, coarse: bool) -> Shipment:
             _stand_ins(pickler, states[id(scope)][1])
         sent = {name: m for name, m in modules.items() if name not in unshipped}
         return _dump(pickler, (func, sent), states, sent, unshipped)
-    finally:
-        for module in modules.values():
-            cloudpickle.unregister_pickle_by_value(module)
 
 
 def _stand_ins(pickler: type, state: dict) -> None:
