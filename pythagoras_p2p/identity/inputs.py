@@ -190,9 +190,10 @@ class Recorder:
         if path is None:
             return
         kept, kind = (self.stats, "stats") if follow else (self.lstats, "lstats")
-        state = kept.get(path, False)
-        if state is False:
-            state = kept[path] = None if st is None else traces.stat_of(st)
+        # the last state the call got: a path polled until it appears (a "go" file, a peer's
+        # output) was seen absent, then present, and the call went on from what it saw last;
+        # keeping the first state would make its stored result stale as soon as it is stored
+        state = kept[path] = None if st is None else traces.stat_of(st)
         self._remember(kind, path, state)
 
     def made(self, path) -> None:
