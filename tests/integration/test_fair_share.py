@@ -65,8 +65,12 @@ def test_a_second_caller_is_served_in_turn_not_after_the_first_callers_queue(sta
              message="the node to run the first caller's calls")
     sent = time.monotonic()
     mine = few.run(4, 0.2)
-    callers = node.status()["callers"]
-    assert sorted((c["running"] + c["queued"]) for c in callers) == [4, 30], callers
+
+    def both_callers_seen():  # the 4 calls reach the node in a moment, not at once
+        callers = node.status()["callers"]
+        return sorted(c["running"] + c["queued"] + c["done"] for c in callers) == [4, 30]
+
+    wait_for(both_callers_seen, 10, interval=0.01, message="each caller's calls at the node")
 
     def all_done():
         flood.read()
