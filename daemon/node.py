@@ -40,6 +40,7 @@ from pythagoras_p2p.net.sockets import endpoint, waiting_messages
 from pythagoras_p2p.resources import Ledger, machine_resources, summary
 from pythagoras_p2p.store.core import open_store
 from pythagoras_p2p.store.journal import Journal, replay_client_logs
+from pythagoras_p2p.trust import Members, Trust
 
 from .handlers import STALE_AFTER, Handlers
 from .owner.admission import Admission
@@ -80,6 +81,7 @@ class Node:
         self.key = key
         self.home = Path(config.home)
         self.node_id = node_identity(self.home)
+        self.trust = Trust.load(self.home)  # this machine's keys and the swarm's member list
         self.started = time.time()
         self._swept = 0.0
         self.stopping = False
@@ -130,6 +132,11 @@ class Node:
         self.handlers.check_unchecked()  # copies a previous run acknowledged, not yet checked
 
     # ------------------------------------------------------------------ start-up
+
+    @property
+    def members(self) -> Members | None:
+        """The swarm's member list as this node knows it now (None before the home joined)."""
+        return self.trust.members
 
     @property
     def binds_all(self) -> bool:
