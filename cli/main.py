@@ -304,63 +304,12 @@ def cache_ls(ctx: click.Context, name: str | None, versions: bool, as_json: bool
     for heading, justify in columns:
         table.add_column(heading, justify=justify)
     for e in entries:
-        row = [e.function] + ([e.fingerprint[:16]] if versions else []) + [
+        version = [e.fingerprint[:16] + (" (newest)" if e.newest else "")] if versions else []
+        row = [e.function] + version + [
             f"{e.results:,}", human_bytes(e.nbytes)] + (
             [when(e.first_stored)] if versions else []) + [when(e.last_stored)]
         table.add_row(*row)
     Console().print(table)
-
-
-@cache.command("forget")
-@click.argument("name")
-@click.pass_context
-def cache_forget(ctx: click.Context, name: str) -> None:
-    """Delete every stored result of the function NAME from this store (`cache gc` reclaims the
-    space). The name is as `cache ls` shows it."""
-    from pythagoras_p2p.store.listing import forget_function
-
-    home = ctx.obj["home"]
-    counts = {f"this machine ({home})": forget_function(_store(ctx), name)}
-    counts.update(_forget_on_peers(home, name))
-    for where, gone in counts.items():
-        click.echo(f"{where}: forgot {gone:,} results of {name!r}" if isinstance(gone, int)
-                   else f"{where}: {gone}")
-    if not any(isinstance(n, int) and n for n in counts.values()):
-        _fail(f"no store holds results of {name!r}; `pythagoras-node cache ls` lists the "
-              f"functions this one holds", 1)
-    click.echo("`pythagoras-node cache gc` on each machine reclaims the space")
-
-
-def _forget_on_peers(home: Path, name: str) -> dict:
-    """With this home's node running, ask every peer it knows to forget ``name`` too."""
-    from pythagoras_p2p.errors import NodeUnreachable, SecurityError
-    from pythagoras_p2p.net.nodefile import local_node_address
-    from pythagoras_p2p.net.rpc import request
-    from pythagoras_p2p.net.security import load_key
-    from pythagoras_p2p.net.sockets import endpoint
-    from pythagoras_p2p.net.wire import WireError
-
-    node = local_node_address(home)
-    try:
-        key = load_key(home)
-    except SecurityError:
-        return {}
-    if node is None or key is None:
-        return {}
-    try:
-        reply = request(endpoint(*node), key, "peers", timeout=5.0)
-    except (NodeUnreachable, WireError):
-        return {}
-    counts: dict = {}
-    for peer in reply.fields.get("peers", []):
-        where = f"{peer.get('host')}:{peer.get('port')}"
-        try:
-            answer = request(endpoint(str(peer["host"]), int(peer["port"])), key, "forget",
-                             timeout=10.0, function=name)
-            counts[where] = int(answer.fields.get("forgot", 0))
-        except (NodeUnreachable, WireError, KeyError, TypeError, ValueError) as exc:
-            counts[where] = f"not forgotten ({exc})"
-    return counts
 
 
 @cache.command("verify")
@@ -424,8 +373,10 @@ def cache_gc(ctx: click.Context, max_size: str | None, older_than: float | None,
 
 
 from .doctor import doctor as _doctor  # noqa: E402  (its own module: it checks, this parses)
+from .forgetting import cache_forget  # noqa: E402
 
 cli.add_command(_doctor)
+cache.add_command(cache_forget)
 cli.add_command(pause)
 cli.add_command(resume)
 

@@ -21,6 +21,7 @@ from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.identity.inputs import holds
 from pythagoras_p2p.net import wire
+from pythagoras_p2p.net.asker import describe_asker
 from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
 from pythagoras_p2p.store.env import ReadersBusyError
 from pythagoras_p2p.store.functions import record_matches
@@ -89,7 +90,7 @@ class Handlers(Values, Copies):
             "status": self.on_status, "lookup": self.on_lookup, "has": self.on_has,
             "put": self.on_put, "get": self.on_get, "function": self.on_function,
             "run": self.on_run, "cancel": self.on_cancel, "peers": self.on_peers,
-            "release": self.on_release, "forget": self.on_forget,
+            "release": self.on_release, "forget": self.on_forget, "leaving": self.on_leaving,
             "sync": self.on_sync, "offer": self.on_offer, "replicate": self.on_replicate,
         }
 
@@ -233,12 +234,28 @@ class Handlers(Values, Copies):
         dropped = self.store.drop_transient(a for a in msg.hexes("addresses") if a not in in_use)
         self.send(ident, wire.build("ok", msg.id, dropped=dropped))
 
-    def on_forget(self, ident: bytes, msg: wire.Message) -> None:
-        """Delete every stored result of one function (``pythagoras-node cache forget``)."""
-        from pythagoras_p2p.store.listing import forget_function
+    def on_leaving(self, ident: bytes, msg: wire.Message) -> None:
+        """A peer stops: it says so, so that this node logs "left", not a dead node's silence."""
+        self.node.peering.leaving(msg.fields["node"])
+        self.send(ident, wire.build("ok", msg.id))
 
-        gone = forget_function(self.store, msg.fields["function"])
-        self.send(ident, wire.build("ok", msg.id, forgot=gone))
+    def on_forget(self, ident: bytes, msg: wire.Message) -> None:
+        """Delete every stored result of one function, by its qualified name (``cache forget
+        --swarm``); with ``dry_run``, only say what that would delete. The reply lists the
+        versions (and, when none is stored, the functions the name may have meant); a deletion
+        is logged with the member that asked."""
+        from pythagoras_p2p.store.listing import forget_function, functions_named, stored_versions
+
+        name = msg.fields["function"]
+        versions = [v.as_dict() for v in stored_versions(self.store, name)]
+        similar = [] if versions else functions_named(self.store, name)
+        if msg.fields.get("dry_run"):
+            self.send(ident, wire.build("ok", msg.id, forgot=0, versions=versions, similar=similar))
+            return
+        gone = forget_function(self.store, name)
+        log.info("forgot %d result(s) of %s, asked by %s", gone, name,
+                 describe_asker(msg.fields.get("asked_by")))
+        self.send(ident, wire.build("ok", msg.id, forgot=gone, versions=versions, similar=similar))
 
     def on_function(self, ident: bytes, msg: wire.Message) -> None:
         if len(msg.bodies) != 1 or not len(msg.bodies[0]):

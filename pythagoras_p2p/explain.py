@@ -109,7 +109,7 @@ def explain(fn: Any, kwargs: Mapping[str, Any]) -> Explanation:
     call, addresses = call_address(identity.fp, kwargs, named=fn.named)
     fn.cloud._settle_results()
     store = fn.cloud.store
-    versions = stored_versions(store, fn.name)
+    versions = stored_versions(store, fn.qualified_name)
     results = sum(v.results for v in versions)
     base = {"function": fn.name, "call": call.hex(), "versions": len(versions), "results": results}
     meta = store.get_meta(call) if store.result_entry(call) is not None else None

@@ -25,6 +25,7 @@ from .execution.functions import (
     load_function,
 )
 from .identity.calls import call_address
+from .identity.code import qualified_name
 from .identity.fingerprint import Identity, identify
 from .identity.impure import warn_impure
 from .identity.inputs import untracked_fingerprint
@@ -112,6 +113,7 @@ class PureFunction:
         self.__pythagoras_function__ = func
         self.cloud = cloud
         self.name = func.__qualname__
+        self.qualified_name = qualified_name(func)  # module.qualname: what its results are stored as
         # Given a fingerprint (a copy unpickled in a worker), it is trusted as it is: the copy was
         # made from the very values that fingerprint was computed from.
         self._identity: Identity | None = None if fp is None else Identity(fp)
@@ -210,7 +212,7 @@ class PureFunction:
         Nothing is computed."""
         call = self.address(**kwargs)
         self.cloud._settle_results()
-        return stored_call(self.cloud.store, call, self.name, self.track_inputs)
+        return stored_call(self.cloud.store, call, self.qualified_name, self.track_inputs)
 
     def explain(self, **kwargs: Any) -> Explanation:
         """Why this call is or is not a hit: what differs from the nearest stored call of this
@@ -232,7 +234,7 @@ class PureFunction:
         """Delete every stored result of this function (every version of it) from this
         machine's store; returns how many. ``pythagoras-node cache gc`` then reclaims the space."""
         self.cloud._settle_results()
-        return forget_function(self.cloud.store, self.name)
+        return forget_function(self.cloud.store, self.qualified_name)
 
     # ------------------------------------------------------------------ running calls
 

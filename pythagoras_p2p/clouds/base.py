@@ -196,7 +196,7 @@ class PCloud:
                 "its next call computes it again", fn.name)
             return value
         parts = pack_parts(value, what=f"result of {fn.name}")  # large ones are not joined
-        meta = result_meta(fn.name, fp, started, duration, worker="caller")
+        meta = result_meta(fn.qualified_name, fp, started, duration, worker="caller")
         if trace is not None:  # what it read, checked before its result is answered again
             meta["inputs"] = trace
         meta["args"] = argument_digests(kwargs, addresses)  # for explain

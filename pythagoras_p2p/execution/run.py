@@ -19,6 +19,7 @@ from ..defaults import INLINE_VALUE_LIMIT
 from ..errors import PythagorasError, SerializationError, StoreFullError
 from ..identity import inputs
 from ..identity.calls import approx_nbytes
+from ..identity.code import qualified_name
 from ..identity.encoding import value_address
 from ..identity.inputs import Untracked
 from ..store.core import MISSING, Store
@@ -144,7 +145,7 @@ def execute(func: Callable, kwargs: dict, fp: bytes, label: str, store: Store | 
         address = value_address(value)
     except SerializationError as exc:
         return failure_outcome(exc, where)
-    meta = result_meta(func.__qualname__, fp, started, duration, worker=where)
+    meta = result_meta(qualified_name(func), fp, started, duration, worker=where)
     if trace is not None:  # what it read, checked before its result is answered again
         meta["inputs"] = trace
     if store is not None and sum(memoryview(p).nbytes for p in parts) > INLINE_VALUE_LIMIT:

@@ -17,7 +17,7 @@ import types
 
 from .encoding import encode_into, encode_length
 
-__all__ = ["code_closure", "encode_code", "code_objects", "global_names", "all_names", "imports", "chains",
+__all__ = ["qualified_name", "code_closure", "encode_code", "code_objects", "global_names", "all_names", "imports", "chains",
            "local_imports"]
 
 # Flags that change what a code object does; the rest (e.g. CO_NESTED) depend on where it was defined.
@@ -53,6 +53,15 @@ _GLOBAL_OPS = frozenset(
 )
 _IMPORT_NAME = dis.opmap["IMPORT_NAME"]
 _pack_H = struct.Struct("<H").pack
+
+
+def qualified_name(func) -> str:
+    """``module.qualname`` of a function (its wrapper's, for one whose inputs are not tracked):
+    the name its results are stored under, which ``cache ls`` shows and ``cache forget`` takes.
+    Two functions of one name in different modules are two functions."""
+    func = getattr(func, "func", func) if type(func).__name__ == "Untracked" else func
+    module = getattr(func, "__module__", None)
+    return f"{module}.{func.__qualname__}" if module else func.__qualname__
 
 
 def encode_code(code: types.CodeType, out: bytearray) -> None:

@@ -16,7 +16,7 @@ from .core import Store
 from .records import encode_meta, is_inline, live
 
 __all__ = ["StoredCall", "FunctionEntry", "Version", "stored_call", "listing", "stored_versions",
-           "forget", "forget_function", "copy_entry"]
+           "forget", "forget_function", "functions_named", "copy_entry"]
 
 UNKNOWN = "(unknown)"  # results stored without metadata (by an earlier release)
 
@@ -152,11 +152,13 @@ class Version:
     last_stored: float | None = None
     manifest: dict | None = field(default=None, repr=False)
     calls: list = field(default_factory=list, repr=False)
+    newest: bool = False  # the version of its function stored last (older ones are likely stale)
 
     def as_dict(self) -> dict:
         return {"function": self.function, "fingerprint": self.fingerprint,
                 "results": self.results, "nbytes": self.nbytes,
-                "first_stored": self.first_stored, "last_stored": self.last_stored}
+                "first_stored": self.first_stored, "last_stored": self.last_stored,
+                "newest": self.newest}
 
 
 def stored_versions(store: Store, name: str | None = None) -> list[Version]:
@@ -182,6 +184,13 @@ def stored_versions(store: Store, name: str | None = None) -> list[Version]:
                 version.first_stored = stored
             if version.last_stored is None or stored > version.last_stored:
                 version.last_stored = stored
+    newest: dict[str, Version] = {}
+    for version in versions.values():
+        best = newest.get(version.function)
+        if best is None or (version.last_stored or 0.0) > (best.last_stored or 0.0):
+            newest[version.function] = version
+    for version in newest.values():
+        version.newest = True
     return sorted(versions.values(), key=lambda v: (v.function, v.first_stored or 0.0))
 
 
@@ -218,10 +227,19 @@ def forget(store: Store, calls: Iterable[bytes]) -> int:
 
 
 def forget_function(store: Store, name: str) -> int:
-    """Delete every result of the function called ``name`` (every version of it)."""
+    """Delete every result of the function whose qualified name (``module.qualname``, as
+    :func:`listing` shows it) is ``name``, every version of it; no other function's."""
     snap = store.snapshot(meta=True)
     return forget(store, [call for call, _ in snap.results
                           if snap.meta.get(call, {}).get("function") == name])
+
+
+def functions_named(store: Store, name: str) -> list[str]:
+    """The stored functions ``name`` may have meant: those whose qualified name ends with
+    ``.name`` (a function given by its short name), for a message that lists them."""
+    tail = "." + name
+    return sorted({meta.get("function", UNKNOWN) for meta in store.snapshot(meta=True).meta.values()
+                   if str(meta.get("function", "")).endswith(tail)})
 
 
 def copy_entry(store: Store, call: bytes) -> tuple[bytes, bytes, bytes | None, bytes] | None:

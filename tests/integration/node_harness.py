@@ -56,7 +56,7 @@ def cli(home: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedPr
     # root the source folder would stand in for the installed package (without daemon/, cli/).
     return subprocess.run([sys.executable, "-m", "pythagoras_p2p.cli.main", *args],
                           env=node_env(home), capture_output=True, text=True, timeout=timeout,
-                          cwd=home.parent)
+                          cwd=home.parent, stdin=subprocess.DEVNULL)  # no terminal to answer on
 
 
 def make_key(home: Path):

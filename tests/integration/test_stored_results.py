@@ -30,7 +30,8 @@ def test_lookup_describes_a_stored_call_without_computing_it(cloud):
     f(x=3)
     for x in (1, 2, 3):
         info = f.lookup(x=x)
-        assert info is not None and info.function == "double"
+        assert info is not None and info.function == f.qualified_name
+        assert info.function == f"{__name__}.double"  # module.qualname: other modules' `double`s differ
         assert info.address == f.address(x=x).hex()
         assert info.computed_on == socket.gethostname() and info.worker
         assert info.duration is not None and info.duration >= 0
@@ -81,21 +82,43 @@ def test_cache_ls_and_forget(cloud, home):
     g = cloud.add_pure_function(triple)
     f.sync_parallel([kw_args(x=i) for i in range(4)])
     g(x=1)
+    double_, triple_ = f.qualified_name, g.qualified_name
     out = cli(home, "cache", "ls", "--json")
     assert out.returncode == 0, out.stderr
     entries = {e["function"]: e for e in json.loads(out.stdout)}
-    assert entries["double"]["results"] == 4 and entries["triple"]["results"] == 1
-    assert entries["double"]["nbytes"] > entries["triple"]["nbytes"]
-    assert entries["double"]["last_stored"] is not None
+    assert entries[double_]["results"] == 4 and entries[triple_]["results"] == 1
+    assert entries[double_]["nbytes"] > entries[triple_]["nbytes"]
+    assert entries[double_]["last_stored"] is not None
     table = cli(home, "cache", "ls")
     assert table.returncode == 0 and "double" in table.stdout and "triple" in table.stdout
-    only = json.loads(cli(home, "cache", "ls", "triple", "--json").stdout)
-    assert [e["function"] for e in only] == ["triple"]
-    gone = cli(home, "cache", "forget", "double")
+    only = json.loads(cli(home, "cache", "ls", triple_, "--json").stdout)
+    assert [e["function"] for e in only] == [triple_]
+    short = cli(home, "cache", "forget", "double")  # the short name matches no function
+    assert short.returncode != 0 and repr(double_) in short.stderr, short.stderr
+    assert f.lookup(x=0) is not None
+    gone = cli(home, "cache", "forget", double_)
     assert gone.returncode == 0 and "forgot 4 results" in gone.stdout, gone.stderr
+    assert f"deleting 4 result(s) of {double_!r}" in gone.stdout  # listed before it deletes
+    assert f.fingerprint.hex()[:16] in gone.stdout  # the version it deletes
     assert f.lookup(x=0) is None and g.lookup(x=1) is not None
-    again = cli(home, "cache", "forget", "double")
+    again = cli(home, "cache", "forget", double_)
     assert again.returncode != 0 and "cache ls" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_cache_forget_matches_the_qualified_name_only(cloud, home):
+    """Two functions called ``double`` in two modules: forgetting one leaves the other."""
+    import types
+
+    other = types.ModuleType("elsewhere")
+    exec("def double(*, x):\n    return [x, x]\n", other.__dict__)
+    other.double.__module__ = "elsewhere"
+    f = cloud.add_pure_function(double)
+    g = cloud.add_pure_function(other.double)
+    assert f.qualified_name != g.qualified_name == "elsewhere.double"
+    f(x=1), g(x=1)
+    gone = cli(home, "cache", "forget", "elsewhere.double")
+    assert gone.returncode == 0 and "forgot 1 results" in gone.stdout, gone.stderr
+    assert g.lookup(x=1) is None and f.lookup(x=1) is not None
 
 
 def test_cache_forget_with_a_node_running_forgets_on_its_peers_too(start_node, make_client):
@@ -108,15 +131,20 @@ def test_cache_forget_with_a_node_running_forgets_on_its_peers_too(start_node, m
     client = make_client(second)  # stores results on the nodes' stores through their workers
     f = client.add_pure_function(triple)
     f.sync_parallel([kw_args(x=i) for i in range(6)])
-    held = {n.home.name: json.loads(cli(n.home, "cache", "ls", "triple", "--json").stdout)
+    name = f.qualified_name
+    held = {n.home.name: json.loads(cli(n.home, "cache", "ls", name, "--json").stdout)
             for n in (first, second)}
     total = sum(e[0]["results"] for e in held.values() if e)
     assert total >= 6, held
-    out = cli(second.home, "cache", "forget", "triple")
+    asked = cli(second.home, "cache", "forget", name, "--swarm")  # no terminal to confirm on
+    assert asked.returncode != 0 and "--yes" in asked.stderr, asked.stderr
+    out = cli(second.home, "cache", "forget", name, "--swarm", "--yes")
     assert out.returncode == 0, out.stderr
     assert "this machine" in out.stdout and first.connection in out.stdout, out.stdout
     for n in (first, second):
-        assert json.loads(cli(n.home, "cache", "ls", "triple", "--json").stdout) == []
+        assert json.loads(cli(n.home, "cache", "ls", name, "--json").stdout) == []
+    wait_for(lambda: "forgot" in first.log() and "asked by" in first.log() or None,
+             timeout=10, message="the first node to log who asked it to forget")
 
 
 def test_a_result_copied_from_another_machine_keeps_its_metadata(node, make_client):

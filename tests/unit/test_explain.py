@@ -109,7 +109,8 @@ def scaled(*, x):
                      "sys.argv = ['pythagoras-node', 'cache', 'ls', '--versions', '--json']; main()",
                      env={"PYTHAGORAS_HOME": str(home)}, cwd=home.parent, check=False)
     assert out.returncode == 0, out.stderr
-    rows = [r for r in json.loads(out.stdout) if r["function"] == "scaled"]
+    rows = [r for r in json.loads(out.stdout) if r["function"] == "__main__.scaled"]
     assert sorted(r["results"] for r in rows) == [2, 3]
+    assert [r["results"] for r in rows if r["newest"]] == [2]  # the version stored last
     assert len({r["fingerprint"] for r in rows}) == 2
     assert all(r["first_stored"] <= r["last_stored"] for r in rows)
