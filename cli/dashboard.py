@@ -27,6 +27,8 @@ def render(status: dict) -> Table:
     node = status["node"]
     notes = [_copies(peer) for peer in sorted(status["peers"], key=lambda p: p["id"])]
     notes.append(_owner(node))
+    notes += [other["notice"] for other in node.get("other_swarms") or []]
+    notes.append((node.get("replication") or {}).get("fewer_copies") or "")
     table = Table(title=f"swarm {node.get('swarm', '?')} (tag {node.get('tag', '?')})",
                   caption="* this node · busy: workers running calls/all · done: calls run · "
                           "served: share of the calls sent to this node that its store "

@@ -307,6 +307,7 @@ class Node:
         self.handlers.abandon_running()
         self.copies.release_all()
         self.hand_over(time.monotonic() + self._handover_time())
+        self.peering.say_leaving(time.monotonic() + 2.0)
         self.pump(0)
 
     def _handover_time(self) -> float:

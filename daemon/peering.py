@@ -18,6 +18,8 @@ from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.sockets import waiting_messages
 from pythagoras_p2p.swarm.peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
 
+from .neighbours import Neighbours
+
 __all__ = ["Peering"]
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ class Peering:
         self.static = list(static)
         self.browser = None
         self.browsing_since: float | None = None  # monotonic time mDNS browsing began
+        self.neighbours = Neighbours()  # other swarms' nodes heard on mDNS
+        self.left: dict[str, float] = {}  # node id → when it said it was leaving (monotonic)
         self._sockets: dict[Any, Peer] = {}
         self._last_tick = 0.0
         self._ids = itertools.count(2)  # 1 is every ping's
@@ -69,6 +73,7 @@ class Peering:
         if self.browser is not None:
             for host, port in self.browser.reachable():
                 self._add(host, port)
+            self.neighbours.look(self.browser)
         for peer in self.peers.values():
             if peer.node_id == self.node.node_id:
                 continue  # ourselves, reached through a named address
@@ -125,6 +130,26 @@ class Peering:
         ids += [p.node_id for p in self.alive() if not self.facts.get(id(p), {}).get("stopping")]
         return sorted(set(ids))
 
+    def say_leaving(self, deadline: float) -> None:
+        """Tell every live peer this node is leaving (``pythagoras-node stop``), so they log
+        "left" and drop it at once rather than wait for it to fall silent; wait for their
+        acknowledgements until ``deadline`` (monotonic), serving meanwhile."""
+        told = set()
+        for peer in self.alive():
+            told.add(self.ask(peer, "leaving", lambda p, reply: None, node=self.node.node_id))
+        while told & set(self._asked) and time.monotonic() < deadline:
+            self.node.pump(0.05)
+
+    def leaving(self, node_id: str) -> None:
+        """Peer ``node_id`` said it is leaving: drop it now, saying so."""
+        self.left[node_id] = time.monotonic()
+        if len(self.left) > 1024:
+            self.left.pop(next(iter(self.left)))
+        for peer in [p for p in self.peers.values() if p.node_id == node_id]:
+            if peer.state == "ready":
+                log.info("peer %s (%s) left", peer.node_id, peer.address)
+            self._drop(peer)
+
     def _connect(self, peer: Peer) -> None:
         self._unregister(peer)
         why = peer.connect(self.node.context, self.node.key)
@@ -173,6 +198,10 @@ class Peering:
                 peer.node_id = self.node.node_id
                 return
             peer.node_id = str(msg.fields.get("node"))
+            if peer.node_id in self.left and msg.fields.get("stopping"):
+                self._drop(peer)  # it said it left, and it is still on its way out
+                continue
+            self.left.pop(peer.node_id, None)  # back (started again)
             peer.state = "ready"
             self.facts[id(peer)] = {k: msg.fields.get(k) for k in _FACTS}
 

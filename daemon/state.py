@@ -13,7 +13,7 @@ from pythagoras_p2p.defaults import NODE_CACHE_FACTS_EVERY as CACHE_FACTS_EVERY
 from pythagoras_p2p.net.sockets import endpoint
 from pythagoras_p2p.net.wire import PYTHON_VERSION
 
-__all__ = ["CacheFacts", "Counters", "load_facts", "status_entry"]
+__all__ = ["copies_kept", "CacheFacts", "Counters", "load_facts", "status_entry"]
 
 
 @dataclass
@@ -83,8 +83,24 @@ def load_facts(node: Any, handlers: Any) -> dict:
         "cache_bytes": size,
         "hit_rate": round(counts.hits / asked, 4) if asked else None,
         "replication": {"replicas": node.config.replicas, **node.repair.facts.as_dict(),
-                        **node.traffic.as_dict(), "settled": node.repair.settled()},
+                        **node.traffic.as_dict(), "settled": node.repair.settled(),
+                        **copies_kept(node.config.replicas, len(node.peering.members()))},
     }
+
+
+def copies_kept(replicas: int, members: int) -> dict:
+    """How many copies of each result the swarm can keep with ``members`` live: fewer than the
+    ``replicas`` asked when fewer members are live (``fewer_copies`` then says so in words)."""
+    copies = min(replicas, members)
+    said = {"members_live": members, "copies": copies}
+    if copies < replicas:
+        said["fewer_copies"] = (
+            f"results have {copies} cop{'y' if copies == 1 else 'ies'}, fewer than the "
+            f"{replicas} asked: only {members} member{'' if members == 1 else 's'} "
+            f"{'is' if members == 1 else 'are'} live; "
+            + ("losing a machine loses the results only it holds" if copies <= 1
+               else f"losing {copies} machines at once may lose results"))
+    return said
 
 
 def status_entry(node: Any, handlers: Any) -> dict:
@@ -106,4 +122,5 @@ def status_entry(node: Any, handlers: Any) -> dict:
         "python": PYTHON_VERSION,
         "swarm": node.key.name,
         "tag": node.key.tag,
+        "other_swarms": node.peering.neighbours.facts(),  # nodes of other swarms heard on mDNS
     }

@@ -105,7 +105,9 @@ class Announcement:
 
 
 class Browser:
-    """Keeps the adverts of nodes of one swarm (by tag) currently listed on mDNS."""
+    """Keeps the adverts of nodes of one swarm (by tag) currently listed on mDNS, and apart
+    (:attr:`others`) those of other swarms' nodes, which a node only mentions: a machine joined
+    to the wrong swarm would otherwise sit silently in a swarm of one."""
 
     def __init__(self, tag: str, interfaces: list[str] | None = None, own_id: str | None = None):
         from zeroconf import InterfaceChoice, IPVersion, ServiceBrowser, Zeroconf
@@ -113,6 +115,7 @@ class Browser:
         self.tag = tag
         self.own_id = own_id
         self.adverts: dict[str, Advert] = {}
+        self.others: dict[str, Advert] = {}  # node id → advert of a node of another swarm
         self._lock = threading.Lock()
         self._zc = Zeroconf(interfaces=interfaces or InterfaceChoice.All, ip_version=IPVersion.V4Only)
         self._browser = ServiceBrowser(self._zc, SERVICE, handlers=[self._on_change])
@@ -122,9 +125,10 @@ class Browser:
 
         if state_change is ServiceStateChange.Removed:
             with self._lock:
-                for key, advert in list(self.adverts.items()):
-                    if f"{advert.node_id}.{SERVICE}" == name:
-                        del self.adverts[key]
+                for known in (self.adverts, self.others):
+                    for key, advert in list(known.items()):
+                        if f"{advert.node_id}.{SERVICE}" == name:
+                            del known[key]
             return
         info = zeroconf.get_service_info(service_type, name, timeout=2000)
         if info is None:
@@ -136,10 +140,21 @@ class Browser:
         except (KeyError, ValueError, TypeError):
             log.debug("ignoring a malformed mDNS advert %s", name)
             return
-        if advert.tag != self.tag or advert.node_id == self.own_id:
+        if advert.node_id == self.own_id:
             return
         with self._lock:
-            self.adverts[advert.node_id] = advert
+            if advert.tag != self.tag:
+                self.others[advert.node_id] = advert
+            else:
+                self.adverts[advert.node_id] = advert
+
+    def other_swarms(self) -> dict[str, list[Advert]]:
+        """The nodes of other swarms listed on mDNS, by their swarm's tag."""
+        found: dict[str, list[Advert]] = {}
+        with self._lock:
+            for advert in self.others.values():
+                found.setdefault(advert.tag, []).append(advert)
+        return found
 
     def snapshot(self) -> list[Advert]:
         with self._lock:

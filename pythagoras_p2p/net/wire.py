@@ -68,6 +68,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "release": {"addresses": _HEXES},
     "peers": {},
     "forget": {"function": str},
+    "leaving": {"node": str},  # the sender stops (pythagoras-node stop): drop it, it is not dead
     "sync": {"node": str},
     "offer": {},
     "replicate": {},
