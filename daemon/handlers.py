@@ -21,12 +21,12 @@ from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.identity.inputs import holds
 from pythagoras_p2p.net import wire
-from pythagoras_p2p.net.asker import describe_asker
 from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
 from pythagoras_p2p.store.env import ReadersBusyError
 from pythagoras_p2p.store.functions import record_matches
 from pythagoras_p2p.store.journal import encode_meta
 
+from .deletions import forget_asked
 from .logonce import LogOnce
 from .receiving import Copies
 from .running import RunningCalls
@@ -240,22 +240,8 @@ class Handlers(Values, Copies):
         self.send(ident, wire.build("ok", msg.id))
 
     def on_forget(self, ident: bytes, msg: wire.Message) -> None:
-        """Delete every stored result of one function, by its qualified name (``cache forget
-        --swarm``); with ``dry_run``, only say what that would delete. The reply lists the
-        versions (and, when none is stored, the functions the name may have meant); a deletion
-        is logged with the member that asked."""
-        from pythagoras_p2p.store.listing import forget_function, functions_named, stored_versions
-
-        name = msg.fields["function"]
-        versions = [v.as_dict() for v in stored_versions(self.store, name)]
-        similar = [] if versions else functions_named(self.store, name)
-        if msg.fields.get("dry_run"):
-            self.send(ident, wire.build("ok", msg.id, forgot=0, versions=versions, similar=similar))
-            return
-        gone = forget_function(self.store, name)
-        log.info("forgot %d result(s) of %s, asked by %s", gone, name,
-                 describe_asker(msg.fields.get("asked_by")))
-        self.send(ident, wire.build("ok", msg.id, forgot=gone, versions=versions, similar=similar))
+        """Forget a function's results (``cache forget --swarm``): :mod:`.deletions`."""
+        self.send(ident, wire.build("ok", msg.id, **forget_asked(self.store, msg.fields)))
 
     def on_function(self, ident: bytes, msg: wire.Message) -> None:
         if len(msg.bodies) != 1 or not len(msg.bodies[0]):

@@ -16,7 +16,7 @@ from .core import Store
 from .records import encode_meta, is_inline, live
 
 __all__ = ["StoredCall", "FunctionEntry", "Version", "stored_call", "listing", "stored_versions",
-           "forget", "forget_function", "functions_named", "copy_entry"]
+           "forget", "forget_function", "functions_named", "forget_plan", "copy_entry"]
 
 UNKNOWN = "(unknown)"  # results stored without metadata (by an earlier release)
 
@@ -240,6 +240,15 @@ def functions_named(store: Store, name: str) -> list[str]:
     tail = "." + name
     return sorted({meta.get("function", UNKNOWN) for meta in store.snapshot(meta=True).meta.values()
                    if str(meta.get("function", "")).endswith(tail)})
+
+
+def forget_plan(store: Store, name: str, *, delete: bool) -> dict:
+    """What forgetting the function ``name`` deletes here (``versions``, as dicts; when there
+    are none, ``similar``: the functions the name may have meant), and with ``delete`` how many
+    results it deleted (``forgot``): a node's answer to ``cache forget --swarm``."""
+    versions = [v.as_dict() for v in stored_versions(store, name)]
+    return {"versions": versions, "similar": [] if versions else functions_named(store, name),
+            "forgot": forget_function(store, name) if delete and versions else 0}
 
 
 def copy_entry(store: Store, call: bytes) -> tuple[bytes, bytes, bytes | None, bytes] | None:
