@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -15,7 +15,7 @@ from pythagoras_p2p.store.maintenance import human_bytes
 __all__ = ["render", "show"]
 
 
-_COLUMNS = (  # heading, justification: short, so the swarm fits an 80-column terminal
+_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (  # heading, justification: short, so the swarm fits an 80-column terminal
     ("node", "left"), ("address", "left"), ("busy", "right"), ("load", "right"),
     ("done", "right"), ("entries", "right"), ("cache", "right"), ("served", "right"),
     ("seen", "right"), ("held", "left"),

@@ -104,7 +104,8 @@ def _probe(host: str, port: int, key, packages: list[str]) -> tuple[list, dict] 
     from pythagoras_p2p.net.sockets import endpoint
 
     sock = client_socket(zmq.Context.instance(), key)
-    rounds, answer = [], {}
+    rounds: list = []
+    answer: dict = {}
     try:
         sock.connect(endpoint(host, port))
         for rid in range(1, _PROBES + 1):

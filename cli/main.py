@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -22,7 +23,7 @@ from .owner import owner_argv, owner_config, owner_options, pause, resume
 __all__ = ["main", "cli"]
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
 
@@ -128,7 +129,7 @@ def token(ctx: click.Context) -> None:
 @owner_options
 @click.option("--detach", is_flag=True, help="Run in the background (log: HOME/node.log).")
 @click.pass_context
-def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns: bool,
+def start(ctx: click.Context, /, bind: str, port: int, workers: int | None, no_mdns: bool,
           mdns_interface: str | None, peers: tuple[str, ...], grace: float, resources: str,
           replicas: int, detach: bool, **owner) -> None:
     """Run this machine's node (in the foreground unless --detach)."""
@@ -154,7 +155,7 @@ def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns
         custom = parse_spec(resources)
     except ConfigurationError as exc:
         _fail(f"{exc}", 2)
-    owner = owner_config(**owner)
+    policy = owner_config(**owner)
     if detach:
         argv = ["--home", str(home), "start", "--bind", bind, "--port", str(port), "--grace", str(grace)]
         argv += ["--resources", resources] if resources else []
@@ -163,14 +164,14 @@ def start(ctx: click.Context, bind: str, port: int, workers: int | None, no_mdns
         argv += ["--no-mdns"] if no_mdns else []
         argv += ["--mdns-interface", mdns_interface] if mdns_interface else []
         argv += [a for p in peers for a in ("--peer", p)]
-        argv += owner_argv(owner)
+        argv += owner_argv(policy)
         info = start_detached(argv, home)
         click.echo(f"node {info['id']} serving on {bind}:{port} (pid {info['pid']}); "
                    f"log: {home / 'node.log'}; stop it with `pythagoras-node stop`")
         return
     config = NodeConfig(home=home, bind=bind, port=port, workers=workers or worker_count(),
                         mdns=not no_mdns, mdns_interface=mdns_interface, grace=grace, peers=named,
-                        resources=custom, replicas=replicas, owner=owner)
+                        resources=custom, replicas=replicas, owner=policy)
     sys.exit(run_node(config))
 
 
@@ -291,24 +292,31 @@ def cache_ls(ctx: click.Context, name: str | None, versions: bool, as_json: bool
     if not entries:
         click.echo(f"no stored results of {name!r}" if name else "the store holds no results")
         return
-    from rich.console import Console
+    from rich.console import Console, JustifyMethod
     from rich.table import Table
+
+    from pythagoras_p2p.store.listing import Version
 
     def when(t: float | None) -> str:
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
 
-    columns = [("function", "left")] + ([("version", "left")] if versions else []) + [
-        ("results", "right"), ("size", "right")] + (
-        [("first stored", "left")] if versions else []) + [("last stored", "left")]
+    columns: list[tuple[str, JustifyMethod]] = [("function", "left")]
+    if versions:
+        columns.append(("version", "left"))
+    columns += [("results", "right"), ("size", "right")]
+    if versions:
+        columns.append(("first stored", "left"))
+    columns.append(("last stored", "left"))
     table = Table(title=f"results stored in {ctx.obj['home']}")
     for heading, justify in columns:
         table.add_column(heading, justify=justify)
     for e in entries:
-        version = [e.fingerprint[:16] + (" (newest)" if e.newest else "")] if versions else []
-        row = [e.function] + version + [
-            f"{e.results:,}", human_bytes(e.nbytes)] + (
-            [when(e.first_stored)] if versions else []) + [when(e.last_stored)]
-        table.add_row(*row)
+        if isinstance(e, Version):
+            version = e.fingerprint[:16] + (" (newest)" if e.newest else "")
+            table.add_row(e.function, version, f"{e.results:,}", human_bytes(e.nbytes),
+                          when(e.first_stored), when(e.last_stored))
+        else:
+            table.add_row(e.function, f"{e.results:,}", human_bytes(e.nbytes), when(e.last_stored))
     Console().print(table)
 
 

@@ -57,7 +57,7 @@ class NodeSide(Protocol):
     router: Any
     stopping: bool
 
-    def submit(self, task: Task, call: bytes) -> Any: ...
+    def submit(self, task: Task) -> Any: ...
 
     def completed_verification(self, upload: Any, ok: bool, reason: str) -> None: ...
 
@@ -409,12 +409,12 @@ class Handlers(Values, Copies):
         metas = {call: meta_raw for call, _, meta_raw in kept}
         for call, running, outcome in ended:
             meta_raw = metas.get(call)
-            if meta_raw is not None:  # the journal record and the reply share the bytes
-                outcome = Ok(outcome.address, outcome.blob, wire.RawJSON(meta_raw))
             self._answer(call, running, outcome, journaled and meta_raw is not None, meta_raw)
 
     def _answer(self, call: bytes, running, outcome, kept: bool, meta_raw: bytes | None) -> None:
         bodies, fields = outcome_to_wire(outcome)
+        if meta_raw is not None:  # the journal record and the reply share the encoded bytes
+            fields["meta"] = wire.RawJSON(meta_raw)
         answer = lambda: self.running.answer(call, running, bodies, fields)  # noqa: E731
         # Acknowledged only once a second machine holds it too (when there is one): the caller's,
         # when it said it keeps a copy, else another member.

@@ -12,13 +12,16 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.sockets import waiting_messages
 from pythagoras_p2p.swarm.peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
 
 from .neighbours import Neighbours
+
+if TYPE_CHECKING:
+    from pythagoras_p2p.net.mdns import Browser
 
 __all__ = ["Peering"]
 
@@ -37,7 +40,7 @@ class Peering:
         self.peers: dict[tuple[str, int], Peer] = {}
         self.facts: dict[int, dict] = {}  # id(peer) → latest ping answer
         self.static = list(static)
-        self.browser = None
+        self.browser: Browser | None = None
         self.browsing_since: float | None = None  # monotonic time mDNS browsing began
         self.neighbours = Neighbours()  # other swarms' nodes heard on mDNS
         self.left: dict[str, float] = {}  # node id → when it said it was leaving (monotonic)
@@ -117,7 +120,7 @@ class Peering:
 
     def member_addresses(self) -> dict[str, tuple[str, int]]:
         """Where each live peer listens, by node id."""
-        return {p.node_id: (p.host, p.port) for p in self.alive()}
+        return {p.node_id: (p.host, p.port) for p in self.alive() if p.node_id is not None}
 
     def by_id(self, node_id: str) -> Peer | None:
         """The live peer with that node id, if any."""

@@ -20,10 +20,12 @@ import itertools
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pythagoras_p2p.defaults import STORE_HEADROOM, store_cap
+from pythagoras_p2p.execution.outcomes import Ok
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.wire import _is_address
 from pythagoras_p2p.store.journal import encode_meta, read_records, write_records
@@ -59,6 +61,10 @@ class Copies:
     store: Any
     uploads: dict
     counts: Any
+    log_once: Callable[..., None]  # (key, format, *args): logged once per key
+    send: Callable[[bytes, list], None]  # (routing id, frames)
+    error: Callable[[bytes, int, str, str], None]  # (routing id, request id, code, message)
+    entry: Callable[[bytes], Ok | None]  # the stored result of a call
 
     def on_sync(self, ident: bytes, msg: wire.Message) -> None:
         """Which ranges differ between the asker's digests and this node's, for the calls
@@ -172,7 +178,10 @@ class Copies:
         self._settle(arrival)
 
     def _large_checked(self, arrival: _Arrival, entry: tuple, ok: bool) -> None:
-        (arrival.large if ok else arrival.refused).append(entry if ok else entry[0].hex())
+        if ok:
+            arrival.large.append(entry)
+        else:
+            arrival.refused.append(entry[0].hex())
         arrival.waiting -= 1
         self._settle(arrival)
 

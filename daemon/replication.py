@@ -82,7 +82,8 @@ class SecondCopies:
         self.traffic = traffic
         self._poke = poke_repair
         self._outgoing: dict[str, _Outgoing] = {}  # member id → what goes to it this turn
-        self._waiting: dict[int, tuple[float, str, list]] = {}  # request id → (sent, member, then)
+        # request id → (sent, member, then, entries, tried)
+        self._waiting: dict[int, tuple[float, str, list[Callable], list, list]] = {}
 
     def hold(self, call: bytes, address: bytes, blob: bytes | None, meta_raw: bytes,
              then: Callable[[], None]) -> bool:

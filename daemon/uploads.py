@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ class Upload:
     fd: int  # -1 once complete: a worker checks it
     total: int
     received: int = 0
-    waiter: tuple | None = None
+    waiter: tuple[bytes, int] | None = None  # (routing id, request id) of its last chunk
     touched: float = field(default_factory=time.monotonic)
     key: tuple = ()  # (sender, address)
     after: list = field(default_factory=list)  # callbacks(ok) once it is checked
@@ -53,6 +54,9 @@ class Values:
     incoming: Path
     counts: Any  # state.Counters
     _upload_ids: Any
+    log_once: Callable[..., None]  # (key, format, *args): logged once per key
+    send: Callable[[bytes, list], None]  # (routing id, frames)
+    error: Callable[[bytes, int, str, str], None]  # (routing id, request id, code, message)
 
     def on_get(self, ident: bytes, msg: wire.Message) -> None:
         address, offset = msg.hex("address"), msg.fields["offset"]
@@ -131,6 +135,7 @@ class Values:
 
     def _keep_upload(self, upload: Upload, ok: bool, reason: str) -> None:
         del self.uploads[upload.key]
+        assert upload.waiter is not None  # set with its last chunk, before it was checked
         ident, request_id = upload.waiter
         address = upload.key[1]
         if ok:

@@ -104,9 +104,9 @@ def explain(fn: Any, kwargs: Mapping[str, Any]) -> Explanation:
     """Why ``fn(**kwargs)`` is or is not a hit in this machine's store; nothing is computed."""
     from .identity.inputs import changed
 
-    kwargs = fn.bind((), dict(kwargs))
+    bound = fn.bind((), dict(kwargs))
     identity = fn.identity()
-    call, addresses = call_address(identity.fp, kwargs, named=fn.named)
+    call, addresses = call_address(identity.fp, bound, named=fn.named)
     fn.cloud._settle_results()
     store = fn.cloud.store
     versions = stored_versions(store, fn.qualified_name)
@@ -121,7 +121,7 @@ def explain(fn: Any, kwargs: Mapping[str, Any]) -> Explanation:
                            nearest_stored=_when(meta), same_version=True, **base)
     if not versions:
         return Explanation(verdict=NEVER, **base)
-    now_args = argument_digests(kwargs, addresses)
+    now_args = argument_digests(bound, addresses)
     manifest = identity.manifest()
     best: tuple | None = None
     for version in versions:
@@ -133,6 +133,8 @@ def explain(fn: Any, kwargs: Mapping[str, Any]) -> Explanation:
             if best is None or rank < best[0]:
                 best = (rank, code + args, stored_call, stored_meta, not code and
                         version.fingerprint == identity.fp.hex())
+    if best is None:  # its versions hold no results now (removed by `cache gc`)
+        return Explanation(verdict=NEVER, **base)
     _, differences, nearest, nearest_meta, same = best
     return Explanation(verdict=MISS, differences=differences, nearest=nearest.hex(),
                        nearest_stored=_when(nearest_meta), same_version=same,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +53,8 @@ def kw_args(**kwargs: Any) -> KwArgs:
     return KwArgs(kwargs)
 
 
-def _check_pure(func: Any) -> None:
-    """Reject, with the fix, what cannot be a pure function of the cloud."""
+def _check_pure(func: Any) -> types.FunctionType:
+    """``func``, if it can be a pure function of the cloud; rejected, with the fix, if not."""
     if not isinstance(func, types.FunctionType):  # a bound method, classmethod, builtin...
         what = type(func).__name__
         raise PureFunctionError(
@@ -93,24 +93,24 @@ def _check_pure(func: Any) -> None:
             f"{name} has positional parameters ({params}); pure functions take keyword-only "
             f"parameters: write `def {func.__name__}(*, {params}, ...)`"
         )
+    return func
 
 
 class PureFunction:
     """A memoized pure function bound to a cloud. Create it with ``@cloud.add_pure_function``."""
 
-    def __init__(self, func: types.FunctionType, cloud: Any, fp: bytes | None = None, *,
+    def __init__(self, function: Callable[..., Any], cloud: Any, fp: bytes | None = None, *,
                  needs: tuple = (), requires: tuple = (), track_inputs: bool = True,
                  ignore_globals: tuple = ()):
-        if isinstance(func, PureFunction):
-            func = func.__pythagoras_function__
-        _check_pure(func)
+        func = _check_pure(function.__pythagoras_function__ if isinstance(function, PureFunction)
+                           else function)
         self.needs = needs  # resources a call holds where it runs (placement only)
         self.requires = requires  # requirement specifiers beyond the cloud's
         # False: the files and variables its calls read are not recorded (identity/inputs.py)
         self.track_inputs = track_inputs
         self.ignore_globals = tuple(ignore_globals)  # globals that are not inputs (the user's word)
         functools.update_wrapper(self, func)
-        self.__pythagoras_function__ = func
+        self.__pythagoras_function__: types.FunctionType = func  # (read by identity.kinds)
         self.cloud = cloud
         self.name = func.__qualname__
         self.qualified_name = qualified_name(func)  # module.qualname: what its results are stored as

@@ -85,8 +85,8 @@ class Admission:
     def start(self) -> None:
         """Give the pool the next calls in turn while it has room for them."""
         room = self._capacity() - self.started
-        while room > 0 and len(self.fair):
-            ident, call, task = self.fair.pop()
+        while room > 0 and (turn := self.fair.pop()) is not None:
+            ident, call, task = turn
             slot = self.slots.get(call)
             if slot is None:  # pragma: no cover - a dropped call leaves the queue too
                 continue

@@ -104,7 +104,7 @@ class Policy:
             until = self.manual["until"]
             return "paused by its owner" + ("" if until is None else
                                             f" until {time.strftime('%H:%M', time.localtime(until))}")
-        if self.watch is not None and self._busy_owner():
+        if self.watch is not None and self._busy_owner(self.watch):
             return f"owner busy ({self.watch.load:.1f} cores of other programs)"
         if self.config.on_battery == "pause" and on_battery():
             return "on battery"
@@ -115,10 +115,10 @@ class Policy:
                         f"{_gb(self.config.keep_free)} free)")
         return None
 
-    def _busy_owner(self) -> bool:
+    def _busy_owner(self, watch: OwnerWatch) -> bool:
         """Busy once the smoothed load passes the threshold; calm again once it stayed below
         for :data:`RESUME_AFTER` seconds."""
-        load = self.watch.sample()
+        load = watch.sample()
         now = time.monotonic()
         if load > self.config.owner_busy:
             self._owner_busy, self._calm_since = True, None

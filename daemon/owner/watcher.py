@@ -17,6 +17,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = ["OwnerWatch", "SMOOTHING"]
 
@@ -54,7 +58,7 @@ class _Times:
     """Processor seconds used by a changing set of processes, since the last look."""
 
     def __init__(self, new_counts_whole: bool):
-        self._procs: dict[int, object] = {}
+        self._procs: dict[int, psutil.Process] = {}
         self._seen: dict[int, float] = {}
         self._whole = new_counts_whole  # a process first seen now: all it used counts
 
@@ -117,6 +121,8 @@ class OwnerWatch:
         return self.load
 
     def _named(self) -> list[int]:
+        if self._test_pids is None:
+            return []
         try:
             with open(self._test_pids) as f:
                 return [int(line) for line in f if line.strip().isdigit()]

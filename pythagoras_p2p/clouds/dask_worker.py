@@ -84,12 +84,15 @@ class _PerThreadOutput(io.TextIOBase):
 
 @contextlib.contextmanager
 def _captured():
+    streams: list[_PerThreadOutput] = []
     with _install_lock:
         for name in ("stdout", "stderr"):
-            if not isinstance(getattr(sys, name), _PerThreadOutput):
-                setattr(sys, name, _PerThreadOutput(getattr(sys, name)))
+            stream = getattr(sys, name)
+            if not isinstance(stream, _PerThreadOutput):
+                stream = _PerThreadOutput(stream)
+                setattr(sys, name, stream)
+            streams.append(stream)
     buffer = io.StringIO()
-    streams = (sys.stdout, sys.stderr)
     for stream in streams:
         stream.local.buffer = buffer
     try:

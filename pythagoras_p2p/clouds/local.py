@@ -6,7 +6,7 @@ import atexit
 import socket
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..defaults import worker_count
 from ..errors import ConfigurationError, RequirementsError
@@ -18,6 +18,9 @@ from ..requirements import missing_requirements
 from ..resources import Ledger, custom_resources
 from .base import PCloud
 from .choice import register_backend
+
+if TYPE_CHECKING:
+    from ..execution.pool import WorkerPool
 
 __all__ = ["LocalCloud"]
 
@@ -52,7 +55,7 @@ class LocalCloud(PCloud):
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ConfigurationError(f"workers={workers!r}; give a whole number of at least 1")
         self.workers = workers
-        self._pool = None
+        self._pool: WorkerPool | None = None
         custom_resources()  # a malformed PYTHAGORAS_RESOURCES is an error now, not at a call
 
     def worker_slots(self) -> int:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..defaults import POOL_BATCH_SECONDS as _BATCH_SECONDS
 from ..defaults import POOL_FAST_TASK as _FAST_TASK
@@ -25,6 +26,9 @@ from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
 from ..stalls import check_every
 from ..store.leases import FIRST_DELAY, MAX_DELAY
 from .outcomes import RESOURCES, Refused, Stored
+
+if TYPE_CHECKING:
+    from .worker_process import WorkerProcess
 
 __all__ = ["Feeding", "chunk_size"]
 
@@ -56,6 +60,7 @@ class Feeding:
     size: int
     label: str
     _store: Any
+    _send: Callable[[WorkerProcess, tuple], None]  # a message to a worker's pipe
 
     def _claim(self, entries: list, delay: float = FIRST_DELAY, since: float | None = None) -> list:
         """Those of ``entries`` (batch, task) to send now, each one's lease taken for its batch.
@@ -129,7 +134,7 @@ class Feeding:
         """
         idle = [w for w in self._workers if not w.inflight and w.usable]
         busy = len(self._workers) - len(idle)
-        waiting = deque()
+        waiting: deque = deque()
         fast = self._mean < _FAST_TASK
         while self._needy and idle:
             batch, task = self._needy.popleft()

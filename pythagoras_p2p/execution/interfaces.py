@@ -8,6 +8,7 @@ contracts the type checker and a reader hold the pieces to.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +40,11 @@ class Backend(Protocol):
 
     store: Store
     _leases: Leases
+    _inflight: dict[bytes, tuple]  # call -> (run, slot) of the run computing it in this process
+    _inflight_lock: threading.Lock
+
+    def _pending_results(self, calls: list[bytes]) -> dict[bytes, Any]:
+        """Results of ``calls`` on their way into the local store (from nodes, not yet written)."""
 
     def _register_function(self, fn: Any, identity: Identity) -> bytes:
         """Make the function loadable wherever its tasks run; returns its record key."""
@@ -62,7 +68,9 @@ class Backend(Protocol):
 class TaskPool(Protocol):
     """What a batch needs of the pool (worker pool, swarm dispatcher) it was submitted to."""
 
-    alive: bool
+    @property
+    def alive(self) -> bool:
+        """Whether it still takes tasks (not closed)."""
 
     def _request(self, request: tuple) -> None:
         """Hand a request (``("cancel", batch)``, ...) to the pool's own thread."""

@@ -133,8 +133,8 @@ class ModuleVersions:
                 continue
             path = _user_module_file(name, module)
             stat = None if path is None else _stat(path)
-            digest = None if stat is None else loaded_hash(name, module, path, stat)
-            if digest is None:
+            digest = None if path is None or stat is None else loaded_hash(name, module, path, stat)
+            if path is None or digest is None:
                 self.others.add(name)
                 continue
             self.held[name] = (path, stat, digest)

@@ -48,7 +48,7 @@ from ..store.leases import WATCH_EVERY
 from .batch import Batch, print_output, refill
 from .feeding import Feeding, chunk_size
 from .mailbox import Mailbox
-from .outcomes import Crashed, Ok, Outcome
+from .outcomes import Crashed, Failed, Ok, Outcome, Refused
 from .run import Task
 from .worker_process import HEADER, VERIFY, VERIFY_MANY, WorkerProcess, WorkerWatch, spawn
 
@@ -114,8 +114,11 @@ class WorkerPool(Feeding):
         in the process that received the bytes.
         """
         def done(tid: int, outcome: Outcome) -> None:
-            ok = type(outcome) is Ok
-            callback(ok, "" if ok else outcome.message)
+            if isinstance(outcome, Ok):
+                callback(True, "")
+            else:  # the worker's verdict (Failed), or why there is none (Crashed, Refused)
+                callback(False, outcome.message if isinstance(outcome, Failed | Crashed | Refused)
+                         else repr(outcome))
 
         task = Task(0, VERIFY, address, path.encode(), f"verify {address.hex()[:16]}")
         return self.submit([task], 1, on_outcome=done)

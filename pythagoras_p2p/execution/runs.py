@@ -89,7 +89,8 @@ class CallRun(Waiting):
             self.wants = [1] * n
         self._own_bar = bar is None  # else the bar of many runs (see windows.run_calls)
         self.bar = ProgressBar(fn.name, n, 0, enabled=progress) if bar is None else bar
-        self.unstored, self.why_unstored = 0, None  # results returned but not kept, and why
+        self.unstored = 0  # results returned but not kept, and why
+        self.why_unstored: StoreFullError | None = None
         self._closed = False
         self.then: CallRun | None = None  # launched once this run closes (async windows)
         self._dropped = False  # some slot was given up (cancelled): its place is not a result
@@ -230,7 +231,7 @@ class CallRun(Waiting):
                 outcomes += more
         unique, store, name = self.unique, self.store, self.fn.name
         records = []
-        resolved = []
+        resolved: list[tuple[int, Any, bool]] = []  # (task id, value or exception, raised)
         for tid, outcome in outcomes:
             if self.results[tid] is _CANCELLED:
                 continue
@@ -367,7 +368,7 @@ class CallRun(Waiting):
             self.bar.close()
         if self._own_arguments:  # the calls are over: their arguments' copies are not needed
             self.arguments.release()
-        if self.unstored:
+        if self.unstored and self.why_unstored is not None:
             warn_not_stored(self.fn.name, self.unstored, self.why_unstored)
         then, self.then = self.then, None
         if then is not None:

@@ -87,7 +87,7 @@ class Unsent:
     __getattr__ = __call__ = __bool__ = __len__ = __iter__ = __getitem__ = __setitem__ = _fail
     __contains__ = __eq__ = __lt__ = __gt__ = __add__ = __mul__ = __sub__ = __int__ = _fail
     __float__ = __index__ = __str__ = __format__ = __setattr__ = _fail
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as the data model spells it
 
 
 # --------------------------------------------------------------------------- reducers

@@ -5,6 +5,7 @@ rules of ``sync_parallel`` for exceptions, timeouts and Ctrl-C."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..store.core import MISSING
@@ -26,6 +27,15 @@ class Waiting:
     pumping: Any
     all_done: Any
     _dropped: bool
+    launch: Callable[[], None]
+    pump: Callable[[float | None], None]
+    unwant_all: Callable[[], None]
+    close: Callable[[], None]
+
+    @property
+    def running(self) -> bool:
+        """Whether the run still waits for outcomes of its own batch (the run's)."""
+        raise NotImplementedError
 
     def wait(self, *, return_exceptions: bool, timeout: float | None) -> list:
         """Launch and pump on this thread until every call has ended; the results in input

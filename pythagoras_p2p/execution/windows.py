@@ -55,14 +55,15 @@ def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptio
     arguments = Arguments(cloud)
     bar = ProgressBar(fn.name, total, enabled=progress)
     out: list = []
-    late = first_error = None
+    late: BaseException | None = None
+    first_error: BaseException | None = None
     ahead: deque[CallRun] = deque()
     run = None
     try:
         while window or ahead:
             while window and len(ahead) < _AHEAD:
                 run = CallRun(cloud, fn, window, futures=False, arguments=arguments, bar=bar)
-                window = None  # the run holds the calls now
+                window = []  # the run holds the calls now
                 ahead.append(run)
                 if deadline is not None and time.monotonic() >= deadline:
                     run.expire()
@@ -85,8 +86,9 @@ def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptio
     finally:
         bar.close()
     arguments.release()
-    if not return_exceptions and (late or first_error) is not None:
-        raise late or first_error
+    error = late or first_error
+    if not return_exceptions and error is not None:
+        raise error
     return out
 
 
@@ -110,6 +112,10 @@ def submit_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, memoize: boo
         before.then = after
     for run in started[:_AHEAD]:
         collector().adopt(run, launched=False)
-    if len(runs) == 1:
-        return runs[0].futures
-    return [future for run in runs for future in run.futures]
+    futures: list = []
+    for run in runs:
+        assert run.futures is not None  # made with futures=True
+        if len(runs) == 1:
+            return run.futures
+        futures += run.futures
+    return futures

@@ -73,6 +73,11 @@ class WorkerProcess:
 
     __slots__ = ("n", "proc", "rfd", "wfd", "slot", "reader", "wbuf", "writing", "inflight", "ready",
                  "killed", "stalled")
+    # Set by spawn, once the process runs:
+    proc: subprocess.Popen[bytes]
+    rfd: int  # the end of the pipe its frames arrive on
+    wfd: int  # ... and the one it reads its tasks from
+    slot: mmap.mmap  # the page where it publishes the id of the task it runs
 
     def __init__(self, n: int):
         self.n = n

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dis
 import struct
 import types
+from typing import Any
 
 from .encoding import encode_into, encode_length
 
@@ -84,7 +85,7 @@ def encode_code(code: types.CodeType, out: bytearray) -> None:
     # docstring drops out, and with it the shift it causes in the indices of the others),
     # names by name, jump targets by instruction number rather than byte offset.
     bytecode = dis.Bytecode(code)
-    instructions = []
+    instructions: list[dis.Instruction] = []
     ordinal: dict[int, int] = {}
     pending: list[int] = []
     for ins in bytecode:
@@ -199,7 +200,7 @@ def chains(code: types.CodeType):
             while j < len(ins) and ins[j].opcode in _ATTRS:
                 names.append(ins[j].argval)
                 j += 1
-            args = []
+            args: list[tuple[str, Any]] = []
             while j < len(ins) and len(args) < 4:
                 op = ins[j].opcode
                 if op == _LOAD_CONST:

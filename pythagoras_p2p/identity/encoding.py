@@ -362,7 +362,7 @@ def _encode_by_pickle(obj: Any, out: bytearray) -> None:
         out += b"#" + hash_bytes(raw)
 
 
-_ATOM_ENCODERS = {
+_ATOM_ENCODERS: dict[type, Callable[[Any, bytearray], None]] = {
     type(None): _enc_none,
     bool: _enc_bool,
     int: _enc_int,
@@ -372,7 +372,7 @@ _ATOM_ENCODERS = {
     bytes: _enc_bytes,
 }
 
-_ENCODERS = {
+_ENCODERS: dict[type, Callable[[Any, _Out], None]] = {
     **_ATOM_ENCODERS,
     bytearray: _enc_bytearray,
     list: _enc_list,

@@ -29,6 +29,7 @@ import time
 import types
 import uuid
 import warnings
+from typing import Any
 
 __all__ = ["ImpureCallWarning", "impure_constructs", "warn_impure"]
 
@@ -71,7 +72,7 @@ def _static_attr(obj, name: str):
 
 
 def _global_generators() -> tuple:
-    found = [random._inst]
+    found: list[Any] = [random._inst]  # random.Random, numpy's RandomState
     numpy_random = sys.modules.get("numpy.random")
     if numpy_random is not None:
         found.append(getattr(numpy_random.__dict__.get("mtrand"), "_rand", None))

@@ -379,7 +379,8 @@ def _install() -> None:
     with _install_lock:
         if not _installed:
             sys.addaudithook(_audit)
-            os._Environ.__getitem__ = _recording_getitem  # get, in, getenv go through it
+            # get, in, getenv go through it; patched on purpose, as the audit hook cannot see it
+            os._Environ.__getitem__ = _recording_getitem  # type: ignore[method-assign]
             if os.stat is _STAT:
                 os.stat = _recording_stat
             if os.lstat is _LSTAT:
@@ -388,7 +389,8 @@ def _install() -> None:
                 for original, wrapper in ((_STAT, _recording_stat), (_LSTAT, _recording_lstat)):
                     if original in supported:  # shutil.rmtree asks before using dir_fd
                         supported.add(wrapper)
-            threading.Thread.__init__ = _thread_init
+            # a thread a call starts records into the call's trace: patched on purpose
+            threading.Thread.__init__ = _thread_init  # type: ignore[method-assign]
             _installed = True
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import weakref
-from types import CodeType
+from types import CodeType, FrameType
 
 from .code import code_closure
 
@@ -58,7 +58,7 @@ def remember(sites: set, root, entries, roots: tuple[str, ...]) -> None:
     seen by the call (``sites``)."""
     if not entries:
         return
-    frame = sys._getframe(_OWN_FRAMES)
+    frame: FrameType | None = sys._getframe(_OWN_FRAMES)
     while frame is not None and frame is not root:
         code = frame.f_code
         key = id(code)

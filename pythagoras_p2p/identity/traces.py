@@ -70,7 +70,7 @@ def _hash_file(path: str, size: int, fd: int | None = None) -> str:
         return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
     hasher = blake3()
     own = fd is None
-    if own:
+    if fd is None:
         fd = os.open(path, _READ_FLAGS)
     try:
         while chunk := os.read(fd, max(size + 1, 1 << 16)):
@@ -243,10 +243,10 @@ def changed(trace: dict | None) -> list[str]:
         if cwd is not None and _getcwd() != cwd:
             found.append(f"the working directory is no longer {cwd} (the call used relative paths)")
         for name, value in trace.get("env", {}).items():
-            now = getenv_unrecorded(name)
-            if now != value:
+            env_now = getenv_unrecorded(name)
+            if env_now != value:
                 found.append(f"environment variable {name} " + (
-                    "was set" if value is None else "was unset" if now is None else "changed"))
+                    "was set" if value is None else "was unset" if env_now is None else "changed"))
     except (AttributeError, TypeError, IndexError, ValueError):
         found.append("the recorded inputs are unreadable")
     return found

@@ -42,6 +42,7 @@ import importlib.util
 import sys
 import threading
 import types
+from collections.abc import Mapping
 from typing import Any
 
 from blake3 import blake3
@@ -231,9 +232,9 @@ class Walker:
         if kind in ATOMS:
             out += b"="
             encode_into(value, out)
-        elif pure_function_of(value) is not None:  # through its code
+        elif (pure := pure_function_of(value)) is not None:  # through its code
             out += b"P"
-            self.function(pure_function_of(value), out)
+            self.function(pure, out)
         elif kind is types.FunctionType:
             self.any_function(name, value, out)
         elif kind is types.ModuleType:
@@ -382,7 +383,7 @@ class Walker:
         finally:
             WALKING.path.pop()
 
-    def mapping(self, name: str, value: dict, out: bytearray) -> None:
+    def mapping(self, name: str, value: Mapping, out: bytearray) -> None:
         """A dict item by item, in insertion order: a function that iterates it sees the order."""
         out += b"d"
         encode_length(len(value), out)

@@ -13,6 +13,10 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zeroconf import ServiceInfo, Zeroconf
 
 __all__ = ["SERVICE", "Announcement", "Advert", "local_addresses", "Browser"]
 
@@ -63,8 +67,8 @@ class Announcement:
     def __init__(self, advert: Advert, interfaces: list[str] | None):
         self.advert = advert
         self.interfaces = interfaces
-        self._zc = None
-        self._info = None
+        self._zc: Zeroconf | None = None
+        self._info: ServiceInfo | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._register, name="pythagoras-mdns", daemon=True)
         self._thread.start()
@@ -74,14 +78,14 @@ class Announcement:
             from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
 
             interfaces = self.interfaces or InterfaceChoice.All
-            self._zc = Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
+            self._zc = zc = Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
             name = f"{self.advert.node_id}.{SERVICE}"
-            self._info = ServiceInfo(
+            self._info = info = ServiceInfo(
                 SERVICE, name, port=self.advert.port, properties=self.advert.properties(),
                 addresses=[socket.inet_aton(a) for a in self.advert.addresses],
                 server=f"pythagoras-{self.advert.node_id}.local.",
             )
-            self._zc.register_service(self._info)
+            zc.register_service(info)
             log.info("announced on mDNS as %s at %s:%d", name, ",".join(self.advert.addresses),
                      self.advert.port)
         except Exception as exc:

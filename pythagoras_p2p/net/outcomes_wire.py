@@ -35,16 +35,16 @@ def outcome_to_wire(outcome: Ok | Failed | Crashed) -> tuple[list, dict[str, Any
     """The body frames and header fields of the ``result`` reply carrying ``outcome``, but its
     ``call``: ``wire.build("result", request_id, bodies, call=call, **fields)``.
 
-    An :class:`Ok`'s ``meta`` may be a :class:`~.wire.RawJSON` (encoded once for the journal and
-    the reply); ``blob=None`` means the value is large and stays here until it is fetched.
+    A node puts the ``meta`` it journaled in the fields as a :class:`~.wire.RawJSON` (encoded once
+    for the journal and the reply); ``blob=None`` means the value is large and stays here until
+    it is fetched.
     """
-    kind = type(outcome)
-    if kind is Ok:
+    if isinstance(outcome, Ok):
         blob = outcome.blob
         return ([] if blob is None else [blob],
                 {"status": wire.STATUS_OK, "address": outcome.address, "large": blob is None,
                  "meta": outcome.meta})
-    if kind is Failed:
+    if isinstance(outcome, Failed):
         # Within one message whatever the function raised: a huge exception goes as its type,
         # message and the ends of its traceback (the client rebuilds a RemoteError).
         pickled = outcome.pickled
@@ -57,9 +57,9 @@ def outcome_to_wire(outcome: Ok | Failed | Crashed) -> tuple[list, dict[str, Any
         return ([pickled or b"", raw],
                 {"status": wire.STATUS_ERR, "type": outcome.type_name,
                  "message": outcome.message[:_MAX_MESSAGE], "where": outcome.where})
-    if kind is Crashed:
+    if isinstance(outcome, Crashed):
         return [], {"status": wire.STATUS_CRASH, "message": outcome.message}
-    raise TypeError(f"a {kind.__name__} outcome has no wire form (only Ok, Failed and Crashed)")
+    raise TypeError(f"a {type(outcome).__name__} outcome has no wire form (only Ok, Failed and Crashed)")
 
 
 def outcome_from_reply(msg: wire.Message, where: str) -> Ok | Failed | Crashed:

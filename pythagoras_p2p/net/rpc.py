@@ -27,7 +27,7 @@ def client_socket(context: Any, key: SwarmKey) -> Any:
     return sock
 
 
-def request(address: str, key: SwarmKey, op: str, *, timeout: float = 5.0, bodies: list = (),
+def request(address: str, key: SwarmKey, op: str, *, timeout: float = 5.0, bodies: list | tuple = (),
             **fields) -> wire.Message:
     """Send one request to the node at ``address`` (a ``tcp://`` endpoint) and return its reply.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import PythagorasError
 
@@ -158,7 +158,9 @@ def bundle(messages: list[list]) -> list[list]:
     message goes as it is."""
     if len(messages) <= 1:
         return messages
-    out, group, frames = [], [], 0
+    out: list[list] = []
+    group: list[list] = []
+    frames = 0
     for message in messages:
         if group and frames + len(message) > _MAX_FRAMES - 1:
             out.append(_many(group))
@@ -190,7 +192,7 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _MAX_INT = (1 << 63) - 1  # offsets, totals: what a file or a counter can hold
 
 
-def _is_address(value: Any) -> bool:
+def _is_address(value: Any) -> TypeGuard[str]:
     # Not bytes.fromhex alone: it skips spaces, and "ab cd..." would give a shorter address.
     return isinstance(value, str) and len(value) == 64 and _HEX_DIGITS.issuperset(value)
 

@@ -101,6 +101,8 @@ def write_blob_file(root: Path, address: bytes, parts: list | None, durable: boo
         target.parent.mkdir(exist_ok=True)
         if not durable:
             if not (target.exists() or live_transient()):
+                if parts is None:
+                    raise ValueError("a transient copy of a large value needs its parts")
                 write_new_file(transient, parts, durable=False)
             return True
         if not target.exists():

@@ -127,8 +127,8 @@ class Store(StoreEnvironment):
             view = memoryview(record)[1 + SUM:]
             if blake3(view).digest(SUM) == record[1:1 + SUM]:
                 return pickle.loads(view[1:]) if view[0] == _INBAND_BYTE else unpack(view)
-        record = live(record)
-        return MISSING if record is None else self._decode(address, record)
+        kept = live(record)
+        return MISSING if kept is None else self._decode(address, kept)
 
     def get_results(self, calls: Iterable[Address]) -> dict[Address, Any]:
         """Stored results of many calls in one read transaction; misses are left out."""
@@ -212,6 +212,7 @@ class Store(StoreEnvironment):
         """The packed bytes of a value record, or None if it is a transient copy dropped
         meanwhile; raises :class:`~.records.Damaged` when they do not match the record's
         checksum (and leaves the value alone: :meth:`packed` removes it)."""
+        view: memoryview | None
         if record[:1] == INLINE:
             view = memoryview(record)[1 + SUM:]
         else:
@@ -280,9 +281,9 @@ class Store(StoreEnvironment):
 
     def _decode(self, address: Address, record: bytes) -> Any:
         if record[:1] == INLINE:  # the hit of a small result: checked here, with no call more
-            view = memoryview(record)[1 + SUM:]
-            if blake3(view).digest(SUM) == record[1:1 + SUM]:
-                return unpack(view)
+            inline = memoryview(record)[1 + SUM:]
+            if blake3(inline).digest(SUM) == record[1:1 + SUM]:
+                return unpack(inline)
         view = self.packed(address, record)  # mapped copy-on-write: writable, no copy made
         return MISSING if view is None else unpack(view, writable=not view.readonly)
 

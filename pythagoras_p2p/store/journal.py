@@ -26,7 +26,8 @@ from blake3 import blake3
 
 from ..defaults import JOURNAL_GATHER as GATHER
 from ..defaults import JOURNAL_SEGMENT_BYTES as _SEGMENT_BYTES
-from .core import ResultRecord, Store
+from ..identity.encoding import Address
+from .core import Store
 from .records import encode_meta
 
 __all__ = ["Journal", "WriteBehind", "ClientLog", "replay_client_logs", "encode_meta",
@@ -34,11 +35,16 @@ __all__ = ["Journal", "WriteBehind", "ClientLog", "replay_client_logs", "encode_
 
 log = logging.getLogger(__name__)
 
+#: A result as the journal keeps it: call, value address, the packed value (``None``: the value
+#: is stored apart, a large one) and metadata; a :data:`~.core.ResultRecord` whose value is not
+#: in parts.
+JournalRecord = tuple[Address, Address, bytes | None, dict]
+
 _MAGIC = b"PJ1\0"
 _HEAD = struct.Struct("<4sI16s")  # magic, body length, checksum
 
 
-def _encode(record: ResultRecord, meta_raw: bytes | None = None) -> bytes:
+def _encode(record: JournalRecord, meta_raw: bytes | None = None) -> bytes:
     call, address, blob, meta = record
     if meta_raw is None:
         meta_raw = encode_meta(meta)
@@ -48,9 +54,9 @@ def _encode(record: ResultRecord, meta_raw: bytes | None = None) -> bytes:
     return _HEAD.pack(_MAGIC, len(body), blake3(body).digest()[:16]) + body
 
 
-def _decode_segment(data: bytes) -> tuple[list[ResultRecord], bool]:
+def _decode_segment(data: bytes) -> tuple[list[JournalRecord], bool]:
     """Records of one segment, and whether it ended cleanly (no torn or corrupt tail)."""
-    records = []
+    records: list[JournalRecord] = []
     offset = 0
     while offset < len(data):
         if len(data) - offset < _HEAD.size:
@@ -68,7 +74,7 @@ def _decode_segment(data: bytes) -> tuple[list[ResultRecord], bool]:
     return records, True
 
 
-def write_records(path: Path, records: list[ResultRecord], metas: list[bytes]) -> None:
+def write_records(path: Path, records: list[JournalRecord], metas: list[bytes]) -> None:
     """Write ``records`` to a new file with one ``write()``, as the journal appends them (in
     the kernel before this returns: a ``kill -9`` loses nothing)."""
     data = b"".join(_encode(r, m) for r, m in zip(records, metas, strict=True))
@@ -81,7 +87,7 @@ def write_records(path: Path, records: list[ResultRecord], metas: list[bytes]) -
         os.close(fd)
 
 
-def read_records(path: Path) -> list[ResultRecord]:
+def read_records(path: Path) -> list[JournalRecord]:
     """The complete records of a file :func:`write_records` wrote (a torn tail is dropped)."""
     return _decode_segment(path.read_bytes())[0]
 
@@ -95,8 +101,8 @@ class Journal:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.replay()
         self._lock = threading.Condition()
-        self._pending: dict[bytes, ResultRecord] = {}  # appended, not yet in LMDB
-        self._queue: list[tuple[int, ResultRecord]] = []
+        self._pending: dict[bytes, JournalRecord] = {}  # appended, not yet in LMDB
+        self._queue: list[tuple[int, JournalRecord]] = []
         self._outstanding: dict[int, int] = {}  # segment -> records not yet in LMDB
         self._segment = 0
         self._fd = -1
@@ -133,7 +139,7 @@ class Journal:
             os.close(self._fd)
         self._segment, self._fd, self._size = segment, fd, 0
 
-    def append(self, records: list[ResultRecord], metas: list[bytes] | None = None) -> None:
+    def append(self, records: list[JournalRecord], metas: list[bytes] | None = None) -> None:
         """Make ``records`` durable against a crash of this process; returns once written.
 
         ``metas``: the records' metadata already encoded by :func:`encode_meta`, if the caller
@@ -183,7 +189,7 @@ class Journal:
         """Whether the journal takes no more records (closed, or the store refused a write)."""
         return self._closed
 
-    def pending(self, call: bytes) -> ResultRecord | None:
+    def pending(self, call: bytes) -> JournalRecord | None:
         """A result appended but not yet applied to LMDB, if any."""
         return self._pending.get(call)
 
@@ -249,7 +255,7 @@ class ClientLog:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
-    def append(self, records: list[ResultRecord]) -> None:
+    def append(self, records: list[JournalRecord]) -> None:
         data = b"".join(_encode(r) for r in records)
         view = memoryview(data)
         while view:
@@ -304,15 +310,15 @@ class WriteBehind:
         self.store = store
         self._log = ClientLog(store) if durable else None
         self._cond = threading.Condition()
-        self._queue: list[ResultRecord] = []
-        self._writing: list[ResultRecord] = []
+        self._queue: list[JournalRecord] = []
+        self._writing: list[JournalRecord] = []
         self._busy = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="pythagoras-write-behind", daemon=True)
         self._thread.start()
         _WRITERS.add(self)
 
-    def put(self, records: list[ResultRecord]) -> None:
+    def put(self, records: list[JournalRecord]) -> None:
         with self._cond:
             if self._log is not None:
                 try:
@@ -351,7 +357,7 @@ class WriteBehind:
                         pass
                 self._cond.notify_all()
 
-    def pending(self, calls: list[bytes]) -> dict[bytes, ResultRecord]:
+    def pending(self, calls: list[bytes]) -> dict[bytes, JournalRecord]:
         """The records of ``calls`` queued (or being written) and not yet readable in the store."""
         wanted = set(calls)
         with self._cond:

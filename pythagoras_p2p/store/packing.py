@@ -62,7 +62,7 @@ def pack_parts(obj: Any, *, what: str = "value", out_of_band_from: int = 256 * 1
     header += struct.pack("<IQ", len(raws), len(data))
     for raw in raws:
         header += _pack_Q(raw.nbytes)
-    parts = [bytes(header), data]
+    parts: list[bytes | memoryview] = [bytes(header), data]
     offset = len(header) + len(data)
     for raw in raws:
         pad = -offset % _ALIGN

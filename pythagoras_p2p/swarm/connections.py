@@ -70,7 +70,7 @@ class Connections:
         self._pending[rid] = (peer, callback)
         return rid
 
-    def ask(self, peer: Peer, op: str, callback, bodies: list = (), **fields: Any) -> int:
+    def ask(self, peer: Peer, op: str, callback, bodies: list | tuple = (), **fields: Any) -> int:
         """Send request ``op`` to ``peer``; its reply goes to ``callback(peer, msg)``."""
         rid = self.expect(peer, callback)
         peer.send(wire.build(op, rid, list(bodies), **fields))

@@ -125,7 +125,12 @@ class SwarmDispatcher(Replies):
         """Run ``kind`` (lookup, fetch, ready) on the I/O loop and wait for its answer."""
         done = threading.Event()
         box: list = []
-        self._request((kind, *args, lambda value: (box.append(value), done.set())))
+
+        def answer(value: Any) -> None:
+            box.append(value)
+            done.set()
+
+        self._request((kind, *args, answer))
         if not done.wait(timeout):
             return None
         return box[0]
@@ -188,15 +193,15 @@ class SwarmDispatcher(Replies):
             if sock == self._mail.fileno():
                 self._mail.drain()
                 continue
-            peer = registered.get(sock)
-            if peer is not None and peer.monitor is sock:
-                self.connections.on_events(peer, sock)
+            owner = registered.get(sock)
+            if owner is not None and owner.monitor is sock:
+                self.connections.on_events(owner, sock)
                 continue
-            if peer is None or peer.sock is not sock:
+            if owner is None or owner.sock is not sock:
                 continue
             for frames in waiting_messages(sock, limit=1 << 30):
-                self._on_message(peer, frames)
-                if peer.sock is not sock:  # the message lost the peer: its socket is closed
+                self._on_message(owner, frames)
+                if owner.sock is not sock:  # the message lost the peer: its socket is closed
                     break
         for peer in self.peers.values():  # calls placed again while replies were read
             peer.flush()
@@ -428,7 +433,7 @@ class SwarmDispatcher(Replies):
         rid = self.connections.new_id()
         peer.inflight[rid] = (batch, task)
         self.stragglers.placed(rid)
-        extra = {} if task.keep else {"keep": False}
+        extra: dict[str, Any] = {} if task.keep else {"keep": False}
         if speculative:
             extra["speculative"] = True  # a copy of a straggler: only an idle worker takes it
         if task.keep and self.own_node not in (None, peer.node_id):

@@ -27,7 +27,7 @@ from ..defaults import DRIVER_LINGER as LINGER
 from ..defaults import DRIVER_SLICE as _SLICE
 
 try:  # the C functions: signal's wrappers also convert handlers to enums, ~7 µs a call
-    from _signal import getsignal as _get_handler
+    from _signal import getsignal as _get_handler  # type: ignore[import-not-found]  # no stubs for the C module
     from _signal import signal as _set_handler
 except ImportError:  # pragma: no cover - not CPython
     _get_handler, _set_handler = signal.getsignal, signal.signal

@@ -200,7 +200,7 @@ class ValueExchange:
         ready = [p for p in peers if p.state in ("ready", "unsuitable") and p.node_id]
         replicas = max((p.replicas for p in ready), default=1)
         if len(ready) == len(peers) and replicas < len(ready):
-            by_id = {p.node_id: p for p in ready}
+            by_id = {p.node_id: p for p in ready if p.node_id is not None}
             grouped = by_home(calls, list(by_id), replicas)
 
             def then(trusted: bool) -> None:
@@ -289,9 +289,10 @@ class ValueExchange:
         if download is None:
             return
         first = download.total is None
-        download.write(msg.fields["offset"], msg.fields["total"], msg.bodies[0])
+        total = msg.fields["total"]
+        download.write(msg.fields["offset"], total, msg.bodies[0])
         if first:
-            for offset in range(wire.CHUNK, download.total, wire.CHUNK):
+            for offset in range(wire.CHUNK, total, wire.CHUNK):
                 peer.send(wire.build("get", 0, address=download.address, offset=offset))
         if download.complete:
             del self._downloads[(peer, download.address)]

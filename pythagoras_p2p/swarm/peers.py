@@ -108,7 +108,7 @@ class Peer:
         try:  # ZeroMQ would retry a name that does not resolve forever, calling it refused
             socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            return (f"no such host: {self.host!r} does not resolve ({exc.strerror or exc}); "
+            return (f"no such host: {self.host!r} does not resolve ({getattr(exc, 'strerror', None) or exc}); "
                     f"check the name, or give the machine's IP address")
         sock = client_socket(context, key)
         sock.sndhwm = 0

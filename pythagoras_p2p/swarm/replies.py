@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..execution.batch import print_output
@@ -29,12 +30,14 @@ log = logging.getLogger(__name__)
 class Replies:
     """Reading peers' messages, for :class:`~.dispatcher.SwarmDispatcher`."""
 
-    # What it uses of the dispatcher (which also has ``_incompatible(peer, why)``):
+    # What it uses of the dispatcher:
     connections: Any  # .connections.Connections
     exchange: Any  # .exchange.ValueExchange
     stragglers: Any  # .stragglers.Stragglers
     _queue: Any  # deque of (batch, task) waiting for a peer
     _rtt: float | None  # smoothed round trip of results, seconds
+    _lost: Callable[[Peer, str], None]  # a peer is gone: its calls go back to the queue
+    _incompatible: Callable[[Peer, str], None]  # ... and is never connected again
 
     def _on_message(self, peer: Peer, frames: list) -> None:
         peer.heard()
