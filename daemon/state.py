@@ -92,7 +92,7 @@ def copies_kept(replicas: int, members: int) -> dict:
     """How many copies of each result the swarm can keep with ``members`` live: fewer than the
     ``replicas`` asked when fewer members are live (``fewer_copies`` then says so in words)."""
     copies = min(replicas, members)
-    said = {"members_live": members, "copies": copies}
+    said: dict[str, int | str] = {"members_live": members, "copies": copies}
     if copies < replicas:
         said["fewer_copies"] = (
             f"results have {copies} cop{'y' if copies == 1 else 'ies'}, fewer than the "

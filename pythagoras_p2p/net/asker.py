@@ -38,7 +38,7 @@ def asker(home: Path | None = None) -> dict:
 def _key_id(home: Path) -> str | None:
     """This machine's member key id, when it has member keys (``pythagoras_p2p.trust``)."""
     try:
-        from pythagoras_p2p.trust import NodeKeys  # type: ignore[attr-defined]
+        from pythagoras_p2p.trust import NodeKeys
     except ImportError:
         return None
     try:
