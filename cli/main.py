@@ -279,7 +279,8 @@ def cache_stats(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
 @click.pass_context
 def cache_ls(ctx: click.Context, name: str | None, versions: bool, as_json: bool) -> None:
-    """Stored results per function (or of the function NAME): how many, their size, last stored.
+    """Stored results per function (or of the function NAME): how many, their size, last stored,
+    which members computed them (--json: their key ids).
     With --versions, per version of each function (a version is a fingerprint: the function's
     code and everything it reaches), with when its results were first and last stored."""
     from pythagoras_p2p.store.listing import listing, stored_versions
@@ -295,7 +296,7 @@ def cache_ls(ctx: click.Context, name: str | None, versions: bool, as_json: bool
     from rich.console import Console, JustifyMethod
     from rich.table import Table
 
-    from pythagoras_p2p.store.listing import Version
+    from pythagoras_p2p.store.listing import FunctionEntry, Version
 
     def when(t: float | None) -> str:
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
@@ -307,16 +308,23 @@ def cache_ls(ctx: click.Context, name: str | None, versions: bool, as_json: bool
     if versions:
         columns.append(("first stored", "left"))
     columns.append(("last stored", "left"))
+    signed = any(w["key_id"] for e in entries if isinstance(e, FunctionEntry)
+                 for w in e.computed_by)
+    if signed:
+        columns.append(("computed by", "left"))
     table = Table(title=f"results stored in {ctx.obj['home']}")
-    for heading, justify in columns:
-        table.add_column(heading, justify=justify)
+    for heading, justify in columns:  # a long name folds: it is what `cache forget` takes
+        table.add_column(heading, justify=justify, overflow="fold")
     for e in entries:
         if isinstance(e, Version):
             version = e.fingerprint[:16] + (" (newest)" if e.newest else "")
             table.add_row(e.function, version, f"{e.results:,}", human_bytes(e.nbytes),
                           when(e.first_stored), when(e.last_stored))
         else:
-            table.add_row(e.function, f"{e.results:,}", human_bytes(e.nbytes), when(e.last_stored))
+            by = [", ".join(f"{w['host'] or 'unsigned'}: {w['results']:,}"
+                            for w in e.computed_by[:3])] if signed else []
+            table.add_row(e.function, f"{e.results:,}", human_bytes(e.nbytes),
+                          when(e.last_stored), *by)
     Console().print(table)
 
 

@@ -25,6 +25,7 @@ from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
 from pythagoras_p2p.store.env import ReadersBusyError
 from pythagoras_p2p.store.functions import record_matches
 from pythagoras_p2p.store.journal import encode_meta
+from pythagoras_p2p.trust.provenance import stamp
 
 from .deletions import forget_asked
 from .logonce import LogOnce
@@ -394,8 +395,9 @@ class Handlers(Values, Copies):
         ended, self._ended = self._ended, []
         if not ended:
             return
-        kept = [(call, outcome, encode_meta(outcome.meta)) for call, running, outcome in ended
-                if type(outcome) is Ok and running.keep]
+        keys = self.node.trust.keys  # results say which member computed them, signed
+        kept = [(call, outcome, encode_meta(stamp(outcome.meta, call, outcome.address, keys)))
+                for call, running, outcome in ended if type(outcome) is Ok and running.keep]
         journaled = False
         if kept:
             try:

@@ -42,6 +42,7 @@ from pythagoras_p2p.store.core import open_store
 from pythagoras_p2p.store.journal import Journal, replay_client_logs
 from pythagoras_p2p.trust import Members, Trust
 
+from .deletions import DroppedResults
 from .handlers import STALE_AFTER, Handlers
 from .owner.admission import Admission
 from .owner.policy import OwnerConfig
@@ -122,6 +123,7 @@ class Node:
         self.poller.register(self._mail.fileno(), zmq.POLLIN)
         self.poller.register(self.pool.fileno(), zmq.POLLIN)
         self.handlers = Handlers(self)
+        self.dropped = DroppedResults(self)
         self.admission = Admission(self)  # which calls start, when: the owner first, then in turn
         self.peering = Peering(self, config.peers)
         self.traffic = Traffic()
@@ -341,6 +343,7 @@ class Node:
             return
         self._swept = now
         self.admission.look()
+        self.dropped.look()  # results of members removed with --drop-results
         self.clear_dead_readers()
         self.handlers.drop_abandoned_uploads()
         self.handlers.drop_forsaken()

@@ -30,6 +30,7 @@ from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.wire import _is_address
 from pythagoras_p2p.store.journal import encode_meta, read_records, write_records
 from pythagoras_p2p.swarm.homes import RANGES, check_digests
+from pythagoras_p2p.trust.provenance import refusal
 
 from .replication import BATCH
 
@@ -98,6 +99,7 @@ class Copies:
             self.error(ident, msg.id, wire.ERR_MALFORMED, f"replicate: {entries}")
             return
         fresh = [e for e in entries if self.entry(e[0]) is None]
+        fresh, unproven = self._of_members(fresh)
         incoming = sum(len(e[2]) for e in fresh if e[2] is not None)
         if fresh and not self._room_for(incoming):
             self.node.traffic.refused += len(fresh)
@@ -108,7 +110,8 @@ class Copies:
                        f"node {self.node.node_id} has no room for copies (its store is full)")
             return
         arrival = _Arrival(ident, msg.id, 0)
-        arrival.had = len(entries) - len(fresh)
+        arrival.had = len(entries) - len(fresh) - len(unproven)
+        arrival.refused.extend(unproven)
         small = [e for e in fresh if e[2] is not None]
         for entry in fresh:
             if entry[2] is not None:
@@ -139,6 +142,23 @@ class Copies:
             self._check(arrival, small)
         else:
             self._settle(arrival)
+
+    def _of_members(self, entries: list) -> tuple[list, list[str]]:
+        """The copies whose signature shows a member of the swarm computed them, and the calls
+        (hex) of the others, refused and logged (:func:`~pythagoras_p2p.trust.provenance.refusal`)."""
+        members = self.node.members
+        if members is None or not entries:
+            return entries, []
+        kept, refused = [], []
+        for entry in entries:
+            why = refusal(json.loads(entry[3]), entry[0], entry[1], members)
+            if why is None:
+                kept.append(entry)
+                continue
+            refused.append(entry[0].hex())
+            self.log_once(f"replica-origin:{why[:40]}", "refused a copy of result %s: %s",
+                          entry[0].hex()[:16], why)
+        return kept, refused
 
     def _keep_unchecked(self, small: list) -> Path:
         folder = self.node.home / "unchecked"

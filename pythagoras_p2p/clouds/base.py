@@ -200,8 +200,10 @@ class PCloud:
         if trace is not None:  # what it read, checked before its result is answered again
             meta["inputs"] = trace
         meta["args"] = argument_digests(kwargs, addresses)  # for explain
+        address = value_address(value)
+        self._sign([(call, address, parts, meta)])
         try:
-            self.store.put_results([(call, value_address(value), parts, meta)])
+            self.store.put_results([(call, address, parts, meta)])
         except StoreFullError as exc:
             warn_not_stored(fn.name, 1, exc)
         else:
@@ -271,7 +273,29 @@ class PCloud:
 
     def _store_results(self, records: list) -> None:
         """Store results that arrived from workers (durably, before they are returned)."""
+        self._sign(records)
         self.store.put_results(records)
+
+    def _sign(self, records: list) -> None:
+        """Sign the results this machine computed with its member key, when its home has one
+        (:mod:`~pythagoras_p2p.trust.provenance`): a node of this home can then hand copies
+        of them to the swarm's other members, which refuse unsigned ones."""
+        keys = getattr(self, "_member_keys", False)
+        if keys is False:
+            from ..errors import SecurityError
+            from ..trust import NodeKeys
+
+            try:
+                keys = NodeKeys.load(self.home)
+            except SecurityError as exc:  # damaged keys: the results stay unsigned, said once
+                log.warning("results computed here are not signed: %s", exc)
+                keys = None
+            self._member_keys = keys
+        if keys is not None:
+            from ..trust.provenance import stamp
+
+            for call, address, _, meta in records:
+                stamp(meta, call, address, keys)
 
     # ------------------------------------------------------------------ lifecycle
 

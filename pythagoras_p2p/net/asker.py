@@ -37,14 +37,13 @@ def asker(home: Path | None = None) -> dict:
 
 def _key_id(home: Path) -> str | None:
     """This machine's member key id, when it has member keys (``pythagoras_p2p.trust``)."""
+    from pythagoras_p2p.trust import NodeKeys
+
     try:
-        from pythagoras_p2p.trust import NodeKeys
-    except ImportError:
+        keys = NodeKeys.load(home)
+    except Exception:  # unreadable keys: the request names the host and owner
         return None
-    try:
-        return str(NodeKeys.load_or_create(home).key_id)
-    except Exception:  # no keys, or unreadable ones: the request names the host and owner
-        return None
+    return None if keys is None else keys.key_id
 
 
 def describe_asker(fields: object) -> str:

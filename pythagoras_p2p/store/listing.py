@@ -16,7 +16,8 @@ from .core import Store
 from .records import encode_meta, is_inline, live
 
 __all__ = ["StoredCall", "FunctionEntry", "Version", "stored_call", "listing", "stored_versions",
-           "forget", "forget_function", "functions_named", "forget_plan", "copy_entry"]
+           "forget", "forget_function", "functions_named", "forget_plan", "copy_entry",
+           "computed_by"]
 
 UNKNOWN = "(unknown)"  # results stored without metadata (by an earlier release)
 
@@ -42,6 +43,9 @@ class StoredCall:
     inputs: dict | None = None
     inputs_tracked: bool = True  # False: add_pure_function(track_inputs=False), nothing checked
     inputs_changed: tuple[str, ...] = ()  # what of them changed here: the next call recomputes
+    # The member that computed it, as its signature says ({"key_id", "host"}); None: unsigned
+    # (computed in a home without member keys, or by an earlier release).
+    computed_by: dict | None = None
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -56,6 +60,8 @@ class StoredCall:
         when = self.started or self.stored
         parts = [f"computed on {self.computed_on or UNKNOWN}"
                  + (f" by {self.worker}" if self.worker else "")]
+        if self.computed_by:
+            parts.append(f"signed by member {self.computed_by.get('key_id', '?')[:16]}")
         if when is not None:
             parts.append(f"at {when:%Y-%m-%d %H:%M:%S} UTC")
         if self.duration is not None:
@@ -67,6 +73,15 @@ class StoredCall:
         elif self.inputs_changed:
             parts.append(f"changed since: {', '.join(self.inputs_changed)}")
         return f"<StoredCall {self.function} {self.address[:16]}: {', '.join(parts)}>"
+
+
+def computed_by(meta: dict | None) -> dict | None:
+    """Who computed a result, as its metadata says (``{"key_id", "host"}``, without the
+    signature, which :mod:`pythagoras_p2p.trust.provenance` makes and checks); None: unsigned."""
+    found = (meta or {}).get("computed_by")
+    if not isinstance(found, dict):
+        return None
+    return {"key_id": found.get("key_id"), "host": found.get("host")}
 
 
 def _utc(seconds: object) -> datetime | None:
@@ -84,6 +99,8 @@ class FunctionEntry:
     results: int = 0
     nbytes: int = 0
     last_stored: float | None = None
+    # who computed them: [{"key_id", "host", "results"}], most first (key_id None: unsigned)
+    computed_by: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +134,7 @@ def stored_call(store: Store, call: bytes, function: str,
         worker=meta.get("worker"), started=_utc(meta.get("started")),
         duration=meta.get("duration"), stored=_utc(meta.get("stored")), nbytes=_value_size(store, address, record),
         inputs=trace, inputs_tracked=tracked, inputs_changed=tuple(changed(trace)),
+        computed_by=computed_by(meta),
     )
 
 
@@ -124,16 +142,24 @@ def listing(store: Store, name: str | None = None) -> list[FunctionEntry]:
     """Per function (or only ``name``): how many results, their size, when the last was stored."""
     snap = store.snapshot(meta=True)
     entries: dict[str, FunctionEntry] = {}
+    members: dict[str, dict[tuple, int]] = {}
     for call, address in snap.results:
         function = snap.meta.get(call, {}).get("function", UNKNOWN)
         if name is not None and function != name:
             continue
         entry = entries.setdefault(function, FunctionEntry(function))
+        who = computed_by(snap.meta.get(call)) or {}
+        counts = members.setdefault(function, {})
+        counts[who.get("key_id"), who.get("host")] = counts.get((who.get("key_id"), who.get("host")), 0) + 1
         entry.results += 1
         entry.nbytes += _value_size(store, address, snap.values.get(address))
         stored = snap.meta.get(call, {}).get("stored")
         if stored is not None and (entry.last_stored is None or stored > entry.last_stored):
             entry.last_stored = stored
+    for function, counts in members.items():
+        entries[function].computed_by = [
+            {"key_id": key_id, "host": host, "results": n}
+            for (key_id, host), n in sorted(counts.items(), key=lambda kv: -kv[1])]
     return sorted(entries.values(), key=lambda e: e.function)
 
 

@@ -104,9 +104,13 @@ class Revoked:
     hostname: str
     when: float
     by: str  # the key id of the admin that removed it
+    drop_results: bool = False  # every node drops, and refuses, the results it computed
 
     def to_json(self) -> dict:
-        return {"key_id": self.key_id, "hostname": self.hostname, "when": self.when, "by": self.by}
+        found = {"key_id": self.key_id, "hostname": self.hostname, "when": self.when, "by": self.by}
+        if self.drop_results:  # absent otherwise: lists signed before it keep their bytes
+            found["drop_results"] = True
+        return found
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,8 @@ class Members:
             made = cls(str(swarm["name"]), unb64(swarm["public"]), int(data["version"]),
                        tuple(Member.from_json(m) for m in data["members"]),
                        tuple(Revoked(str(r["key_id"]), str(r["hostname"]), float(r["when"]),
-                                     str(r["by"])) for r in data["revoked"]),
+                                     str(r["by"]), r.get("drop_results") is True)
+                             for r in data["revoked"]),
                        str(data["signer"]), unb64(data["signature"]))
         except Exception as exc:
             raise SecurityError(f"not a valid member list ({type(exc).__name__}: {exc})") from None
@@ -254,14 +259,24 @@ class Members:
         kept = tuple(m for m in self.members if m.key_id != member.key_id)
         return replace(self, version=self.version + 1, members=(*kept, member)).signed(signer, sign)
 
-    def without(self, key_ids: Iterable[str], signer: str, sign) -> Members:
-        """The next version, with ``key_ids`` revoked (their certificates stay, for the record)."""
+    def without(self, key_ids: Iterable[str], signer: str, sign, *,
+                drop_results: bool = False) -> Members:
+        """The next version, with ``key_ids`` revoked (their certificates stay, for the record);
+        ``drop_results``: every node drops and refuses the results they computed (a member
+        revoked already gets the mark added)."""
         now = round(time.time(), 3)
+        wanted = set(key_ids)
+        kept = tuple(replace(r, drop_results=True) if drop_results and r.key_id in wanted else r
+                     for r in self.revoked)
         gone = {r.key_id for r in self.revoked}
-        added = tuple(Revoked(k, getattr(self.by_key_id(k), "hostname", ""), now, signer)
-                      for k in key_ids if k not in gone)
+        added = tuple(Revoked(k, getattr(self.by_key_id(k), "hostname", ""), now, signer,
+                              drop_results) for k in key_ids if k not in gone)
         return replace(self, version=self.version + 1,
-                       revoked=(*self.revoked, *added)).signed(signer, sign)
+                       revoked=(*kept, *added)).signed(signer, sign)
+
+    def dropped(self) -> frozenset[str]:
+        """The key ids whose results the swarm dropped (``remove --drop-results``)."""
+        return frozenset(r.key_id for r in self.revoked if r.drop_results)
 
     # ------------------------------------------------------------------ in a home
 

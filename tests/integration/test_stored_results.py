@@ -155,3 +155,26 @@ def test_a_result_copied_from_another_machine_keeps_its_metadata(node, make_clie
     assert g(x=1) == 3  # found on the node, copied into the second home's store
     info = g.lookup(x=1)
     assert info is not None and info.computed_on and info.worker and info.duration is not None
+    from pythagoras_p2p.trust import NodeKeys
+
+    # computed by the node's worker: signed with the node's member key, which the copy names
+    assert info.computed_by == {"key_id": NodeKeys.load(node.home).key_id,
+                                "host": socket.gethostname()}
+    assert f"signed by member {info.computed_by['key_id'][:16]}" in repr(info)
+
+
+def test_cache_ls_json_says_who_computed_the_results(cloud, home):
+    from pythagoras_p2p.trust import NodeKeys
+
+    f = cloud.add_pure_function(triple)
+    f(x=1)  # this home has no member keys yet: unsigned
+    keys = NodeKeys.load_or_create(home)
+    cloud._member_keys = False  # as a new process of this home would, it finds the keys
+    f(x=2), f.sync_parallel([kw_args(x=3)])
+    assert f.lookup(x=1).computed_by is None
+    assert f.lookup(x=2).computed_by["key_id"] == keys.key_id
+    assert f.lookup(x=3).computed_by["key_id"] == keys.key_id  # computed by a worker here
+    out = cli(home, "cache", "ls", f.qualified_name, "--json")
+    assert out.returncode == 0, out.stderr
+    by = {w["key_id"]: w["results"] for w in json.loads(out.stdout)[0]["computed_by"]}
+    assert by == {keys.key_id: 2, None: 1}
