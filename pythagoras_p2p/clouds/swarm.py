@@ -114,6 +114,8 @@ class SwarmCloud(PCloud):
         for call, (address, blob, meta, peer) in found.items():
             if not isinstance(meta, dict) or not holds(meta.get("inputs")):
                 continue  # it read files or variables that differ here: computed again
+            if not self._of_member(call, address, meta):
+                continue  # not signed by a member (or by one whose results were dropped)
             if blob is None:
                 ok = self._dispatcher.call("fetch", peer, address, timeout=300)
                 if ok is not True:
@@ -128,6 +130,25 @@ class SwarmCloud(PCloud):
         if records:
             self._writer.put(records)
         return values
+
+    def _of_member(self, call: bytes, address: bytes, meta: dict) -> bool:
+        """Whether a copy found on a peer was computed by a member of this home's swarm, as
+        its signature shows (always, for a home with no member list); said once if not."""
+        members = getattr(self, "_home_members", None)
+        if members is None:
+            from ..trust.provenance import HomeMembers
+
+            members = self._home_members = HomeMembers(self.home)
+        current = members.current()
+        if current is None:
+            return True
+        from ..trust.provenance import refusal
+
+        why = refusal(meta, call, address, current)
+        if why is not None:
+            log.warning("a peer's copy of result %s is not used (it is computed again): %s",
+                        call.hex()[:16], why)
+        return why is None
 
     def _pending_results(self, calls: list[bytes]) -> dict[bytes, Any]:
         """Results of ``calls`` that nodes sent and the local store has not yet written."""

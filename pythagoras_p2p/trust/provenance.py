@@ -16,12 +16,18 @@ member keys) checks nothing: it cannot tell members apart.
 
 from __future__ import annotations
 
+import logging
 import socket
+from pathlib import Path
 from typing import Any
 
+from ..errors import SecurityError
 from .keys import b64, unb64, verify_signature
+from .members import Members, members_path
 
-__all__ = ["PROVENANCE", "stamp", "refusal", "signed_bytes"]
+__all__ = ["PROVENANCE", "stamp", "refusal", "signed_bytes", "HomeMembers"]
+
+log = logging.getLogger(__name__)
 
 PROVENANCE = "computed_by"  # the key of the metadata that holds it (store.listing reads it)
 _DOMAIN = b"pythagoras-result/1\0"
@@ -64,3 +70,27 @@ def refusal(meta: dict | None, call: bytes, address: bytes, members: Any) -> str
     if not verify_signature(member.signing_public, signed_bytes(call, address, key_id), signature):
         return f"its signature by {key_id[:24]} does not verify"
     return None
+
+
+class HomeMembers:
+    """The member list of a home as a process of it reads it (a client fetching copies from
+    peers): read again when its file changes; None while the home has none."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self._stamp: tuple[int, int] | None = None
+        self._members: Members | None = None
+
+    def current(self) -> Members | None:
+        try:
+            st = members_path(self.home).stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._members = Members.load(self.home) if stamp is not None else None
+            except SecurityError as exc:  # a damaged list: the one read before still holds
+                log.warning("%s", exc)
+        return self._members

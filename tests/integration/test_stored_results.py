@@ -178,3 +178,23 @@ def test_cache_ls_json_says_who_computed_the_results(cloud, home):
     assert out.returncode == 0, out.stderr
     by = {w["key_id"]: w["results"] for w in json.loads(out.stdout)[0]["computed_by"]}
     assert by == {keys.key_id: 2, None: 1}
+
+
+def test_a_peers_copy_not_signed_by_a_member_is_computed_again(node, make_client, tmp_path):
+    from node_harness import copy_key
+
+    from pythagoras_p2p.trust import Member, Members, NodeKeys, SwarmSigningKey
+
+    f = make_client(node, "first").add_pure_function(triple)
+    f.sync_parallel([kw_args(x=i) for i in range(2)])  # on the node, signed with its key
+    home = tmp_path / "second"  # a home whose member list does not hold the node's key
+    copy_key(node.home, home)
+    swarm, mine = SwarmSigningKey.create(home), NodeKeys.load_or_create(home)
+    Members.first("elsewhere", swarm, Member.certify(
+        node_id="", hostname="here", owner="me", roles=("admin",), curve_public=mine.curve_public,
+        signing_public=mine.signing_public, swarm_public=swarm.public, issuer="swarm",
+        sign=swarm.sign)).save(home)
+    g = make_client(node, "second").add_pure_function(triple)
+    assert g(x=1) == 3
+    assert g.lookup(x=1).computed_by["key_id"] == mine.key_id  # computed here, not copied
+    assert f.lookup(x=1).computed_by["key_id"] == NodeKeys.load(node.home).key_id
