@@ -1,14 +1,16 @@
 """What a node does with each request: the routing of each operation of :mod:`pythagoras_p2p.net.wire` to its method.
 
 Every request is checked by :func:`wire.parse` first; a malformed one gets an ``error`` reply
-with the reason, is logged once per kind (:mod:`.logonce`), and changes nothing. The value
-traffic (``get``, ``put``) is served by the base class :class:`~.uploads.Values`; the calls
-running here and their waiters are kept by :class:`~.running.RunningCalls`.
+with the reason, is logged once per kind (:mod:`.logonce`), and changes nothing. Its parts are
+held as attributes, each given what it uses, not the node: the value traffic (``get``, ``put``)
+is served by ``values`` (:class:`~.uploads.Values`), the copies other members send by
+``receiving`` (:class:`~.receiving.Copies`), the calls running here and their waiters are kept
+by ``running`` (:class:`~.running.RunningCalls`); everything goes out through the node's
+:class:`~.outbox.Outbox`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -22,17 +24,21 @@ from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.identity.inputs import holds
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.outcomes_wire import outcome_to_wire
+from pythagoras_p2p.store.core import Store
 from pythagoras_p2p.store.env import ReadersBusyError
 from pythagoras_p2p.store.functions import record_matches
-from pythagoras_p2p.store.journal import encode_meta
+from pythagoras_p2p.store.journal import Journal, encode_meta
+from pythagoras_p2p.trust import Members, Trust
 from pythagoras_p2p.trust.provenance import stamp
 
 from .deletions import forget_asked
 from .logonce import LogOnce
-from .receiving import Copies
+from .outbox import Outbox
+from .receiving import Copies, CopyChecks
+from .replication import Traffic
 from .running import RunningCalls
-from .state import Counters, load_facts, status_entry
-from .uploads import Upload, Values
+from .state import CacheFacts, Counters, load_facts, status_entry
+from .uploads import ValueChecks, Values
 
 __all__ = ["Handlers"]
 
@@ -44,41 +50,44 @@ log = logging.getLogger(__name__)
 STALE_AFTER = max(PING_EVERY, SILENT_AFTER - 2 * PING_EVERY)
 
 
-class NodeSide(Protocol):
+class NodeSide(ValueChecks, CopyChecks, Protocol):
     """What the handlers use of their node (:class:`~pythagoras_p2p.daemon.node.Node`)."""
 
     node_id: str
     home: Path
     config: Any
     key: Any
-    store: Any
-    journal: Any
-    pool: Any
+    resources: dict
+    store: Store
+    journal: Journal
+    cache_facts: CacheFacts
+    traffic: Traffic
     peering: Any
-    router: Any
+    admission: Any
+    repair: Any
+    copies: Any
+    trust: Trust
     stopping: bool
 
-    def submit(self, task: Task) -> Any: ...
+    @property
+    def members(self) -> Members | None: ...
 
-    def completed_verification(self, upload: Any, ok: bool, reason: str) -> None: ...
 
-
-class Handlers(Values, Copies):
-    def __init__(self, node: NodeSide):
+class Handlers:
+    def __init__(self, node: NodeSide, outbox: Outbox):
         self.node = node
         self.store = node.store
-        # send is looked up at each message: a node's tests replace it on the instance
-        self.running = RunningCalls(lambda ident, frames: self.send(ident, frames), self.reply)
-        self._replies: dict[bytes, list] = {}  # results to send at the end of this turn
+        self.outbox = outbox
+        # send is looked up at each message: a node's tests replace it on the outbox
+        self.running = RunningCalls(lambda ident, frames: outbox.send(ident, frames), outbox.reply)
         self._ended: list = []  # (call, running, outcome) of the tasks that ended this turn
-        self.uploads: dict[tuple[bytes, bytes], Upload] = {}
-        self._upload_ids = itertools.count()
-        self.incoming = node.home / "incoming"
-        self.incoming.mkdir(exist_ok=True)
-        for stale in self.incoming.iterdir():
-            stale.unlink(missing_ok=True)
         self.counts = Counters()
         self.log_once = LogOnce(log, _LOG_ONCE)
+        self.values = Values(node.node_id, node.store, outbox, node, self.counts, self.log_once,
+                             node.home / "incoming")
+        self.receiving = Copies(node.node_id, node.home, node.store, node.journal, outbox, node,
+                                node.repair, self.values.uploads, self.entry, lambda: node.members,
+                                node.cache_facts, node.traffic, self.counts, self.log_once)
         self.incompatible: OrderedDict[bytes, str] = OrderedDict()  # routing id → its Python
         self._checked_requires: dict[tuple, list] = {}  # a function's requires= → what is missing
         # When each connection was last heard: one silent for longer than clients wait (this
@@ -89,32 +98,14 @@ class Handlers(Values, Copies):
         self._ops = {
             "probe": self.on_probe, "hello": self.on_hello, "ping": self.on_ping,
             "status": self.on_status, "lookup": self.on_lookup, "has": self.on_has,
-            "put": self.on_put, "get": self.on_get, "function": self.on_function,
+            "put": self.values.on_put, "get": self.values.on_get, "function": self.on_function,
             "run": self.on_run, "cancel": self.on_cancel, "peers": self.on_peers,
             "release": self.on_release, "forget": self.on_forget, "leaving": self.on_leaving,
-            "sync": self.on_sync, "offer": self.on_offer, "replicate": self.on_replicate,
+            "sync": self.receiving.on_sync, "offer": self.receiving.on_offer,
+            "replicate": self.receiving.on_replicate,
         }
 
     # ------------------------------------------------------------------ plumbing
-
-    def send(self, ident: bytes, frames: list) -> None:
-        self.node.router.send_multipart([ident, *frames], copy=False)
-
-    def reply(self, ident: bytes, frames: list) -> None:
-        """Send a call's result with the others of this turn of the node's loop (:meth:`flush`)."""
-        self._replies.setdefault(ident, []).append(frames)
-
-    def flush(self) -> None:
-        """Send the results of this turn: to each client, as few ``many`` messages as hold them
-        (a client running many short calls gets one message per turn, not one per call)."""
-        if self._replies:
-            replies, self._replies = self._replies, {}
-            for ident, queued in replies.items():
-                for frames in wire.bundle(queued):
-                    self.send(ident, frames)
-
-    def error(self, ident: bytes, request_id: int, code: str, message: str) -> None:
-        self.send(ident, wire.build("error", request_id, code=code, message=message))
 
     def handle(self, frames: list) -> None:
         if len(frames) < 2:
@@ -137,7 +128,7 @@ class Handlers(Values, Copies):
         except wire.WireError as exc:
             self.counts.rejected += 1
             self.log_once(f"wire:{exc.code}:{str(exc)[:60]}", "rejected a message: %s", exc)
-            self.error(ident, 0, exc.code, str(exc))
+            self.outbox.error(ident, 0, exc.code, str(exc))
             return
         for msg in messages:
             self._serve(ident, msg)
@@ -147,16 +138,16 @@ class Handlers(Values, Copies):
         if handler is None:  # a reply's op (ok, error, result, output) sent as a request
             self.counts.rejected += 1
             what = "cannot carry another" if msg.op == "many" else "is a reply, not a request"
-            self.error(ident, msg.id, wire.ERR_MALFORMED, f"{msg.op!r} {what}")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, f"{msg.op!r} {what}")
             return
         try:
             handler(ident, msg)
         except ReadersBusyError as exc:  # live processes hold every reader slot: not a bug
             self.log_once("readers-busy", "refused %s for now: %s", msg.op, exc)
-            self.error(ident, msg.id, wire.ERR_BUSY, str(exc))
+            self.outbox.error(ident, msg.id, wire.ERR_BUSY, str(exc))
         except Exception as exc:  # a bug must not take the node down; say it once
             self.log_once(f"bug:{msg.op}:{type(exc).__name__}", "error serving %s: %r", msg.op, exc)
-            self.error(ident, msg.id, wire.ERR_INTERNAL, f"{type(exc).__name__}: {exc}")
+            self.outbox.error(ident, msg.id, wire.ERR_INTERNAL, f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ small operations
 
@@ -166,7 +157,7 @@ class Handlers(Values, Copies):
             from pythagoras_p2p.net.versions import about
 
             extra = about(msg.fields.get("packages"))
-        self.send(ident, wire.build("ok", msg.id, node=self.node.node_id, **extra))
+        self.outbox.send(ident, wire.build("ok", msg.id, node=self.node.node_id, **extra))
 
     def on_hello(self, ident: bytes, msg: wire.Message) -> None:
         python = msg.fields["python"]
@@ -174,12 +165,12 @@ class Handlers(Values, Copies):
             self.incompatible[ident] = python  # its calls are refused too, not only its hello
             if len(self.incompatible) > _LOG_ONCE:
                 self.incompatible.popitem(last=False)
-            self.error(ident, msg.id, wire.ERR_PYTHON,
-                       f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION} and the client "
-                       f"Python {python}: functions cannot move between Python versions. Use the "
-                       f"same Python minor version on every machine of the swarm")
+            self.outbox.error(ident, msg.id, wire.ERR_PYTHON,
+                              f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION} and the client "
+                              f"Python {python}: functions cannot move between Python versions. Use the "
+                              f"same Python minor version on every machine of the swarm")
             return
-        self.send(ident, wire.build(
+        self.outbox.send(ident, wire.build(
             "ok", msg.id, node=self.node.node_id, workers=self.node.config.workers,
             resources=self.node.resources,
             python=wire.PYTHON_VERSION, protocol=wire.PROTOCOL_VERSION, tag=self.node.key.tag,
@@ -203,7 +194,7 @@ class Handlers(Values, Copies):
     def on_ping(self, ident: bytes, msg: wire.Message) -> None:
         """The heartbeat: also what peers show of this node in their status."""
         me = load_facts(self.node, self)
-        self.send(ident, wire.build(
+        self.outbox.send(ident, wire.build(
             "ok", msg.id, node=self.node.node_id, busy=me["workers_busy"],
             workers=me["workers_total"], load=me["load"], tasks_done=me["tasks_done"],
             cache_entries=me["cache_entries"], cache_bytes=me["cache_bytes"], hit_rate=me["hit_rate"],
@@ -215,47 +206,47 @@ class Handlers(Values, Copies):
 
     def on_status(self, ident: bytes, msg: wire.Message) -> None:
         me = status_entry(self.node, self)
-        self.send(ident, wire.build("ok", msg.id, node=me, peers=[me, *self.node.peering.status_entries()]))
+        self.outbox.send(ident, wire.build("ok", msg.id, node=me, peers=[me, *self.node.peering.status_entries()]))
 
     def on_peers(self, ident: bytes, msg: wire.Message) -> None:
         """The live peers of this node (clients use them to learn the swarm), and whether it
         is settled: until then the list may be partial, and a client asks again."""
         peers = [{"id": p.node_id, "host": p.host, "port": p.port}
                  for p in self.node.peering.alive()]
-        self.send(ident, wire.build("ok", msg.id, peers=peers, settled=self.node.repair.settled()))
+        self.outbox.send(ident, wire.build("ok", msg.id, peers=peers, settled=self.node.repair.settled()))
 
     def on_has(self, ident: bytes, msg: wire.Message) -> None:
         have = [a for a in msg.hexes("addresses") if self.store.has_value(a)]
-        self.send(ident, wire.build("ok", msg.id, addresses=have))
+        self.outbox.send(ident, wire.build("ok", msg.id, addresses=have))
 
     def on_release(self, ident: bytes, msg: wire.Message) -> None:
         """A client is done with arguments it sent: drop their transient copies, except those
         an accepted call still reads (durable values are never dropped)."""
         in_use = self.running.refs_in_use()
         dropped = self.store.drop_transient(a for a in msg.hexes("addresses") if a not in in_use)
-        self.send(ident, wire.build("ok", msg.id, dropped=dropped))
+        self.outbox.send(ident, wire.build("ok", msg.id, dropped=dropped))
 
     def on_leaving(self, ident: bytes, msg: wire.Message) -> None:
         """A peer stops: it says so, so that this node logs "left", not a dead node's silence."""
         self.node.peering.leaving(msg.fields["node"])
-        self.send(ident, wire.build("ok", msg.id))
+        self.outbox.send(ident, wire.build("ok", msg.id))
 
     def on_forget(self, ident: bytes, msg: wire.Message) -> None:
         """Forget a function's results (``cache forget --swarm``): :mod:`.deletions`."""
-        self.send(ident, wire.build("ok", msg.id, **forget_asked(self.store, msg.fields)))
+        self.outbox.send(ident, wire.build("ok", msg.id, **forget_asked(self.store, msg.fields)))
 
     def on_function(self, ident: bytes, msg: wire.Message) -> None:
         if len(msg.bodies) != 1 or not len(msg.bodies[0]):
-            self.error(ident, msg.id, wire.ERR_MALFORMED, "function: expected one body frame with the record")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, "function: expected one body frame with the record")
             return
         key, record = msg.hex("fp"), bytes(msg.bodies[0])  # fp: the key of the record
         if not record_matches(key, record):
-            self.error(ident, msg.id, wire.ERR_TAMPERED,
-                       f"function: the record sent under {key.hex()[:16]} does not hash to that "
-                       f"key (damaged, or a client of another version); it was not stored")
+            self.outbox.error(ident, msg.id, wire.ERR_TAMPERED,
+                              f"function: the record sent under {key.hex()[:16]} does not hash to that "
+                              f"key (damaged, or a client of another version); it was not stored")
             return
         self.store.put_function(key, record)
-        self.send(ident, wire.build("ok", msg.id))
+        self.outbox.send(ident, wire.build("ok", msg.id))
 
     # ------------------------------------------------------------------ results
 
@@ -282,26 +273,26 @@ class Handlers(Values, Copies):
                 bodies.append(entry.blob)
         self.counts.hits += len(found)
         self.counts.lookups += 1
-        self.send(ident, wire.build("ok", msg.id, bodies, found=found,
+        self.outbox.send(ident, wire.build("ok", msg.id, bodies, found=found,
                                     settled=self.node.repair.settled()))
 
     def on_run(self, ident: bytes, msg: wire.Message) -> None:
         if ident in self.stale:
-            self.error(ident, msg.id, wire.ERR_STALE,
-                       f"node {self.node.node_id} did not hear this connection for more than "
-                       f"{STALE_AFTER:g} s; connect again")
+            self.outbox.error(ident, msg.id, wire.ERR_STALE,
+                              f"node {self.node.node_id} did not hear this connection for more than "
+                              f"{STALE_AFTER:g} s; connect again")
             return
         if ident in self.incompatible:
-            self.error(ident, msg.id, wire.ERR_PYTHON,
-                       f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION}, this client "
-                       f"said Python {self.incompatible[ident]}: it takes no calls from it")
+            self.outbox.error(ident, msg.id, wire.ERR_PYTHON,
+                              f"node {self.node.node_id} runs Python {wire.PYTHON_VERSION}, this client "
+                              f"said Python {self.incompatible[ident]}: it takes no calls from it")
             return
         call, fp = msg.hex("call"), msg.hex("fp")
         keep, copied = msg.fields.get("keep", True), msg.fields.get("copied", False)
         speculative = msg.fields.get("speculative", False)
         if not all(isinstance(flag, bool) for flag in (keep, copied, speculative)):
-            self.error(ident, msg.id, wire.ERR_MALFORMED,
-                       "run: keep, copied and speculative must be true or false")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED,
+                              "run: keep, copied and speculative must be true or false")
             return
         entry = self.entry(call) if keep else None  # a call not memoized is never a hit
         if entry is not None and isinstance(entry.meta, dict) and not holds(entry.meta.get("inputs")):
@@ -309,15 +300,15 @@ class Handlers(Values, Copies):
         if entry is not None:
             self.counts.hits += 1
             bodies, fields = outcome_to_wire(entry)
-            self.reply(ident, wire.build("result", msg.id, bodies, call=call, **fields))
+            self.outbox.reply(ident, wire.build("result", msg.id, bodies, call=call, **fields))
             return
         if self.running.join(call, ident, msg.id, copied):  # the same call already runs here
             return
         if self.node.stopping:
-            self.error(ident, msg.id, wire.ERR_STOPPING, f"node {self.node.node_id} is shutting down")
+            self.outbox.error(ident, msg.id, wire.ERR_STOPPING, f"node {self.node.node_id} is shutting down")
             return
         if len(msg.bodies) != 1:
-            self.error(ident, msg.id, wire.ERR_MALFORMED, "run: expected one body frame with the arguments")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, "run: expected one body frame with the arguments")
             return
         needs, requires = self.placement(ident, msg)
         if needs is None:
@@ -325,20 +316,20 @@ class Handlers(Values, Copies):
         refused = self.node.admission.refusal(needs, speculative)
         if refused:  # the owner comes first: the caller places it elsewhere
             code = wire.ERR_BUSY if speculative and not self.node.admission.policy.paused else wire.ERR_PAUSED
-            self.error(ident, msg.id, code, refused)
+            self.outbox.error(ident, msg.id, code, refused)
             return
         # fp: the key of the function's record. Asked every time (one read): a record found
         # damaged where it was loaded is removed, and the client then sends it again.
         if not self.store.has_function(fp):
-            self.error(ident, msg.id, wire.ERR_NEED_FUNCTION, fp.hex())
+            self.outbox.error(ident, msg.id, wire.ERR_NEED_FUNCTION, fp.hex())
             return
         refs = msg.fields.get("refs", [])
         if not isinstance(refs, list) or not all(map(wire._is_address, refs)):
-            self.error(ident, msg.id, wire.ERR_MALFORMED, "run: refs must be a list of addresses")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, "run: refs must be a list of addresses")
             return
         missing = [r for r in refs if not self.store.has_value(bytes.fromhex(r))]
         if missing:
-            self.error(ident, msg.id, wire.ERR_NEED_VALUES, ",".join(missing))
+            self.outbox.error(ident, msg.id, wire.ERR_NEED_VALUES, ",".join(missing))
             return
         self.counts.misses += 1
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200], (), keep,
@@ -358,12 +349,12 @@ class Handlers(Values, Copies):
         try:
             needs = from_wire(asked if asked is not None else {})
         except ConfigurationError as exc:
-            self.error(ident, msg.id, wire.ERR_MALFORMED, f"run: {exc}")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, f"run: {exc}")
             return None, None
         short = lacking(needs, self.node.resources)
         if short:
-            self.error(ident, msg.id, wire.ERR_RESOURCES,
-                       f"node {self.node.node_id} could never give it: {'; '.join(short)}")
+            self.outbox.error(ident, msg.id, wire.ERR_RESOURCES,
+                              f"node {self.node.node_id} could never give it: {'; '.join(short)}")
             return None, None
         requires = msg.fields.get("requires", [])
         if requires:
@@ -374,8 +365,8 @@ class Handlers(Values, Copies):
                 if len(self._checked_requires) < _LOG_ONCE:
                     self._checked_requires[key] = missing
             if missing:
-                self.error(ident, msg.id, wire.ERR_REQUIREMENTS,
-                           f"node {self.node.node_id} does not satisfy requires=: {'; '.join(missing)}")
+                self.outbox.error(ident, msg.id, wire.ERR_REQUIREMENTS,
+                                  f"node {self.node.node_id} does not satisfy requires=: {'; '.join(missing)}")
                 return None, None
             requires = tuple(requires)
         return needs, tuple(requires)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from pythagoras_p2p.trust import Members, Trust
 
 from .deletions import DroppedResults
 from .handlers import STALE_AFTER, Handlers
+from .outbox import Outbox
 from .owner.admission import Admission
 from .owner.policy import OwnerConfig
 from .peering import Peering
@@ -122,16 +124,17 @@ class Node:
         self.poller.register(self.authenticator.socket, zmq.POLLIN)
         self.poller.register(self._mail.fileno(), zmq.POLLIN)
         self.poller.register(self.pool.fileno(), zmq.POLLIN)
-        self.handlers = Handlers(self)
-        self.dropped = DroppedResults(self)
+        self.outbox = Outbox(self.router)  # what every part sends (a node's tests replace send)
         self.admission = Admission(self)  # which calls start, when: the owner first, then in turn
         self.peering = Peering(self, config.peers)
         self.traffic = Traffic()
         self.repair = Repairer(self, config.replicas, self.traffic, config.repair_rate)
         self.copies = SecondCopies(self, config.replicas, self.traffic, self.repair.poke)
+        self.handlers = Handlers(self, self.outbox)
+        self.dropped = DroppedResults(self)
         self.announcement: Announcement | None = None
         self._check_security()
-        self.handlers.check_unchecked()  # copies a previous run acknowledged, not yet checked
+        self.handlers.receiving.check_unchecked()  # copies acknowledged by a previous run, not yet checked
 
     # ------------------------------------------------------------------ start-up
 
@@ -206,11 +209,17 @@ class Node:
         """Called by the pool (on this node's thread) when a task ends."""
         self._mail.put(("done", call, outcome), wake=False)
 
-    def completed_verification(self, upload, ok: bool, reason: str) -> None:
-        """Called by the pool when a worker has checked a received value."""
-        self._mail.put(("verified", upload, (ok, reason)), wake=False)
+    def check_value(self, address: bytes, path: str, done: Callable[[bool, str], None]) -> None:
+        """Have the checker check the packed value in ``path`` against ``address``;
+        ``done(ok, reason)`` runs on this node's thread."""
+        self.checker.verify(address, path, lambda ok, reason: self.later(lambda: done(ok, reason)))
 
-    def later(self, fn) -> None:
+    def check_values(self, values: list[tuple[bytes, bytes]], done: Callable[[set[int]], None]) -> None:
+        """Have the checker check each ``(address, packed)``; ``done(bad)`` runs on this node's
+        thread with the positions of those that do not match."""
+        self.checker.verify_many(values, lambda bad: self.later(lambda: done(bad)))
+
+    def later(self, fn: Callable[[], object]) -> None:
         """Run ``fn()`` on this node's thread after the current step (for pool callbacks)."""
         self._mail.put(("call", None, fn), wake=False)
 
@@ -261,10 +270,10 @@ class Node:
         self.handlers.settle()
         if self.copies is not None:
             self.copies.flush()
-        self.handlers.flush()
+        self.outbox.flush()
 
     def _finish(self, item: tuple) -> bool:
-        """Pass on what the pool finished: a task's outcome, its output, a checked upload."""
+        """Pass on what the pool finished: a task's outcome, its output, or a call to make here."""
         kind, call, payload = item
         try:
             if kind == "done":
@@ -274,10 +283,8 @@ class Node:
                     self._awake_until = time.monotonic() + NEXT_REQUEST_SOON
             elif kind == "out":
                 self.handlers.forward_output(call, *payload)
-            elif kind == "call":
+            else:  # "call"
                 payload()
-            else:
-                self.handlers.verified(call, *payload)
         except Exception as exc:  # a bug must not take the node down; say it once
             self.handlers.log_once(f"bug:{kind}:{type(exc).__name__}", "error finishing %s: %r",
                                    kind, exc)
@@ -345,7 +352,7 @@ class Node:
         self.admission.look()
         self.dropped.look()  # results of members removed with --drop-results
         self.clear_dead_readers()
-        self.handlers.drop_abandoned_uploads()
+        self.handlers.values.drop_abandoned_uploads()
         self.handlers.drop_forsaken()
         self.replay_client_logs()
 

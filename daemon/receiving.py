@@ -1,6 +1,6 @@
 """Copies of results arriving from other members: ``sync``, ``offer`` and ``replicate``.
 
-A part of :class:`~.handlers.Handlers` (its base class, beside :class:`~.uploads.Values`).
+A part of :class:`~.handlers.Handlers` (held as ``handlers.receiving``, beside its ``values``).
 A copy enters the store only once it is proven: each small value is checked against its
 address by the node's checker process (never unpickled here), a large one arrived as ``put``
 chunks checked the same way; then the results of one message are journaled in one append.
@@ -22,19 +22,25 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from pythagoras_p2p.defaults import STORE_HEADROOM, store_cap
 from pythagoras_p2p.execution.outcomes import Ok
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.wire import _is_address
-from pythagoras_p2p.store.journal import encode_meta, read_records, write_records
-from pythagoras_p2p.swarm.homes import RANGES, check_digests
+from pythagoras_p2p.store.core import Store
+from pythagoras_p2p.store.journal import Journal, encode_meta, read_records, write_records
+from pythagoras_p2p.swarm.homes import RANGES, RangeDigests, check_digests
+from pythagoras_p2p.trust import Members
 from pythagoras_p2p.trust.provenance import refusal
 
-from .replication import BATCH
+from .logonce import LogOnce
+from .outbox import Outbox
+from .replication import BATCH, Traffic
+from .state import CacheFacts, Counters
+from .uploads import Upload
 
-__all__ = ["Copies"]
+__all__ = ["Copies", "CopyChecks", "Repair"]
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +61,45 @@ class _Arrival:
         self.had = 0  # copies it held already
 
 
-class Copies:
-    """Serving ``sync``, ``offer`` and ``replicate``, for :class:`~.handlers.Handlers`."""
+class CopyChecks(Protocol):
+    """How received copies are checked against their addresses (by the node's checker)."""
 
-    node: Any
-    store: Any
-    uploads: dict
-    counts: Any
-    log_once: Callable[..., None]  # (key, format, *args): logged once per key
-    send: Callable[[bytes, list], None]  # (routing id, frames)
-    error: Callable[[bytes, int, str, str], None]  # (routing id, request id, code, message)
-    entry: Callable[[bytes], Ok | None]  # the stored result of a call
+    def check_values(self, values: list[tuple[bytes, bytes]], done: Callable[[set[int]], None]) -> None:
+        """Check each ``(address, packed)``; ``done(bad)`` runs on the node's thread with the
+        positions of those that do not match."""
+
+
+class Repair(Protocol):
+    """What the copies arriving need of the node's repair (:class:`~.repair.Repairer`)."""
+
+    def pair_digests(self, member: str, members: list) -> RangeDigests | None:
+        """This node's digests of the calls it shares with ``member``."""
+
+    def poke(self) -> None:
+        """Results arrived: look again soon."""
+
+
+class Copies:
+    """Serving ``sync``, ``offer`` and ``replicate``: a part of :class:`~.handlers.Handlers`."""
+
+    def __init__(self, node_id: str, home: Path, store: Store, journal: Journal, outbox: Outbox,
+                 checks: CopyChecks, repair: Repair, uploads: dict[tuple[bytes, bytes], Upload],
+                 entry: Callable[[bytes], Ok | None], members: Callable[[], Members | None],
+                 cache_facts: CacheFacts, traffic: Traffic, counts: Counters, log_once: LogOnce):
+        self.node_id = node_id
+        self.unchecked = home / "unchecked"  # copies acknowledged, not yet checked
+        self.store = store
+        self.journal = journal
+        self.outbox = outbox
+        self.checks = checks
+        self.repair = repair
+        self.uploads = uploads  # the values' uploads in progress: large values of copies
+        self.entry = entry  # the stored (or journaled) result of a call
+        self.members = members  # the swarm's member list as the node knows it now
+        self.cache_facts = cache_facts
+        self.traffic = traffic
+        self.counts = counts
+        self.log_once = log_once
 
     def on_sync(self, ident: bytes, msg: wire.Message) -> None:
         """Which ranges differ between the asker's digests and this node's, for the calls
@@ -74,40 +108,40 @@ class Copies:
         members = msg.fields.get("members")
         sender = msg.fields.get("node")
         if digests is None or not isinstance(members, list) or not isinstance(sender, str):
-            self.error(ident, msg.id, wire.ERR_MALFORMED, "sync: node, members and digests expected")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, "sync: node, members and digests expected")
             return
-        mine = self.node.repair.pair_digests(sender, members)
+        mine = self.repair.pair_digests(sender, members)
         differ = list(range(RANGES)) if mine is None else mine.differing(digests)
-        self.send(ident, wire.build("ok", msg.id, differ=differ))
+        self.outbox.send(ident, wire.build("ok", msg.id, differ=differ))
 
     def on_offer(self, ident: bytes, msg: wire.Message) -> None:
         """The offered calls this node holds no result of (body: raw 32-byte addresses)."""
         raw = bytes(msg.bodies[0]) if len(msg.bodies) == 1 else b""
         if len(msg.bodies) != 1 or len(raw) % 32 or len(raw) > 32 * _MAX_OFFER:
-            self.error(ident, msg.id, wire.ERR_MALFORMED,
-                       f"offer: one body of at most {_MAX_OFFER} 32-byte addresses expected")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED,
+                              f"offer: one body of at most {_MAX_OFFER} 32-byte addresses expected")
             return
         calls = [raw[i: i + 32] for i in range(0, len(raw), 32)]
-        journal = self.node.journal
+        journal = self.journal
         lacking = [c for c in self.store.lacking(calls) if journal.pending(c) is None]
-        self.send(ident, wire.build("ok", msg.id, [b"".join(lacking)]))
+        self.outbox.send(ident, wire.build("ok", msg.id, [b"".join(lacking)]))
 
     def on_replicate(self, ident: bytes, msg: wire.Message) -> None:
         entries = _entries(msg)
         if isinstance(entries, str):
             self.counts.rejected += 1
-            self.error(ident, msg.id, wire.ERR_MALFORMED, f"replicate: {entries}")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, f"replicate: {entries}")
             return
         fresh = [e for e in entries if self.entry(e[0]) is None]
         fresh, unproven = self._of_members(fresh)
         incoming = sum(len(e[2]) for e in fresh if e[2] is not None)
         if fresh and not self._room_for(incoming):
-            self.node.traffic.refused += len(fresh)
+            self.traffic.refused += len(fresh)
             self.log_once("replicas:full", "refusing copies of results from other members: the "
                           "store is at its cap (PYTHAGORAS_STORE_MAX_SIZE); `pythagoras-node cache "
                           "gc` makes room")
-            self.error(ident, msg.id, wire.ERR_STORE,
-                       f"node {self.node.node_id} has no room for copies (its store is full)")
+            self.outbox.error(ident, msg.id, wire.ERR_STORE,
+                              f"node {self.node_id} has no room for copies (its store is full)")
             return
         arrival = _Arrival(ident, msg.id, 0)
         arrival.had = len(entries) - len(fresh) - len(unproven)
@@ -130,13 +164,13 @@ class Copies:
             try:
                 arrival.unchecked = self._keep_unchecked(small)
             except OSError as exc:  # the disk is full: no part of them is kept
-                self.node.traffic.refused += len(fresh)
+                self.traffic.refused += len(fresh)
                 self.log_once("replicas:unchecked", "cannot keep copies of results: %s", exc)
-                self.error(ident, msg.id, wire.ERR_STORE,
-                           f"node {self.node.node_id} cannot keep copies: {exc}")
+                self.outbox.error(ident, msg.id, wire.ERR_STORE,
+                                  f"node {self.node_id} cannot keep copies: {exc}")
                 return
             if not arrival.waiting:  # durable now: acknowledged, checked next
-                self.send(ident, wire.build("ok", msg.id, stored=len(small),
+                self.outbox.send(ident, wire.build("ok", msg.id, stored=len(small),
                                             held=len(small) + arrival.had, refused=arrival.refused))
                 arrival.ident = None
             self._check(arrival, small)
@@ -146,7 +180,7 @@ class Copies:
     def _of_members(self, entries: list) -> tuple[list, list[str]]:
         """The copies whose signature shows a member of the swarm computed them, and the calls
         (hex) of the others, refused and logged (:func:`~pythagoras_p2p.trust.provenance.refusal`)."""
-        members = self.node.members
+        members = self.members()
         if members is None or not entries:
             return entries, []
         kept, refused = [], []
@@ -161,21 +195,19 @@ class Copies:
         return kept, refused
 
     def _keep_unchecked(self, small: list) -> Path:
-        folder = self.node.home / "unchecked"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{os.getpid()}-{next(_unchecked_names)}.copies"
+        self.unchecked.mkdir(exist_ok=True)
+        path = self.unchecked / f"{os.getpid()}-{next(_unchecked_names)}.copies"
         write_records(path, [(c, a, b, {}) for c, a, b, _ in small], [m for *_, m in small])
         return path
 
     def _check(self, arrival: _Arrival, small: list) -> None:
         arrival.waiting += 1
-        self.node.checker.verify_many(
-            [(e[1], e[2]) for e in small],
-            lambda bad: self.node.later(lambda: self._small_checked(arrival, small, bad)))
+        self.checks.check_values([(e[1], e[2]) for e in small],
+                                 lambda bad: self._small_checked(arrival, small, bad))
 
     def check_unchecked(self) -> None:
         """At start: the copies a previous run acknowledged but had not checked yet."""
-        folder = self.node.home / "unchecked"
+        folder = self.unchecked
         for path in sorted(folder.glob("*.copies")) if folder.is_dir() else ():
             small = [(c, a, b, encode_meta(m)) for c, a, b, m in read_records(path) if b is not None]
             arrival = _Arrival(None, 0, 0)
@@ -213,34 +245,34 @@ class Copies:
         try:
             if arrival.small:
                 records = [(c, a, b, json.loads(m)) for c, a, b, m in arrival.small]
-                self.node.journal.append(records, [m for _, _, _, m in arrival.small])
+                self.journal.append(records, [m for _, _, _, m in arrival.small])
                 stored += len(records)
             if arrival.large:
                 self.store.put_results([(c, a, None, json.loads(m)) for c, a, _, m in arrival.large])
                 stored += len(arrival.large)
         except Exception as exc:  # the disk is full, or the store refused a write
-            self.node.traffic.refused += len(arrival.small) + len(arrival.large)
+            self.traffic.refused += len(arrival.small) + len(arrival.large)
             self.log_once("replicas:store", "cannot keep copies of results: %s", exc)
             if arrival.ident is not None:
-                self.error(arrival.ident, arrival.request_id, wire.ERR_STORE,
-                           f"node {self.node.node_id} cannot keep copies: {exc}")
+                self.outbox.error(arrival.ident, arrival.request_id, wire.ERR_STORE,
+                                  f"node {self.node_id} cannot keep copies: {exc}")
             return
         finally:
             if arrival.unchecked is not None:  # journaled, refused, or cannot be kept
                 arrival.unchecked.unlink(missing_ok=True)
-        self.node.traffic.copies_received += stored
-        self.node.traffic.bytes_received += sum(len(e[2]) for e in arrival.small)
-        self.node.traffic.refused += len(arrival.refused)
+        self.traffic.copies_received += stored
+        self.traffic.bytes_received += sum(len(e[2]) for e in arrival.small)
+        self.traffic.refused += len(arrival.refused)
         if stored:
-            self.node.repair.poke()
+            self.repair.poke()
         if arrival.ident is None:  # acknowledged already (or found at start)
             return
-        self.send(arrival.ident, wire.build("ok", arrival.request_id, stored=stored,
+        self.outbox.send(arrival.ident, wire.build("ok", arrival.request_id, stored=stored,
                                             held=stored + arrival.had, refused=arrival.refused))
 
     def _room_for(self, incoming: int) -> bool:
         """Whether copies of ``incoming`` bytes fit under the store's cap."""
-        _, size = self.node.cache_facts.value
+        _, size = self.cache_facts.value
         return size + incoming <= store_cap() - STORE_HEADROOM
 
 

@@ -1,6 +1,6 @@
 """A node's value traffic: chunks of stored values sent, and argument uploads received and checked.
 
-A part of :class:`~.handlers.Handlers` (its base class). An upload arrives in bounded chunks,
+A part of :class:`~.handlers.Handlers` (held as ``handlers.values``). An upload arrives in bounded chunks,
 each written into a file of its own under ``HOME/incoming``; once complete it is checked by a
 worker against its address before the store adopts it (a transient copy, for the calls that
 read it). Uploads a sender abandoned are dropped after ``NODE_UPLOAD_IDLE`` seconds; at most
@@ -9,20 +9,26 @@ read it). Uploads a sender abandoned are dropped after ``NODE_UPLOAD_IDLE`` seco
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from pythagoras_p2p.defaults import NODE_MAX_UPLOADS as _MAX_UPLOADS
 from pythagoras_p2p.defaults import NODE_MAX_VALUE as _MAX_VALUE
 from pythagoras_p2p.defaults import NODE_UPLOAD_IDLE as _UPLOAD_IDLE
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.transfer import value_chunk
+from pythagoras_p2p.store.core import Store
 
-__all__ = ["Upload", "Values"]
+from .logonce import LogOnce
+from .outbox import Outbox
+from .state import Counters
+
+__all__ = ["Upload", "Values", "ValueChecks"]
 
 
 @dataclass(eq=False)
@@ -44,19 +50,31 @@ class Upload:
         Path(self.path).unlink(missing_ok=True)
 
 
-class Values:
-    """Serving ``get`` and ``put``, for :class:`~.handlers.Handlers`."""
+class ValueChecks(Protocol):
+    """How a received value is checked against its address (by the node's checker process)."""
 
-    # What it uses of the handlers:
-    node: Any
-    store: Any
-    uploads: dict  # (sender, address) -> Upload
-    incoming: Path
-    counts: Any  # state.Counters
-    _upload_ids: Any
-    log_once: Callable[..., None]  # (key, format, *args): logged once per key
-    send: Callable[[bytes, list], None]  # (routing id, frames)
-    error: Callable[[bytes, int, str, str], None]  # (routing id, request id, code, message)
+    def check_value(self, address: bytes, path: str, done: Callable[[bool, str], None]) -> None:
+        """Check the packed value in the file ``path``; ``done(ok, reason)`` runs on the node's
+        thread."""
+
+
+class Values:
+    """Serving ``get`` and ``put``: the value traffic of a node's :class:`~.handlers.Handlers`."""
+
+    def __init__(self, node_id: str, store: Store, outbox: Outbox, checks: ValueChecks,
+                 counts: Counters, log_once: LogOnce, incoming: Path):
+        self.node_id = node_id
+        self.store = store
+        self.outbox = outbox
+        self.checks = checks
+        self.counts = counts
+        self.log_once = log_once
+        self.uploads: dict[tuple[bytes, bytes], Upload] = {}  # (sender, address) -> Upload
+        self._upload_ids = itertools.count()
+        self.incoming = incoming  # where uploads are written (emptied of a previous run's here)
+        self.incoming.mkdir(exist_ok=True)
+        for stale in self.incoming.iterdir():
+            stale.unlink(missing_ok=True)
 
     def on_get(self, ident: bytes, msg: wire.Message) -> None:
         address, offset = msg.hex("address"), msg.fields["offset"]
@@ -66,19 +84,19 @@ class Values:
             self.log_once(f"get:{type(exc).__name__}", "cannot read value %s: %r", address.hex()[:16], exc)
             found = None
         if found is None:
-            self.error(ident, msg.id, wire.ERR_MISSING, address.hex())
+            self.outbox.error(ident, msg.id, wire.ERR_MISSING, address.hex())
             return
         chunk, total = found
-        self.send(ident, wire.build("ok", msg.id, [chunk], address=address, offset=offset, total=total))
+        self.outbox.send(ident, wire.build("ok", msg.id, [chunk], address=address, offset=offset, total=total))
 
     def on_put(self, ident: bytes, msg: wire.Message) -> None:
         address, offset, total = msg.hex("address"), msg.fields["offset"], msg.fields["total"]
         if len(msg.bodies) != 1:
-            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: expected one body frame")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, "put: expected one body frame")
             return
         chunk = msg.bodies[0]
         if total > _MAX_VALUE or offset + len(chunk) > total or len(chunk) > wire.CHUNK:
-            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunk outside the declared size")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunk outside the declared size")
             return
         final = offset + len(chunk) == total
         self.counts.value_bytes_received += len(chunk)
@@ -87,24 +105,24 @@ class Values:
         if upload is None:
             if self.store.has_value(address):
                 if final:
-                    self.send(ident, wire.build("ok", msg.id, address=address))
+                    self.outbox.send(ident, wire.build("ok", msg.id, address=address))
                 return
             if len(self.uploads) >= _MAX_UPLOADS:
                 self.drop_abandoned_uploads()
             if len(self.uploads) >= _MAX_UPLOADS:
-                self.error(ident, msg.id, wire.ERR_BUSY, "too many uploads in progress; retry later")
+                self.outbox.error(ident, msg.id, wire.ERR_BUSY, "too many uploads in progress; retry later")
                 return
             # A file of its own: a check of an earlier upload never reads this one's bytes.
             path = str(self.incoming / f"{address.hex()}.{ident.hex()}.{next(self._upload_ids)}.part")
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             upload = self.uploads[key] = Upload(path, fd, total, key=key)
         if upload.fd < 0:  # complete, and being checked: it can no longer change
-            self.error(ident, msg.id, wire.ERR_BUSY, f"value {address.hex()[:16]} is being checked; "
-                       f"wait for the answer to its last chunk")
+            self.outbox.error(ident, msg.id, wire.ERR_BUSY, f"value {address.hex()[:16]} is being checked; "
+                              f"wait for the answer to its last chunk")
             return
         if upload.total != total:
             self.drop_upload(key)
-            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: total changed during an upload")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, "put: total changed during an upload")
             return
         os.pwrite(upload.fd, chunk, offset)
         upload.received += len(chunk)
@@ -113,13 +131,13 @@ class Values:
             return
         if upload.received != total:
             self.drop_upload(key)
-            self.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunks do not cover the value")
+            self.outbox.error(ident, msg.id, wire.ERR_MALFORMED, "put: chunks do not cover the value")
             return
         os.close(upload.fd)
         upload.fd = -1
         upload.waiter = (ident, msg.id)
-        self.node.checker.verify(address, upload.path,
-                                 lambda ok, reason: self.node.completed_verification(upload, ok, reason))
+        self.checks.check_value(address, upload.path,
+                                lambda ok, reason: self.verified(upload, ok, reason))
 
     def verified(self, upload: Upload, ok: bool, reason: str) -> None:
         if self.uploads.get(upload.key) is not upload:  # dropped meanwhile (its sender left)
@@ -144,15 +162,15 @@ class Values:
             except Exception as exc:  # the store is full: say so, keep nothing half-adopted
                 upload.discard()
                 self.log_once(f"adopt:{type(exc).__name__}", "cannot keep a received value: %s", exc)
-                self.error(ident, request_id, wire.ERR_STORE, f"node {self.node.node_id} cannot keep value "
-                           f"{address.hex()[:16]}: {exc}")
+                self.outbox.error(ident, request_id, wire.ERR_STORE, f"node {self.node_id} cannot keep value "
+                                  f"{address.hex()[:16]}: {exc}")
                 return
             self.counts.values_received += 1
-            self.send(ident, wire.build("ok", request_id, address=address))
+            self.outbox.send(ident, wire.build("ok", request_id, address=address))
         else:
             upload.discard()
             self.log_once(f"tampered:{ident.hex()}", "rejected value %s: %s", address.hex()[:16], reason)
-            self.error(ident, request_id, wire.ERR_TAMPERED, f"value {address.hex()[:16]} rejected: {reason}")
+            self.outbox.error(ident, request_id, wire.ERR_TAMPERED, f"value {address.hex()[:16]} rejected: {reason}")
 
     def drop_abandoned_uploads(self) -> None:
         """Forget partial uploads whose sender went quiet (it crashed or was interrupted)."""

@@ -35,7 +35,7 @@ def inproc(tmp_path, monkeypatch):
         node.unsent.append(frames)
         node.replies.append((ident, wire.parse([bytes(f) for f in frames])))
 
-    monkeypatch.setattr(node.handlers, "send", send)
+    monkeypatch.setattr(node.outbox, "send", send)
     yield node
     node.close()
 

@@ -248,7 +248,7 @@ def test_abandoned_partial_uploads_do_not_block_uploads_for_good(tmp_path, monke
     node = Node(config, key)
     try:
         replies = []
-        monkeypatch.setattr(node.handlers, "send",
+        monkeypatch.setattr(node.outbox, "send",
                             lambda ident, frames: replies.append(wire.parse(frames)))
 
         def put(ident: bytes, request_id: int) -> None:
@@ -271,7 +271,7 @@ def test_abandoned_partial_uploads_do_not_block_uploads_for_good(tmp_path, monke
         replies.clear()
         put(b"later", 2)
         assert replies == [], replies  # accepted (a first chunk gets no reply)
-        assert len(node.handlers.uploads) == 1
+        assert len(node.handlers.values.uploads) == 1
         assert len(list((node.home / "incoming").iterdir())) == 1
     finally:
         node.close()
