@@ -117,7 +117,7 @@ class SwarmCloud(PCloud):
             if not self._of_member(call, address, meta):
                 continue  # not signed by a member (or by one whose results were dropped)
             if blob is None:
-                ok = self._dispatcher.call("fetch", peer, address, timeout=300)
+                ok = self._dispatcher.fetch(peer, address, timeout=300)
                 if ok is not True:
                     continue
                 value = self.store.get_value(address)
@@ -177,7 +177,7 @@ class SwarmCloud(PCloud):
         """Peers that answered, waiting up to ``timeout`` seconds for at least one."""
         deadline = time.monotonic() + timeout
         while True:
-            ready = self._dispatcher.call("ready", timeout=timeout) or []
+            ready = self._dispatcher.ready_peers(timeout=timeout) or []
             if ready or time.monotonic() > deadline:
                 return ready
             time.sleep(0.05)

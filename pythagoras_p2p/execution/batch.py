@@ -2,7 +2,7 @@
 
 A :class:`Batch` is shared by the thread that submitted it and the thread serving it (the
 worker pool's supervisor, or the swarm dispatcher): tasks are pulled from its source only as
-workers need them (:func:`refill`), and outcomes are queued for the caller or handed to a
+workers need them (:meth:`.task_queue.TaskQueue.refill`), and outcomes are queued for the caller or handed to a
 callback. Printed output of its calls goes to ``on_output``, or to :func:`print_output`.
 """
 
@@ -18,19 +18,7 @@ if TYPE_CHECKING:
     from .interfaces import TaskPool
     from .outcomes import Outcome
 
-__all__ = ["Batch", "refill", "print_output"]
-
-
-def refill(queue: deque, sources: deque, want: int | None) -> None:
-    """Make tasks from the batches in ``sources`` until ``queue`` holds ``want`` (None: all)."""
-    while sources and (want is None or len(queue) < want):
-        batch = sources[0]
-        room = 1024 if want is None else want - len(queue)
-        tasks = [] if batch.cancelled else batch.pull(room)
-        if tasks:
-            queue.extend((batch, t) for t in tasks)
-        else:
-            sources.popleft()
+__all__ = ["Batch", "print_output"]
 
 
 class Batch:
@@ -120,7 +108,7 @@ class Batch:
         if not self.cancelled and self.remaining:
             self.cancelled = True
             if self.pool.alive:
-                self.pool._request(("cancel", self, None))
+                self.pool.cancel(self)
 
     def cancel_tasks(self, tids: list[int]) -> None:
         """Drop these tasks (queued or running: stopped where they run); no outcome of theirs
@@ -130,7 +118,7 @@ class Batch:
             self.dropped.update(new)
             self.remaining -= len(new)
         if new and not self.cancelled and self.pool.alive:
-            self.pool._request(("cancel", self, frozenset(new)))
+            self.pool.cancel(self, frozenset(new))
 
     def wanted(self, task) -> bool:
         """Whether ``task`` (of this batch) is still to run."""

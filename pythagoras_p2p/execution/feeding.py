@@ -1,18 +1,21 @@
-"""Which queued tasks a worker pool sends next: leases taken, stored results answered, tasks set
-aside, and tasks that ask for resources sent as they come free.
+"""Which queued tasks a worker pool sends next, and to which worker: leases taken, stored results
+answered, tasks set aside, and tasks that ask for resources sent as they come free.
 
-A part of :class:`~.pool.WorkerPool` (its base class). A pool given the leases of its home takes
-each call's lease as it sends the task to a worker (one store read for a chunk of them); a task
-whose result another process stored meanwhile is answered with a :class:`~.outcomes.Stored`
-outcome, and one whose call another process is computing is set aside and looked at again after
-1 ms, then twice as long each time up to 64 ms, while the other tasks run; one set aside for
-longer than :func:`~pythagoras_p2p.stalls.check_every` takes the lease over if its holder is
-stopped. See :mod:`pythagoras_p2p.store.leases`.
+:class:`Feeder` is held by :class:`~.pool.WorkerPool` (its ``feeder``); it chooses, and the pool
+sends (the ``run`` it is given) and supervises. A pool given the leases of its home takes each
+call's lease as it sends the task to a worker (one store read for a chunk of them); a task whose
+result another process stored meanwhile is answered with a :class:`~.outcomes.Stored` outcome,
+and one whose call another process is computing is set aside and looked at again after 1 ms,
+then twice as long each time up to 64 ms, while the other tasks run; one set aside for longer
+than :func:`~pythagoras_p2p.stalls.check_every` takes the lease over if its holder is stopped.
+See :mod:`pythagoras_p2p.store.leases`. :class:`Pace` is how long calls take lately, and so how
+many tasks go to a worker at once.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,13 +27,24 @@ from ..defaults import POOL_MAX_CHUNK as _MAX_CHUNK
 from ..defaults import POOL_SPIN as _SPIN
 from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
 from ..stalls import check_every
-from ..store.leases import FIRST_DELAY, MAX_DELAY
+from ..store.leases import FIRST_DELAY, MAX_DELAY, WATCH_EVERY
 from .outcomes import RESOURCES, Refused, Stored
+from .task_queue import Cancel, TaskQueue
 
 if TYPE_CHECKING:
+    from ..resources import Ledger
+    from ..store.core import Store
+    from ..store.leases import Leases
+    from .batch import Batch
+    from .run import Task
     from .worker_process import WorkerProcess
 
-__all__ = ["Feeding", "chunk_size"]
+__all__ = ["Feeder", "Pace", "chunk_size"]
+
+Entry = tuple["Batch", "Task"]
+#: How the pool sends a chunk of tasks to a worker: (worker, chunk, the GPUs the calls may see
+#: (None: say nothing of them), the resources hold they run under, or None).
+Run = Callable[["WorkerProcess", list[Entry], "str | None", "list | None"], None]
 
 
 def chunk_size(mean: float, queued: int, workers: int) -> int:
@@ -42,150 +56,222 @@ def chunk_size(mean: float, queued: int, workers: int) -> int:
     return max(1, min(_MAX_CHUNK, by_time, queued // (2 * workers)))
 
 
-class Feeding:
-    """Choosing the next tasks to send, for :class:`~.pool.WorkerPool`."""
+class Pace:
+    """The running mean duration of a pool's calls, and until when an outcome is due soon."""
 
-    # What it uses of the pool:
-    _queue: Any  # deque of (batch, task) to send
-    _aside: list  # heap of (due, n, delay, batch, task, since): leased by another process
-    _order: Any  # a counter that breaks ties in the heap
-    _leases: Any  # the home's leases, or None (a node's pool leases nothing)
-    _ledger: Any  # the machine's resources, or None (nothing asks for any)
-    _needy: Any  # deque of (batch, task) asking for resources not free yet
-    _held: dict  # seq -> [needs, gpus, tasks left] of the hold it runs under
-    _workers: list
-    _mean: float  # running mean task duration
-    _seq: int
-    _spin_until: float
-    size: int
-    label: str
-    _store: Any
-    _send: Callable[[WorkerProcess, tuple], None]  # a message to a worker's pipe
+    __slots__ = ("mean", "spin_until")
 
-    def _claim(self, entries: list, delay: float = FIRST_DELAY, since: float | None = None) -> list:
+    def __init__(self) -> None:
+        self.mean = 1.0  # start by assuming slow calls
+        self.spin_until = 0.0  # see WorkerPool.expecting_soon
+
+    def observe(self, duration: float) -> None:
+        self.mean = 0.8 * self.mean + 0.2 * duration
+
+    @property
+    def short(self) -> bool:
+        """Calls take so little that tasks go to workers in chunks."""
+        return self.mean < _FAST_TASK
+
+    @property
+    def fast(self) -> bool:
+        """Calls take so little that an outcome is worth spinning for."""
+        return self.mean < _SPIN_TASK
+
+    def sent(self) -> None:
+        """Tasks went to a worker: while calls are fast, their outcomes are due within ``_SPIN``."""
+        if self.mean < _SPIN_TASK:
+            self.spin_until = time.monotonic() + _SPIN
+
+
+class Feeder:
+    """The tasks of a worker pool not yet sent; see the module docstring."""
+
+    def __init__(self, queue: TaskQueue, pace: Pace, run: Run, *, size: int, label: str,
+                 leases: Leases | None, store: Store | None, ledger: Ledger | None):
+        self.queue = queue
+        self.pace = pace
+        self.run = run
+        self.size = size
+        self.label = label
+        self.leases = leases  # None: this pool's owner does not lease calls (a node)
+        self.store = store
+        self.ledger = ledger  # this machine's resources, and what running calls hold
+        self.aside: list = []  # heap of (due, n, delay, batch, task, since) leased elsewhere
+        self.needy: deque[Entry] = deque()  # asking for resources not free yet
+        self.held: dict[int, list] = {}  # seq -> [needs, gpus, tasks left] of its hold
+        self._order = itertools.count()  # breaks ties in the heap
+
+    def feed(self, workers: list[WorkerProcess]) -> None:
+        """Send workers what they can take now."""
+        self.queue.refill(self.size * 2 * _MAX_CHUNK)
+        if self.aside:
+            self._recheck_aside()
+        if self.needy:
+            self._feed_needy(workers)
+        self._feed_plain(workers)
+        if self.needy:  # tasks asking for resources met while feeding the others
+            self._feed_needy(workers)
+
+    def timeout(self, longest: float) -> float:
+        """How long the pool may wait: until the next set-aside task is due, and while its
+        leases are kept to this process, until it looks for others again."""
+        if self.leases is not None and self.leases.solo:
+            longest = min(longest, WATCH_EVERY)
+        if not self.aside:
+            return longest
+        return min(longest, max(0.0, self.aside[0][0] - time.monotonic()))
+
+    def _feed_plain(self, workers: list[WorkerProcess]) -> None:
+        queue = self.queue.entries
+        if not queue:
+            return
+        short = self.pace.short
+        ledger = self.ledger
+        gpus = "" if ledger is not None and ledger.has_gpus else None  # no GPU asked: none seen
+        # cpus held beyond one per busy worker (calls asking for several): idle workers kept idle
+        extra = int(ledger.used.get("cpus", 0)) if ledger is not None else 0
+        busy = sum(1 for w in workers if w.inflight) if extra else 0
+        for worker in sorted(workers, key=lambda w: len(w.inflight)):  # idle ones first
+            if not queue:
+                return
+            if not worker.usable:
+                continue
+            if extra and not worker.inflight:
+                if busy + extra >= len(workers):
+                    continue
+                busy += 1
+            chunk = self._next_chunk(chunk_size(self.pace.mean, len(queue), self.size) if short else 1)
+            if chunk:
+                self.run(worker, chunk, gpus, None)
+
+    def _claim(self, entries: list[Entry], delay: float = FIRST_DELAY,
+               since: float | None = None) -> list[Entry]:
         """Those of ``entries`` (batch, task) to send now, each one's lease taken for its batch.
 
         A result stored meanwhile is delivered instead (:class:`~.outcomes.Stored`); an entry leased
         elsewhere is set aside for ``delay``, or its lease taken over from a stopped holder if it
         has waited since ``since``. One read of the store for them all.
         """
-        taken = self._leases.take_each([(task.call, batch) for batch, task in entries])
-        stored = self._store.get_results([task.call for _, task in entries])
+        leases, store = self.leases, self.store
+        assert leases is not None and store is not None
+        taken = leases.take_each([(task.call, batch) for batch, task in entries])
+        stored = store.get_results([task.call for _, task in entries])
         now = time.monotonic()
         if since is None:
             since = now
         elif now - since >= check_every():
-            taken = [mine or (task.call not in stored and self._leases.take_over(task.call, batch))
+            taken = [mine or (task.call not in stored and leases.take_over(task.call, batch))
                      for (batch, task), mine in zip(entries, taken, strict=True)]
         send = []
         for (batch, task), mine in zip(entries, taken, strict=True):
             if task.call in stored:
                 if mine:
-                    self._leases.release([task.call], batch)
+                    leases.release([task.call], batch)
                 batch.deliver(task.tid, Stored(stored[task.call]))
             elif mine:
                 send.append((batch, task))
             else:
                 entry = (now + delay, next(self._order), min(2 * delay, MAX_DELAY))
-                heapq.heappush(self._aside, (*entry, batch, task, since))
+                heapq.heappush(self.aside, (*entry, batch, task, since))
         return send
 
     def _recheck_aside(self) -> None:
         """Tasks set aside whose time has come: queued first if their lease came free."""
         now = time.monotonic()
-        while self._aside and self._aside[0][0] <= now:
-            _, _, delay, batch, task, since = heapq.heappop(self._aside)
+        while self.aside and self.aside[0][0] <= now:
+            _, _, delay, batch, task, since = heapq.heappop(self.aside)
             if batch.wanted(task):
-                self._queue.extendleft(self._claim([(batch, task)], delay, since))
+                self.queue.put_back(self._claim([(batch, task)], delay, since))
 
-    def _next_chunk(self, size: int) -> list:
+    def _next_chunk(self, size: int) -> list[Entry]:
         """Up to ``size`` queued tasks to send to one worker (cancelled ones dropped, leases
         taken); tasks answered from the store or set aside do not leave the worker idle."""
-        queue = self._queue
+        queue = self.queue.entries
         entries: list = []
         while queue and not entries:
             while queue and len(entries) < size:
                 entry = queue.popleft()
                 if not entry[0].wanted(entry[1]):
                     continue
-                if entry[1].needs and self._ledger is not None:
+                if entry[1].needs and self.ledger is not None:
                     self._set_aside_needy(*entry)  # sent alone when its resources are free
                     continue
                 entries.append(entry)
-            if entries and self._leases is not None:
+            if entries and self.leases is not None:
                 entries = self._claim(entries)
         return entries
 
-    def _take_back_aside(self) -> None:
+    def take_back(self) -> None:
         """Queue the tasks set aside again (to fail them with the others)."""
-        self._queue.extend((entry[3], entry[4]) for entry in self._aside)
-        self._aside.clear()
-        self._queue.extend(self._needy)
-        self._needy.clear()
+        self.queue.entries.extend((entry[3], entry[4]) for entry in self.aside)
+        self.aside.clear()
+        self.queue.entries.extend(self.needy)
+        self.needy.clear()
+
+    def cancel(self, cancel: Cancel) -> None:
+        """Drop the tasks ``cancel`` covers, queued, set aside or waiting for resources."""
+        self.queue.cancel(cancel)
+        self.needy = deque(entry for entry in self.needy if not cancel.covers(*entry))
+        self.aside = [entry for entry in self.aside if not cancel.covers(entry[3], entry[4])]
+        heapq.heapify(self.aside)
 
     # ------------------------------------------------------------------ calls asking for resources
 
-    def _feed_needy(self) -> None:
+    def _feed_needy(self, workers: list[WorkerProcess]) -> None:
         """Send tasks that ask for resources to idle workers as their resources come free (in
         order, but one that does not fit yet does not hold back the others).
 
         A worker runs its tasks one after another, so while calls are fast it gets a chunk of
         tasks asking for the same resources under one hold, kept until the last of them ends.
         """
-        idle = [w for w in self._workers if not w.inflight and w.usable]
-        busy = len(self._workers) - len(idle)
-        waiting: deque = deque()
-        fast = self._mean < _FAST_TASK
-        while self._needy and idle:
-            batch, task = self._needy.popleft()
+        ledger = self.ledger
+        assert ledger is not None
+        idle = [w for w in workers if not w.inflight and w.usable]
+        busy = len(workers) - len(idle)
+        waiting: deque[Entry] = deque()
+        short = self.pace.short
+        while self.needy and idle:
+            batch, task = self.needy.popleft()
             if not batch.wanted(task):
                 continue
-            gpus = self._ledger.take(task.needs, busy)
+            gpus = ledger.take(task.needs, busy)
             if gpus is None:
                 waiting.append((batch, task))
                 continue
             chunk = [(batch, task)]
-            if fast:  # more of the same needs, to run one by one under this hold
-                size = chunk_size(self._mean, len(self._needy), self.size)
-                while self._needy and len(chunk) < size and self._needy[0][1].needs == task.needs:
-                    chunk.append(self._needy.popleft())
-            if self._leases is not None:
+            if short:  # more of the same needs, to run one by one under this hold
+                size = chunk_size(self.pace.mean, len(self.needy), self.size)
+                while self.needy and len(chunk) < size and self.needy[0][1].needs == task.needs:
+                    chunk.append(self.needy.popleft())
+            if self.leases is not None:
                 chunk = self._claim(chunk)  # stored meanwhile, or leased elsewhere: not sent
             if not chunk:
-                self._ledger.give(task.needs, gpus)
+                ledger.give(task.needs, gpus)
                 continue
-            worker = idle.pop()
             busy += 1
-            hold = [task.needs, gpus, len(chunk)]
-            cuda = ",".join(map(str, gpus)) if self._ledger.has_gpus else None
-            tasks = []
-            for item in chunk:
-                self._seq += 1
-                worker.inflight[self._seq] = item
-                self._held[self._seq] = hold
-                tasks.append((self._seq, item[1].fp, item[1].call, item[1].payload, item[1].label,
-                              cuda))
-            self._send(worker, ("run", tasks))
-            if self._mean < _SPIN_TASK:
-                self._spin_until = time.monotonic() + _SPIN
-        self._needy.extendleft(reversed(waiting))
+            seen = ",".join(map(str, gpus)) if ledger.has_gpus else None
+            self.run(idle.pop(), chunk, seen, [task.needs, gpus, len(chunk)])
+        self.needy.extendleft(reversed(waiting))
 
     def _set_aside_needy(self, batch: Any, task: Any) -> None:
         """A task asking for resources: it waits for them, or fails at once if this machine
         could never give them."""
-        lacking = self._ledger.could_ever(task.needs)
+        assert self.ledger is not None
+        lacking = self.ledger.could_ever(task.needs)
         if lacking:
             batch.deliver(task.tid, Refused(RESOURCES, (
                 f"{task.label} asks for more than {self.label} has ({'; '.join(lacking)}): run "
                 f"it on a swarm where a node has it (`pythagoras-node start` on that machine), "
                 f"or ask for less (resources=)")))
         else:
-            self._needy.append((batch, task))
+            self.needy.append((batch, task))
 
-    def _let_go(self, seq: int) -> None:
+    def let_go(self, seq: int) -> None:
         """The task ``seq`` ended: its hold is let go with the last task under it."""
-        hold = self._held.pop(seq, None)
+        hold = self.held.pop(seq, None)
         if hold is not None:
             hold[2] -= 1
             if not hold[2]:
-                self._ledger.give(hold[0], hold[1])
+                assert self.ledger is not None
+                self.ledger.give(hold[0], hold[1])

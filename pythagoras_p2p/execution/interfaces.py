@@ -72,5 +72,5 @@ class TaskPool(Protocol):
     def alive(self) -> bool:
         """Whether it still takes tasks (not closed)."""
 
-    def _request(self, request: tuple) -> None:
-        """Hand a request (``("cancel", batch)``, ...) to the pool's own thread."""
+    def cancel(self, batch: TaskBatch, tids: frozenset[int] | None = None) -> None:
+        """Drop the tasks of ``batch`` (only ``tids`` of it, if given), queued or running."""

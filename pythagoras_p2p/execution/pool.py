@@ -24,8 +24,6 @@ of tasks are :mod:`pythagoras_p2p.execution.batch`.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import pickle
@@ -34,22 +32,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..defaults import MAX_TASK_CRASHES, worker_memory_limit
-from ..defaults import POOL_FAST_TASK as _FAST_TASK
-from ..defaults import POOL_MAX_CHUNK as _MAX_CHUNK
-from ..defaults import POOL_SPIN as _SPIN
-from ..defaults import POOL_SPIN_TASK as _SPIN_TASK
 from ..resources import Ledger
-from ..store.leases import WATCH_EVERY
-from .batch import Batch, print_output, refill
-from .feeding import Feeding, chunk_size
+from .batch import Batch, print_output
+from .feeding import Entry, Feeder, Pace
 from .mailbox import Mailbox
 from .outcomes import Crashed, Failed, Ok, Outcome, Refused
 from .run import Task
+from .task_queue import Cancel, Close, Request, Submit, TaskQueue, closed
 from .worker_process import HEADER, VERIFY, VERIFY_MANY, WorkerProcess, WorkerWatch, spawn
 
 __all__ = ["WorkerPool"]
@@ -57,8 +50,12 @@ __all__ = ["WorkerPool"]
 log = logging.getLogger(__name__)
 
 
-class WorkerPool(Feeding):
-    """A fixed number of supervised worker processes serving tasks from many batches."""
+class WorkerPool:
+    """A fixed number of supervised worker processes serving tasks from many batches.
+
+    It holds its parts: the ``queue`` of tasks to send, the ``feeder`` that chooses what goes
+    to which worker, the ``pace`` of its calls, and the workers it supervises.
+    """
 
     def __init__(self, home: Path, size: int, *, label: str = "local", own_thread: bool = True,
                  leases=None, store=None, ledger: Ledger | None = None, low_priority: bool = False):
@@ -68,21 +65,15 @@ class WorkerPool(Feeding):
         self.label = label
         self.low_priority = low_priority  # a node's workers yield to the machine's owner
         self.alive = True
-        self._queue: deque[tuple[Batch, Task]] = deque()
-        self._mail = Mailbox()  # requests from the callers' threads, and the wake-up pipe
-        self._sources: deque[Batch] = deque()  # batches with tasks still to pull
+        self.queue = TaskQueue()
+        self.pace = Pace()
+        self.feeder = Feeder(self.queue, self.pace, self._run, size=size, label=label,
+                             leases=leases, store=store, ledger=ledger)
         self._leases = leases  # None: this pool's owner does not lease calls (a node)
-        self._store = store
-        self._aside: list = []  # heap of (due, n, delay, batch, task, since) leased elsewhere
-        self._ledger = ledger  # this machine's resources, and what running calls hold
-        self._needy: deque = deque()  # (batch, task) asking for resources not free yet
-        self._held: dict[int, list] = {}  # seq -> [needs, gpus, tasks left] of its hold
-        self._order = itertools.count()
+        self._mail = Mailbox()  # requests from the callers' threads, and the wake-up pipe
         # (batch, tid) -> how many workers the task killed; keyed by the batch itself, not by
         # id(batch), which a later batch may reuse (and so inherit another call's crashes)
         self._crashes: dict[tuple[Batch, int], int] = {}
-        self._mean = 1.0  # running mean task duration; start by assuming slow calls
-        self._spin_until = 0.0  # see expecting_soon
         self._failed_starts = 0
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._mail.fileno(), selectors.EVENT_READ, None)
@@ -104,7 +95,7 @@ class WorkerPool(Feeding):
     def submit(self, tasks: Iterable[Task], count: int, *, on_outcome=None, on_output=None) -> Batch:
         """Queue tasks; their outcomes arrive through the batch (or ``on_outcome(tid, outcome)``)."""
         batch = Batch(self, count, on_outcome, on_output, tasks)
-        self._request(("submit", batch))
+        self.request(Submit(batch))
         return batch
 
     def verify(self, address: bytes, path: str, callback) -> Batch:
@@ -139,7 +130,13 @@ class WorkerPool(Feeding):
         task = Task(0, VERIFY_MANY, b"\0" * 32, payload, f"verify {len(values)} value(s)")
         return self.submit([task], 1, on_outcome=done)
 
-    def _request(self, request: tuple) -> None:
+    def cancel(self, batch: Batch, tids: frozenset[int] | None = None) -> None:
+        """Drop the tasks of ``batch`` (only ``tids`` of it, if given): queued ones leave the
+        queue, and the workers running the others are killed."""
+        self.request(Cancel(batch, tids))
+
+    def request(self, request: Request) -> None:
+        """Hand ``request`` to the supervisor (served at once by an embedded pool)."""
         if not self.alive:
             raise RuntimeError("this cloud's worker pool is closed; create a new cloud")
         self._mail.put(request, wake=not self._embedded)
@@ -155,7 +152,7 @@ class WorkerPool(Feeding):
             if self._embedded:
                 self._shutdown()
                 return
-            self._request(("close",))
+            self.request(Close())
             self._thread.join(timeout + 2)
 
     # ------------------------------------------------------------------ supervisor thread
@@ -174,12 +171,7 @@ class WorkerPool(Feeding):
     def _timeout(self, longest: float) -> float:
         """How long the supervisor may wait for a pipe: until the next set-aside task is due,
         and while its leases are kept to this process, until it looks for others again."""
-        if self._leases is not None and self._leases.solo:
-            longest = min(longest, WATCH_EVERY)
-        longest = self._watch.wait(self._workers, longest)
-        if not self._aside:
-            return longest
-        return min(longest, max(0.0, self._aside[0][0] - time.monotonic()))
+        return self.feeder.timeout(self._watch.wait(self._workers, longest))
 
     def _step(self, timeout: float) -> bool:
         """One turn of the supervisor: requests, dispatch, pipes. True when asked to close."""
@@ -213,7 +205,7 @@ class WorkerPool(Feeding):
     def expecting_soon(self) -> bool:
         """Whether a fast call was sent to a worker within the last ``_SPIN`` seconds and a
         worker still runs something: an outcome is then likely within microseconds."""
-        return time.monotonic() < self._spin_until and any(w.inflight for w in self._workers)
+        return time.monotonic() < self.pace.spin_until and any(w.inflight for w in self._workers)
 
     def watch_due(self) -> bool:
         """Whether an embedded pool's owner should :meth:`step` it even with nothing to read:
@@ -222,11 +214,11 @@ class WorkerPool(Feeding):
 
     def calls_are_fast(self) -> bool:
         """Whether calls have lately taken less than ``_SPIN_TASK`` on average."""
-        return self._mean < _SPIN_TASK
+        return self.pace.fast
 
     def calls_are_short(self) -> bool:
         """Whether calls have lately taken so little that tasks go to workers in batches."""
-        return self._mean < _FAST_TASK
+        return self.pace.short
 
     def pids(self) -> list[int]:
         """The process ids of the workers."""
@@ -240,15 +232,15 @@ class WorkerPool(Feeding):
     def _serve_requests(self) -> bool:
         return self._mail.serve(self._on_request)
 
-    def _on_request(self, request: tuple) -> bool:
-        """Serve one request from a caller's thread; True for ``close``."""
-        if request[0] == "submit":
-            self._sources.append(request[1])
+    def _on_request(self, request: Request) -> bool:
+        """Serve one request from a caller's thread; True for :class:`Close`."""
+        if type(request) is Submit:
+            self.queue.add(request.batch)
             while len(self._workers) < self.size:  # try again after failed starts
                 self._spawn()
-        elif request[0] == "cancel":
-            self._cancel(request[1], request[2])
-        return request[0] == "close"
+        elif type(request) is Cancel:
+            self._cancel(request)
+        return type(request) is Close
 
     def _spawn(self) -> None:
         n = self._next
@@ -283,53 +275,24 @@ class WorkerPool(Feeding):
             else:
                 self._sel.unregister(worker.wfd)
 
-    def _refill(self) -> None:
-        """Keep enough tasks queued to feed every worker; make the rest only when needed."""
-        refill(self._queue, self._sources, self.size * 2 * _MAX_CHUNK)
-
     def _feed_workers(self) -> None:
-        self._refill()
-        if self._aside:
-            self._recheck_aside()
-        if self._needy:
-            self._feed_needy()
-        self._feed_plain()
-        if self._needy:  # tasks asking for resources met while feeding the others
-            self._feed_needy()
+        self.feeder.feed(self._workers)
 
-    def _feed_plain(self) -> None:
-        queue = self._queue
-        if not queue:
-            return
-        fast = self._mean < _FAST_TASK
-        hide = "" if self._ledger is not None and self._ledger.has_gpus else None  # no GPU asked
-        # cpus held beyond one per busy worker (calls asking for several): idle workers kept idle
-        extra = int(self._ledger.used.get("cpus", 0)) if self._ledger is not None else 0
-        busy = sum(1 for w in self._workers if w.inflight) if extra else 0
-        for worker in sorted(self._workers, key=lambda w: len(w.inflight)):  # idle ones first
-            if not queue:
-                return
-            if not worker.usable:
-                continue
-            if extra and not worker.inflight:
-                if busy + extra >= len(self._workers):
-                    continue
-                busy += 1
-            chunk = 1
-            if fast:
-                chunk = chunk_size(self._mean, len(queue), self.size)
-            limit = 2 * chunk if fast else 1
-            if len(worker.inflight) + chunk > limit and worker.inflight:
-                continue
-            tasks = []
-            for batch, task in self._next_chunk(chunk):
-                self._seq += 1
-                worker.inflight[self._seq] = (batch, task)
-                tasks.append((self._seq, task.fp, task.call, task.payload, task.label, hide))
-            if tasks:
-                self._send(worker, ("run", tasks))
-                if self._mean < _SPIN_TASK:
-                    self._spin_until = time.monotonic() + _SPIN
+    def _run(self, worker: WorkerProcess, chunk: list[Entry], gpus: str | None,
+             hold: list | None) -> None:
+        """Send ``chunk`` to ``worker`` (the feeder's choice); ``gpus``: the devices its calls
+        may see (None: nothing is said of them), ``hold``: the resources they run under."""
+        tasks = []
+        held = self.feeder.held
+        for entry in chunk:
+            self._seq += 1
+            worker.inflight[self._seq] = entry
+            if hold is not None:
+                held[self._seq] = hold
+            task = entry[1]
+            tasks.append((self._seq, task.fp, task.call, task.payload, task.label, gpus))
+        self._send(worker, ("run", tasks))
+        self.pace.sent()
 
     def _read(self, worker: WorkerProcess) -> None:
         try:
@@ -344,14 +307,15 @@ class WorkerPool(Feeding):
         for message in worker.reader.feed(data):
             kind = message[0]
             if kind == "done":
+                held = self.feeder.held
                 for seq, outcome in message[1]:
                     entry = worker.inflight.pop(seq, None)
-                    if self._held:
-                        self._let_go(seq)
+                    if held:
+                        self.feeder.let_go(seq)
                     if entry is None:
                         continue
                     if type(outcome) is Ok:
-                        self._mean = 0.8 * self._mean + 0.2 * outcome.meta["duration"]
+                        self.pace.observe(outcome.meta["duration"])
                     if self._crashes:
                         self._crashes.pop((entry[0], entry[1].tid), None)
                     entry[0].deliver(entry[1].tid, outcome)
@@ -386,8 +350,8 @@ class WorkerPool(Feeding):
             self._failed_starts += 1
         requeue = []
         for seq, (batch, task) in worker.inflight.items():
-            if self._held:
-                self._let_go(seq)
+            if self.feeder.held:
+                self.feeder.let_go(seq)
             if not batch.wanted(task):
                 continue
             if seq == running and not worker.killed:
@@ -404,7 +368,7 @@ class WorkerPool(Feeding):
                         f"what stops its process"))
                     continue
             requeue.append((batch, task))
-        self._queue.extendleft(reversed(requeue))
+        self.queue.put_back(requeue)
         worker.slot.close()
         if self._failed_starts >= 3:
             self._fail_everything(f"worker processes fail to start (the last one {how}); "
@@ -413,29 +377,18 @@ class WorkerPool(Feeding):
         self._spawn()
 
     def _fail_everything(self, message: str) -> None:
-        self._take_back_aside()
-        refill(self._queue, self._sources, None)
-        while self._queue:
-            batch, task = self._queue.popleft()
-            batch.deliver(task.tid, Crashed(f"{task.label} could not run: {message}"))
+        self.feeder.take_back()
+        self.queue.fail_all(lambda task: Crashed(f"{task.label} could not run: {message}"))
         self._failed_starts = 0
 
-    def _cancel(self, batch: Batch, tids: frozenset | None) -> None:
-        """Drop the tasks of ``batch`` (only ``tids`` of it, if given) and kill the workers
-        running them; the other tasks those workers held are sent again, without blame."""
-        def gone(b: Batch, task: Task) -> bool:
-            return b is batch and (tids is None or task.tid in tids)
-
-        self._queue = deque(item for item in self._queue if not gone(*item))
-        self._needy = deque(item for item in self._needy if not gone(*item))
-        self._aside = [entry for entry in self._aside if not gone(entry[3], entry[4])]
-        heapq.heapify(self._aside)
-        if tids is None:
-            self._sources = deque(b for b in self._sources if b is not batch)
-        for key in [k for k in self._crashes if k[0] is batch and (tids is None or k[1] in tids)]:
+    def _cancel(self, cancel: Cancel) -> None:
+        """Drop the tasks ``cancel`` covers and kill the workers running them; the other
+        tasks those workers held are sent again, without blame."""
+        self.feeder.cancel(cancel)
+        for key in [k for k in self._crashes if cancel.covers_key(k)]:
             del self._crashes[key]
         for worker in self._workers:
-            if any(gone(b, task) for b, task in worker.inflight.values()):
+            if any(cancel.covers(*entry) for entry in worker.inflight.values()):
                 worker.killed = True
                 worker.proc.kill()
 
@@ -461,9 +414,6 @@ class WorkerPool(Feeding):
         self._workers.clear()
         self._sel.close()
         self._mail.close()
-        self._take_back_aside()
-        refill(self._queue, self._sources, None)
-        while self._queue:
-            batch, task = self._queue.popleft()
-            batch.deliver(task.tid, Crashed(f"{task.label} was not run: the cloud was closed"))
+        self.feeder.take_back()
+        self.queue.fail_all(closed)
 

@@ -1,11 +1,11 @@
 """What the swarm client does with each message a peer sends: results, errors, output, chunks.
 
-A part of :class:`~.dispatcher.SwarmDispatcher` (its base class), kept apart because it is the
+Held by :class:`~.dispatcher.SwarmDispatcher` (its ``replies``), kept apart because it is the
 one place that reads what peers send: the outcome of a call (through the one codec,
 :mod:`pythagoras_p2p.net.outcomes_wire`), a refusal and what it means for the call (send the
 function or the arguments again, go elsewhere, fail), printed output, and chunks of values.
-It runs on the dispatcher's I/O loop and uses the dispatcher's peers, queue, stragglers and
-value exchange.
+It runs on the dispatcher's I/O loop and is given the dispatcher's connections, task queue,
+stragglers and value exchange, and what to do with a peer that is lost or incompatible.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..execution.batch import print_output
 from ..execution.outcomes import REMOTE, RESOURCES, Ok, Refused
@@ -21,6 +21,14 @@ from ..net import wire
 from ..net.outcomes_wire import outcome_from_reply
 from ..net.transfer import Lost
 from .peers import Peer
+
+if TYPE_CHECKING:
+    from ..execution.batch import Batch
+    from ..execution.run import Task
+    from ..execution.task_queue import TaskQueue
+    from .connections import Connections
+    from .exchange import ValueExchange
+    from .stragglers import Stragglers
 
 __all__ = ["Replies"]
 
@@ -30,22 +38,24 @@ log = logging.getLogger(__name__)
 class Replies:
     """Reading peers' messages, for :class:`~.dispatcher.SwarmDispatcher`."""
 
-    # What it uses of the dispatcher:
-    connections: Any  # .connections.Connections
-    exchange: Any  # .exchange.ValueExchange
-    stragglers: Any  # .stragglers.Stragglers
-    _queue: Any  # deque of (batch, task) waiting for a peer
-    _rtt: float | None  # smoothed round trip of results, seconds
-    _lost: Callable[[Peer, str], None]  # a peer is gone: its calls go back to the queue
-    _incompatible: Callable[[Peer, str], None]  # ... and is never connected again
+    def __init__(self, connections: Connections, exchange: ValueExchange, stragglers: Stragglers,
+                 queue: TaskQueue, *, lost: Callable[[Peer, str], None],
+                 incompatible: Callable[[Peer, str], None]):
+        self.connections = connections
+        self.exchange = exchange
+        self.stragglers = stragglers
+        self.queue = queue  # where a call goes back to be placed again
+        self.lost = lost  # (peer, why): its connection is given up, its calls go elsewhere
+        self.incompatible = incompatible  # (peer, why): lost, and never connected again
+        self.rtt: float | None = None  # smoothed round trip of fast results, seconds
 
-    def _on_message(self, peer: Peer, frames: list) -> None:
+    def on_message(self, peer: Peer, frames: list) -> None:
         peer.heard()
         try:
             msg = wire.parse(frames)
         except wire.WireError as exc:
             if exc.code == wire.ERR_PROTOCOL:  # a node of another release: it can never take work here
-                self._incompatible(peer, f"the node speaks protocol version {_version_of(frames)} "
+                self.incompatible(peer, f"the node speaks protocol version {_version_of(frames)} "
                                          f"and this client {wire.PROTOCOL_VERSION}; install the same "
                                          f"pythagoras_p2p release on every machine of the swarm")
                 return
@@ -58,7 +68,7 @@ class Replies:
                 log.warning("ignoring a malformed message from %s: %s", peer.address, exc)
                 return
             for frames in carried:
-                self._on_message(peer, frames)
+                self.on_message(peer, frames)
             return
         if msg.op == "output":
             print_output(msg.fields["where"], msg.fields["text"])
@@ -74,12 +84,12 @@ class Replies:
         elif msg.op == "error" and msg.fields["code"] == wire.ERR_MISSING:
             self.exchange.on_missing(peer, msg.fields["message"])
 
-    def _on_run_reply(self, peer: Peer, entry: tuple, msg: wire.Message) -> None:
+    def _on_run_reply(self, peer: Peer, entry: tuple[Batch, Task], msg: wire.Message) -> None:
         batch, task = entry
         sent = self.stragglers.placed_at.get(msg.id)
         if sent is not None and msg.op == "result":
             rtt = time.monotonic() - sent
-            self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
+            self.rtt = rtt if self.rtt is None else 0.8 * self.rtt + 0.2 * rtt
         self.stragglers.forget(msg.id)
         if not batch.wanted(task):
             return
@@ -96,41 +106,7 @@ class Replies:
             if rids and other.sock is not None:
                 other.send(wire.build("cancel", 0, calls=[task.call]))
         if msg.op == "error":
-            code = msg.fields["code"]
-            if code == wire.ERR_NEED_FUNCTION:
-                peer.functions.discard(task.fp)
-                self._queue.appendleft((batch, task))
-            elif code == wire.ERR_NEED_VALUES:
-                peer.values.difference_update(bytes.fromhex(h) for h in msg.fields["message"].split(","))
-                self._queue.appendleft((batch, task))
-            elif code == wire.ERR_STALE:
-                # Sent on a connection the node gave up on (it was stopped, or its link cut):
-                # a new connection, and the call goes wherever it fits now.
-                self._lost(peer, msg.fields["message"])
-                self._queue.appendleft((batch, task))
-            elif code == wire.ERR_STOPPING:
-                # The node is shutting down: it finishes the calls it runs (their results still
-                # come here) and takes no new one, so only this call goes elsewhere.
-                if peer.state == "ready":
-                    peer.state, peer.problem = "draining", msg.fields["message"]
-                self._queue.appendleft((batch, task))
-            elif code == wire.ERR_PAUSED:
-                # The node's owner comes first: it takes no call for now (its pings say when
-                # it does again), and nothing of this one was kept: it goes elsewhere.
-                if peer.state == "ready":
-                    peer.state, peer.problem = "paused", msg.fields["message"]
-                self._queue.appendleft((batch, task))
-            elif code in (wire.ERR_PYTHON, wire.ERR_PROTOCOL):
-                self._incompatible(peer, msg.fields["message"])
-                self._queue.appendleft((batch, task))
-            elif code == wire.ERR_REQUIREMENTS and task.requires:
-                peer.lacks[task.requires] = msg.fields["message"]  # placed elsewhere, or failed
-                self._queue.appendleft((batch, task))
-            elif code == wire.ERR_RESOURCES:
-                batch.deliver(task.tid, Refused(RESOURCES, f"{task.label}: node {peer.address}: "
-                                                           f"{msg.fields['message']}"))
-            else:
-                batch.deliver(task.tid, Refused(REMOTE, f"node {peer.address}: {msg.fields['message']}"))
+            self._on_refused(peer, batch, task, msg.fields["code"], msg.fields["message"])
             return
         try:
             outcome = outcome_from_reply(msg, peer.address)
@@ -147,8 +123,40 @@ class Replies:
                 return
         batch.deliver(task.tid, outcome)
 
+    def _on_refused(self, peer: Peer, batch: Batch, task: Task, code: str, message: str) -> None:
+        """``peer`` did not run the call (``code``, ``message``): it goes back to the queue, to
+        be placed again (here, with what was missing, or elsewhere), or it fails."""
+        if code == wire.ERR_NEED_FUNCTION:
+            peer.functions.discard(task.fp)
+        elif code == wire.ERR_NEED_VALUES:
+            peer.values.difference_update(bytes.fromhex(h) for h in message.split(","))
+        elif code == wire.ERR_STALE:
+            # Sent on a connection the node gave up on (it was stopped, or its link cut):
+            # a new connection, and the call goes wherever it fits now.
+            self.lost(peer, message)
+        elif code == wire.ERR_STOPPING:
+            # The node is shutting down: it finishes the calls it runs (their results still
+            # come here) and takes no new one, so only this call goes elsewhere.
+            if peer.state == "ready":
+                peer.state, peer.problem = "draining", message
+        elif code == wire.ERR_PAUSED:
+            # The node's owner comes first: it takes no call for now (its pings say when
+            # it does again), and nothing of this one was kept: it goes elsewhere.
+            if peer.state == "ready":
+                peer.state, peer.problem = "paused", message
+        elif code in (wire.ERR_PYTHON, wire.ERR_PROTOCOL):
+            self.incompatible(peer, message)
+        elif code == wire.ERR_REQUIREMENTS and task.requires:
+            peer.lacks[task.requires] = message  # placed elsewhere, or failed
+        elif code == wire.ERR_RESOURCES:
+            batch.deliver(task.tid, Refused(RESOURCES, f"{task.label}: node {peer.address}: {message}"))
+            return
+        else:
+            batch.deliver(task.tid, Refused(REMOTE, f"node {peer.address}: {message}"))
+            return
+        self.queue.entries.appendleft((batch, task))
 
-    def _fetched(self, batch: Any, task: Any, outcome: Ok, ok: Any) -> None:
+    def _fetched(self, batch: Batch, task: Task, outcome: Ok, ok: Any) -> None:
         """The large value of a result arrived (``ok`` is True) or did not: when its peer was
         lost (it stopped or died meanwhile), the call goes back to the queue — another node
         holds a copy, or computes it — rather than fail."""
@@ -156,7 +164,7 @@ class Replies:
             batch.deliver(task.tid, outcome)
         elif isinstance(ok, Lost):
             if batch.wanted(task):
-                self._queue.appendleft((batch, task))
+                self.queue.entries.appendleft((batch, task))
         else:
             batch.deliver(task.tid, Refused(REMOTE, ok))
 

@@ -324,7 +324,7 @@ def test_a_download_of_a_value_the_node_no_longer_holds_fails_at_once(node, make
     node_store._write(lambda txn: txn.delete(address, db=node_store._values))
     node_store.blob_path(address).unlink()
     t = time.monotonic()
-    outcome = cloud._dispatcher.call("fetch", peer, address, timeout=10)
+    outcome = cloud._dispatcher.fetch(peer, address, timeout=10)
     assert isinstance(outcome, str) and "no longer holds" in outcome, outcome
     assert time.monotonic() - t < 5
 
