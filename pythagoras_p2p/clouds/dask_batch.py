@@ -18,9 +18,10 @@ from typing import Any
 
 from ..defaults import DASK_MAX_ATTEMPTS as MAX_ATTEMPTS
 from ..defaults import DASK_MIN_WINDOW, DASK_POLL_EVERY, DASK_WINDOW_PER_THREAD
+from ..execution.batch import Tally, print_output
 from ..execution.outcomes import UNREACHABLE, Crashed, Failed, Ok, Outcome, Refused, failure_outcome
 from ..execution.run import Task
-from .dask_worker import run_task
+from .dask_worker import run_dask_task
 
 __all__ = ["DaskBatch"]
 
@@ -34,7 +35,7 @@ class DaskBatch:
         self.cloud = cloud
         self.client = cloud.client
         self.source = iter(tasks)
-        self.remaining = count
+        self.tally = Tally(count)
         self.workers: Any = _UNKNOWN  # eligible workers, known once the first task is made
         workers = cloud._workers()
         threads = sum(w.get("nthreads", 1) for w in workers.values()) or 1
@@ -45,19 +46,17 @@ class DaskBatch:
         self.done = as_completed(loop=self.client.loop)
         self.on_ready = None  # called (on a Dask thread) as tasks end
         self._lock = threading.Lock()  # cancel_tasks comes from the futures' owners' threads
-        self._dropped: set[int] = set()  # cancelled one by one
-        self._taken: set[int] = set()  # their outcome was returned
         self._submit()
 
     @property
     def finished(self) -> bool:
-        return self.remaining == 0
+        return self.tally.finished
 
     def _submit(self) -> None:
         with self._lock:
             tasks, self.retry = self.retry, []
             for task in self.source:
-                if task.tid in self._dropped:
+                if task.tid in self.tally.dropped:
                     continue
                 tasks.append(task)
                 if len(self.inflight) + len(tasks) >= self.window:
@@ -75,7 +74,7 @@ class DaskBatch:
         restrict = {} if self.workers is None else {"workers": self.workers, "allow_other_workers": False}
         if tasks[0].needs:  # Dask's worker resources: only workers declaring them take the task
             restrict["resources"] = cloud._dask_resources(tasks[0], self.workers)
-        futures = self.client.map(run_task, [function] * len(tasks), tasks, values, key=keys,
+        futures = self.client.map(run_dask_task, [function] * len(tasks), tasks, values, key=keys,
                                   **restrict)
         for future, task in zip(futures, tasks, strict=True):
             self.inflight[future] = task
@@ -124,8 +123,6 @@ class DaskBatch:
             if result is not None:
                 outcome, printed = result
                 if printed:
-                    from ..execution.batch import print_output
-
                     print_output(outcome.where if type(outcome) is Failed else outcome.meta["worker"], printed)
                 if type(outcome) is not Ok:
                     self._forget_failed(future, task)
@@ -140,8 +137,7 @@ class DaskBatch:
             outcomes.append((task.tid, _failed(future, task)))
             self._forget_failed(future, task)
         with self._lock:
-            self._taken.update(tid for tid, _ in outcomes)
-            self.remaining -= len(outcomes)
+            outcomes = self.tally.take(outcomes)
         self._submit()
         return outcomes
 
@@ -167,18 +163,16 @@ class DaskBatch:
     def cancel_tasks(self, tids: list[int]) -> None:
         """Cancel these tasks on the cluster, or drop them before they are submitted."""
         with self._lock:
-            wanted = set(tids) - self._dropped - self._taken
+            wanted = set(self.tally.drop(tids))
             pending = [f for f, t in self.inflight.items() if t.tid in wanted]
             for future in pending:
                 del self.inflight[future]
             self.retry = [t for t in self.retry if t.tid not in wanted]
-            self._dropped |= wanted
-            self.remaining -= len(wanted)
         if pending:
             self.client.cancel(pending)
 
     def cancel(self) -> None:
-        self.remaining = 0
+        self.tally.end()
         pending = list(self.inflight)
         self.inflight.clear()
         if pending:

@@ -1,7 +1,7 @@
 """What runs on a Dask worker for ``DaskCloud``: one call, with what it printed; the worker's facts.
 
 Dask pickles these functions by reference, so this module is imported on the workers: it keeps
-to what a worker needs (the function record loader, ``resolve_args`` and ``execute``, shared
+to what a worker needs (the function record loader and :func:`~..execution.run.run_task`, shared
 with every backend) and imports nothing of Dask's client side.
 """
 
@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import sys
 import threading
 from typing import Any
 
 from .._version import __version__
-from ..execution.functions import from_record, ran
-from ..execution.outcomes import Outcome, failure_outcome
-from ..execution.run import Task, current_where, execute, resolve_args
+from ..execution.functions import from_record
+from ..execution.outcomes import Outcome
+from ..execution.run import Task, current_where, run_task
 from ..net.wire import PYTHON_VERSION
 from ..store.core import MISSING
 
-__all__ = ["probe_worker", "run_task"]
+__all__ = ["probe_worker", "run_dask_task"]
 
 _install_lock = threading.Lock()
 
@@ -33,22 +34,20 @@ def probe_worker(requires: tuple) -> dict:
     return {"missing": missing_requirements(requires), "version": __version__, "python": PYTHON_VERSION}
 
 
-def run_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
+def run_dask_task(record: bytes, task: Task, values: list) -> tuple[Outcome, str]:
     """Run one call on a Dask worker: ``(outcome, what it printed)``; never raises for the call."""
-    where = _where()
+    given = dict(zip(task.refs, values, strict=True))
+
+    @functools.cache
+    def value(address: bytes) -> Any:
+        # What Dask passed in is one object per worker, shared by every call given it: each
+        # call gets its own copy, as a call elsewhere gets its own unpickled one, so a call
+        # that changes an argument in place changes nothing another call sees.
+        return copy.deepcopy(given[address]) if address in given else MISSING
+
     with _captured() as out:
-        try:
-            function = from_record(task.fp, record)  # task.fp: the key of the record
-            # What Dask passed in is one object per worker, shared by every call given it: each
-            # call gets its own copy, as a call elsewhere gets its own unpickled one, so a call
-            # that changes an argument in place changes nothing another call sees.
-            by_address = {ref: copy.deepcopy(value)
-                          for ref, value in zip(task.refs, values, strict=True)}
-            kwargs = resolve_args(task.payload, lambda address: by_address.get(address, MISSING))
-        except Exception as exc:
-            return failure_outcome(exc, where), out.getvalue()
-        outcome = execute(function.func, kwargs, function.fingerprint, task.label, None, where)
-        ran()
+        outcome = run_task(task, _where(), None, load=lambda key: from_record(key, record),
+                           get_value=value)
     return outcome, out.getvalue()
 
 

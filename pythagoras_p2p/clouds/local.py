@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..defaults import worker_count
 from ..errors import ConfigurationError, RequirementsError
+from ..execution.batch import Tally
 from ..execution.context import in_worker, register_default_cloud
-from ..execution.functions import loaded, ran
-from ..execution.outcomes import failure_outcome
-from ..execution.run import Task, decode_args, execute
+from ..execution.run import Task, run_task
 from ..requirements import missing_requirements
 from ..resources import Ledger, custom_resources
 from .base import PCloud
@@ -116,14 +115,12 @@ class _InlineBatch:
     def __init__(self, cloud: LocalCloud, tasks: Iterable[Task], count: int):
         self.cloud = cloud
         self.tasks = iter(tasks)
-        self.remaining = count
-        self.dropped: set[int] = set()
-        self._taken: set[int] = set()
+        self.tally = Tally(count)
         self.on_ready = None
 
     @property
     def finished(self) -> bool:
-        return self.remaining <= 0
+        return self.tally.finished
 
     def set_notify(self, on_ready) -> None:
         self.on_ready = on_ready
@@ -131,35 +128,22 @@ class _InlineBatch:
     def next_outcomes(self, timeout: float | None = None) -> list:
         if timeout is not None and timeout <= 0:
             return []  # a call running inline cannot be stopped; one not started yet is not
+        dropped = self.tally.dropped
         for task in self.tasks:
-            if task.tid in self.dropped:
+            if task.tid in dropped:
                 continue
             break
         else:
-            self.remaining = 0
+            self.tally.end()
             return []
-        store = self.cloud.store
-        where = "inline"
-        try:
-            function = loaded(store, task.fp)  # by the key of its record
-            outcome = execute(function.func, decode_args(task.payload, store),
-                              function.fingerprint, task.label, store, where)
-            ran()
-        except Exception as exc:
-            outcome = failure_outcome(exc, where)
-        if task.tid in self.dropped:  # cancelled while it ran: counted then
-            return []
-        self._taken.add(task.tid)
-        self.remaining -= 1
-        return [(task.tid, outcome)]
+        outcome = run_task(task, "inline", self.cloud.store)
+        return self.tally.take([(task.tid, outcome)])  # none if cancelled while it ran
 
     def cancel_tasks(self, tids: list[int]) -> None:
-        new = set(tids) - self.dropped - self._taken
-        self.dropped |= new
-        self.remaining -= len(new)
+        self.tally.drop(tids)
 
     def cancel(self) -> None:
-        self.remaining = 0
+        self.tally.end()
 
 
 _POOLS: weakref.WeakSet = weakref.WeakSet()

@@ -4,6 +4,8 @@ A :class:`Batch` is shared by the thread that submitted it and the thread servin
 worker pool's supervisor, or the swarm dispatcher): tasks are pulled from its source only as
 workers need them (:meth:`.task_queue.TaskQueue.refill`), and outcomes are queued for the caller or handed to a
 callback. Printed output of its calls goes to ``on_output``, or to :func:`print_output`.
+Every kind of batch (this one, the inline one of a worker, Dask's) counts what it still owes
+its caller with a :class:`Tally`.
 """
 
 from __future__ import annotations
@@ -12,13 +14,53 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .interfaces import TaskPool
     from .outcomes import Outcome
 
-__all__ = ["Batch", "print_output"]
+__all__ = ["Batch", "Tally", "print_output"]
+
+
+class Tally:
+    """Which tasks of a batch still owe its caller an outcome.
+
+    ``remaining`` counts down as outcomes are returned and as tasks are cancelled one by one
+    (:meth:`drop`); the outcome of a dropped task is never returned (:meth:`take`). The batch
+    that holds it serializes the calls (under its lock, or on one thread).
+    """
+
+    __slots__ = ("remaining", "dropped", "taken")
+
+    def __init__(self, count: int):
+        self.remaining = count
+        self.dropped: set[int] = set()  # tasks cancelled one by one
+        self.taken: set[int] = set()  # tasks whose outcome was returned
+
+    @property
+    def finished(self) -> bool:
+        return self.remaining <= 0
+
+    def drop(self, tids: Iterable[int]) -> list[int]:
+        """Cancel these tasks; returns those not cancelled or answered before."""
+        new = [t for t in dict.fromkeys(tids) if t not in self.dropped and t not in self.taken]
+        self.dropped.update(new)
+        self.remaining -= len(new)
+        return new
+
+    def take(self, outcomes: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        """``(task id, outcome)`` pairs to return: those of dropped tasks left out."""
+        if self.dropped:
+            outcomes = [item for item in outcomes if item[0] not in self.dropped]
+        self.taken.update(item[0] for item in outcomes)
+        self.remaining -= len(outcomes)
+        return outcomes
+
+    def end(self) -> None:
+        """The batch was cancelled as a whole: nothing more is owed."""
+        self.remaining = 0
 
 
 class Batch:
@@ -26,25 +68,23 @@ class Batch:
 
     def __init__(self, pool: TaskPool, count: int, on_outcome=None, on_output=None, tasks=()):
         self.pool = pool
-        self.remaining = count
+        self.tally = Tally(count)
         self.cancelled = False
         self.source = iter(tasks)  # tasks not yet queued: pulled as workers need them
         self.error: BaseException | None = None  # raised by the source while making a task
         self.on_outcome = on_outcome  # called (on the pool's thread) instead of queueing
         self.on_output = on_output  # called with (where, text) instead of printing
         self.on_ready = None  # called (on the pool's thread) after outcomes were queued
-        self.dropped: set[int] = set()  # tasks cancelled one by one: their outcomes are dropped
-        self._taken: set[int] = set()  # tasks whose outcome was returned
         self._outcomes: deque = deque()
         self._cond = threading.Condition()
 
     @property
     def finished(self) -> bool:
-        return self.remaining == 0
+        return self.tally.finished
 
     def deliver(self, tid: int, outcome: Outcome) -> None:
         if self.on_outcome is not None:
-            self.remaining -= 1
+            self.tally.remaining -= 1
             self.on_outcome(tid, outcome)
             return
         with self._cond:
@@ -80,12 +120,8 @@ class Batch:
                 if wait <= 0:
                     return []
                 self._cond.wait(wait)
-            out = list(self._outcomes)
+            out = self.tally.take(list(self._outcomes))
             self._outcomes.clear()
-            if self.dropped:
-                out = [item for item in out if item[0] not in self.dropped]
-            self._taken.update(item[0] for item in out)
-            self.remaining -= len(out)
         return out
 
     def pull(self, n: int) -> list:
@@ -105,7 +141,7 @@ class Batch:
 
     def cancel(self) -> None:
         """Drop queued tasks and stop the workers running this batch's tasks."""
-        if not self.cancelled and self.remaining:
+        if not self.cancelled and not self.tally.finished:
             self.cancelled = True
             if self.pool.alive:
                 self.pool.cancel(self)
@@ -114,15 +150,13 @@ class Batch:
         """Drop these tasks (queued or running: stopped where they run); no outcome of theirs
         is returned. The others go on."""
         with self._cond:
-            new = [t for t in tids if t not in self.dropped and t not in self._taken]
-            self.dropped.update(new)
-            self.remaining -= len(new)
+            new = self.tally.drop(tids)
         if new and not self.cancelled and self.pool.alive:
             self.pool.cancel(self, frozenset(new))
 
     def wanted(self, task) -> bool:
         """Whether ``task`` (of this batch) is still to run."""
-        return not self.cancelled and task.tid not in self.dropped
+        return not self.cancelled and task.tid not in self.tally.dropped
 
 
 def print_output(where: str, text: str) -> None:

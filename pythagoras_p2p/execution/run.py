@@ -1,8 +1,9 @@
 """Tasks, and running one: what crosses from a run of calls (:mod:`.runs`) to where it runs.
 
 A :class:`Task` is one call with its arguments pickled (large ones passed by address, as
-:class:`ArgRef`). :func:`execute` is what runs one task wherever it runs (a worker process, or
-inline) and returns its outcome (:mod:`.outcomes`, where :func:`~.outcomes.rebuild_exception`
+:class:`ArgRef`). :func:`run_task` is what runs one task wherever it runs (a worker process,
+inline, a Dask worker): it loads the function, resolves the arguments and executes the
+call, and returns its outcome (:mod:`.outcomes`, where :func:`~.outcomes.rebuild_exception`
 turns a failure back into the exception the function raised), with the trace of the files and
 environment variables the call read in its metadata (:mod:`..identity.inputs`).
 """
@@ -25,9 +26,10 @@ from ..identity.inputs import Untracked
 from ..store.core import MISSING, Store
 from ..store.packing import pack_parts
 from ..store.records import result_meta
+from .functions import Loaded, loaded, ran
 from .outcomes import Ok, Outcome, failure_outcome
 
-__all__ = ["Task", "ArgRef", "encode_args", "execute", "describe_call", "decode_args", "resolve_args"]
+__all__ = ["Task", "ArgRef", "encode_args", "execute", "run_task", "describe_call", "resolve_args"]
 
 
 class Task(NamedTuple):
@@ -99,11 +101,6 @@ def encode_args(kwargs: dict, addresses: dict,
             raise SerializationError(f"the arguments cannot be pickled ({exc})") from None
 
 
-def decode_args(payload: bytes, store: Store) -> dict:
-    """A task's keyword arguments, each :class:`ArgRef` replaced by the value ``store`` holds."""
-    return resolve_args(payload, store.get_value)
-
-
 def resolve_args(payload: bytes, get_value: Callable[[bytes], Any]) -> dict:
     """A task's keyword arguments, each :class:`ArgRef` replaced by ``get_value(address)``
     (:data:`~pythagoras_p2p.store.core.MISSING` if it has none: an error naming the argument)."""
@@ -117,6 +114,31 @@ def resolve_args(payload: bytes, get_value: Callable[[bytes], Any]) -> dict:
                 )
             kwargs[name] = found
     return kwargs
+
+
+def run_task(task: Task, where: str, store: Store | None, *,
+             load: Callable[[bytes], Loaded] | None = None,
+             get_value: Callable[[bytes], Any] | None = None) -> Outcome:
+    """Run ``task`` here (``where`` names this place in outcomes) and return its outcome; it
+    never raises for the call: what fails, loading the function or its arguments too, fails the
+    call.
+
+    The function is loaded by the key of its record with ``load(key)`` (by default from
+    ``store``), large arguments are read with ``get_value(address)`` (by default from
+    ``store``), and large results go into ``store`` (with none, every result travels back in
+    its outcome).
+    """
+    try:
+        if get_value is None:
+            assert store is not None, "run_task without a store is given get_value="
+            get_value = store.get_value
+        function = loaded(store, task.fp) if load is None else load(task.fp)
+        kwargs = resolve_args(task.payload, get_value)
+        outcome = execute(function.func, kwargs, function.fingerprint, task.label, store, where)
+        ran()
+    except Exception as exc:
+        return failure_outcome(exc, where)
+    return outcome
 
 
 def execute(func: Callable, kwargs: dict, fp: bytes, label: str, store: Store | None,

@@ -1,13 +1,15 @@
 """The tasks waiting to be sent, and the requests that reach them: one queue for the worker pool
 and the swarm dispatcher.
 
-Both own their queue on one thread (the pool's supervisor, the dispatcher's I/O loop); other
-threads hand them requests (:class:`Submit`, :class:`Cancel`, :class:`Close`, and the
-dispatcher's :class:`OnLoop`) through a :class:`~.mailbox.Mailbox`. A submitted batch becomes a
-*source*: its tasks are made only as workers or peers need them (:meth:`TaskQueue.refill`), so a
-run of a million calls never holds a million tasks. A cancelled batch's tasks leave the queue
-(:meth:`TaskQueue.cancel`); when nothing will ever run them, :meth:`TaskQueue.fail_all` ends
-every queued and unmade task with one outcome (:func:`closed` once the cloud is closed).
+Both pools own their queue on one thread (the pool's supervisor, the dispatcher's I/O loop);
+other threads hand them requests (:class:`Submit`, :class:`Cancel`, :class:`Close`, and the
+dispatcher's :class:`OnLoop`) through a :class:`~.mailbox.Mailbox`. Requests are treated as
+immutable but not frozen (a frozen dataclass costs more to make, and a node makes one per call).
+A submitted batch becomes a *source*: its tasks are made only as workers or peers need them
+(:meth:`TaskQueue.refill`), so a run of a million calls never holds a million tasks. A cancelled
+batch's tasks leave the queue (:meth:`TaskQueue.cancel`); when nothing will ever run them,
+:meth:`TaskQueue.fail_all` ends every queued and unmade task with one outcome (:func:`closed`
+once the cloud is closed).
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ if TYPE_CHECKING:
 __all__ = ["TaskQueue", "Submit", "Cancel", "Close", "OnLoop", "Request", "closed"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Submit:
     """Queue the tasks of ``batch``."""
 
     batch: Batch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cancel:
     """Drop the tasks of ``batch`` (only ``tids`` of it, if given), wherever they are; ``told()``
     (if any) once whatever runs them has been told to stop."""
@@ -51,12 +53,12 @@ class Cancel:
         return key[0] is self.batch and (self.tids is None or key[1] in self.tids)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Close:
     """Stop: the loop ends after this request."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OnLoop:
     """Run ``fn()`` on the loop's thread (it may touch what the loop owns)."""
 

@@ -82,11 +82,17 @@ def _limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def _verify(address: bytes, path: str, where: str):
+def _verify(address: bytes, payload: bytes, where: str, *, many: bool):
+    """The outcome of a verification task (see ``WorkerPool.verify`` and ``verify_many``)."""
     from ..net.transfer import verify_file
-    from .outcomes import Failed, Ok
+    from .outcomes import Failed, Ok, failure_outcome
 
-    problem = verify_file(path, address)
+    try:
+        if many:
+            return _verify_many(payload)
+        problem = verify_file(payload.decode(), address)
+    except Exception as exc:
+        return failure_outcome(exc, where)
     if problem is None:
         return Ok(address, None, {"duration": 0.0})
     return Failed(None, "ValueError", problem, "", where)
@@ -145,9 +151,7 @@ def main(argv: list[str]) -> int:
         os.chdir(cwd)
         _limit_memory()
         from .context import enter_worker
-        from .functions import loaded, ran
-        from .outcomes import failure_outcome
-        from .run import current_where, decode_args, execute
+        from .run import Task, current_where, run_task
 
         cloud = enter_worker(home)
         store = cloud.store
@@ -168,19 +172,10 @@ def main(argv: list[str]) -> int:
                 os.environ["CUDA_VISIBLE_DEVICES"] = cuda
             SLOT.pack_into(slot, 0, seq)
             sys.stdout.task = seq
-            try:
-                if fp == VERIFY or fp == VERIFY_MANY:
-                    outcome = (_verify(call, payload.decode(), where) if fp == VERIFY
-                               else _verify_many(payload))
-                    done.append((seq, outcome))
-                    SLOT.pack_into(slot, 0, -1)
-                    continue
-                function = loaded(store, fp)  # fp: the key of the function's record
-                outcome = execute(function.func, decode_args(payload, store),
-                                  function.fingerprint, label, store, where)
-                ran()
-            except Exception as exc:
-                outcome = failure_outcome(exc, where)
+            if fp == VERIFY or fp == VERIFY_MANY:
+                outcome = _verify(call, payload, where, many=fp == VERIFY_MANY)
+            else:  # fp: the key of the function's record
+                outcome = run_task(Task(seq, fp, call, payload, label), where, store)
             SLOT.pack_into(slot, 0, -1)
             done.append((seq, outcome))
             now = time.monotonic()
