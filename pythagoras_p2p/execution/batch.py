@@ -15,13 +15,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .interfaces import TaskPool
     from .outcomes import Outcome
 
-__all__ = ["Batch", "Tally", "print_output"]
+__all__ = ["Batch", "TaskPool", "Tally", "print_output"]
+
+
+class TaskPool(Protocol):
+    """What a batch needs of the pool (worker pool, swarm dispatcher) it was submitted to."""
+
+    @property
+    def alive(self) -> bool:
+        """Whether it still takes tasks (not closed)."""
+
+    def cancel(self, batch: Batch, tids: frozenset[int] | None = None) -> None:
+        """Drop the tasks of ``batch`` (only ``tids`` of it, if given), queued or running."""
 
 
 class Tally:

@@ -2,7 +2,8 @@
 
 A backend (``LocalCloud``, ``SwarmCloud``, ``DaskCloud``) is whatever satisfies :class:`Backend`;
 what it returns from ``_submit`` satisfies :class:`TaskBatch`; a batch of the worker pool or the
-swarm dispatcher reaches its pool through :class:`TaskPool`. Nothing here runs: these are the
+swarm dispatcher reaches its pool through :class:`~.batch.TaskPool` (declared beside the batch).
+Nothing here runs: these are the
 contracts the type checker and a reader hold the pieces to.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
+
+from .batch import TaskPool
 
 if TYPE_CHECKING:
     from ..identity.fingerprint import Identity
@@ -63,14 +66,3 @@ class Backend(Protocol):
 
     def _store_results(self, records: list[ResultRecord]) -> None:
         """Store results that arrived from workers, durably, before they are returned."""
-
-
-class TaskPool(Protocol):
-    """What a batch needs of the pool (worker pool, swarm dispatcher) it was submitted to."""
-
-    @property
-    def alive(self) -> bool:
-        """Whether it still takes tasks (not closed)."""
-
-    def cancel(self, batch: TaskBatch, tids: frozenset[int] | None = None) -> None:
-        """Drop the tasks of ``batch`` (only ``tids`` of it, if given), queued or running."""
