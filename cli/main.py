@@ -19,6 +19,7 @@ from pythagoras_p2p.defaults import home_dir, parse_size
 from pythagoras_p2p.errors import PythagorasError
 
 from .owner import owner_argv, owner_config, owner_options, pause, resume
+from .web.command import dashboard
 
 __all__ = ["main", "cli"]
 
@@ -394,6 +395,7 @@ from .forgetting import cache_forget  # noqa: E402
 cli.add_command(_doctor)
 cache.add_command(cache_forget)
 cli.add_command(pause)
+cli.add_command(dashboard)
 cli.add_command(resume)
 
 

@@ -37,7 +37,7 @@ from .outbox import Outbox
 from .receiving import Copies, CopyChecks
 from .replication import Traffic
 from .running import RunningCalls
-from .state import CacheFacts, Counters, load_facts, status_entry
+from .state import CacheFacts, Counters, ping_facts, status_reply
 from .uploads import ValueChecks, Values
 
 __all__ = ["Handlers"]
@@ -193,20 +193,11 @@ class Handlers:
 
     def on_ping(self, ident: bytes, msg: wire.Message) -> None:
         """The heartbeat: also what peers show of this node in their status."""
-        me = load_facts(self.node, self)
-        self.outbox.send(ident, wire.build(
-            "ok", msg.id, node=self.node.node_id, busy=me["workers_busy"],
-            workers=me["workers_total"], load=me["load"], tasks_done=me["tasks_done"],
-            cache_entries=me["cache_entries"], cache_bytes=me["cache_bytes"], hit_rate=me["hit_rate"],
-            resources=me["resources"], in_use=me["resources_in_use"],
-            stopping=self.node.stopping, replication=me["replication"],
-            paused=me["paused"], paused_since=me["paused_since"],
-            **{k: v for k, v in self.node.admission.facts().items() if k != "owner"},
-        ))
+        self.outbox.send(ident, wire.build("ok", msg.id, **ping_facts(self.node, self)))
+        self.node.reports.heard(ident, msg.fields.get("caller"), msg.fields.get("runs"))
 
     def on_status(self, ident: bytes, msg: wire.Message) -> None:
-        me = status_entry(self.node, self)
-        self.outbox.send(ident, wire.build("ok", msg.id, node=me, peers=[me, *self.node.peering.status_entries()]))
+        self.outbox.send(ident, wire.build("ok", msg.id, **status_reply(self.node, self, msg.fields)))
 
     def on_peers(self, ident: bytes, msg: wire.Message) -> None:
         """The live peers of this node (clients use them to learn the swarm), and whether it
@@ -335,7 +326,7 @@ class Handlers:
         task = Task(0, fp, call, bytes(msg.bodies[0]), msg.fields["label"][:200], (), keep,
                     needs, requires)
         self.running.add(call, self.node.admission.enqueue(ident, task, speculative), ident, msg.id,
-                         tuple(bytes.fromhex(r) for r in refs), keep, copied)
+                         tuple(bytes.fromhex(r) for r in refs), keep, copied, task.label)
 
     def placement(self, ident: bytes, msg: wire.Message) -> tuple:
         """The resources and requirements a ``run`` asks for, checked against this node:
@@ -401,6 +392,7 @@ class Handlers:
                               "makes room)", exc)
         metas = {call: meta_raw for call, _, meta_raw in kept}
         for call, running, outcome in ended:
+            self.node.reports.ended(self.node.node_id, running.label, outcome)
             meta_raw = metas.get(call)
             self._answer(call, running, outcome, journaled and meta_raw is not None, meta_raw)
 

@@ -45,13 +45,15 @@ from pythagoras_p2p.trust import Members, Trust
 
 from .deletions import DroppedResults
 from .handlers import STALE_AFTER, Handlers
+from .history import History
 from .outbox import Outbox
 from .owner.admission import Admission
 from .owner.policy import OwnerConfig
 from .peering import Peering
 from .repair import Repairer
 from .replication import SecondCopies, Traffic
-from .state import CacheFacts
+from .reports import Reports
+from .state import CacheFacts, status_entry
 
 __all__ = ["Node", "NodeConfig"]
 
@@ -93,6 +95,8 @@ class Node:
         self.store = open_store(self.home)
         self.journal = Journal(self.store)
         self.cache_facts = CacheFacts(self.store)
+        self.reports = Reports()  # callers' runs and the last failures, for the dashboard
+        self.history = History()  # the swarm's last minutes, for the dashboard's plots
         self.authenticator = Authenticator(self.context, key)
         self.router = self.context.socket(zmq.ROUTER)
         self.router.linger = 0
@@ -355,6 +359,7 @@ class Node:
         self.handlers.values.drop_abandoned_uploads()
         self.handlers.drop_forsaken()
         self.replay_client_logs()
+        self.history.sample([status_entry(self, self.handlers), *self.peering.status_entries()])
 
     def replay_client_logs(self) -> None:
         """Store the results that clients of this home journaled and did not live to store."""

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 _FACTS = ("busy", "workers", "load", "tasks_done", "cache_entries", "cache_bytes", "hit_rate",
           "resources", "in_use", "stopping", "replication", "paused", "paused_since",
-          "callers", "speculative", "speculative_won")
+          "callers", "speculative", "speculative_won", "hostname", "hits", "asked")
+_DEPARTED = 64  # members that left or were lost, remembered (for the dashboard) at most
 
 
 class Peering:
@@ -39,6 +40,10 @@ class Peering:
         self.node = node
         self.peers: dict[tuple[str, int], Peer] = {}
         self.facts: dict[int, dict] = {}  # id(peer) → latest ping answer
+        # node id → how a member that was live went: ``left`` (it said it was stopping) or
+        # ``lost`` (it fell silent), when, and what it was; forgotten once it answers again
+        self.departed: dict[str, dict] = {}
+        self._announced: set[str] = set()  # node ids seen listed on mDNS
         self.static = list(static)
         self.browser: Browser | None = None
         self.browsing_since: float | None = None  # monotonic time mDNS browsing began
@@ -77,6 +82,7 @@ class Peering:
             for host, port in self.browser.reachable():
                 self._add(host, port)
             self.neighbours.look(self.browser)
+            self._announced.update(a.node_id for a in self.browser.snapshot())
         for peer in self.peers.values():
             if peer.node_id == self.node.node_id:
                 continue  # ourselves, reached through a named address
@@ -169,6 +175,17 @@ class Peering:
             del self._sockets[peer.sock]
 
     def _drop(self, peer: Peer) -> None:
+        facts = self.facts.get(id(peer))
+        if peer.state == "ready" and facts is not None and peer.node_id != self.node.node_id:
+            self.departed.pop(str(peer.node_id), None)
+            self.departed[str(peer.node_id)] = {
+                "id": peer.node_id, "address": peer.address, "hostname": facts.get("hostname"),
+                "state": "left" if peer.node_id in self.left or facts.get("stopping")
+                or self._withdrawn(peer.node_id) else "lost",
+                "since": round(time.time(), 1),
+                "workers_total": facts.get("workers") or 0}
+            while len(self.departed) > _DEPARTED:
+                del self.departed[next(iter(self.departed))]
         self._unregister(peer)
         peer.close()
         peer.state = "dead"
@@ -176,6 +193,13 @@ class Peering:
         for rid in [rid for rid, (p, _) in self._asked.items() if p is peer]:
             _, callback = self._asked.pop(rid)
             callback(peer, None)
+
+    def _withdrawn(self, node_id: str | None) -> bool:
+        """Whether that node took its mDNS advert back, as a node that stops does (a killed
+        one's stays listed for minutes)."""
+        if self.browser is None or node_id not in self._announced:
+            return False
+        return all(a.node_id != node_id for a in self.browser.snapshot())
 
     def owns(self, sock: Any) -> bool:
         return sock in self._sockets
@@ -206,6 +230,7 @@ class Peering:
                 continue
             self.left.pop(peer.node_id, None)  # back (started again)
             peer.state = "ready"
+            self.departed.pop(peer.node_id, None)
             self.facts[id(peer)] = {k: msg.fields.get(k) for k in _FACTS}
 
     def alive(self) -> list[Peer]:
@@ -231,6 +256,8 @@ class Peering:
                 "paused": facts.get("paused"), "paused_since": facts.get("paused_since"),
                 "callers": facts.get("callers") or [], "speculative": facts.get("speculative") or 0,
                 "speculative_won": facts.get("speculative_won") or 0,
+                "hostname": facts.get("hostname"), "hits": facts.get("hits") or 0,
+                "asked": facts.get("asked") or 0,
                 "last_seen_s": round(now - peer.last_heard, 2),
             })
         return rows

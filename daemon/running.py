@@ -27,6 +27,7 @@ class Running:
     refs: tuple = ()  # addresses of the large arguments it reads
     keep: bool = True  # False: a call not memoized (its result is answered, never stored)
     copied: bool = False  # every waiter keeps a copy on another machine (see replication)
+    label: str = ""  # the call, for people: ``f(x=1)``
 
 
 class RunningCalls:
@@ -54,9 +55,9 @@ class RunningCalls:
         return True
 
     def add(self, call: bytes, batch: Any, ident: bytes, request_id: int, refs: tuple,
-            keep: bool = True, copied: bool = False) -> None:
+            keep: bool = True, copied: bool = False, label: str = "") -> None:
         """``call`` was handed to the worker pool as ``batch``, for one waiter."""
-        self._calls[call] = Running(batch, [(ident, request_id)], refs, keep, copied)
+        self._calls[call] = Running(batch, [(ident, request_id)], refs, keep, copied, label)
 
     def pop(self, call: bytes) -> Running | None:
         """The ended ``call`` (None if nobody waits for it any more); it runs no longer."""

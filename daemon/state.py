@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -13,7 +14,11 @@ from pythagoras_p2p.defaults import NODE_CACHE_FACTS_EVERY as CACHE_FACTS_EVERY
 from pythagoras_p2p.net.sockets import endpoint
 from pythagoras_p2p.net.wire import PYTHON_VERSION
 
-__all__ = ["copies_kept", "CacheFacts", "Counters", "load_facts", "status_entry"]
+__all__ = ["copies_kept", "CacheFacts", "Counters", "load_facts", "status_entry", "ping_facts",
+           "status_reply"]
+
+_FUNCTIONS_EVERY = 10.0  # seconds between counts of results per function, while asked for
+_FUNCTIONS_SHOWN = 12  # the largest functions a status shows
 
 
 @dataclass
@@ -42,6 +47,8 @@ class CacheFacts:
         self._done = -1
         self._refreshing = False
         self._lock = threading.Lock()
+        self.by_function: list[dict] | None = None  # counted only once someone asks
+        self._functions_at = -_FUNCTIONS_EVERY
         self.get(0)
 
     def get(self, done: int) -> tuple[int, int]:
@@ -53,6 +60,28 @@ class CacheFacts:
                 threading.Thread(target=self._refresh, args=(done,), daemon=True,
                                  name="pythagoras-cache-facts").start()
         return self.value
+
+    def functions(self) -> list[dict] | None:
+        """Results and bytes of the largest functions in the store (None until first counted),
+        counted again in the background when older than ``_FUNCTIONS_EVERY`` seconds: only a
+        dashboard asks, so a node nobody looks at never walks its results for it."""
+        if time.monotonic() - self._functions_at > _FUNCTIONS_EVERY:
+            self._functions_at = float("inf")  # one count at a time (a large store takes long)
+            threading.Thread(target=self._count_functions, daemon=True,
+                             name="pythagoras-cache-functions").start()
+        return self.by_function
+
+    def _count_functions(self) -> None:
+        from pythagoras_p2p.store.listing import listing
+
+        try:
+            entries = sorted(listing(self.store), key=lambda e: -e.nbytes)
+        except Exception:  # a store being closed, or failing: the last count stays
+            return
+        finally:
+            self._functions_at = time.monotonic()
+        self.by_function = [{"function": e.function, "results": e.results, "bytes": e.nbytes}
+                            for e in entries[:_FUNCTIONS_SHOWN]]
 
     def _refresh(self, done: int) -> None:
         from pythagoras_p2p.store.maintenance import stats
@@ -82,6 +111,9 @@ def load_facts(node: Any, handlers: Any) -> dict:
         "cache_entries": entries,
         "cache_bytes": size,
         "hit_rate": round(counts.hits / asked, 4) if asked else None,
+        "hits": counts.hits,  # calls answered from the store (looked up or sent to run)
+        "asked": asked,  # calls looked up and found, or sent to run
+        "hostname": socket.gethostname(),
         "replication": {"replicas": node.config.replicas, **node.repair.facts.as_dict(),
                         **node.traffic.as_dict(), "settled": node.repair.settled(),
                         **copies_kept(node.config.replicas, len(node.peering.members()))},
@@ -124,3 +156,38 @@ def status_entry(node: Any, handlers: Any) -> dict:
         "tag": node.key.tag,
         "other_swarms": node.peering.neighbours.facts(),  # nodes of other swarms heard on mDNS
     }
+
+
+def ping_facts(node: Any, handlers: Any) -> dict:
+    """The fields of this node's answer to a ping: what peers show of it in their status."""
+    me = load_facts(node, handlers)
+    return dict(
+        node=node.node_id, busy=me["workers_busy"],
+        workers=me["workers_total"], load=me["load"], tasks_done=me["tasks_done"],
+        cache_entries=me["cache_entries"], cache_bytes=me["cache_bytes"], hit_rate=me["hit_rate"],
+        resources=me["resources"], in_use=me["resources_in_use"],
+        stopping=node.stopping, replication=me["replication"],
+        paused=me["paused"], paused_since=me["paused_since"],
+        **{k: me[k] for k in ("hostname", "hits", "asked")},
+        **{k: v for k, v in node.admission.facts().items() if k != "owner"},
+    )
+
+
+def status_reply(node: Any, handlers: Any, asked: dict) -> dict:
+    """The fields of the answer to ``status``: this node, every live member (it included), and
+    for the dashboard the runs callers report here, the members that left or were lost, and
+    when asked for them (``detail``), the last failures, the largest functions of the store and
+    the samples of the last minutes newer than ``series_after``."""
+    me = status_entry(node, handlers)
+    extras: dict[str, Any] = {"node": me, "peers": [me, *node.peering.status_entries()],
+                              "runs": node.reports.runs(), "callers_named": node.reports.names(),
+                              "departed": list(node.peering.departed.values())}
+    if asked.get("detail") is True:
+        from .history import FIELDS
+
+        after = asked.get("series_after")
+        after = after if isinstance(after, (int, float)) and not isinstance(after, bool) else None
+        extras.update(failures=list(node.reports.failures), functions=node.cache_facts.functions(),
+                      series={"fields": FIELDS, "every": node.history.every,
+                              "samples": node.history.since(after)})
+    return extras

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from ..defaults import LOOKUP_TIMEOUT
 from ..errors import ConfigurationError
+from ..execution.progress import open_runs
 from ..identity.calls import NO_ADDRESSES as _NO_ADDRESSES
 from ..identity.inputs import holds
 from ..net.security import load_key
@@ -74,6 +76,7 @@ class SwarmCloud(PCloud):
             connect_timeout=connect_timeout, ask_for_peers=True, browser=browser,
             own_node=own_node, learned_lookup_only=bool(named),
         )
+        self._dispatcher.connections.reports = partial(open_runs, self)  # for the dashboard
 
     def _submit(self, tasks: Iterable, count: int):
         return self._dispatcher.submit(tasks, count)

@@ -88,7 +88,7 @@ class CallRun(Waiting):
         else:
             self.wants = [1] * n
         self._own_bar = bar is None  # else the bar of many runs (see windows.run_calls)
-        self.bar = ProgressBar(fn.name, n, 0, enabled=progress) if bar is None else bar
+        self.bar = ProgressBar(fn.name, n, 0, enabled=progress, owner=cloud) if bar is None else bar
         self.unstored = 0  # results returned but not kept, and why
         self.why_unstored: StoreFullError | None = None
         self._closed = False
@@ -262,7 +262,7 @@ class CallRun(Waiting):
                 self.unstored, self.why_unstored = self.unstored + len(records), exc
         self.cloud._leases.release([unique[tid][0] for tid, _ in outcomes], batch)  # committed
         self._resolve_many(resolved)
-        self.bar.advance(len(outcomes))
+        self.bar.advance(len(outcomes), sum(1 for _, _, error in resolved if error))
         if batch.finished:
             self.close()
 

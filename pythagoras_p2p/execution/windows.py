@@ -53,7 +53,7 @@ def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptio
     deadline = None if timeout is None else time.monotonic() + timeout
     source = chain(after, source)
     arguments = Arguments(cloud)
-    bar = ProgressBar(fn.name, total, enabled=progress)
+    bar = ProgressBar(fn.name, total, enabled=progress, owner=cloud)
     out: list = []
     late: BaseException | None = None
     first_error: BaseException | None = None

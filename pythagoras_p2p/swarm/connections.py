@@ -57,6 +57,10 @@ class Connections:
         self._known = False
         self._ids = itertools.count(1)
         self._pending: dict[int, Any] = {}  # request id → (peer, callback) for non-run replies
+        # The runs open in this process, told every node once a second in a ping while there
+        # are any (``pythagoras-node dashboard`` shows them): set by the cloud that owns it.
+        self.reports: Callable[[], list[dict]] | None = None
+        self._reported = 0.0
 
     # ------------------------------------------------------------------ requests and replies
 
@@ -171,6 +175,7 @@ class Connections:
         self._discover(now)
         if not self._known:
             self.known()
+        report = self._report(now)
         for peer in self.peers.values():
             if peer.state in ("new", "dead") and now - peer.connect_started >= RETRY_EVERY:
                 why = peer.connect(self.context, self.key, monitor=True)
@@ -183,8 +188,19 @@ class Connections:
             elif peer.state in ("connecting", "ready", "unsuitable", "draining", "paused"):
                 if peer.silent_for(now) > SILENT_AFTER:
                     self._lost(peer, _silence(peer, now))
-                elif peer.state != "connecting" and now - max(peer.last_sent, peer.last_heard) > PING_EVERY:
-                    self.ask(peer, "ping", self._on_ping)
+                elif peer.state != "connecting" and (
+                        report or now - max(peer.last_sent, peer.last_heard) > PING_EVERY):
+                    self.ask(peer, "ping", self._on_ping, **report)
+
+    def _report(self, now: float) -> dict:
+        """The fields a ping carries this turn: the open runs, once a second while any is."""
+        if self.reports is None or now - self._reported < PING_EVERY:
+            return {}
+        runs = self.reports()
+        if not runs:
+            return {}
+        self._reported = now
+        return {"caller": _CALLER, "runs": runs}
 
     def on_events(self, peer: Peer, monitor: Any) -> None:
         """The connection to ``peer`` closed or was refused: it is lost now, not after silence."""
@@ -247,6 +263,22 @@ class Connections:
                 peer.state, peer.problem = "paused", str(paused)
             elif not paused and peer.state == "paused":
                 peer.state, peer.problem = "ready", ""
+
+
+def _caller() -> str:
+    """``user@host pid N``: this process, for people reading the dashboard."""
+    import getpass
+    import os
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no name for this uid (a container): the dashboard says so
+        user = "?"
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+
+
+_CALLER = _caller()
 
 
 def _silence(peer: Peer, now: float) -> str:
