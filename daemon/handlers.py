@@ -32,10 +32,12 @@ from pythagoras_p2p.trust import Members, Trust
 from pythagoras_p2p.trust.provenance import stamp
 
 from .deletions import forget_asked
+from .history import History
 from .logonce import LogOnce
 from .outbox import Outbox
 from .receiving import Copies, CopyChecks
 from .replication import Traffic
+from .reports import Reports
 from .running import RunningCalls
 from .state import CacheFacts, Counters, ping_facts, status_reply
 from .uploads import ValueChecks, Values
@@ -61,6 +63,8 @@ class NodeSide(ValueChecks, CopyChecks, Protocol):
     store: Store
     journal: Journal
     cache_facts: CacheFacts
+    reports: Reports  # callers' runs and the last failures, for the dashboard
+    history: History  # what status_reply sends the dashboard of the last minutes
     traffic: Traffic
     peering: Any
     admission: Any
