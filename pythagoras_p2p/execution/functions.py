@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..errors import PythagorasError, SerializationError
@@ -142,26 +143,27 @@ def load_function(store: Any, key: bytes) -> Loaded:
 def loaded(store: Any, key: bytes) -> Loaded:
     """The function of record ``key``, ready to run: loaded once per process, its module
     versions put in place when another record ran last. Call :func:`ran` after the task."""
-    found = _LOADED.get(key)
-    if found is None:
-        found = _LOADED[key] = load_function(store, key)
-    elif _current[0] != key:
-        with _LOCK:
-            _VERSIONS.align(found.modules, check_files=False)
-            _VERSIONS.check(found.unshipped, found.modules)
-    _current[0] = key
-    return found
+    return _ready(key, load_function, store, key)
 
 
 def from_record(key: bytes, record: bytes) -> Loaded:
     """Like :func:`loaded`, for a record handed over with the task (a Dask worker's)."""
+    return _ready(key, _checked_record, key, record)
+
+
+def _checked_record(key: bytes, record: bytes) -> Loaded:
+    if record_key(record) != key:
+        raise PythagorasError(
+            f"the record of function {key.hex()[:16]} that reached this worker does not "
+            f"hash to its key (damaged on the way); it was not run")
+    return load_record(record)
+
+
+def _ready(key: bytes, load: Callable[..., Loaded], *args: Any) -> Loaded:
+    """The function of record ``key``, loaded with ``load(*args)`` the first time."""
     found = _LOADED.get(key)
     if found is None:
-        if record_key(record) != key:
-            raise PythagorasError(
-                f"the record of function {key.hex()[:16]} that reached this worker does not "
-                f"hash to its key (damaged on the way); it was not run")
-        found = _LOADED[key] = load_record(record)
+        found = _LOADED[key] = load(*args)
     elif _current[0] != key:
         with _LOCK:
             _VERSIONS.align(found.modules, check_files=False)
