@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import types
 from collections.abc import Callable, Iterable, Mapping, Sized
 from concurrent.futures import Future
@@ -117,6 +118,7 @@ class PureFunction:
         # Given a fingerprint (a copy unpickled in a worker), it is trusted as it is: the copy was
         # made from the very values that fingerprint was computed from.
         self._identity: Identity | None = None if fp is None else Identity(fp)
+        self._record_lock = threading.Lock()  # see record()
         code = func.__code__
         self._params = frozenset(code.co_varnames[: code.co_kwonlyargcount])
         self._defaults = dict(func.__kwdefaults__ or {})
@@ -155,13 +157,18 @@ class PureFunction:
         :func:`function_record`)."""
         record = identity.record
         if record is None:
-            record = function_record(self, identity)
-            if not identity.holds():  # a global changed in the meantime (another thread)
-                raise PythagorasError(
-                    f"the globals of {self.name} changed while its calls were being sent; "
-                    f"call again (a call runs with the values its address was computed from)"
-                )
-            identity.record = record
+            # Made by one thread: the others calling at the same time wait for it, asleep.
+            with self._record_lock:
+                record = identity.record
+                if record is None:
+                    record = function_record(self, identity)
+                    if not identity.holds():  # a global changed in the meantime (another thread)
+                        raise PythagorasError(
+                            f"the globals of {self.name} changed while its calls were being "
+                            f"sent; call again (a call runs with the values its address was "
+                            f"computed from)"
+                        )
+                    identity.record = record
         return record
 
     def bind(self, args: tuple, kwargs: dict) -> dict:
