@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import threading
+import time
 
 import pytest
 
 from pythagoras_p2p import PureFunctionError, RemoteError, kw_args
+from pythagoras_p2p import function as function_module
 from pythagoras_p2p.errors import PythagorasError
 from pythagoras_p2p.store.core import MISSING
 
@@ -336,3 +339,35 @@ def test_a_call_that_calls_itself_with_the_same_arguments_raises_recursion_error
     with pytest.raises(RecursionError):
         ping(x=1)
     assert loop.lookup(x=1) is None and ping.lookup(x=1) is None
+
+
+def test_a_functions_record_is_made_once_when_threads_call_it_at_once(cloud, monkeypatch):
+    # Twelve threads' first calls each pickled the function and the user modules it reaches
+    # (a second of CPU): one makes the record, the others wait for it
+    made, original = [], function_module.function_record
+
+    def slow_record(fn, identity):
+        made.append(threading.get_ident())
+        time.sleep(0.2)  # long enough for every other thread to ask meanwhile
+        return original(fn, identity)
+
+    monkeypatch.setattr(function_module, "function_record", slow_record)
+
+    @cloud.add_pure_function
+    def triple(*, x):
+        return 3 * x
+
+    identity = triple.identity()
+    start, records = threading.Barrier(8), []
+
+    def ask() -> None:
+        start.wait(10)
+        records.append(triple.record(identity))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(made) == 1 and len(records) == 8
+    assert all(record is records[0] for record in records)
