@@ -29,7 +29,7 @@ from pythagoras_p2p.store.env import ReadersBusyError
 from pythagoras_p2p.store.functions import record_matches
 from pythagoras_p2p.store.journal import Journal, encode_meta
 from pythagoras_p2p.trust import Members, Trust
-from pythagoras_p2p.trust.provenance import stamp
+from pythagoras_p2p.trust.provenance import stamp, vouch
 
 from .deletions import forget_asked
 from .history import History
@@ -253,8 +253,9 @@ class Handlers:
         found = self.store.result_entry(call)
         if found is None:
             return None
-        address, record = found
-        return Ok(address, self.store.inline_blob(record), self.store.get_meta(call) or {})
+        address, record = found  # what a client of this home computed is signed as it leaves
+        meta = vouch(self.store.get_meta(call) or {}, call, address, self.node.trust.keys)
+        return Ok(address, self.store.inline_blob(record), meta)
 
     def on_lookup(self, ident: bytes, msg: wire.Message) -> None:
         found, bodies = [], []

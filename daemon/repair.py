@@ -34,6 +34,7 @@ from pythagoras_p2p.net.transfer import upload_frames
 from pythagoras_p2p.store.env import ReadersBusyError
 from pythagoras_p2p.store.listing import copy_entry
 from pythagoras_p2p.swarm.homes import RangeDigests, homes
+from pythagoras_p2p.trust.provenance import vouch_raw
 
 from .replication import BATCH, Traffic, entry_frames
 
@@ -265,7 +266,8 @@ class Repairer:
         batch, size = [], 0
         for i, call in enumerate(want):
             entry = copy_entry(store, call)
-            if entry is not None:
+            if entry is not None:  # signed as it leaves, if a client of this home computed it
+                entry = (*entry[:3], vouch_raw(entry[3], call, entry[1], self.node.trust.keys))
                 batch.append(entry)
                 size += len(entry[2]) if entry[2] is not None else 0
             if batch and (len(batch) >= BATCH or size >= BATCH_BYTES or i == len(want) - 1):

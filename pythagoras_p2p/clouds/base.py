@@ -277,9 +277,9 @@ class PCloud:
         self.store.put_results(records)
 
     def _sign(self, records: list) -> None:
-        """Sign the results this machine computed with its member key, when its home has one
-        (:mod:`~pythagoras_p2p.trust.provenance`): a node of this home can then hand copies
-        of them to the swarm's other members, which refuse unsigned ones."""
+        """Say that this machine's member computed these results, when its home has member keys
+        (:func:`~pythagoras_p2p.trust.provenance.claim`: the home's node signs a copy as it
+        leaves the machine; the swarm's other members refuse unsigned ones)."""
         keys = getattr(self, "_member_keys", False)
         if keys is False:
             from ..errors import SecurityError
@@ -292,10 +292,10 @@ class PCloud:
                 keys = None
             self._member_keys = keys
         if keys is not None:
-            from ..trust.provenance import stamp
+            from ..trust.provenance import claim
 
-            for call, address, _, meta in records:
-                stamp(meta, call, address, keys)
+            for *_, meta in records:
+                claim(meta, keys)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -61,7 +61,7 @@ class StoredCall:
         parts = [f"computed on {self.computed_on or UNKNOWN}"
                  + (f" by {self.worker}" if self.worker else "")]
         if self.computed_by:
-            parts.append(f"signed by member {self.computed_by.get('key_id', '?')[:16]}")
+            parts.append(f"member {self.computed_by.get('key_id') or '?'}")
         if when is not None:
             parts.append(f"at {when:%Y-%m-%d %H:%M:%S} UTC")
         if self.duration is not None:

@@ -1,8 +1,10 @@
 """Who computed a result: the member's key id and hostname in the result's metadata, signed with
 that member's key, and the check a node makes before it keeps a copy from elsewhere.
 
-A result's metadata gets ``computed_by = {"key_id", "host", "sig"}`` where it is stored first:
-by the node whose worker ran it, or by a client that ran it itself in a home with member keys.
+A result's metadata gets ``computed_by = {"key_id", "host", "sig"}``: signed by the node whose
+worker ran it as it stores it, or, for a result a client of a home with member keys ran itself,
+claimed by the client (``key_id`` and ``host``: signing costs more than storing a trivial
+result) and signed by the home's node when a copy of it leaves the machine.
 The signature (Ed25519, the member's own key) covers the call address, the value address and the
 key id, so a copy cannot be moved to another call, given another value or credited to another
 member; the value itself is bound by its address, which every copy is checked against.
@@ -17,6 +19,7 @@ member keys) checks nothing: it cannot tell members apart.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import socket
 from pathlib import Path
@@ -29,7 +32,8 @@ from ..errors import SecurityError
 from .keys import b64, unb64
 from .members import Members, members_path
 
-__all__ = ["PROVENANCE", "stamp", "refusal", "signed_bytes", "HomeMembers"]
+__all__ = ["PROVENANCE", "stamp", "claim", "vouch", "vouch_raw", "refusal", "signed_bytes",
+           "HomeMembers"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,32 @@ def stamp(meta: dict, call: bytes, address: bytes, keys: Any) -> dict:
     meta[PROVENANCE] = {"key_id": key_id, "host": _HOST,
                         "sig": b64(private.sign(signed_bytes(call, address, key_id)))}
     return meta
+
+
+def claim(meta: dict, keys: Any) -> dict:
+    """``meta`` saying the member of ``keys`` computed it, not signed yet: what a client of a home
+    records (a signature costs more than storing a trivial result); its node signs it when a copy
+    leaves the machine (:func:`vouch`). Returns ``meta``."""
+    meta[PROVENANCE] = {"key_id": _signer(keys)[0], "host": _HOST}
+    return meta
+
+
+def vouch(meta: dict, call: bytes, address: bytes, keys: Any) -> dict:
+    """``meta`` as a copy of it leaves this machine: signed now when it says the member of
+    ``keys`` computed it and is not signed yet (:func:`claim`); otherwise as it is."""
+    found = meta.get(PROVENANCE)
+    if isinstance(found, dict) and "sig" not in found and found.get("key_id") == _signer(keys)[0]:
+        return stamp(dict(meta), call, address, keys)
+    return meta
+
+
+def vouch_raw(meta_raw: bytes, call: bytes, address: bytes, keys: Any) -> bytes:
+    """:func:`vouch` for metadata kept as JSON bytes (what a repair round sends)."""
+    if b'"computed_by"' not in meta_raw:
+        return meta_raw
+    meta = json.loads(meta_raw)
+    signed = vouch(meta, call, address, keys)
+    return meta_raw if signed is meta else json.dumps(signed, separators=(",", ":")).encode()
 
 
 def refusal(meta: dict | None, call: bytes, address: bytes, members: Any) -> str | None:

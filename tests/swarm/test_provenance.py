@@ -71,15 +71,18 @@ def test_every_result_names_and_is_signed_by_the_member_that_computed_it(lan):
     out = Client(lan.hosts[0], WHERE + textwrap.dedent(f"""
         results = where.sync_parallel(kw_args(x=i, marks={str(marks)!r}) for i in range({N}))
         looked = [where.lookup(x=i, marks={str(marks)!r}) for i in range({N})]
+        here = where(x=-1)  # computed in this process: claimed here, signed as copies leave
         emit(homes=[r[1] for r in results], by=[l.computed_by for l in looked],
-             name=where.qualified_name)
+             name=where.qualified_name, here=where.lookup(x=-1).computed_by)
     """)).result()
+    assert out["here"]["key_id"] == _key_id(lan.hosts[0])
     key_of = {str(h.home): _key_id(h) for h in lan.hosts}
     host_of = {str(h.home): h.hostname for h in lan.hosts}
     assert [b["key_id"] for b in out["by"]] == [key_of[home] for home in out["homes"]]
     assert [b["host"] for b in out["by"]] == [host_of[home] for home in out["homes"]]
     lan.name_of_f = out["name"]
     counted = {key_of[home]: out["homes"].count(home) for home in set(out["homes"])}
+    counted[key_of[str(lan.hosts[0].home)]] = counted.get(key_of[str(lan.hosts[0].home)], 0) + 1
     for host in lan.hosts:  # every node holds every result, each saying who computed it
         wait_for(lambda host=host: _by_member(host, out["name"]) == counted or None, 60,
                  interval=0.2, message=f"host {host.index} to hold every result")

@@ -61,3 +61,17 @@ def test_dropping_a_members_results_travels_in_the_signed_list(swarm):
     assert again.dropped() == {member.key_id} and again.version == members.version + 2
     assert "dropped" in refusal(meta, CALL, VALUE, again)
     assert refusal(stamp({}, CALL, VALUE, admin), CALL, VALUE, again) is None
+
+
+def test_a_claim_is_signed_as_it_leaves_by_its_own_member_only(swarm):
+    from pythagoras_p2p.trust.provenance import claim, vouch, vouch_raw
+
+    _, admin, member, members = swarm
+    claimed = claim({"function": "m.f"}, member)
+    assert "no signature" in refusal(claimed, CALL, VALUE, members)  # not sent as it is
+    assert refusal(vouch(claimed, CALL, VALUE, member), CALL, VALUE, members) is None
+    assert "sig" not in claimed["computed_by"]  # the stored metadata is left as it was
+    assert vouch(claimed, CALL, VALUE, admin) is claimed  # another member's claim: not ours
+    raw = json.dumps(claimed).encode()
+    assert refusal(json.loads(vouch_raw(raw, CALL, VALUE, member)), CALL, VALUE, members) is None
+    assert vouch_raw(b'{"function":"m.f"}', CALL, VALUE, member) == b'{"function":"m.f"}'
