@@ -264,10 +264,14 @@ class Repairer:
         store = self.node.store
         kept = 0
         batch, size = [], 0
+        signed_only = self.node.members is not None
         for i, call in enumerate(want):
             entry = copy_entry(store, call)
             if entry is not None:  # signed as it leaves, if a client of this home computed it
                 entry = (*entry[:3], vouch_raw(entry[3], call, entry[1], self.node.trust.keys))
+                if signed_only and b'"sig"' not in entry[3]:
+                    entry = None  # unsigned (from before member keys): members refuse it
+            if entry is not None:
                 batch.append(entry)
                 size += len(entry[2]) if entry[2] is not None else 0
             if batch and (len(batch) >= BATCH or size >= BATCH_BYTES or i == len(want) - 1):

@@ -139,6 +139,32 @@ def test_a_copy_signed_by_a_key_the_swarm_does_not_know_is_refused(lan):
              message="host 1 to store the member's copy once checked")
 
 
+def test_a_result_from_before_member_keys_stays_where_it_is(lan):
+    """An unsigned result in a node's store is not sent (members would refuse it); a result a
+    client of the home claimed is signed by the node as it leaves."""
+    h0, h1 = lan.hosts[:2]
+    out = h0.run_python(textwrap.dedent("""
+        import json, os
+        from pythagoras_p2p.identity.encoding import value_address
+        from pythagoras_p2p.store.core import open_store
+        from pythagoras_p2p.store.packing import pack
+        from pythagoras_p2p.trust import NodeKeys
+        from pythagoras_p2p.trust.provenance import claim
+        home = os.environ["PYTHAGORAS_HOME"]
+        old, new = os.urandom(32), os.urandom(32)
+        mine = claim({"function": "before.f"}, NodeKeys.load(home))
+        open_store(home).put_results([(old, value_address(5), pack(5), {"function": "before.f"}),
+                                      (new, value_address(6), pack(6), mine)])
+        print(json.dumps({"old": old.hex(), "new": new.hex()}))
+    """))
+    assert out.returncode == 0, out.stderr
+    calls = json.loads(out.stdout.strip().splitlines()[-1])
+    wait_for(lambda: not _lacks(h1, calls["new"]) or None, 60, interval=0.2,
+             message="host 1 to receive the claimed result, signed by host 0's node")
+    assert _lacks(h1, calls["old"])
+    assert "carries no signature" not in h1.log.read_text()  # never sent, so never refused
+
+
 def test_drop_results_drops_exactly_that_members_results_on_every_node(lan):
     h0, h1, h2 = lan.hosts
     name = lan.name_of_f
