@@ -43,8 +43,9 @@ from pythagoras_p2p.store.core import open_store
 from pythagoras_p2p.store.journal import Journal, replay_client_logs
 from pythagoras_p2p.trust import Members, Trust
 
+from .callers import STALE_AFTER
 from .deletions import DroppedResults
-from .handlers import STALE_AFTER, Handlers
+from .handlers import Handlers
 from .history import History
 from .outbox import Outbox
 from .owner.admission import Admission
@@ -250,7 +251,7 @@ class Node:
         if time.monotonic() - polled > STALE_AFTER:
             # This process was frozen (SIGSTOP, a suspended machine): before anything that
             # arrived meanwhile is read, drop the calls whose callers have given it up.
-            self.handlers.drop_forsaken()
+            self.handlers.calls.drop_forsaken()
         if self.authenticator.socket in events:
             self.authenticator.handle()
         if self._mail.fileno() in events:
@@ -271,7 +272,7 @@ class Node:
                 self.handlers.handle(frames)
         self._mail.serve(self._finish)
         self.admission.start()
-        self.handlers.settle()
+        self.handlers.calls.settle()
         if self.copies is not None:
             self.copies.flush()
         self.outbox.flush()
@@ -282,11 +283,11 @@ class Node:
         try:
             if kind == "done":
                 self.admission.ended(call, payload)
-                self.handlers.finish(call, payload)
+                self.handlers.calls.finish(call, payload)
                 if self.pool.calls_are_fast():
                     self._awake_until = time.monotonic() + NEXT_REQUEST_SOON
             elif kind == "out":
-                self.handlers.forward_output(call, *payload)
+                self.handlers.calls.forward_output(call, *payload)
             else:  # "call"
                 payload()
         except Exception as exc:  # a bug must not take the node down; say it once
@@ -300,7 +301,7 @@ class Node:
         Only while at most one call runs here: a caller waiting for one call at a time is
         what the wait without sleeping speeds up; with many calls in flight, outcomes arrive
         back to back and the processor the loop would spin on is the workers'."""
-        return (self.pool is not None and len(self.handlers.running) <= 1
+        return (self.pool is not None and len(self.handlers.calls.running) <= 1
                 and (self.pool.expecting_soon() or time.monotonic() < self._awake_until))
 
     def serve(self) -> None:
@@ -312,12 +313,12 @@ class Node:
             self.housekeeping()
         self.stopping = True
         deadline = time.monotonic() + self.config.grace
-        if self.handlers.running:
+        if self.handlers.calls.running:
             log.info("stopping: waiting up to %.0fs for %d running call(s)", self.config.grace,
-                     len(self.handlers.running))
-        while self.handlers.running and time.monotonic() < deadline:
+                     len(self.handlers.calls.running))
+        while self.handlers.calls.running and time.monotonic() < deadline:
             self.pump(0.1)
-        self.handlers.abandon_running()
+        self.handlers.calls.abandon_running()
         self.copies.release_all()
         self.hand_over(time.monotonic() + self._handover_time())
         self.peering.say_leaving(time.monotonic() + 2.0)
@@ -357,7 +358,7 @@ class Node:
         self.dropped.look()  # results of members removed with --drop-results
         self.clear_dead_readers()
         self.handlers.values.drop_abandoned_uploads()
-        self.handlers.drop_forsaken()
+        self.handlers.calls.drop_forsaken()
         self.replay_client_logs()
         self.history.sample([status_entry(self, self.handlers), *self.peering.status_entries()])
 

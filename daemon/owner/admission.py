@@ -60,6 +60,11 @@ class Admission:
 
     # ------------------------------------------------------------------ taking calls
 
+    @property
+    def paused(self) -> bool:
+        """Whether the owner's policy takes no new call now."""
+        return self.policy.paused
+
     def refusal(self, needs: tuple, speculative: bool) -> str | None:
         """Why a new call is not taken now (answered ``paused``), or None."""
         if self.policy.paused:
@@ -138,7 +143,7 @@ class Admission:
         if calls:
             message = (f"node {self.node.node_id} paused ({self.policy.reason}) and handed the "
                        f"call back: run it elsewhere")
-            self.handed_back += self.node.handlers.running.hand_back(calls, wire.ERR_PAUSED, message)
+            self.handed_back += self.node.handlers.calls.running.hand_back(calls, wire.ERR_PAUSED, message)
 
     def facts(self) -> dict:
         """For ``status``: the owner's state, the callers served, the speculative copies."""
