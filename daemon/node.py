@@ -134,7 +134,8 @@ class Node:
         self.peering = Peering(self, config.peers)
         self.traffic = Traffic()
         self.repair = Repairer(self, config.replicas, self.traffic, config.repair_rate)
-        self.copies = SecondCopies(self, config.replicas, self.traffic, self.repair.poke)
+        self.copies = SecondCopies(self.node_id, self.store, self.peering, config.replicas,
+                                   self.traffic, self.repair.poke)
         self.handlers = Handlers(self, self.outbox)
         self.dropped = DroppedResults(self)
         self.announcement: Announcement | None = None

@@ -22,13 +22,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from pythagoras_p2p.defaults import NODE_LOG_ONCE as _LOG_ONCE
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.transfer import upload_frames
+from pythagoras_p2p.store.core import Store
 from pythagoras_p2p.swarm.homes import homes
+from pythagoras_p2p.swarm.peers import Peer
 
-__all__ = ["SecondCopies", "Traffic", "ACK_TIMEOUT", "ATTEMPTS", "entry_frames"]
+from .logonce import LogOnce
+
+__all__ = ["SecondCopies", "Peers", "Traffic", "ACK_TIMEOUT", "ATTEMPTS", "entry_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +78,32 @@ class _Outgoing:
     tried: list = field(default_factory=list)  # per entry: the members tried before this one
 
 
+class Peers(Protocol):
+    """What the second copies use of the node's peering (:class:`~.peering.Peering`)."""
+
+    def members(self) -> list[str]:
+        """The ids of the nodes that hold the swarm's results."""
+
+    def by_id(self, node_id: str) -> Peer | None:
+        """The live peer with that node id, if any."""
+
+    def ask(self, peer: Peer, op: str, callback: Callable, bodies: list | tuple = (),
+            **fields: Any) -> int:
+        """Send a request to ``peer``; ``callback(peer, reply)`` runs with its reply (or None)."""
+
+    def forget_request(self, rid: int) -> None:
+        """Its reply, if it ever comes, is ignored."""
+
+
 class SecondCopies:
     """The node loop's side of replication; see the module docstring."""
 
-    def __init__(self, node: Any, replicas: int, traffic: Traffic, poke_repair: Callable[[], None]):
-        self.node = node
+    def __init__(self, node_id: str, store: Store, peers: Peers, replicas: int, traffic: Traffic,
+                 poke_repair: Callable[[], None]):
+        self.node_id = node_id
+        self.store = store
+        self.peers = peers
+        self.log_once = LogOnce(log, _LOG_ONCE)
         self.replicas = replicas
         self.traffic = traffic
         self._poke = poke_repair
@@ -97,8 +123,8 @@ class SecondCopies:
     def _queue(self, entry: tuple, then: Callable[[], None], tried: tuple) -> bool:
         """Send ``entry`` this turn to its first home other than this node and ``tried`` (or,
         when every home was tried, the next live member by rendezvous order); False if none."""
-        me = self.node.node_id
-        members = [m for m in self.node.peering.members() if m != me and m not in tried]
+        me = self.node_id
+        members = [m for m in self.peers.members() if m != me and m not in tried]
         ranked = homes(entry[0], members, len(members)) if members else []
         target = ranked[0] if ranked else None
         if target is None:
@@ -117,22 +143,23 @@ class SecondCopies:
             return
         outgoing, self._outgoing = self._outgoing, {}
         for member, out in outgoing.items():
-            peer = self.node.peering.by_id(member)
+            peer = self.peers.by_id(member)
             if peer is None:  # lost since: another member, or answered with one copy
                 self._retry(member, out.entries, out.then, out.tried, f"member {member} was lost")
                 continue
             for start in range(0, len(out.entries), BATCH):
                 end = start + BATCH
-                self.send(peer, out.entries[start:end], out.then[start:end], out.tried[start:end])
+                self.send(peer, member, out.entries[start:end], out.then[start:end],
+                          out.tried[start:end])
 
-    def send(self, peer: Any, entries: list, then: list | None = None, tried: list | None = None,
-             callback: Callable | None = None) -> int:
-        """One ``replicate`` message to ``peer`` (large values first, as chunks); ``then``:
-        callbacks once it is confirmed or given up (``tried``: the members each entry was sent
-        to before); ``callback(peer, reply)``: the reply."""
+    def send(self, peer: Peer, member: str, entries: list, then: list | None = None,
+             tried: list | None = None, callback: Callable | None = None) -> int:
+        """One ``replicate`` message to ``peer``, the member ``member`` (large values first, as
+        chunks); ``then``: callbacks once it is confirmed or given up (``tried``: the members each
+        entry was sent to before); ``callback(peer, reply)``: the reply."""
         for _, address, blob, _ in entries:
             if blob is None:
-                for offset, total, chunk in upload_frames(self.node.store, address) or ():
+                for offset, total, chunk in upload_frames(self.store, address) or ():
                     peer.send(wire.build("put", 0, [chunk], address=address, offset=offset,
                                          total=total))
                     self.traffic.bytes_sent += len(chunk)
@@ -140,11 +167,11 @@ class SecondCopies:
         self.traffic.copies_sent += len(entries)
         self.traffic.bytes_sent += sum(len(b) for b in bodies)
         box: dict = {}
-        rid = box["rid"] = self.node.peering.ask(
+        rid = box["rid"] = self.peers.ask(
             peer, "replicate", lambda p, msg: self._confirmed(box["rid"], p, msg, callback),
             bodies)
         if then is not None:
-            self._waiting[rid] = (time.monotonic(), peer.node_id, then, entries,
+            self._waiting[rid] = (time.monotonic(), member, then, entries,
                                   tried if tried is not None else [()] * len(entries))
         return rid
 
@@ -177,8 +204,8 @@ class SecondCopies:
 
     def _give_up(self, then: list, why: str) -> None:
         self.traffic.late_acks += len(then)
-        self.node.handlers.log_once(f"second-copy:{why[:40]}", "%d result(s) answered with one "
-                                    "copy (%s); the repair copies them", len(then), why)
+        self.log_once(f"second-copy:{why[:40]}", "%d result(s) answered with one copy (%s); the "
+                      "repair copies them", len(then), why)
         for answer in then:
             answer()
 
@@ -187,7 +214,7 @@ class SecondCopies:
         for rid, (sent, member, then, entries, tried) in list(self._waiting.items()):
             if now - sent > ACK_TIMEOUT:
                 del self._waiting[rid]
-                self.node.peering.forget_request(rid)
+                self.peers.forget_request(rid)
                 self._retry(member, entries, then, tried,
                             f"member {member} did not confirm within {ACK_TIMEOUT:g} s")
 
