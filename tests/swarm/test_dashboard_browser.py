@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clients import WHERE, Client, whole_swarm_known
+from clients import Client, whole_swarm_known
 from helpers import wait_for
 from netns import start_lan
 
@@ -133,23 +133,40 @@ def test_three_hosts_show_as_three_serving_nodes(lan, page):
 
 
 def test_a_run_shows_a_progress_bar_that_moves(lan, page):
-    calls = 36
-    client = Client(lan.hosts[1], WHERE + textwrap.dedent(f"""
-        results = where.sync_parallel(kw_args(x=i, pause=0.4) for i in range({calls}))
-        emit(results=[r[0] for r in results])
+    # 36 calls in three thirds: the first runs at once, the others each wait for a gate the
+    # test opens, so the bar stands still at 12, then at 24, however fast the machine is
+    calls, gates = 36, [lan.root / "gate1", lan.root / "gate2"]
+    client = Client(lan.hosts[1], textwrap.dedent(f"""
+        @cloud.add_pure_function
+        def stage(*, x, gates):
+            import os, time
+            gate = gates[x // 12 - 1] if x >= 12 else None
+            while gate and not os.path.exists(gate):
+                time.sleep(0.05)
+            return x * x
+
+        gates = {[str(g) for g in gates]!r}
+        results = stage.sync_parallel(kw_args(x=i, gates=gates) for i in range({calls}))
+        emit(results=results)
     """))
-    run = page.locator('.run[data-function="where"]')
-    run.wait_for()
-    first = int(run.get_attribute("data-done"))
-    assert run.get_attribute("data-total") == str(calls)
-    _until(page, f"(r => r && +r.dataset.done > {first} && +r.dataset.done < +r.dataset.total)"
-                 "(document.querySelector('.run[data-function=where]'))", "the bar to move")
-    width = run.locator(".fill").evaluate("bar => bar.getBoundingClientRect().width")
-    assert width > 0
+    run = page.locator('.run[data-function="stage"]')
+
+    def bar_at(done: int) -> float:
+        _until(page, f"document.querySelector('.run[data-function=stage]')?.dataset.done === '{done}'",
+               f"the bar to show {done} done")
+        assert run.get_attribute("data-total") == str(calls)
+        return run.locator(".fill").evaluate("bar => bar.getBoundingClientRect().width")
+
+    first = bar_at(12)
+    gates[0].touch()
+    second = bar_at(24)
+    assert 0 < first < second
+    assert "24 / 36" in run.inner_text() and "ETA" in run.inner_text()
     assert "@" + lan.hosts[1].hostname in run.inner_text()  # who: user@host pid N
     _until(page, "Array.from(document.querySelectorAll('.node'))"
-                 ".some(t => /[12] of 2 busy/.test(t.innerText))", "a busy node")
+                 ".some(t => /2 of 2 busy/.test(t.innerText))", "a busy node")
     _shot(page, "running")
+    gates[1].touch()
     assert client.result()["results"] == [i * i for i in range(calls)]
     _until(page, "document.querySelectorAll('.run').length === 0", "the run to be over")
 
