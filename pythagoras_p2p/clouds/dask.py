@@ -123,13 +123,20 @@ class DaskCloud(PCloud):
                         f"{self.connect_timeout:g} s; start workers (`dask worker ADDRESS`)"
                     ) from None
                 workers = set(self._workers(fresh=True))
-            new = sorted(workers - checked.keys())
-            if new:
-                checked.update(self._probe(new, requires))
-            # a worker that left or was restarting while asked is asked again next time
+            # A worker that left or was restarting while asked is asked again: at once while
+            # no worker is known to be able (a nanny restarting a worker), then next time.
+            deadline = time.monotonic() + self.connect_timeout
+            while True:
+                new = sorted(workers - checked.keys())
+                if new:
+                    checked.update(self._probe(new, requires))
+                eligible = sorted(w for w in workers if checked.get(w) == [])
+                if eligible or workers <= checked.keys() or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.2)
+                workers = set(self._workers(fresh=True)) or workers
             reasons = {w: checked.get(w, ["did not answer the probe (leaving or starting)"])
                        for w in workers}
-            eligible = sorted(w for w, why in reasons.items() if not why)
             if reasons and not eligible:
                 detail = "; ".join(f"{w}: {', '.join(why)}" for w, why in sorted(reasons.items())[:4])
                 raise RequirementsError(
