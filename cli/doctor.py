@@ -265,15 +265,17 @@ _MARK = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}
               show_default=True, help="The node's port, checked when no node runs.")
 @click.option("--no-mdns", envvar="PYTHAGORAS_NO_MDNS", is_flag=True,
               help="Do not announce nor listen on mDNS (no multicast leaves this machine).")
+@click.option("--mdns-wait", type=click.FloatRange(0.5, 600), default=3.0, show_default=True,
+              metavar="SECONDS", help="Listen on mDNS at most this long (a slow network: more).")
 @click.option("--peer", "peers", multiple=True, metavar="HOST[:PORT]",
               help="Check this peer too (repeatable); the running node's peers are checked.")
 @click.pass_context
-def doctor(ctx: click.Context, as_json: bool, port: int, no_mdns: bool,
+def doctor(ctx: click.Context, as_json: bool, port: int, no_mdns: bool, mdns_wait: float,
            peers: tuple[str, ...]) -> None:
     """Check this machine's store, key, port, mDNS, node log and peers; say what to do."""
     home = ctx.obj["home"]
     started = time.monotonic()
-    findings = run_checks(home, port=port, mdns=not no_mdns, peers=peers)
+    findings = run_checks(home, port=port, mdns=not no_mdns, peers=peers, mdns_wait=mdns_wait)
     failed = any(f.level == "fail" for f in findings)
     if as_json:
         click.echo(json.dumps({"home": str(home), "ok": not failed,

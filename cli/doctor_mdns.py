@@ -7,9 +7,9 @@ other swarms (other tags) are listed too: they are harmless, but explain a crowd
 
 from __future__ import annotations
 
+import queue
 import secrets
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -27,28 +27,28 @@ class Heard:
 
 
 def listen(tag: str, wait: float) -> Heard:
-    """Announce ``doctor-<random>`` for ``wait`` seconds and collect what is announced."""
+    """Announce ``doctor-<random>`` and collect what is announced, for at most ``wait`` seconds:
+    once its own announcement is heard, until nothing new was heard for :func:`settle` seconds.
+
+    Announcements are resolved one at a time on this thread, each for as long as the wait
+    leaves (a loaded machine answers late: a member resolved in a fixed second was missed)."""
     from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
     heard = Heard()
     me = f"doctor-{secrets.token_hex(4)}"
-    done = threading.Event()
-    lock = threading.Lock()
+    names: queue.SimpleQueue = queue.SimpleQueue()
 
     def on_change(zeroconf, service_type, name, state_change) -> None:
-        if state_change is ServiceStateChange.Removed:
-            return
-        info = zeroconf.get_service_info(service_type, name, timeout=1500)
-        props = {k.decode(): (v or b"").decode(errors="replace")
-                 for k, v in (info.properties if info else {}).items()}
-        with lock:
-            if props.get("id") == me:
-                heard.self_heard = True
-                done.set()
-            elif props.get("id") and props.get("tag") == tag:
-                heard.members.append(props["id"])
-            elif props.get("id"):
-                heard.other_swarms[props["id"]] = props.get("tag", "?")
+        if state_change is not ServiceStateChange.Removed:
+            names.put((service_type, name))  # resolved by listen's thread, not zeroconf's
+
+    def heard_from(props: dict) -> None:
+        if props.get("id") == me:
+            heard.self_heard = True
+        elif props.get("id") and props.get("tag") == tag:
+            heard.members.append(props["id"])
+        elif props.get("id"):
+            heard.other_swarms[props["id"]] = props.get("tag", "?")
 
     addresses = local_addresses()
     try:
@@ -66,8 +66,22 @@ def listen(tag: str, wait: float) -> Heard:
         zc.register_service(info)
         browser = ServiceBrowser(zc, SERVICE, handlers=[on_change])
         deadline = time.monotonic() + wait
-        done.wait(wait)
-        time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))  # others answer too
+        quiet_from = deadline  # once it heard itself: when the last new name was heard
+        seen: set = set()
+        while (now := time.monotonic()) < min(deadline, quiet_from + settle(wait)):
+            try:
+                service_type, name = names.get(timeout=min(deadline, quiet_from + settle(wait)) - now)
+            except queue.Empty:
+                continue
+            if name in seen:
+                continue
+            seen.add(name)
+            found = zc.get_service_info(service_type, name,
+                                        timeout=max(100, int((deadline - now) * 1000)))
+            heard_from({k.decode(): (v or b"").decode(errors="replace")
+                        for k, v in (found.properties if found else {}).items()})
+            if heard.self_heard:
+                quiet_from = time.monotonic()
         browser.cancel()
         zc.unregister_service(info)
     except Exception as exc:  # zeroconf's errors: the finding, not a traceback
@@ -75,3 +89,9 @@ def listen(tag: str, wait: float) -> Heard:
     finally:
         zc.close()
     return heard
+
+
+def settle(wait: float) -> float:
+    """Seconds without a new announcement, after its own, before listening stops: the others
+    answered the same query by then (longer for a longer ``wait``, which a slow network asks)."""
+    return max(1.0, wait / 4)
