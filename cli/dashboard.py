@@ -22,10 +22,19 @@ _COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (  # heading, justification: s
 )
 
 
-def render(status: dict) -> Table:
-    """The swarm as one table: this node first (marked ``*``), then its peers by id."""
+WIDE = 104  # from this many columns on, host and owner have columns of their own
+
+
+def render(status: dict, width: int = 80) -> Table:
+    """The swarm as one table: this node first (marked ``*``), then its peers by id. Each
+    node's host name and owner (from its certificate) are columns on a terminal of
+    :data:`WIDE` columns or more, else a line each under the table."""
     node = status["node"]
+    wide = width >= WIDE
     notes = [_copies(peer) for peer in sorted(status["peers"], key=lambda p: p["id"])]
+    if not wide:
+        notes += [f"{p['id']}: {p.get('hostname') or '-'}, owner {p.get('owner_name') or '-'}"
+                  for p in sorted(status["peers"], key=lambda p: (not p.get("self"), p["id"]))]
     notes.append(_owner(node))
     notes += [other["notice"] for other in node.get("other_swarms") or []]
     notes.append((node.get("replication") or {}).get("fewer_copies") or "")
@@ -35,7 +44,8 @@ def render(status: dict) -> Table:
                           "answered (a caller's hits in its own store never reach a node) · held: "
                           "resources running calls hold/all" + "".join(f"\n{n}" for n in notes if n),
                   box=None, pad_edge=False, collapse_padding=True, header_style="bold underline")
-    for heading, justify in _COLUMNS:
+    columns = _COLUMNS[:1] + (("host", "left"), ("owner", "left")) * wide + _COLUMNS[1:]
+    for heading, justify in columns:
         # Only a long address folds onto a second line: every other cell stays whole.
         table.add_column(heading, justify=justify, no_wrap=heading != "address",
                          overflow="fold" if heading == "address" else "ellipsis",
@@ -43,7 +53,8 @@ def render(status: dict) -> Table:
     for peer in sorted(status["peers"], key=lambda p: (not p.get("self"), p["id"])):
         hit = peer.get("hit_rate")
         cells = (
-            peer["id"] + ("*" if peer.get("self") else " "), peer["address"],
+            peer["id"] + ("*" if peer.get("self") else " "),
+            *((peer.get("hostname") or "-", peer.get("owner_name") or "-") * wide), peer["address"],
             f"{peer['workers_busy']}/{peer['workers_total']}", f"{peer['load']:.2f}",
             _count(peer["tasks_done"]), _count(peer["cache_entries"]),
             human_bytes(peer["cache_bytes"]), "-" if hit is None else f"{hit:.0%}",
@@ -117,12 +128,12 @@ def _count(n: int) -> str:
 def show(fetch: Callable[[], dict], *, watch: bool, interval: float) -> None:
     console = Console()
     if not watch:
-        console.print(render(fetch()))
+        console.print(render(fetch(), console.width))
         return
-    with Live(render(fetch()), console=console, refresh_per_second=4) as live:
+    with Live(render(fetch(), console.width), console=console, refresh_per_second=4) as live:
         try:
             while True:
                 time.sleep(interval)
-                live.update(render(fetch()))
+                live.update(render(fetch(), console.width))
         except KeyboardInterrupt:
             pass

@@ -145,21 +145,24 @@ def _key_or_none(home: Path):
 
 def check_key(home: Path) -> list[Finding]:
     from pythagoras_p2p.errors import PythagorasError
-    from pythagoras_p2p.net.security import key_path, load_key
+    from pythagoras_p2p.net.security import load_key
+    from pythagoras_p2p.trust import NodeKeys
 
-    path = key_path(home)
+    path = NodeKeys.path(home)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600
     try:
         key = load_key(home)  # the public half is derived from the secret one and compared
     except PythagorasError as exc:
         return [Finding("key", "fail", str(exc), "run `pythagoras-node join --force TOKEN` "
-                        "with the token of a member (`pythagoras-node token` there)")]
+                        "with a token from `pythagoras-node invite` on an admin")]
     if key is None:
-        return [Finding("key", "info", f"no swarm key in {home}: this machine runs on its own "
-                        f"(the embedded default)", "to join a swarm: `pythagoras-node join "
-                        "TOKEN`; to make one: `pythagoras-node init`")]
-    found = [Finding("key", "ok", f"swarm {key.name!r} (tag {key.tag}); its halves match",
-                     details={"swarm": key.name, "tag": key.tag})]
-    mode = stat.S_IMODE(path.stat().st_mode)
+        return [Finding("key", "info", f"{home} is no member of a swarm: this machine runs on "
+                        f"its own (the embedded default)", "to join a swarm: `pythagoras-node "
+                        "join TOKEN` (from `pythagoras-node invite` on an admin); to make one: "
+                        "`pythagoras-node init`")]
+    found = [Finding("key", "ok", f"swarm {key.name!r} (tag {key.tag}); member {key.key_id} "
+                     f"(list version {key.members.version}); its key halves match",
+                     details={"swarm": key.name, "tag": key.tag, "key_id": key.key_id})]
     if mode & 0o077:
         found.append(Finding("key", "warn", f"{path} has mode {mode:04o}: other users of this "
                              f"machine can read it, and whoever holds it can run code on "

@@ -103,7 +103,10 @@ def _probe(host: str, port: int, key, packages: list[str]) -> tuple[list, dict] 
     from pythagoras_p2p.net.rpc import client_socket
     from pythagoras_p2p.net.sockets import endpoint
 
-    sock = client_socket(zmq.Context.instance(), key)
+    server = key.server_key(host, port, context=zmq.Context.instance())
+    if server is None:
+        return "no member node's key answers there"
+    sock = client_socket(zmq.Context.instance(), key, server)
     rounds: list = []
     answer: dict = {}
     try:
@@ -138,10 +141,12 @@ def _check_one(host: str, port: int, label: str, key, here: dict[str, str]) -> F
     probed = _probe(host, port, key, sorted(here))
     if isinstance(probed, str):
         return Finding("peer", "fail", f"{label}: port {port} takes connections but does not "
-                       f"answer as a node of this swarm ({probed}): a node holding another "
-                       f"swarm key, or another program",
-                       "give that node this swarm's key (`pythagoras-node join --force TOKEN` "
-                       "there, then restart it)", {"address": f"{host}:{port}"})
+                       f"answer as a node of this swarm ({probed}): a node of another "
+                       f"swarm, one that does not (yet) know this machine as a member, or "
+                       f"another program",
+                       "make that machine a member (`pythagoras-node invite` on an admin, "
+                       "`pythagoras-node join --force TOKEN` there, then restart its node); "
+                       "`pythagoras-node members` lists the members", {"address": f"{host}:{port}"})
     rounds, answer = probed
     sent, received, their = min(rounds, key=lambda r: r[1] - r[0])
     rtt = received - sent

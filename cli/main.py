@@ -18,6 +18,7 @@ from pythagoras_p2p import __version__
 from pythagoras_p2p.defaults import home_dir, parse_size
 from pythagoras_p2p.errors import PythagorasError
 
+from .members import register as register_membership
 from .owner import owner_argv, owner_config, owner_options, pause, resume
 from .web.command import dashboard
 
@@ -32,11 +33,14 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pythagoras-node")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="PYTHAGORAS_HOME",
-              default=None, help="Home holding the store and swarm key [$PYTHAGORAS_HOME, ~/.pythagoras].")
+              default=None, help="Home holding the store and this machine's keys [$PYTHAGORAS_HOME, ~/.pythagoras].")
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None) -> None:
     """A node of a pythagoras_p2p swarm, and the tools to look after its store."""
     ctx.obj = {"home": home_dir(home)}
+
+
+register_membership(cli)  # init, invite, join, members, remove
 
 
 def _key(home: Path):
@@ -44,64 +48,9 @@ def _key(home: Path):
 
     key = load_key(home)
     if key is None:
-        _fail(f"there is no swarm key in {home}: run `pythagoras-node init` (a new swarm) or "
+        _fail(f"{home} is not a member of a swarm: run `pythagoras-node init` (a new swarm) or "
               f"`pythagoras-node join TOKEN` (an existing one)")
     return key
-
-
-@cli.command()
-@click.option("--name", help="A name for the swarm, for people (default: random).")
-@click.option("--force", is_flag=True, help="Replace an existing key (its members are left out).")
-@click.pass_context
-def init(ctx: click.Context, name: str | None, force: bool) -> None:
-    """Make a new swarm: write its key to HOME/swarm.key and say how others join."""
-    from pythagoras_p2p.net.security import create_key, join_token, key_path
-
-    home = ctx.obj["home"]
-    key = create_key(home, name=name, force=force)
-    click.echo(f"created swarm {key.name!r} (tag {key.tag}); its key is {key_path(home)} (mode 0600)")
-    click.echo("")
-    click.echo("To make another machine a member, copy that file to its PYTHAGORAS_HOME, or run there:")
-    click.echo(f"  pythagoras-node join {join_token(key)}")
-    click.echo("Keep the file and the token secret: whoever holds them can run code on every node.")
-    click.echo("Then start a node on each machine:  pythagoras-node start")
-
-
-@cli.command()
-@click.argument("token", nargs=-1, required=True)
-@click.option("--force", is_flag=True, help="Replace the swarm key this home already has.")
-@click.pass_context
-def join(ctx: click.Context, token: tuple[str, ...], force: bool) -> None:
-    """Become a member of a swarm, given the token `pythagoras-node init` printed (or the
-    whole line it printed)."""
-    from pythagoras_p2p.errors import SecurityError
-    from pythagoras_p2p.net.security import install_key, key_from_token, key_path, load_key
-
-    key = key_from_token(" ".join(token))
-    home = ctx.obj["home"]
-    try:
-        current = load_key(home)
-    except SecurityError:
-        current = None  # a damaged key: `--force` replaces it, as the error of install_key says
-    if current is not None and (current.public, current.secret) == (key.public, key.secret):
-        click.echo(f"already a member of swarm {current.name!r} (tag {current.tag}); its key is "
-                   f"{key_path(home)}")
-        return
-    path = install_key(home, key, force=force)
-    click.echo(f"joined swarm {key.name!r} (tag {key.tag}); key written to {path} (mode 0600)")
-    click.echo("Start this machine's node with:  pythagoras-node start")
-
-
-@cli.command()
-@click.pass_context
-def token(ctx: click.Context) -> None:
-    """Print this swarm's join token again (for another machine: `pythagoras-node join TOKEN`)."""
-    from pythagoras_p2p.net.security import join_token
-
-    key = _key(ctx.obj["home"])
-    click.echo(f"  pythagoras-node join {join_token(key)}")
-    click.echo("Keep the token secret: whoever holds it can run code on every node of "
-               f"swarm {key.name!r}.")
 
 
 @cli.command()
@@ -210,7 +159,8 @@ def status(ctx: click.Context, as_json: bool, watch: bool, interval: float) -> N
     """A dashboard of this node and every peer it knows."""
     if as_json:
         reply = _ask_node(ctx, "status")
-        click.echo(json.dumps({"node": reply.fields["node"], "peers": reply.fields["peers"]}, indent=2))
+        click.echo(json.dumps({"node": reply.fields["node"], "peers": reply.fields["peers"],
+                               "members": reply.fields.get("members", [])}, indent=2))
         return
     from .dashboard import show
 

@@ -63,10 +63,11 @@ class NodeSide(ValueChecks, CopyChecks, Protocol):
     admission: Admission
     repair: Repairer
     copies: SecondCopies
+    membership: Any  # .membership.Membership
     stopping: bool
 
     @property
-    def members(self) -> Members | None: ...
+    def members(self) -> Members: ...
 
 
 class Handlers:
@@ -94,6 +95,7 @@ class Handlers:
             "run": calls.on_run, "cancel": calls.on_cancel, "peers": self.on_peers,
             "release": self.on_release, "forget": self.on_forget, "leaving": self.on_leaving,
             "sync": receiving.on_sync, "offer": receiving.on_offer, "replicate": receiving.on_replicate,
+            "members": node.membership.on_members,
         }
 
     def handle(self, frames: list) -> None:

@@ -47,6 +47,7 @@ from .callers import STALE_AFTER
 from .deletions import DroppedResults
 from .handlers import Handlers
 from .history import History
+from .membership import Membership
 from .outbox import Outbox
 from .owner.admission import Admission
 from .owner.policy import OwnerConfig
@@ -87,7 +88,8 @@ class Node:
         self.key = key
         self.home = Path(config.home)
         self.node_id = node_identity(self.home)
-        self.trust = Trust.load(self.home)  # this machine's keys and the swarm's member list
+        self.trust: Trust = key.trust  # this machine's keys and the swarm's member list
+        self.membership = Membership(self)  # who each message is from; the list's travels
         self.started = time.time()
         self._swept = 0.0
         self.stopping = False
@@ -98,7 +100,8 @@ class Node:
         self.cache_facts = CacheFacts(self.store)
         self.reports = Reports()  # callers' runs and the last failures, for the dashboard
         self.history = History()  # the swarm's last minutes, for the dashboard's plots
-        self.authenticator = Authenticator(self.context, key)
+        self.authenticator = Authenticator(self.context, key, invited=self.membership.invited,
+                                           refresh=self.membership.tick)
         self.router = self.context.socket(zmq.ROUTER)
         self.router.linger = 0
         self.router.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE + 64 * 1024)
@@ -145,9 +148,9 @@ class Node:
     # ------------------------------------------------------------------ start-up
 
     @property
-    def members(self) -> Members | None:
-        """The swarm's member list as this node knows it now (None before the home joined)."""
-        return self.trust.members
+    def members(self) -> Members:
+        """The swarm's member list as this node knows it now."""
+        return self.key.members
 
     @property
     def binds_all(self) -> bool:
@@ -270,7 +273,8 @@ class Node:
             self.peering.tick()
         if self.router in events:
             for frames in waiting_messages(self.router, copy=False):
-                self.handlers.handle(frames)
+                if self.membership.admits(frames):  # a member's, by the list of now
+                    self.handlers.handle(frames)
         self._mail.serve(self._finish)
         self.admission.start()
         self.handlers.calls.settle()
@@ -355,6 +359,7 @@ class Node:
         if now - self._swept < HOUSEKEEPING_EVERY:
             return
         self._swept = now
+        self.membership.tick()
         self.admission.look()
         self.dropped.look()  # results of members removed with --drop-results
         self.clear_dead_readers()

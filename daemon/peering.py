@@ -19,6 +19,7 @@ from pythagoras_p2p.net.sockets import waiting_messages
 from pythagoras_p2p.swarm.peers import PING_EVERY, RETRY_EVERY, SILENT_AFTER, Peer
 
 from .neighbours import Neighbours
+from .state import member_facts
 
 if TYPE_CHECKING:
     from pythagoras_p2p.net.mdns import Browser
@@ -79,7 +80,8 @@ class Peering:
             return
         self._last_tick = now
         if self.browser is not None:
-            for host, port in self.browser.reachable():
+            for host, port, node_id in self.browser.reachable_nodes():
+                self.node.key.learn(host, port, node_id)
                 self._add(host, port)
             self.neighbours.look(self.browser)
             self._announced.update(a.node_id for a in self.browser.snapshot())
@@ -232,6 +234,19 @@ class Peering:
             peer.state = "ready"
             self.departed.pop(peer.node_id, None)
             self.facts[id(peer)] = {k: msg.fields.get(k) for k in _FACTS}
+            self.node.key.learn(peer.host, peer.port, peer.node_id)
+            self.node.membership.heard_version(peer, msg.fields.get("mv"))
+
+    def drop_removed(self) -> None:
+        """Drop the peers whose node was removed from the swarm (and never ask them again)."""
+        for address, peer in list(self.peers.items()):
+            if peer.server_key is not None and not self.node.key.admitted_server(peer.server_key):
+                log.info("peer %s (%s) was removed from the swarm: dropped", peer.node_id,
+                         peer.address)
+                self._drop(peer)
+                self.node.key.forget(*address)
+                if address not in self.static:
+                    del self.peers[address]
 
     def alive(self) -> list[Peer]:
         now = time.monotonic()
@@ -259,6 +274,7 @@ class Peering:
                 "hostname": facts.get("hostname"), "hits": facts.get("hits") or 0,
                 "asked": facts.get("asked") or 0,
                 "last_seen_s": round(now - peer.last_heard, 2),
+                **member_facts(self.node.members, peer.node_id),
             })
         return rows
 

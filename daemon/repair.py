@@ -303,7 +303,8 @@ class Repairer:
     def _socket(self, where: tuple) -> Any:
         sock = self._sockets.get(where)
         if sock is None:
-            sock = self._sockets[where] = client_socket(self.node.context, self.node.key)
+            server = self.node.key.server_key(*where, context=self.node.context)
+            sock = self._sockets[where] = client_socket(self.node.context, self.node.key, server)
             sock.connect(endpoint(*where))
         return sock
 

@@ -43,11 +43,15 @@ def run_node(config: NodeConfig) -> int:
     """Serve in this process until SIGTERM/SIGINT; return the exit code."""
     _configure_logging()
     home = Path(config.home)
-    key = load_key(home)
+    try:
+        key = load_key(home)
+    except SecurityError as exc:
+        raise NodeError(str(exc)) from None
     if key is None:
         raise NodeError(
-            f"there is no swarm key in {home}: run `pythagoras-node init` to make a new swarm, or "
-            f"`pythagoras-node join TOKEN` (or copy swarm.key from a member) to join one"
+            f"{home} is not a member of a swarm: run `pythagoras-node init` to make a new swarm, "
+            f"or `pythagoras-node join TOKEN` (a token from `pythagoras-node invite` on an admin) "
+            f"to join one"
         )
     running = read_node_file(home)
     if running is not None:

@@ -135,6 +135,15 @@ def copies_kept(replicas: int, members: int) -> dict:
     return said
 
 
+def member_facts(members: Any, node_id: str | None) -> dict:
+    """Who a node is, from its certificate: host name, owner (``owner_name``: ``owner`` is the
+    policy of yielding to the machine's owner), key id (status shows them)."""
+    member = members.by_node_id(node_id) if node_id else None
+    if member is None:  # a peer whose certificate this node has not seen: its own name
+        return {"owner_name": None, "key_id": None}
+    return {"hostname": member.hostname, "owner_name": member.owner, "key_id": member.key_id}
+
+
 def status_entry(node: Any, handlers: Any) -> dict:
     """This node as one entry of ``status --json``'s ``peers`` list."""
     return {
@@ -155,6 +164,7 @@ def status_entry(node: Any, handlers: Any) -> dict:
         "swarm": node.key.name,
         "tag": node.key.tag,
         "other_swarms": node.peering.neighbours.facts(),  # nodes of other swarms heard on mDNS
+        **member_facts(node.members, node.node_id),
     }
 
 
@@ -170,6 +180,7 @@ def ping_facts(node: Any, handlers: Any) -> dict:
         paused=me["paused"], paused_since=me["paused_since"],
         **{k: me[k] for k in ("hostname", "hits", "asked")},
         **{k: v for k, v in node.admission.facts().items() if k != "owner"},
+        mv=node.members.version,  # the member list's version: a peer with an older one asks
     )
 
 
@@ -181,7 +192,8 @@ def status_reply(node: Any, handlers: Any, asked: dict) -> dict:
     me = status_entry(node, handlers)
     extras: dict[str, Any] = {"node": me, "peers": [me, *node.peering.status_entries()],
                               "runs": node.reports.runs(), "callers_named": node.reports.names(),
-                              "departed": list(node.peering.departed.values())}
+                              "departed": list(node.peering.departed.values()),
+                              "members": node.membership.listing()}
     if asked.get("detail") is True:
         from .history import FIELDS
 

@@ -81,5 +81,6 @@ class NodeUnreachable(PythagorasError, ConnectionError):
 
 
 class SecurityError(PythagorasError):
-    """The swarm key is missing or unreadable, or the node cannot enforce membership."""
+    """This machine's keys or member list are missing or unreadable, it was removed from the
+    swarm, or the node cannot enforce membership."""
 

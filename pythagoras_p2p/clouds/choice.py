@@ -42,7 +42,7 @@ def choose_backend(connection: dict, home: Any = None) -> type:
                          f"the key is mended")
         return LocalCloud
     if key is None:
-        log.info("%s has no swarm key: running on the embedded default (this machine's store "
+        log.info("%s is no member of a swarm: running on the embedded default (this machine's store "
                  "and worker processes)", home)
         return LocalCloud
     if _swarm_answers(home, key):

@@ -45,8 +45,8 @@ class SwarmCloud(PCloud):
         key = load_key(self.home, self.connection["key"])
         if key is None:
             raise ConfigurationError(
-                f"there is no swarm key in {self.home}: run `pythagoras-node join TOKEN` (or copy "
-                f"swarm.key from a member) to make this machine a member"
+                f"{self.home} is no member of a swarm: run `pythagoras-node join TOKEN` (a token "
+                f"from `pythagoras-node invite` on an admin) to make this machine a member"
             )
         self.key = key
         named = list(self.connection["peers"])

@@ -171,6 +171,13 @@ class Browser:
         return [(a.addresses[0], a.port) for a in self.snapshot()
                 if a.protocol == PROTOCOL_VERSION and a.addresses]
 
+    def reachable_nodes(self) -> list[tuple[str, int, str]]:
+        """(host, port, node id) of the announced nodes that speak this release's protocol."""
+        from .wire import PROTOCOL_VERSION
+
+        return [(a.addresses[0], a.port, a.node_id) for a in self.snapshot()
+                if a.protocol == PROTOCOL_VERSION and a.addresses]
+
     def close(self) -> None:
         self._browser.cancel()
         self._zc.close()

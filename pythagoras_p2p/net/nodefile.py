@@ -1,6 +1,6 @@
 """Files a node keeps in its home besides the store: its identity and where it listens.
 
-``node.id`` is made on the first start and never copied: two machines given the same swarm key
+``node.id`` is made on the first start and never copied: two machines given the same files
 are two nodes. ``node.json`` says where the running node of this home listens (and its pid), so
 ``pythagoras-node status``/``stop`` and clients of the same home find it; it is written once the
 node serves and removed when it stops. Both the daemon and clients read it, so it lives here.

@@ -1,62 +1,86 @@
-"""Swarm membership: the swarm key, join tokens, CURVE socket set-up, and the ZAP authenticator.
+"""Swarm membership on the wire: a machine's credentials, CURVE socket set-up, the ZAP authenticator.
 
-**Key model.** A swarm has one CURVE keypair, kept in the one file ``PYTHAGORAS_HOME/swarm.key``
-(mode 0600). Every node serves with it and every member connects with it, so whoever holds the
-file is a member and nobody else is: a node's ZAP handler admits a CURVE client only if its
-public key is the swarm's, and CurveZMQ's handshake proves the client also holds the secret.
-Copying the file (or ``pythagoras-node join TOKEN``, whose token is the file's content) makes a
-machine a member; nothing per node needs distributing. A node's own identity (its node id) is
-made by the node on first start and never copied. To revoke members, make a new key and hand it
-to those who stay. Per-node keys would need every node to learn every other node's public key,
-which copying one file cannot do.
+**Key model.** Every machine has its own keys (:class:`~pythagoras_p2p.trust.NodeKeys`, made on
+the machine, never copied) and a certificate in the swarm's signed member list (see
+:mod:`pythagoras_p2p.trust`). A node serves with its own CURVE key; a client connects with its
+own and must know the server's public key, which it takes from the member list (by the node's
+id, learned from mDNS or a peer list) or, for an address named by hand, from what this process
+learned of that address, else by trying the member nodes' keys on it at once
+(:meth:`Credentials.server_key`). A node's ZAP handler admits a CURVE client only if its key is
+in the list: certified members get their key id as ZeroMQ's ``User-Id``, removed members are let
+through only to be told so (every request gets ``removed``), the one-time key of an open
+invitation only to ask to join; any other key fails the handshake. The node checks the
+``User-Id`` of every message against the current list, so a removal also shuts connections that
+are already open.
+
+The one-key swarms of earlier releases (``PYTHAGORAS_HOME/swarm.key``, join tokens ``pyth1-`` and
+``pyth2-``) are refused with a message saying how to move (:data:`MOVE_TO_MEMBER_KEYS`).
 
 **Authenticator.** libzmq lets any CURVE client in when nothing answers ZAP requests, so the
 authenticator is not optional: :class:`Authenticator` binds the ZAP endpoint of the node's own
 context and is polled by the node's own loop. :func:`check_admission` proves it works before
 the node serves, by trying a stranger's key (which must fail) and a member's (which must pass).
+A message that reaches the node without a ``User-Id`` (no ZAP handler ran) is refused.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import os
-import secrets
-import stat
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-
-from blake3 import blake3
+from typing import Any
 
 from ..defaults import REFUSAL_LOG_EVERY
-from ..errors import ConfigurationError, SecurityError
+from ..errors import SecurityError
+from ..trust import Members, NodeKeys, Trust, members_path
+from ..trust.invites import MOVE_TO_MEMBER_KEYS, refuse_old_token
 
-__all__ = ["SwarmKey", "SecurityError", "Authenticator", "load_key", "create_key", "key_path",
-           "join_token", "key_from_token", "check_admission"]
+__all__ = ["Credentials", "SwarmKey", "SecurityError", "Authenticator", "load_key",
+           "load_credentials", "key_path", "create_key", "check_admission", "curve_client", "curve_server",
+           "MOVE_TO_MEMBER_KEYS", "refuse_old_token", "USER_REMOVED", "USER_INVITED"]
 
 log = logging.getLogger(__name__)
 
-KEY_FILE = "swarm.key"
-_TOKEN_PREFIX = "pyth2-"  # base64 of the key file, "." and a checksum of it
-_OLD_TOKEN_PREFIX = "pyth1-"  # the same without a checksum (made by the first release)
+KEY_FILE = "swarm.key"  # the one shared key of earlier releases: refused, with the way to move
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 _SELF_CHECK_KEYS: set[bytes] = set()  # the random keys of this process's own admission checks
+USER_REMOVED = "removed:"  # the User-Id prefix of a removed member's connection
+USER_INVITED = "invited:"  # the User-Id prefix of a connection holding an invitation's key
+
+def key_path(home: Path) -> Path:
+    """Where the member list of ``home`` is (what makes the home a member of a swarm)."""
+    return members_path(home)
 
 
-@dataclass(frozen=True)
-class SwarmKey:
-    """The swarm's CURVE keypair (Z85 text) and a name for people."""
+class Credentials:
+    """What a machine connects and serves with: its own CURVE keys, the swarm's member list, and
+    the server keys it learned for addresses. ``public``/``secret`` are its own CURVE keys (Z85)."""
 
-    name: str
-    public: bytes
-    secret: bytes
+    def __init__(self, trust: Trust):
+        if trust.members is None:
+            raise SecurityError(f"{trust.home} is not a member of a swarm")
+        self.trust = trust
+        self.public = trust.keys.curve_public
+        self.secret = trust.keys.curve_secret
+        self._book: dict[tuple[str, int], bytes] = {}  # address → the server key that answered
+
+    @property
+    def members(self) -> Members:
+        assert self.trust.members is not None
+        return self.trust.members
+
+    @property
+    def name(self) -> str:
+        return self.members.swarm_name
 
     @property
     def tag(self) -> str:
-        """A public tag derived from (not equal to) the key: tells swarms apart in mDNS."""
-        return blake3(b"pythagoras-swarm-tag\0" + self.public).hexdigest()[:16]
+        return self.members.tag
+
+    @property
+    def key_id(self) -> str:
+        return self.trust.keys.key_id
 
     @property
     def public_raw(self) -> bytes:
@@ -64,154 +88,180 @@ class SwarmKey:
 
         return zmq.utils.z85.decode(self.public)
 
-    def to_json(self) -> str:
-        return json.dumps({"version": 1, "name": self.name, "public": self.public.decode(),
-                           "secret": self.secret.decode()}, indent=1) + "\n"
+    def learn(self, host: str, port: int, node_id: str | None) -> None:
+        """Remember which member node listens at ``host:port`` (from mDNS, a peer list, a reply)."""
+        member = self.members.by_node_id(node_id) if node_id else None
+        if member is not None:
+            self._book[(host, int(port))] = member.curve_public
+
+    def forget(self, host: str, port: int) -> None:
+        self._book.pop((host, int(port)), None)
+
+    def server_key(self, host: str, port: int, node_id: str | None = None,
+                   context: Any = None, timeout: float = 1.5) -> bytes | None:
+        """The CURVE public key of the member node at ``host:port`` (None: no member answers there).
+
+        Known from the node id, or learned for the address; else, with one member node, its key;
+        else every member node's key is tried on the address at once and the one that answers kept.
+        """
+        if node_id:
+            member = self.members.by_node_id(node_id)
+            if member is not None:
+                return member.curve_public
+        if self._own_node_at(host, int(port)):
+            return self.public  # this home's own node serves with this machine's keys
+        known = self._book.get((host, int(port)))
+        if known is not None and self._admitted_server(known):
+            return known
+        nodes = [m.curve_public for m in self.members.current() if m.is_node]
+        if len(nodes) == 1:
+            return nodes[0]
+        if not nodes:
+            return None
+        found = _try_keys(context, host, int(port), self, nodes, timeout)
+        if found is not None:
+            self._book[(host, int(port))] = found
+        return found
+
+    def _own_node_at(self, host: str, port: int) -> bool:
+        """Whether this home's own node listens at ``host:port`` (its ``node.json`` says where)."""
+        import json
+
+        try:
+            info = json.loads((self.trust.home / "node.json").read_text())
+            if int(info["port"]) != port:
+                return False
+            bind = str(info.get("bind", ""))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if host in ("127.0.0.1", "::1", "localhost", bind):
+            return True
+        if bind in ("0.0.0.0", "*", "::"):
+            from .mdns import local_addresses
+
+            return host in local_addresses()
+        return False
+
+    def _admitted_server(self, curve_public: bytes) -> bool:
+        member = self.members.by_curve_public(curve_public)
+        return member is not None and self.members.is_admitted(member.key_id)
+
+    def admitted_server(self, curve_public: bytes | None) -> bool:
+        """Whether the node serving with ``curve_public`` is still a member."""
+        return curve_public is not None and self._admitted_server(curve_public)
 
 
-def key_path(home: Path) -> Path:
-    return Path(home) / KEY_FILE
+SwarmKey = Credentials  # the name the rest of the code knew the credentials by
 
 
-_KEY_FIX = ("copy it again from a member, run `pythagoras-node join --force TOKEN` (it replaces "
-            "the damaged file), or make a new swarm "
-            "with `pythagoras-node init --force`")
-
-
-def _parse_key(text: str, where: str, fix: str = _KEY_FIX) -> SwarmKey:
-    try:
-        data = json.loads(text)
-        key = SwarmKey(str(data["name"]), data["public"].encode(), data["secret"].encode())
-        import zmq.utils.z85
-
-        if len(zmq.utils.z85.decode(key.public)) != 32 or len(zmq.utils.z85.decode(key.secret)) != 32:
-            raise ValueError("keys must be 32 bytes")
-        import zmq
-
-        if zmq.curve_public(key.secret) != key.public:  # a damaged half: no node would admit it
-            raise ValueError("its public key does not belong to its secret key")
-        return key
-    except Exception as exc:
-        raise SecurityError(
-            f"{where} is not a valid swarm key ({type(exc).__name__}: {exc}); {fix}"
-        ) from None
-
-
-def load_key(home: Path, path: Path | None = None) -> SwarmKey | None:
-    """The swarm key of ``home`` (or the file ``path``), or None when there is none."""
-    path = Path(path) if path is not None else key_path(home)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise SecurityError(f"cannot read the swarm key {path} ({exc}); check its permissions") from None
-    except UnicodeDecodeError:
-        raise SecurityError(f"{path} is not a valid swarm key (it is not text); {_KEY_FIX}") from None
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        log.warning("swarm key %s is readable by others (mode %o); run: chmod 600 %s", path, mode, path)
-    return _parse_key(text, str(path))
-
-
-def _write_private(path: Path, text: str, *, force: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise SecurityError(
-            f"{path} already exists: this home belongs to a swarm. Use --force to replace it "
-            f"(machines holding the old key stop being members of this node's swarm)"
-        ) from None
-    except OSError as exc:
-        raise SecurityError(
-            f"cannot write the swarm key {path} ({exc.strerror}); choose a home you can write "
-            f"to with --home or PYTHAGORAS_HOME"
-        ) from None
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode is filtered by the umask; fchmod is not
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def create_key(home: Path, *, name: str | None = None, force: bool = False) -> SwarmKey:
-    """Make a new swarm: a fresh CURVE keypair written to ``home/swarm.key`` with mode 0600."""
+def _try_keys(context: Any, host: str, port: int, credentials: Credentials,
+              keys: Iterable[bytes], timeout: float) -> bytes | None:
+    """Which of ``keys`` the node at ``host:port`` serves with: a probe under each, at once."""
     import zmq
 
-    public, secret = zmq.curve_keypair()
-    key = SwarmKey(name or f"swarm-{secrets.token_hex(3)}", public, secret)
-    _write_private(key_path(home), key.to_json(), force=force)
-    return key
+    from .sockets import endpoint
+    from .wire import probe_request
 
-
-def join_token(key: SwarmKey) -> str:
-    """A one-line token that carries the key file: keep it as secret as the file."""
-    text = key.to_json().encode()
-    body = base64.urlsafe_b64encode(text).decode().rstrip("=")
-    return f"{_TOKEN_PREFIX}{body}.{_token_checksum(text)}"
-
-
-def _token_checksum(text: bytes) -> str:
-    return blake3(b"pythagoras-join-token\0" + text).hexdigest()[:12]
-
-
-def key_from_token(token: str) -> SwarmKey:
-    """The key a join token holds; ``token`` may be the whole line ``pythagoras-node init``
-    printed (``pythagoras-node join pyth2-...``): the command words are left out."""
-    words = token.split()
-    tokens = [w for w in words if w.startswith((_TOKEN_PREFIX, _OLD_TOKEN_PREFIX))]
-    token = tokens[-1] if len(tokens) == 1 else token.strip()
-    if not token.startswith((_TOKEN_PREFIX, _OLD_TOKEN_PREFIX)):
-        raise ConfigurationError(
-            f"that is not a join token (it should start with {_TOKEN_PREFIX!r}); copy the whole "
-            f"line that `pythagoras-node init` printed"
-        )
-    body, checksum = token[len(_TOKEN_PREFIX):], None
-    if token.startswith(_TOKEN_PREFIX):
-        body, _, checksum = body.rpartition(".")
-    damaged = ("the join token is damaged; copy the whole line `pythagoras-node init` printed "
-               "on the first machine again")
+    context = context or zmq.Context.instance()
+    sockets = {}
     try:
-        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
-        text = raw.decode()
-    except Exception:
-        raise ConfigurationError(f"{damaged} (it is not base64)") from None
-    if checksum is not None and checksum != _token_checksum(raw):
-        raise ConfigurationError(f"{damaged} (its checksum does not match)")
-    return _parse_key(text, "the join token", fix=damaged.partition("; ")[2])
+        for key in keys:
+            sock = context.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.ipv6 = True
+            curve_client(sock, credentials, key)
+            sock.connect(endpoint(host, port))
+            sock.send_multipart(probe_request())
+            sockets[sock] = key
+        poller = zmq.Poller()
+        for sock in sockets:
+            poller.register(sock, zmq.POLLIN)
+        ready = dict(poller.poll(int(timeout * 1000)))
+        return next((sockets[s] for s in sockets if s in ready), None)
+    finally:
+        for sock in sockets:
+            sock.close(0)
 
 
-def install_key(home: Path, key: SwarmKey, *, force: bool = False) -> Path:
-    path = key_path(home)
-    _write_private(path, key.to_json(), force=force)
-    return path
+def load_credentials(home: Path) -> Credentials | None:
+    """The credentials of ``home``, or None when it is no member of a swarm (nor of an old one)."""
+    home = Path(home)
+    members = Members.load(home)
+    if members is None:
+        if (home / KEY_FILE).exists():
+            raise SecurityError(f"{home / KEY_FILE}: {MOVE_TO_MEMBER_KEYS}")
+        return None
+    trust = Trust(home, NodeKeys.load_or_create(home), members)
+    if not trust.is_member:
+        revoked = members.is_revoked(trust.keys.key_id)
+        why = ("was removed from the swarm by an admin" if revoked else
+               "is not (or no longer) a member of its swarm")
+        raise SecurityError(f"this machine (key {trust.keys.key_id}, home {home}) {why}; an admin "
+                            f"can let it in again with `pythagoras-node invite`, then "
+                            f"`pythagoras-node join TOKEN` here")
+    return Credentials(trust)
 
 
-def curve_server(sock, key: SwarmKey) -> None:
+def load_key(home: Path, path: Path | None = None) -> Credentials | None:
+    """The credentials of ``home`` (or of the home ``path``), or None when it has none."""
+    if path is not None:
+        path = Path(path)
+        if path.is_dir():
+            return load_credentials(path)
+        if path.name == KEY_FILE or path.exists():
+            raise SecurityError(f"{path}: {MOVE_TO_MEMBER_KEYS}")
+        raise SecurityError(f"{path} does not exist; connection='s key is the home of a member "
+                            f"(a folder holding trust/members.json)")
+    return load_credentials(home)
+
+
+def create_key(home: Path, *, name: str | None = None, hostname: str | None = None,
+               force: bool = True) -> Credentials:
+    """Make a new swarm with ``home`` as its first admin (what ``pythagoras-node init --force``
+    does: a home of another swarm leaves it; ``force=False`` refuses that)."""
+    if not force and members_path(home).exists():
+        raise SecurityError(f"{home} already belongs to a swarm; use --force to make a new one")
+    from ..trust.enroll import create_swarm
+
+    create_swarm(home, name=name, hostname=hostname or Path(home).name)
+    credentials = load_credentials(home)
+    assert credentials is not None
+    return credentials
+
+
+def curve_server(sock, key: Credentials) -> None:
     sock.curve_secretkey = key.secret
     sock.curve_publickey = key.public
     sock.curve_server = True
 
 
-def curve_client(sock, key: SwarmKey, server_public: bytes | None = None) -> None:
+def curve_client(sock, key: Credentials, server_public: bytes | None = None) -> None:
+    """A client socket with this machine's keys, to the server ``server_public`` (default: this
+    machine's own node, which serves with the same keys)."""
     sock.curve_secretkey = key.secret
     sock.curve_publickey = key.public
     sock.curve_serverkey = server_public or key.public
 
 
 class Authenticator:
-    """The ZAP handler of one context: admits CURVE clients holding the swarm key, nobody else.
+    """The ZAP handler of one context: admits the CURVE keys of the member list, nobody else.
+
+    A member's connection gets its key id as ``User-Id``; a removed member's ``removed:KEYID``
+    (the node tells it so and serves it nothing); the key of an open invitation (``invited``,
+    a function of the key's Z85 text) ``invited:ID`` (it may only ask to join). For a key it
+    does not know it first takes a newer list this home holds (``refresh``), so a machine
+    admitted by a command here is let in at once.
 
     It is a socket, not a thread: the node polls :attr:`socket` in its own loop and calls
     :meth:`handle`, so the node cannot be serving while its authenticator is not.
     """
 
-    def __init__(self, context, key: SwarmKey):
+    def __init__(self, context, key: Credentials, invited=None, refresh=None):
         import zmq
 
-        self.allowed = key.public_raw
+        self.credentials = key
+        self.invited = invited or (lambda public: None)
+        self.refresh = refresh  # takes a list a command of this home wrote; True if it did
         self.socket = context.socket(zmq.REP)
         self.socket.linger = 0
         try:
@@ -235,13 +285,33 @@ class Authenticator:
             return [b"1.0", frames[1] if len(frames) > 1 else b"", b"400", b"malformed", b"", b""]
         version, request_id, _domain, address, _identity, mechanism = frames[:6]
         credentials = frames[6:]
-        if version == b"1.0" and mechanism == b"CURVE" and credentials and credentials[0] == self.allowed:
+        user = self._user(credentials[0]) if version == b"1.0" and mechanism == b"CURVE" \
+            and credentials and len(credentials[0]) == 32 else None
+        if user is not None:
             self.admitted += 1
-            return [b"1.0", request_id, b"200", b"OK", b"member", b""]
+            return [b"1.0", request_id, b"200", b"OK", user.encode(), b""]
         self.refused += 1
         if not (credentials and credentials[0] in _SELF_CHECK_KEYS):  # not an outsider: our own test
             self._log_refusal(mechanism, address)
         return [b"1.0", request_id, b"400", b"not a member", b"", b""]
+
+    def _user(self, raw_public: bytes) -> str | None:
+        import zmq.utils.z85
+
+        public = zmq.utils.z85.encode(raw_public)
+        members = self.credentials.members
+        member = members.by_curve_public(public)
+        if member is None and self.refresh is not None and self.refresh():
+            members = self.credentials.members  # a member admitted a moment ago here
+            member = members.by_curve_public(public)
+        if member is not None:
+            if members.is_admitted(member.key_id):
+                return member.key_id
+            if members.is_revoked(member.key_id):
+                return USER_REMOVED + member.key_id
+            return None
+        invitation = self.invited(public)
+        return None if invitation is None else USER_INVITED + invitation
 
     def _log_refusal(self, mechanism: bytes, address: bytes) -> None:
         """Log a refused connection, at most once per source every :data:`REFUSAL_LOG_EVERY`."""

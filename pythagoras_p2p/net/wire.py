@@ -27,7 +27,7 @@ __all__ = [
     "build", "parse", "bundle", "unbundle", "probe_request", "probe_reply", "SCHEMAS",
     "ERR_MALFORMED", "ERR_PROTOCOL", "ERR_PYTHON", "ERR_INTERNAL", "ERR_STOPPING",
     "ERR_NEED_FUNCTION", "ERR_NEED_VALUES", "ERR_MISSING", "ERR_BUSY", "ERR_STORE", "ERR_TAMPERED",
-    "ERR_LOST", "ERR_PAUSED", "STATUS_OK", "STATUS_ERR", "STATUS_CRASH",
+    "ERR_LOST", "ERR_PAUSED", "ERR_REMOVED", "ERR_INVITATION", "STATUS_OK", "STATUS_ERR", "STATUS_CRASH",
 ]
 
 #: 2: results are replicated between nodes (sync, offer, replicate; a run's ``copied``). A node
@@ -73,6 +73,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "offer": {},
     "replicate": {},
     "many": {"counts": list},  # requests or replies: see bundle()
+    "members": {},  # the swarm's signed member list (a body frame of JSON)
+    "join": {"node_id": str, "hostname": str, "owner": str, "curve_public": str,
+             "signing_public": str, "proof": str},  # only on an invitation's key
     # replies
     "ok": {},
     "error": {"code": str, "message": str},
@@ -100,6 +103,9 @@ ERR_STALE = "stale"  # sent on a connection the node had not heard for so long t
 # must have given up on it (the node was stopped, or the link was cut): run it elsewhere
 ERR_PAUSED = "paused"  # the node takes no new call for now (its owner comes first): run it
 # elsewhere; a call it ran is handed back with it too (``--preempt``), nothing kept of it
+
+ERR_REMOVED = "removed"  # this machine was removed from the swarm: nothing is served to it
+ERR_INVITATION = "invitation"  # a join with an invitation that was used or has expired
 
 # The ``status`` of a ``result`` reply (see :mod:`.outcomes_wire`).
 STATUS_OK = "ok"

@@ -145,8 +145,9 @@ class Connections:
             return
         self._last_discovery = now
         if self.browser is not None:
-            for address in self.browser.reachable():
-                self.peers.setdefault(address, Peer(*address))
+            for host, port, node_id in self.browser.reachable_nodes():
+                self.key.learn(host, port, node_id)
+                self.peers.setdefault((host, port), Peer(host, port, node_id))
         answering = [p for p in self.peers.values() if p.state in ("ready", "unsuitable")]
         if not self._told:  # still learning: any node may know members this client does not
             for peer in answering:
@@ -165,7 +166,9 @@ class Connections:
             except (KeyError, TypeError, ValueError):
                 continue
             if item.get("id") != peer.node_id and (host, port) not in self.peers:
-                self.peers[(host, port)] = Peer(host, port, lookup_only=self.learned_lookup_only)
+                self.key.learn(host, port, item.get("id"))
+                self.peers[(host, port)] = Peer(host, port, item.get("id"),
+                                                lookup_only=self.learned_lookup_only)
         if msg.fields.get("settled", True) is not False:  # a node of an earlier release: trusted
             self._told = True
 
@@ -216,7 +219,7 @@ class Connections:
                 continue
             if event == zmq.EVENT_DISCONNECTED:
                 self._lost(peer, "the connection was closed (its node stopped or died, or "
-                                 "refused this machine's swarm key)")
+                                 "does not know this machine as a member)")
             elif event == zmq.EVENT_CONNECT_RETRIED:
                 self._lost(peer, _failed_connect(peer, time.monotonic()))
 

@@ -55,6 +55,7 @@ class Peer:
     replicas: int = 1  # how many homes the node gives each result (its --replicas)
     met: bool = False  # its hello was answered, or it was lost, at least once
     lookup_only: bool = False  # learned from a named peer: asked for results, never sent calls
+    server_key: bytes | None = None  # the CURVE public key it serves with (from the member list)
 
     def can_ever_run(self, task: Any) -> bool:
         """Whether this node has what ``task`` asks for (resources, its function's requires=)."""
@@ -110,7 +111,11 @@ class Peer:
         except (socket.gaierror, UnicodeError) as exc:
             return (f"no such host: {self.host!r} does not resolve ({getattr(exc, 'strerror', None) or exc}); "
                     f"check the name, or give the machine's IP address")
-        sock = client_socket(context, key)
+        self.server_key = key.server_key(self.host, self.port, self.node_id, context)
+        if self.server_key is None:
+            return (f"no member node of the swarm answers at {self.address} (is its node "
+                    f"running, and is it a member: `pythagoras-node members`?)")
+        sock = client_socket(context, key, self.server_key)
         sock.sndhwm = 0
         sock.rcvhwm = 0
         self.sock = sock  # before anything that may fail: close() releases it

@@ -187,7 +187,7 @@ class Placement:
                               f"no node of the swarm could take the call within "
                               f"{self.connect_timeout:g} s (peers tried: {tried}). Is "
                               f"`pythagoras-node start` running there, reachable from here, with "
-                              f"this machine's swarm key?")
+                              f"this machine a member (`pythagoras-node members`)?")
         self.queue.fail_all(lambda task: outcome)
         self._waiting_since = None
 

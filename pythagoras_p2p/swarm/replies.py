@@ -144,7 +144,7 @@ class Replies:
             # it does again), and nothing of this one was kept: it goes elsewhere.
             if peer.state == "ready":
                 peer.state, peer.problem = "paused", message
-        elif code in (wire.ERR_PYTHON, wire.ERR_PROTOCOL):
+        elif code in (wire.ERR_PYTHON, wire.ERR_PROTOCOL, wire.ERR_REMOVED):
             self.incompatible(peer, message)
         elif code == wire.ERR_REQUIREMENTS and task.requires:
             peer.lacks[task.requires] = message  # placed elsewhere, or failed

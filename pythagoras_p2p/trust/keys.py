@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import SecurityError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["NodeKeys", "SwarmSigningKey", "verify_signature", "key_id_of", "trust_dir",
            "b64", "unb64", "write_private"]
@@ -93,8 +96,9 @@ def _read_private(path: Path, what: str, fix: str) -> dict | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise SecurityError(f"cannot read {what} {path} ({exc}); {fix}") from None
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        os.chmod(path, 0o600)  # a secret readable by others is mended, not used as it is
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("%s is readable by others (mode %o); run: chmod 600 %s", path, mode, path)
     try:
         data = json.loads(text)
         if not isinstance(data, dict):

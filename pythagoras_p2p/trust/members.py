@@ -131,6 +131,7 @@ class Members:
     signature: bytes = b""
     admitted: frozenset = field(default=frozenset(), compare=False)
     _by_key: dict = field(default_factory=dict, compare=False, repr=False)
+    _by_curve: dict = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ queries
 
@@ -150,7 +151,7 @@ class Members:
         return any(r.key_id == key_id for r in self.revoked)
 
     def by_curve_public(self, curve_public: bytes) -> Member | None:
-        return next((m for m in self.members if m.curve_public == curve_public), None)
+        return self._by_curve.get(bytes(curve_public))
 
     def by_node_id(self, node_id: str) -> Member | None:
         """The admitted member serving as node ``node_id``."""
@@ -160,7 +161,10 @@ class Members:
     def find(self, name: str) -> list[Member]:
         """Members known as ``name``: a key id, a node id or a host name (several may share one)."""
         exact = [m for m in self.members if name in (m.key_id, m.node_id)]
-        return exact or [m for m in self.members if m.hostname == name]
+        if exact:
+            return exact
+        named = [m for m in self.members if m.hostname == name]
+        return [m for m in named if m.key_id in self.admitted] or named  # the current one first
 
     def current(self) -> list[Member]:
         """The admitted members."""
@@ -240,6 +244,7 @@ class Members:
             raise SecurityError(f"the member list (version {self.version}) has a bad signature")
         object.__setattr__(self, "admitted", admitted)
         object.__setattr__(self, "_by_key", by_key)
+        object.__setattr__(self, "_by_curve", {m.curve_public: m for m in self.members})
         return self
 
     def signed(self, signer: str, sign) -> Members:
@@ -255,9 +260,16 @@ class Members:
         return cls(name, swarm_key.public, 1, (admin,)).signed(SWARM_ISSUER, swarm_key.sign)
 
     def with_member(self, member: Member, signer: str, sign) -> Members:
-        """The next version, with ``member`` added (or its certificate renewed)."""
+        """The next version, with ``member`` added (or its certificate renewed). A node that
+        joins again with new keys (the same node id) replaces its old ones: they are revoked."""
         kept = tuple(m for m in self.members if m.key_id != member.key_id)
-        return replace(self, version=self.version + 1, members=(*kept, member)).signed(signer, sign)
+        gone = {r.key_id for r in self.revoked}
+        now = round(time.time(), 3)
+        superseded = tuple(Revoked(m.key_id, m.hostname, now, signer) for m in kept
+                           if member.node_id and m.node_id == member.node_id
+                           and m.key_id not in gone)
+        return replace(self, version=self.version + 1, members=(*kept, member),
+                       revoked=(*self.revoked, *superseded)).signed(signer, sign)
 
     def without(self, key_ids: Iterable[str], signer: str, sign, *,
                 drop_results: bool = False) -> Members:
@@ -293,8 +305,9 @@ class Members:
         try:
             return cls.loads(text)
         except SecurityError as exc:
-            raise SecurityError(f"{path}: {exc}; take a fresh one by joining again "
-                                f"(`pythagoras-node invite` on an admin)") from None
+            raise SecurityError(f"{path}: {exc}; take a fresh one by joining again: "
+                                f"`pythagoras-node join --force TOKEN` with a token from "
+                                f"`pythagoras-node invite` on an admin") from None
 
     def save(self, home: Path) -> None:
         write_private(members_path(home), self.dumps())

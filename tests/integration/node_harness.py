@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +26,8 @@ from helpers import REPO, run_python, wait_for  # noqa: F401  (re-exported for t
 from pythagoras_p2p.function import PureFunction, function_record
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.security import create_key, curve_client, load_key
+from pythagoras_p2p.trust import members_path
+from pythagoras_p2p.trust.enroll import admit
 
 START_TIMEOUT = 30.0  # seconds a node may take to serve (generous: CI machines are slow)
 STOP_TIMEOUT = 30.0
@@ -59,16 +60,26 @@ def cli(home: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedPr
                           cwd=home.parent, stdin=subprocess.DEVNULL)  # no terminal to answer on
 
 
+_SWARMS: dict[Path, list[Path]] = {}  # the first home of each swarm a test made → its homes
+
+
 def make_key(home: Path):
+    """A new swarm whose first admin is ``home``."""
+    _SWARMS[Path(home)] = [Path(home)]
     return create_key(home)
 
 
 def copy_key(source_home: Path, home: Path) -> Path:
+    """Make ``home`` a member (and an admin, so it may admit others) of ``source_home``'s swarm,
+    certified by ``source_home``; every home of that swarm gets the new member list (their
+    nodes take it from their homes within a second)."""
     home.mkdir(parents=True, exist_ok=True)
-    target = home / "swarm.key"
-    shutil.copy2(source_home / "swarm.key", target)
-    os.chmod(target, 0o600)
-    return target
+    homes = next((h for h in _SWARMS.values() if Path(source_home) in h), None)
+    if homes is None:
+        homes = _SWARMS.setdefault(Path(source_home), [Path(source_home)])
+    admit(source_home, home, hostname=home.name, admin=True, share_with=tuple(homes))
+    homes.append(Path(home))
+    return members_path(home)
 
 
 def pid_alive(pid: int) -> bool:
@@ -140,7 +151,7 @@ def dealer(ctx, node, *, public=None, secret=None, server=None, key=None, curve=
     sock.linger = 0
     sock.sndtimeo = 5000  # a stranger's handshake fails, and then a send would block for good
     if key is not None:
-        curve_client(sock, key, server)
+        curve_client(sock, key, server or node.key.public)
     elif curve:
         sock.curve_publickey, sock.curve_secretkey = public, secret
         sock.curve_serverkey = server or node.key.public
@@ -253,7 +264,7 @@ def start_node(tmp_path):
         home.mkdir(parents=True, exist_ok=True)
         if key_from is not None:
             copy_key(key_from, home)
-        elif not (home / "swarm.key").exists():
+        elif not members_path(home).exists():
             make_key(home)
         port = free_port()
         proc = spawn_node(home, port, workers=workers, extra=extra,

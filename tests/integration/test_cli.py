@@ -20,8 +20,6 @@ import numpy as np
 import pytest
 from node_harness import REPO, cli, free_port, pid_alive, spawn_node, wait_for
 
-from pythagoras_p2p.net.security import key_from_token, load_key
-
 
 def no_traceback(proc: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -34,72 +32,141 @@ def join_line(stdout: str) -> str:
     return lines[0].split("pythagoras-node join ", 1)[1].strip()
 
 
-# --------------------------------------------------------------------------- init / join
+# --------------------------------------------------------------------------- init / invite / join
 
 
-def test_init_creates_a_private_key_and_prints_a_join_token(tmp_path):
+def test_init_makes_a_swarm_with_this_machine_as_its_admin(tmp_path):
+    from pythagoras_p2p.trust import Members, NodeKeys, SwarmSigningKey
+
     home = tmp_path / "home"
-    out = cli(home, "init", "--name", "team")
+    out = cli(home, "init", "--name", "team", "--owner", "ann", "--hostname", "alpha")
     assert out.returncode == 0, out.stderr
-    path = home / "swarm.key"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    key = load_key(home)
-    assert key.name == "team"
-    token = join_line(out.stdout)
-    assert key_from_token(token) == key
-    assert key.secret.decode() not in out.stdout.replace(token, "")  # only inside the token
+    assert "first admin" in out.stdout and "pythagoras-node invite" in out.stdout
+    for path in (NodeKeys.path(home), SwarmSigningKey.path(home)):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    members = Members.load(home)
+    me = members.by_key_id(NodeKeys.load(home).key_id)
+    assert members.swarm_name == "team" and me.owner == "ann" and me.hostname == "alpha"
+    assert me.roles == ("admin", "node") and members.is_admitted(me.key_id)
+    secret = NodeKeys.load(home).curve_secret.decode()
+    assert secret not in out.stdout
 
 
 def test_init_twice_needs_force(tmp_path):
+    from pythagoras_p2p.trust import Members
+
     home = tmp_path / "home"
     assert cli(home, "init").returncode == 0
-    before = (home / "swarm.key").read_bytes()
+    before = Members.load(home).swarm_public
     again = cli(home, "init")
-    assert again.returncode != 0
-    assert "--force" in again.stderr and "swarm.key" in again.stderr
+    assert again.returncode != 0 and "--force" in again.stderr
     no_traceback(again)
-    assert (home / "swarm.key").read_bytes() == before
-    forced = cli(home, "init", "--force")
-    assert forced.returncode == 0, forced.stderr
-    assert (home / "swarm.key").read_bytes() != before
-    assert stat.S_IMODE((home / "swarm.key").stat().st_mode) == 0o600
+    assert Members.load(home).swarm_public == before
+    assert cli(home, "init", "--force").returncode == 0
+    assert Members.load(home).swarm_public != before
 
 
-def test_join_writes_the_same_key(tmp_path):
-    first, second = tmp_path / "first", tmp_path / "second"
-    token = join_line(cli(first, "init").stdout)
-    out = cli(second, "join", token)
-    assert out.returncode == 0, out.stderr
-    assert load_key(second) == load_key(first)
-    assert stat.S_IMODE((second / "swarm.key").stat().st_mode) == 0o600
-    again = cli(second, "join", token)  # the swarm this home belongs to already
-    assert again.returncode == 0 and "already a member" in again.stdout, again.stderr
-    other = join_line(cli(tmp_path / "other", "init").stdout)
-    refused = cli(second, "join", other)  # another swarm: not without --force
-    assert refused.returncode != 0 and "--force" in refused.stderr
-    no_traceback(refused)
-    assert load_key(second) == load_key(first)
-
-
-def test_token_prints_the_join_line_again(tmp_path):
+def test_init_moves_a_one_key_home_and_start_refuses_the_old_key_with_the_way(tmp_path):
     home = tmp_path / "home"
-    first = join_line(cli(home, "init").stdout)
+    home.mkdir()
+    (home / "swarm.key").write_text('{"version": 1, "name": "x", "public": "p", "secret": "s"}')
+    out = cli(home, "start", "--bind", "127.0.0.1", "--port", str(free_port()), "--no-mdns",
+              timeout=30)
+    assert out.returncode != 0 and "init --force" in out.stderr and "invite" in out.stderr
+    no_traceback(out)
+    moved = cli(home, "init", "--force")
+    assert moved.returncode == 0 and (home / "swarm.key.old").exists()
+
+
+def test_the_old_shared_token_command_points_to_invite(tmp_path):
+    home = tmp_path / "home"
+    assert cli(home, "init").returncode == 0
     out = cli(home, "token")
-    assert out.returncode == 0 and join_line(out.stdout) == first
-    assert key_from_token(join_line(out.stdout)) == load_key(home)
-    none = cli(tmp_path / "empty", "token")
+    assert out.returncode != 0 and "pythagoras-node invite" in out.stderr
+    no_traceback(out)
+
+
+def test_invite_needs_an_admin_and_its_running_node(tmp_path):
+    home = tmp_path / "home"
+    none = cli(home, "invite")
     assert none.returncode != 0 and "pythagoras-node init" in none.stderr
-    no_traceback(none)
+    assert cli(home, "init").returncode == 0
+    idle = cli(home, "invite")
+    assert idle.returncode != 0 and "pythagoras-node start" in idle.stderr
+    bad = cli(home, "invite", "--expires", "soon")
+    assert bad.returncode != 0 and "duration" in bad.stderr
+    for out in (none, idle, bad):
+        no_traceback(out)
 
 
-@pytest.mark.parametrize("token", ["garbage", "pyth1-!!!not-base64!!!", "pyth1-aGVsbG8"])
+@pytest.fixture
+def admin_node(tmp_path):
+    """An initialized home whose node serves on loopback."""
+    home = tmp_path / "admin"
+    assert cli(home, "init", "--name", "team", "--hostname", "admin-host").returncode == 0
+    port = free_port()
+    proc = spawn_node(home, port, workers=1, log_path=tmp_path / "admin.log")
+    wait_for(lambda: (home / "node.json").exists(), timeout=60, message="the admin node to serve")
+    yield home
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_invite_join_makes_a_member_and_the_token_works_once(tmp_path, admin_node):
+    from pythagoras_p2p.trust import Members, NodeKeys
+
+    out = cli(admin_node, "invite", "--expires", "10m")
+    assert out.returncode == 0, out.stderr
+    token = join_line(out.stdout)
+    assert NodeKeys.load(admin_node).curve_secret.decode() not in token
+    joined = cli(tmp_path / "b", "join", token, "--hostname", "bee", "--owner", "bo")
+    assert joined.returncode == 0, joined.stderr
+    assert "joined swarm 'team'" in joined.stdout and "bee" in joined.stdout
+    keys = NodeKeys.load(tmp_path / "b")
+    assert stat.S_IMODE(NodeKeys.path(tmp_path / "b").stat().st_mode) == 0o600
+    members = Members.load(tmp_path / "b")
+    assert members.is_admitted(keys.key_id) and members.by_key_id(keys.key_id).owner == "bo"
+    assert not members.by_key_id(keys.key_id).is_admin
+    wait_for(lambda: Members.load(admin_node).is_admitted(keys.key_id), timeout=10,
+             message="the admin's home to keep the new list")
+    used = cli(tmp_path / "c", "join", token, "--timeout", "20")
+    assert used.returncode != 0 and "already used" in used.stderr
+    assert "pythagoras-node invite" in used.stderr
+    no_traceback(used)
+    listed = json.loads(cli(admin_node, "members", "--json").stdout)
+    assert {m["hostname"] for m in listed["members"]} == {"admin-host", "bee"}
+
+
+def test_join_refuses_forged_and_expired_tokens_naming_invite(tmp_path, admin_node):
+    import base64
+
+    token = join_line(cli(admin_node, "invite").stdout)
+    body, _, signature = token.partition(".")
+    data = json.loads(base64.urlsafe_b64decode(body[6:] + "=" * (-len(body[6:]) % 4)))
+    data["admin"] = True  # promote oneself: the admin's signature no longer matches
+    forged = "pyth3-" + base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    out = cli(tmp_path / "f", "join", forged + "." + signature)
+    assert out.returncode != 0 and "forged" in out.stderr and "pythagoras-node invite" in out.stderr
+    short = join_line(cli(admin_node, "invite", "--expires", "1").stdout)
+    body = short.partition(".")[0][6:]
+    expires = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["expires"]
+    wait_for(lambda: time.time() > expires, timeout=10, message="the invitation to expire")
+    expired = cli(tmp_path / "e", "join", short)
+    assert expired.returncode != 0 and "expired" in expired.stderr
+    assert "pythagoras-node invite" in expired.stderr
+    for result in (out, expired):
+        no_traceback(result)
+
+
+@pytest.mark.parametrize("token", ["garbage", "pyth3-!!!not-base64!!!", "pyth3-aGVsbG8.c2ln"])
 def test_join_with_a_bad_token_fails_clearly(tmp_path, token):
     home = tmp_path / "home"
     out = cli(home, "join", token)
     assert out.returncode != 0
     assert "token" in out.stderr.lower() and out.stderr.startswith("Error:"), out.stderr
+    assert "pythagoras-node invite" in out.stderr
     no_traceback(out)
-    assert not (home / "swarm.key").exists()
+    assert not (home / "trust" / "members.json").exists()
 
 
 # --------------------------------------------------------------------------- start failures

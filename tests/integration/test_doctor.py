@@ -70,8 +70,8 @@ def test_a_healthy_node_then_one_thing_broken_at_a_time(start_node, tmp_path):
     assert code == 0 and warned["check"] == "peer", report
     assert "doctorpkg 1.0 here, 2.0 there" in warned["message"] and "pip install" in warned["fix"]
 
-    # 2. the key readable by everyone
-    key = node.home / "swarm.key"
+    # 2. the machine's keys readable by everyone
+    key = node.home / "trust" / "node.key"
     os.chmod(key, 0o644)
     code, report = doctor(node.home, env=same)
     [warned] = _by_level(report, "warn", "fail")
@@ -115,7 +115,7 @@ def test_a_node_of_another_swarm_is_told_apart(start_node, tmp_path):
     code, report = doctor(home, "--peer", other.connection, "--port", str(free_port()))
     [failed] = _by_level(report, "fail")
     assert code == 1 and failed["check"] == "peer", report
-    assert "another swarm key" in failed["message"] and "join --force" in failed["fix"]
+    assert "another swarm" in failed["message"] and "join --force" in failed["fix"]
 
 
 def test_a_port_taken_by_another_program(tmp_path):
@@ -135,8 +135,8 @@ def test_a_port_taken_by_another_program(tmp_path):
 def test_a_damaged_key(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    (home / "swarm.key").write_text("{ damaged")
-    os.chmod(home / "swarm.key", 0o600)
+    (home / "trust").mkdir()
+    (home / "trust" / "members.json").write_text("{ damaged")
     code, report = doctor(home, "--port", str(free_port()))
     failed = _by_level(report, "fail")
     assert code == 1 and [f["check"] for f in failed] == ["key"], report

@@ -602,7 +602,7 @@ def test_local_connections_give_the_embedded_default(home, connection):
         cloud.close()
 
 
-def test_a_damaged_swarm_key_is_named_when_pcloud_falls_back(home, caplog):
+def test_damaged_member_keys_are_named_when_pcloud_falls_back(home, caplog):
     import json
     import logging
 
@@ -610,9 +610,10 @@ def test_a_damaged_swarm_key_is_named_when_pcloud_falls_back(home, caplog):
     from pythagoras_p2p.net.security import create_key
 
     key = create_key(home)
-    data = json.loads((home / "swarm.key").read_text())
-    data["secret"] = data["secret"][:-1] + ("A" if data["secret"][-1] != "A" else "B")
-    (home / "swarm.key").write_text(json.dumps(data))
+    path = home / "trust" / "node.key"
+    data = json.loads(path.read_text())
+    data["curve_secret"] = data["curve_secret"][:-1] + ("A" if data["curve_secret"][-1] != "A" else "B")
+    path.write_text(json.dumps(data))
     choice._warned.discard(str(home))
     with caplog.at_level(logging.WARNING):
         cloud = PCloud(connection={"discovery": "static"})
@@ -620,8 +621,8 @@ def test_a_damaged_swarm_key_is_named_when_pcloud_falls_back(home, caplog):
     cloud.close()
     assert isinstance(cloud, LocalCloud) and key.name
     (message,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert str(home / "swarm.key") in message and "not a valid swarm key" in message
-    assert "init --force" in message and "embedded default" in message
+    assert str(path) in message and "not a valid key file" in message
+    assert "pythagoras-node join TOKEN" in message and "embedded default" in message
 
 
 def test_a_member_home_with_no_node_says_so_once_at_warning(home, caplog):

@@ -17,7 +17,7 @@ from node_harness import cli, free_port, make_key
 
 from pythagoras_p2p import ConfigurationError, PCloud, ResourcesError, SwarmCloud
 from pythagoras_p2p.clouds.connection import parse_connection
-from pythagoras_p2p.net.security import load_key
+from pythagoras_p2p.net.security import create_key
 
 
 @pytest.mark.parametrize("connection", ["tcp://1.2.3.4:7575", "http://node1", "a b",
@@ -75,33 +75,39 @@ def test_a_peer_that_never_answers_is_said_so(home):
     assert "no answer" in out and "refused" not in out, out
 
 
-def _init_line(home) -> str:
-    out = cli(home, "init")
-    assert out.returncode == 0, out.stderr
-    return next(line.strip() for line in out.stdout.splitlines() if "pythagoras-node join " in line)
+def _invite_line(home) -> str:
+    """The line ``invite`` prints, made in this process (no admin node needed to read it)."""
+    from pythagoras_p2p.trust import Trust
+    from pythagoras_p2p.trust.invites import Invitations, make_token
+
+    create_key(home, name="team")
+    trust = Trust.load(home)
+    invitation, secret = Invitations(home).create(expires_in=600, admin=False, by=trust.keys.key_id)
+    token = make_token(invitation=invitation, secret=secret, swarm_name="team",
+                       swarm_public=trust.members.swarm_public,
+                       admin_curve_public=trust.keys.curve_public,
+                       admin_signing_public=trust.keys.signing_public,
+                       addresses=["127.0.0.1:9"], sign=trust.keys.sign)
+    return f"pythagoras-node join {token}"
 
 
 @pytest.mark.parametrize("as_words", [False, True])
-def test_join_takes_the_whole_line_init_printed(tmp_path, as_words):
-    first, second = tmp_path / "first", tmp_path / "second"
-    line = _init_line(first)  # "pythagoras-node join pyth2-..."
-    out = cli(second, "join", *(line.split() if as_words else [line]))
-    assert out.returncode == 0, out.stderr
-    assert load_key(second) == load_key(first)
+def test_join_takes_the_whole_line_invite_printed(tmp_path, as_words):
+    from pythagoras_p2p.trust.invites import read_token
+
+    line = _invite_line(tmp_path / "first")
+    given = " ".join(line.split()) if as_words else line
+    assert read_token(given) == read_token(line.split()[-1])
+    assert read_token(given)["swarm"] == "team"
 
 
-def test_a_damaged_key_says_join_force_and_that_works(tmp_path):
-    first, second = tmp_path / "first", tmp_path / "second"
-    line = _init_line(first)
-    assert cli(second, "join", line).returncode == 0
-    (second / "swarm.key").write_text("{ damaged")
-    status = cli(second, "token")
-    assert status.returncode != 0 and "join --force TOKEN" in status.stderr, status.stderr
-    assert "Traceback" not in status.stderr
-    assert cli(second, "join", line).returncode != 0  # refused without --force, as it says
-    fixed = cli(second, "join", "--force", line.split()[-1])
-    assert fixed.returncode == 0, fixed.stderr
-    assert load_key(second) == load_key(first)
+def test_a_damaged_member_list_says_join_force(tmp_path):
+    home = tmp_path / "second"
+    create_key(home)
+    (home / "trust" / "members.json").write_text("{ damaged")
+    out = cli(home, "members")
+    assert out.returncode != 0 and "join --force TOKEN" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_a_call_no_node_could_run_prints_memory_alike_and_names_this_machine(start_node,

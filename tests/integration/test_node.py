@@ -56,7 +56,10 @@ def test_status_json_lists_this_node_and_counts_calls(node, make_client):
     out = cli(node.home, "status", "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert set(data) == {"node", "peers"}
+    assert set(data) == {"node", "peers", "members"}
+    [member] = [m for m in data["members"] if m["self"]]
+    assert member["node_id"] == data["node"]["id"] and member["roles"] == ["admin", "node"]
+    assert data["node"]["hostname"] == member["hostname"] == node.home.name
     me = [p for p in data["peers"] if p.get("self") is True]
     assert len(me) == 1, data["peers"]
     me = me[0]

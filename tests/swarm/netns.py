@@ -183,6 +183,39 @@ class Lan:
         self.hosts: list[Host] = []
         self.processes: list[subprocess.Popen] = []
 
+    def admit(self, home: Path, *, hostname: str | None = None, node: bool = False):
+        """Make ``home`` (a client's, or a host added later) a member, certified by the first
+        host; every host's home gets the new list; returns its key id once every running node
+        admits it."""
+        from pythagoras_p2p.trust import NodeKeys
+        from pythagoras_p2p.trust.enroll import admit
+
+        home = Path(home)
+        home.mkdir(parents=True, exist_ok=True)
+        admit(self.hosts[0].home, home, hostname=hostname or home.name, node=node,
+              share_with=tuple(h.home for h in self.hosts))
+        key_id = NodeKeys.load(home).key_id
+        self.wait_for_members(key_id)
+        return key_id
+
+    def wait_for_members(self, key_id: str, admitted: bool = True, timeout: float = 20.0,
+                         hosts: list | None = None) -> None:
+        """Until the running nodes (of ``hosts``, default all) admit ``key_id`` in their member
+        lists (or, ``admitted=False``, refuse it)."""
+        from helpers import wait_for
+
+        def agree() -> bool:
+            for host in hosts or self.hosts:
+                if host.node_info() is None:
+                    continue
+                rows = {m["key_id"]: m for m in host.status().get("members", [])}
+                row = rows.get(key_id)
+                if (row is not None and not row["removed"]) != admitted:
+                    return False
+            return True
+
+        wait_for(agree, timeout, interval=0.2, message=f"every node to know {key_id}")
+
     def __enter__(self) -> Lan:
         sweep_stale()
         try:
@@ -247,13 +280,14 @@ _UNAVAILABLE: list = []  # the reason namespaces cannot be made here, once known
 
 def start_lan(root: Path, count: int, *, workers: int = 2, start: bool = True,
               node_env: dict[int, dict] | None = None) -> Lan:
-    """A Lan of ``count`` hosts sharing one swarm key, each host's node started (``node_env``:
+    """A Lan of ``count`` hosts, members (and admins) of one swarm, each host's node started (``node_env``:
     extra environment for the node of some hosts, by index); skips the test where namespaces
     cannot be made. The caller closes it."""
     import pytest
     from helpers import wait_for
 
     from pythagoras_p2p.net.security import create_key
+    from pythagoras_p2p.trust.enroll import admit_all
 
     if not _UNAVAILABLE:
         _UNAVAILABLE.append(namespaces_available())
@@ -261,9 +295,9 @@ def start_lan(root: Path, count: int, *, workers: int = 2, start: bool = True,
         pytest.skip(f"swarm tests need network namespaces: {_UNAVAILABLE[0]}")
     lan = Lan(count, root).__enter__()
     try:
-        create_key(lan.hosts[0].home, name="swarm-test")
-        for host in lan.hosts[1:]:
-            shutil.copy(lan.hosts[0].home / "swarm.key", host.home / "swarm.key")
+        create_key(lan.hosts[0].home, name="swarm-test", hostname=lan.hosts[0].hostname)
+        admit_all(lan.hosts[0].home, [h.home for h in lan.hosts[1:]], admin=True,
+                  hostnames=[h.hostname for h in lan.hosts[1:]])
         if start:
             for host in lan.hosts:
                 host.start_node(workers=workers, env=(node_env or {}).get(host.index))

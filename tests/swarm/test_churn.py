@@ -100,10 +100,8 @@ def _ask_again(host, marks, first: int, *, cloud: str = "cloud = PCloud()",
 
 def test_a_client_with_no_node_naming_one_peer_finds_the_results(lan, computed):
     h3, h2 = lan.hosts[3], lan.hosts[2]
-    home = lan.root / "laptop"  # a machine with no node: a home that holds only the key
-    home.mkdir()
-    (home / "swarm.key").write_bytes((h3.home / "swarm.key").read_bytes())
-    (home / "swarm.key").chmod(0o600)
+    home = lan.root / "laptop"  # a machine with no node: a home with its own member keys
+    lan.admit(home)
     _ask_again(h3, computed, 0, cloud=f"cloud = PCloud(connection={h2.ip + ':7575'!r})",
                env={"PYTHAGORAS_HOME": str(home)})
 
@@ -139,9 +137,7 @@ def test_a_frozen_member_does_not_leave_a_result_with_one_copy(lan, computed):
     answered with one copy (README: "Results outlive the machine that computed them")."""
     h2, h3, h4 = lan.hosts[2], lan.hosts[3], lan.hosts[4]
     home = lan.root / "laptop2"  # no node here: the node that runs a call makes the second copy
-    home.mkdir()
-    (home / "swarm.key").write_bytes((h3.home / "swarm.key").read_bytes())
-    (home / "swarm.key").chmod(0o600)
+    lan.admit(home)
     go = lan.root / "go-frozen"
     client = Client(h3, textwrap.dedent(f"""
         cloud._lookup_elsewhere([bytes(32)])  # returns once the swarm is known

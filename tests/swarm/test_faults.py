@@ -11,7 +11,6 @@ before the fault and again on another host after it.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import time
 
@@ -343,8 +342,7 @@ def test_a_vanished_node_that_mdns_still_advertises_gets_no_work(lan, tmp_path):
     # A client on a machine whose home has no node running finds the swarm on mDNS alone; it
     # starts before the kill, so its browser keeps listing the dead node (as zeroconf does).
     roaming = tmp_path / "roaming"
-    roaming.mkdir()
-    shutil.copy(lan.hosts[0].home / "swarm.key", roaming / "swarm.key")
+    lan.admit(roaming)
     marks = tmp_path / "marks"
     marks.mkdir()
     go = tmp_path / "go"

@@ -8,7 +8,6 @@ distribution ``fakepkg 1.0``. Each test uses calls of its own, so none is a cach
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import time
 
@@ -157,9 +156,8 @@ def test_what_a_call_prints_reaches_the_caller_marked_with_its_host(lan):
 
 
 def test_a_machine_without_a_node_finds_the_swarm_on_mdns_at_once(lan, tmp_path):
-    roaming = tmp_path / "roaming"  # a home with the swarm key and no node running for it
-    roaming.mkdir()
-    shutil.copy(lan.hosts[0].home / "swarm.key", roaming / "swarm.key")
+    roaming = tmp_path / "roaming"  # a member's home with no node running for it
+    lan.admit(roaming)
     out = Client(lan.hosts[1], """
         t = time.monotonic()
         results = where.sync_parallel(kw_args(x=i, pause=0.3) for i in range(200, 212))

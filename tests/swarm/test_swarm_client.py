@@ -63,13 +63,11 @@ def test_a_result_computed_on_one_host_is_fetched_on_another(lan_factory):
 
 
 def test_pcloud_on_a_machine_without_a_node_finds_the_swarm_on_mdns(lan_factory):
-    import shutil
 
     lan = lan_factory(2)
     _whole_swarm_known(lan)
-    visitor = lan.root / "visitor"  # a home with the key and no node of its own
-    visitor.mkdir()
-    shutil.copy(lan.hosts[0].home / "swarm.key", visitor / "swarm.key")
+    visitor = lan.root / "visitor"  # a member's home with no node of its own
+    lan.admit(visitor)
     done = lan.hosts[0].run_python(PRELUDE + textwrap.dedent("""
         print(json.dumps([type(cloud).__name__, where.sync_remote(x=3)]))
     """), env={"PYTHAGORAS_HOME": str(visitor)})

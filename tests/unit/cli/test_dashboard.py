@@ -17,7 +17,7 @@ def _entry(node_id: str, address: str, **extra) -> dict:
 
 def _shown(status: dict, width: int = 80) -> list[str]:
     console = Console(width=width, record=True, color_system=None)
-    console.print(render(status))
+    console.print(render(status, width))
     return console.export_text().splitlines()
 
 
@@ -32,6 +32,19 @@ def test_the_swarm_fits_80_columns_with_every_figure_whole():
                                    "-"]
     assert rows[1].split()[:2] == ["a0b1c2d3e4f5", "10.0.0.7:7575"]
     assert rows[1].split()[4] == "987" and rows[1].split()[-3] == "-"
+
+
+def test_host_and_owner_are_columns_when_wide_and_lines_when_narrow():
+    me = _entry("c15d0853d70c", "192.168.1.23:7575", self=True, hostname="ws-7",
+                owner_name="ann")
+    peer = _entry("a0b1c2d3e4f5", "10.0.0.7:7575", hostname="lap", owner_name="bo")
+    wide = [line for line in _shown({"node": me, "peers": [peer, me]}, width=120)]
+    assert wide[1].split()[:4] == ["node", "host", "owner", "address"]
+    assert next(line for line in wide if "10.0.0.7" in line).split()[:3] == ["a0b1c2d3e4f5", "lap", "bo"]
+    narrow = _shown({"node": me, "peers": [peer, me]}, width=80)
+    assert all(len(line) <= 80 for line in narrow)
+    text = " ".join(line.strip() for line in narrow)
+    assert "c15d0853d70c: ws-7, owner ann" in text and "a0b1c2d3e4f5: lap, owner bo" in text
 
 
 def test_held_shows_gpus_custom_resources_and_memory_in_use():

@@ -133,3 +133,14 @@ def test_a_home_takes_only_newer_lists_of_its_swarm(swarm, tmp_path):
     later = grown.without([], admin.key_id, admin.sign)
     later.save(home)  # written by another process of the home (a CLI command)
     assert trust.reload() and trust.members.version == later.version
+
+
+def test_a_node_joining_again_with_new_keys_replaces_its_old_ones(swarm, tmp_path):
+    root, admin, members = swarm
+    old, new = NodeKeys.generate(), NodeKeys.generate()
+    first = members.with_member(certify(old, root.public, admin.key_id, admin.sign, node_id="n9"),
+                                admin.key_id, admin.sign)
+    again = first.with_member(certify(new, root.public, admin.key_id, admin.sign, node_id="n9"),
+                              admin.key_id, admin.sign)
+    assert again.is_admitted(new.key_id) and not again.is_admitted(old.key_id)
+    assert again.by_node_id("n9").key_id == new.key_id
