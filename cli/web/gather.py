@@ -117,9 +117,12 @@ def snapshot(status: dict, samples: list, fields: list[str], details: dict) -> d
     """The page's data: nodes, runs, cache, replication, failures and the plots' samples."""
     me = status["node"]
     names = {node: answer.get("callers_named") or {} for node, (_, answer) in details.items()}
-    nodes = [_node(row, names.get(row["id"], {})) for row in sorted(
+    owners = {m["node_id"]: m.get("owner") or "" for m in status.get("members") or ()
+              if isinstance(m, dict) and m.get("node_id") and not m.get("removed")}
+    nodes = [_node(row, names.get(row["id"], {}), owners.get(row["id"], "")) for row in sorted(
         status["peers"], key=lambda r: (not r.get("self"), str(r.get("hostname")), r["id"]))]
-    nodes += [_departed(row) for row in status.get("departed") or ()]
+    nodes += [{**_departed(row), "owner": owners.get(row["id"], "")}
+              for row in status.get("departed") or ()]
     runs: dict[tuple, dict] = {}
     for _, answer in details.values():
         for run in answer.get("runs") or ():
@@ -137,7 +140,7 @@ def snapshot(status: dict, samples: list, fields: list[str], details: dict) -> d
     }
 
 
-def _node(row: dict, names: dict) -> dict:
+def _node(row: dict, names: dict, owner: str) -> dict:
     replication = row.get("replication") or {}
     state, why = "serving", ""
     if row.get("stopping"):
@@ -146,10 +149,9 @@ def _node(row: dict, names: dict) -> dict:
         state, why = "paused", str(row["paused"])
     elif row.get("last_seen_s", 0) > _SILENT:
         state, why = "silent", f"no heartbeat for {row['last_seen_s']:.0f} s"
-    owner = row.get("owner")
     return {
         "id": row["id"], "hostname": row.get("hostname") or row["address"],
-        "owner": owner if isinstance(owner, str) else row.get("owner_name") or "",
+        "owner": owner,
         "address": row["address"], "self": bool(row.get("self")), "state": state, "why": why,
         "since": row.get("paused_since") if state == "paused" else None,
         "busy": row.get("workers_busy", 0), "workers": row.get("workers_total", 0),

@@ -90,3 +90,14 @@ def test_without_its_extra_the_command_says_how_to_install_it(monkeypatch, tmp_p
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "dashboard"])
     assert result.exit_code == 1
     assert 'pip install "pythagoras_p2p[dashboard]"' in result.output
+
+
+def test_each_node_shows_its_owner_from_the_signed_member_list():
+    departed = [{"id": "c", "address": "x:1", "hostname": "host-c", "state": "lost"}]
+    members = [{"node_id": "a", "owner": "ann", "removed": False},
+               {"node_id": "c", "owner": "cy", "removed": False},
+               {"node_id": "b", "owner": "bo", "removed": True},  # removed: not shown as b's
+               {"node_id": "", "owner": "dee", "removed": False}]  # a client without a node
+    status = _status([_row("a", self=True), _row("b")], members=members, departed=departed)
+    owners = {n["id"]: n["owner"] for n in snapshot(status, [], [], {})["nodes"]}
+    assert owners == {"a": "ann", "b": "", "c": "cy"}
