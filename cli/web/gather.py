@@ -30,15 +30,16 @@ _FAILURES = 20
 class _Asker:
     """Requests to one node over one DEALER, answered within :data:`_ANSWER_WITHIN`."""
 
-    def __init__(self, context: Any, key: Any, endpoint: str):
+    def __init__(self, context: Any, key: Any, endpoint: str, server_key: bytes | None = None):
         self.context, self.key, self.endpoint = context, key, endpoint
+        self.server_key = server_key  # the node's CURVE key (None: this machine's own node)
         self.sock: Any = None
         self.next_id = 1
 
     def ask(self, op: str, **fields: Any) -> dict | None:
         """The reply's fields, or None (no answer in time, or an error)."""
         if self.sock is None:
-            self.sock = client_socket(self.context, self.key)
+            self.sock = client_socket(self.context, self.key, self.server_key)
             self.sock.connect(self.endpoint)
         self.next_id += 1
         self.sock.send_multipart(wire.build(op, self.next_id, [], **fields))
@@ -100,7 +101,12 @@ class Gatherer:
                 continue
             asker = self.members.get(address)
             if asker is None:
-                asker = self.members[address] = _Asker(self.context, self.key, f"tcp://{address}")
+                host, _, port = address.rpartition(":")
+                server_key = self.key.server_key(host.strip("[]"), int(port), node_id=node)
+                if server_key is None:  # not on this machine's member list (yet)
+                    continue
+                asker = _Asker(self.context, self.key, f"tcp://{address}", server_key)
+                self.members[address] = asker
             answer = asker.ask("status", detail=True, series_after=time.time())
             if answer is not None:
                 self.details[node] = (now, answer)
