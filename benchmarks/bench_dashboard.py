@@ -69,16 +69,13 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
-        home, client = Path(tmp) / "node", Path(tmp) / "client"
+        home = Path(tmp) / "node"
         home.mkdir()
-        client.mkdir()
         create_key(home, name="bench")
-        (client / "swarm.key").write_bytes((home / "swarm.key").read_bytes())
-        (client / "swarm.key").chmod(0o600)
         port = free_port()
         node, _ = start_node(home, port)
         try:
-            fill(port, client)
+            fill(port, home)  # a client of this machine's home
             time.sleep(2)
             idle = windows([node.pid], seconds, count)
 
