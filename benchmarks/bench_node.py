@@ -36,6 +36,7 @@ from report import median_seconds  # benchmarks/ is on sys.path when run as a sc
 
 from pythagoras_p2p import PCloud
 from pythagoras_p2p.net.security import create_key
+from pythagoras_p2p.trust.enroll import admit
 
 
 def free_port() -> int:
@@ -241,7 +242,7 @@ def main() -> None:
         home, client_home = root / "node", root / "client"
         create_key(home, name="bench")
         client_home.mkdir()
-        shutil.copy(home / "swarm.key", client_home / "swarm.key")
+        admit(home, client_home, node=False)
         starts = []
         for _ in range(3 if args.quick else 5):
             port = free_port()

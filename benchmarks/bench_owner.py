@@ -30,6 +30,7 @@ from bench_node import cpu_fraction, free_port, stop  # benchmarks/ is on sys.pa
 
 from pythagoras_p2p import PCloud
 from pythagoras_p2p.net.security import create_key
+from pythagoras_p2p.trust.enroll import admit
 
 
 def start(home: Path, port: int, *flags: str, env: dict | None = None) -> subprocess.Popen:
@@ -72,7 +73,7 @@ def time_to_yield(root: Path, home: Path) -> tuple[float, float]:
     pids.write_text("")
     marks.mkdir()
     client_home.mkdir()
-    shutil.copy(home / "swarm.key", client_home / "swarm.key")
+    admit(home, client_home, node=False)
     port = free_port()
     proc = start(home, port, "--yield-to-owner", "--keep-free", "0",
                  env={"PYTHAGORAS_TEST_OWNER_PIDS": str(pids)})

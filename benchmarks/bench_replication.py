@@ -37,6 +37,8 @@ from statistics import median
 
 from report import Row, print_table, wait_until  # benchmarks/ is on sys.path when run as a script
 
+from pythagoras_p2p.trust.enroll import admit, admit_all
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -117,7 +119,7 @@ def part_roundtrip(params: dict) -> dict:
     if not params["own_node"]:  # a client whose machine runs no node: the node copies
         home = Path(os.environ["PYTHAGORAS_HOME"]) / "client-without-node"
         home.mkdir(exist_ok=True)
-        shutil.copy(Path(os.environ["PYTHAGORAS_HOME"]) / "swarm.key", home / "swarm.key")
+        admit(Path(os.environ["PYTHAGORAS_HOME"]), home, node=False)
     cloud = PCloud(connection=f"{params['target']}:7575", home=home)
 
     @cloud.add_pure_function
@@ -198,8 +200,7 @@ def lan_of(root: Path, count: int, replicas: int):
     lan = Lan(count, root).__enter__()
     try:
         create_key(lan.hosts[0].home, name="bench-replication")
-        for host in lan.hosts[1:]:
-            shutil.copy(lan.hosts[0].home / "swarm.key", host.home / "swarm.key")
+        admit_all(lan.hosts[0].home, [h.home for h in lan.hosts[1:]], admin=True)
         for host in lan.hosts:
             host.start_node(workers=1, extra=["--replicas", str(replicas)])
         wait_until(lambda: all(h.node_info() for h in lan.hosts), 120, "every node to serve")

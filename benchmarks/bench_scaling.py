@@ -72,6 +72,8 @@ from statistics import median
 
 from report import print_node_logs  # benchmarks/ is on sys.path when run as a script
 
+from pythagoras_p2p.trust.enroll import admit_all
+
 REPO = Path(__file__).resolve().parent.parent
 PORT = 7575
 SIZES = (3, 8, 16, 32, 64)
@@ -126,7 +128,7 @@ def part_poll(p: dict) -> dict:
     for i in range(len(homes)):
         sock = context.socket(zmq.DEALER)
         sock.linger = 0
-        curve_client(sock, key)
+        curve_client(sock, key, load_key(homes[i]).public)  # each node serves with its own key
         sock.connect(infos[i]["endpoint"])
         socks.append(sock)
     poller = zmq.Poller()
@@ -545,8 +547,7 @@ def run_size(n: int, root: Path, args) -> dict:
         t = time.monotonic()
         first, last = lan.hosts[0], lan.hosts[-1]
         create_key(first.home, name=f"bench-scaling-{n}")
-        for host in lan.hosts[1:]:
-            shutil.copy(first.home / "swarm.key", host.home / "swarm.key")
+        admit_all(first.home, [h.home for h in lan.hosts[1:]], admin=True)
         result["lan_built_s"] = time.monotonic() - t
         mdns = MdnsCounter(lan)
         try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 from statistics import median
 
 from report import Row, print_table, wait_until  # benchmarks/ is on sys.path when run as a script
+
+from pythagoras_p2p.trust.enroll import admit_all
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = [(C, gamma) for C in (1, 5, 10) for gamma in (0.0005, 0.001, 0.002)]
@@ -109,8 +110,7 @@ def swarm_rows(repeats: int, base: int, root: Path) -> dict | None:
         return None
     with Lan(3, root) as lan:
         create_key(lan.hosts[0].home, name="bench-seed")
-        for host in lan.hosts[1:]:
-            shutil.copy(lan.hosts[0].home / "swarm.key", host.home / "swarm.key")
+        admit_all(lan.hosts[0].home, [h.home for h in lan.hosts[1:]], admin=True)
         for host in lan.hosts:
             host.start_node(workers=2)
         wait_until(lambda: all(h.node_info() for h in lan.hosts), 60, "every node to serve")

@@ -36,6 +36,8 @@ from statistics import median
 
 from report import Row, print_table, wait_until  # benchmarks/ is on sys.path when run as a script
 
+from pythagoras_p2p.trust.enroll import admit, admit_all
+
 
 def trivial(*, x: int) -> int:
     return x
@@ -76,7 +78,7 @@ def ours_node(n: int, repeats: int) -> float:
     home, client = root / "node", root / "client"
     create_key(home, name="bench-small")
     client.mkdir()
-    shutil.copy(home / "swarm.key", client / "swarm.key")
+    admit(home, client, node=False)
     port = 17000 + os.getpid() % 1000
     env = {**os.environ, "PYTHAGORAS_HOME": str(home)}
     node = subprocess.Popen([sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind",
@@ -201,8 +203,7 @@ def ours_swarm(n: int, repeats: int) -> float | None:
         return None
     with tempfile.TemporaryDirectory() as tmp, Lan(3, Path(tmp) / "lan") as lan:
         create_key(lan.hosts[0].home, name="bench-small")
-        for host in lan.hosts[1:]:
-            shutil.copy(lan.hosts[0].home / "swarm.key", host.home / "swarm.key")
+        admit_all(lan.hosts[0].home, [h.home for h in lan.hosts[1:]], admin=True)
         for host in lan.hosts:
             host.start_node(workers=2)
         wait_until(lambda: all(h.node_info() for h in lan.hosts), 60, "every node to serve")

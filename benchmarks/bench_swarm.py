@@ -2,7 +2,7 @@
 
 One run makes a LAN of three Linux network namespaces on a private bridge (the harness of
 ``tests/swarm/netns.py``), one real ``pythagoras-node start --workers 2`` in each, all holding
-one swarm key; every client and every anchor runs inside a namespace host, as a child process of
+one swarm; every client and every anchor runs inside a namespace host, as a child process of
 this script (``--part NAME``), so only the namespaces' own addresses are used (nodes announce
 mDNS on their namespace address only). Measured side by side, in the same run:
 
@@ -62,6 +62,8 @@ from report import (  # benchmarks/ is on sys.path when run as a script
     print_table,
     wait_until,
 )
+
+from pythagoras_p2p.trust.enroll import admit_all
 
 REPO = Path(__file__).resolve().parent.parent
 PORT = 7575
@@ -510,8 +512,7 @@ def start_swarm(lan) -> None:
 
     first = lan.hosts[0]
     create_key(first.home, name="bench-swarm")
-    for host in lan.hosts[1:]:
-        shutil.copy(first.home / "swarm.key", host.home / "swarm.key")
+    admit_all(first.home, [h.home for h in lan.hosts[1:]], admin=True)
     for host in lan.hosts:
         host.start_node(workers=2)
     wait_until(lambda: all(h.node_info() for h in lan.hosts), 60, "every node to serve")

@@ -132,11 +132,13 @@ def invite(ctx: click.Context, expires: str, as_admin: bool) -> None:
 @click.option("--owner", help="Who this machine belongs to (default: your login name).")
 @click.option("--hostname", help="This machine's name in the swarm (default: its host name).")
 @click.option("--force", is_flag=True, help="Leave the swarm this home belongs to for this one.")
+@click.option("--client", "as_client", is_flag=True,
+              help="This machine runs no node: certify it as a client only.")
 @click.option("--timeout", type=click.FloatRange(min=0.5), default=15.0, show_default=True,
               help="Seconds to wait for the admin's node.")
 @click.pass_context
 def join(ctx: click.Context, token: tuple[str, ...], owner: str | None, hostname: str | None,
-         force: bool, timeout: float) -> None:
+         force: bool, as_client: bool, timeout: float) -> None:
     """Become a member of a swarm with the line `pythagoras-node invite` printed on an admin."""
     from pythagoras_p2p.net.nodefile import node_identity
     from pythagoras_p2p.trust import Members, NodeKeys
@@ -159,8 +161,8 @@ def join(ctx: click.Context, token: tuple[str, ...], owner: str | None, hostname
               f"swarm {data.get('swarm')!r}")
     from pythagoras_p2p.net import wire
 
-    reply = _ask_admin(data, keys, node_identity(home), hostname or socket.gethostname(),
-                       owner or owner_name(), timeout)
+    reply = _ask_admin(data, keys, "" if as_client else node_identity(home),
+                       hostname or socket.gethostname(), owner or owner_name(), timeout)
     if reply is None:
         _fail(f"no admin node answered at {', '.join(data['addresses'])} within {timeout:g} s. "
               f"The admin's node must be running and reachable from here; if it is, it does not "

@@ -173,9 +173,10 @@ class Membership:
         if not verify_signature(signing_public, proof, unb64(f["proof"])):
             raise SecurityError("the joining machine did not prove it holds its signing key")
         me = self.trust.me
+        role = "node" if f["node_id"] else "client"  # a machine with no node of its own
         cert = Member.certify(
             node_id=f["node_id"], hostname=f["hostname"], owner=f["owner"],
-            roles=("node",), curve_public=curve_public, signing_public=signing_public,
+            roles=(role,), curve_public=curve_public, signing_public=signing_public,
             swarm_public=self.members.swarm_public, issuer=me.key_id, sign=self.trust.keys.sign)
         if self.members.is_revoked(cert.key_id):
             raise SecurityError("these keys were removed from the swarm; the machine must make "
@@ -184,7 +185,7 @@ class Membership:
         if invitation.admin:
             cert = Member.certify(
                 node_id=cert.node_id, hostname=cert.hostname, owner=cert.owner,
-                roles=("admin", "node"), curve_public=curve_public, signing_public=signing_public,
+                roles=("admin", role), curve_public=curve_public, signing_public=signing_public,
                 swarm_public=self.members.swarm_public, issuer=me.key_id,
                 sign=self.trust.keys.sign, issued=cert.issued)
         members = self.members.with_member(cert, me.key_id, self.trust.keys.sign)

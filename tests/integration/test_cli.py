@@ -133,8 +133,13 @@ def test_invite_join_makes_a_member_and_the_token_works_once(tmp_path, admin_nod
     assert used.returncode != 0 and "already used" in used.stderr
     assert "pythagoras-node invite" in used.stderr
     no_traceback(used)
+    client = cli(tmp_path / "laptop", "join", join_line(cli(admin_node, "invite").stdout),
+                 "--client", "--hostname", "lap")
+    assert client.returncode == 0, client.stderr
+    lap = Members.load(tmp_path / "laptop").by_key_id(NodeKeys.load(tmp_path / "laptop").key_id)
+    assert lap.roles == ("client",) and lap.node_id == ""  # a client certificate
     listed = json.loads(cli(admin_node, "members", "--json").stdout)
-    assert {m["hostname"] for m in listed["members"]} == {"admin-host", "bee"}
+    assert {m["hostname"] for m in listed["members"]} == {"admin-host", "bee", "lap"}
 
 
 def test_join_refuses_forged_and_expired_tokens_naming_invite(tmp_path, admin_node):
