@@ -115,7 +115,7 @@ def make_app(gatherer: Any, *, token: str | None, port: int, interval: float = 1
                 body = feed.delta if feed.number == seen + 1 else feed.full
                 seen = feed.number
                 await response.write(f"data: {body}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the page was closed
             pass
         finally:
             feed.watchers -= 1
