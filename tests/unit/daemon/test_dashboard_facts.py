@@ -95,3 +95,19 @@ def test_open_runs_are_a_clouds_own_with_done_failed_and_a_closed_one_for_a_mome
     bar.close()
     (run,) = open_runs(mine)
     assert run["done"] == 10 and run["ended"] is True
+
+
+def test_a_swarm_client_adds_its_open_runs_to_a_ping_once_a_second_while_there_are_any():
+    from pythagoras_p2p.swarm.connections import Connections
+    from pythagoras_p2p.swarm.peers import PING_EVERY
+
+    runs: list[dict] = []
+    connections = Connections(None, None, {}, [], lost=lambda peer, why: None)
+    assert connections._report(100.0) == {}  # no cloud set it up: nothing to say
+    connections.reports = lambda: list(runs)
+    assert connections._report(100.0) == {}  # no run open: a ping as before
+    runs.append({"run": "1.1", "function": "f", "total": 3, "done": 1, "failed": 0})
+    said = connections._report(100.0)
+    assert said["runs"] == runs and "pid" in said["caller"]
+    assert connections._report(100.0 + PING_EVERY / 2) == {}  # once a second at most
+    assert connections._report(100.0 + PING_EVERY)["runs"] == runs
