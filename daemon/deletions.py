@@ -8,7 +8,9 @@ import logging
 from typing import Any
 
 from pythagoras_p2p.net.asker import describe_asker
+from pythagoras_p2p.store.core import Store
 from pythagoras_p2p.store.listing import forget_plan
+from pythagoras_p2p.trust import Trust
 
 __all__ = ["forget_asked", "DroppedResults", "drop_computed_by"]
 
@@ -32,22 +34,28 @@ class DroppedResults:
     own home), once per such member and node start. Copies of them are refused on arrival
     (:mod:`~pythagoras_p2p.trust.provenance`), so their calls compute again elsewhere."""
 
-    def __init__(self, node: Any):
-        self.node = node
+    def __init__(self, trust: Trust, store: Store):
+        self.trust = trust  # the home's keys and member list
+        self.store = store
         self.done: frozenset[str] = frozenset()
 
     def look(self) -> int:
         """Drop what the current member list newly asks to; returns how many results."""
-        self.node.trust.reload()  # a list a command of this home wrote (a stat when none did)
-        members = self.node.members
-        dropped = members.dropped() if members is not None else frozenset()
+        self.trust.reload()  # a list a command of this home wrote (a stat when none did)
+        members = self.trust.members
+        if members is None:
+            return 0
+        dropped = members.dropped()
         new = dropped - self.done
         if not new:
             return 0
-        gone = drop_computed_by(self.node.store, new)
+        gone = drop_computed_by(self.store, new)
         self.done = dropped
-        who = ", ".join(sorted(f"{members.by_key_id(k).hostname if members.by_key_id(k) else '?'}"
-                               f" ({k[:16]})" for k in new))
+        names = []
+        for key_id in new:
+            member = members.by_key_id(key_id)
+            names.append(f"{member.hostname if member else '?'} ({key_id[:16]})")
+        who = ", ".join(sorted(names))
         log.info("dropped %d result(s) computed by %s, removed from the swarm with their results "
                  "(member list version %d, signed by %s)", gone, who, members.version,
                  members.signer[:16])

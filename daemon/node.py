@@ -140,7 +140,7 @@ class Node:
         self.copies = SecondCopies(self.node_id, self.store, self.peering, config.replicas,
                                    self.traffic, self.repair.poke)
         self.handlers = Handlers(self, self.outbox)
-        self.dropped = DroppedResults(self)
+        self.dropped = DroppedResults(self.trust, self.store)
         self.announcement: Announcement | None = None
         self._check_security()
         self.handlers.receiving.check_unchecked()  # copies acknowledged by a previous run, not yet checked

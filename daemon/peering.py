@@ -12,7 +12,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.sockets import waiting_messages
@@ -22,7 +22,10 @@ from .neighbours import Neighbours
 from .state import member_facts
 
 if TYPE_CHECKING:
+    import zmq
+
     from pythagoras_p2p.net.mdns import Browser
+    from pythagoras_p2p.net.security import SwarmKey
 
 __all__ = ["Peering"]
 
@@ -34,10 +37,34 @@ _FACTS = ("busy", "workers", "load", "tasks_done", "cache_entries", "cache_bytes
 _DEPARTED = 64  # members that left or were lost, remembered (for the dashboard) at most
 
 
+class NodeSide(Protocol):
+    """What the peering uses of its node (:class:`~pythagoras_p2p.daemon.node.Node`)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def key(self) -> SwarmKey: ...
+
+    @property
+    def context(self) -> zmq.Context: ...
+
+    @property
+    def poller(self) -> zmq.Poller: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def repair(self) -> Any: ...  # .repair.Repairer: it is told the members seen (see)
+
+    def pump(self, timeout: float) -> None: ...
+
+
 class Peering:
     """Owned by the node's loop: sockets to peers, registered in the node's poller."""
 
-    def __init__(self, node: Any, static: list[tuple[str, int]]):
+    def __init__(self, node: NodeSide, static: list[tuple[str, int]]):
         self.node = node
         self.peers: dict[tuple[str, int], Peer] = {}
         self.facts: dict[int, dict] = {}  # id(peer) → latest ping answer
@@ -138,7 +165,8 @@ class Peering:
         """The ids of the nodes that hold the swarm's results: this node (unless it stops)
         and every live peer that does not."""
         ids = [] if self.node.stopping else [self.node.node_id]
-        ids += [p.node_id for p in self.alive() if not self.facts.get(id(p), {}).get("stopping")]
+        ids += [p.node_id for p in self.alive()
+                if p.node_id is not None and not self.facts.get(id(p), {}).get("stopping")]
         return sorted(set(ids))
 
     def say_leaving(self, deadline: float) -> None:

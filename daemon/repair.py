@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.rpc import client_socket
@@ -37,6 +37,13 @@ from pythagoras_p2p.swarm.homes import RangeDigests, homes
 from pythagoras_p2p.trust.provenance import vouch_raw
 
 from .replication import BATCH, Traffic, entry_frames
+
+if TYPE_CHECKING:
+    import zmq
+
+    from pythagoras_p2p.net.security import SwarmKey
+    from pythagoras_p2p.store.core import Store
+    from pythagoras_p2p.trust import Members, Trust
 
 __all__ = ["Repairer", "View", "EVERY"]
 
@@ -81,10 +88,35 @@ class Facts:
                 "handover": self.handover}
 
 
+class NodeSide(Protocol):
+    """What the repair uses of its node (:class:`~pythagoras_p2p.daemon.node.Node`)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def key(self) -> SwarmKey: ...
+
+    @property
+    def context(self) -> zmq.Context: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def trust(self) -> Trust: ...  # its keys sign the copies that leave
+
+    @property
+    def members(self) -> Members | None: ...
+
+    @property
+    def peering(self) -> Any: ...  # .peering.Peering: whether the members are found (discovered)
+
+
 class Repairer:
     """The anti-entropy thread of one node; see the module docstring."""
 
-    def __init__(self, node: Any, replicas: int, traffic: Traffic, rate: float):
+    def __init__(self, node: NodeSide, replicas: int, traffic: Traffic, rate: float):
         self.node = node
         self.replicas = replicas
         self.traffic = traffic

@@ -15,10 +15,13 @@ and never with ``--no-speculate``: a copy must not delay anybody's own call.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from pythagoras_p2p.defaults import POOL_MAX_CHUNK
 from pythagoras_p2p.execution.outcomes import Ok
+from pythagoras_p2p.execution.pool import WorkerPool
+from pythagoras_p2p.execution.run import Task
 from pythagoras_p2p.net import wire
 
 from .fairshare import FairShare
@@ -45,10 +48,33 @@ class Slot:
         self.admission.drop(self)
 
 
+class NodeSide(Protocol):
+    """What the admission uses of its node (:class:`~pythagoras_p2p.daemon.node.Node`)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def home(self) -> Path: ...
+
+    @property
+    def config(self) -> Any: ...  # its workers, the owner's settings
+
+    @property
+    def pool(self) -> WorkerPool: ...
+
+    @property
+    def handlers(self) -> Any: ...  # the calls running here (to hand back when it pauses)
+
+    def own_pids(self) -> list[int]: ...
+
+    def submit(self, task: Task) -> Any: ...
+
+
 class Admission:
     """Owned by the node's loop; see the module docstring."""
 
-    def __init__(self, node: Any):
+    def __init__(self, node: NodeSide):
         self.node = node
         self.policy = Policy(node.home, node.config.owner, node.own_pids)
         self.fair = FairShare()
