@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from pythagoras_p2p.net.mdns import Browser
     from pythagoras_p2p.net.security import SwarmKey
+    from pythagoras_p2p.trust import Members
 
 __all__ = ["Peering"]
 
@@ -57,6 +58,12 @@ class NodeSide(Protocol):
 
     @property
     def repair(self) -> Any: ...  # .repair.Repairer: it is told the members seen (see)
+
+    @property
+    def membership(self) -> Any: ...  # .membership.Membership: the member list's versions heard
+
+    @property
+    def members(self) -> Members | None: ...
 
     def pump(self, timeout: float) -> None: ...
 

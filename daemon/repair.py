@@ -332,7 +332,7 @@ class Repairer:
 
     # ------------------------------------------------------------------ requests
 
-    def _socket(self, where: tuple) -> Any:
+    def _socket(self, where: tuple[str, int]) -> Any:
         sock = self._sockets.get(where)
         if sock is None:
             server = self.node.key.server_key(*where, context=self.node.context)
