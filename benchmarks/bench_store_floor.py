@@ -12,7 +12,12 @@ cost per result of the last groups, when the store is large:
 3. one table keyed by the call, its record holding the value and the metadata;
 4. a log in arrival order (one table keyed by a sequence number, appended) holding call, value
    and metadata, plus an index from call to sequence number (random keys, 8-byte records);
-5. the log alone (what an index merged in the background would leave in the caller's path).
+5. the log alone (what an index merged in the background would leave in the caller's path);
+6. a log in a file of our own (appended, ``fdatasync``) plus the index in LMDB: two syncs per
+   group, the layout the store would have with segment files of its own.
+
+The store since the results log is variant 4 (``Store.put_results`` then measures it with the
+product's own encoding of records, values and metadata).
 
 Every variant commits with ``sync=True``, as the store does. The anchor is the time joblib's
 ``Parallel(n_jobs=2)`` spends on a whole trivial call (it stores nothing): what storing would
@@ -99,10 +104,21 @@ def raw(layout: str, results: int, root: str) -> float:
     values, results_db, meta = (env.open_db(name) for name in (b"values", b"results", b"meta"))
     log, index = env.open_db(b"log"), env.open_db(b"index")
     sequence = [0]
+    segment = open(os.path.join(root, layout + ".seg"), "ab")
 
     def write(rows):
         records = [(call, address, inline_record(checksum([blob]), [blob]), encode_meta(m))
                    for call, address, blob, m in rows]
+        if layout == "log file + index":
+            first = sequence[0]
+            sequence[0] += len(records)
+            segment.write(b"".join(c + a + v + m for c, a, v, m in records))
+            segment.flush()
+            os.fdatasync(segment.fileno())
+            with env.begin(write=True) as txn:
+                txn.cursor(db=index).putmulti(sorted(
+                    (c, struct.pack(">Q", first + i)) for i, (c, _, _, _) in enumerate(records)))
+            return
         with env.begin(write=True) as txn:
             if layout == "three tables":
                 txn.cursor(db=values).putmulti(sorted((a, v) for _, a, v, _ in records))
@@ -124,6 +140,7 @@ def raw(layout: str, results: int, root: str) -> float:
     try:
         return grow(write, results)
     finally:
+        segment.close()
         env.close()
 
 
@@ -131,13 +148,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=int, default=200_000,
                         help="results in the store at the end (default 200,000)")
+    parser.add_argument("--group", type=int, default=GROUP,
+                        help=f"results per commit (default {GROUP:,}; 1 is a miss of one call)")
     args = parser.parse_args()
+    global GROUP
+    GROUP = args.group
     anchor = joblib_call_us()
     measured = {}
     root = tempfile.mkdtemp(prefix="store-floor-")
     try:
         measured["Store.put_results (today)"] = product(args.results, root)
-        for layout in ("three tables", "one table", "log + index", "log alone"):
+        for layout in ("three tables", "one table", "log + index", "log alone", "log file + index"):
             measured[f"LMDB, {layout}"] = raw(layout, args.results, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)

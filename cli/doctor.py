@@ -109,7 +109,10 @@ def _sample_verified(home: Path) -> Finding:
         return Finding("store", "fail", f"the store cannot be opened: {exc}",
                        "run `pythagoras-node cache verify` and follow what it says")
     bad, checked = [], 0
-    for address, record in list(snapshot.values.items())[:SAMPLE]:
+    results = snapshot.results[:SAMPLE]
+    sample = list(snapshot.values.items())[:SAMPLE // 2]  # by address, and inside results
+    sample += [(a, snapshot.inline[c]) for c, a in results if c in snapshot.inline]
+    for address, record in sample[:SAMPLE]:
         checked += 1
         try:
             view = store.checked_view(address, record) if live(record) is not None else None
@@ -119,9 +122,7 @@ def _sample_verified(home: Path) -> Finding:
                     bad.append(address.hex()[:16])
         except Exception:
             bad.append(address.hex()[:16])
-    present = set(snapshot.values)
-    results = snapshot.results[:SAMPLE]
-    dangling = sum(1 for _, address in results if address not in present)
+    dangling = sum(1 for call, address in results if snapshot.value_record(call, address) is None)
     if bad or dangling:
         return Finding("store", "fail", f"of {checked} values checked, {len(bad)} do not match "
                        f"their address; {dangling} of {len(results)} results name a missing value",

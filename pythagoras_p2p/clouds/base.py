@@ -26,7 +26,7 @@ from ..identity.encoding import value_address
 from ..identity.fingerprint import Identity, parse_ignore_globals
 from ..requirements import parse_requirements
 from ..resources import custom_resources, lacking, machine_resources, parse_needs
-from ..store.core import MISSING, Store, open_store, warn_not_stored
+from ..store.core import MISSING, ResultRecord, Store, open_store, warn_not_stored
 from ..store.leases import leases_of
 from ..store.packing import pack_parts
 from ..store.records import result_meta
@@ -203,7 +203,7 @@ class PCloud:
         address = value_address(value)
         self._sign([(call, address, parts, meta)])
         try:
-            self.store.put_results([(call, address, parts, meta)])
+            self.store.put_results([ResultRecord(call, address, parts, meta)])
         except StoreFullError as exc:
             warn_not_stored(fn.name, 1, exc)
         else:

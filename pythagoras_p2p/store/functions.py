@@ -92,13 +92,13 @@ def damaged_records(store: StoreEnvironment) -> tuple[int, dict[bytes, bytes]]:
     key (damaged, or stored under a fingerprint by an earlier version): key -> record."""
     def read(txn):
         count, bad = 0, {}
-        for key, record in txn.cursor(db=store._functions):
+        for key, record in txn.cursor(db=store.functions):
             count += 1
             if not record_matches(key, record):
                 bad[key] = record
         return count, bad
 
-    return store._read(read)
+    return store.read(read)
 
 
 def remove_records(store: StoreEnvironment, found: dict[bytes, bytes]) -> int:
@@ -107,9 +107,9 @@ def remove_records(store: StoreEnvironment, found: dict[bytes, bytes]) -> int:
     def delete(txn):
         removed = 0
         for key, record in found.items():
-            if txn.get(key, db=store._functions) == record:
-                txn.delete(key, db=store._functions)
+            if txn.get(key, db=store.functions) == record:
+                txn.delete(key, db=store.functions)
                 removed += 1
         return removed
 
-    return store._write(delete, admin=True) if found else 0
+    return store.write(delete, admin=True) if found else 0

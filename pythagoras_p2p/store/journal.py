@@ -69,7 +69,7 @@ def _decode_segment(data: bytes) -> tuple[list[JournalRecord], bool]:
         start = 64 + 13
         meta = json.loads(body[start: start + meta_len])
         blob = body[start + meta_len: start + meta_len + blob_len] if has_blob else None
-        records.append((body[:32], body[32:64], blob, meta))
+        records.append(ResultRecord(body[:32], body[32:64], blob, meta))
         offset += _HEAD.size + size
     return records, True
 

@@ -152,7 +152,7 @@ def listing(store: Store, name: str | None = None) -> list[FunctionEntry]:
         counts = members.setdefault(function, {})
         counts[who.get("key_id"), who.get("host")] = counts.get((who.get("key_id"), who.get("host")), 0) + 1
         entry.results += 1
-        entry.nbytes += _value_size(store, address, snap.values.get(address))
+        entry.nbytes += _value_size(store, address, snap.value_record(call, address))
         stored = snap.meta.get(call, {}).get("stored")
         if stored is not None and (entry.last_stored is None or stored > entry.last_stored):
             entry.last_stored = stored
@@ -202,7 +202,7 @@ def stored_versions(store: Store, name: str | None = None) -> list[Version]:
         if version is None:
             version = versions[function, fp] = Version(function, fp, manifest=manifests.get(fp))
         version.results += 1
-        version.nbytes += _value_size(store, address, snap.values.get(address))
+        version.nbytes += _value_size(store, address, snap.value_record(call, address))
         version.calls.append((call, meta))
         stored = meta.get("stored")
         if isinstance(stored, (int, float)):

@@ -15,10 +15,10 @@ from ..defaults import STALE_FILE_AGE as _STALE_TMP
 from ..identity.encoding import checked_address
 from .blobs import blob_files
 from .core import Store
-from .env import Upkeep
 from .functions import damaged_records, remove_records
 from .packing import unpack
 from .records import is_inline, is_transient, live
+from .upkeep import Upkeep
 
 __all__ = ["StoreStats", "VerifyReport", "GcReport", "stats", "verify", "gc", "human_bytes"]
 
@@ -82,9 +82,10 @@ class VerifyReport:
 
 def verify(store: Store, *, repair: bool = False) -> VerifyReport:
     """Check that every value matches its checksum and decodes to its address, that every
-    result names a stored value, and that every function record hashes to its key.
+    result record of the log is whole (its checksum) and names a stored value (its own, or one
+    of the ``values`` table), and that every function record hashes to its key.
 
-    With ``repair``, bad values and the results that name them are deleted (results are
+    With ``repair``, bad values, damaged result records and the results that name bad values are deleted (results are
     recomputable; a wrong one must never be served), bad function records too (a caller stores
     its record again), and stale temporary files are removed.
     Values and results are read in one transaction, and a repair deletes only what is still as
@@ -96,30 +97,31 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
     snapshot = store.snapshot()
     for address, record in snapshot.values.items():
         report.values_checked += 1
-        try:
-            if live(record) is None:
-                raise ValueError("a transient value of an earlier boot, or of an earlier format")
-            view = store.checked_view(address, record)
-            if view is None:
-                raise ValueError("its transient file was dropped")
-            found, derivable = checked_address(unpack(view, writable=False))
-            if found != address:
-                if not derivable:
-                    report.unverifiable += 1
-                    continue
-                raise ValueError("content does not match its address")
-        except Exception as exc:
+        problem = _value_problem(store, address, record)
+        if problem == _UNVERIFIABLE:
+            report.unverifiable += 1
+        elif problem is not None:
             bad_values[address] = record
-            report.problems.append(f"value {address.hex()[:16]}: {exc}")
+            report.problems.append(f"value {address.hex()[:16]}: {problem}")
     dangling: list[tuple[bytes, bytes]] = []
-    values_present = set(snapshot.values)
     for call, address in snapshot.results:
         report.results_checked += 1
-        if address in bad_values or address not in values_present:
+        inline = snapshot.inline.get(call)
+        if inline is not None:
+            problem = _value_problem(store, address, inline)
+            if problem == _UNVERIFIABLE:
+                report.unverifiable += 1
+            elif problem is not None:
+                dangling.append((call, address))
+                report.problems.append(f"result {call.hex()[:16]}: its value: {problem}")
+        elif address in bad_values or address not in snapshot.values:
             dangling.append((call, address))
             if address not in bad_values:
                 report.problems.append(f"result {call.hex()[:16]} names a missing value")
-    report.functions_checked, bad_functions = damaged_records(store)
+    report.results_checked += len(snapshot.bad)
+    report.problems += [f"result record at {int.from_bytes(key, 'big')} of the log is damaged "
+                        f"(its checksum or its lengths do not match)" for key, _ in snapshot.bad]
+    report.functions_checked, bad_functions = damaged_records(store.env)
     report.problems += [f"function record {key.hex()[:16]}: its bytes do not hash to its key "
                         f"(damaged, or stored by an earlier version)" for key in bad_functions]
     now = time.time()
@@ -133,17 +135,46 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
                     upkeep.delete_value(address)
                     removed.append(address)
             for call, address in dangling:
-                if upkeep.result(call) == address and live(upkeep.value_record(address)) is None:
+                if upkeep.result(call) == address and _unreadable(store, address,
+                                                                  upkeep.result_value(call)):
                     upkeep.delete_result(call)
                     report.repaired += 1
+            report.repaired += upkeep.delete_records([key for key, _ in snapshot.bad])
 
         store.maintain(fix)
         for address in removed:
             store.unlink_files(address, bad_values[address])
         for path in stale:
             path.unlink(missing_ok=True)
-        report.repaired += len(removed) + len(stale) + remove_records(store, bad_functions)
+        report.repaired += len(removed) + len(stale) + remove_records(store.env, bad_functions)
     return report
+
+
+_UNVERIFIABLE = "unverifiable"
+
+
+def _value_problem(store: Store, address: bytes, record: bytes) -> str | None:
+    """What is wrong with a value record (None: nothing; :data:`_UNVERIFIABLE`: its content
+    cannot be hashed to an address again, so only its checksum was checked)."""
+    try:
+        if live(record) is None:
+            raise ValueError("a transient value of an earlier boot, or of an earlier format")
+        view = store.checked_view(address, record)
+        if view is None:
+            raise ValueError("its transient file was dropped")
+        found, derivable = checked_address(unpack(view, writable=False))
+        if found != address:
+            if not derivable:
+                return _UNVERIFIABLE
+            raise ValueError("content does not match its address")
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+def _unreadable(store: Store, address: bytes, record: bytes | None) -> bool:
+    """Whether a result's value (as it reads it now) is absent or bad."""
+    return record is None or _value_problem(store, address, record) not in (None, _UNVERIFIABLE)
 
 
 def _in_use(store: Store, address: bytes, record: bytes, now: float) -> bool:
@@ -199,8 +230,11 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
     results, metas, values = snapshot.results, snapshot.meta, snapshot.values
     sizes = {a: (len(r) if is_inline(r) else len(r) + _size(store.record_path(a, r)))
              for a, r in values.items()}
-    dangling = [(call, address) for call, address in results if live(values.get(address)) is None]
-    results = [(call, address) for call, address in results if live(values.get(address)) is not None]
+    for call, address in results:  # a value inside a result's record goes with the record
+        if call in snapshot.inline:
+            sizes.setdefault(address, len(snapshot.inline[call]))
+    dangling = [(c, a) for c, a in results if live(snapshot.value_record(c, a)) is None]
+    results = [(c, a) for c, a in results if live(snapshot.value_record(c, a)) is not None]
     refs: dict[bytes, int] = {}
     for _, address in results:
         refs[address] = refs.get(address, 0) + 1
@@ -226,7 +260,10 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
                 refs[address] = refs.get(address, 0) + 1
         drop = [(call, address) for call, address in drop if call not in kept]
         report.last_copies_kept = len(kept)
-    garbage = [a for a in values if a not in refs and not _in_use(store, a, values[a], now)]
+    # What the ``values`` table holds for the results kept, unless they carry their value:
+    dropped = set(drop)
+    named = {a for c, a in results if c not in snapshot.inline and (c, a) not in dropped}
+    garbage = [a for a in values if a not in named and not _in_use(store, a, values[a], now)]
     stale = [p for p, a in files if (a is None and now - _changed(p) > _STALE_TMP)
              or (a is not None and a not in values and now - _changed(p, linked=True) > _STALE_TMP)]
     report.results_removed = len(drop) + len(dangling)
@@ -246,8 +283,9 @@ def gc(store: Store, *, max_bytes: int | None = None, older_than: float | None =
             for call, address in drop:
                 _delete_result(upkeep, call, address)
             for call, address in dangling:
-                if live(upkeep.value_record(address)) is None:  # not stored meanwhile
+                if live(upkeep.result_value(call)) is None:  # not stored meanwhile
                     _delete_result(upkeep, call, address)
+            upkeep.delete_records([key for key, _ in snapshot.bad] + snapshot.stray)
             if not garbage:
                 return
             named = upkeep.named_values()  # now, not then

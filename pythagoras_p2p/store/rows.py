@@ -11,53 +11,9 @@ lock for each key too, and builds a pair per key, so many rows are read with ``g
 from __future__ import annotations
 
 from ..identity.encoding import Address
-from .records import live, replaces
+from .records import replaces
 
-__all__ = ["lookup_results", "put_traces", "put_value_record", "put_value_records", "result_record"]
-
-
-def lookup_results(txn, calls: list[Address], results_db, values_db, traced_db) -> list:
-    """For each call, in order: None (no result), or (value address, raw value record or None,
-    trace or None). Many calls of a store where no result has a trace are read without looking
-    for one (one look at the table's size instead of a ``get`` per call)."""
-    get = txn.get
-    records = []
-    if len(calls) > 16 and not txn.stat(traced_db)["entries"]:
-        for call in calls:
-            address = get(call, None, results_db)
-            records.append(None if address is None else
-                           (address, get(address, None, values_db), None))
-        return records
-    for call in calls:
-        address = get(call, None, results_db)
-        records.append(None if address is None else
-                       (address, get(address, None, values_db), get(call, None, traced_db)))
-    return records
-
-
-def put_traces(txn, traced_db, calls: list[tuple[Address, Address]],
-               traces: list[tuple[Address, bytes]]) -> None:
-    """Write the traces of results being stored, and delete the trace of an earlier result of
-    the same call that a result without one replaces (it no longer says what the result read).
-    While no result has a trace, that costs one look at the table's size."""
-    if traces:
-        txn.cursor(db=traced_db).putmulti(traces)
-    if len(traces) == len(calls) or not txn.stat(traced_db)["entries"]:
-        return
-    traced = {call for call, _ in traces}
-    stale = [call for call, _ in txn.cursor(db=traced_db).getmulti(
-        [call for call, _ in calls if call not in traced])]
-    for call in stale:
-        txn.delete(call, db=traced_db)
-
-
-def result_record(txn, call: Address, results_db, values_db) -> tuple[Address, bytes] | None:
-    """(value address, value record) of a stored result, or None."""
-    address = txn.get(call, db=results_db)
-    if address is None:
-        return None
-    record = live(txn.get(address, db=values_db))
-    return None if record is None else (address, record)
+__all__ = ["put_value_record", "put_value_records"]
 
 
 def put_value_record(txn, db, address: Address, record: bytes) -> bool:

@@ -427,7 +427,7 @@ def test_memory_limit_does_not_count_the_store_map(home, monkeypatch):
     from pythagoras_p2p.store.core import open_store
 
     store = open_store(home)
-    store._gate.resize(lambda: store._env.set_mapsize(1 << 30))  # as a grown store would be
+    store.env._gate.resize(lambda: store.env._env.set_mapsize(1 << 30))  # as a grown store would be
     store.put_value(b"\1" * 32, b"Pfiller")  # the commit records the larger map
     monkeypatch.setenv("PYTHAGORAS_WORKER_MEMORY_LIMIT", "300M")
     with LocalCloud(home=home, workers=1) as cloud:

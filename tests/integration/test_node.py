@@ -321,7 +321,7 @@ def test_a_download_of_a_value_the_node_no_longer_holds_fails_at_once(node, make
     address, blob, _, peer = found[call]
     assert blob is None  # large: it must be downloaded
     node_store = open_store(node.home)  # meanwhile `cache gc` there removed it
-    node_store._write(lambda txn: txn.delete(address, db=node_store._values))
+    node_store.env.write(lambda txn: txn.delete(address, db=node_store.env.values))
     node_store.blob_path(address).unlink()
     t = time.monotonic()
     outcome = cloud._dispatcher.fetch(peer, address, timeout=10)

@@ -117,8 +117,8 @@ def test_a_request_that_finds_every_reader_slot_held_is_refused_for_now(inproc, 
 
     call = b"\x07" * 32
     with monkeypatch.context() as patch:
-        patch.setattr(inproc.store, "_read", busy)
-        patch.setattr(inproc.store, "_read_result", busy)
+        patch.setattr(inproc.store.env, "read", busy)
+        patch.setattr(inproc.store.env, "lookup", busy)
         _deliver(inproc, b"member", wire.build("lookup", 8, calls=[call]))
     refused = _reply(inproc, 8)
     assert refused.op == "error" and refused.fields["code"] == wire.ERR_BUSY

@@ -171,8 +171,7 @@ def test_a_node_killed_while_it_writes_results_keeps_every_acknowledged_one(
         for x in new:
             addresses[x] = stream_value_fn.address(x=x)
         calls = [addresses[x] for x in acked]
-        present = store._read(lambda txn: [txn.get(c, db=store._results) is not None
-                                           for c in calls])
+        present = store.env.read(lambda txn: [store.env.log.has(txn, c) for c in calls])
         lost = [x for x, ok in zip(acked, present, strict=True) if not ok]
         assert not lost, f"acknowledged results lost after a kill: {lost[:20]} ({len(lost)})"
         found = store.get_results([addresses[x] for x in new])
@@ -206,8 +205,8 @@ def test_a_node_killed_while_it_writes_results_keeps_every_acknowledged_one(
         store = open_store(home)
         pending = [r for seg in sorted((home / "journal").glob("*.log"))
                    for r in _decode_segment(seg.read_bytes())[0]]
-        only = store._read(lambda txn, p=pending, db=store._results:
-                           sum(txn.get(r[0], db=db) is None for r in p))
+        only = store.env.read(lambda txn, p=pending, log=store.env.log:
+                              sum(not log.has(txn, r[0]) for r in p))
         journal_only += only
         rounds_with_journal += only > 0
 
@@ -251,8 +250,8 @@ for _ in range(count):
         try:
             store = open_store(home)  # a client's store: its open clears slots of the dead
             for _ in range(per_process):  # read transactions held until the process is killed
-                txn = store._env.begin()
-                txn.get(b"anything", db=store._results)
+                txn = store.env._env.begin()
+                txn.get(b"anything", db=store.env.index)
                 held.append(txn)
         except Exception as exc:
             problem = repr(exc).encode()
@@ -290,7 +289,7 @@ def readers_held(home: Path, count: int, per_process: int = 1):
 
 def reader_pids(home: Path) -> set[int]:
     store = open_store(home)
-    return {int(f.split()[0]) for f in store._env.readers().splitlines()[1:]
+    return {int(f.split()[0]) for f in store.env._env.readers().splitlines()[1:]
             if f.split() and f.split()[0].isdigit()}
 
 
@@ -306,8 +305,8 @@ def plus_one(*, x):
 f = cloud.add_pure_function(plus_one)
 remote = f.sync_remote(x=41)
 local = cloud.store.get_result(f.address(x=41))
-readers = cloud.store._env.readers()
-slots = cloud.store._env.info()["max_readers"]
+readers = cloud.store.env._env.readers()
+slots = cloud.store.env._env.info()["max_readers"]
 print(json.dumps({"cloud": type(cloud).__name__, "remote": remote, "readers": readers,
                   "slots": slots}))
 cloud.close()
@@ -320,7 +319,7 @@ def test_hundreds_of_killed_readers_neither_fill_the_table_nor_stop_the_node(
     client = make_client(node)
     f = client.add_pure_function(_stream_value())
     assert f.sync_remote(x=1) == stream_value(x=1)
-    slots = open_store(node.home)._env.info()["max_readers"]
+    slots = open_store(node.home).env._env.info()["max_readers"]
     started = time.monotonic()
     rounds, per_round = 7, 200  # more dead readers than the table has slots
     killed = 0

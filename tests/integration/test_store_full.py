@@ -131,7 +131,7 @@ class _FailingCommit:
 def test_a_commit_that_fails_for_a_full_disk_is_a_store_full_error(capped, monkeypatch, caplog):
     f = capped.add_pure_function(square)
     assert f(x=3) == 9
-    monkeypatch.setattr(capped.store, "_env", _FailingCommits(capped.store._env))
+    monkeypatch.setattr(capped.store.env, "_env", _FailingCommits(capped.store.env._env))
     with pytest.raises(StoreFullError, match="pythagoras-node cache gc"):
         capped.store.put_value(value_address(b"v"), pack(b"v"))
     with caplog.at_level(logging.WARNING):

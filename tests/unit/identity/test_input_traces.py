@@ -150,12 +150,12 @@ def test_the_store_answers_a_traced_result_only_while_its_trace_holds(home, tmp_
     assert store.get_results(calls) == {calls[1]: "plain"}
     _put(store, calls[0], "again")  # computed again, reading nothing now: its old trace goes
     assert store.get_result(calls[0]) == "again"
-    assert store._read(lambda txn: txn.get(calls[0], db=store._traced)) is None
+    assert store.env.lookup(calls[0]).trace is None
     _put(store, calls[2], "traced", trace)
     from pythagoras_p2p.store.listing import forget
 
     assert forget(store, [calls[2]]) == 1  # forgetting a result forgets its trace
-    assert store._read(lambda txn: txn.get(calls[2], db=store._traced)) is None
+    assert store.env.lookup(calls[2]) is None
 
 
 def test_listed_directories_are_recorded_but_not_those_the_call_made(tmp_path):

@@ -60,7 +60,7 @@ def store(home):
 def reader_pids(store) -> set[int]:
     """Pids that hold a slot in the store's reader table."""
     pids = set()
-    for line in store._env.readers().splitlines()[1:]:
+    for line in store.env._env.readers().splitlines()[1:]:
         fields = line.split()
         if fields and fields[0].isdigit():
             pids.add(int(fields[0]))
@@ -81,7 +81,6 @@ def test_results_values_and_meta_round_trip(store):
         assert store.get_result(call_for(n)) == value_for(n)
         meta = store.get_meta(call_for(n))
         assert meta["n"] == n and meta["pid"] == os.getpid()
-        assert store.get_value(value_address(value_for(n))) == value_for(n)
     unknown = call_for(10_000)
     found = store.get_results([call_for(1), unknown, call_for(2)])
     assert found == {call_for(1): value_for(1), call_for(2): value_for(2)}
@@ -98,7 +97,7 @@ def test_many_results_of_one_value_in_one_commit_and_in_order_lookups(store):
     calls = [call_for(n) for n in (49, 3, 10_000, 3)]
     assert store.results_of(calls) == [shared, shared, MISSING, shared]
     assert [store.get_meta(call_for(n))["n"] for n in range(50)] == list(range(50))
-    assert store.get_value(value_address(shared)) == shared
+    assert store.usage().results == 50  # stored again: one record per result all the same
 
 
 def test_none_is_a_value_distinct_from_missing(store):
@@ -107,6 +106,7 @@ def test_none_is_a_value_distinct_from_missing(store):
     store.put_results([(call, value_address(None), pack(None), {})])
     assert store.get_result(call) is None
     assert store.get_results([call]) == {call: None}
+    store.put_value(value_address(None), pack(None))
     assert store.get_value(value_address(None)) is None
     assert not MISSING and repr(MISSING) == "MISSING"
 
@@ -263,12 +263,15 @@ wanted = json.loads(sys.stdin.read())
 found = s.get_results([call_for(n) for n in wanted])
 bad = [n for n in wanted if found.get(call_for(n), MISSING) != value_for(n)]
 assert not bad, f"lost or damaged: {bad[:10]} of {len(bad)}"
-with s._env.begin() as txn:  # every stored result decodes, acknowledged or not
-    for call, address in txn.cursor(db=s._results):
+from pythagoras_p2p.store import log
+with s.env._env.begin() as txn:  # every record of the log is whole and decodes, acknowledged or not
+    for key, record in s.env.log.records(txn):
+        assert log.check(record), key
+        call = log.call_of(record)
         meta = s.get_meta(call)
-        assert s.get_value(address) == value_for(meta["n"])
+        assert s.get_result(call) == value_for(meta["n"])
 print(len(wanted))
-print(s._env.readers())
+print(s.env._env.readers())
 '''
     proc = subprocess.run([sys.executable, "-c", code, str(home)], input=json.dumps(acknowledged),
                           capture_output=True, text=True, timeout=120)
@@ -319,9 +322,9 @@ try:  # still full for another large value, and still no harm done
 except StoreFullError:
     print("full")
 # the headroom below the cap is kept for maintenance (cache gc), which may still write
-store._write(lambda txn: txn.put(b"gc-was-here", value, db=store._info), admin=True)
-assert store._read(lambda txn: txn.get(b"gc-was-here", db=store._info)) == value
-assert store._env.info()["map_size"] <= 16 * 2**20
+store.env.write(lambda txn: txn.put(b"gc-was-here", value, db=store.env.info), admin=True)
+assert store.env.read(lambda txn: txn.get(b"gc-was-here", db=store.env.info)) == value
+assert store.env._env.info()["map_size"] <= 16 * 2**20
 '''
 
 
@@ -357,7 +360,7 @@ for first in range(0, 400, 20):  # 400 values of 200 KB: 80 MB, past the first 6
         value = n.to_bytes(4, "little") * 50_000
         batch.append((call_for(n), value_address(value), pack(value), {"n": n}))
     store.put_results(batch)
-print(store._env.info()["map_size"])
+print(store.env._env.info()["map_size"])
 '''
 
 
@@ -365,7 +368,7 @@ def test_map_grows_and_other_processes_follow(store, home):
     from pythagoras_p2p.defaults import MAP_SIZE_INITIAL
 
     store.put_results([record_for(-10)])
-    before = store._env.info()["map_size"]
+    before = store.env._env.info()["map_size"]
     assert before == MAP_SIZE_INITIAL
     proc = run_python(GROW.replace("sys.argv[1]", repr(str(home))))
     assert int(proc.stdout) > MAP_SIZE_INITIAL
@@ -373,7 +376,7 @@ def test_map_grows_and_other_processes_follow(store, home):
     found = store.get_results([call_for(n) for n in range(400)])
     assert len(found) == 400
     assert all(found[call_for(n)] == n.to_bytes(4, "little") * 50_000 for n in (0, 199, 399))
-    assert store._env.info()["map_size"] > MAP_SIZE_INITIAL
+    assert store.env._env.info()["map_size"] > MAP_SIZE_INITIAL
     # ... and writes and reads its own entries as before.
     store.put_results([record_for(n) for n in range(5)])
     assert store.get_result(call_for(4)) == value_for(4)
@@ -423,8 +426,8 @@ for _ in range(count):
     pid = os.fork()
     if pid == 0:
         store = open_store(home)
-        txn = store._env.begin()  # a read transaction held until the process is killed
-        txn.get(b"anything", db=store._results)
+        txn = store.env._env.begin()  # a read transaction held until the process is killed
+        txn.get(b"anything", db=store.env.index)
         os.write(1, b"%d\n" % os.getpid())
         while True:
             signal.pause()
@@ -457,7 +460,7 @@ def test_killed_readers_do_not_exhaust_reader_slots(home, monkeypatch):
     store = open_store(home)
     try:
         store.put_results([record_for(1)])
-        slots = store._env.info()["max_readers"]
+        slots = store.env._env.info()["max_readers"]
         assert slots < 100
         dead = _hold_readers_and_kill(home, slots - 1)
         assert set(dead) <= reader_pids(store)  # they did hold slots, and died with them
@@ -469,10 +472,10 @@ def test_killed_readers_do_not_exhaust_reader_slots(home, monkeypatch):
 
         def hold(txn):
             barrier.wait(30)  # all eight hold a read transaction at once
-            return txn.get(call_for(1), db=store._results)
+            return txn.get(call_for(1), db=store.env.index)
 
         def read():
-            results.append(store._read(hold))
+            results.append(store.env.read(hold))
 
         threads = [threading.Thread(target=read) for _ in range(8)]
         for t in threads:
@@ -488,7 +491,7 @@ def test_killed_readers_do_not_exhaust_reader_slots(home, monkeypatch):
     # A process opening the store clears the slots of the dead.
     proc = run_python(
         "import sys\nfrom pythagoras_p2p.store.core import open_store\n"
-        "s = open_store(sys.argv[1])\nprint(s._env.readers())".replace("sys.argv[1]", repr(str(home)))
+        "s = open_store(sys.argv[1])\nprint(s.env._env.readers())".replace("sys.argv[1]", repr(str(home)))
     )
     listed = {int(f.split()[0]) for f in proc.stdout.splitlines()[1:] if f.split() and f.split()[0].isdigit()}
     assert not listed & set(dead)
@@ -500,7 +503,7 @@ def test_fifty_killed_readers_leave_a_clean_store(store, home):
     assert set(dead) <= reader_pids(store)
     assert store.get_result(call_for(1)) == value_for(1)
     store.put_results([record_for(2)])
-    assert store._env.reader_check() == 50  # the only stale slots are those of the dead
+    assert store.env._env.reader_check() == 50  # the only stale slots are those of the dead
     assert not reader_pids(store) & set(dead)
     assert store.get_result(call_for(2)) == value_for(2)
 
@@ -544,7 +547,7 @@ def test_store_works_in_a_forked_child_and_in_the_parent(store, home):
     # the slot of a reader in another process, as a slot freed by the child would.
     holder = python(
         "import sys\nfrom pythagoras_p2p.store.core import open_store\n"
-        "s = open_store(sys.argv[1])\ntxn = s._env.begin()\ntxn.get(b'k', db=s._results)\n"
+        "s = open_store(sys.argv[1])\ntxn = s.env._env.begin()\ntxn.get(b'k', db=s.env.index)\n"
         "print('holding', flush=True)\nsys.stdin.read()\n",
         str(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
     )
@@ -739,7 +742,7 @@ class Labelled:
 def _after_the_snapshot(store, monkeypatch, action):
     """Run ``action`` right after the next read transaction of ``store``: another process
     writing while a maintenance command decides from what it read."""
-    read = store._read
+    read = store.env.read
     pending = [action]
 
     def read_then_act(fn):
@@ -748,7 +751,7 @@ def _after_the_snapshot(store, monkeypatch, action):
             pending.pop()()
         return result
 
-    monkeypatch.setattr(store, "_read", read_then_act)
+    monkeypatch.setattr(store.env, "read", read_then_act)
 
 
 def test_verify_repair_keeps_values_whose_address_came_from_their_pickle(store):
@@ -948,7 +951,7 @@ def test_a_read_with_every_reader_slot_held_by_live_readers_says_so(tmp_path, mo
     monkeypatch.setattr(store_env, "MAX_READERS", 4)
     store = open_store(tmp_path / "home")
     call = b"c" * 32
-    held = [store._env.begin() for _ in range(4)]  # live readers: nothing to free
+    held = [store.env._env.begin() for _ in range(4)]  # live readers: nothing to free
     try:
         with pytest.raises(store_env.ReadersBusyError, match="reader slot.*running process"):
             store.results_of([call])

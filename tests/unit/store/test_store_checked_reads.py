@@ -67,6 +67,17 @@ def test_a_damaged_blob_file_is_computed_again(cloud, home, caplog, damage):
     assert blob_files(home) == [path] and path.read_bytes() == good  # the bad file is gone
 
 
+def damage_result(store, call: bytes, old: bytes, new: bytes) -> None:
+    """Change bytes of the record a result keeps in the log, as a bad disk would."""
+    def write(txn):
+        key = txn.get(call, db=store.env.index)
+        record = txn.get(key, db=store.env.log_db)
+        assert old in record
+        txn.put(key, record.replace(old, new), db=store.env.log_db)
+
+    store.env.write(write)
+
+
 def test_a_damaged_inline_value_is_computed_again(cloud, caplog):
     @cloud.add_pure_function
     def g(*, n):
@@ -75,15 +86,16 @@ def test_a_damaged_inline_value_is_computed_again(cloud, caplog):
     assert g(n=100) == b"a" * 100
     store = cloud.store
     address, record = store.result_entry(g.address(n=100))
-    bad = record.replace(b"a" * 100, b"b" * 100)
-    store._write(lambda txn: txn.put(address, bad, db=store._values))
+    damage_result(store, g.address(n=100), b"a" * 100, b"b" * 100)
+    assert not verify(store).ok  # the record's checksum, and the value's
 
     with caplog.at_level(logging.WARNING):
         assert g(n=100) == b"a" * 100
         assert g(n=100) == b"a" * 100
     (warning,) = damage_warnings(caplog)
     assert address.hex() in warning
-    assert store._read(lambda txn: txn.get(address, db=store._values)) == record
+    assert store.result_entry(g.address(n=100)) == (address, record)  # stored again
+    assert verify(store).ok
 
 
 def test_get_value_of_a_damaged_value_is_missing_and_removes_it(store, caplog):
@@ -106,7 +118,7 @@ def test_a_damaged_value_is_not_sent_to_peers(store):
     flip_four_bytes(store.blob_path(value_address(large)))
     address = value_address(small)
     record = store.value_record(address)
-    store._write(lambda txn: txn.put(address, record.replace(b"x" * 10, b"y" * 10), db=store._values))
+    store.env.write(lambda txn: txn.put(address, record.replace(b"x" * 10, b"y" * 10), db=store.env.values))
     assert value_view(store, value_address(large)) is None
     assert upload_frames(store, address) is None
 
@@ -115,9 +127,7 @@ def test_get_results_leaves_damaged_values_out(store):
     calls = [bytes([n]) * 32 for n in range(3)]
     values = [b"v%d" % n * 50 for n in range(3)]
     store.put_results([(c, value_address(v), pack(v), {}) for c, v in zip(calls, values, strict=True)])
-    address = value_address(values[1])
-    record = store.value_record(address)
-    store._write(lambda txn: txn.put(address, record[:-1] + b"!", db=store._values))
+    damage_result(store, calls[1], values[1], b"!" + values[1][1:])
     assert store.get_results(calls) == {calls[0]: values[0], calls[2]: values[2]}
     assert store.get_result(calls[1]) is MISSING
 
@@ -144,24 +154,24 @@ def test_an_old_home_opens_and_its_records_count_as_absent_until_gc(home):
     store.blob_path(value_address(large)).write_bytes(pack(large))
 
     def write_format_1(txn):
-        txn.put(b"format", b"1", db=store._info)
+        txn.put(b"format", b"1", db=store.env.info)
         for n, (address, record) in enumerate(old.items()):
-            txn.put(address, record, db=store._values)
-            txn.put(bytes([n]) * 32, address, db=store._results)
-            txn.put(bytes([n]) * 32, b"{}", db=store._meta)
+            txn.put(address, record, db=store.env.values)
+            txn.put(bytes([n]) * 32, address, db=store.env.legacy_results)
+            txn.put(bytes([n]) * 32, b"{}", db=store.env.legacy_meta)
 
-    store._write(write_format_1)
+    store.env.write(write_format_1)
     store.close()
 
-    store = open_store(home)  # opens; marked format 2
+    store = open_store(home)  # opens; its results moved to the log, marked format 3
     try:
-        assert store._read(lambda txn: txn.get(b"format", db=store._info)) == STORE_FORMAT
+        assert store.env.read(lambda txn: txn.get(b"format", db=store.env.info)) == STORE_FORMAT
         for n, address in enumerate(old):
             assert store.get_result(bytes([n]) * 32) is MISSING
             assert store.get_value(address) is MISSING
         report = gc(store)
         assert (report.results_removed, report.values_removed) == (2, 2)
-        assert store._read(lambda txn: txn.stat(store._values)["entries"]) == 0
+        assert store.env.read(lambda txn: txn.stat(store.env.values)["entries"]) == 0
         assert blob_files(home) == []
         store.put_value(value_address(large), pack(large))  # stored again, in the new layout
         assert store.get_value(value_address(large)) == large

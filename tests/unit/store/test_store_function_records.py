@@ -24,7 +24,7 @@ def test_the_store_checks_a_record_when_it_is_read(home):
     key = record_key(record)
     store.put_function(key, record)
     assert store.get_function(key) == record
-    store._write(lambda txn: txn.put(key, b"a function recorc", db=store._functions))
+    store.env.write(lambda txn: txn.put(key, b"a function recorc", db=store.env.functions))
     with pytest.raises(DamagedRecordError, match="does not hash to its key|damaged"):
         store.get_function(key)
     assert store.get_function(key) is None  # removed when found
@@ -35,7 +35,7 @@ def test_cache_verify_reports_and_removes_damaged_records(home):
     good, bad = b"a good record", b"a record damaged later"
     store.put_function(record_key(good), good)
     store.put_function(record_key(bad), bad)
-    store._write(lambda txn: txn.put(record_key(bad), b"a record damaged lateR", db=store._functions))
+    store.env.write(lambda txn: txn.put(record_key(bad), b"a record damaged lateR", db=store.env.functions))
     report = verify(store)
     assert report.functions_checked == 2
     assert [p for p in report.problems if "function record" in p] == [

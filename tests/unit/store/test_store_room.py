@@ -99,9 +99,9 @@ def test_a_store_written_before_the_files_were_counted_counts_them_when_opened(h
     assert expected == on_disk(store) > 0
 
     def forget_counter(txn):
-        txn.delete(room.FILE_BYTES, db=store._info)
+        txn.delete(room.FILE_BYTES, db=store.env.info)
 
-    store._write(forget_counter)
+    store.env.write(forget_counter)
     assert store.file_bytes() == 0
     store.close()
     again = open_store(home)
