@@ -29,7 +29,7 @@ from ..defaults import RESULT_GATHER
 from ..errors import PythagorasError, StoreFullError
 from ..identity.calls import argument_digests
 from ..identity.inputs import note as note_inputs
-from ..store.core import MISSING, Store, warn_not_stored
+from ..store.core import MISSING, ResultRecord, Store, warn_not_stored
 from ..store.packing import unpack
 from .arguments import Arguments, distinct_calls
 from .outcomes import Ok, Stored, rebuild_exception
@@ -248,7 +248,7 @@ class CallRun(Waiting):
                 meta = {**outcome.meta, "args": argument_digests(kwargs, addresses)}
                 if "inputs" in meta:  # a call recording on this thread read them through it
                     note_inputs(meta["inputs"])
-                records.append((call, outcome.address, outcome.blob, meta))
+                records.append(ResultRecord(call, outcome.address, outcome.blob, meta))
                 resolved.append((tid, value, False))
             elif kind is Stored:  # by another process of this home
                 resolved.append((tid, outcome.value, False))

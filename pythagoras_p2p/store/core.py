@@ -88,10 +88,9 @@ class Store:
         found = self.env.lookup(call)
         if found is None or found.record is None:
             return MISSING
-        address, record, trace = found
-        if trace is not None and not holds_raw(trace):
+        if found.trace is not None and not holds_raw(found.trace):
             return MISSING
-        return self._decode_live(address, record, call)
+        return self._decode_live(found.address, found.record, call)
 
     def _decode_live(self, address: Address, record: bytes, call: Address) -> Any:
         """The value of a raw record just read for ``call``, or :data:`MISSING` (absent, or
@@ -144,7 +143,9 @@ class Store:
         """(value address, raw value record) of a stored result, without decoding it. An inline
         value is checked (a large one is checked by whoever receives its file)."""
         found = self.env.read(lambda txn: self.env.log.lookup(txn, call))
-        record = None if found is None else live(found.record)
+        if found is None:
+            return None
+        record = live(found.record)
         if record is None:
             return None
         if record[:1] == INLINE and not sum_matches(memoryview(record)[1 + SUM:], record):

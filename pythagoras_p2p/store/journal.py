@@ -36,7 +36,7 @@ __all__ = ["Journal", "WriteBehind", "ClientLog", "replay_client_logs", "encode_
 log = logging.getLogger(__name__)
 
 #: A result as the journal keeps it: call, value address, the packed value (``None``: the value
-#: is stored apart, a large one) and metadata; a :data:`~.core.ResultRecord` whose value is not
+#: is stored apart, a large one) and metadata; a :class:`~.core.ResultRecord` whose value is not
 #: in parts.
 JournalRecord = tuple[Address, Address, bytes | None, dict]
 
@@ -69,7 +69,7 @@ def _decode_segment(data: bytes) -> tuple[list[JournalRecord], bool]:
         start = 64 + 13
         meta = json.loads(body[start: start + meta_len])
         blob = body[start + meta_len: start + meta_len + blob_len] if has_blob else None
-        records.append(ResultRecord(body[:32], body[32:64], blob, meta))
+        records.append((body[:32], body[32:64], blob, meta))
         offset += _HEAD.size + size
     return records, True
 
