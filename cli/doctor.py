@@ -115,7 +115,7 @@ def _sample_verified(home: Path) -> Finding:
     for address, record in sample[:SAMPLE]:
         checked += 1
         try:
-            view = store.checked_view(address, record) if live(record) is not None else None
+            view = store.checked_view(address, record, always=True) if live(record) is not None else None
             if view is not None:
                 found, derivable = checked_address(unpack(view, writable=False))
                 if found != address and derivable:

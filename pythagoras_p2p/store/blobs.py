@@ -26,7 +26,7 @@ from ..errors import StoreError
 from .records import INLINE, TRANSIENT, Damaged, checksum
 
 __all__ = [
-    "blob_path", "record_path", "unlink_files", "map_blob", "map_private", "write_blob_file", "adopt",
+    "blob_path", "record_path", "unlink_files", "map_blob", "map_identified", "map_private", "write_blob_file", "adopt",
     "write_new_file", "fsync_dir", "blob_files",
 ]
 
@@ -60,9 +60,18 @@ def map_blob(root: Path, address: bytes, record: bytes) -> memoryview | None:
     """A large value's file, mapped privately (see :func:`map_private`); None if it is a
     transient copy dropped meanwhile. Raises :class:`~.records.Damaged` if a durable file is
     missing or empty."""
+    found = map_identified(root, address, record)
+    return None if found is None else found[0]
+
+
+def map_identified(root: Path, address: bytes, record: bytes) -> tuple[memoryview, tuple] | None:
+    """:func:`map_blob`, and the identity of the file mapped (device, inode, size, modification
+    and change times): what a file verified once is known by."""
     try:
         with open(record_path(root, address, record), "rb") as f:
-            return memoryview(map_private(f.fileno()))
+            st = os.fstat(f.fileno())
+            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            return memoryview(map_private(f.fileno())), identity
     except FileNotFoundError:
         if record[:1] == TRANSIENT:
             return None

@@ -234,9 +234,10 @@ class Store:
         """The checked packed bytes of a value record, or None (see :meth:`.Values.packed`)."""
         return self.values.packed(address, record)
 
-    def checked_view(self, address: Address, record: bytes) -> memoryview | None:
+    def checked_view(self, address: Address, record: bytes, *,
+                     always: bool = False) -> memoryview | None:
         """See :meth:`.Values.checked_view`."""
-        return self.values.checked_view(address, record)
+        return self.values.checked_view(address, record, always=always)
 
     def put_value(self, address: Address, blob: bytes | list, *, durable: bool = True) -> None:
         """Store one packed value under its address (see :meth:`.Values.put_value`)."""

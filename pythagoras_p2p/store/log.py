@@ -200,11 +200,18 @@ class ResultLog:
         keys = [_KEY.pack(at + i) for i in range(len(records))]
         index_cursor = txn.cursor(db=db.index)
         rows = sorted(zip((call for call, _ in records), keys, strict=True))
-        for _, old in index_cursor.getmulti([call for call, _ in rows]):
-            txn.delete(old, db=db.log_db)
         log_cursor.putmulti(list(zip(keys, (record for _, record in records), strict=True)),
                             append=True)
-        index_cursor.putmulti(rows)
+        # New calls (nearly always all of them) in one call into LMDB; only when some were
+        # stored before are their entries looked up, pointed at the new records and the old
+        # records deleted.
+        _, added = index_cursor.putmulti(rows, overwrite=False)
+        if added < len(rows):
+            fresh = dict(rows)
+            for call, old in index_cursor.getmulti(list(fresh)):
+                if old != fresh[call]:
+                    txn.delete(old, db=db.log_db)
+                    txn.put(call, fresh[call], db=db.index)
 
     def delete(self, txn: Any, call: Address) -> bool:
         """Delete ``call``'s result (its record and its index entry); whether there was one."""

@@ -159,7 +159,7 @@ def _value_problem(store: Store, address: bytes, record: bytes) -> str | None:
     try:
         if live(record) is None:
             raise ValueError("a transient value of an earlier boot, or of an earlier format")
-        view = store.checked_view(address, record)
+        view = store.checked_view(address, record, always=True)
         if view is None:
             raise ValueError("its transient file was dropped")
         found, derivable = checked_address(unpack(view, writable=False))

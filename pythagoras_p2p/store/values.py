@@ -48,6 +48,8 @@ __all__ = ["Values", "MISSING"]
 log = logging.getLogger("pythagoras_p2p.store.core")  # the name its messages always had
 
 _HOLDS_LOCK = threading.Lock()  # Values.holds is made once per store and process
+#: How many verified files a process remembers (then it forgets them all and hashes again).
+VERIFIED_KEPT = 4096
 
 
 class _Missing:
@@ -71,6 +73,7 @@ class Values:
     def __init__(self, env: StoreEnvironment):
         self.env = env
         self._holds: Holds | None = None
+        self._verified: set[tuple] = set()  # (file identity, checksum) of files hashed here
 
     def has(self, address: Address) -> bool:
         return self.value_record(address) is not None
@@ -105,19 +108,31 @@ class Values:
             self._remove_damaged(address, record, str(exc))
             return None
 
-    def checked_view(self, address: Address, record: bytes) -> memoryview | None:
+    def checked_view(self, address: Address, record: bytes, *, always: bool = False) -> memoryview | None:
         """The packed bytes of a value record, or None if it is a transient copy dropped
         meanwhile; raises :class:`~.records.Damaged` when they do not match the record's
-        checksum (and leaves the value alone: :meth:`packed` removes it)."""
-        view: memoryview | None
+        checksum (and leaves the value alone: :meth:`packed` removes it).
+
+        A file is hashed the first time this process reads it, and again only once it is
+        another file (its identity: device, inode, size, times) or ``always`` (``cache
+        verify``); media damage after that first read is found by ``cache verify`` (see
+        :data:`VERIFIED_KEPT`)."""
         if record[:1] == INLINE:
             view = memoryview(record)[1 + SUM:]
-        else:
-            view = blobs.map_blob(self.env.blobs, address, record)
-            if view is None:
-                return None
-        if not sum_matches(view, record):
-            raise Damaged("its bytes do not match the checksum taken when it was stored")
+            if not sum_matches(view, record):
+                raise Damaged("its bytes do not match the checksum taken when it was stored")
+            return view
+        found = blobs.map_identified(self.env.blobs, address, record)
+        if found is None:
+            return None
+        view, identity = found
+        seen = (identity, stored_sum(record))
+        if always or seen not in self._verified:
+            if not sum_matches(view, record):
+                raise Damaged("its bytes do not match the checksum taken when it was stored")
+            if len(self._verified) >= VERIFIED_KEPT:
+                self._verified.clear()
+            self._verified.add(seen)
         return view
 
     def _remove_damaged(self, address: Address, record: bytes, why: str) -> None:

@@ -191,3 +191,28 @@ def test_a_large_result_lost_before_the_caller_reads_it_fails_its_call(cloud, mo
     monkeypatch.undo()
     assert cloud.store.get_result(f.address(n=N)) is MISSING  # nothing stored for it
     assert np.array_equal(f.sync_remote(n=N), np.arange(N))  # computed again
+
+
+def test_a_file_is_hashed_once_per_process_until_it_changes_and_verify_always_hashes(
+        store, monkeypatch, caplog):
+    from pythagoras_p2p.store import values as values_module
+
+    hashed = []
+    real = values_module.sum_matches
+
+    def counting(view, record):
+        hashed.append(view.nbytes)
+        return real(view, record)
+
+    monkeypatch.setattr(values_module, "sum_matches", counting)
+    array = np.arange(N)
+    address = value_address(array)
+    store.put_value(address, pack_parts(array))
+    for _ in range(3):
+        assert np.array_equal(store.get_value(address), array)
+    assert len(hashed) == 1  # the first read of this file in this process
+    assert verify(store).ok and len(hashed) == 2  # cache verify hashes every file again
+    flip_four_bytes(store.blob_path(address))  # another file now (its times changed)
+    with caplog.at_level(logging.WARNING):
+        assert store.get_value(address) is MISSING
+    assert len(hashed) == 3 and len(damage_warnings(caplog)) == 1
