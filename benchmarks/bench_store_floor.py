@@ -148,8 +148,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=int, default=200_000,
                         help="results in the store at the end (default 200,000)")
-    parser.add_argument("--group", type=int, default=GROUP,
-                        help=f"results per commit (default {GROUP:,}; 1 is a miss of one call)")
+    parser.add_argument("--group", type=int, default=4096,
+                        help="results per commit (default 4,096; 1 is a miss of one call)")
     args = parser.parse_args()
     global GROUP
     GROUP = args.group
@@ -157,7 +157,7 @@ def main() -> int:
     measured = {}
     root = tempfile.mkdtemp(prefix="store-floor-")
     try:
-        measured["Store.put_results (today)"] = product(args.results, root)
+        measured["Store.put_results (results log)"] = product(args.results, root)
         for layout in ("three tables", "one table", "log + index", "log alone", "log file + index"):
             measured[f"LMDB, {layout}"] = raw(layout, args.results, root)
     finally:
