@@ -55,8 +55,8 @@ HIT = textwrap.dedent('''
     if computed_here:
         ours.forget(x=1, y="abc")
     ours(x=1, y="abc"), theirs(x=1, y="abc")
-    hook = sys.modules.get("pythagoras_p2p.identity.inputs")
-    installed = bool(hook and hook._installed)
+    hook = sys.modules.get("pythagoras_p2p.identity.hooks")
+    installed = bool(hook and hook.installed)
     print(json.dumps({"ours": per_call_us(lambda: ours(x=1, y="abc")),
                       "joblib": per_call_us(lambda: theirs(x=1, y="abc")),
                       "hook": installed, "code": os.path.dirname(sys.modules["pythagoras_p2p"].__file__)}))

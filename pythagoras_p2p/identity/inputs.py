@@ -22,7 +22,7 @@ the file or the variable changed. So while a call runs, the thread that runs it 
 Inputs a memo read in an earlier call of the process (``lru_cache``) are added when the call
 stops: :mod:`.memos`.
 
-The states and their checks are :mod:`.traces`. The trace is kept with the result (its
+The hooks that see the reads are :mod:`.hooks`; the states and their checks are :mod:`.traces`. The trace is kept with the result (its
 metadata, key ``inputs``; only results that read something have one), and a hit is answered only
 while every recorded input still holds on the machine that asks; otherwise the call is computed
 again and its new result replaces the old.
@@ -45,12 +45,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import sysconfig
-import threading
-import weakref
 
-from . import traces
-from .memos import OWN_CODE, add_unseen, codes_of, remember, remembered
+from . import hooks, traces
+from .memos import add_unseen, codes_of, remember, remembered
 from .traces import RACY_NS, changed, encode_trace, trace_holds
 from .untracked import Untracked, untracked, untracked_fingerprint
 
@@ -67,37 +64,10 @@ _ENV_IGNORED = frozenset({
     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS"})
 _SOURCE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
 _ACCMODE = getattr(os, "O_ACCMODE", 3)
-_LISTINGS = ("os.listdir", "os.scandir")
-_MAKING = ("os.mkdir", "os.remove", "os.rmdir", "os.rename")
 
 
-def _import_listing_code():
-    """The code of the import system's directory listing (``FileFinder._fill_cache``)."""
-    external = sys.modules.get("_frozen_importlib_external")
-    finder = getattr(external, "FileFinder", None)
-    return getattr(getattr(finder, "_fill_cache", None), "__code__", None)
-
-
-_IMPORT_LISTING = _import_listing_code()
-
-_local = threading.local()
-_installed = False
-_install_lock = threading.Lock()
-
-
-def _fixed_roots() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    roots |= {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-              os.path.dirname(os.__file__)}
-    found = {os.path.join(os.path.realpath(r), "") for r in roots if r}
-    found |= {os.path.join(r, "") for r in roots if r}
-    found.discard(os.sep)  # an interpreter installed at the root leaves the rest to record
-    return tuple(sorted(found)) + ("/proc/", "/sys/", "/dev/")
-
-
-_roots: tuple[str, ...] = _fixed_roots()
-_fixed = _roots  # where no code of the user's lies (memos.remember)
+_roots: tuple[str, ...] = hooks.FIXED  # never recorded: grows with exclude_root
+_fixed = hooks.FIXED  # where no code of the user's lies (memos.remember)
 
 
 def exclude_root(path: str | os.PathLike) -> None:
@@ -142,7 +112,7 @@ class Recorder:
 
     def _path(self, path) -> str | None:
         """The absolute path of an event's argument, or None when it is not to be recorded."""
-        if type(path) is int or getattr(_local, "busy", False):  # its own hashing or listing
+        if type(path) is int or getattr(hooks.local, "busy", False):  # its own hashing or listing
             return None
         if path is None:
             path = "."
@@ -206,11 +176,11 @@ class Recorder:
     def _keep(self, kept: dict, kind: str, path: str, state_of) -> None:
         state = kept.get(path, False)
         if state is False:
-            _local.busy = True
+            hooks.local.busy = True
             try:
                 state = state_of(path)
             finally:
-                _local.busy = False
+                hooks.local.busy = False
             if state is False:
                 return
             kept[path] = state
@@ -270,135 +240,11 @@ def _reads(flags: int) -> bool:
     return mode == os.O_RDONLY or (mode == os.O_RDWR and not flags & (os.O_TRUNC | os.O_CREAT))
 
 
-# Threads started while a call records (a ThreadPoolExecutor inside it) → that recording: what
-# they read counts for the call. A thread made before the call (a pool kept from an earlier
-# call) records nothing.
-_inherited: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_ORIGINAL_THREAD_INIT = threading.Thread.__init__
-
-
-def _thread_init(self, *args, **kwargs):
-    _ORIGINAL_THREAD_INIT(self, *args, **kwargs)
-    rec = getattr(_local, "rec", None)
-    if rec is not None:
-        _inherited[self] = rec
-
-
-def _recorder() -> Recorder | None:
-    """The recording of the call this thread runs (or was started by), if any."""
-    rec = getattr(_local, "rec", None)
-    if rec is None and _inherited:
-        rec = _inherited.get(threading.current_thread())
-    return rec
-
-
-def _by_own_code(frame) -> bool:
-    """Whether the first frame from ``frame`` up that is not the standard library's (nor the
-    import system's) is this package's: its own reads (a module it imports lazily, a path it
-    resolves) are not the call's inputs."""
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if name.startswith(OWN_CODE):
-            return True
-        if not (name.startswith(_fixed) or name.startswith("<frozen")):
-            return False
-        frame = frame.f_back
-    return False
-
-
-def _audit(event: str, args: tuple) -> None:
-    if event == "open":
-        rec = _recorder()
-        if rec is not None and not _by_own_code(sys._getframe(1)):
-            rec.opened(args[0], args[2])
-    elif event in _LISTINGS:
-        rec = _recorder()
-        if (rec is not None and sys._getframe(1).f_code is not _IMPORT_LISTING
-                and not _by_own_code(sys._getframe(1))):
-            rec.listed(args[0])
-    elif event in _MAKING:  # made, removed, renamed by the call: its own output
-        rec = _recorder()
-        if rec is not None:
-            rec.made(args[0])
-            if event == "os.rename":
-                rec.made(args[1])
-
-
-def _recording_getitem(self, key, _original=os._Environ.__getitem__):
-    rec = getattr(_local, "rec", None)
-    if rec is None and _inherited:
-        rec = _inherited.get(threading.current_thread())
-    if rec is None or (self is not os.environ and self is not _ENVIRONB):
-        return _original(self, key)
-    try:
-        value = _original(self, key)
-    except KeyError:
-        rec.read_env(key, None)
-        raise
-    rec.read_env(key, value)
-    return value
-
-
-_ENVIRONB = getattr(os, "environb", None)
-_STAT, _LSTAT = traces.STAT, traces.LSTAT  # the originals
-_MISSING = (FileNotFoundError, NotADirectoryError)
-
-
-def _recording_stat(path, *, dir_fd=None, follow_symlinks=True):
-    """``os.stat``, recording the stat a call got (``os.path.exists``, ``getsize``, ``isfile``
-    and ``Path.is_file`` call it through the module's attribute); the import system and the
-    checks in :mod:`.traces` keep the original."""
-    rec = _recorder()
-    if rec is None or dir_fd is not None or _by_own_code(sys._getframe(1)):
-        return _STAT(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
-    return _stat_recorded(rec, _STAT, path, follow_symlinks, follow_symlinks=follow_symlinks)
-
-
-def _recording_lstat(path, *, dir_fd=None):
-    """``os.lstat`` (``os.path.islink``, ``lexists``), recording like :func:`_recording_stat`."""
-    rec = _recorder()
-    if rec is None or dir_fd is not None or _by_own_code(sys._getframe(1)):
-        return _LSTAT(path, dir_fd=dir_fd)
-    return _stat_recorded(rec, _LSTAT, path, False)
-
-
-def _stat_recorded(rec: Recorder, original, path, follow: bool, **kwargs):
-    try:
-        st = original(path, **kwargs)
-    except _MISSING:
-        rec.statted(path, None, follow)
-        raise
-    rec.statted(path, st, follow)
-    return st
-
-
-def _install() -> None:
-    """Hook file opens and environment reads, once per process, at the first recording: a
-    process that never records pays nothing."""
-    global _installed
-    with _install_lock:
-        if not _installed:
-            sys.addaudithook(_audit)
-            # get, in, getenv go through it; patched on purpose, as the audit hook cannot see it
-            os._Environ.__getitem__ = _recording_getitem  # type: ignore[method-assign]
-            if os.stat is _STAT:
-                os.stat = _recording_stat
-            if os.lstat is _LSTAT:
-                os.lstat = _recording_lstat
-            for supported in (os.supports_dir_fd, os.supports_fd, os.supports_follow_symlinks):
-                for original, wrapper in ((_STAT, _recording_stat), (_LSTAT, _recording_lstat)):
-                    if original in supported:  # shutil.rmtree asks before using dir_fd
-                        supported.add(wrapper)
-            # a thread a call starts records into the call's trace: patched on purpose
-            threading.Thread.__init__ = _thread_init  # type: ignore[method-assign]
-            _installed = True
-
-
 def start() -> Recorder:
     """Begin recording the inputs of a call run by this thread (end it with :func:`stop`)."""
-    if not _installed:
-        _install()
-    rec = _local.rec = Recorder(getattr(_local, "rec", None), sys._getframe(1))
+    if not hooks.installed:
+        hooks.install()
+    rec = hooks.local.rec = Recorder(getattr(hooks.local, "rec", None), sys._getframe(1))
     return rec
 
 
@@ -407,7 +253,7 @@ def stop(rec: Recorder, reach=None) -> dict | None:
     recording of the call that made this one, if any. ``reach``: the function that ran (a
     pure function or a plain one), whose code's inputs read behind a memo are added
     (:mod:`.memos`)."""
-    _local.rec = rec.parent
+    hooks.local.rec = rec.parent
     if reach is not None and remembered:
         add_unseen(rec.add, rec.sites, codes_of(reach))
     trace = rec.trace()
@@ -423,7 +269,7 @@ def stop(rec: Recorder, reach=None) -> dict | None:
 def note(trace: dict) -> None:
     """A result with this trace is being answered to this thread: a call recording here
     depends on the same inputs."""
-    rec = getattr(_local, "rec", None)
+    rec = getattr(hooks.local, "rec", None)
     if rec is not None:
         rec.merge(trace)
 
