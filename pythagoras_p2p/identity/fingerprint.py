@@ -144,7 +144,7 @@ def _walk(root: Any, owner: str, head: bytes, ignore: frozenset, components: boo
         walker.out = bytearray(head)
         try:
             if isinstance(root, type):
-                walker.klass(root, walker.out)
+                walker.scopes.klass(root, walker.out)
             else:
                 walker.function(root, walker.out)
             return walker

@@ -55,7 +55,6 @@ from .kinds import (
     ATOMS,
     BOUND,
     FROZEN,
-    MODULE_DUNDERS,
     OPAQUE,
     UNBOUND,
     cell_contents,
@@ -69,6 +68,7 @@ from .kinds import (
     static_str,
 )
 from .lookups import Dynamic, scan
+from .scopes import Scopes
 from .usercode import installed_name, is_user_code
 
 __all__ = ["Walker", "Dynamic", "ABSENT", "WALKING"]
@@ -97,10 +97,11 @@ class Walker:
         self.names: frozenset = frozenset()  # attribute names the function being walked uses
         self.modules: set = set()  # user modules walked, with the names
         self.out = bytearray()  # what the walk wrote (set by its entry point)
+        self.scopes = Scopes(self)  # modules and classes
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _enter(self, obj: Any, out: bytearray) -> bool:
+    def enter(self, obj: Any, out: bytearray) -> bool:
         """Mark ``obj`` as being walked; False (and a back reference written) if it already is."""
         path = WALKING.__dict__.setdefault("path", [])
         for depth, seen in enumerate(path):
@@ -109,6 +110,10 @@ class Walker:
                 return False
         path.append(obj)
         return True
+
+    def leave(self) -> None:
+        """``obj`` of the last :meth:`enter` that returned True is walked."""
+        WALKING.path.pop()
 
     def _part(self, label: str, out: bytearray, start: int) -> None:
         """Record what the root function's part ``label`` wrote since ``start`` (for explain)."""
@@ -121,13 +126,13 @@ class Walker:
             label = f"{label} #{n}"
         self.components[label] = blake3(bytes(out[start:])).digest(length=16)
 
-    def _checkitems(self, container: Any) -> None:
+    def checkitems(self, container: Any) -> None:
         self.items.append((container, snapshot(container)))
 
     # ------------------------------------------------------------------ functions
 
     def function(self, func: types.FunctionType, out: bytearray) -> None:
-        if not self._enter(func, out):
+        if not self.enter(func, out):
             return
         names = self.names
         self.depth += 1
@@ -160,7 +165,7 @@ class Walker:
                     self.value(name, None if contents is ABSENT else contents, out)
                     self._part(f"closure {name}", out, start)
             if scope:
-                self._checkitems(scope)
+                self.checkitems(scope)
                 out += b"A"
                 for key, value in scope.items():
                     start = len(out)
@@ -179,7 +184,7 @@ class Walker:
             builtin_scope = builtin_scope.__dict__
         out += b"G"
         if self.coarse and is_user_code(scope.get("__name__")):
-            self.whole_scope(scope, out)
+            self.scopes.whole_scope(scope, out)
         for name in sorted(global_names(func.__code__)):
             start = len(out)
             if name in self.ignore:  # the user's promise: not an input
@@ -217,7 +222,7 @@ class Walker:
                 out += b"?"
                 encode_into((name, level), out)
                 continue
-            self.module(module, out)
+            self.scopes.module(module, out)
             self._part(global_label(module.__name__, module), out, start)
 
     def reference(self, name: str, value: Any, out: bytearray) -> None:
@@ -238,21 +243,21 @@ class Walker:
         elif kind is types.FunctionType:
             self.any_function(name, value, out)
         elif kind is types.ModuleType:
-            self.module(value, out)
+            self.scopes.module(value, out)
         elif isinstance(value, type):
-            self.klass(value, out)
+            self.scopes.klass(value, out)
         elif kind is tuple or kind is list:
             out += b"l" if kind is list else b"u"
             encode_length(len(value), out)
             for item in value:
                 self.value(name, item, out)
             if kind is list:
-                self._checkitems(value)
+                self.checkitems(value)
         elif kind is dict or kind is types.MappingProxyType:
             self.mapping(name, value, out)
         elif isinstance(value, enum.Enum):  # a member by its class, name and value
             out += b"e"
-            self.klass(kind, out)
+            self.scopes.klass(kind, out)
             state = instance_dict(value) or {}
             encode_into(state.get("_name_"), out)
             self.value(name, state.get("_value_"), out)
@@ -308,7 +313,7 @@ class Walker:
         if wrapped is ABSENT:
             return
         self.attrs.append((func, "__dict__", scope))
-        self._checkitems(scope)
+        self.checkitems(scope)
         out += b"w"
         self.value(name, wrapped, out)
         registry = scope.get("registry")
@@ -366,11 +371,11 @@ class Walker:
         dict or list subclass): its class by content and its state item by item, walked like a
         global's, so an object that holds itself (or its class that holds it) ends in a back
         reference rather than an address that depends on where the walk started."""
-        if not self._enter(value, out):
+        if not self.enter(value, out):
             return
         try:
             out += b"O"
-            self.klass(type(value), out)
+            self.scopes.klass(type(value), out)
             if isinstance(value, dict):
                 self.mapping(name, value, out)
             elif isinstance(value, list):
@@ -378,7 +383,7 @@ class Walker:
                 encode_length(len(value), out)
                 for item in list.__iter__(value):
                     self.value(name, item, out)
-                self._checkitems(value)
+                self.checkitems(value)
             self.mapping(name, scope if scope is not None else {}, out)
         finally:
             WALKING.path.pop()
@@ -390,95 +395,4 @@ class Walker:
         for key, item in items(value):
             encode_into(key, out)
             self.value(f"{name}[{label_of(key)}]", item, out)
-        self._checkitems(value)
-
-    # ------------------------------------------------------------------ modules and classes
-
-    def module(self, module: types.ModuleType, out: bytearray) -> None:
-        """An installed module by name and version; one of the user's by what the code uses of
-        it (all of it when it has a ``__getattr__`` or the walk is coarse)."""
-        scope = module.__dict__
-        name = scope.get("__name__", "?")
-        if not is_user_code(name):
-            out += b"m"
-            encode_into(installed_name(name), out)
-            return
-        out += b"M"
-        encode_into(name, out)
-        if self.coarse or "__getattr__" in scope:
-            self.whole_scope(scope, out)
-            return
-        key = (id(module), self.names)
-        if key in self.modules:  # walked already for these names (modules import each other)
-            out += b"<>"
-            return
-        self.modules.add(key)
-        used = self.names.intersection(scope)
-        missing = self.names.difference(scope).difference(self.ignore)
-        if missing:  # `getattr(mod, "X", 1)`: X must stay absent
-            self.absent.append((scope, frozenset(missing)))
-        for attr in sorted(used):
-            if attr in self.ignore:
-                continue
-            value = scope[attr]
-            self.same.append((scope, attr, value))
-            try:
-                self.reference(attr, value, out)
-            except FingerprintError:
-                # The names are those the code uses anywhere (``df.values`` names ``values`` of
-                # every module too): an object no address can be made of stands by its type,
-                # and is still checked for being rebound.
-                out += b"!"
-                encode_into(type(value).__qualname__, out)
-        out += b"."
-
-    def whole_scope(self, scope: dict, out: bytearray) -> None:
-        """Every global of a user module, and a check that none is rebound, added or removed."""
-        key = (id(scope), None)
-        if key in self.modules:
-            out += b"<>"
-            return
-        self.modules.add(key)
-        self._checkitems(scope)
-        out += b"W"
-        for attr in sorted(k for k in scope if type(k) is str):
-            if attr in MODULE_DUNDERS or attr in self.ignore:
-                continue
-            value = scope[attr]
-            try:
-                self.reference(attr, value, out)
-            except FingerprintError:  # not used by name: its type stands for it (and is checked)
-                out += b"!"
-                encode_into(type(value).__qualname__, out)
-        out += b"."
-
-    def klass(self, cls: type, out: bytearray) -> None:
-        if not is_user_code(cls.__module__):
-            out += b"c"
-            encode_into(installed_name(cls.__module__, cls.__qualname__), out)
-            return
-        if not self._enter(cls, out):
-            return
-        try:
-            out += b"L"
-            encode_into(cls.__qualname__, out)
-            for base in cls.__bases__:
-                self.klass(base, out)
-            meta = type(cls)
-            if meta is not type:
-                out += b"T"
-                self.klass(meta, out)
-            scope = cls.__dict__
-            self._checkitems(scope)  # also an attribute added later, shadowing an inherited one
-            for attr in sorted(scope):
-                value = scope[attr]
-                if attr.startswith("__") and attr.endswith("__") and not isinstance(
-                        value, (types.FunctionType, staticmethod, classmethod, property)):
-                    continue
-                encode_into(attr, out)
-                try:
-                    self.value(attr, value, out)
-                except FingerprintError:  # a descriptor or similar: its type stands for it
-                    encode_into(type(value).__qualname__, out)
-        finally:
-            WALKING.path.pop()
+        self.checkitems(value)
