@@ -85,7 +85,8 @@ def measure_hit(code_root: str | None, calls: int, blocks: int, computed_here: b
 def bench_files(calls: int, blocks: int) -> dict:
     """Misses and hits of a call that reads 10 small files, tracked and untracked."""
     import time
-    from statistics import median
+
+    from bench_foundation import per_call_us as median_per_call_us  # benchmarks/ is on sys.path
 
     from pythagoras_p2p import LocalCloud
     from pythagoras_p2p.identity import inputs, traces
@@ -114,14 +115,7 @@ def bench_files(calls: int, blocks: int) -> dict:
         untracked = cloud.add_pure_function(ten_files, track_inputs=False)
 
         def per_call_us(call, start=0):
-            samples = []
-            for b in range(blocks):
-                first = start + b * calls
-                t0 = time.perf_counter()
-                for k in range(first, first + calls):
-                    call(k)
-                samples.append((time.perf_counter() - t0) / calls * 1e6)
-            return median(samples)
+            return median_per_call_us(call, calls, blocks, start)
 
         tracked(k=-1, paths=paths), untracked(k=-1, paths=paths)  # first-call costs paid
         miss_tracked = per_call_us(lambda k: tracked(k=k, paths=paths))
