@@ -3,7 +3,8 @@ that computed it; a copy signed by a key the swarm does not know is refused; a m
 with ``--drop-results`` has its results dropped on every node, and their copies refused after.
 
 One LAN of three hosts serves the module (``--replicas 3``: every node holds every result),
-each host with its own member keys on one signed member list. The tests run in file order.
+each host with its own member keys on one signed member list; the last test removes host 1
+with ``pythagoras-node remove --drop-results`` on host 0. The tests run in file order.
 """
 
 from __future__ import annotations
@@ -22,26 +23,11 @@ N = 18
 
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory):
-    from pythagoras_p2p.trust import Member, Members, NodeKeys, SwarmSigningKey
-
     root = tmp_path_factory.mktemp("provenance")
-    lan = start_lan(root / "lan", 3, start=False)
+    lan = start_lan(root / "lan", 3, start=False)  # each host a member (an admin) of one swarm
     try:
-        swarm = SwarmSigningKey.create(lan.hosts[0].home)
-        certs = []
         for host in lan.hosts:
-            keys = NodeKeys.load_or_create(host.home)
-            certs.append(Member.certify(
-                node_id="", hostname=host.hostname, owner="team", roles=("node",),
-                curve_public=keys.curve_public, signing_public=keys.signing_public,
-                swarm_public=swarm.public, issuer="swarm", sign=swarm.sign))
-        members = Members.first("provenance", swarm, certs[0])
-        for cert in certs[1:]:
-            members = members.with_member(cert, "swarm", swarm.sign)
-        for host in lan.hosts:
-            members.save(host.home)
             host.start_node(workers=2, extra=["--replicas", str(R)])
-        lan.swarm, lan.members = swarm, members
         wait_for(lambda: all(h.node_info() for h in lan.hosts), 30, message="nodes to serve")
         ids = {h.node_info()["id"] for h in lan.hosts}
         for host in lan.hosts:
@@ -97,7 +83,7 @@ _COPY = """
     from pythagoras_p2p.store.packing import pack
     from pythagoras_p2p.trust import NodeKeys
     from pythagoras_p2p.trust.provenance import stamp
-    signer = NodeKeys.generate() if {stranger} else NodeKeys.load(os.environ["PYTHAGORAS_HOME"])
+    signer = NodeKeys.generate() if {stranger} else NodeKeys.load({signer!r} or os.environ["PYTHAGORAS_HOME"])
     call = os.urandom(32)
     meta = stamp({{"function": "forged.f"}}, call, value_address(7), signer)
     head = [{{"call": call.hex(), "address": value_address(7).hex(), "large": False, "meta": meta}}]
@@ -107,8 +93,12 @@ _COPY = """
 """
 
 
-def _send_copy(sender, to, *, stranger: bool) -> dict:
-    out = sender.run_python(textwrap.dedent(_COPY.format(stranger=stranger, to=to.ip)))
+def _send_copy(sender, to, *, stranger: bool, signed_by=None) -> dict:
+    """A copy of a new result sent by ``sender``'s member keys to ``to``, signed by a key on no
+    list (``stranger``), by ``signed_by``'s member key, or by the sender's."""
+    signer = str(signed_by.home) if signed_by is not None else ""
+    out = sender.run_python(textwrap.dedent(_COPY.format(stranger=stranger, to=to.ip,
+                                                         signer=signer)))
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -171,26 +161,25 @@ def test_drop_results_drops_exactly_that_members_results_on_every_node(lan):
     gone = _key_id(h1)
     before = {h.index: _by_member(h, name) for h in lan.hosts}
     assert before[0].get(gone), "host 1 computed none of the results: nothing to drop"
-    # what `pythagoras-node remove h1 --drop-results` signs, as every node comes to hold it
-    dropped = lan.members.without([gone], "swarm", lan.swarm.sign, drop_results=True)
-    for host in lan.hosts:
-        dropped.save(host.home)
+    removed = h0.cli("remove", h1.hostname, "--drop-results")  # on an admin: the list travels
+    assert removed.returncode == 0, removed.stderr
     expected = {k: n for k, n in before[0].items() if k != gone}
-    for host in lan.hosts:
+    for host in (h0, h2):  # every member; host 1 is none any more
         wait_for(lambda host=host: _by_member(host, name) == expected or None, 30, interval=0.2,
                  message=f"host {host.index} to drop host 1's results, and only those")
     said = f"dropped {before[0][gone]} result(s) computed by {h1.hostname}"
-    for host in lan.hosts:
+    for host in (h0, h2):
         wait_for(lambda host=host: said in host.log.read_text() or None, 10, interval=0.1,
                  message=f"host {host.index} to log what it dropped")
     marks = lan.root / "marks"
     ran = len(read_marks(marks))
     again = Client(h0, WHERE + textwrap.dedent(f"""
         results = where.sync_parallel(kw_args(x=i, marks={str(marks)!r}) for i in range({N}))
-        emit(values=[r[0] for r in results])
+        emit(values=[r[0] for r in results], homes=results)
     """)).result()
     assert again["values"] == [i * i for i in range(N)]
+    assert all(r[1] != str(h1.home) for r in again["homes"])  # not on the removed member
     assert len(read_marks(marks)) - ran == before[0][gone]  # exactly the dropped ones ran again
-    later = _send_copy(h1, h2, stranger=False)  # a copy host 1 signs after: refused
+    later = _send_copy(h0, h2, stranger=False, signed_by=h1)  # one host 1 signed: refused
     assert later["refused"] == [later["call"]]
     assert "a removed member whose results were dropped" in h2.log.read_text()
