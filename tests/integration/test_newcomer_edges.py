@@ -41,7 +41,7 @@ def _call_through(home, connection: str) -> str:
     make_key(home)
     code = textwrap.dedent(f"""
         from pythagoras_p2p import SwarmCloud, NodeUnreachable
-        cloud = SwarmCloud(connection={connection!r})
+        cloud = SwarmCloud(connection={connection!r}, connect_timeout=3.0)
         @cloud.add_pure_function
         def double(*, x):
             return 2 * x
@@ -51,7 +51,9 @@ def _call_through(home, connection: str) -> str:
             print("ERROR:", exc)
         cloud.close()
     """)
-    proc = run_python(code, env={"PYTHAGORAS_HOME": str(home)}, timeout=60)
+    # Short waits (the defaults are 5 s each): what is said does not depend on them.
+    proc = run_python(code, env={"PYTHAGORAS_HOME": str(home), "PYTHAGORAS_SILENT_AFTER": "1.5"},
+                      timeout=60)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "ERROR:" in proc.stdout, proc.stdout + proc.stderr
     return proc.stdout
