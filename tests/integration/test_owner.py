@@ -22,7 +22,7 @@ import pytest
 from helpers import wait_for
 from node_harness import RunningNode, cli, copy_key, free_port, make_key, spawn_node, wait_serving
 
-from pythagoras_p2p import PCloud
+from pythagoras_p2p import PCloud, SwarmCloud
 from pythagoras_p2p.net.security import load_key
 
 # ``where`` leaves marks that depend on when it runs, on purpose: no warning about it.
@@ -228,12 +228,17 @@ def test_calls_wait_while_every_node_is_paused_and_run_once_one_resumes(swarm):
         wait_for(lambda: _paused(laptop) and _paused(server), 5, message="both nodes to pause")
         kw = [{"x": next(_numbers), "pause": 0.0, "marks": str(swarm["marks"])} for _ in range(3)]
         out: dict = {}
-        runner = threading.Thread(target=lambda: out.setdefault("r", swarm["fn"].sync_parallel(kw)))
+        # A client of its own with a short connect_timeout (the default is 5 s), waited past.
+        client = SwarmCloud(connection=f"{laptop.connection},{server.connection}",
+                            home=swarm["root"] / "client", connect_timeout=2.0)
+        fn = client.add_pure_function(where)
+        runner = threading.Thread(target=lambda: out.setdefault("r", fn.sync_parallel(kw)))
         runner.start()
-        runner.join(7.0)  # past the client's connect_timeout (5 s): paused is not unreachable
+        runner.join(3.5)  # past the client's connect_timeout: paused is not unreachable
         assert runner.is_alive() and not _marks(swarm, {k["x"] for k in kw})
         assert cli(server.home, "resume").returncode == 0
         runner.join(30)
+        client.close()
         assert set(_check(kw, out["r"])) == {str(server.home)}
     finally:
         for node in (laptop, server):
