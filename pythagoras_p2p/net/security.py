@@ -26,6 +26,7 @@ A message that reaches the node without a ``User-Id`` (no ZAP handler ran) is re
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 KEY_FILE = "swarm.key"  # the one shared key of earlier releases: refused, with the way to move
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 _SELF_CHECK_KEYS: set[bytes] = set()  # the random keys of this process's own admission checks
+QUICK_PROBE = 0.25  # seconds an I/O loop's connect tries the member keys on a new address
+FAILED_FOR = 10.0  # seconds an address no key answered is tried only in the background
 USER_REMOVED = "removed:"  # the User-Id prefix of a removed member's connection
 USER_INVITED = "invited:"  # the User-Id prefix of a connection holding an invitation's key
 
@@ -64,6 +67,8 @@ class Credentials:
         self.public = trust.keys.curve_public
         self.secret = trust.keys.curve_secret
         self._book: dict[tuple[str, int], bytes] = {}  # address → the server key that answered
+        self._probing: set[tuple[str, int]] = set()  # addresses tried in a thread now
+        self._failed: dict[tuple[str, int], float] = {}  # address → when no key answered there
 
     @property
     def members(self) -> Members:
@@ -98,11 +103,15 @@ class Credentials:
         self._book.pop((host, int(port)), None)
 
     def server_key(self, host: str, port: int, node_id: str | None = None,
-                   context: Any = None, timeout: float = 1.5) -> bytes | None:
+                   context: Any = None, timeout: float = 1.5, wait: bool = True) -> bytes | None:
         """The CURVE public key of the member node at ``host:port`` (None: no member answers there).
 
         Known from the node id, or learned for the address; else, with one member node, its key;
-        else every member node's key is tried on the address at once and the one that answers kept.
+        else every member node's key is tried on the address at once and the one that answers
+        kept. ``wait=False`` (an I/O loop's connect): the keys are tried for a moment only
+        (:data:`QUICK_PROBE`); an address that does not answer that fast (a frozen or stopped
+        node) goes on being tried in a thread of its own while this returns None, and the
+        caller's next attempt finds what it learned.
         """
         if node_id:
             member = self.members.by_node_id(node_id)
@@ -118,10 +127,35 @@ class Credentials:
             return nodes[0]
         if not nodes:
             return None
-        found = _try_keys(context, host, int(port), self, nodes, timeout)
+        address = (host, int(port))
+        if wait:
+            found = _try_keys(context, host, int(port), self, nodes, timeout)
+        elif address in self._probing or \
+                time.monotonic() - self._failed.get(address, -FAILED_FOR) < FAILED_FOR:
+            found = None  # being tried, or silent a moment ago: not again in the caller's loop
+        else:
+            found = _try_keys(context, host, int(port), self, nodes, QUICK_PROBE)
         if found is not None:
-            self._book[(host, int(port))] = found
+            self._book[address] = found
+            self._failed.pop(address, None)
+        elif not wait and address not in self._probing:
+            self._probing.add(address)
+            threading.Thread(target=self._probe_in_background, args=(address, nodes, timeout),
+                             name=f"pythagoras-key-probe-{host}:{port}", daemon=True).start()
         return found
+
+    def _probe_in_background(self, address: tuple[str, int], nodes: list, timeout: float) -> None:
+        try:
+            found = _try_keys(None, address[0], address[1], self, nodes, max(timeout, 5.0))
+            if found is not None:
+                self._book[address] = found
+                self._failed.pop(address, None)
+            else:
+                self._failed[address] = time.monotonic()
+        except Exception as exc:  # e.g. the process is shutting down: the next connect tries again
+            log.debug("probing %s:%d for its key failed: %r", *address, exc)
+        finally:
+            self._probing.discard(address)
 
     def _own_node_at(self, host: str, port: int) -> bool:
         """Whether this home's own node listens at ``host:port`` (its ``node.json`` says where)."""

@@ -111,8 +111,8 @@ class Peer:
         except (socket.gaierror, UnicodeError) as exc:
             return (f"no such host: {self.host!r} does not resolve ({getattr(exc, 'strerror', None) or exc}); "
                     f"check the name, or give the machine's IP address")
-        self.server_key = key.server_key(self.host, self.port, self.node_id, context)
-        if self.server_key is None:
+        self.server_key = key.server_key(self.host, self.port, self.node_id, context, wait=False)
+        if self.server_key is None:  # tried again at the next connect (learned meanwhile)
             return (f"no member node of the swarm answers at {self.address} (is its node "
                     f"running, and is it a member: `pythagoras-node members`?)")
         sock = client_socket(context, key, self.server_key)

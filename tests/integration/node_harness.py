@@ -69,15 +69,15 @@ def make_key(home: Path):
     return create_key(home)
 
 
-def copy_key(source_home: Path, home: Path) -> Path:
+def copy_key(source_home: Path, home: Path, *, node: bool = True) -> Path:
     """Make ``home`` a member (and an admin, so it may admit others) of ``source_home``'s swarm,
-    certified by ``source_home``; every home of that swarm gets the new member list (their
-    nodes take it from their homes within a second)."""
+    certified by ``source_home`` (``node=False``: a client's home, which runs no node); every
+    home of that swarm gets the new member list (their nodes take it from their homes)."""
     home.mkdir(parents=True, exist_ok=True)
     homes = next((h for h in _SWARMS.values() if Path(source_home) in h), None)
     if homes is None:
         homes = _SWARMS.setdefault(Path(source_home), [Path(source_home)])
-    admit(source_home, home, hostname=home.name, admin=True, share_with=tuple(homes))
+    admit(source_home, home, hostname=home.name, admin=True, node=node, share_with=tuple(homes))
     homes.append(Path(home))
     return members_path(home)
 
@@ -307,7 +307,7 @@ def make_client(tmp_path):
 
     def make(target: RunningNode, name: str = "client", **kwargs):
         home = tmp_path / name
-        copy_key(target.home, home)
+        copy_key(target.home, home, node=False)
         cloud = PCloud(connection=target.connection, home=home, **kwargs)
         clouds.append(cloud)
         return cloud

@@ -71,7 +71,7 @@ def swarm(tmp_path_factory):
             nodes[name] = RunningNode(home, port, proc, root / f"{name}.log", load_key(home))
             wait_serving(nodes[name])
         client_home = root / "client"
-        copy_key(root / "laptop", client_home)
+        copy_key(root / "laptop", client_home, node=False)
         cloud = PCloud(connection=f"{nodes['laptop'].connection},{nodes['server'].connection}",
                        home=client_home)
         marks = root / "marks"
