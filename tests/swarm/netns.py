@@ -208,7 +208,10 @@ class Lan:
             for host in hosts or self.hosts:
                 if host.node_info() is None:
                     continue
-                rows = {m["key_id"]: m for m in host.status().get("members", [])}
+                try:
+                    rows = {m["key_id"]: m for m in host.status().get("members", [])}
+                except RuntimeError:  # its node did not answer in time (a loaded machine)
+                    return False
                 row = rows.get(key_id)
                 if (row is not None and not row["removed"]) != admitted:
                     return False
