@@ -38,7 +38,7 @@ def test_the_team_guide_is_linked_and_the_readme_first_screen_still_fits():
     assert "](docs/team.md)" in readme
     guide = (REPO / "docs" / "team.md").read_text()
     for command in ("join TOKEN", "start --detach", "status", "doctor", "stop", "cache gc",
-                    "init --force"):
+                    "invite", "remove HOSTNAME"):
         assert f"pythagoras-node {command}" in guide, command
     assert "run any code" in guide  # what a member can do, said plainly
     first_screen = readme.split("\n## ", 1)[0].splitlines()
