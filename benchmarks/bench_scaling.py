@@ -26,12 +26,12 @@ key, and measures:
    system seconds of every node process and its worker, summed, / window (100 % = one core).
 3. memo lookup latency, client on host 0 (``PCloud()``, connected to all N nodes), medians over
    ``--lookups`` fresh calls of a tiny pure function (``probe(i=, salt=)``, returns a 2-item list):
-   * ``miss, lookup only``: ``cloud._lookup_elsewhere([call])`` for a call no node holds — the
+   * ``miss, lookup only``: ``cloud._results.elsewhere([call])`` for a call no node holds — the
      one bounded parallel lookup a memo miss makes (every peer asked at once, answer when all
      replied or after 2 s);
    * ``miss, full call``: ``probe(i=, salt=fresh)``: local store miss, that lookup, computing
      here and storing the result (one LMDB commit with fdatasync);
-   * ``hit on host N, lookup only``: ``_lookup_elsewhere([call])`` for a call whose result only
+   * ``hit on host N, lookup only``: ``_results.elsewhere([call])`` for a call whose result only
      host N-1's store holds (computed there first through its node), value copied into the
      local store behind the caller (write-behind);
    * ``hit on host N, full call``: ``probe(...)`` of such a call: local miss, lookup, return.
@@ -230,7 +230,7 @@ def part_lookup(p: dict) -> dict:
     fn.address(i=0, salt="warm")  # fingerprint once, outside the timings
     fresh = f"miss-{time.time_ns()}-{os.getpid()}"
     for w in range(3):  # warm every connection and the lookup path
-        cloud._lookup_elsewhere([fn.address(i=-1 - w, salt=fresh)])
+        cloud._results.elsewhere([fn.address(i=-1 - w, salt=fresh)])
 
     def timed(action):
         t0 = time.perf_counter()
@@ -242,13 +242,13 @@ def part_lookup(p: dict) -> dict:
     salt = p["salt"]
     for r in range(reps):
         call = fn.address(i=r, salt=fresh + "-a")
-        took, got = timed(lambda call=call: cloud._lookup_elsewhere([call]))
+        took, got = timed(lambda call=call: cloud._results.elsewhere([call]))
         out["miss_lookup"].append(took)
         found["miss_lookup"] += call in got
         took, got = timed(lambda r=r: fn(i=r, salt=fresh + "-b"))
         out["miss_call"].append(took)
         call = fn.address(i=r, salt=salt)  # results 0..reps-1: lookup only
-        took, got = timed(lambda call=call: cloud._lookup_elsewhere([call]))
+        took, got = timed(lambda call=call: cloud._results.elsewhere([call]))
         out["hit_lookup"].append(took)
         found["hit_lookup"] += call in got
         took, got = timed(lambda r=r: fn(i=reps + r, salt=salt))  # reps..2reps-1: full call
@@ -667,9 +667,9 @@ def summarize(r: dict) -> dict:
     if lk:
         ms = 1e3
         reps = len(lk["miss_lookup"])
-        s["lookup miss, _lookup_elsewhere (ms, median)"] = f"{median(lk['miss_lookup']) * ms:.2f}"
+        s["lookup miss, _results.elsewhere (ms, median)"] = f"{median(lk['miss_lookup']) * ms:.2f}"
         s["memo call miss, full (ms, median)"] = f"{median(lk['miss_call']) * ms:.2f}"
-        s["lookup hit on host N, _lookup_elsewhere (ms)"] = f"{median(lk['hit_lookup']) * ms:.2f}"
+        s["lookup hit on host N, _results.elsewhere (ms)"] = f"{median(lk['hit_lookup']) * ms:.2f}"
         s["memo call hit on host N, full (ms, median)"] = f"{median(lk['hit_call']) * ms:.2f}"
         s["hits found / asked (lookup; call)"] = (f"{lk['found']['hit_lookup']}/{reps}; "
                                                   f"{lk['found']['hit_call_right']}/{reps}")

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from pythagoras_p2p.defaults import NODE_LOG_ONCE as _MOST
 from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
-from pythagoras_p2p.execution.run import Task
+from pythagoras_p2p.execution.tasks import Task
 from pythagoras_p2p.identity.inputs import holds
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.outcomes_wire import outcome_to_wire

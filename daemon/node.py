@@ -26,7 +26,7 @@ from pythagoras_p2p.defaults import worker_count
 from pythagoras_p2p.execution.mailbox import Mailbox
 from pythagoras_p2p.execution.outcomes import Crashed, Failed, Ok
 from pythagoras_p2p.execution.pool import WorkerPool
-from pythagoras_p2p.execution.run import Task
+from pythagoras_p2p.execution.tasks import Task
 from pythagoras_p2p.net import wire
 from pythagoras_p2p.net.mdns import Advert, Announcement, local_addresses
 from pythagoras_p2p.net.nodefile import node_identity

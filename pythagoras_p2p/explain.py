@@ -107,7 +107,7 @@ def explain(fn: Any, kwargs: Mapping[str, Any]) -> Explanation:
     bound = fn.bind((), dict(kwargs))
     identity = fn.identity()
     call, addresses = call_address(identity.fp, bound, named=fn.named)
-    fn.cloud._settle_results()
+    fn.cloud._results.settle()
     store = fn.cloud.store
     versions = stored_versions(store, fn.qualified_name)
     results = sum(v.results for v in versions)

@@ -218,7 +218,7 @@ class PureFunction:
         changed since — or that they are not tracked), or None when it is not stored here.
         Nothing is computed."""
         call = self.address(**kwargs)
-        self.cloud._settle_results()
+        self.cloud._results.settle()
         return stored_call(self.cloud.store, call, self.qualified_name, self.track_inputs)
 
     def explain(self, **kwargs: Any) -> Explanation:
@@ -234,13 +234,13 @@ class PureFunction:
     def forget(self, **kwargs: Any) -> bool:
         """Delete the stored result of this call from this machine's store; True if there was
         one. Its next call computes it again."""
-        self.cloud._settle_results()
+        self.cloud._results.settle()
         return forget(self.cloud.store, [self.address(**kwargs)]) == 1
 
     def forget_all(self) -> int:
         """Delete every stored result of this function (every version of it) from this
         machine's store; returns how many. ``pythagoras-node cache gc`` then reclaims the space."""
-        self.cloud._settle_results()
+        self.cloud._results.settle()
         return forget_function(self.cloud.store, self.qualified_name)
 
     # ------------------------------------------------------------------ running calls

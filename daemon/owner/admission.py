@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from pythagoras_p2p.defaults import POOL_MAX_CHUNK
 from pythagoras_p2p.execution.outcomes import Ok
 from pythagoras_p2p.execution.pool import WorkerPool
-from pythagoras_p2p.execution.run import Task
+from pythagoras_p2p.execution.tasks import Task
 from pythagoras_p2p.net import wire
 
 from .fairshare import FairShare

@@ -1,13 +1,16 @@
 """``PCloud``: the base of every backend, the user contract they share, and the choice of backend.
 
-A cloud owns a store (the LMDB store of its home), the functions added to it, and a way to run
-calls away from the caller (its ``_submit``). What happens on a call is the same everywhere:
-the memoized call and the ``sync_parallel`` algorithm live in :mod:`..function` and
-:mod:`..execution`; a backend only says where tasks run.
+A cloud owns a store (the LMDB store of its home), the functions added to it, and the
+collaborators it hands each run of calls: its results (:class:`~.seams.StoreResults`, or the
+swarm's), its executor (where tasks run: each backend has its own), the leases of its home and
+the calls its runs have in flight. What happens on a call is the same everywhere: the memoized
+call and the ``sync_parallel`` algorithm live in :mod:`..function` and :mod:`..execution`; a
+backend only says where tasks run and where results are.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -17,13 +20,15 @@ from typing import TYPE_CHECKING, Any
 from ..defaults import home_dir, worker_count
 from ..errors import ConfigurationError, FingerprintError, ResourcesError, StoreFullError
 from ..execution.context import in_worker
+from ..execution.inflight import InflightCalls
+from ..execution.interfaces import Collaborators, Executor, Results
 from ..execution.windows import run_calls, submit_calls
 from ..function import PureFunction
 from ..identity import inputs
 from ..identity.calls import NO_ADDRESSES as _NO_ADDRESSES
 from ..identity.calls import argument_digests
 from ..identity.encoding import value_address
-from ..identity.fingerprint import Identity, parse_ignore_globals
+from ..identity.fingerprint import parse_ignore_globals
 from ..requirements import parse_requirements
 from ..resources import custom_resources, lacking, machine_resources, parse_needs
 from ..store.core import MISSING, ResultRecord, Store, open_store, warn_not_stored
@@ -31,10 +36,11 @@ from ..store.leases import leases_of
 from ..store.packing import pack_parts
 from ..store.records import result_meta
 from .choice import choose_backend
+from .connection import parse_connection
+from .seams import StoreResults
 
 if TYPE_CHECKING:
-    from ..execution.interfaces import TaskBatch
-from .connection import parse_connection
+    from ..execution.arguments import Arguments
 
 __all__ = ["PCloud"]
 
@@ -69,8 +75,10 @@ class PCloud:
         self._lock = threading.Lock()
         # Calls being executed for runs of this cloud: call address -> (run, slot), so that
         # an identical call started meanwhile joins that execution instead of starting another.
-        self._inflight: dict[bytes, tuple] = {}
-        self._inflight_lock = threading.Lock()
+        self._inflight = InflightCalls()
+        # results computed here are claimed by this machine's member as they are stored
+        self._results: Results = StoreResults(self.store, sign=self._sign)
+        self._executor: Executor  # each backend makes its own
         self._machine: dict[str, float] | None = None  # see machine_resources
 
     def add_pure_function(self, func: Any = None, *, resources: Any = None,
@@ -218,63 +226,39 @@ class PCloud:
         if identity is None or identity.record is not None:
             return
         try:
-            self._register_function(fn, identity)
+            self._executor.register_function(fn, identity)
         except Exception as exc:  # noqa: BLE001 - only explain's view of versions is lost
             log.debug("no record of %s kept for explain: %s", fn.name, exc)
 
-    def _register_function(self, fn: PureFunction, identity: Identity) -> bytes:
-        """Put the function's record into the store, where workers load it by its key, and
-        return the key (the record is made once per identity, with the values its fingerprint
-        was computed from). A record removed meanwhile (found damaged) is stored again."""
-        key, data = fn.record(identity)
-        if not self.store.has_function(key):
-            self.store.put_function(key, data)
-        return key
+    @functools.cached_property
+    def _seams(self) -> Collaborators:
+        """What each run of this cloud is given to work with (see :mod:`..execution.interfaces`),
+        made once its backend has made its executor; also the owner of its runs' progress bars
+        (see :func:`~..execution.progress.open_runs`)."""
+        return Collaborators(self._results, self._executor, self._leases, self._inflight)
 
     def _run(self, fn: PureFunction, calls: Iterable[dict], *, return_exceptions: bool,
              progress: bool | None, timeout: float | None = None,
              total: int | None = None) -> list:
-        return run_calls(self, fn, calls, return_exceptions=return_exceptions, progress=progress,
-                         timeout=timeout, total=total)
+        return run_calls(self._seams, fn, calls, return_exceptions=return_exceptions,
+                         progress=progress, timeout=timeout, total=total)
 
-    def _start(self, fn: PureFunction, calls: Iterable[dict]) -> list:
-        """Start calls of ``fn``; a future per call, in input order (see ``async_parallel``)."""
-        return submit_calls(self, fn, calls)
+    def _start(self, fn: PureFunction, calls: Iterable[dict], *, memoize: bool = True,
+               arguments: Arguments | None = None, unaddressed: frozenset = frozenset()) -> list:
+        """Start calls of ``fn``; a future per call, in input order (see ``async_parallel``,
+        and :func:`~..execution.windows.submit_calls` for the options)."""
+        return submit_calls(self._seams, fn, calls, memoize=memoize, arguments=arguments,
+                            unaddressed=unaddressed)
 
-    def _keep_argument(self, address: bytes, name: str, value: Any, written: list) -> None:
-        """A large argument of a task: kept in the store for this boot only (the caller has it
-        anyway), where workers and peers read it by address, and held while the calls run (a
-        copy another caller made is shared, not dropped under us); ``written`` collects the
-        copies held here, let go of when the calls are over."""
-        if self.store.keep_transient(address, lambda: pack_parts(value, what=f"argument {name!r}")):
-            written.append(address)
+    def _arguments(self) -> Arguments:
+        """A scope for large arguments shared by several runs (a joblib ``Parallel`` call)."""
+        from ..execution.arguments import Arguments
 
-    def _release_values(self, addresses: list) -> None:
-        """The calls that read these transient argument copies are over: drop them."""
-        self.store.drop_transient(addresses)
+        return Arguments(self._executor)
 
     def worker_slots(self) -> int:
         """How many calls this cloud can run at once (every worker of every machine it uses)."""
         raise NotImplementedError  # pragma: no cover - each backend has one
-
-    def _submit(self, tasks: Iterable, count: int) -> TaskBatch:  # pragma: no cover - each backend has one
-        raise NotImplementedError
-
-    def _lookup_elsewhere(self, calls: list[bytes], *, before_running: bool = False) -> dict[bytes, Any]:
-        """Results of ``calls`` held somewhere other than the local store (none, here)."""
-        return {}
-
-    def _pending_results(self, calls: list[bytes]) -> dict[bytes, Any]:
-        """Results of ``calls`` on their way into the local store (none, here: see SwarmCloud)."""
-        return {}
-
-    def _settle_results(self) -> None:
-        """Make every result returned so far readable in the local store (see SwarmCloud)."""
-
-    def _store_results(self, records: list) -> None:
-        """Store results that arrived from workers (durably, before they are returned)."""
-        self._sign(records)
-        self.store.put_results(records)
 
     def _sign(self, records: list) -> None:
         """Say that this machine's member computed these results, when its home has member keys

@@ -28,17 +28,21 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..defaults import DASK_WORKERS_TTL as WORKERS_TTL
 from ..errors import ConfigurationError, PythagorasError, RequirementsError, ResourcesError
-from ..execution.run import Task
+from ..execution.tasks import Task
 from ..identity.calls import approx_nbytes
 from ..net.rpc import NodeUnreachable
 from ..net.wire import PYTHON_VERSION
 from .base import PCloud
 from .dask_worker import probe_worker
+from .seams import StoreStaging
+
+if TYPE_CHECKING:
+    from ..execution.interfaces import TaskBatch
 
 __all__ = ["DaskCloud"]
 
@@ -77,17 +81,10 @@ class DaskCloud(PCloud):
         self._failed_calls: set[bytes] = set()
         self._workers_info: dict = {}
         self._workers_at = -WORKERS_TTL
+        self._executor = DaskExecutor(self)
         self._eligible_workers()  # fail now, not at the first call, if no worker can run ours
 
     # ------------------------------------------------------------------ backend interface
-
-    def _keep_argument(self, address: bytes, name: str, value: Any, written: list) -> None:
-        """A large argument waits here until its task is submitted: then it is scattered. It
-        waits as a copy taken now: the caller may change the object in place once an
-        ``async_*`` call returned, and the task must run with the value of its address."""
-        with self._dask_lock:
-            if address not in self._pending and address not in self._scattered:
-                self._pending[address] = pickle.loads(pickle.dumps(value, protocol=5))
 
     def worker_slots(self) -> int:
         """The threads of the Dask workers that may take calls."""
@@ -96,12 +93,14 @@ class DaskCloud(PCloud):
         return max(1, sum(info.get("nthreads", 1) for address, info in workers.items()
                           if eligible is None or address in eligible))
 
-    def _submit(self, tasks: Iterable[Task], count: int):
-        from .dask_batch import DaskBatch
-
-        return DaskBatch(self, tasks, count)
-
     # ------------------------------------------------------------------ cluster state
+
+    def wait_to_scatter(self, address: bytes, value: Any) -> None:
+        """Keep a copy of a large argument (taken now) until a task that reads it is submitted
+        (see :class:`DaskExecutor`)."""
+        with self._dask_lock:
+            if address not in self._pending and address not in self._scattered:
+                self._pending[address] = pickle.loads(pickle.dumps(value, protocol=5))
 
     def _eligible_workers(self, extra: tuple = ()) -> list[str] | None:
         """Workers that may take calls (of a function whose own requires= are ``extra``);
@@ -260,6 +259,28 @@ class DaskCloud(PCloud):
 
     def __repr__(self) -> str:
         return f"DaskCloud(scheduler={self.client.scheduler.address!r}, home={str(self.home)!r})"
+
+
+class DaskExecutor(StoreStaging):
+    """Where a ``DaskCloud``'s tasks run: as Dask tasks (see :mod:`.dask_batch`). Functions
+    are put in the store first (and scattered from there); large arguments are scattered once
+    by address, from the cloud's cache of them."""
+
+    def __init__(self, cloud: DaskCloud):
+        super().__init__(cloud.store)
+        self.cloud = cloud
+
+    def stage_argument(self, address: bytes, name: str, value: Any, written: list[bytes]) -> None:
+        """A large argument waits in the cloud until its task is submitted: then it is
+        scattered. It waits as a copy taken now: the caller may change the object in place
+        once an ``async_*`` call returned, and the task must run with the value of its
+        address. Nothing is held in the store (``written`` stays as it is)."""
+        self.cloud.wait_to_scatter(address, value)
+
+    def submit(self, tasks: Iterable[Task], count: int) -> TaskBatch:
+        from .dask_batch import DaskBatch
+
+        return DaskBatch(self.cloud, tasks, count)
 
 
 def _connect(scheduler: Any, timeout: float) -> tuple[Any, bool]:

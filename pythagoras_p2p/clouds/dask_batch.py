@@ -1,6 +1,6 @@
 """The tasks of one run of calls on a Dask cluster: streamed into Dask a window at a time.
 
-A part of :class:`~.dask.DaskCloud` (its ``_submit``): each task is one Dask task keyed
+What :class:`~.dask.DaskExecutor` submits: each task is one Dask task keyed
 ``<function>-<call address>``; its outcome comes back as the task's result (the function's
 exception too), what Dask itself could not run becomes a failed outcome here
 (:func:`_failed`), and a task lost with a worker that held its inputs is sent again, up to
@@ -13,14 +13,14 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..defaults import DASK_MAX_ATTEMPTS as MAX_ATTEMPTS
 from ..defaults import DASK_MIN_WINDOW, DASK_POLL_EVERY, DASK_WINDOW_PER_THREAD
 from ..execution.batch import Tally, print_output
 from ..execution.outcomes import UNREACHABLE, Crashed, Failed, Ok, Outcome, Refused, failure_outcome
-from ..execution.run import Task
+from ..execution.tasks import Task
 from .dask_worker import run_dask_task
 
 __all__ = ["DaskBatch"]
@@ -28,6 +28,8 @@ __all__ = ["DaskBatch"]
 
 class DaskBatch:
     """The tasks of one run of calls, streamed into Dask a window at a time."""
+
+    eager = False  # its tasks run whether or not anyone asks for their outcomes
 
     def __init__(self, cloud: Any, tasks: Iterable[Task], count: int):  # cloud: a DaskCloud
         from distributed import as_completed
@@ -44,7 +46,7 @@ class DaskBatch:
         self.retry: list[Task] = []
         self.attempts: dict[int, int] = {}
         self.done = as_completed(loop=self.client.loop)
-        self.on_ready = None  # called (on a Dask thread) as tasks end
+        self.on_ready: Callable[[], None] | None = None  # called (on a Dask thread) as tasks end
         self._lock = threading.Lock()  # cancel_tasks comes from the futures' owners' threads
         self._submit()
 

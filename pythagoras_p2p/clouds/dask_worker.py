@@ -1,7 +1,7 @@
 """What runs on a Dask worker for ``DaskCloud``: one call, with what it printed; the worker's facts.
 
 Dask pickles these functions by reference, so this module is imported on the workers: it keeps
-to what a worker needs (the function record loader and :func:`~..execution.run.run_task`, shared
+to what a worker needs (the function record loader and :func:`~..execution.tasks.run_task`, shared
 with every backend) and imports nothing of Dask's client side.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from .._version import __version__
 from ..execution.functions import from_record
 from ..execution.outcomes import Outcome
-from ..execution.run import Task, current_where, run_task
+from ..execution.tasks import Task, current_where, run_task
 from ..net.wire import PYTHON_VERSION
 from ..store.core import MISSING
 

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import atexit
 import socket
+import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..defaults import worker_count
 from ..errors import ConfigurationError, RequirementsError
 from ..execution.batch import Tally
 from ..execution.context import in_worker, register_default_cloud
-from ..execution.run import Task, run_task
+from ..execution.tasks import Task, run_task
 from ..requirements import missing_requirements
 from ..resources import Ledger, custom_resources
 from .base import PCloud
 from .choice import register_backend
+from .seams import StoreStaging
 
 if TYPE_CHECKING:
+    from ..execution.interfaces import TaskBatch
     from ..execution.pool import WorkerPool
+    from ..store.core import Store
+    from ..store.leases import Leases
 
 __all__ = ["LocalCloud"]
 
@@ -54,7 +59,8 @@ class LocalCloud(PCloud):
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ConfigurationError(f"workers={workers!r}; give a whole number of at least 1")
         self.workers = workers
-        self._pool: WorkerPool | None = None
+        self._executor: LocalExecutor = LocalExecutor(self.store, self._leases, self.home, workers,
+                                                      self.machine_resources)
         custom_resources()  # a malformed PYTHAGORAS_RESOURCES is an error now, not at a call
 
     def worker_slots(self) -> int:
@@ -77,16 +83,35 @@ class LocalCloud(PCloud):
                 f"Install them (pip install ...) or change requires="
             )
 
-    def _submit(self, tasks: Iterable[Task], count: int):
+    def close(self) -> None:
+        self._executor.close()
+
+
+register_backend("local", LocalCloud)
+register_default_cloud(LocalCloud)
+
+
+class LocalExecutor(StoreStaging):
+    """Where a ``LocalCloud``'s tasks run: a pool of worker processes of this machine, started
+    at the first batch (and again after a close); inside a worker, inline, one by one."""
+
+    def __init__(self, store: Store, leases: Leases, home: Any, workers: int,
+                 resources: Callable[[], dict[str, float]]):
+        super().__init__(store)
+        self.leases, self.home, self.workers, self.resources = leases, home, workers, resources
+        self._pool: WorkerPool | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, tasks: Iterable[Task], count: int) -> TaskBatch:
         if in_worker():
-            return _InlineBatch(self, tasks, count)
+            return _InlineBatch(self.store, tasks, count)
         with self._lock:
             if self._pool is None or not self._pool.alive:
                 from ..execution.pool import WorkerPool
 
                 self._pool = WorkerPool(self.home, self.workers, label=socket.gethostname(),
-                                        leases=self._leases, store=self.store,
-                                        ledger=Ledger(self.machine_resources()))
+                                        leases=self.leases, store=self.store,
+                                        ledger=Ledger(self.resources()))
                 _POOLS.add(self._pool)
             pool = self._pool
         return pool.submit(tasks, count)
@@ -96,10 +121,6 @@ class LocalCloud(PCloud):
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
-
-
-register_backend("local", LocalCloud)
-register_default_cloud(LocalCloud)
 
 
 class _InlineBatch:
@@ -112,11 +133,11 @@ class _InlineBatch:
 
     eager = True
 
-    def __init__(self, cloud: LocalCloud, tasks: Iterable[Task], count: int):
-        self.cloud = cloud
+    def __init__(self, store: Store, tasks: Iterable[Task], count: int):
+        self.store = store
         self.tasks = iter(tasks)
         self.tally = Tally(count)
-        self.on_ready = None
+        self.on_ready: Callable[[], None] | None = None
 
     @property
     def finished(self) -> bool:
@@ -136,7 +157,7 @@ class _InlineBatch:
         else:
             self.tally.end()
             return []
-        outcome = run_task(task, "inline", self.cloud.store)
+        outcome = run_task(task, "inline", self.store)
         return self.tally.take([(task.tid, outcome)])  # none if cancelled while it ran
 
     def cancel_tasks(self, tids: list[int]) -> None:

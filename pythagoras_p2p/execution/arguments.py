@@ -1,8 +1,8 @@
-"""The large arguments of runs of calls: kept once where workers read them.
+"""The large arguments of runs of calls: staged once where workers read them.
 
 A run keeps an :class:`Arguments` of its own; a joblib ``Parallel`` call shares one across the
-runs of its batches, so ``X`` and ``y`` are kept (and sent to each peer) once for the whole call.
-Copies are kept by content address, so an argument changed in place between two runs is a new
+runs of its batches, so ``X`` and ``y`` are staged (and sent to each peer) once for the whole
+call. Copies are staged by content address, so an argument changed in place between two runs is a new
 copy, never the old one under its old address; each run hashes its arguments itself.
 """
 
@@ -18,28 +18,29 @@ from ..errors import PythagorasError, StoreFullError
 from ..identity.calls import approx_nbytes, call_address, memo_address
 
 if TYPE_CHECKING:
-    from .interfaces import Backend
+    from .interfaces import Executor
 
 __all__ = ["Arguments", "large_addresses", "distinct_calls"]
 
 
 class Arguments:
-    """The large arguments handed to a backend for the runs of one scope (one run, or every
-    run of a joblib ``Parallel`` call): each is kept once where the workers read it (sent once
-    to each peer), and let go of when the scope ends."""
+    """The large arguments handed to an executor for the runs of one scope (one run, or every
+    run of a joblib ``Parallel`` call): each is staged once where the workers read it (sent
+    once to each peer), and let go of when the scope ends."""
 
-    def __init__(self, cloud: Backend):
-        self.cloud = cloud
+    def __init__(self, executor: Executor):
+        self.executor = executor
         self._written: list[bytes] = []  # transient copies held for the scope
-        self._kept: set[bytes] = set()  # handed to the backend
+        self._kept: set[bytes] = set()  # handed to the executor
         self._unkept: set[bytes] = set()  # the store had no room for them: sent with each call
         self._guard = threading.Lock()
         self._over = False  # once over, no copy is held for the scope
 
-    def keep(self, address: bytes, name: str, value: Any) -> bool:
-        """Hand a large argument to the backend once (see :func:`~.run.encode_args`).
+    def stage(self, address: bytes, name: str, value: Any) -> bool:
+        """Hand a large argument to the executor once (see :func:`~.tasks.encode_args`); False
+        if there was no room for it (it then travels with each call).
 
-        On the backend's thread, which may still make a task after a Ctrl-C ended the run."""
+        On the executor's thread, which may still make a task after a Ctrl-C ended the run."""
         with self._guard:
             if self._over:
                 raise PythagorasError("these calls were cancelled")
@@ -48,7 +49,7 @@ class Arguments:
             if address in self._unkept:
                 return False
             try:
-                self.cloud._keep_argument(address, name, value, self._written)
+                self.executor.stage_argument(address, name, value, self._written)
             except StoreFullError:
                 self._unkept.add(address)
                 return False
@@ -61,7 +62,7 @@ class Arguments:
             self._over = True
             written, self._written = self._written, []
         if written:
-            self.cloud._release_values(written)
+            self.executor.release_arguments(written)
 
 
 def large_addresses(kwargs: dict, memo: dict) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -74,17 +74,26 @@ class Tally:
 
 
 class Batch:
-    """The tasks of one ``sync_parallel`` (or ``sync_remote``) call, and their outcomes."""
+    """The tasks of one ``sync_parallel`` (or ``sync_remote``) call, and their outcomes.
 
-    def __init__(self, pool: TaskPool, count: int, on_outcome=None, on_output=None, tasks=()):
+    ``drive``: how a thread waiting for outcomes runs the pool's I/O loop meanwhile (the swarm
+    dispatcher's ``drive_until``), or None when the pool's own thread serves it (the worker
+    pool)."""
+
+    eager = False  # its tasks run whether or not anyone asks for their outcomes
+
+    def __init__(self, pool: TaskPool, count: int, on_outcome=None, on_output=None, tasks=(),
+                 drive: Callable[[Callable[[], bool]], None] | None = None):
         self.pool = pool
+        self.drive = drive
         self.tally = Tally(count)
         self.cancelled = False
         self.source = iter(tasks)  # tasks not yet queued: pulled as workers need them
         self.error: BaseException | None = None  # raised by the source while making a task
         self.on_outcome = on_outcome  # called (on the pool's thread) instead of queueing
         self.on_output = on_output  # called with (where, text) instead of printing
-        self.on_ready = None  # called (on the pool's thread) after outcomes were queued
+        self.on_ready: Callable[[], None] | None = None  # called (on the pool's thread) after
+        # outcomes were queued
         self._outcomes: deque = deque()
         self._cond = threading.Condition()
 
@@ -116,7 +125,7 @@ class Batch:
         A pool that can (the swarm dispatcher) runs its I/O loop on this thread meanwhile.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        drive = getattr(self.pool, "drive_until", None)
+        drive = self.drive
         if drive is not None and not self._outcomes:
             drive(lambda: bool(self._outcomes) or self.error is not None
                   or (deadline is not None and time.monotonic() >= deadline))

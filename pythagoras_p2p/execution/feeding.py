@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..store.core import Store
     from ..store.leases import Leases
     from .batch import Batch
-    from .run import Task
+    from .tasks import Task
     from .worker_process import WorkerProcess
 
 __all__ = ["Feeder", "Pace", "chunk_size"]

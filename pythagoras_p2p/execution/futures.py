@@ -78,7 +78,7 @@ class CallFuture(Future):
     @property
     def label(self) -> str:
         """The call this future stands for, as messages name it: ``f(x=1)``."""
-        from .run import describe_call
+        from .tasks import describe_call
 
         return describe_call(self._run.fn.name, self._run.unique[self.slot][1])
 
@@ -190,7 +190,7 @@ class Collector:
         if not run.pumping.acquire(blocking=False):
             return  # a sync caller pumps it; it hands the run over when it leaves
         try:
-            eager = getattr(run.batch, "eager", False)  # runs its tasks only when asked (inline)
+            eager = run.batch.eager  # runs its tasks only when asked (inline)
             run.pump(None if eager else 0)
         finally:
             run.pumping.release()

@@ -41,8 +41,8 @@ from .batch import Batch, print_output
 from .feeding import Entry, Feeder, Pace
 from .mailbox import Mailbox
 from .outcomes import Crashed, Failed, Ok, Outcome, Refused
-from .run import Task
 from .task_queue import Cancel, Close, Request, Submit, TaskQueue, closed
+from .tasks import Task
 from .worker_process import HEADER, VERIFY, VERIFY_MANY, WorkerProcess, WorkerWatch, spawn
 
 __all__ = ["WorkerPool"]

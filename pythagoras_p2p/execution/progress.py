@@ -35,7 +35,7 @@ class ProgressBar:
         self.enabled = enabled and (total is None or done < total)
         self.name, self.total, self.done = name, total, done
         self.failed = 0  # of the calls done, those that raised
-        self.owner = owner  # the cloud running the calls (see open_runs)
+        self.owner = owner  # whose runs: a cloud's Collaborators (see open_runs)
         self.ended: float | None = None  # when it was closed (monotonic)
         self.id = f"{os.getpid():x}.{next(_numbers)}"
         self.stream = stream
@@ -79,8 +79,8 @@ class ProgressBar:
 
 
 def open_runs(owner: Any) -> list[dict]:
-    """The runs of ``owner`` (a cloud) open now, or closed moments ago: what a swarm client
-    adds to its pings (see ``daemon/reports.py`` for how a node reads them)."""
+    """The runs of ``owner`` (a cloud's collaborators) open now, or closed moments ago: what a
+    swarm client adds to its pings (see ``daemon/reports.py`` for how a node reads them)."""
     now = time.monotonic()
     with _bars_lock:
         bars = [bar for bar in _bars if bar.owner is owner

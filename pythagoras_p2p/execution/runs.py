@@ -2,8 +2,12 @@
 
 A :class:`CallRun` hashes every call, runs identical calls once, answers stored results from one
 read transaction, joins calls that another run of this process already has in flight, hands the
-rest to a backend's dispatcher as :class:`~.run.Task` objects, stores results as they arrive in
+rest to its executor as :class:`~.tasks.Task` objects, stores results as they arrive in
 grouped transactions, and resolves each call's *slot* (one per distinct call address).
+
+A run works only with what its cloud hands it (:class:`~.interfaces.Collaborators`): the
+cloud's :class:`~.interfaces.Results`, its :class:`~.interfaces.Executor`, the leases of its
+home, and its :class:`~.inflight.InflightCalls`.
 
 Who drives a run differs, nothing else: ``sync_remote``/``sync_parallel`` launch the run and
 pump its outcomes on the caller's thread (the swarm client then runs its I/O loop there too,
@@ -23,42 +27,44 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..defaults import RESULT_GATHER
 from ..errors import PythagorasError, StoreFullError
 from ..identity.calls import argument_digests
 from ..identity.inputs import note as note_inputs
-from ..store.core import MISSING, ResultRecord, Store, warn_not_stored
+from ..store.core import MISSING, warn_not_stored
 from ..store.packing import unpack
 from .arguments import Arguments, distinct_calls
 from .outcomes import Ok, Stored, rebuild_exception
 from .progress import ProgressBar
-from .run import Task, describe_call, encode_args
-from .waiting import CANCELLED as _CANCELLED
-from .waiting import Waiting
+from .tasks import Task, describe_call, encode_args
 
 if TYPE_CHECKING:
-    from .interfaces import Backend
+    from ..store.journal import JournalRecord
+    from .inflight import Leader
+    from .interfaces import Collaborators, TaskBatch
+    from .outcomes import Crashed, Failed, Refused
 
-__all__ = ["CallRun"]
+__all__ = ["CallRun", "CANCELLED"]
+
+CANCELLED = object()  # a slot nobody wants any more: its outcome is dropped, never stored
 
 _GATHER_MOST = 4096  # results stored in one commit, at most
 
 
-class CallRun(Waiting):
+class CallRun:
     """The calls of one ``sync_parallel``/``async_parallel`` (or ``*_remote``) of ``fn``."""
 
-    def __init__(self, cloud: Backend, fn: Any, calls: Iterable[dict], *, futures: bool,
+    def __init__(self, seams: Collaborators, fn: Any, calls: Iterable[dict], *, futures: bool,
                  progress: bool | None = False, memoize: bool = True,
                  arguments: Arguments | None = None, unaddressed: frozenset = frozenset(),
                  bar: ProgressBar | None = None):
-        self.cloud = cloud
+        self.seams = seams
         self.fn = fn
-        self.store: Store = cloud.store
         self.memoize = memoize
         self._own_arguments = arguments is None
-        self.arguments = arguments = Arguments(cloud) if arguments is None else arguments
+        self.arguments = arguments = Arguments(seams.executor) if arguments is None else arguments
         self.identity = fn.identity()  # calls run with the values their addresses are made from
         fp = self.fp = self.identity.fp
         self.unique, self.positions = distinct_calls(fp, calls, memoize, unaddressed, fn.named)
@@ -69,10 +75,10 @@ class CallRun(Waiting):
         self.pumping = threading.Lock()  # held by the one thread taking this run's outcomes
         self.all_done = threading.Event()
         self.open = n  # slots not resolved yet
-        self.batch: Any = None
+        self.batch: TaskBatch | None = None
         self.own: list[int] = []  # slots this run executes itself
-        self.followers: dict[int, list] = {}  # slot -> callbacks of later runs that joined it
-        self.leaders: dict[int, tuple[CallRun, int]] = {}  # slot -> the run it joined
+        self.followers: dict[int, list[tuple[Leader, int]]] = {}  # slot -> later runs that joined it
+        self.leaders: dict[int, tuple[Leader, int]] = {}  # slot -> the run it joined
         self.slot_futures: dict[int, list] | None = None
         self.futures: list | None = None
         if futures:
@@ -88,12 +94,13 @@ class CallRun(Waiting):
         else:
             self.wants = [1] * n
         self._own_bar = bar is None  # else the bar of many runs (see windows.run_calls)
-        self.bar = ProgressBar(fn.name, n, 0, enabled=progress, owner=cloud) if bar is None else bar
-        self.unstored = 0  # results returned but not kept, and why
+        self.bar = (ProgressBar(fn.name, n, 0, enabled=progress, owner=seams) if bar is None
+                    else bar)
+        self.unstored = 0  # results returned but not kept
         self.why_unstored: StoreFullError | None = None
         self._closed = False
         self.then: CallRun | None = None  # launched once this run closes (async windows)
-        self._dropped = False  # some slot was given up (cancelled): its place is not a result
+        self.dropped = False  # some slot was given up (cancelled): its place is not a result
         if memoize:
             self._answer_stored()
             self._join_inflight()
@@ -105,11 +112,11 @@ class CallRun(Waiting):
 
     def _snapshot(self) -> None:
         """Pickle the arguments of this run's own calls now, on the caller's thread (large ones
-        kept by the backend now too): the caller may change an argument in place once
+        staged by the executor now too): the caller may change an argument in place once
         ``async_*`` returned, and a call must run with the values its address was made from."""
-        unique, keep = self.unique, self.arguments.keep
+        unique, stage = self.unique, self.arguments.stage
         try:
-            self._payloads = {slot: encode_args(unique[slot][1], unique[slot][2], keep)
+            self._payloads = {slot: encode_args(unique[slot][1], unique[slot][2], stage)
                               for slot in self.own}
         except BaseException:
             self.abandon()  # nothing registered for these calls stays behind
@@ -120,9 +127,10 @@ class CallRun(Waiting):
     def _answer_stored(self) -> None:
         """Answer every stored call from one read transaction."""
         calls = [u[0] for u in self.unique]
-        found = self.store.results_of(calls)
+        results = self.seams.results
+        found = results.lookup(calls)
         missed = [call for call, value in zip(calls, found, strict=True) if value is MISSING]
-        pending = self.cloud._pending_results(missed) if missed else None  # on their way in
+        pending = results.pending(missed) if missed else None  # on their way in
         if pending:
             found = [pending.get(call, MISSING) if value is MISSING else value
                      for call, value in zip(calls, found, strict=True)]
@@ -134,19 +142,11 @@ class CallRun(Waiting):
     def _join_inflight(self) -> None:
         """Calls another run of this process is executing are joined, not started again; the
         others are registered as this run's, for later runs to join."""
-        inflight, own = self.cloud._inflight, self.own
-        with self.cloud._inflight_lock:
-            for slot, (call, _, _) in enumerate(self.unique):
-                if self.results[slot] is not MISSING:
-                    continue
-                entry = inflight.get(call)
-                if entry is not None and entry[0].follow(entry[1], self, slot):
-                    self.leaders[slot] = entry
-                    continue
-                inflight[call] = (self, slot)
-                own.append(slot)
+        results = self.results
+        self.own, self.leaders = self.seams.inflight.join_or_register(
+            self, [(slot, u[0]) for slot, u in enumerate(self.unique) if results[slot] is MISSING])
 
-    def follow(self, slot: int, run: CallRun, their_slot: int) -> bool:
+    def follow(self, slot: int, run: Leader, their_slot: int) -> bool:
         """``run`` wants ``slot`` too (its ``their_slot``); False once it is resolved."""
         with self.lock:
             if self.results[slot] is not MISSING:
@@ -173,10 +173,10 @@ class CallRun(Waiting):
                 self.close()
 
     def _launch(self) -> None:
-        cloud, unique = self.cloud, self.unique
+        seams, unique = self.seams, self.unique
         todo = [s for s in self.own if self.results[s] is MISSING]
         if todo and self.memoize:  # stored elsewhere (on a peer)? one lookup before anything runs
-            found = cloud._lookup_elsewhere([unique[s][0] for s in todo], before_running=True)
+            found = seams.results.elsewhere([unique[s][0] for s in todo], before_running=True)
             if found:
                 self._resolve_many([(s, found[unique[s][0]], False) for s in todo
                                     if unique[s][0] in found])
@@ -184,11 +184,11 @@ class CallRun(Waiting):
         if not any(self.results[s] is MISSING for s in todo):
             return
         try:
-            key = cloud._register_function(self.fn, self.identity)
+            key = seams.executor.register_function(self.fn, self.identity)
         except StoreFullError as exc:  # no worker can load the function: each call fails so
             self._fail_open(exc)
             return
-        name, keep, memoize = self.fn.name, self.arguments.keep, self.memoize
+        name, stage, memoize = self.fn.name, self.arguments.stage, self.memoize
         needs, requires = self.fn.needs, self.fn.requires
 
         payloads = self._payloads
@@ -198,14 +198,14 @@ class CallRun(Waiting):
             if payloads is not None:  # made when async_* was called
                 payload, refs = payloads.pop(slot)
             else:
-                payload, refs = encode_args(kwargs, addresses, keep)
+                payload, refs = encode_args(kwargs, addresses, stage)
             return Task(slot, key, call, payload, describe_call(name, kwargs), refs, memoize,
                         needs, requires)
 
         with self.lock:  # a future cancelled from now on cancels its task in the batch
             todo = [s for s in todo if self.results[s] is MISSING]
             if todo:
-                self.batch = cloud._submit((make_task(s) for s in todo), len(todo))
+                self.batch = seams.executor.submit((make_task(s) for s in todo), len(todo))
 
     # ------------------------------------------------------------------ outcomes
 
@@ -218,6 +218,7 @@ class CallRun(Waiting):
         """Take the outcomes that arrived (waiting up to ``timeout`` for one), store the results
         in one group commit, resolve their slots. Only the thread holding :attr:`pumping`."""
         batch = self.batch
+        assert batch is not None, "pumped before it was launched"
         outcomes = batch.next_outcomes(timeout)
         if not outcomes:
             return
@@ -229,16 +230,15 @@ class CallRun(Waiting):
                 if not more:
                     break
                 outcomes += more
-        unique, store, name = self.unique, self.store, self.fn.name
-        records = []
-        resolved: list[tuple[int, Any, bool]] = []  # (task id, value or exception, raised)
+        unique, results, name = self.unique, self.seams.results, self.fn.name
+        records: list[JournalRecord] = []
+        resolved: list[tuple[int, Any, bool]] = []
         for tid, outcome in outcomes:
-            if self.results[tid] is _CANCELLED:
+            if self.results[tid] is CANCELLED:
                 continue
-            kind = type(outcome)
-            if kind is Ok:
+            if type(outcome) is Ok:
                 blob = outcome.blob
-                value = unpack(blob) if blob is not None else store.get_value(outcome.address)
+                value = unpack(blob) if blob is not None else results.value(outcome.address)
                 if value is MISSING:  # a large result lost (or damaged) before it was read
                     resolved.append((tid, PythagorasError(
                         f"{describe_call(name, unique[tid][1])}: its result was lost before it "
@@ -248,25 +248,26 @@ class CallRun(Waiting):
                 meta = {**outcome.meta, "args": argument_digests(kwargs, addresses)}
                 if "inputs" in meta:  # a call recording on this thread read them through it
                     note_inputs(meta["inputs"])
-                records.append(ResultRecord(call, outcome.address, outcome.blob, meta))
+                records.append((call, outcome.address, outcome.blob, meta))
                 resolved.append((tid, value, False))
-            elif kind is Stored:  # by another process of this home
+            elif type(outcome) is Stored:  # by another process of this home
                 resolved.append((tid, outcome.value, False))
             else:
-                resolved.append((tid, rebuild_exception(outcome, describe_call(name, unique[tid][1])),
+                failure = cast("Failed | Crashed | Refused", outcome)
+                resolved.append((tid, rebuild_exception(failure, describe_call(name, unique[tid][1])),
                                  True))
         if records and self.memoize:
             try:
-                self.cloud._store_results(records)  # stored before anyone sees the result
+                results.store(records)  # stored before anyone sees the result
             except StoreFullError as exc:  # the results are returned all the same
                 self.unstored, self.why_unstored = self.unstored + len(records), exc
-        self.cloud._leases.release([unique[tid][0] for tid, _ in outcomes], batch)  # committed
+        self.seams.leases.release([unique[tid][0] for tid, _ in outcomes], batch)  # committed
         self._resolve_many(resolved)
         self.bar.advance(len(outcomes), sum(1 for _, _, error in resolved if error))
         if batch.finished:
             self.close()
 
-    def _resolve(self, slot: int, value: Any, *, error: bool = False) -> None:
+    def resolve(self, slot: int, value: Any, *, error: bool = False) -> None:
         """``slot`` has its result (or its exception): tell its futures and followers."""
         self._resolve_many([(slot, value, error)])
 
@@ -296,18 +297,14 @@ class CallRun(Waiting):
             for future in futures:
                 future._settle(value, error)
             for run, their_slot in joined:
-                run._resolve(their_slot, value, error=error)
+                run.resolve(their_slot, value, error=error)
 
     def _leave_inflight(self, slots: list[int]) -> None:
         """These slots are no longer this run's to execute: later runs do not join them."""
         if not slots or not self.memoize:
             return
-        unique, inflight, nobody = self.unique, self.cloud._inflight, (None,)
-        with self.cloud._inflight_lock:
-            for slot in slots:
-                call = unique[slot][0]
-                if inflight.get(call, nobody)[0] is self:
-                    del inflight[call]
+        unique = self.unique
+        self.seams.inflight.leave(self, [unique[slot][0] for slot in slots])
 
     # ------------------------------------------------------------------ letting go
 
@@ -329,8 +326,8 @@ class CallRun(Waiting):
                 self.wants[slot] -= 1
                 if self.wants[slot] > 0:
                     continue
-                self.results[slot] = _CANCELLED
-                self._dropped = True
+                self.results[slot] = CANCELLED
+                self.dropped = True
                 self.open -= 1
                 self.followers.pop(slot, None)
                 leader = self.leaders.pop(slot, None)
@@ -341,7 +338,7 @@ class CallRun(Waiting):
             batch = self.batch
             if not self.open:
                 self.all_done.set()
-        self._leave_inflight([slot for slot in slots if self.results[slot] is _CANCELLED])
+        self._leave_inflight([slot for slot in slots if self.results[slot] is CANCELLED])
         for run, their_slot in leaders:
             run.unwant(their_slot)
         if dropped and batch is not None:
@@ -349,7 +346,7 @@ class CallRun(Waiting):
                 self.close()  # nothing of the batch is wanted: it is cancelled whole
                 return
             batch.cancel_tasks(dropped)  # one request for them all
-            self.cloud._leases.release([self.unique[s][0] for s in dropped], batch)
+            self.seams.leases.release([self.unique[s][0] for s in dropped], batch)
             if batch.finished:
                 self.close()
 
@@ -363,7 +360,7 @@ class CallRun(Waiting):
         if batch is not None:
             if not batch.finished:
                 batch.cancel()
-            self.cloud._leases.release_all(batch)
+            self.seams.leases.release_all(batch)
         if self._own_bar:
             self.bar.close()
         if self._own_arguments:  # the calls are over: their arguments' copies are not needed

@@ -23,7 +23,7 @@ from .outcomes import CLOSED, Outcome, Refused
 
 if TYPE_CHECKING:
     from .batch import Batch
-    from .run import Task
+    from .tasks import Task
 
 __all__ = ["TaskQueue", "Submit", "Cancel", "Close", "OnLoop", "Request", "closed"]
 

@@ -1,48 +1,32 @@
-"""How a sync caller waits for a run of calls: the part of :class:`~.runs.CallRun` that
-``sync_remote`` and each window of ``sync_parallel`` drive on the caller's thread, and the
-rules of ``sync_parallel`` for exceptions, timeouts and Ctrl-C."""
+"""How a sync caller waits for a run of calls: a :class:`SyncWait` holds the
+:class:`~.runs.CallRun` that ``sync_remote`` (or one window of ``sync_parallel``) drives on the
+caller's thread, and keeps the rules of ``sync_parallel`` for exceptions, timeouts and Ctrl-C."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..store.core import MISSING
+from .runs import CANCELLED, CallRun
 
-__all__ = ["CANCELLED", "Waiting"]
-
-CANCELLED = object()  # a slot nobody wants any more: its outcome is dropped, never stored
+__all__ = ["SyncWait"]
 
 
-class Waiting:
-    """Waiting on the caller's thread, for :class:`~.runs.CallRun` (its base class)."""
+class SyncWait:
+    """The sync caller's wait for one run, on the caller's own thread."""
 
-    # What it uses of the run:
-    fn: Any
-    results: list
-    errors: set
-    positions: list
-    open: int
-    pumping: Any
-    all_done: Any
-    _dropped: bool
-    launch: Callable[[], None]
-    pump: Callable[[float | None], None]
-    unwant_all: Callable[[], None]
-    close: Callable[[], None]
+    __slots__ = ("run",)
 
-    @property
-    def running(self) -> bool:
-        """Whether the run still waits for outcomes of its own batch (the run's)."""
-        raise NotImplementedError
+    def __init__(self, run: CallRun):
+        self.run = run
 
     def wait(self, *, return_exceptions: bool, timeout: float | None) -> list:
         """Launch and pump on this thread until every call has ended; the results in input
         order, with ``sync_parallel``'s rules for exceptions, timeouts and Ctrl-C (see
         :func:`~.windows.run_calls` for many calls)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.launch()
+        self.run.launch()
         self.finish(deadline)
         out, late, first_error = self.ordered(timeout)
         if not return_exceptions and (late or first_error) is not None:
@@ -53,46 +37,48 @@ class Waiting:
         """Pump on this thread until every call has ended, or until ``deadline`` (a monotonic
         time) passed: the calls still open are then let go of. Whether it passed."""
         expired = False
+        run = self.run
         try:
-            with self.pumping:
-                while self.running:
+            with run.pumping:
+                while run.running:
                     if deadline is None:
-                        self.pump(None)
+                        run.pump(None)
                         continue
                     left = deadline - time.monotonic()
-                    self.pump(max(0.0, left))
-                    if left <= 0 and self.running:
+                    run.pump(max(0.0, left))
+                    if left <= 0 and run.running:
                         expired = True
                         break
-            if not expired and self.open:  # joined calls of other runs
-                expired = not self.all_done.wait(
+            if not expired and run.open:  # joined calls of other runs
+                expired = not run.all_done.wait(
                     None if deadline is None else max(0.0, deadline - time.monotonic()))
         except BaseException:
-            self._leave()
+            self.leave()
             raise
         if expired:
-            self._leave()
+            self.leave()
         return expired
 
     def expire(self) -> None:
         """The deadline passed before this run was launched: only stored calls are answered."""
-        self.unwant_all()
-        self.close()
+        self.run.unwant_all()
+        self.run.close()
 
     def ordered(self, timeout: float | None) -> tuple[list, TimeoutError | None, Any]:
         """The results in input order, with a ``TimeoutError`` in the place of each call given
         up at the deadline; that error (or None); and the first exception in input order (or
         None). ``sync_parallel`` without ``return_exceptions`` raises the one, else the other."""
-        results, errors = self.results, self.errors
-        if not (errors or self.open or self._dropped):  # all returned
-            return [results[slot] for slot in self.positions], None, None
+        run = self.run
+        results, errors = run.results, run.errors
+        if not (errors or run.open or run.dropped):  # all returned
+            return [results[slot] for slot in run.positions], None, None
         out = []
         first_error = late = None
-        for slot in self.positions:
+        for slot in run.positions:
             value = results[slot]
             if value is MISSING or value is CANCELLED:  # given up at the timeout
                 if late is None:
-                    late = TimeoutError(f"{self.fn.name}: calls still running after "
+                    late = TimeoutError(f"{run.fn.name}: calls still running after "
                                         f"timeout={timeout} s were cancelled")
                 value = late
             elif first_error is None and slot in errors:
@@ -100,13 +86,14 @@ class Waiting:
             out.append(value)
         return out, late, first_error
 
-    def _leave(self) -> None:
+    def leave(self) -> None:
         """The sync caller stops waiting: let go of its calls; one still wanted by another run
         goes on, driven by the collector."""
-        self.unwant_all()
-        if self.running:
+        run = self.run
+        run.unwant_all()
+        if run.running:
             from .futures import collector
 
-            collector().adopt(self, launched=True)
+            collector().adopt(run, launched=True)
         else:
-            self.close()
+            run.close()

@@ -30,69 +30,72 @@ from ..defaults import RUN_WINDOW
 from .arguments import Arguments
 from .progress import ProgressBar
 from .runs import CallRun
+from .waiting import SyncWait
 
 if TYPE_CHECKING:
-    from .interfaces import Backend
+    from .interfaces import Collaborators
 
 __all__ = ["run_calls", "submit_calls"]
 
 _AHEAD = 2  # windows launched at once: the one whose outcomes are taken, and the next
 
 
-def run_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, return_exceptions: bool,
+def run_calls(seams: Collaborators, fn: Any, calls: Iterable[dict], *, return_exceptions: bool,
               progress: bool | None, timeout: float | None = None,
               total: int | None = None) -> list:
-    """Run calls of ``fn`` through ``cloud``'s backend; see ``PureFunction.sync_parallel``.
+    """Run calls of ``fn`` with a cloud's collaborators; see ``PureFunction.sync_parallel``.
     ``total``: how many calls there are, when known (for the progress bar)."""
     source = iter(calls)
-    window = list(islice(source, RUN_WINDOW))
+    first = list(islice(source, RUN_WINDOW))
     after = list(islice(source, 1))
     if not after:  # one window: one run
-        return CallRun(cloud, fn, window, futures=False, progress=progress).wait(
+        return SyncWait(CallRun(seams, fn, first, futures=False, progress=progress)).wait(
             return_exceptions=return_exceptions, timeout=timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     source = chain(after, source)
-    arguments = Arguments(cloud)
-    bar = ProgressBar(fn.name, total, enabled=progress, owner=cloud)
+    window: list[dict] | None = first
+    arguments = Arguments(seams.executor)
+    bar = ProgressBar(fn.name, total, enabled=progress, owner=seams)
     out: list = []
-    late: BaseException | None = None
+    late: TimeoutError | None = None
     first_error: BaseException | None = None
-    ahead: deque[CallRun] = deque()
-    run = None
+    ahead: deque[SyncWait] = deque()
+    wait = None
     try:
         while window or ahead:
             while window and len(ahead) < _AHEAD:
-                run = CallRun(cloud, fn, window, futures=False, arguments=arguments, bar=bar)
-                window = []  # the run holds the calls now
-                ahead.append(run)
+                wait = SyncWait(CallRun(seams, fn, window, futures=False, arguments=arguments,
+                                        bar=bar))
+                window = None  # the run holds the calls now
+                ahead.append(wait)
                 if deadline is not None and time.monotonic() >= deadline:
-                    run.expire()
+                    wait.expire()
                 else:
-                    run.launch()
+                    wait.run.launch()
                 window = list(islice(source, RUN_WINDOW))
-            run = ahead.popleft()
-            run.finish(deadline)  # (lets go of its calls itself if it raises)
-            results, run_late, run_error = run.ordered(timeout)
-            bar.advance(len(run.positions) - len(run.unique))  # repeated calls count too
+            wait = ahead.popleft()
+            wait.finish(deadline)  # (lets go of its calls itself if it raises)
+            results, run_late, run_error = wait.ordered(timeout)
+            bar.advance(len(wait.run.positions) - len(wait.run.unique))  # repeated calls count too
             out += results
             late = late or run_late
             first_error = first_error or run_error
     except BaseException:
         for other in ahead:
-            other._leave()
-        if not any(r.running for r in (run, *ahead) if r is not None):  # else a call another run wants goes on
+            other.leave()
+        if not any(r.run.running for r in (wait, *ahead) if r is not None):  # else a call another run wants goes on
             arguments.release()
         raise
     finally:
         bar.close()
     arguments.release()
-    error = late or first_error
-    if not return_exceptions and error is not None:
-        raise error
+    failure = late or first_error
+    if not return_exceptions and failure is not None:
+        raise failure
     return out
 
 
-def submit_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, memoize: bool = True,
+def submit_calls(seams: Collaborators, fn: Any, calls: Iterable[dict], *, memoize: bool = True,
                  arguments: Arguments | None = None, unaddressed: frozenset = frozenset()) -> list:
     """Start calls of ``fn`` and return a future per call, in input order (``async_parallel``).
 
@@ -105,17 +108,13 @@ def submit_calls(cloud: Backend, fn: Any, calls: Iterable[dict], *, memoize: boo
     source = iter(calls)
     runs = []
     while window := list(islice(source, RUN_WINDOW)):
-        runs.append(CallRun(cloud, fn, window, futures=True, memoize=memoize,
+        runs.append(CallRun(seams, fn, window, futures=True, memoize=memoize,
                             arguments=arguments, unaddressed=unaddressed))
     started = [run for run in runs if run.own]
     for before, after in zip(started, started[_AHEAD:], strict=False):
         before.then = after
     for run in started[:_AHEAD]:
         collector().adopt(run, launched=False)
-    futures: list = []
-    for run in runs:
-        assert run.futures is not None  # made with futures=True
-        if len(runs) == 1:
-            return run.futures
-        futures += run.futures
-    return futures
+    if len(runs) == 1:
+        return runs[0].futures or []
+    return [future for run in runs for future in run.futures or ()]

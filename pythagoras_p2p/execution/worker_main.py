@@ -151,7 +151,7 @@ def main(argv: list[str]) -> int:
         os.chdir(cwd)
         _limit_memory()
         from .context import enter_worker
-        from .run import Task, current_where, run_task
+        from .tasks import Task, current_where, run_task
 
         cloud = enter_worker(home)
         store = cloud.store

@@ -25,7 +25,7 @@ from ..stalls import StallWatch, check_every
 
 if TYPE_CHECKING:
     from .batch import Batch
-    from .run import Task
+    from .tasks import Task
 
 __all__ = ["VERIFY", "VERIFY_MANY", "HEADER", "SLOT", "send_frame", "FrameReader", "WorkerProcess", "spawn",
            "signal_description", "WorkerWatch"]

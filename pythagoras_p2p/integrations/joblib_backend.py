@@ -113,7 +113,6 @@ def _make_backend_class() -> type:
     from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase, SequentialBackend
 
     from ..execution.arguments import Arguments
-    from ..execution.windows import submit_calls
     from ..function import PureFunction
 
     class PythagorasBackend(AutoBatchingMixin, ParallelBackendBase):
@@ -165,7 +164,7 @@ def _make_backend_class() -> type:
         def configure(self, n_jobs=1, parallel=None, prefer=None, require=None, **kwargs):
             self.parallel = parallel
             n_jobs = self.effective_n_jobs(n_jobs)
-            self._arguments = Arguments(self.cloud)  # X and y: kept once for the whole call
+            self._arguments = self.cloud._arguments()  # X and y: staged once for the whole call
             return n_jobs
 
         # ------------------------------------------------------------ tasks
@@ -175,9 +174,9 @@ def _make_backend_class() -> type:
             calls = [_task_arguments(f, args, kwargs, threads) for f, args, kwargs in func.items]
             arguments = self._arguments
             if arguments is None:  # submit without configure: one scope per batch
-                arguments = self._arguments = Arguments(self.cloud)
-            futures = submit_calls(self.cloud, self._function(), calls, memoize=self.memoize,
-                                   arguments=arguments, unaddressed=_unaddressed(calls))
+                arguments = self._arguments = self.cloud._arguments()
+            futures = self.cloud._start(self._function(), calls, memoize=self.memoize,
+                                        arguments=arguments, unaddressed=_unaddressed(calls))
             batch = _gather(futures)
             with self._lock:
                 self._pending.add(batch)

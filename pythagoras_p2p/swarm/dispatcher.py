@@ -123,7 +123,7 @@ class SwarmDispatcher:
         self._driver.drive_until(done)
 
     def submit(self, tasks, count: int) -> Batch:
-        batch = Batch(self, count, tasks=tasks)
+        batch = Batch(self, count, tasks=tasks, drive=self.drive_until)
         self.request(Submit(batch))
         return batch
 

@@ -207,10 +207,10 @@ class Placement:
         rid = self.connections.new_id()
         peer.inflight[rid] = (batch, task)
         self.stragglers.placed(rid)
-        extra: dict[str, Any] = {} if task.keep else {"keep": False}
+        extra: dict[str, Any] = {} if task.memoize else {"keep": False}
         if speculative:
             extra["speculative"] = True  # a copy of a straggler: only an idle worker takes it
-        if task.keep and self.own_node not in (None, peer.node_id):
+        if task.memoize and self.own_node not in (None, peer.node_id):
             extra["copied"] = True  # this client journals it on its machine: no need to wait
         extra.update({"needs": dict(task.needs)} if task.needs else {},
                      **({"requires": list(task.requires)} if task.requires else {}))

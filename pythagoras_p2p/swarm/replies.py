@@ -24,8 +24,8 @@ from .peers import Peer
 
 if TYPE_CHECKING:
     from ..execution.batch import Batch
-    from ..execution.run import Task
     from ..execution.task_queue import TaskQueue
+    from ..execution.tasks import Task
     from .connections import Connections
     from .exchange import ValueExchange
     from .stragglers import Stragglers

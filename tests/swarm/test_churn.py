@@ -140,7 +140,7 @@ def test_a_frozen_member_does_not_leave_a_result_with_one_copy(lan, computed):
     lan.admit(home)
     go = lan.root / "go-frozen"
     client = Client(h3, textwrap.dedent(f"""
-        cloud._lookup_elsewhere([bytes(32)])  # returns once the swarm is known
+        cloud._results.elsewhere([bytes(32)])  # returns once the swarm is known
         emit(ready=True)
         wait_file({str(go)!r})
         results = where.sync_parallel(kw_args(x=i) for i in range(5000, 5040))

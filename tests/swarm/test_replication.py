@@ -56,7 +56,7 @@ def test_lookups_of_a_stable_swarm_ask_at_most_r_nodes(lan):
         emit(ready=len(cloud.ready_peers()))
         wait_file(os.environ["GO"])
         for i in range(10):  # ten misses, one lookup round each
-            cloud._lookup_elsewhere([bytes([i]) * 32])
+            cloud._results.elsewhere([bytes([i]) * 32])
         emit(done=True)
     """), env={"GO": str(lan.root / "go-lookups")})
     assert client.wait_emit("ready")["ready"] == 4

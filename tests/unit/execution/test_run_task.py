@@ -6,7 +6,7 @@ import pickle
 
 from pythagoras_p2p.execution.functions import Loaded
 from pythagoras_p2p.execution.outcomes import Failed, Ok
-from pythagoras_p2p.execution.run import ArgRef, Task, run_task
+from pythagoras_p2p.execution.tasks import ArgRef, Task, run_task
 from pythagoras_p2p.identity.encoding import value_address
 from pythagoras_p2p.store.core import MISSING
 from pythagoras_p2p.store.packing import unpack

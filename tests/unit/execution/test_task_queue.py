@@ -11,7 +11,7 @@ import threading
 
 from pythagoras_p2p.errors import PythagorasError, WorkerCrashedError
 from pythagoras_p2p.execution.outcomes import CLOSED, Refused, rebuild_exception
-from pythagoras_p2p.execution.run import Task
+from pythagoras_p2p.execution.tasks import Task
 
 
 def _tasks(n: int) -> list[Task]:

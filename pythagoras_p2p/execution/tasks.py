@@ -1,5 +1,8 @@
 """Tasks, and running one: what crosses from a run of calls (:mod:`.runs`) to where it runs.
 
+(Not to be confused with :mod:`.runs`: a *run* is the caller's side of many calls; a *task*
+is one call as an executor receives it.)
+
 A :class:`Task` is one call with its arguments pickled (large ones passed by address, as
 :class:`ArgRef`). :func:`run_task` is what runs one task wherever it runs (a worker process,
 inline, a Dask worker): it loads the function, resolves the arguments and executes the
@@ -41,7 +44,7 @@ class Task(NamedTuple):
     payload: bytes
     label: str
     refs: tuple = ()  # addresses of the large arguments the payload refers to
-    keep: bool = True  # False: a call not memoized (a joblib task): its result is not stored
+    memoize: bool = True  # False: a call not memoized (a joblib task): its result is not stored
     needs: tuple = ()  # resources it holds while it runs: sorted (name, amount) pairs
     requires: tuple = ()  # requirement specifiers of its function, beyond its cloud's
 
@@ -74,10 +77,10 @@ def describe_call(name: str, kwargs: dict) -> str:
 
 
 def encode_args(kwargs: dict, addresses: dict,
-                keep: Callable[[bytes, str, Any], bool]) -> tuple[bytes, tuple]:
-    """Pickle a call's arguments; large ones are handed to ``keep(address, name, value)`` (the
-    backend puts them where its workers read them) and passed as :class:`ArgRef`, unless
-    ``keep`` says there was no room for them (a full store): then they travel with the call.
+                stage: Callable[[bytes, str, Any], bool]) -> tuple[bytes, tuple]:
+    """Pickle a call's arguments; large ones are handed to ``stage(address, name, value)`` (the
+    executor puts them where its workers read them) and passed as :class:`ArgRef`, unless
+    ``stage`` says there was no room for them (a full store): then they travel with the call.
 
     Returns the payload and the addresses it refers to.
     """
@@ -85,7 +88,7 @@ def encode_args(kwargs: dict, addresses: dict,
     refs = []
     for name, value in kwargs.items():
         address = addresses[name] if approx_nbytes(value) >= INLINE_VALUE_LIMIT else None
-        if address is not None and keep(address, name, value):
+        if address is not None and stage(address, name, value):
             shipped[name] = ArgRef(address)
             refs.append(address)
         else:
