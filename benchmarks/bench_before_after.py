@@ -1,0 +1,201 @@
+"""Before and after a change, in one run: the hot paths of a call, measured on two source trees.
+
+A refactoring must not cost speed. This script measures, for the source tree of a git ref
+(``--before``, checked out into a temporary ``git worktree``) and for this working tree, in
+fresh processes that alternate between the two (before, after, before, after, ...):
+
+1. a memo hit (µs per call of one stored call, in the caller's process);
+2. a rerun of 20,000 stored calls through ``sync_parallel`` (bulk hits, calls per second);
+3. a ``sync_remote`` round trip (a miss, fresh arguments each time) through a node on
+   127.0.0.1 (``--workers 1 --no-mdns``), µs;
+4. 20,000 trivial calls through ``sync_parallel`` on the embedded default (2 workers, every
+   result stored), calls per second.
+
+Each tree is staged as an installed package would be (``daemon/`` and ``cli/`` under
+``pythagoras_p2p/``) and put first on ``PYTHONPATH``, for the measuring process, its worker
+processes and its node alike. Medians over the rounds; the ratio is after / before, in the
+direction "higher is better" (time ratios are inverted).
+
+    python benchmarks/bench_before_after.py --before REF [--rounds 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+REPO = Path(__file__).resolve().parents[1]
+
+# metric -> (label, unit, higher is better); {n}: how many calls
+METRICS = {
+    "memo_hit": ("memo hit, one stored call", "µs", False),
+    "rerun": ("rerun of {n:,} stored calls (sync_parallel)", "calls/s", True),
+    "round_trip": ("sync_remote round trip, loopback node", "µs", False),
+    "trivial": ("{n:,} trivial calls (sync_parallel, 2 workers)", "calls/s", True),
+}
+
+
+def trivial(*, x: int) -> int:
+    return x
+
+
+def echo(*, x: int, salt: str) -> int:
+    return x
+
+
+# ------------------------------------------------------------------ in a fresh process
+
+def child(metric: str, n: int) -> float:
+    from pythagoras_p2p import LocalCloud, PCloud, kw_args
+
+    home = Path(tempfile.mkdtemp(prefix="bench-ab-"))
+    try:
+        if metric == "memo_hit":
+            cloud = LocalCloud(home=home / "h", workers=1)
+            fn = cloud.add_pure_function(trivial)
+            fn.sync_remote(x=1)
+            fn(x=1)
+            samples = []
+            for _ in range(7):
+                t0 = time.perf_counter()
+                for _ in range(2000):
+                    fn(x=1)
+                samples.append((time.perf_counter() - t0) / 2000 * 1e6)
+            cloud.close()
+            return median(samples)
+        if metric in ("rerun", "trivial"):
+            cloud = LocalCloud(home=home / "h", workers=2)
+            fn = cloud.add_pure_function(trivial)
+            fn.sync_parallel(kw_args(x=-i - 1) for i in range(64))  # workers warm
+            if metric == "rerun":
+                fn.sync_parallel(kw_args(x=i) for i in range(n))
+            t0 = time.perf_counter()
+            out = fn.sync_parallel(kw_args(x=i) for i in range(n))
+            took = time.perf_counter() - t0
+            assert out == list(range(n))
+            cloud.close()
+            return n / took
+        if metric == "round_trip":
+            from pythagoras_p2p.net.security import create_key
+
+            node_home, client = home / "node", home / "client"
+            create_key(node_home, name="bench-ab")
+            client.mkdir()
+            shutil.copy(node_home / "swarm.key", client / "swarm.key")
+            port = 18000 + os.getpid() % 2000
+            node = subprocess.Popen(
+                [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", "127.0.0.1",
+                 "--port", str(port), "--no-mdns", "--workers", "1", "--dedicated"],
+                env={**os.environ, "PYTHAGORAS_HOME": str(node_home)},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.monotonic() + 60
+                while not (node_home / "node.json").exists():
+                    if time.monotonic() > deadline or node.poll() is not None:
+                        raise RuntimeError("the node did not start")
+                    time.sleep(0.05)
+                cloud = PCloud(connection=f"127.0.0.1:{port}", home=client)
+                fn = cloud.add_pure_function(echo)
+                salt = os.urandom(8).hex()
+                for i in range(20):
+                    fn.sync_remote(x=-1 - i, salt=salt)
+                samples = []
+                for i in range(n):
+                    t0 = time.perf_counter()
+                    fn.sync_remote(x=i, salt=salt)
+                    samples.append(time.perf_counter() - t0)
+                cloud.close()
+                return median(samples) * 1e6
+            finally:
+                node.terminate()
+                node.wait(60)
+        raise ValueError(metric)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ the driver
+
+def stage(tree: Path, into: Path) -> Path:
+    """``tree``'s package laid out as ``pip install .`` lays it out; the folder to put on
+    PYTHONPATH."""
+    package = into / "pythagoras_p2p"
+    shutil.copytree(tree / "pythagoras_p2p", package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(tree / "daemon", package / "daemon", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(tree / "cli", package / "cli", ignore=shutil.ignore_patterns("__pycache__"))
+    return into
+
+
+def measure(path: Path, metric: str, n: int) -> float:
+    env = {**os.environ, "PYTHONPATH": str(path)}
+    env.pop("PYTHAGORAS_HOME", None)
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", metric,
+                          str(n)], env=env, check=True, capture_output=True, text=True,
+                         cwd=path)
+    return float(out.stdout.split()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", help="git ref of the tree before the change")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
+    parser.add_argument("--child", nargs=2, metavar=("METRIC", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(child(args.child[0], int(args.child[1])))
+        return
+    if not args.before:
+        parser.error("--before REF is required (e.g. the commit the change started from)")
+    sizes = {"memo_hit": 0, "rerun": 20_000, "round_trip": 200, "trivial": 20_000}
+    if args.quick:
+        sizes = {"memo_hit": 0, "rerun": 2_000, "round_trip": 30, "trivial": 2_000}
+    root = Path(tempfile.mkdtemp(prefix="bench-ab-trees-"))
+    worktree = root / "before-src"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree),
+                    args.before], check=True, capture_output=True)
+    try:
+        trees = {"before": stage(worktree, root / "before"), "after": stage(REPO, root / "after")}
+        found: dict[str, dict[str, list[float]]] = {m: {"before": [], "after": []} for m in METRICS}
+        for rnd in range(args.rounds):
+            for metric in METRICS:
+                order = ("before", "after") if rnd % 2 == 0 else ("after", "before")
+                for side in order:
+                    found[metric][side].append(measure(trees[side], metric, sizes[metric]))
+            print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)],
+                       check=False, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    print(f"before: {args.before}   after: this tree ({head}, with its uncommitted changes)   "
+          f"rounds: {args.rounds}, alternating, each a fresh process")
+    rows = [("metric", "before: median (range)", "after: median (range)", "after vs before")]
+    for metric, (label, unit, higher) in METRICS.items():
+        cells = []
+        for side in ("before", "after"):
+            values = found[metric][side]
+            cells.append(f"{median(values):,.1f} {unit} ({min(values):,.0f}-{max(values):,.0f})")
+        b, a = median(found[metric]["before"]), median(found[metric]["after"])
+        ratio = a / b if higher else b / a
+        rows.append((label.format(n=sizes[metric]), *cells, f"{ratio:.2f}x"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        if i == 0:
+            print("-+-".join("-" * w for w in widths))
+    print(json.dumps(found), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
