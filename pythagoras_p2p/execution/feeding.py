@@ -128,7 +128,7 @@ class Feeder:
             return
         short = self.pace.short
         ledger = self.ledger
-        gpus = "" if ledger is not None and ledger.has_gpus else None  # no GPU asked: none seen
+        visible_gpus = "" if ledger is not None and ledger.has_gpus else None  # none asked: none seen
         # cpus held beyond one per busy worker (calls asking for several): idle workers kept idle
         extra = int(ledger.used.get("cpus", 0)) if ledger is not None else 0
         busy = sum(1 for w in workers if w.inflight) if extra else 0
@@ -143,7 +143,7 @@ class Feeder:
                 busy += 1
             chunk = self._next_chunk(chunk_size(self.pace.mean, len(queue), self.size) if short else 1)
             if chunk:
-                self.run(worker, chunk, gpus, None)
+                self.run(worker, chunk, visible_gpus, None)
 
     def _claim(self, entries: list[Entry], delay: float = FIRST_DELAY,
                since: float | None = None) -> list[Entry]:
@@ -250,8 +250,8 @@ class Feeder:
                 ledger.give(task.needs, gpus)
                 continue
             busy += 1
-            seen = ",".join(map(str, gpus)) if ledger.has_gpus else None
-            self.run(idle.pop(), chunk, seen, [task.needs, gpus, len(chunk)])
+            visible_gpus = ",".join(map(str, gpus)) if ledger.has_gpus else None
+            self.run(idle.pop(), chunk, visible_gpus, [task.needs, gpus, len(chunk)])
         self.needy.extendleft(reversed(waiting))
 
     def _set_aside_needy(self, batch: Any, task: Any) -> None:

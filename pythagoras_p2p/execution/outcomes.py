@@ -13,6 +13,9 @@ Every backend hands ``run_calls`` one outcome per task:
 * :class:`Refused`: the call could not be run where it was sent (no peer reachable, none
   satisfying ``requires=``, a value refused...): ``code`` picks the exception raised.
 
+A verification job (a received value checked against its address in a worker: see
+``WorkerPool.verify``) is not a call: it ends with a :class:`Checked`, which never reaches a run.
+
 Outcomes cross the pipe from a worker process pickled, thousands a second: they are small classes
 with ``__slots__`` that pickle as their class and fields. They are treated as immutable but not
 frozen (a frozen dataclass's ``__init__`` costs three times as much, paid twice per outcome: in the
@@ -31,7 +34,7 @@ from typing import Any
 from ..errors import PythagorasError, RemoteError, WorkerCrashedError
 
 __all__ = [
-    "Ok", "Failed", "Stored", "Crashed", "Refused", "Outcome",
+    "Ok", "Failed", "Stored", "Crashed", "Refused", "Outcome", "Checked",
     "REQUIREMENTS", "RESOURCES", "UNREACHABLE", "REMOTE", "CLOSED",
     "failure_outcome", "rebuild_exception", "RemoteTraceback",
 ]
@@ -110,6 +113,19 @@ class Refused:
 
 
 Outcome = Ok | Failed | Stored | Crashed | Refused
+
+
+@dataclass(slots=True)
+class Checked:
+    """The verdict of a verification job: the positions of the values checked whose bytes do
+    not have their address (empty: every one does; one value: ``(0,)`` if it does not), and
+    why, for a single value."""
+
+    bad: tuple[int, ...]
+    problem: str = ""
+
+    def __reduce__(self):
+        return Checked, (self.bad, self.problem)
 
 
 def failure_outcome(exc: BaseException, where: str) -> Failed:

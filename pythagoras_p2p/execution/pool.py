@@ -40,7 +40,7 @@ from ..resources import Ledger
 from .batch import Batch, print_output
 from .feeding import Entry, Feeder, Pace
 from .mailbox import Mailbox
-from .outcomes import Crashed, Failed, Ok, Outcome, Refused
+from .outcomes import Checked, Crashed, Failed, Ok, Outcome, Refused
 from .task_queue import Cancel, Close, Request, Submit, TaskQueue, closed
 from .tasks import Task
 from .worker_process import HEADER, VERIFY, VERIFY_MANY, WorkerProcess, WorkerWatch, spawn
@@ -104,10 +104,10 @@ class WorkerPool:
         ``callback(ok, reason)`` runs on the pool's thread. Unpickling happens in the worker, never
         in the process that received the bytes.
         """
-        def done(tid: int, outcome: Outcome) -> None:
-            if isinstance(outcome, Ok):
-                callback(True, "")
-            else:  # the worker's verdict (Failed), or why there is none (Crashed, Refused)
+        def done(tid: int, outcome: Outcome | Checked) -> None:
+            if type(outcome) is Checked:  # the worker's verdict
+                callback(not outcome.bad, outcome.problem)
+            else:  # why there is none (Failed to check, Crashed, Refused)
                 callback(False, outcome.message if isinstance(outcome, Failed | Crashed | Refused)
                          else repr(outcome))
 
@@ -120,9 +120,9 @@ class WorkerPool:
         ``callback(bad)`` runs on the pool's thread with the set of the positions in ``values``
         of those that do not match (all of them if the check itself failed).
         """
-        def done(tid: int, outcome: Outcome) -> None:
-            if type(outcome) is Ok:
-                callback(set(outcome.meta.get("bad", ())))
+        def done(tid: int, outcome: Outcome | Checked) -> None:
+            if type(outcome) is Checked:
+                callback(set(outcome.bad))
             else:
                 callback(set(range(len(values))))
 
@@ -278,10 +278,11 @@ class WorkerPool:
     def _feed_workers(self) -> None:
         self.feeder.feed(self._workers)
 
-    def _run(self, worker: WorkerProcess, chunk: list[Entry], gpus: str | None,
+    def _run(self, worker: WorkerProcess, chunk: list[Entry], visible_gpus: str | None,
              hold: list | None) -> None:
-        """Send ``chunk`` to ``worker`` (the feeder's choice); ``gpus``: the devices its calls
-        may see (None: nothing is said of them), ``hold``: the resources they run under."""
+        """Send ``chunk`` to ``worker`` (the feeder's choice); ``visible_gpus``: the devices its
+        calls may see (None: nothing is said of them), ``hold``: the resources they run under.
+        Each task goes as a :data:`~.worker_process.RunEntry`."""
         tasks = []
         held = self.feeder.held
         for entry in chunk:
@@ -290,7 +291,7 @@ class WorkerPool:
             if hold is not None:
                 held[self._seq] = hold
             task = entry[1]
-            tasks.append((self._seq, task.fp, task.call, task.payload, task.label, gpus))
+            tasks.append((self._seq, task.fp, task.call, task.payload, task.label, visible_gpus))
         self._send(worker, ("run", tasks))
         self.pace.sent()
 

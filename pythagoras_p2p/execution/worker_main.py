@@ -85,7 +85,7 @@ def _limit_memory() -> None:
 def _verify(address: bytes, payload: bytes, where: str, *, many: bool):
     """The outcome of a verification task (see ``WorkerPool.verify`` and ``verify_many``)."""
     from ..net.transfer import verify_file
-    from .outcomes import Failed, Ok, failure_outcome
+    from .outcomes import Checked, failure_outcome
 
     try:
         if many:
@@ -93,17 +93,15 @@ def _verify(address: bytes, payload: bytes, where: str, *, many: bool):
         problem = verify_file(payload.decode(), address)
     except Exception as exc:
         return failure_outcome(exc, where)
-    if problem is None:
-        return Ok(address, None, {"duration": 0.0})
-    return Failed(None, "ValueError", problem, "", where)
+    return Checked(()) if problem is None else Checked((0,), problem)
 
 
 def _verify_many(payload: bytes):
-    """Check values framed as (address, 8-byte length, packed bytes)...; the meta of the Ok
-    outcome lists the positions of those whose bytes do not have their address (``bad``)."""
+    """Check values framed as (address, 8-byte length, packed bytes)...; the outcome lists the
+    positions of those whose bytes do not have their address."""
     from ..identity.encoding import value_address
     from ..store.packing import unpack
-    from .outcomes import Ok
+    from .outcomes import Checked
 
     bad, view, offset, i = [], memoryview(payload), 0, -1
     while offset + 40 <= len(view):
@@ -118,7 +116,7 @@ def _verify_many(payload: bytes):
             good = False
         if not good:
             bad.append(i)
-    return Ok(b"", None, {"duration": 0.0, "bad": bad})
+    return Checked(tuple(bad))
 
 
 def _die_with(parent: int) -> None:
@@ -167,9 +165,9 @@ def main(argv: list[str]) -> int:
             break
         done: list = []
         last = time.monotonic()
-        for seq, fp, call, payload, label, cuda in message[1]:
-            if cuda is not None:  # on a machine with GPUs: only those given to this call
-                os.environ["CUDA_VISIBLE_DEVICES"] = cuda
+        for seq, fp, call, payload, label, visible_gpus in message[1]:  # see RunEntry
+            if visible_gpus is not None:  # on a machine with GPUs: only those given to this call
+                os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpus
             SLOT.pack_into(slot, 0, seq)
             sys.stdout.task = seq
             if fp == VERIFY or fp == VERIFY_MANY:

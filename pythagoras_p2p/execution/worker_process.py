@@ -27,13 +27,20 @@ if TYPE_CHECKING:
     from .batch import Batch
     from .tasks import Task
 
-__all__ = ["VERIFY", "VERIFY_MANY", "HEADER", "SLOT", "send_frame", "FrameReader", "WorkerProcess", "spawn",
+__all__ = ["VERIFY", "VERIFY_MANY", "RunEntry", "HEADER", "SLOT", "send_frame", "FrameReader", "WorkerProcess", "spawn",
            "signal_description", "WorkerWatch"]
 
 #: The fingerprint that asks a worker to verify a received value instead of running a call.
 VERIFY = b"\0" * 32
 #: ... and the one that asks it to verify many small values at once (replicas from peers).
+#: The worker answers either one with a :class:`~.outcomes.Checked` outcome.
 VERIFY_MANY = b"\0" * 31 + b"\1"
+
+#: A task as a worker receives it, in a ``("run", [entry, ...])`` message: ``(seq, record key
+#: (or VERIFY, VERIFY_MANY), call, payload, label, visible_gpus)``; ``visible_gpus``: the
+#: ``CUDA_VISIBLE_DEVICES`` of the call ("" for none), or None where the machine has no GPU.
+#: (A plain tuple: thousands cross the pipe each second.)
+RunEntry = tuple[int, bytes, bytes, bytes, str, "str | None"]
 
 #: The length prefix of a frame.
 HEADER = struct.Struct("<Q")
