@@ -1,8 +1,8 @@
 """Before and after a change, in one run: the hot paths of a call, measured on two source trees.
 
-A refactoring must not cost speed. This script measures, for the source tree of a git ref
-(``--before``, checked out into a temporary ``git worktree``) and for this working tree, in
-fresh processes that alternate between the two (before, after, before, after, ...):
+A refactoring must not cost speed. This script measures, for the source tree of one or more git
+refs (``--before``, each checked out into a temporary ``git worktree``) and for this working
+tree, in fresh processes that alternate between them (before, after, after, before, ...):
 
 1. a memo hit (µs per call of one stored call, in the caller's process);
 2. a rerun of 20,000 stored calls through ``sync_parallel`` (bulk hits, calls per second);
@@ -16,7 +16,7 @@ Each tree is staged as an installed package would be (``daemon/`` and ``cli/`` u
 processes and its node alike. Medians over the rounds; the ratio is after / before, in the
 direction "higher is better" (time ratios are inverted).
 
-    python benchmarks/bench_before_after.py --before REF [--rounds 5] [--quick]
+    python benchmarks/bench_before_after.py --before REF [--before REF2] [--rounds 5] [--quick]
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def measure(path: Path, metric: str, n: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", help="git ref of the tree before the change")
+    parser.add_argument("--before", action="append", metavar="REF",
+                        help="git ref of a tree before the change (repeat for several)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--child", nargs=2, metavar=("METRIC", "N"), help=argparse.SUPPRESS)
@@ -160,35 +161,46 @@ def main() -> None:
     if args.quick:
         sizes = {"memo_hit": 0, "rerun": 2_000, "round_trip": 30, "trivial": 2_000}
     root = Path(tempfile.mkdtemp(prefix="bench-ab-trees-"))
-    worktree = root / "before-src"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree),
-                    args.before], check=True, capture_output=True)
+    sides = [*args.before, "after"]
+    sources: list[Path] = []
     try:
-        trees = {"before": stage(worktree, root / "before"), "after": stage(REPO, root / "after")}
-        found: dict[str, dict[str, list[float]]] = {m: {"before": [], "after": []} for m in METRICS}
+        trees = {}
+        for i, ref in enumerate(args.before):
+            source = root / f"src-{i}"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(source),
+                            ref], check=True, capture_output=True)
+            sources.append(source)
+            trees[ref] = stage(source, root / f"tree-{i}")
+        trees["after"] = stage(REPO, root / "after")
+        found: dict[str, dict[str, list[float]]] = {m: {s: [] for s in sides} for m in METRICS}
         for rnd in range(args.rounds):
             for metric in METRICS:
-                order = ("before", "after") if rnd % 2 == 0 else ("after", "before")
+                order = sides if rnd % 2 == 0 else sides[::-1]
                 for side in order:
                     found[metric][side].append(measure(trees[side], metric, sizes[metric]))
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)],
-                       check=False, capture_output=True)
+        for source in sources:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(source)],
+                           check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
-    print(f"before: {args.before}   after: this tree ({head}, with its uncommitted changes)   "
-          f"rounds: {args.rounds}, alternating, each a fresh process")
-    rows = [("metric", "before: median (range)", "after: median (range)", "after vs before")]
+    print(f"before: {', '.join(args.before)}   after: this tree ({head}, with its uncommitted "
+          f"changes)   rounds: {args.rounds}, alternating, each a fresh process")
+    rows = [("metric", *(f"{s}: median (range)" for s in sides),
+             *(f"after vs {ref}" for ref in args.before))]
     for metric, (label, unit, higher) in METRICS.items():
         cells = []
-        for side in ("before", "after"):
+        for side in sides:
             values = found[metric][side]
             cells.append(f"{median(values):,.1f} {unit} ({min(values):,.0f}-{max(values):,.0f})")
-        b, a = median(found[metric]["before"]), median(found[metric]["after"])
-        ratio = a / b if higher else b / a
-        rows.append((label.format(n=sizes[metric]), *cells, f"{ratio:.2f}x"))
+        a = median(found[metric]["after"])
+        ratios = []
+        for ref in args.before:
+            b = median(found[metric][ref])
+            ratios.append(f"{(a / b if higher else b / a):.2f}x")
+        rows.append((label.format(n=sizes[metric]), *cells, *ratios))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
