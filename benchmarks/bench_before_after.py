@@ -89,7 +89,12 @@ def child(metric: str, n: int) -> float:
             node_home, client = home / "node", home / "client"
             create_key(node_home, name="bench-ab")
             client.mkdir()
-            shutil.copy(node_home / "swarm.key", client / "swarm.key")
+            if (node_home / "swarm.key").exists():  # a tree from before member keys
+                shutil.copy(node_home / "swarm.key", client / "swarm.key")
+            else:  # the client's home is admitted as a member (as `invite` / `join` do)
+                from pythagoras_p2p.trust.enroll import admit
+
+                admit(node_home, client, hostname="client", node=False)
             port = 18000 + os.getpid() % 2000
             node = subprocess.Popen(
                 [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", "127.0.0.1",
