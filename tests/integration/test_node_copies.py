@@ -12,13 +12,20 @@ from node_harness import wait_for
 from pythagoras_p2p.identity.encoding import value_address
 from pythagoras_p2p.net.wire import WireError
 from pythagoras_p2p.store.packing import pack
+from pythagoras_p2p.trust import NodeKeys
+from pythagoras_p2p.trust.provenance import stamp
 
 
 def _replicate(node, values: list, *, addresses: list | None = None):
+    """Send copies of results of ``values`` to ``node``, signed by a member (its home's keys), as
+    another member's node sends them."""
+    keys = NodeKeys.load_or_create(node.home)
     calls = [os.urandom(32) for _ in values]
-    head = [{"call": c.hex(), "address": (a or value_address(v)).hex(), "large": False,
-             "meta": {"function": "f"}}
-            for c, v, a in zip(calls, values, addresses or [None] * len(values), strict=True)]
+    addresses = [a or value_address(v)
+                 for v, a in zip(values, addresses or [None] * len(values), strict=True)]
+    head = [{"call": c.hex(), "address": a.hex(), "large": False,
+             "meta": stamp({"function": "f"}, c, a, keys)}
+            for c, a in zip(calls, addresses, strict=True)]
     reply = node.request("replicate", bodies=[json.dumps(head).encode(), *map(pack, values)])
     return calls, reply
 
