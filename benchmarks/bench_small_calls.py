@@ -216,7 +216,13 @@ def ours_swarm(n: int, repeats: int) -> float | None:
                 json.dumps({"n": n, "repeats": repeats})]
         proc = lan.hosts[0].popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   cwd=str(lan.hosts[0].home))
-        out, err = proc.communicate(timeout=1800)
+        try:
+            out, err = proc.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err += "".join(f"\n--- the node of host {h.index}, last lines:\n"
+                           + "".join(h.log.read_text().splitlines(True)[-8:]) for h in lan.hosts)
         found = [line for line in out.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not found:
             raise RuntimeError(f"the 3-host part failed:\n{out}\n{err}")

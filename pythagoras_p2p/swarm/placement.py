@@ -54,6 +54,7 @@ class Placement:
         self.connect_timeout = connect_timeout
         self._waiting_since: float | None = None
         self._unable: dict[tuple[Batch, int], float] = {}  # since when no ready peer could run it
+        self._told_paused = False  # the caller was told its calls wait for paused nodes
 
     def cancel(self, cancel: Cancel) -> None:
         """The tasks ``cancel`` covers no longer wait for a peer that could run them."""
@@ -67,7 +68,7 @@ class Placement:
         while queue and not queue[0][0].wanted(queue[0][1]):
             queue.popleft()
         if not queue:
-            self._waiting_since = None
+            self._waiting_since, self._told_paused = None, False
             if not self.queue.sources:
                 self._copy_stragglers()
             return
@@ -92,9 +93,10 @@ class Placement:
             queue.popleft()
             self.place(peer, batch, task)
         queue.extendleft(reversed(waiting))
-        if not queue:
-            self._waiting_since = None
-        elif ready:
+        if ready and self._told_paused:
+            self._told_paused = False
+            log.info("a node takes calls again: the calls that waited run")
+        if not queue or ready:
             self._waiting_since = None
         else:
             self._no_peer_can_run()
@@ -162,6 +164,14 @@ class Placement:
             pass  # every peer there will ever be refused this client for good: waiting is futile
         elif any(p.state == "paused" for p in self.peers.values()):
             self._waiting_since = None  # a paused node takes calls again once its owner allows
+            if not self._told_paused:  # said once a wait, so that a wait is never silent
+                self._told_paused = True
+                paused = "; ".join(f"{p.address}: {p.problem or 'paused'}"
+                                   for p in self.peers.values() if p.state == "paused")
+                log.warning("calls wait: no node of the swarm takes calls now, the ones that "
+                            "could are paused (%s); they run as soon as one takes calls again "
+                            "(`pythagoras-node resume` there, or `start --dedicated` for a node "
+                            "that need not yield to its machine's owner)", paused)
             return
         # No peer known yet (an mDNS browser has not found any) counts as peers connecting.
         elif not self.peers or any(p.state in ("new", "connecting") for p in self.peers.values()):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -223,8 +224,9 @@ def test_on_battery_the_node_pauses(swarm):
     wait_for(lambda: _paused(laptop) is None, 5, message="the laptop to resume on mains")
 
 
-def test_calls_wait_while_every_node_is_paused_and_run_once_one_resumes(swarm):
+def test_calls_wait_while_every_node_is_paused_and_run_once_one_resumes(swarm, caplog):
     laptop, server = swarm["laptop"], swarm["server"]
+    caplog.set_level(logging.INFO, logger="pythagoras_p2p.swarm.placement")
     for node in (laptop, server):
         assert cli(node.home, "pause").returncode == 0
     try:
@@ -239,10 +241,16 @@ def test_calls_wait_while_every_node_is_paused_and_run_once_one_resumes(swarm):
         runner.start()
         runner.join(3.5)  # past the client's connect_timeout: paused is not unreachable
         assert runner.is_alive() and not _marks(swarm, {k["x"] for k in kw})
+        # The wait is not silent: the caller is told once which nodes are paused, and why.
+        told = [r.getMessage() for r in caplog.records if r.getMessage().startswith("calls wait")]
+        assert len(told) == 1, told
+        assert all(f":{node.port}: " in told[0] for node in (laptop, server))
+        assert told[0].count("paused by its owner") == 2, told
         assert cli(server.home, "resume").returncode == 0
         runner.join(30)
         client.close()
         assert set(_check(kw, out["r"])) == {str(server.home)}
+        assert any("takes calls again" in r.getMessage() for r in caplog.records)
     finally:
         for node in (laptop, server):
             cli(node.home, "resume")

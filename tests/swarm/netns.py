@@ -97,11 +97,17 @@ class Host:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def start_node(self, workers: int = 2, extra: list[str] = (), env: dict | None = None) -> None:
-        """Start this host's node (``env``: extra environment of the node and its workers)."""
+        """Start this host's node (``env``: extra environment of the node and its workers).
+
+        The node is ``--dedicated`` (``extra`` may say ``--yield-to-owner`` again): every host
+        shares this machine's processors, so a node yielding to its owner would count the other
+        hosts' nodes and the clients as its owner's programs and pause as soon as the swarm is
+        busy, and a client whose nodes are all paused waits for them (a benchmark then hangs)."""
         with open(self.log, "ab") as log:
             self.node = self.popen(
                 [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", self.ip,
-                 "--port", "7575", "--mdns-interface", self.ip, "--workers", str(workers), *extra],
+                 "--port", "7575", "--mdns-interface", self.ip, "--workers", str(workers),
+                 "--dedicated", *extra],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )
 
