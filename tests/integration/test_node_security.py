@@ -95,6 +95,35 @@ def test_a_stranger_gets_no_reply_and_runs_nothing(who, zctx, node, tmp_path):
                    executions=0, node_serves_members=True)
 
 
+def double(*, x: int) -> int:
+    return 2 * x
+
+
+def test_a_client_of_another_swarm_is_told_to_become_a_member_within_its_connect_timeout(
+        node, tmp_path):
+    """A client whose home is not on the node's member list does not wait for good: its calls
+    fail once its connect_timeout has passed, saying the node does not know this machine and
+    how to check it, and nothing runs."""
+    from pythagoras_p2p import NodeUnreachable, SwarmCloud
+
+    other = tmp_path / "other-swarm"
+    make_key(other)
+    cloud = SwarmCloud(connection=node.connection, home=other, connect_timeout=2.0)
+    try:
+        fn = cloud.add_pure_function(double)
+        started = time.monotonic()
+        with pytest.raises(NodeUnreachable) as info:
+            fn.sync_parallel([{"x": 1}, {"x": 2}])
+        took = time.monotonic() - started
+    finally:
+        cloud.close()
+    message = str(info.value)
+    assert "does not know this machine as a member" in message, message
+    assert "`pythagoras-node members`" in message, message
+    assert took < 2.0 + 20, took  # the connect_timeout, and a generous margin for a loaded machine
+    assert node.status()["tasks_done"] == 0
+
+
 def test_raw_garbage_on_the_port_gets_no_reply(zctx, node, tmp_path):
     received = b""
     for attempt in range(3):
