@@ -102,6 +102,10 @@ class Credentials:
     def forget(self, host: str, port: int) -> None:
         self._book.pop((host, int(port)), None)
 
+    def knows(self, host: str, port: int) -> bool:
+        """Whether the server key of ``host:port`` was learned (by a probe in the background)."""
+        return (host, int(port)) in self._book
+
     def server_key(self, host: str, port: int, node_id: str | None = None,
                    context: Any = None, timeout: float = 1.5, wait: bool = True) -> bytes | None:
         """The CURVE public key of the member node at ``host:port`` (None: no member answers there).
@@ -110,8 +114,9 @@ class Credentials:
         else every member node's key is tried on the address at once and the one that answers
         kept. ``wait=False`` (an I/O loop's connect): the keys are tried for a moment only
         (:data:`QUICK_PROBE`); an address that does not answer that fast (a frozen or stopped
-        node) goes on being tried in a thread of its own while this returns None, and the
-        caller's next attempt finds what it learned.
+        node) goes on being tried in a thread of its own while this returns None; the caller
+        connects again as soon as :meth:`knows` says it was learned (a client's loop does not
+        wait for its next retry: a slow first probe must not eat its connect timeout).
         """
         if node_id:
             member = self.members.by_node_id(node_id)

@@ -180,7 +180,9 @@ class Connections:
             self.known()
         report = self._report(now)
         for peer in self.peers.values():
-            if peer.state in ("new", "dead") and now - peer.connect_started >= RETRY_EVERY:
+            if peer.state in ("new", "dead") and (
+                    now - peer.connect_started >= RETRY_EVERY
+                    or peer.keyless and self.key.knows(peer.host, peer.port)):
                 why = peer.connect(self.context, self.key, monitor=True)
                 if why:
                     self._lost(peer, why)

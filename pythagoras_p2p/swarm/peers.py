@@ -56,6 +56,7 @@ class Peer:
     met: bool = False  # its hello was answered, or it was lost, at least once
     lookup_only: bool = False  # learned from a named peer: asked for results, never sent calls
     server_key: bytes | None = None  # the CURVE public key it serves with (from the member list)
+    keyless: bool = False  # its last connect knew no key for it (one is being probed for)
 
     def can_ever_run(self, task: Any) -> bool:
         """Whether this node has what ``task`` asks for (resources, its function's requires=)."""
@@ -112,7 +113,8 @@ class Peer:
             return (f"no such host: {self.host!r} does not resolve ({getattr(exc, 'strerror', None) or exc}); "
                     f"check the name, or give the machine's IP address")
         self.server_key = key.server_key(self.host, self.port, self.node_id, context, wait=False)
-        if self.server_key is None:  # tried again at the next connect (learned meanwhile)
+        self.keyless = self.server_key is None
+        if self.keyless:  # tried again once learned in the background, or at the next retry
             return (f"no member node of the swarm answers at {self.address} (is its node "
                     f"running, and is it a member: `pythagoras-node members`?)")
         sock = client_socket(context, key, self.server_key)
