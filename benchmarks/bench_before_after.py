@@ -96,17 +96,11 @@ def child(metric: str, n: int) -> float:
 
                 admit(node_home, client, hostname="client", node=False)
             port = 18000 + os.getpid() % 2000
-            node = subprocess.Popen(
-                [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", "127.0.0.1",
-                 "--port", str(port), "--no-mdns", "--workers", "1", "--dedicated"],
-                env={**os.environ, "PYTHAGORAS_HOME": str(node_home)},
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            from report import start_loopback_node  # benchmarks/: the script's own folder
+
+            node = start_loopback_node(node_home, port, "--workers", "1", "--dedicated",
+                                       cwd=Path.cwd())
             try:
-                deadline = time.monotonic() + 60
-                while not (node_home / "node.json").exists():
-                    if time.monotonic() > deadline or node.poll() is not None:
-                        raise RuntimeError("the node did not start")
-                    time.sleep(0.05)
                 cloud = PCloud(connection=f"127.0.0.1:{port}", home=client)
                 fn = cloud.add_pure_function(echo)
                 salt = os.urandom(8).hex()

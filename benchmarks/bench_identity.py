@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from statistics import median
 
-from report import Row, print_table  # benchmarks/ is on sys.path when run as a script
+from report import Row, child_result, print_table  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 N_RERUN = 20_000
@@ -100,13 +100,7 @@ def child() -> None:
 
 
 def measure(tree: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child"], env=env,
-                          capture_output=True, text=True, timeout=1200, cwd=tempfile.gettempdir())
-    found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not found:
-        raise RuntimeError(f"the measurement in {tree} failed:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(found[-1][len("RESULT "):])
+    return child_result(__file__, ["--child"], {**os.environ, "PYTHONPATH": str(tree)})
 
 
 def main() -> int:

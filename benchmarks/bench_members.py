@@ -29,7 +29,12 @@ import time
 from pathlib import Path
 from statistics import median
 
-from report import Row, print_table  # benchmarks/ is on sys.path when run as a script
+from report import (  # benchmarks/ is on sys.path when run as a script
+    Row,
+    child_result,
+    print_table,
+    start_loopback_node,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,17 +77,11 @@ def child(calls: int) -> None:
         client_home.mkdir()
         shutil.copy(node_home / "swarm.key", client_home / "swarm.key")
     port = _free_port()
-    env = {**os.environ, "PYTHAGORAS_HOME": str(node_home), "PYTHAGORAS_YIELD_TO_OWNER": "0",
-           "PYTHAGORAS_PRIORITY": "normal", "PYTHAGORAS_LOG_LEVEL": "WARNING"}
-    node = subprocess.Popen([sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind",
-                             "127.0.0.1", "--port", str(port), "--no-mdns", "--workers", "1"],
-                            env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = start_loopback_node(node_home, port, "--workers", "1", cwd=root,
+                               env={"PYTHAGORAS_YIELD_TO_OWNER": "0",
+                                    "PYTHAGORAS_PRIORITY": "normal",
+                                    "PYTHAGORAS_LOG_LEVEL": "WARNING"})
     try:
-        deadline = time.monotonic() + 60
-        while not (node_home / "node.json").exists():
-            if time.monotonic() > deadline or node.poll() is not None:
-                raise RuntimeError("the node did not start")
-            time.sleep(0.05)
         os.environ["PYTHAGORAS_HOME"] = str(client_home)
         from pythagoras_p2p import PCloud
 
@@ -129,13 +128,7 @@ def child(calls: int) -> None:
 
 def measure(tree: Path, calls: int) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{Path(__file__).resolve().parent}"}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child",
-                           "--calls", str(calls)], env=env, capture_output=True, text=True,
-                          timeout=1200, cwd=tempfile.gettempdir())
-    found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not found:
-        raise RuntimeError(f"the measurement in {tree} failed:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(found[-1][len("RESULT "):])
+    return child_result(__file__, ["--child", "--calls", str(calls)], env)
 
 
 def main() -> int:

@@ -32,7 +32,10 @@ from pathlib import Path
 from statistics import median
 
 import psutil
-from report import median_seconds  # benchmarks/ is on sys.path when run as a script
+from report import (  # benchmarks/ is on sys.path when run as a script
+    median_seconds,
+    start_loopback_node,
+)
 
 from pythagoras_p2p import PCloud
 from pythagoras_p2p.net.security import create_key
@@ -47,16 +50,9 @@ def free_port() -> int:
 
 def start_node(home: Path, port: int) -> tuple[subprocess.Popen, float]:
     """Start a node; return it and the seconds until it served."""
-    env = {**os.environ, "PYTHAGORAS_HOME": str(home)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", "127.0.0.1",
-         "--port", str(port), "--no-mdns", "--workers", "2", "--dedicated"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
-    while not (home / "node.json").exists():
-        if proc.poll() is not None or time.perf_counter() - t0 > 30:
-            raise RuntimeError("the node did not start")
-        time.sleep(0.002)
+    proc = start_loopback_node(home, port, "--workers", "2", "--dedicated", timeout=30,
+                               poll=0.002)
     return proc, time.perf_counter() - t0
 
 

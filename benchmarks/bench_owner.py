@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from bench_node import cpu_fraction, free_port, stop  # benchmarks/ is on sys.path as a script
+from report import start_loopback_node
 
 from pythagoras_p2p import PCloud
 from pythagoras_p2p.net.security import create_key
@@ -34,17 +35,8 @@ from pythagoras_p2p.trust.enroll import admit
 
 
 def start(home: Path, port: int, *flags: str, env: dict | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pythagoras_p2p.cli.main", "start", "--bind", "127.0.0.1",
-         "--port", str(port), "--no-mdns", "--workers", "2", *flags],
-        env={**os.environ, "PYTHAGORAS_HOME": str(home), **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
-    deadline = time.monotonic() + 30
-    while not (home / "node.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the node did not start")
-        time.sleep(0.01)
-    return proc
+    return start_loopback_node(home, port, "--workers", "2", *flags, env=env, timeout=30,
+                               poll=0.01)
 
 
 def idle_cost(home: Path, seconds: float, *flags: str) -> float:
