@@ -297,11 +297,13 @@ class Members:
         """The member list kept in ``home``, or None when the home has none."""
         path = members_path(home)
         try:
-            text = path.read_text()
+            text = path.read_bytes()  # bytes: json.loads reports a list that is not UTF-8
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise SecurityError(f"cannot read the member list {path} ({exc})") from None
+            raise SecurityError(f"cannot read the member list {path} ({exc}); make it readable "
+                                f"by this user, or move it away and join again: "
+                                f"`pythagoras-node join --force TOKEN`") from None
         try:
             return cls.loads(text)
         except SecurityError as exc:

@@ -144,3 +144,14 @@ def test_a_node_joining_again_with_new_keys_replaces_its_old_ones(swarm, tmp_pat
                               admin.key_id, admin.sign)
     assert again.is_admitted(new.key_id) and not again.is_admitted(old.key_id)
     assert again.by_node_id("n9").key_id == new.key_id
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe", b'{"swarm": {"na', b"[1]"])
+def test_a_damaged_member_list_is_refused_naming_the_fix_and_kept(swarm, tmp_path, damage):
+    home = tmp_path / "home"
+    swarm[2].save(home)
+    path = home / "trust" / "members.json"
+    path.write_bytes(damage)
+    with pytest.raises(SecurityError, match=r"not a valid member list.*join --force"):
+        Members.load(home)
+    assert path.read_bytes() == damage  # refused, not rewritten
