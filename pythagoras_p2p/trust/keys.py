@@ -59,6 +59,16 @@ def _public_raw(private: Ed25519PrivateKey) -> bytes:
     return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def _public_of(secret: bytes) -> bytes:
+    """The raw Ed25519 public key of the raw 32-byte secret ``secret``."""
+    return _public_raw(Ed25519PrivateKey.from_private_bytes(secret))
+
+
+def _sign_with(secret: bytes, data: bytes) -> bytes:
+    """``data`` signed with the raw 32-byte Ed25519 secret ``secret``."""
+    return Ed25519PrivateKey.from_private_bytes(secret).sign(bytes(data))
+
+
 def verify_signature(signing_public: bytes, data: bytes, signature: bytes) -> bool:
     """Whether ``signature`` is the Ed25519 signature of ``data`` by ``signing_public`` (raw)."""
     try:
@@ -118,14 +128,14 @@ class NodeKeys:
 
     @property
     def signing_public(self) -> bytes:
-        return _public_raw(Ed25519PrivateKey.from_private_bytes(self.signing_secret))
+        return _public_of(self.signing_secret)
 
     @property
     def key_id(self) -> str:
         return key_id_of(self.curve_public, self.signing_public)
 
     def sign(self, data: bytes) -> bytes:
-        return Ed25519PrivateKey.from_private_bytes(self.signing_secret).sign(bytes(data))
+        return _sign_with(self.signing_secret, data)
 
     @staticmethod
     def path(home: Path) -> Path:
@@ -191,10 +201,10 @@ class SwarmSigningKey:
 
     @property
     def public(self) -> bytes:
-        return _public_raw(Ed25519PrivateKey.from_private_bytes(self.secret))
+        return _public_of(self.secret)
 
     def sign(self, data: bytes) -> bytes:
-        return Ed25519PrivateKey.from_private_bytes(self.secret).sign(bytes(data))
+        return _sign_with(self.secret, data)
 
     @staticmethod
     def path(home: Path) -> Path:
