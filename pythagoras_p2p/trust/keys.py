@@ -219,11 +219,15 @@ class SwarmSigningKey:
     @classmethod
     def load(cls, home: Path) -> SwarmSigningKey | None:
         path = cls.path(home)
-        data = _read_private(path, "swarm signing key", "restore it from a backup, or make a "
-                             "new swarm with `pythagoras-node init --force`")
+        fix = "restore it from a backup, or make a new swarm with `pythagoras-node init --force`"
+        data = _read_private(path, "swarm signing key", fix)
         if data is None:
             return None
         try:
-            return cls(unb64(data["secret"]))
+            key = cls(unb64(data["secret"]))
+            if len(key.secret) != 32:
+                raise ValueError("its secret is not 32 bytes")
+            return key
         except Exception as exc:
-            raise SecurityError(f"{path} is not a valid swarm signing key ({exc})") from None
+            raise SecurityError(f"{path} is not a valid swarm signing key "
+                                f"({type(exc).__name__}: {exc}); {fix}") from None

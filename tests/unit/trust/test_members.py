@@ -155,3 +155,11 @@ def test_a_damaged_member_list_is_refused_naming_the_fix_and_kept(swarm, tmp_pat
     with pytest.raises(SecurityError, match=r"not a valid member list.*join --force"):
         Members.load(home)
     assert path.read_bytes() == damage  # refused, not rewritten
+
+
+@pytest.mark.parametrize("secret", ["AAAA", None])
+def test_a_damaged_swarm_signing_key_is_refused_naming_the_fix(tmp_path, secret):
+    SwarmSigningKey.create(tmp_path)
+    SwarmSigningKey.path(tmp_path).write_text(json.dumps({"version": 1, "secret": secret}))
+    with pytest.raises(SecurityError, match=r"not a valid swarm signing key.*init --force"):
+        SwarmSigningKey.load(tmp_path)
