@@ -160,7 +160,9 @@ class ResultLog:
         return None if record is None else address_of(record)
 
     def has(self, txn: Any, call: Address) -> bool:
-        return txn.get(call, None, self.db.index) is not None
+        """Whether ``call``'s result is stored: an index entry whose record is that call's (a
+        stale entry counts as lacking, so a peer's offer sends the copy that mends it)."""
+        return self.record(txn, call) is not None
 
     def calls(self, txn: Any) -> list[Address]:
         return list(txn.cursor(db=self.db.index).iternext(values=False))
