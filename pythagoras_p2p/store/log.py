@@ -32,6 +32,7 @@ tables to the log in the same transaction: at every commit each result is in exa
 
 from __future__ import annotations
 
+import functools
 import struct
 import sys
 import time
@@ -102,12 +103,19 @@ def meta_of(record: bytes) -> bytes:
     return record[_VALUE_AT + vlen + tlen:]
 
 
+# Offsets in a record, named once: the hit path (every memo hit) reads them, not sums them.
+_CALL_AT, _ADDRESS_AT, _LENGTHS_AT = 1 + SUM, 1 + SUM + 32, 1 + SUM + 64
+_unpack_lengths = _HEAD.unpack_from
+# An Entry made without the Python-level ``__new__`` NamedTuple gives it (the hit path's).
+_new_entry = functools.partial(tuple.__new__, Entry)
+
+
 def _entry(record: bytes, get: Callable, values_db: Any) -> Entry:
-    vlen, tlen = _HEAD.unpack_from(record, 1 + SUM + 64)
-    address = record[1 + SUM + 32:1 + SUM + 64]
+    vlen, tlen = _unpack_lengths(record, _LENGTHS_AT)
+    address = record[_ADDRESS_AT:_LENGTHS_AT]
     trace_at = _VALUE_AT + vlen
     value = record[_VALUE_AT:trace_at] if vlen else get(address, None, values_db)
-    return Entry(address, value, record[trace_at:trace_at + tlen] if tlen else None)
+    return _new_entry((address, value, record[trace_at:trace_at + tlen] if tlen else None))
 
 
 class ResultLog:
@@ -130,7 +138,7 @@ class ResultLog:
         if key is None:
             return None
         record = get(key, None, db.log_db)
-        if record is None or record[1 + SUM:1 + SUM + 32] != call:
+        if record is None or record[_CALL_AT:_ADDRESS_AT] != call:
             return None  # never another call's result
         return _entry(record, get, db.values)
 
@@ -144,7 +152,7 @@ class ResultLog:
         for call in calls:
             key = get(call, None, index)
             record = None if key is None else get(key, None, log)
-            append(None if record is None or record[1 + SUM:1 + SUM + 32] != call
+            append(None if record is None or record[_CALL_AT:_ADDRESS_AT] != call
                    else _entry(record, get, values))
         return found
 
