@@ -31,11 +31,18 @@ def _when(seconds: float | None, short: bool = False) -> str:
                                                  time.localtime(seconds))
 
 
+_LONGEST_INVITATION = 365 * 86400  # an invitation is for one machine soon, not for ever
+
+
 def _duration(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
     if not match or float(match[1]) <= 0:
         raise click.BadParameter(f"{text!r} is not a duration; write e.g. 30m, 1h, 2d or 90 (seconds)")
-    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    seconds = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    if seconds > _LONGEST_INVITATION:
+        raise click.BadParameter(f"{text!r} is longer than an invitation may last (365d); write a "
+                                 f"shorter one, e.g. 1h or 2d, and invite again when it expires")
+    return seconds
 
 
 def _admin(home: Path) -> tuple[Any, Any]:

@@ -95,7 +95,9 @@ def test_invite_needs_an_admin_and_its_running_node(tmp_path):
     assert idle.returncode != 0 and "pythagoras-node start" in idle.stderr
     bad = cli(home, "invite", "--expires", "soon")
     assert bad.returncode != 0 and "duration" in bad.stderr
-    for out in (none, idle, bad):
+    huge = cli(home, "invite", "--expires", "999999999999999999d")  # past what a clock can show
+    assert huge.returncode != 0 and "365d" in huge.stderr
+    for out in (none, idle, bad, huge):
         no_traceback(out)
 
 
