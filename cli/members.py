@@ -9,7 +9,6 @@ goes to this machine's node, which passes it on with its heartbeats.
 from __future__ import annotations
 
 import json
-import re
 import socket
 import sys
 import time
@@ -35,10 +34,12 @@ _LONGEST_INVITATION = 365 * 86400  # an invitation is for one machine soon, not 
 
 
 def _duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if not match or float(match[1]) <= 0:
-        raise click.BadParameter(f"{text!r} is not a duration; write e.g. 30m, 1h, 2d or 90 (seconds)")
-    seconds = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    from ..daemon.owner.manual import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     if seconds > _LONGEST_INVITATION:
         raise click.BadParameter(f"{text!r} is longer than an invitation may last (365d); write a "
                                  f"shorter one, e.g. 1h or 2d, and invite again when it expires")
