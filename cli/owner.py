@@ -102,6 +102,13 @@ def pause(ctx: click.Context, duration: str | None) -> None:
         seconds = None if duration is None else parse_duration(duration)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--for") from None
+    try:
+        if seconds is not None:
+            time.localtime(time.time() + seconds)  # an end this clock can show (else it raises)
+    except (ValueError, OverflowError, OSError):
+        raise click.BadParameter(f"{duration!r} is longer than this clock can count to; write a "
+                                 f"shorter one (e.g. 30m or 2h), or leave out --for to pause "
+                                 f"until `pythagoras-node resume`", param_hint="--for") from None
     state = pause_node(ctx.obj["home"], seconds)
     until = ("until `pythagoras-node resume`" if state["until"] is None else
              f"until {time.strftime('%H:%M', time.localtime(state['until']))}")

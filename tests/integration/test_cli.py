@@ -480,3 +480,11 @@ def test_version_and_help_work_without_a_home(tmp_path):
     for command in ("init", "join", "start", "stop", "status", "peers", "cache"):
         assert command in helptext.stdout
     assert not home.exists()
+
+
+def test_pause_for_longer_than_the_clock_counts_fails_clearly_and_writes_nothing(tmp_path):
+    home = tmp_path / "home"
+    out = cli(home, "pause", "--for", "999999999999999d")
+    assert out.returncode != 0 and "shorter" in out.stderr and "--for" in out.stderr
+    no_traceback(out)
+    assert not (home / "paused.json").exists()
